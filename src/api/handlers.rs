@@ -1,0 +1,190 @@
+//! One handler per interaction: extract, call the service, render. Anything longer belongs in
+//! the service.
+
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use super::negotiate::{FhirJson, JsonPatchBody, Prefer, query_pairs, read_form};
+use super::paths::{InstancePath, TypePath, VersionPath};
+use super::respond;
+use crate::error::{ApiError, ApiResult};
+use crate::fhir::bundle::{self, Link};
+use crate::fhir::instant::parse_http_date;
+use crate::service::search::SearchPage;
+use crate::service::transaction::parse_etag;
+
+pub async fn health(State(state): State<AppState>) -> Response {
+    match state.service.store.ping().await {
+        Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+pub async fn metadata(State(state): State<AppState>) -> Response {
+    respond::json(StatusCode::OK, &state.capability)
+}
+
+pub async fn read(State(state): State<AppState>, path: InstancePath, headers: HeaderMap) -> ApiResult<Response> {
+    let stored = state.service.read(&path.resource_type, path.id.as_str()).await?;
+    let etag_matches = header_text(&headers, header::IF_NONE_MATCH)
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == "*" || parse_etag(tag) == Some(stored.version)));
+    let unmodified = header_text(&headers, header::IF_MODIFIED_SINCE)
+        .and_then(|since| parse_http_date(&since))
+        .is_some_and(|since| stored.last_updated / 1_000_000 <= since / 1_000_000);
+    if etag_matches || (unmodified && !headers.contains_key(header::IF_NONE_MATCH)) {
+        return Ok(respond::not_modified(&stored));
+    }
+    Ok(respond::resource(&stored))
+}
+
+pub async fn vread(State(state): State<AppState>, path: VersionPath) -> ApiResult<Response> {
+    let stored = state.service.vread(&path.resource_type, path.id.as_str(), path.version).await?;
+    Ok(respond::resource(&stored))
+}
+
+pub async fn create(State(state): State<AppState>, TypePath(resource_type): TypePath, prefer: Prefer, headers: HeaderMap, FhirJson(body): FhirJson) -> ApiResult<Response> {
+    let if_none_exist = header_text(&headers, "if-none-exist");
+    let outcome = state.service.create(&resource_type, body, if_none_exist.as_deref()).await?;
+    Ok(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference))
+}
+
+pub async fn update(State(state): State<AppState>, path: InstancePath, prefer: Prefer, headers: HeaderMap, FhirJson(body): FhirJson) -> ApiResult<Response> {
+    let if_match = if_match(&headers)?;
+    let outcome = state.service.update(&path.resource_type, path.id.as_str(), body, if_match).await?;
+    Ok(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference))
+}
+
+pub async fn conditional_update(State(state): State<AppState>, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, prefer: Prefer, FhirJson(body): FhirJson) -> ApiResult<Response> {
+    let criteria = query.ok_or_else(|| ApiError::MethodNotAllowed("PUT needs an id in the path, or search criteria for a conditional update".into()))?;
+    let outcome = state.service.conditional_update(&resource_type, &criteria, body).await?;
+    Ok(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference))
+}
+
+pub async fn patch(State(state): State<AppState>, path: InstancePath, prefer: Prefer, headers: HeaderMap, JsonPatchBody(body): JsonPatchBody) -> ApiResult<Response> {
+    let if_match = if_match(&headers)?;
+    let outcome = state.service.patch(&path.resource_type, path.id.as_str(), body, if_match).await?;
+    Ok(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference))
+}
+
+pub async fn delete(State(state): State<AppState>, path: InstancePath, prefer: Prefer) -> ApiResult<Response> {
+    let outcome = state.service.delete(&path.resource_type, path.id.as_str()).await?;
+    Ok(respond::deleted(&outcome, prefer.return_preference))
+}
+
+pub async fn conditional_delete(State(state): State<AppState>, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
+    let criteria = query.ok_or_else(|| ApiError::MethodNotAllowed("DELETE needs an id in the path, or search criteria for a conditional delete".into()))?;
+    let outcome = state.service.conditional_delete(&resource_type, &criteria).await?;
+    Ok(respond::deleted(&outcome, prefer.return_preference))
+}
+
+pub async fn search_get(State(state): State<AppState>, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
+    let pairs = query_pairs(query.as_deref())?;
+    search(&state, &resource_type, pairs, prefer).await
+}
+
+/// `POST [type]/_search`: form parameters, plus any in the URL, answer exactly like GET.
+pub async fn search_post(State(state): State<AppState>, TypePath(resource_type): TypePath, prefer: Prefer, request: Request) -> ApiResult<Response> {
+    let mut pairs = query_pairs(request.uri().query())?;
+    pairs.extend(read_form(request, state.service.config.max_body_bytes).await?);
+    search(&state, &resource_type, pairs, prefer).await
+}
+
+async fn search(state: &AppState, resource_type: &str, pairs: Vec<(String, String)>, prefer: Prefer) -> ApiResult<Response> {
+    let request = state.service.parse_search(resource_type, &pairs, prefer.strict)?;
+    let page = state.service.search(request).await?;
+    Ok(respond::json(StatusCode::OK, &searchset(state, resource_type, &page)))
+}
+
+fn searchset(state: &AppState, resource_type: &str, page: &SearchPage) -> serde_json::Value {
+    let base = &state.service.config.base_url;
+    let request = &page.request;
+    let link = |offset: Option<usize>| {
+        let mut pairs = request.used.clone();
+        if let Some(offset) = offset.filter(|o| *o > 0) {
+            pairs.push(("_offset".into(), offset.to_string()));
+        }
+        let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+        if query.is_empty() { format!("{base}/{resource_type}") } else { format!("{base}/{resource_type}?{query}") }
+    };
+    let mut links = vec![Link { relation: "self", url: link(Some(request.offset)) }];
+    if request.offset > 0 {
+        links.push(Link { relation: "first", url: link(None) });
+        links.push(Link { relation: "previous", url: link(Some(request.offset.saturating_sub(request.count))) });
+    }
+    if page.has_more {
+        links.push(Link { relation: "next", url: link(Some(request.offset + request.count)) });
+    }
+    let outcome = (!request.warnings.is_empty()).then(|| crate::fhir::outcome::operation_outcome(&request.warnings));
+    bundle::searchset(base, &page.matches, page.total, &links, outcome)
+}
+
+pub async fn history_instance(State(state): State<AppState>, path: InstancePath, RawQuery(query): RawQuery) -> ApiResult<Response> {
+    let url = format!("{}/{}/_history", path.resource_type, path.id);
+    history(&state, Some(&path.resource_type), Some(path.id.as_str()), &url, query).await
+}
+
+pub async fn history_type(State(state): State<AppState>, TypePath(resource_type): TypePath, RawQuery(query): RawQuery) -> ApiResult<Response> {
+    let url = format!("{resource_type}/_history");
+    history(&state, Some(&resource_type), None, &url, query).await
+}
+
+pub async fn history_system(State(state): State<AppState>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+    history(&state, None, None, "_history", query).await
+}
+
+async fn history(state: &AppState, resource_type: Option<&str>, id: Option<&str>, url: &str, query: Option<String>) -> ApiResult<Response> {
+    let pairs = query_pairs(query.as_deref())?;
+    let page = state.service.history(resource_type, id, &pairs).await?;
+    let base = &state.service.config.base_url;
+    let link = |cursor: Option<i64>| {
+        let mut pairs = page.used.clone();
+        if let Some(cursor) = cursor {
+            pairs.push(("_page".into(), cursor.to_string()));
+        }
+        let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+        if query.is_empty() { format!("{base}/{url}") } else { format!("{base}/{url}?{query}") }
+    };
+    let current = pairs.iter().find(|(n, _)| n == "_page").and_then(|(_, v)| v.parse().ok());
+    let mut links = vec![Link { relation: "self", url: link(current) }];
+    if current.is_some() {
+        links.push(Link { relation: "first", url: link(None) });
+    }
+    if let Some(next) = page.next_page {
+        links.push(Link { relation: "next", url: link(Some(next)) });
+    }
+    Ok(respond::json(StatusCode::OK, &bundle::history(base, &page.entries, page.total, &links)))
+}
+
+pub async fn process_bundle(State(state): State<AppState>, FhirJson(body): FhirJson) -> ApiResult<Response> {
+    let result = state.service.process_bundle(body).await?;
+    Ok(respond::json(StatusCode::OK, &bundle::response_bundle(result.bundle_type, &result.entries)))
+}
+
+pub async fn validate(State(state): State<AppState>, TypePath(resource_type): TypePath, FhirJson(body): FhirJson) -> ApiResult<Response> {
+    let outcome = state.service.validate_operation(&resource_type, body)?;
+    Ok(respond::json(StatusCode::OK, &outcome))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no FHIR endpoint at this path; the FHIR base is /fhir".into())
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("this HTTP method is not supported on this path".into())
+}
+
+fn header_text(headers: &HeaderMap, name: impl axum::http::header::AsHeaderName) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
+    match header_text(headers, header::IF_MATCH) {
+        None => Ok(None),
+        Some(tag) => parse_etag(&tag)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request("If-Match must be a version ETag such as W/\"3\"")),
+    }
+}

@@ -1,0 +1,30 @@
+//! HTTP: the axum router and thin handlers. No SQL and no crypto here: handlers extract and check
+//! the request, call the [`crate::service::Service`], and render the result with FHIR headers.
+//!
+//! - [`routes`]: every route in one place, grouped by who calls it.
+//! - [`paths`]: path extractors that reject unknown resource types and malformed ids up front.
+//! - [`negotiate`]: media types, body reading and limits, `Prefer` headers.
+//! - [`respond`]: resources and Bundles as responses with `ETag`, `Location`, `Last-Modified`.
+//! - [`handlers`]: one function per interaction.
+
+pub mod handlers;
+pub mod negotiate;
+pub mod paths;
+pub mod respond;
+pub mod routes;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::service::Service;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Service,
+    /// The CapabilityStatement, generated once at start-up.
+    pub capability: Arc<Value>,
+}
+
+pub use routes::router;

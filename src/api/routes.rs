@@ -1,0 +1,34 @@
+//! Every route, in one place.
+
+use axum::Router;
+use axum::middleware;
+use axum::routing::{get, post};
+
+use super::AppState;
+use super::handlers::*;
+use super::negotiate::require_json_accept;
+
+pub fn router(state: AppState) -> Router {
+    // FHIR REST API (R4 http.html): clinics, EHRs, CRM, portal, insurers, integrators.
+    let fhir = Router::new()
+        .route("/fhir", post(process_bundle))
+        .route("/fhir/", post(process_bundle))
+        .route("/fhir/metadata", get(metadata))
+        .route("/fhir/_history", get(history_system))
+        .route("/fhir/{type}", get(search_get).post(create).put(conditional_update).delete(conditional_delete))
+        .route("/fhir/{type}/_search", post(search_post))
+        .route("/fhir/{type}/_history", get(history_type))
+        .route("/fhir/{type}/$validate", post(validate))
+        .route("/fhir/{type}/{id}", get(read).put(update).patch(patch).delete(delete))
+        .route("/fhir/{type}/{id}/_history", get(history_instance))
+        .route("/fhir/{type}/{id}/_history/{vid}", get(vread))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(require_json_accept));
+
+    Router::new()
+        // Operations: load balancers and monitoring.
+        .route("/health", get(health))
+        .merge(fhir)
+        .fallback(not_found)
+        .with_state(state)
+}

@@ -1,0 +1,156 @@
+//! The one error type clients ever see, and how it becomes an OperationOutcome.
+//!
+//! Service and API code return [`ApiError`]; each variant fixes its HTTP status and its
+//! OperationOutcome `issue.code` here, in one place (Blaze's `category->status`). Store and crypto
+//! errors convert through `From` impls that log the detail with `tracing` and hand the client a
+//! generic message: internals (SQL, file paths, key ids) never reach `diagnostics`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::fhir::outcome::{Issue, IssueCode, operation_outcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request itself is malformed (syntax, parameters, headers).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The resource parses but breaks FHIR rules (schema, bindings, ids).
+    #[error("resource is not valid")]
+    Invalid(Vec<Issue>),
+    /// Well-formed, valid FHIR that this server cannot accept (business rules, profiles).
+    #[error("resource violates server rules")]
+    Unprocessable(Vec<Issue>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// A conditional interaction matched more than one resource.
+    #[error("{0}")]
+    MultipleMatches(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    NotImplemented(String),
+    /// The store cannot be reached; the client may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something went wrong inside; the detail was logged, the client gets a generic text.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::MultipleMatches(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn issue_code(&self) -> IssueCode {
+        match self {
+            ApiError::BadRequest(_) => IssueCode::Invalid,
+            ApiError::Invalid(_) | ApiError::Unprocessable(_) => IssueCode::Invalid,
+            ApiError::NotFound(_) => IssueCode::NotFound,
+            ApiError::Gone(_) => IssueCode::Deleted,
+            ApiError::MethodNotAllowed(_) | ApiError::NotAcceptable(_) => IssueCode::NotSupported,
+            ApiError::UnsupportedMediaType(_) | ApiError::NotImplemented(_) => IssueCode::NotSupported,
+            ApiError::Conflict(_) | ApiError::PreconditionFailed(_) => IssueCode::Conflict,
+            ApiError::MultipleMatches(_) => IssueCode::MultipleMatches,
+            ApiError::PayloadTooLarge(_) => IssueCode::TooLong,
+            ApiError::Unavailable(_) => IssueCode::Transient,
+            ApiError::Internal => IssueCode::Exception,
+        }
+    }
+
+    /// The issues this error renders as.
+    pub fn issues(&self) -> Vec<Issue> {
+        match self {
+            ApiError::Invalid(issues) | ApiError::Unprocessable(issues) => issues.clone(),
+            ApiError::Internal => vec![Issue::error(
+                IssueCode::Exception,
+                "the server failed to process the request; the incident was logged",
+            )],
+            other => vec![Issue::error(other.issue_code(), other.to_string())],
+        }
+    }
+
+    /// The OperationOutcome JSON for this error.
+    pub fn outcome(&self) -> serde_json::Value {
+        operation_outcome(&self.issues())
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::BadRequest(message.into())
+    }
+
+    /// One structural issue at a FHIRPath location, as a 400.
+    pub fn invalid_at(code: IssueCode, expression: &str, message: impl Into<String>) -> Self {
+        ApiError::Invalid(vec![Issue::error(code, message).at(expression)])
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::to_vec(&self.outcome()).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::fhir::FHIR_JSON_UTF8));
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                tracing::error!(error = %error, "database unavailable");
+                ApiError::Unavailable("the database is temporarily unavailable; retry later".into())
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                // Two writers raced for the same version row; the loser retries from a fresh read.
+                tracing::info!(constraint = ?db.constraint(), "concurrent write conflict");
+                ApiError::Conflict("the resource was changed concurrently; read it again and retry".into())
+            }
+            _ => {
+                tracing::error!(error = %error, "database error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<crate::crypto::CryptoError> for ApiError {
+    fn from(error: crate::crypto::CryptoError) -> Self {
+        tracing::error!(error = %error, "crypto failure");
+        ApiError::Internal
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

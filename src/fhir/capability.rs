@@ -1,0 +1,91 @@
+//! The CapabilityStatement, built at start-up from what the server really supports: the resource
+//! types the validator knows, the interactions the router serves, and the search parameters the
+//! query planner accepts. Nothing here is hand-written per type, so it cannot drift.
+//! <https://hl7.org/fhir/R4/capabilitystatement.html>
+
+use serde_json::{Value, json};
+
+use super::FHIR_VERSION;
+use crate::search::registry::{ParamType, SearchParamRegistry};
+
+/// Type-level interactions every resource type offers.
+pub const TYPE_INTERACTIONS: &[&str] =
+    ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"].as_slice();
+
+/// Search parameter types the planner handles.
+pub fn is_searchable(kind: ParamType) -> bool {
+    !matches!(kind, ParamType::Composite | ParamType::Special)
+}
+
+pub fn capability_statement(base_url: &str, resource_types: &[String], registry: &SearchParamRegistry, software_version: &str) -> Value {
+    let resources: Vec<Value> = resource_types
+        .iter()
+        .map(|resource_type| {
+            let params: Vec<Value> = registry
+                .params_for(resource_type)
+                .into_iter()
+                .filter(|p| is_searchable(p.kind) && p.is_indexed())
+                .map(|p| {
+                    let mut param = json!({"name": p.code, "definition": p.url, "type": kind_name(p.kind)});
+                    if crate::search::phi::is_protected(registry, resource_type, &p.code, p.kind) {
+                        param["documentation"] = json!(
+                            "Protected identifier: stored as keyed tokens. Supports equality and starts-with (strings), \
+                             code and system|code (tokens), equality at the written precision (dates); not :contains, \
+                             :text or ranges."
+                        );
+                    }
+                    param
+                })
+                .collect();
+            json!({
+                "type": resource_type,
+                "profile": format!("http://hl7.org/fhir/StructureDefinition/{resource_type}"),
+                "interaction": TYPE_INTERACTIONS.iter().map(|code| json!({"code": code})).collect::<Vec<_>>(),
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
+                "searchParam": params,
+                "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+            })
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-22",
+        "publisher": "fhirvault",
+        "kind": "instance",
+        "software": {"name": "fhirvault", "version": software_version},
+        "implementation": {"description": "fhirvault FHIR R4 server", "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [
+                {"code": "transaction"},
+                {"code": "batch"},
+                {"code": "history-system"},
+            ],
+        }],
+    })
+}
+
+fn kind_name(kind: ParamType) -> &'static str {
+    match kind {
+        ParamType::Number => "number",
+        ParamType::Date => "date",
+        ParamType::String => "string",
+        ParamType::Token => "token",
+        ParamType::Reference => "reference",
+        ParamType::Composite => "composite",
+        ParamType::Quantity => "quantity",
+        ParamType::Uri => "uri",
+        ParamType::Special => "special",
+    }
+}

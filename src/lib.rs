@@ -1,0 +1,28 @@
+//! fhirvault: a FHIR R4 server whose health data is encrypted before it reaches the database.
+//!
+//! # Layout
+//!
+//! - [`config`]: typed settings from flags, `FHIRVAULT_*` variables and an optional TOML file.
+//! - [`error`]: [`error::ApiError`], the one error enum; each variant fixes its HTTP status and
+//!   OperationOutcome issue code, and renders itself as an OperationOutcome.
+//! - [`fhir`]: FHIR-level types and helpers: ids, instants, OperationOutcome issues, Bundles,
+//!   the CapabilityStatement, and validation against the spec's own definitions.
+//! - [`crypto`]: key ring, AES-256-GCM envelopes bound to their row, pseudonyms, blind indexes.
+//! - [`search`]: the search-parameter registry built from the spec, the FHIRPath subset that
+//!   extracts index values at write time, query parsing and SQL planning.
+//! - [`store`]: the database (SQLite embedded, PostgreSQL for scale) behind one [`store::Store`].
+//! - [`service`]: the rules of each FHIR interaction, one file each; the one write path.
+//! - [`api`]: axum routes and thin handlers: extract, call the service, render.
+//! - [`server`]: binding, serving and graceful shutdown, shared by `main` and the tests.
+//! - [`import`]: bulk loading of NDJSON and Bundle files through the service.
+
+pub mod api;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod fhir;
+pub mod import;
+pub mod search;
+pub mod server;
+pub mod service;
+pub mod store;

@@ -1,0 +1,215 @@
+//! The `fhirvault` command line: `serve`, `keys` (init, status, rotate) and `import`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use fhirvault::config::{Config, ServeArgs, StoreArgs};
+use fhirvault::crypto::{Aad, KeyRing};
+use fhirvault::import::{BATCH_SIZE, ImportSummary, resources_in};
+use fhirvault::store::{Store, keys as key_rows};
+
+#[derive(Parser)]
+#[command(name = "fhirvault", version, about = "FHIR R4 server with encrypted storage")]
+struct Cli {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the FHIR server.
+    Serve(ServeArgs),
+    /// Manage the key ring.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Load NDJSON or Bundle files through the server's write path.
+    Import {
+        /// Files to import.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create the key file if it does not exist.
+    Init,
+    /// Show the key ids and how many stored rows each protects.
+    Status,
+    /// Add a new key, make it active, and re-encrypt every row under it (the server keeps serving).
+    Rotate,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FHIRVAULT_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(serve_args) => serve(Config::resolve(&cli.store, &serve_args)?).await,
+        Command::Keys(command) => keys(Config::resolve(&cli.store, &ServeArgs::default())?, command).await,
+        Command::Import { files } => import(Config::resolve(&cli.store, &ServeArgs::default())?, files).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let base_url = config.base_url.clone();
+    let backend = config.database.redacted();
+    let service = fhirvault::server::open_service(config, None).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(%listen, %base_url, database = %backend, "fhirvault is serving FHIR R4");
+    fhirvault::server::serve(listener, service, shutdown_signal()).await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Init => {
+            let (_, created) = KeyRing::load_or_create(&config.key_file)?;
+            println!("{} {}", if created { "created" } else { "already present:" }, config.key_file.display());
+        }
+        KeysCommand::Status => {
+            let ring = KeyRing::load(&config.key_file)?;
+            let store = Store::open(&config.database).await?;
+            store.migrate().await?;
+            let counts = key_rows::rows_per_key(&mut *store.reader().await?).await?;
+            println!("key file: {}", config.key_file.display());
+            for id in ring.key_ids() {
+                let rows = counts.iter().find(|(k, _)| *k == i64::from(id)).map_or(0, |(_, n)| *n);
+                let active = if id == ring.active_key_id() { " (active)" } else { "" };
+                println!("key {id}{active}: {rows} rows");
+            }
+            for (id, rows) in counts.iter().filter(|(k, _)| !ring.key_ids().contains(&(*k as u32))) {
+                println!("key {id} (MISSING from the key file): {rows} rows");
+            }
+        }
+        KeysCommand::Rotate => rotate(config).await?,
+    }
+    Ok(())
+}
+
+/// Add a key, then re-seal every row under it in small transactions, so the server (which
+/// re-reads the key file when it changes) keeps serving throughout.
+async fn rotate(config: Config) -> anyhow::Result<()> {
+    let mut ring = KeyRing::load(&config.key_file)?;
+    let new_key = ring.rotate(&config.key_file)?;
+    println!("key {new_key} is now active; re-encrypting stored rows");
+    let store = Store::open(&config.database).await?;
+    store.migrate().await?;
+    let mut moved = reseal_all(&store, &ring, new_key).await?;
+    // A running server picks up the new key within its reload interval (5 s); rows it sealed with
+    // the old key until then are caught by a second sweep.
+    if moved > 0 {
+        tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+        moved += reseal_all(&store, &ring, new_key).await?;
+    }
+    println!("re-encrypted {moved} rows under key {new_key}");
+    Ok(())
+}
+
+/// Re-seal every row not under `key`, in batches of one transaction each.
+async fn reseal_all(store: &Store, ring: &KeyRing, key: fhirvault::crypto::KeyId) -> anyhow::Result<u64> {
+    let active = i64::from(key);
+    let (mut moved, mut after) = (0_u64, 0_i64);
+    loop {
+        let batch = key_rows::rows_not_under(&mut *store.reader().await?, active, after, 500).await?;
+        if batch.is_empty() {
+            return Ok(moved);
+        }
+        let mut tx = store.begin().await?;
+        for row in &batch {
+            let aad = Aad::Resource { resource_type: &row.resource_type, id: &row.id, version: row.version };
+            let plain = ring.open(&aad, &row.ciphertext)?;
+            let sealed = ring.seal(&aad, &plain)?;
+            if key_rows::rewrap(&mut tx, row.seq, row.key_id, active, sealed).await? {
+                moved += 1;
+            }
+        }
+        tx.commit().await?;
+        after = batch.last().map_or(after, |row| row.seq);
+    }
+}
+
+async fn import(config: Config, files: Vec<PathBuf>) -> anyhow::Result<()> {
+    let service = fhirvault::server::open_service(config, None).await?;
+    let mut total = ImportSummary::default();
+    for file in files {
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let resources = resources_in(&text);
+        let progress = ProgressBar::new(resources.len() as u64);
+        progress.set_style(
+            ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        progress.set_message(file.display().to_string());
+        let mut resources = resources.into_iter();
+        loop {
+            let batch: Vec<_> = resources.by_ref().take(BATCH_SIZE).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let count = batch.len() as u64;
+            let (summary, rejections) = service.import_batch(batch).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            for rejection in rejections {
+                progress.suspend(|| eprintln!("{}: {}: {}", file.display(), rejection.position, rejection.reason));
+            }
+            total.stored += summary.stored;
+            total.rejected += summary.rejected;
+            progress.inc(count);
+        }
+        progress.finish_and_clear();
+    }
+    println!("imported {} resources, rejected {}", total.stored, total.rejected);
+    service.store.close().await;
+    if total.rejected > 0 {
+        anyhow::bail!("{} resources were rejected", total.rejected);
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! From extracted index values to stored index rows. Plain values for ordinary parameters;
+//! blind tokens for what [`super::phi`] protects. The query side builds its tokens with the
+//! same [`BlindTerm`], so what is written and what is looked up cannot disagree.
+
+use chrono::{Datelike, TimeZone, Utc};
+use serde_json::Value;
+
+use super::extract::{IndexValue, extract, normalize_string};
+use super::phi::{BLIND_TOKEN_BITS, MAX_PREFIX_CHARS, is_protected, reference_identifier_param, text_param};
+use super::registry::SearchParamRegistry;
+use crate::crypto::{KeyRing, prefix_tokens};
+use crate::store::index::IndexRow;
+
+/// What a blind token stands for. Each kind gets its own tag so equal text in different roles
+/// (a code and a name prefix) never share a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlindTerm<'a> {
+    /// A starts-with prefix of a case- and accent-folded string.
+    Prefix(&'a str),
+    /// A string exactly as written (`:exact`).
+    Exact(&'a str),
+    /// A token code, whatever its system.
+    Code(&'a str),
+    /// `system|code`.
+    SystemCode(&'a str, &'a str),
+    /// A code that has no system (`|code`).
+    CodeWithoutSystem(&'a str),
+    /// A calendar date at one precision: `1980`, `1980-03` or `1980-03-05`.
+    Date(&'a str),
+}
+
+impl BlindTerm<'_> {
+    fn tagged(&self) -> String {
+        match self {
+            BlindTerm::Prefix(p) => format!("p:{p}"),
+            BlindTerm::Exact(e) => format!("e:{e}"),
+            BlindTerm::Code(c) => format!("c:{c}"),
+            BlindTerm::SystemCode(s, c) => format!("s:{s}|{c}"),
+            BlindTerm::CodeWithoutSystem(c) => format!("n:{c}"),
+            BlindTerm::Date(d) => format!("d:{d}"),
+        }
+    }
+
+    /// The token stored for this term of parameter `code` on `resource_type`.
+    pub fn token(&self, keys: &KeyRing, resource_type: &str, code: &str) -> String {
+        keys.blind_token(&format!("{resource_type}.{code}"), &self.tagged(), BLIND_TOKEN_BITS)
+    }
+}
+
+/// Every index row of `resource`.
+pub fn rows_for(registry: &SearchParamRegistry, keys: &KeyRing, resource_type: &str, resource: &Value) -> Vec<IndexRow> {
+    let mut rows = Vec::new();
+    let mut blind = |param: &str, term: &OwnedTerm| {
+        let token = term.as_term().token(keys, resource_type, param);
+        rows.push(IndexRow::Blind { param: param.to_string(), token });
+    };
+    let mut plain = Vec::new();
+    for entry in extract(registry, resource) {
+        let code = entry.param_code;
+        let Some(kind) = registry.get(resource_type, &code).map(|p| p.kind) else { continue };
+        match entry.value {
+            // Identifiers inside references and display texts are always protected.
+            IndexValue::ReferenceIdentifier { system, value } => {
+                let token = IndexValue::Token { system, code: value, text: None };
+                for term in blind_terms(&token) {
+                    blind(&reference_identifier_param(&code), &term);
+                }
+            }
+            value if is_protected(registry, resource_type, &code, kind) => {
+                for term in blind_terms(&value) {
+                    blind(&code, &term);
+                }
+                if let IndexValue::Token { text: Some(text), .. } = &value {
+                    for term in text_terms(text) {
+                        blind(&text_param(&code), &term);
+                    }
+                }
+            }
+            IndexValue::Token { system, code: token_code, text } => {
+                if let Some(text) = &text {
+                    for term in text_terms(text) {
+                        blind(&text_param(&code), &term);
+                    }
+                }
+                plain.push(IndexRow::Token { param: code, system, code: token_code });
+            }
+            value => plain.extend(plain_rows(&code, value)),
+        }
+    }
+    rows.extend(plain);
+    rows.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    rows.dedup();
+    rows
+}
+
+/// The patient compartment a resource belongs to (its sharding key): a Patient is its own; other
+/// resources take the first Patient their compartment parameters reference.
+pub fn patient_compartment(registry: &SearchParamRegistry, resource_type: &str, id: &str, rows: &[IndexRow]) -> Option<String> {
+    if resource_type == "Patient" {
+        return Some(id.to_string());
+    }
+    let params = registry.patient_compartment_params(resource_type);
+    rows.iter().find_map(|row| match row {
+        IndexRow::Reference { param, target_type: Some(t), target_id: Some(target), .. }
+            if t == "Patient" && params.iter().any(|p| p == param) =>
+        {
+            Some(target.clone())
+        }
+        _ => None,
+    })
+}
+
+/// Owned form of [`BlindTerm`], for building rows.
+enum OwnedTerm {
+    Prefix(String),
+    Exact(String),
+    Code(String),
+    SystemCode(String, String),
+    CodeWithoutSystem(String),
+    Date(String),
+}
+
+impl OwnedTerm {
+    fn as_term(&self) -> BlindTerm<'_> {
+        match self {
+            OwnedTerm::Prefix(p) => BlindTerm::Prefix(p),
+            OwnedTerm::Exact(e) => BlindTerm::Exact(e),
+            OwnedTerm::Code(c) => BlindTerm::Code(c),
+            OwnedTerm::SystemCode(s, c) => BlindTerm::SystemCode(s, c),
+            OwnedTerm::CodeWithoutSystem(c) => BlindTerm::CodeWithoutSystem(c),
+            OwnedTerm::Date(d) => BlindTerm::Date(d),
+        }
+    }
+}
+
+/// The terms that make a PHI value findable with the search semantics kept on blind indexes:
+/// string starts-with and exact, token code and system|code, date equality at its precision.
+fn blind_terms(value: &IndexValue) -> Vec<OwnedTerm> {
+    match value {
+        IndexValue::String { normalized, exact } => {
+            let mut terms: Vec<OwnedTerm> =
+                prefix_tokens(normalized, 1, MAX_PREFIX_CHARS).into_iter().map(OwnedTerm::Prefix).collect();
+            terms.push(OwnedTerm::Exact(exact.clone()));
+            terms
+        }
+        IndexValue::Token { system, code: Some(code), .. } => {
+            let mut terms = vec![OwnedTerm::Code(code.clone())];
+            match system {
+                Some(system) => terms.push(OwnedTerm::SystemCode(system.clone(), code.clone())),
+                None => terms.push(OwnedTerm::CodeWithoutSystem(code.clone())),
+            }
+            terms
+        }
+        IndexValue::Date { start, end } => date_terms(*start, *end).into_iter().map(OwnedTerm::Date).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Starts-with terms of a code's display text (`:text` search).
+fn text_terms(text: &str) -> Vec<OwnedTerm> {
+    prefix_tokens(&normalize_string(text), 1, MAX_PREFIX_CHARS).into_iter().map(OwnedTerm::Prefix).collect()
+}
+
+/// Calendar terms of a date range that covers a whole year, month or day (how birth dates are
+/// written): the range's own precision and every coarser one, so `birthdate=1980` finds
+/// `1980-03-05` while `birthdate=1980-03-05` does not find a value known only as `1980-03`.
+pub fn date_terms(start: i64, end: i64) -> Vec<String> {
+    let Some(first) = Utc.timestamp_micros(start).single() else { return Vec::new() };
+    let (y, m, d) = (first.year(), first.month(), first.day());
+    let day = 86_400_000_000_i64;
+    let span = end - start;
+    let mut terms = vec![format!("{y:04}")];
+    if span <= 31 * day {
+        terms.push(format!("{y:04}-{m:02}"));
+    }
+    if span <= day {
+        terms.push(format!("{y:04}-{m:02}-{d:02}"));
+    }
+    terms
+}
+
+/// Rows for a non-PHI value.
+fn plain_rows(code: &str, value: IndexValue) -> Vec<IndexRow> {
+    let param = code.to_string();
+    match value {
+        IndexValue::String { normalized, exact } => vec![IndexRow::String { param, normalized, exact }],
+        IndexValue::Token { system, code, .. } => vec![IndexRow::Token { param, system, code }],
+        // Always protected; handled by `rows_for`.
+        IndexValue::ReferenceIdentifier { .. } => Vec::new(),
+        IndexValue::Reference { target_type, target_id, version, url } => {
+            vec![IndexRow::Reference { param, target_type, target_id, target_version: version, url }]
+        }
+        IndexValue::Date { start, end } => vec![IndexRow::Date { param, start, end }],
+        IndexValue::Number { low, high, .. } => vec![IndexRow::Number { param, low, high, system: None, code: None }],
+        IndexValue::Quantity { low, high, system, code: unit_code, .. } => {
+            vec![IndexRow::Number { param, low, high, system, code: unit_code }]
+        }
+        IndexValue::Uri { value } => vec![IndexRow::Uri { param, value }],
+        // `:of-type` and composite parameters are indexed with the search issue.
+        IndexValue::Composite { .. } => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_terms_follow_precision() {
+        let (s, e) = crate::search::extract::parse_date_range("1980-03-05").unwrap();
+        assert_eq!(date_terms(s, e), ["1980", "1980-03", "1980-03-05"]);
+        let (s, e) = crate::search::extract::parse_date_range("1980-03").unwrap();
+        assert_eq!(date_terms(s, e), ["1980", "1980-03"]);
+        let (s, e) = crate::search::extract::parse_date_range("1980").unwrap();
+        assert_eq!(date_terms(s, e), ["1980"]);
+    }
+
+}

@@ -1,0 +1,17 @@
+//! Search: the spec's search parameters, index values extracted at write time, and queries.
+//!
+//! - [`registry`]: parameters loaded from the official R4 SearchParameter bundle, keyed by
+//!   (type, code) and url, plus the Patient compartment definition.
+//! - [`fhirpath`]: the FHIRPath subset the parameters' expressions use.
+//! - [`extract`]: index values per FHIR datatype (token, string, reference, date, …).
+//! - [`phi`]: which parameters hold direct identifiers and are indexed only as blind tokens.
+//! - [`index_rows`]: extracted values to stored rows (plain or blind).
+//! - [`query`]: parsing a query string; [`plan`]: turning it into SQL over the index tables.
+
+pub mod extract;
+pub mod fhirpath;
+pub mod index_rows;
+pub mod phi;
+pub mod plan;
+pub mod query;
+pub mod registry;

@@ -1,0 +1,361 @@
+//! From a parsed search to SQL over the index tables. Each parameter becomes one
+//! `h.id [NOT] IN (SELECT id FROM <index table> …)` condition on the head table, so every
+//! parameter uses its table's lookup index and the parameters combine with AND.
+
+use super::index_rows::BlindTerm;
+use super::extract::{decimal_range, normalize_string, parse_date_range};
+use super::phi::{MAX_PREFIX_CHARS, is_protected, reference_identifier_param, text_param};
+use super::query::{ParamFilter, SearchRequest, split_unescaped, unescape};
+use super::registry::{ParamType, SearchParamRegistry};
+use crate::crypto::KeyRing;
+use crate::error::{ApiError, ApiResult};
+use crate::fhir::id::truncate;
+use crate::fhir::instant::now_micros;
+use crate::store::Bind;
+
+/// The WHERE clause (over `resource_heads h`) and its binds; `$1` is the resource type.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub where_sql: String,
+    pub binds: Vec<Bind>,
+    pub order_sql: String,
+}
+
+struct Builder<'a> {
+    binds: Vec<Bind>,
+    keys: &'a KeyRing,
+    base_url: &'a str,
+    resource_type: &'a str,
+    registry: &'a SearchParamRegistry,
+}
+
+impl Builder<'_> {
+    fn bind(&mut self, bind: Bind) -> String {
+        self.binds.push(bind);
+        format!("${}", self.binds.len())
+    }
+
+    fn text(&mut self, value: impl Into<String>) -> String {
+        self.bind(Bind::Text(value.into()))
+    }
+}
+
+pub fn plan(request: &SearchRequest, registry: &SearchParamRegistry, keys: &KeyRing, base_url: &str) -> ApiResult<Plan> {
+    let mut builder = Builder {
+        binds: vec![Bind::Text(request.resource_type.clone())],
+        keys,
+        base_url,
+        resource_type: &request.resource_type,
+        registry,
+    };
+    let mut conditions = vec!["h.resource_type = $1".to_string(), "h.deleted = 0".to_string()];
+    for filter in &request.filters {
+        conditions.push(filter_condition(&mut builder, filter)?);
+    }
+    let mut order: Vec<String> = request
+        .sort
+        .iter()
+        .map(|key| {
+            let column = if key.code == "_lastUpdated" { "h.last_updated" } else { "h.id" };
+            format!("{column} {}", if key.descending { "DESC" } else { "ASC" })
+        })
+        .collect();
+    // Ties broken by id so that pages never overlap or skip.
+    order.push("h.id ASC".into());
+    Ok(Plan { where_sql: conditions.join(" AND "), binds: builder.binds, order_sql: order.join(", ") })
+}
+
+fn filter_condition(b: &mut Builder, filter: &ParamFilter) -> ApiResult<String> {
+    // Display texts and identifiers inside references live only as blind tokens, under their own
+    // parameter names; they are searched with starts-with and token semantics respectively.
+    match filter.modifier.as_deref() {
+        Some("text") if filter.kind == ParamType::Token => {
+            let as_string = ParamFilter { kind: ParamType::String, modifier: None, ..filter.clone() };
+            return blind_filter(b, &as_string, &text_param(&filter.code));
+        }
+        Some("identifier") if filter.kind == ParamType::Reference => {
+            let as_token = ParamFilter { kind: ParamType::Token, modifier: None, ..filter.clone() };
+            return blind_filter(b, &as_token, &reference_identifier_param(&filter.code));
+        }
+        _ => {}
+    }
+    let phi = is_protected(b.registry, b.resource_type, &filter.code, filter.kind);
+    let table = if phi { "search_blind" } else { table_for(filter.kind) };
+    if filter.modifier.as_deref() == Some("missing") {
+        let missing = match filter.values.as_slice() {
+            [v] if v == "true" => true,
+            [v] if v == "false" => false,
+            _ => return Err(param_error(filter, "the :missing modifier takes true or false")),
+        };
+        let param = b.text(filter.code.clone());
+        let subquery = format!("SELECT id FROM {table} WHERE resource_type = $1 AND param = {param}");
+        return Ok(format!("h.id {}IN ({subquery})", if missing { "NOT " } else { "" }));
+    }
+    match filter.code.as_str() {
+        "_id" => {
+            let ids: Vec<String> = filter.values.iter().map(|v| b.text(unescape(v))).collect();
+            return Ok(format!("h.id IN ({})", ids.join(", ")));
+        }
+        "_lastUpdated" => {
+            let alternatives = filter
+                .values
+                .iter()
+                .map(|v| date_condition(b, filter, v, "h.last_updated", "(h.last_updated + 1)"))
+                .collect::<ApiResult<Vec<_>>>()?;
+            return Ok(format!("({})", alternatives.join(" OR ")));
+        }
+        _ => {}
+    }
+    let mut alternatives = Vec::new();
+    for value in &filter.values {
+        alternatives.push(if phi { blind_condition(b, filter, &filter.code, value)? } else { value_condition(b, filter, value)? });
+    }
+    let param = b.text(filter.code.clone());
+    let negate = filter.modifier.as_deref() == Some("not");
+    Ok(format!(
+        "h.id {}IN (SELECT r.id FROM {table} r WHERE r.resource_type = $1 AND r.param = {param} AND ({}))",
+        if negate { "NOT " } else { "" },
+        alternatives.join(" OR ")
+    ))
+}
+
+/// A filter answered from `search_blind` rows stored under `param`.
+fn blind_filter(b: &mut Builder, filter: &ParamFilter, param: &str) -> ApiResult<String> {
+    let alternatives = filter.values.iter().map(|v| blind_condition(b, filter, param, v)).collect::<ApiResult<Vec<_>>>()?;
+    let param = b.text(param.to_string());
+    Ok(format!(
+        "h.id IN (SELECT r.id FROM search_blind r WHERE r.resource_type = $1 AND r.param = {param} AND ({}))",
+        alternatives.join(" OR ")
+    ))
+}
+
+fn table_for(kind: ParamType) -> &'static str {
+    match kind {
+        ParamType::Token => "search_token",
+        ParamType::String => "search_string",
+        ParamType::Reference => "search_reference",
+        ParamType::Date => "search_date",
+        ParamType::Number | ParamType::Quantity => "search_number",
+        ParamType::Uri => "search_uri",
+        ParamType::Composite | ParamType::Special => "search_token",
+    }
+}
+
+fn param_error(filter: &ParamFilter, message: &str) -> ApiError {
+    ApiError::bad_request(format!("search parameter `{}`: {message}", filter.code))
+}
+
+/// One value of a plain (non-PHI) parameter, as a condition on index row `r`.
+fn value_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> ApiResult<String> {
+    match filter.kind {
+        ParamType::Token => token_condition(b, filter, value),
+        ParamType::String => {
+            let normalized = normalize_string(&unescape(value));
+            match filter.modifier.as_deref() {
+                Some("exact") => Ok(format!("r.exact = {}", b.text(unescape(value)))),
+                Some("contains") => Ok(format!("r.normalized LIKE {} ESCAPE '\\'", b.text(format!("%{}%", like_escape(&normalized))))),
+                _ => Ok(format!("r.normalized LIKE {} ESCAPE '\\'", b.text(format!("{}%", like_escape(&normalized))))),
+            }
+        }
+        ParamType::Reference => reference_condition(b, filter, value),
+        ParamType::Date => date_condition(b, filter, value, "r.start_us", "r.end_us"),
+        ParamType::Number | ParamType::Quantity => number_condition(b, filter, value),
+        ParamType::Uri => {
+            let uri = unescape(value);
+            match filter.modifier.as_deref() {
+                Some("below") => Ok(format!("r.value LIKE {} ESCAPE '\\'", b.text(format!("{}%", like_escape(&uri))))),
+                Some("above") => Ok(format!("{} LIKE (r.value || '%')", b.text(uri))),
+                _ => Ok(format!("r.value = {}", b.text(uri))),
+            }
+        }
+        ParamType::Composite | ParamType::Special => Err(param_error(filter, "this parameter type is not supported yet")),
+    }
+}
+
+fn token_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> ApiResult<String> {
+    let parts = split_unescaped(value, '|');
+    Ok(match parts.as_slice() {
+        [code] => format!("r.code = {}", b.text(unescape(code))),
+        [system, code] if system.is_empty() => format!("(r.system IS NULL AND r.code = {})", b.text(unescape(code))),
+        [system, code] if code.is_empty() => format!("r.system = {}", b.text(unescape(system))),
+        [system, code] => {
+            let (s, c) = (b.text(unescape(system)), b.text(unescape(code)));
+            format!("(r.system = {s} AND r.code = {c})")
+        }
+        _ => return Err(param_error(filter, "a token is [system]|[code]; escape a literal | as \\|")),
+    })
+}
+
+fn reference_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> ApiResult<String> {
+    let value = unescape(value);
+    let local = value.strip_prefix(b.base_url).and_then(|rest| rest.strip_prefix('/')).unwrap_or(&value).to_string();
+    let type_modifier = filter.modifier.clone().filter(|m| m.chars().next().is_some_and(|c| c.is_ascii_uppercase()));
+    let segments: Vec<&str> = local.split('/').collect();
+    let condition = match segments.as_slice() {
+        _ if local.contains("://") || local.starts_with("urn:") => format!("r.url = {}", b.text(local.clone())),
+        [id] => match &type_modifier {
+            Some(t) => {
+                let (t, id) = (b.text(t.clone()), b.text(id.to_string()));
+                format!("(r.target_type = {t} AND r.target_id = {id})")
+            }
+            None => format!("r.target_id = {}", b.text(id.to_string())),
+        },
+        [t, id] => {
+            let (t, id) = (b.text(t.to_string()), b.text(id.to_string()));
+            format!("(r.target_type = {t} AND r.target_id = {id})")
+        }
+        [t, id, "_history", version] => {
+            let (t, id, v) = (b.text(t.to_string()), b.text(id.to_string()), b.text(version.to_string()));
+            format!("(r.target_type = {t} AND r.target_id = {id} AND r.target_version = {v})")
+        }
+        _ => return Err(param_error(filter, "a reference is [type]/[id], [id] or an absolute URL")),
+    };
+    Ok(condition)
+}
+
+/// The comparison prefixes of date, number and quantity values.
+const PREFIXES: [&str; 9] = ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"];
+
+fn split_prefix(value: &str) -> (&str, &str) {
+    match value.get(..2) {
+        Some(p) if PREFIXES.contains(&p) && value.len() > 2 => (p, &value[2..]),
+        _ => ("eq", value),
+    }
+}
+
+/// Date comparison between the target range [`start`, `end`) and the search range, with the
+/// meanings of R4 search.html#prefix.
+fn date_condition(b: &mut Builder, filter: &ParamFilter, value: &str, start: &str, end: &str) -> ApiResult<String> {
+    let (prefix, text) = split_prefix(value);
+    let (qs, qe) = parse_date_range(text).ok_or_else(|| {
+        param_error(filter, "not a valid FHIR date (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss][Z|±hh:mm])")
+    })?;
+    let (s, e) = (b.bind(Bind::Int(qs)), b.bind(Bind::Int(qe)));
+    Ok(match prefix {
+        "eq" => format!("({start} >= {s} AND {end} <= {e})"),
+        "ne" => format!("NOT ({start} >= {s} AND {end} <= {e})"),
+        "gt" => format!("{end} > {e}"),
+        "lt" => format!("{start} < {s}"),
+        "ge" => format!("{end} > {s}"),
+        "le" => format!("{start} < {e}"),
+        "sa" => format!("{start} >= {e}"),
+        "eb" => format!("{end} <= {s}"),
+        _ => {
+            // ap: within 10% of the distance from now (R4), at least the value's own range.
+            let slack = ((now_micros() - qs).abs() / 10).max(0);
+            let (s, e) = (b.bind(Bind::Int(qs.saturating_sub(slack))), b.bind(Bind::Int(qe.saturating_add(slack))));
+            format!("({start} < {e} AND {end} > {s})")
+        }
+    })
+}
+
+/// Number and quantity comparisons. The target is the middle of its stored precision range; the
+/// search value's implicit range (from its significant digits) decides `eq`.
+fn number_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> ApiResult<String> {
+    let parts = split_unescaped(value, '|');
+    let (prefix, number) = split_prefix(&parts[0]);
+    let (q, low, high) = decimal_range(number).ok_or_else(|| param_error(filter, "not a valid number"))?;
+    let mid = "((r.low + r.high) / 2)";
+    let mut condition = match prefix {
+        "eq" => {
+            let (l, h) = (b.bind(Bind::Real(low)), b.bind(Bind::Real(high)));
+            format!("({mid} >= {l} AND {mid} < {h})")
+        }
+        "ne" => {
+            let (l, h) = (b.bind(Bind::Real(low)), b.bind(Bind::Real(high)));
+            format!("NOT ({mid} >= {l} AND {mid} < {h})")
+        }
+        "gt" | "sa" => format!("{mid} > {}", b.bind(Bind::Real(q))),
+        "lt" | "eb" => format!("{mid} < {}", b.bind(Bind::Real(q))),
+        "ge" => format!("{mid} >= {}", b.bind(Bind::Real(q))),
+        "le" => format!("{mid} <= {}", b.bind(Bind::Real(q))),
+        _ => {
+            let slack = (q * 0.1).abs();
+            let (l, h) = (b.bind(Bind::Real(q - slack)), b.bind(Bind::Real(q + slack)));
+            format!("({mid} >= {l} AND {mid} <= {h})")
+        }
+    };
+    match parts.as_slice() {
+        [_] => {}
+        [_, system, code] if filter.kind == ParamType::Quantity => {
+            if !system.is_empty() {
+                condition = format!("{condition} AND r.system = {}", b.text(unescape(system)));
+            }
+            if !code.is_empty() {
+                condition = format!("{condition} AND r.code = {}", b.text(unescape(code)));
+            }
+        }
+        _ => return Err(param_error(filter, "a quantity is [prefix]number|[system]|[code]")),
+    }
+    Ok(format!("({condition})"))
+}
+
+/// One value of a protected parameter, as a condition on blind tokens. Only the semantics that can be
+/// answered from tokens are offered; the rest is a clear 400 rather than a wrong answer.
+fn blind_condition(b: &mut Builder, filter: &ParamFilter, param: &str, value: &str) -> ApiResult<String> {
+    let resource_type = b.resource_type.to_string();
+    let keys = b.keys;
+    let token = |term: BlindTerm| term.token(keys, &resource_type, param);
+    let unescaped = unescape(value);
+    let token = match (filter.kind, filter.modifier.as_deref()) {
+        (ParamType::String, None) => {
+            let normalized = normalize_string(&unescaped);
+            if normalized.chars().count() > MAX_PREFIX_CHARS {
+                return Err(param_error(filter, &format!("values of this protected parameter are searchable by their first {MAX_PREFIX_CHARS} characters; shorten the value")));
+            }
+            token(BlindTerm::Prefix(&normalized))
+        }
+        (ParamType::String, Some("exact")) => token(BlindTerm::Exact(&unescaped)),
+        (ParamType::Token, None) => match split_unescaped(value, '|').as_slice() {
+            [code] => token(BlindTerm::Code(&unescape(code))),
+            [system, code] if system.is_empty() => token(BlindTerm::CodeWithoutSystem(&unescape(code))),
+            [system, code] if !code.is_empty() => token(BlindTerm::SystemCode(&unescape(system), &unescape(code))),
+            _ => return Err(param_error(filter, "this protected parameter is searchable by [system]|code or code only")),
+        },
+        (ParamType::Date, None) => {
+            let (prefix, date) = split_prefix(value);
+            let plain_date = date.len() <= 10 && parse_date_range(date).is_some();
+            if prefix != "eq" || !plain_date {
+                return Err(param_error(
+                    filter,
+                    "this protected date is searchable only for equality with a date (YYYY, YYYY-MM or YYYY-MM-DD); ranges would reveal it",
+                ));
+            }
+            token(BlindTerm::Date(date))
+        }
+        (_, modifier) => {
+            return Err(param_error(
+                filter,
+                &format!(
+                    "{} is not available on this protected parameter: its values are stored as keyed tokens",
+                    modifier.map_or_else(|| "this kind of search".to_string(), |m| format!("the :{} modifier", truncate(m)))
+                ),
+            ));
+        }
+    };
+    Ok(format!("r.token = {}", b.text(token)))
+}
+
+/// Escape `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
+fn like_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(split_prefix("ge2020"), ("ge", "2020"));
+        assert_eq!(split_prefix("2020"), ("eq", "2020"));
+        assert_eq!(split_prefix("ne"), ("eq", "ne"));
+    }
+}

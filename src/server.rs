@@ -1,0 +1,88 @@
+//! Start-up and serving, shared by `fhirvault serve`, the tests and the benchmarks.
+//!
+//! [`open_service`] loads the key ring (creating it on first start), the FHIR definitions and the
+//! store, and migrates the schema once. [`serve`] takes an already bound listener and a shutdown
+//! future (mini-redis's `server::run`), so tests can bind port 0.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{AppState, router};
+use crate::config::Config;
+use crate::crypto::KeyRing;
+use crate::fhir::capability::capability_statement;
+use crate::fhir::validation::Validator;
+use crate::search::registry::SearchParamRegistry;
+use crate::service::Service;
+use crate::service::keys::SharedKeys;
+use crate::store::Store;
+
+/// The spec definitions, loaded once per folder per process (they are large and immutable).
+type Definitions = (Arc<Validator>, Arc<SearchParamRegistry>);
+static DEFINITIONS: Mutex<Option<HashMap<PathBuf, Definitions>>> = Mutex::new(None);
+
+pub fn load_definitions(dir: &Path) -> anyhow::Result<Definitions> {
+    let mut cache = DEFINITIONS.lock().map_err(|_| anyhow::anyhow!("definitions cache poisoned"))?;
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(found) = cache.get(dir) {
+        return Ok(found.clone());
+    }
+    let validator = Validator::load(dir).with_context(|| format!("loading FHIR definitions from {}", dir.display()))?;
+    let registry = SearchParamRegistry::load(&dir.join("search-parameters.json"), &dir.join("compartmentdefinition-patient.json"))
+        .with_context(|| format!("loading search parameters from {}", dir.display()))?;
+    let loaded = (Arc::new(validator), Arc::new(registry));
+    cache.insert(dir.to_path_buf(), loaded.clone());
+    Ok(loaded)
+}
+
+/// Open everything the server needs, from `config`. `keys` overrides the key file (tests).
+pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Result<Service> {
+    let (keys, key_path) = match keys {
+        Some(ring) => (ring, None),
+        None => {
+            let (ring, created) = KeyRing::load_or_create(&config.key_file).context("opening the key ring")?;
+            if created {
+                tracing::warn!(path = %config.key_file.display(), "created a new key ring; back this file up: without it the data cannot be read");
+            }
+            (ring, Some(config.key_file.clone()))
+        }
+    };
+    let (validator, registry) = load_definitions(&config.fhir_resources)?;
+    let store = Store::open(&config.database).await.with_context(|| format!("opening {}", config.database.redacted()))?;
+    store.migrate().await.context("migrating the database schema")?;
+    Ok(Service { config: Arc::new(config), store, keys: SharedKeys::new(keys, key_path), validator, registry })
+}
+
+/// The axum application for `service`.
+pub fn app(service: Service) -> axum::Router {
+    let capability = capability_statement(
+        &service.config.base_url,
+        service.validator.resource_types(),
+        &service.registry,
+        env!("CARGO_PKG_VERSION"),
+    );
+    router(AppState { service, capability: Arc::new(capability) })
+}
+
+/// Serve until `shutdown` completes, then finish in-flight requests and close the store.
+pub async fn serve(listener: TcpListener, service: Service, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let keys = service.keys.clone();
+    let watcher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            keys.reload_if_changed();
+        }
+    });
+    let store = service.store.clone();
+    let result = axum::serve(listener, app(service)).with_graceful_shutdown(shutdown).await;
+    watcher.abort();
+    store.close().await;
+    result
+}

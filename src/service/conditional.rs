@@ -1,0 +1,38 @@
+//! Resolving the search criteria of conditional create, update and delete to the resources they
+//! match. The criteria are a full search, parsed strictly: an unknown parameter must not silently
+//! widen a conditional delete or update.
+
+use super::Service;
+use super::search::matching_ids;
+use crate::error::{ApiError, ApiResult};
+use crate::search::plan::plan;
+use crate::store::Conn;
+
+pub enum Matches {
+    None,
+    One(String),
+    /// Several matches (at least this many).
+    Many(usize),
+}
+
+impl Service {
+    /// What `criteria` (a query string such as `identifier=http://x|1`) matches among current
+    /// `resource_type` resources, seen from inside the caller's transaction.
+    pub async fn conditional_matches(&self, conn: &mut Conn, resource_type: &str, criteria: &str) -> ApiResult<Matches> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(criteria.trim_start_matches('?'))
+            .map_err(|_| ApiError::bad_request("the conditional criteria are not a valid query string"))?;
+        let request = self.parse_search(resource_type, &pairs, true)?;
+        if request.filters.is_empty() {
+            return Err(ApiError::PreconditionFailed(
+                "conditional operations need at least one search parameter that selects resources".into(),
+            ));
+        }
+        let plan = plan(&request, &self.registry, &self.keys.current(), &self.config.base_url)?;
+        let mut ids = matching_ids(conn, &plan, 2, 0).await?;
+        Ok(match ids.len() {
+            0 => Matches::None,
+            1 => Matches::One(ids.remove(0)),
+            n => Matches::Many(n),
+        })
+    }
+}

@@ -1,0 +1,50 @@
+//! create, and conditional create with `If-None-Exist`:
+//! <https://hl7.org/fhir/R4/http.html#create>, <https://hl7.org/fhir/R4/http.html#ccreate>.
+
+use serde_json::Value;
+
+use super::conditional::Matches;
+use super::{Service, WriteOutcome};
+use crate::error::{ApiError, ApiResult};
+use crate::fhir::id::FhirId;
+use crate::store::{Conn, versions};
+
+impl Service {
+    pub async fn create(&self, resource_type: &str, body: Value, if_none_exist: Option<&str>) -> ApiResult<WriteOutcome> {
+        self.check_resource(resource_type, &body)?;
+        let id = FhirId::generate();
+        let mut tx = self.begin().await?;
+        let result = self.create_in(&mut tx, resource_type, id.as_str(), body, if_none_exist).await;
+        self.finish(tx, result).await
+    }
+
+    /// Create with the given new id inside a transaction. The body was checked by the caller.
+    /// With `if_none_exist`, one match returns that resource unchanged (200), several are a 412.
+    pub async fn create_in(
+        &self,
+        conn: &mut Conn,
+        resource_type: &str,
+        id: &str,
+        body: Value,
+        if_none_exist: Option<&str>,
+    ) -> ApiResult<WriteOutcome> {
+        if let Some(criteria) = if_none_exist {
+            match self.conditional_matches(conn, resource_type, criteria).await? {
+                Matches::None => {}
+                Matches::One(existing) => {
+                    let stored = versions::read_current(conn, resource_type, &existing)
+                        .await?
+                        .ok_or_else(|| ApiError::Internal)?;
+                    return Ok(WriteOutcome { stored: self.open_version(stored)?, created: false, changed: false });
+                }
+                Matches::Many(n) => {
+                    return Err(ApiError::MultipleMatches(format!(
+                        "If-None-Exist matched {n} or more resources; make the criteria selective enough to match at most one"
+                    )));
+                }
+            }
+        }
+        let stored = self.store_version(conn, resource_type, id, body, None, "POST").await?;
+        Ok(WriteOutcome { stored, created: true, changed: true })
+    }
+}

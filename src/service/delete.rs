@@ -1,0 +1,59 @@
+//! delete and conditional delete: <https://hl7.org/fhir/R4/http.html#delete>,
+//! <https://hl7.org/fhir/R4/http.html#3.1.0.7.1>.
+//!
+//! A delete writes a delete marker as a new version; history keeps every earlier version.
+
+use super::conditional::Matches;
+use super::{Service, VersionedResource, WriteOutcome};
+use crate::error::{ApiError, ApiResult};
+use crate::store::{Conn, versions};
+
+impl Service {
+    pub async fn delete(&self, resource_type: &str, id: &str) -> ApiResult<WriteOutcome> {
+        let mut tx = self.begin().await?;
+        let result = self.delete_in(&mut tx, resource_type, id).await;
+        self.finish(tx, result).await
+    }
+
+    /// Deleting what does not exist or is already deleted succeeds without a new version (the
+    /// spec lets servers answer 200/204 either way, which keeps retries idempotent).
+    pub async fn delete_in(&self, conn: &mut Conn, resource_type: &str, id: &str) -> ApiResult<WriteOutcome> {
+        let head = versions::head(conn, self.store.backend(), resource_type, id, true).await?;
+        match head {
+            Some(head) if !head.deleted => {
+                let stored = self.store_delete(conn, resource_type, id, head).await?;
+                Ok(WriteOutcome { stored, created: false, changed: true })
+            }
+            _ => Ok(WriteOutcome { stored: unchanged(resource_type, id, head), created: false, changed: false }),
+        }
+    }
+
+    /// DELETE `[type]?criteria`: deletes the one match; several matches are a 412 (this server
+    /// does not delete multiple resources in one request).
+    pub async fn conditional_delete(&self, resource_type: &str, criteria: &str) -> ApiResult<WriteOutcome> {
+        let mut tx = self.begin().await?;
+        let result = self.conditional_delete_in(&mut tx, resource_type, criteria).await;
+        self.finish(tx, result).await
+    }
+
+    pub async fn conditional_delete_in(&self, conn: &mut Conn, resource_type: &str, criteria: &str) -> ApiResult<WriteOutcome> {
+        match self.conditional_matches(conn, resource_type, criteria).await? {
+            Matches::None => Ok(WriteOutcome { stored: unchanged(resource_type, "", None), created: false, changed: false }),
+            Matches::One(id) => self.delete_in(conn, resource_type, &id).await,
+            Matches::Many(n) => Err(ApiError::MultipleMatches(format!(
+                "the conditional delete matched {n} or more resources; this server deletes at most one per request"
+            ))),
+        }
+    }
+}
+
+fn unchanged(resource_type: &str, id: &str, head: Option<versions::Head>) -> VersionedResource {
+    VersionedResource {
+        resource_type: resource_type.to_string(),
+        id: id.to_string(),
+        version: head.map_or(0, |h| h.version),
+        last_updated: head.map_or(0, |h| h.last_updated),
+        resource: None,
+        method: "DELETE".into(),
+    }
+}

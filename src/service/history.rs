@@ -1,0 +1,70 @@
+//! history at instance, type and system level: <https://hl7.org/fhir/R4/http.html#history>.
+//!
+//! Pages are cut with a keyset cursor on the global write sequence (`_page`, the sequence number
+//! of the last entry of the previous page), so a page never shifts when others write meanwhile.
+
+use super::{Service, VersionedResource};
+use crate::error::{ApiError, ApiResult};
+use crate::search::extract::parse_date_range;
+use crate::store::versions::{self, HistoryQuery};
+
+pub struct HistoryPage {
+    pub entries: Vec<VersionedResource>,
+    pub total: i64,
+    /// Cursor of the next page, if there is one.
+    pub next_page: Option<i64>,
+    /// The parameters the client gave, for the links.
+    pub used: Vec<(String, String)>,
+}
+
+impl Service {
+    pub async fn history(&self, resource_type: Option<&str>, id: Option<&str>, params: &[(String, String)]) -> ApiResult<HistoryPage> {
+        let mut query = HistoryQuery { resource_type, id, limit: self.config.default_page_size as i64, ..Default::default() };
+        let mut used = Vec::new();
+        for (name, value) in params {
+            match name.as_str() {
+                "_since" => {
+                    let (start, _) = parse_instant_param(name, value)?;
+                    query.since = Some(start);
+                }
+                "_at" => {
+                    let (_, end) = parse_instant_param(name, value)?;
+                    query.before = Some(end - 1);
+                }
+                "_count" => {
+                    let count: usize = value.parse().map_err(|_| ApiError::bad_request("_count must be a non-negative integer"))?;
+                    query.limit = count.min(self.config.max_page_size) as i64;
+                }
+                "_page" => {
+                    query.before_seq = Some(value.parse().map_err(|_| ApiError::bad_request("_page is not a valid history page cursor"))?);
+                    continue;
+                }
+                _ => continue,
+            }
+            used.push((name.clone(), value.clone()));
+        }
+        let mut conn = self.reader().await?;
+        if let (Some(t), Some(i)) = (resource_type, id)
+            && versions::head(&mut conn, self.store.backend(), t, i, false).await?.is_none()
+        {
+            return Err(super::read::not_found(t, i));
+        }
+        let total = versions::history_count(&mut conn, &query).await?;
+        let mut page_query = query.clone();
+        page_query.limit += 1;
+        let mut rows = versions::history(&mut conn, &page_query).await?;
+        let next_page = if rows.len() as i64 > query.limit {
+            rows.truncate(query.limit as usize);
+            rows.last().map(|row| row.seq)
+        } else {
+            None
+        };
+        let entries = rows.into_iter().map(|row| self.open_version(row)).collect::<ApiResult<Vec<_>>>()?;
+        Ok(HistoryPage { entries, total, next_page, used })
+    }
+}
+
+fn parse_instant_param(name: &str, value: &str) -> ApiResult<(i64, i64)> {
+    parse_date_range(value)
+        .ok_or_else(|| ApiError::bad_request(format!("{name} must be a FHIR instant or date, e.g. 2026-01-31T12:00:00Z")))
+}

@@ -1,0 +1,137 @@
+//! The rules of each FHIR interaction, one file each, independent of HTTP.
+//!
+//! [`Service`] holds what every interaction needs: the store, the key ring, the validator and the
+//! search-parameter registry. Every write — REST, transaction Bundle, import — goes through
+//! [`write`], so validation, pseudonyms, indexing and encryption are written once. Interactions
+//! that can run inside a transaction Bundle take a `&mut Conn` (`*_in` functions); their REST
+//! forms open and commit the transaction around them.
+//!
+//! Callers use [`Service`] and the request/response types of each interaction file.
+
+pub mod conditional;
+pub mod create;
+pub mod delete;
+pub mod history;
+pub mod keys;
+pub mod patch;
+pub mod read;
+pub mod search;
+pub mod transaction;
+pub mod update;
+pub mod validate;
+pub mod write;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::crypto::Aad;
+use crate::error::{ApiError, ApiResult};
+use crate::fhir::validation::Validator;
+use crate::search::registry::SearchParamRegistry;
+use crate::store::versions::StoredVersion;
+use crate::store::Store;
+
+/// Everything an interaction needs; cheap to clone (shared state behind `Arc`s).
+#[derive(Clone)]
+pub struct Service {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub keys: keys::SharedKeys,
+    pub validator: Arc<Validator>,
+    pub registry: Arc<SearchParamRegistry>,
+}
+
+/// A resource version as the client sees it: decrypted, with `meta` set.
+#[derive(Debug, Clone)]
+pub struct VersionedResource {
+    pub resource_type: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: i64,
+    /// `None` for a delete marker.
+    pub resource: Option<Value>,
+    pub method: String,
+}
+
+impl VersionedResource {
+    pub fn etag(&self) -> String {
+        format!("W/\"{}\"", self.version)
+    }
+}
+
+/// The result of a write, enough for status, headers and the body.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    pub stored: VersionedResource,
+    /// 201 Created (true) or 200 OK.
+    pub created: bool,
+    /// False when a conditional create found its match, or a delete found nothing to delete.
+    pub changed: bool,
+}
+
+impl Service {
+    /// Is `name` a resource type this server serves?
+    pub fn check_type(&self, name: &str) -> ApiResult<()> {
+        if self.validator.is_resource_type(name) {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound(format!(
+                "`{}` is not a FHIR R4 resource type this server supports",
+                crate::fhir::id::truncate(name)
+            )))
+        }
+    }
+
+    /// Decrypt a stored version.
+    pub fn open_version(&self, stored: StoredVersion) -> ApiResult<VersionedResource> {
+        let resource = match &stored.ciphertext {
+            Some(sealed) if !stored.deleted => {
+                let aad = Aad::Resource { resource_type: &stored.resource_type, id: &stored.id, version: stored.version };
+                let plain = self.keys.open(&aad, sealed)?;
+                let value: Value = serde_json::from_slice(&plain).map_err(|error| {
+                    tracing::error!(resource_type = %stored.resource_type, id = %stored.id, version = stored.version, %error, "stored body is not JSON");
+                    ApiError::Internal
+                })?;
+                Some(value)
+            }
+            _ => None,
+        };
+        Ok(VersionedResource {
+            resource_type: stored.resource_type,
+            id: stored.id,
+            version: stored.version,
+            last_updated: stored.last_updated,
+            resource,
+            method: stored.method,
+        })
+    }
+
+    /// A connection for reads outside a transaction.
+    pub async fn reader(&self) -> ApiResult<sqlx::pool::PoolConnection<sqlx::Any>> {
+        Ok(self.store.reader().await?)
+    }
+
+    /// Start a write transaction.
+    pub async fn begin(&self) -> ApiResult<crate::store::Tx> {
+        Ok(self.store.begin().await?)
+    }
+
+    /// End a write transaction by its result: commit on success, roll back on failure, so a
+    /// failed interaction never leaves anything half-written.
+    pub async fn finish<T>(&self, tx: crate::store::Tx, result: ApiResult<T>) -> ApiResult<T> {
+        match result {
+            Ok(value) => {
+                tx.commit().await?;
+                Ok(value)
+            }
+            Err(error) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(error = %rollback, "rollback failed");
+                }
+                Err(error)
+            }
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! read and vread: <https://hl7.org/fhir/R4/http.html#read>, <https://hl7.org/fhir/R4/http.html#vread>.
+
+use super::{Service, VersionedResource};
+use crate::error::{ApiError, ApiResult};
+use crate::store::versions;
+
+impl Service {
+    /// The current version; 404 if it never existed, 410 if its current version is a delete.
+    pub async fn read(&self, resource_type: &str, id: &str) -> ApiResult<VersionedResource> {
+        let mut conn = self.reader().await?;
+        let stored = versions::read_current(&mut conn, resource_type, id)
+            .await?
+            .ok_or_else(|| not_found(resource_type, id))?;
+        if stored.deleted {
+            return Err(ApiError::Gone(format!("{resource_type}/{id} was deleted (version {})", stored.version)));
+        }
+        self.open_version(stored)
+    }
+
+    /// One version; a delete marker is 410 as the spec asks.
+    pub async fn vread(&self, resource_type: &str, id: &str, version: i64) -> ApiResult<VersionedResource> {
+        let mut conn = self.reader().await?;
+        let stored = versions::read_version(&mut conn, resource_type, id, version)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("{resource_type}/{id} has no version {version}")))?;
+        if stored.deleted {
+            return Err(ApiError::Gone(format!("version {version} of {resource_type}/{id} is a deletion")));
+        }
+        self.open_version(stored)
+    }
+}
+
+pub fn not_found(resource_type: &str, id: &str) -> ApiError {
+    ApiError::NotFound(format!("{resource_type}/{id} does not exist"))
+}

@@ -1,0 +1,68 @@
+//! search at type level: <https://hl7.org/fhir/R4/http.html#search>, <https://hl7.org/fhir/R4/search.html>.
+
+// Dynamic SQL here is assembled from fixed fragments and `$n` placeholders only; every value is bound.
+use sqlx::AssertSqlSafe;
+use sqlx::Row;
+
+use super::{Service, VersionedResource};
+use crate::error::ApiResult;
+use crate::search::plan::{Plan, plan};
+use crate::search::query::{SearchRequest, TotalMode};
+use crate::store::{Conn, bind_all, versions};
+
+/// One page of matches.
+pub struct SearchPage {
+    pub request: SearchRequest,
+    pub matches: Vec<VersionedResource>,
+    pub total: Option<i64>,
+    pub has_more: bool,
+}
+
+impl Service {
+    pub fn parse_search(&self, resource_type: &str, pairs: &[(String, String)], strict: bool) -> ApiResult<SearchRequest> {
+        SearchRequest::parse(
+            &self.registry,
+            resource_type,
+            pairs,
+            strict,
+            self.config.default_page_size,
+            self.config.max_page_size,
+        )
+    }
+
+    pub async fn search(&self, request: SearchRequest) -> ApiResult<SearchPage> {
+        let plan = plan(&request, &self.registry, &self.keys.current(), &self.config.base_url)?;
+        let mut conn = self.reader().await?;
+        let total = match (request.total, request.summary_count) {
+            (_, true) | (TotalMode::Accurate | TotalMode::Estimate, _) => Some(count(&mut conn, &plan).await?),
+            (TotalMode::None, false) => None,
+        };
+        if request.summary_count {
+            return Ok(SearchPage { request, matches: Vec::new(), total, has_more: false });
+        }
+        let mut ids = matching_ids(&mut conn, &plan, request.count + 1, request.offset).await?;
+        let has_more = ids.len() > request.count;
+        ids.truncate(request.count);
+        let mut stored = versions::read_current_many(&mut conn, &request.resource_type, &ids).await?;
+        // Keep the order the plan chose.
+        stored.sort_by_key(|s| ids.iter().position(|id| *id == s.id));
+        let matches = stored.into_iter().map(|s| self.open_version(s)).collect::<ApiResult<Vec<_>>>()?;
+        Ok(SearchPage { request, matches, total, has_more })
+    }
+}
+
+/// Ids matching `plan`, in its order, `limit` of them from `offset`.
+pub async fn matching_ids(conn: &mut Conn, plan: &Plan, limit: usize, offset: usize) -> ApiResult<Vec<String>> {
+    let sql = format!(
+        "SELECT h.id FROM resource_heads h WHERE {} ORDER BY {} LIMIT {limit} OFFSET {offset}",
+        plan.where_sql, plan.order_sql
+    );
+    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), plan.binds.clone()).fetch_all(&mut *conn).await?;
+    Ok(rows.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
+}
+
+async fn count(conn: &mut Conn, plan: &Plan) -> ApiResult<i64> {
+    let sql = format!("SELECT COUNT(*) FROM resource_heads h WHERE {}", plan.where_sql);
+    let row = bind_all(sqlx::query(AssertSqlSafe(sql)), plan.binds.clone()).fetch_one(&mut *conn).await?;
+    Ok(row.try_get(0)?)
+}

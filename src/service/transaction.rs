@@ -1,0 +1,397 @@
+//! batch and transaction Bundles: <https://hl7.org/fhir/R4/http.html#transaction>.
+//!
+//! A transaction runs every entry in one database transaction (all or nothing), in the spec's
+//! order — DELETE, POST, PUT/PATCH, GET — after giving every created resource its id, so that
+//! references to `urn:uuid:` (or any other) fullUrls can be rewritten to `Type/id` first. A batch
+//! runs each entry on its own; one failing entry does not affect the others.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::conditional::Matches;
+use super::patch::parse_patch;
+use super::write::check_body_id;
+use super::{Service, WriteOutcome};
+use crate::error::{ApiError, ApiResult};
+use crate::fhir::bundle::{EntryResponse, read_entry_response, write_entry_response};
+use crate::fhir::id::{FhirId, is_valid_id, parse_version};
+use crate::store::{Conn, versions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    /// Processing order within a transaction (R4 http.html#trules).
+    fn rank(self) -> u8 {
+        match self {
+            Method::Delete => 0,
+            Method::Post => 1,
+            Method::Put | Method::Patch => 2,
+            Method::Get | Method::Head => 3,
+        }
+    }
+}
+
+/// Where an entry's request URL points.
+#[derive(Debug, Clone)]
+enum Target {
+    Type(String),
+    Instance(String, String),
+    Version(String, String, i64),
+    Conditional(String, String),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    index: usize,
+    method: Method,
+    target: Target,
+    full_url: Option<String>,
+    resource: Option<Value>,
+    if_none_exist: Option<String>,
+    if_match: Option<i64>,
+}
+
+/// A processed Bundle: the response entries in request order.
+pub struct BundleResult {
+    pub bundle_type: &'static str,
+    pub entries: Vec<EntryResponse>,
+}
+
+impl Service {
+    /// Process a `batch` or `transaction` Bundle posted to the base URL.
+    pub async fn process_bundle(&self, bundle: Value) -> ApiResult<BundleResult> {
+        if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+            return Err(ApiError::bad_request("POST to the base URL takes a Bundle of type batch or transaction"));
+        }
+        let kind = bundle.get("type").and_then(Value::as_str).unwrap_or_default();
+        let raw_entries = match bundle.get("entry") {
+            None => Vec::new(),
+            Some(Value::Array(entries)) => entries.clone(),
+            Some(_) => return Err(ApiError::bad_request("Bundle.entry must be an array")),
+        };
+        match kind {
+            "transaction" => {
+                let entries = raw_entries.iter().enumerate().map(|(i, e)| self.parse_entry(i, e)).collect::<ApiResult<Vec<_>>>()?;
+                self.run_transaction(entries).await.map(|entries| BundleResult { bundle_type: "transaction-response", entries })
+            }
+            "batch" => {
+                let mut responses = Vec::with_capacity(raw_entries.len());
+                for (index, raw) in raw_entries.iter().enumerate() {
+                    let response = match self.parse_entry(index, raw) {
+                        Ok(entry) => self.run_batch_entry(entry).await,
+                        Err(error) => Err(error),
+                    };
+                    responses.push(response.unwrap_or_else(|error| EntryResponse::from_error(&error)));
+                }
+                Ok(BundleResult { bundle_type: "batch-response", entries: responses })
+            }
+            _ => Err(ApiError::bad_request("Bundle.type must be batch or transaction to be processed at the base URL")),
+        }
+    }
+
+    fn parse_entry(&self, index: usize, raw: &Value) -> ApiResult<Entry> {
+        let fail = |message: &str| ApiError::bad_request(format!("Bundle.entry[{index}]: {message}"));
+        let request = raw.get("request").ok_or_else(|| fail("request is required in a batch or transaction"))?;
+        let method = match request.get("method").and_then(Value::as_str) {
+            Some("GET") => Method::Get,
+            Some("HEAD") => Method::Head,
+            Some("POST") => Method::Post,
+            Some("PUT") => Method::Put,
+            Some("PATCH") => Method::Patch,
+            Some("DELETE") => Method::Delete,
+            _ => return Err(fail("request.method must be GET, HEAD, POST, PUT, PATCH or DELETE")),
+        };
+        let url = request.get("url").and_then(Value::as_str).ok_or_else(|| fail("request.url is required"))?;
+        let local = url.strip_prefix(self.config.base_url.as_str()).map(|u| u.trim_start_matches('/')).unwrap_or(url);
+        let target = parse_target(local).ok_or_else(|| fail("request.url must be relative, like Patient, Patient/123 or Patient?identifier=…"))?;
+        let resource_type = match &target {
+            Target::Type(t) | Target::Instance(t, _) | Target::Version(t, _, _) | Target::Conditional(t, _) => t.clone(),
+        };
+        self.check_type(&resource_type).map_err(|e| fail(&e.to_string()))?;
+        let resource = raw.get("resource").cloned();
+        if matches!(method, Method::Post | Method::Put | Method::Patch) && resource.is_none() {
+            return Err(fail("a POST, PUT or PATCH entry needs a resource"));
+        }
+        let if_match = match request.get("ifMatch").and_then(Value::as_str) {
+            Some(etag) => Some(parse_etag(etag).ok_or_else(|| fail("ifMatch must be a version ETag like W/\"3\""))?),
+            None => None,
+        };
+        Ok(Entry {
+            index,
+            method,
+            target,
+            full_url: raw.get("fullUrl").and_then(Value::as_str).map(str::to_string),
+            resource,
+            if_none_exist: request.get("ifNoneExist").and_then(Value::as_str).map(str::to_string),
+            if_match,
+        })
+    }
+
+    async fn run_transaction(&self, mut entries: Vec<Entry>) -> ApiResult<Vec<EntryResponse>> {
+        // Validate outside the write transaction, so the writer lock is held only for the writes.
+        for entry in &entries {
+            self.check_entry_resource(entry).map_err(|e| in_entry(entry.index, e))?;
+        }
+        let mut tx = self.begin().await?;
+        let result = self.run_transaction_in(&mut tx, &mut entries).await;
+        self.finish(tx, result).await
+    }
+
+    async fn run_transaction_in(&self, conn: &mut Conn, entries: &mut [Entry]) -> ApiResult<Vec<EntryResponse>> {
+        let ids = self.assign_ids(conn, entries).await?;
+        for entry in entries.iter_mut() {
+            if let Some(resource) = entry.resource.as_mut() {
+                rewrite_references(resource, &ids);
+            }
+        }
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by_key(|&i| (entries[i].method.rank(), i));
+        let mut responses: Vec<Option<EntryResponse>> = vec![None; entries.len()];
+        for i in order {
+            let response = self.run_entry_in(conn, entries[i].clone()).await.map_err(|e| in_entry(i, e))?;
+            responses[i] = Some(response);
+        }
+        Ok(responses.into_iter().map(|r| r.unwrap_or_else(|| EntryResponse::from_error(&ApiError::Internal))).collect())
+    }
+
+    async fn run_batch_entry(&self, entry: Entry) -> ApiResult<EntryResponse> {
+        self.check_entry_resource(&entry)?;
+        if matches!(entry.method, Method::Get | Method::Head) {
+            let mut conn = self.reader().await?;
+            return self.run_entry_in(&mut conn, entry).await;
+        }
+        let mut entry = entry;
+        if let (Method::Post, Target::Type(_)) = (entry.method, &entry.target) {
+            entry.target = Target::Instance(resource_type_of(&entry.target).to_string(), FhirId::generate().into_string());
+        }
+        let mut tx = self.begin().await?;
+        let result = self.run_entry_in(&mut tx, entry).await;
+        self.finish(tx, result).await
+    }
+
+    fn check_entry_resource(&self, entry: &Entry) -> ApiResult<()> {
+        match (entry.method, &entry.resource) {
+            (Method::Post | Method::Put, Some(resource)) => self.check_resource(resource_type_of(&entry.target), resource),
+            (Method::Patch, Some(resource)) => parse_patch(resource.clone()).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Give every POST its id (or its conditional match) and resolve conditional PUTs, and map
+    /// each entry's fullUrl to the `Type/id` it will have.
+    async fn assign_ids(&self, conn: &mut Conn, entries: &mut [Entry]) -> ApiResult<HashMap<String, String>> {
+        let mut ids = HashMap::new();
+        for entry in entries.iter_mut() {
+            let resource_type = resource_type_of(&entry.target).to_string();
+            let assigned = match (entry.method, &entry.target) {
+                (Method::Post, Target::Type(_)) => {
+                    let existing = match &entry.if_none_exist {
+                        Some(criteria) => match self.conditional_matches(conn, &resource_type, criteria).await.map_err(|e| in_entry(entry.index, e))? {
+                            Matches::None => None,
+                            Matches::One(id) => Some(id),
+                            Matches::Many(n) => {
+                                return Err(in_entry(entry.index, ApiError::MultipleMatches(format!("ifNoneExist matched {n} or more resources"))));
+                            }
+                        },
+                        None => None,
+                    };
+                    match existing {
+                        Some(id) => {
+                            // The match stands in for the create: nothing is written, references point to it.
+                            entry.method = Method::Get;
+                            entry.target = Target::Instance(resource_type.clone(), id.clone());
+                            entry.resource = None;
+                            id
+                        }
+                        None => {
+                            let id = FhirId::generate().into_string();
+                            entry.target = Target::Instance(resource_type.clone(), id.clone());
+                            id
+                        }
+                    }
+                }
+                (Method::Put, Target::Conditional(_, criteria)) => {
+                    let criteria = criteria.clone();
+                    let body_id = entry.resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str).map(str::to_string);
+                    let id = match self.conditional_matches(conn, &resource_type, &criteria).await.map_err(|e| in_entry(entry.index, e))? {
+                        Matches::None => body_id.unwrap_or_else(|| FhirId::generate().into_string()),
+                        Matches::One(id) => id,
+                        Matches::Many(n) => {
+                            return Err(in_entry(entry.index, ApiError::MultipleMatches(format!("the conditional update matched {n} or more resources"))));
+                        }
+                    };
+                    if !is_valid_id(&id) {
+                        return Err(in_entry(entry.index, ApiError::bad_request("Resource.id is not a valid id")));
+                    }
+                    entry.target = Target::Instance(resource_type.clone(), id.clone());
+                    if let Some(resource) = entry.resource.as_mut().and_then(Value::as_object_mut) {
+                        resource.insert("id".into(), json!(id));
+                    }
+                    id
+                }
+                (_, Target::Instance(_, id)) => id.clone(),
+                _ => continue,
+            };
+            if let Some(full_url) = &entry.full_url {
+                ids.insert(full_url.clone(), format!("{resource_type}/{assigned}"));
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Run one entry whose ids are settled, inside `conn`'s transaction.
+    async fn run_entry_in(&self, conn: &mut Conn, entry: Entry) -> ApiResult<EntryResponse> {
+        let base = self.config.base_url.as_str();
+        match (entry.method, entry.target) {
+            (Method::Get | Method::Head, Target::Instance(t, id)) => {
+                let stored = versions::read_current(conn, &t, &id).await?.ok_or_else(|| super::read::not_found(&t, &id))?;
+                if stored.deleted {
+                    return Err(ApiError::Gone(format!("{t}/{id} was deleted")));
+                }
+                Ok(read_entry_response(&self.open_version(stored)?))
+            }
+            (Method::Get | Method::Head, Target::Version(t, id, version)) => {
+                let stored = versions::read_version(conn, &t, &id, version)
+                    .await?
+                    .filter(|s| !s.deleted)
+                    .ok_or_else(|| ApiError::NotFound(format!("{t}/{id} has no version {version}")))?;
+                Ok(read_entry_response(&self.open_version(stored)?))
+            }
+            (Method::Get | Method::Head, Target::Type(_) | Target::Conditional(..)) => Err(ApiError::NotImplemented(
+                "searches inside a batch or transaction are not supported yet".into(),
+            )),
+            (Method::Post, Target::Instance(t, id)) => {
+                let body = entry.resource.ok_or(ApiError::Internal)?;
+                let outcome = self.create_in(conn, &t, &id, body, entry.if_none_exist.as_deref()).await?;
+                Ok(write_entry_response(&outcome, base))
+            }
+            (Method::Put, Target::Instance(t, id)) => {
+                let body = entry.resource.ok_or(ApiError::Internal)?;
+                check_body_id(&body, &id)?;
+                let outcome: WriteOutcome = self.update_in(conn, &t, &id, body, entry.if_match, "PUT").await?;
+                Ok(write_entry_response(&outcome, base))
+            }
+            (Method::Put, Target::Conditional(t, criteria)) => {
+                let body = entry.resource.ok_or(ApiError::Internal)?;
+                let outcome = self.conditional_update_in(conn, &t, &criteria, body).await?;
+                Ok(write_entry_response(&outcome, base))
+            }
+            (Method::Patch, Target::Instance(t, id)) => {
+                let operations = parse_patch(entry.resource.ok_or(ApiError::Internal)?)?;
+                let outcome = self.patch_in(conn, &t, &id, operations, entry.if_match).await?;
+                Ok(write_entry_response(&outcome, base))
+            }
+            (Method::Delete, Target::Instance(t, id)) => {
+                let outcome = self.delete_in(conn, &t, &id).await?;
+                Ok(write_entry_response(&outcome, base))
+            }
+            (Method::Delete, Target::Conditional(t, criteria)) => {
+                let outcome = self.conditional_delete_in(conn, &t, &criteria).await?;
+                Ok(write_entry_response(&outcome, base))
+            }
+            _ => Err(ApiError::bad_request("this method cannot be applied to this request.url")),
+        }
+    }
+}
+
+fn resource_type_of(target: &Target) -> &str {
+    match target {
+        Target::Type(t) | Target::Instance(t, _) | Target::Version(t, _, _) | Target::Conditional(t, _) => t,
+    }
+}
+
+fn parse_target(url: &str) -> Option<Target> {
+    if let Some((t, query)) = url.split_once('?') {
+        return Some(Target::Conditional(t.to_string(), query.to_string()));
+    }
+    let parts: Vec<&str> = url.split('/').collect();
+    match parts.as_slice() {
+        [t] if !t.is_empty() => Some(Target::Type(t.to_string())),
+        [t, id] if is_valid_id(id) => Some(Target::Instance(t.to_string(), id.to_string())),
+        [t, id, "_history", v] if is_valid_id(id) => Some(Target::Version(t.to_string(), id.to_string(), parse_version(v).ok()?)),
+        _ => None,
+    }
+}
+
+/// `W/"3"` (or `"3"`, or `3`) → 3.
+pub fn parse_etag(etag: &str) -> Option<i64> {
+    etag.trim().trim_start_matches("W/").trim_matches('"').parse().ok()
+}
+
+fn in_entry(index: usize, error: ApiError) -> ApiError {
+    match error {
+        ApiError::BadRequest(m) if m.starts_with("Bundle.entry[") => ApiError::BadRequest(m),
+        ApiError::BadRequest(m) => ApiError::BadRequest(format!("Bundle.entry[{index}]: {m}")),
+        ApiError::NotFound(m) => ApiError::NotFound(format!("Bundle.entry[{index}]: {m}")),
+        ApiError::Gone(m) => ApiError::Gone(format!("Bundle.entry[{index}]: {m}")),
+        ApiError::Conflict(m) => ApiError::Conflict(format!("Bundle.entry[{index}]: {m}")),
+        ApiError::PreconditionFailed(m) => ApiError::PreconditionFailed(format!("Bundle.entry[{index}]: {m}")),
+        ApiError::MultipleMatches(m) => ApiError::MultipleMatches(format!("Bundle.entry[{index}]: {m}")),
+        ApiError::Invalid(issues) => ApiError::Invalid(
+            issues.into_iter().map(|mut issue| {
+                issue.diagnostics = format!("Bundle.entry[{index}]: {}", issue.diagnostics);
+                issue
+            }).collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Replace every `reference` that names a fullUrl of this Bundle with the `Type/id` it received.
+fn rewrite_references(value: &mut Value, ids: &HashMap<String, String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                match child {
+                    Value::String(reference) if key == "reference" => {
+                        if let Some(local) = ids.get(reference.as_str()) {
+                            *reference = local.clone();
+                        }
+                    }
+                    _ => rewrite_references(child, ids),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| rewrite_references(item, ids)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert!(matches!(parse_target("Patient"), Some(Target::Type(_))));
+        assert!(matches!(parse_target("Patient/1"), Some(Target::Instance(..))));
+        assert!(matches!(parse_target("Patient/1/_history/2"), Some(Target::Version(_, _, 2))));
+        assert!(matches!(parse_target("Patient?identifier=a|b"), Some(Target::Conditional(..))));
+        assert!(parse_target("Patient/a b").is_none());
+    }
+
+    #[test]
+    fn references_are_rewritten_everywhere() {
+        let ids = HashMap::from([("urn:uuid:1".to_string(), "Patient/p1".to_string())]);
+        let mut obs = json!({"subject": {"reference": "urn:uuid:1"}, "contained": [{"x": [{"reference": "urn:uuid:1"}]}]});
+        rewrite_references(&mut obs, &ids);
+        assert_eq!(obs["subject"]["reference"], "Patient/p1");
+        assert_eq!(obs["contained"][0]["x"][0]["reference"], "Patient/p1");
+    }
+
+    #[test]
+    fn etags() {
+        assert_eq!(parse_etag("W/\"3\""), Some(3));
+        assert_eq!(parse_etag("\"4\""), Some(4));
+        assert_eq!(parse_etag("x"), None);
+    }
+}

@@ -1,0 +1,87 @@
+//! update (also update-as-create with a client-chosen id) and conditional update:
+//! <https://hl7.org/fhir/R4/http.html#update>, <https://hl7.org/fhir/R4/http.html#cond-update>.
+
+use serde_json::Value;
+
+use super::conditional::Matches;
+use super::write::check_body_id;
+use super::{Service, WriteOutcome};
+use crate::error::{ApiError, ApiResult};
+use crate::fhir::id::FhirId;
+use crate::store::{Conn, versions};
+
+impl Service {
+    pub async fn update(&self, resource_type: &str, id: &str, body: Value, if_match: Option<i64>) -> ApiResult<WriteOutcome> {
+        self.check_resource(resource_type, &body)?;
+        check_body_id(&body, id)?;
+        let mut tx = self.begin().await?;
+        let result = self.update_in(&mut tx, resource_type, id, body, if_match, "PUT").await;
+        self.finish(tx, result).await
+    }
+
+    /// Write a new version of `id` (or its first one). `if_match` is the version the client last
+    /// saw (`If-Match: W/"n"`); a different current version is a 412.
+    pub async fn update_in(
+        &self,
+        conn: &mut Conn,
+        resource_type: &str,
+        id: &str,
+        body: Value,
+        if_match: Option<i64>,
+        method: &str,
+    ) -> ApiResult<WriteOutcome> {
+        let head = versions::head(conn, self.store.backend(), resource_type, id, true).await?;
+        if let Some(expected) = if_match {
+            match head {
+                Some(h) if h.version == expected && !h.deleted => {}
+                Some(h) => {
+                    return Err(ApiError::PreconditionFailed(format!(
+                        "If-Match names version {expected} but the current version of {resource_type}/{id} is {}{}",
+                        h.version,
+                        if h.deleted { " (deleted)" } else { "" }
+                    )));
+                }
+                None => {
+                    return Err(ApiError::PreconditionFailed(format!(
+                        "If-Match names version {expected} but {resource_type}/{id} does not exist"
+                    )));
+                }
+            }
+        }
+        let created = head.is_none_or(|h| h.deleted);
+        let stored = self.store_version(conn, resource_type, id, body, head, method).await?;
+        Ok(WriteOutcome { stored, created, changed: true })
+    }
+
+    /// PUT `[type]?criteria`: no match creates, one match is updated, several are a 412.
+    pub async fn conditional_update(&self, resource_type: &str, criteria: &str, body: Value) -> ApiResult<WriteOutcome> {
+        self.check_resource(resource_type, &body)?;
+        let mut tx = self.begin().await?;
+        let result = self.conditional_update_in(&mut tx, resource_type, criteria, body).await;
+        self.finish(tx, result).await
+    }
+
+    pub async fn conditional_update_in(&self, conn: &mut Conn, resource_type: &str, criteria: &str, body: Value) -> ApiResult<WriteOutcome> {
+        let body_id = body.get("id").and_then(Value::as_str).map(str::to_string);
+        match self.conditional_matches(conn, resource_type, criteria).await? {
+            Matches::None => {
+                let id = match body_id {
+                    Some(id) => FhirId::parse(&id)?,
+                    None => FhirId::generate(),
+                };
+                self.update_in(conn, resource_type, id.as_str(), body, None, "PUT").await
+            }
+            Matches::One(existing) => {
+                if body_id.as_deref().is_some_and(|id| id != existing) {
+                    return Err(ApiError::bad_request(
+                        "Resource.id: the id in the body differs from the resource the conditional update matched",
+                    ));
+                }
+                self.update_in(conn, resource_type, &existing, body, None, "PUT").await
+            }
+            Matches::Many(n) => Err(ApiError::MultipleMatches(format!(
+                "the conditional update matched {n} or more resources; it must match at most one"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The one write path. Every create, update, patch, delete — from REST, transaction Bundles and
+//! imports alike — ends here, so validation, server-managed metadata, pseudonyms, index rows and
+//! encryption happen exactly once and the same way.
+//!
+//! Validation runs before a transaction is opened ([`Service::check_resource`]), so the writer
+//! lock is held only for stamping, sealing and inserting ([`Service::store_version`]).
+
+use serde_json::{Map, Value, json};
+
+use super::{Service, VersionedResource};
+use crate::crypto::Aad;
+use crate::error::{ApiError, ApiResult};
+use crate::fhir::instant::{format_instant, now_micros};
+use crate::search::index_rows;
+use crate::store::versions::{self, Head, NewVersion};
+use crate::store::{Conn, index};
+
+impl Service {
+    /// Check a resource a client sent for `resource_type`: JSON object, matching `resourceType`,
+    /// valid against the spec's schema and required bindings.
+    pub fn check_resource(&self, resource_type: &str, body: &Value) -> ApiResult<()> {
+        let Some(object) = body.as_object() else {
+            return Err(ApiError::bad_request("the request body must be a JSON object holding a FHIR resource"));
+        };
+        match object.get("resourceType").and_then(Value::as_str) {
+            Some(found) if found == resource_type => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "resourceType in the body does not match the endpoint; this endpoint takes {resource_type}"
+                )));
+            }
+            None => return Err(ApiError::bad_request("the body has no resourceType")),
+        }
+        let issues = self.validator.validate(body);
+        if issues.iter().any(|issue| issue.is_error()) {
+            return Err(ApiError::Invalid(issues));
+        }
+        Ok(())
+    }
+
+    /// Store `body` as the next version of (`resource_type`, `id`) after `head` (None: first
+    /// version). Sets `id` and `meta.versionId`/`meta.lastUpdated`, keeps the Patient pseudonym,
+    /// seals the body to its row and replaces the index rows, all inside the caller's transaction.
+    pub async fn store_version(
+        &self,
+        conn: &mut Conn,
+        resource_type: &str,
+        id: &str,
+        mut body: Value,
+        head: Option<Head>,
+        method: &str,
+    ) -> ApiResult<VersionedResource> {
+        let version = head.map_or(1, |h| h.version + 1);
+        // Keep lastUpdated strictly increasing per resource even if the clock steps back.
+        let last_updated = now_micros().max(head.map_or(i64::MIN, |h| h.last_updated + 1));
+
+        let object = body.as_object_mut().ok_or_else(|| ApiError::bad_request("a resource must be a JSON object"))?;
+        object.insert("id".into(), json!(id));
+        stamp_meta(object, version, last_updated);
+        if resource_type == "Patient" {
+            let previous = match head {
+                Some(h) if !h.deleted => self.previous_pseudonym(conn, id).await?,
+                _ => None,
+            };
+            self.apply_pseudonym(object, id, previous);
+        }
+
+        let keys = self.keys.current();
+        let rows = index_rows::rows_for(&self.registry, &keys, resource_type, &body);
+        let compartment = index_rows::patient_compartment(&self.registry, resource_type, id, &rows);
+        let plain = serde_json::to_vec(&body).map_err(|_| ApiError::Internal)?;
+        let aad = Aad::Resource { resource_type, id, version };
+        let sealed = keys.seal(&aad, &plain)?;
+        let key_id = i64::from(keys.active_key_id());
+
+        versions::write(
+            conn,
+            &NewVersion {
+                resource_type,
+                id,
+                version,
+                last_updated,
+                deleted: false,
+                method,
+                key_id,
+                ciphertext: Some(sealed),
+                compartment: compartment.as_deref(),
+            },
+        )
+        .await?;
+        index::replace(conn, resource_type, id, &rows, head.is_none()).await?;
+        tracing::debug!(resource_type, id, version, "stored version");
+
+        Ok(VersionedResource {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            version,
+            last_updated,
+            resource: Some(body),
+            method: method.to_string(),
+        })
+    }
+
+    /// Write a delete marker after `head` and drop the resource's index rows.
+    pub async fn store_delete(&self, conn: &mut Conn, resource_type: &str, id: &str, head: Head) -> ApiResult<VersionedResource> {
+        let version = head.version + 1;
+        let last_updated = now_micros().max(head.last_updated + 1);
+        versions::write(
+            conn,
+            &NewVersion {
+                resource_type,
+                id,
+                version,
+                last_updated,
+                deleted: true,
+                method: "DELETE",
+                key_id: 0,
+                ciphertext: None,
+                compartment: None,
+            },
+        )
+        .await?;
+        index::replace(conn, resource_type, id, &[], false).await?;
+        Ok(VersionedResource {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            version,
+            last_updated,
+            resource: None,
+            method: "DELETE".into(),
+        })
+    }
+
+    /// The pseudonym the current version of Patient `id` carries, if any.
+    async fn previous_pseudonym(&self, conn: &mut Conn, id: &str) -> ApiResult<Option<String>> {
+        let Some(stored) = versions::read_current(conn, "Patient", id).await? else { return Ok(None) };
+        let current = self.open_version(stored)?;
+        Ok(current.resource.as_ref().and_then(|patient| pseudonym_of(patient, &self.config.pseudonym_system)))
+    }
+
+    /// Replace whatever the client put under the pseudonym system by the server's pseudonym: the
+    /// one already assigned, or a new one from the patient's stable identity (its first business
+    /// identifier, else its resource id). Clients cannot forge or drop it.
+    fn apply_pseudonym(&self, patient: &mut Map<String, Value>, id: &str, previous: Option<String>) {
+        let system = self.config.pseudonym_system.as_str();
+        let pseudonym = previous.unwrap_or_else(|| {
+            let identity = patient
+                .get("identifier")
+                .and_then(Value::as_array)
+                .and_then(|ids| {
+                    ids.iter().find_map(|identifier| {
+                        let s = identifier.get("system")?.as_str()?;
+                        let v = identifier.get("value")?.as_str()?;
+                        (s != system).then(|| format!("{s}|{v}"))
+                    })
+                })
+                .unwrap_or_else(|| format!("Patient/{id}"));
+            self.keys.current().pseudonym(&identity)
+        });
+        let identifiers = patient.entry("identifier").or_insert_with(|| json!([]));
+        if let Some(list) = identifiers.as_array_mut() {
+            list.retain(|identifier| identifier.get("system").and_then(Value::as_str) != Some(system));
+            list.push(json!({
+                "use": "secondary",
+                "system": system,
+                "value": pseudonym,
+            }));
+        }
+    }
+}
+
+/// The pseudonym identifier value of a Patient, if it has one.
+pub fn pseudonym_of(patient: &Value, system: &str) -> Option<String> {
+    patient.get("identifier")?.as_array()?.iter().find_map(|identifier| {
+        (identifier.get("system")?.as_str()? == system).then(|| identifier.get("value")?.as_str().map(str::to_string))?
+    })
+}
+
+/// Set the server-managed `meta.versionId` and `meta.lastUpdated`; keep the rest of `meta`.
+fn stamp_meta(resource: &mut Map<String, Value>, version: i64, last_updated: i64) {
+    let meta = resource.entry("meta").or_insert_with(|| json!({}));
+    if !meta.is_object() {
+        *meta = json!({});
+    }
+    if let Some(meta) = meta.as_object_mut() {
+        meta.insert("versionId".into(), json!(version.to_string()));
+        meta.insert("lastUpdated".into(), json!(format_instant(last_updated)));
+    }
+}
+
+/// The body id must match the URL id on update (R4 3.1.0.4.1).
+pub fn check_body_id(body: &Value, id: &str) -> ApiResult<()> {
+    match body.get("id").and_then(Value::as_str) {
+        Some(found) if found == id => Ok(()),
+        Some(_) => Err(ApiError::bad_request("Resource.id: the id in the body does not match the id in the URL")),
+        None => Err(ApiError::bad_request("Resource.id: an update must carry the resource id in the body")),
+    }
+}

@@ -1,0 +1,113 @@
+//! Search index rows of a resource's current version. They are replaced wholesale on every write
+//! (and removed on delete) inside the write's transaction, so old values stop matching at the
+//! same instant the new version becomes visible.
+
+// Dynamic SQL here is assembled from fixed fragments and `$n` placeholders only; every value is bound.
+use sqlx::AssertSqlSafe;
+use super::{Bind, Conn, bind_all};
+
+/// One index row. Values are already in their stored form: PHI parameters arrive as
+/// [`IndexRow::Blind`] tokens, never as text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexRow {
+    Token { param: String, system: Option<String>, code: Option<String> },
+    String { param: String, normalized: String, exact: String },
+    Reference { param: String, target_type: Option<String>, target_id: Option<String>, target_version: Option<String>, url: String },
+    Date { param: String, start: i64, end: i64 },
+    Number { param: String, low: f64, high: f64, system: Option<String>, code: Option<String> },
+    Uri { param: String, value: String },
+    Blind { param: String, token: String },
+}
+
+/// The index tables, in the order rows are deleted and inserted.
+pub const TABLES: [&str; 7] =
+    ["search_token", "search_string", "search_reference", "search_date", "search_number", "search_uri", "search_blind"];
+
+impl IndexRow {
+    fn table(&self) -> &'static str {
+        match self {
+            IndexRow::Token { .. } => "search_token",
+            IndexRow::String { .. } => "search_string",
+            IndexRow::Reference { .. } => "search_reference",
+            IndexRow::Date { .. } => "search_date",
+            IndexRow::Number { .. } => "search_number",
+            IndexRow::Uri { .. } => "search_uri",
+            IndexRow::Blind { .. } => "search_blind",
+        }
+    }
+
+    fn columns(&self) -> &'static str {
+        match self {
+            IndexRow::Token { .. } => "param, system, code",
+            IndexRow::String { .. } => "param, normalized, exact",
+            IndexRow::Reference { .. } => "param, target_type, target_id, target_version, url",
+            IndexRow::Date { .. } => "param, start_us, end_us",
+            IndexRow::Number { .. } => "param, low, high, system, code",
+            IndexRow::Uri { .. } => "param, value",
+            IndexRow::Blind { .. } => "param, token",
+        }
+    }
+
+    fn binds(&self) -> Vec<Bind> {
+        let text = |s: &str| Bind::Text(s.to_string());
+        let opt = |s: &Option<String>| s.as_deref().map(text).unwrap_or(Bind::Null);
+        match self {
+            IndexRow::Token { param, system, code } => vec![text(param), opt(system), opt(code)],
+            IndexRow::String { param, normalized, exact } => vec![text(param), text(normalized), text(exact)],
+            IndexRow::Reference { param, target_type, target_id, target_version, url } => {
+                vec![text(param), opt(target_type), opt(target_id), opt(target_version), text(url)]
+            }
+            IndexRow::Date { param, start, end } => vec![text(param), Bind::Int(*start), Bind::Int(*end)],
+            IndexRow::Number { param, low, high, system, code } => {
+                vec![text(param), Bind::Real(*low), Bind::Real(*high), opt(system), opt(code)]
+            }
+            IndexRow::Uri { param, value } => vec![text(param), text(value)],
+            IndexRow::Blind { param, token } => vec![text(param), text(token)],
+        }
+    }
+}
+
+/// Rows per INSERT statement; keeps the bind count far below SQLite's limit.
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// Replace every index row of (`resource_type`, `id`) with `rows` (none for a delete).
+pub async fn replace(conn: &mut Conn, resource_type: &str, id: &str, rows: &[IndexRow], is_new: bool) -> Result<(), sqlx::Error> {
+    if !is_new {
+        for table in TABLES {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE resource_type = $1 AND id = $2")))
+                .bind(resource_type)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    for table in TABLES {
+        let of_table: Vec<&IndexRow> = rows.iter().filter(|row| row.table() == table).collect();
+        for chunk in of_table.chunks(ROWS_PER_STATEMENT) {
+            insert_chunk(conn, resource_type, id, chunk).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn insert_chunk(conn: &mut Conn, resource_type: &str, id: &str, chunk: &[&IndexRow]) -> Result<(), sqlx::Error> {
+    let Some(first) = chunk.first() else { return Ok(()) };
+    let mut binds = Vec::new();
+    let mut tuples = Vec::with_capacity(chunk.len());
+    for row in chunk {
+        let mut placeholders = Vec::new();
+        for bind in [Bind::Text(resource_type.to_string()), Bind::Text(id.to_string())].into_iter().chain(row.binds()) {
+            binds.push(bind);
+            placeholders.push(format!("${}", binds.len()));
+        }
+        tuples.push(format!("({})", placeholders.join(", ")));
+    }
+    let sql = format!(
+        "INSERT INTO {} (resource_type, id, {}) VALUES {}",
+        first.table(),
+        first.columns(),
+        tuples.join(", ")
+    );
+    bind_all(sqlx::query(AssertSqlSafe(sql)), binds).execute(&mut *conn).await?;
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! The database: resource versions, current heads and search index rows.
+//!
+//! One [`Store`] serves both backends through sqlx's `Any` driver, so every query is written once
+//! and the two backends cannot drift apart; the few places where SQLite and PostgreSQL differ live
+//! in [`dialect`]. The store knows nothing of FHIR rules or keys: it receives sealed bytes and index
+//! rows from the service and hands sealed bytes back.
+//!
+//! - [`versions`]: append-only version rows and the head table (read, vread, write, history).
+//! - [`index`]: replacing the search index rows of a resource.
+//! - [`keys`]: per-key row counts and re-encryption batches for key rotation.
+//!
+//! Callers get a connection or a transaction from [`Store`] and pass `&mut AnyConnection` to the
+//! functions of those modules, so one database transaction can span a whole FHIR transaction Bundle.
+
+pub mod dialect;
+pub mod index;
+pub mod keys;
+pub mod versions;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+use crate::config::DatabaseUrl;
+pub use dialect::Backend;
+
+pub type Conn = sqlx::AnyConnection;
+pub type Tx = Transaction<'static, Any>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+}
+
+/// Connection pools for one database. SQLite allows one writer at a time, so writes go through a
+/// pool of exactly one connection (no `SQLITE_BUSY` between our own writers) while reads use a
+/// pool of their own; PostgreSQL uses one pool for both.
+#[derive(Clone)]
+pub struct Store {
+    readers: AnyPool,
+    writer: AnyPool,
+    backend: Backend,
+}
+
+static INSTALL_DRIVERS: std::sync::Once = std::sync::Once::new();
+
+impl Store {
+    /// Open (and for SQLite create) the database. Does not migrate; call [`Store::migrate`].
+    pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
+        INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
+        match url {
+            DatabaseUrl::Sqlite(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| StoreError::Open(format!("{}: {e}", parent.display())))?;
+                }
+                let connect = format!("sqlite://{}?mode=rwc", path.display());
+                let options = AnyConnectOptions::from_str(&connect).map_err(|e| StoreError::Open(e.to_string()))?;
+                let writer = sqlite_pool(1).connect_with(options.clone()).await.map_err(open_error)?;
+                let readers = sqlite_pool(4).connect_with(options).await.map_err(open_error)?;
+                Ok(Store { readers, writer, backend: Backend::Sqlite })
+            }
+            DatabaseUrl::Postgres(connect) => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(connect)
+                    .await
+                    .map_err(open_error)?;
+                Ok(Store { readers: pool.clone(), writer: pool, backend: Backend::Postgres })
+            }
+        }
+    }
+
+    /// Bring the schema up to date (sqlx migrations, one folder per backend).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+        };
+        migrator.run(&self.writer).await.map_err(|e| StoreError::Migrate(e.to_string()))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A connection for reads (and for searches outside a transaction).
+    pub async fn reader(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
+        self.readers.acquire().await
+    }
+
+    /// Start a write transaction. Everything written through it commits or rolls back together.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        self.writer.begin().await
+    }
+
+    /// Liveness of the database, for `/health`.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        self.readers.acquire().await?.execute("SELECT 1").await.map(|_| ())
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+}
+
+fn open_error(error: sqlx::Error) -> StoreError {
+    StoreError::Open(error.to_string())
+}
+
+/// SQLite pools: WAL so readers never block the writer, full fsync on commit (an acknowledged
+/// write survives a power cut), and a busy timeout for other processes (import, keys rotate)
+/// that share the file.
+fn sqlite_pool(size: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(size)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = FULL").await?;
+                Ok(())
+            })
+        })
+}
+
+/// A value bound to a `$n` placeholder of SQL built at run time (history filters, search plans).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bind {
+    Text(String),
+    Int(i64),
+    Real(f64),
+    Null,
+}
+
+/// Bind `binds` in order to `query`.
+pub fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    for bind in binds {
+        query = match bind {
+            Bind::Text(text) => query.bind(text),
+            Bind::Int(int) => query.bind(int),
+            Bind::Real(real) => query.bind(real),
+            Bind::Null => query.bind(Option::<String>::None),
+        };
+    }
+    query
+}

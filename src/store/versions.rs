@@ -1,0 +1,206 @@
+//! Version rows (append-only) and head rows (the current version of each resource).
+
+// Dynamic SQL here is assembled from fixed fragments and `$n` placeholders only; every value is bound.
+use sqlx::AssertSqlSafe;
+use sqlx::Row;
+
+use super::{Backend, Bind, Conn, bind_all};
+use crate::fhir::instant::Micros;
+
+/// One stored version, body still sealed.
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    pub seq: i64,
+    pub resource_type: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: Micros,
+    pub deleted: bool,
+    pub method: String,
+    pub ciphertext: Option<Vec<u8>>,
+}
+
+/// The current state of a resource, enough to decide an update or delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub version: i64,
+    pub deleted: bool,
+    pub last_updated: Micros,
+}
+
+/// A version about to be written.
+pub struct NewVersion<'a> {
+    pub resource_type: &'a str,
+    pub id: &'a str,
+    pub version: i64,
+    pub last_updated: Micros,
+    pub deleted: bool,
+    pub method: &'a str,
+    pub key_id: i64,
+    pub ciphertext: Option<Vec<u8>>,
+    pub compartment: Option<&'a str>,
+}
+
+const VERSION_COLUMNS: &str =
+    "v.seq, v.resource_type, v.id, v.version, v.last_updated, v.deleted, v.method, v.ciphertext";
+
+fn stored_version(row: &sqlx::any::AnyRow) -> Result<StoredVersion, sqlx::Error> {
+    Ok(StoredVersion {
+        seq: row.try_get(0)?,
+        resource_type: row.try_get(1)?,
+        id: row.try_get(2)?,
+        version: row.try_get(3)?,
+        last_updated: row.try_get(4)?,
+        deleted: row.try_get::<i64, _>(5)? != 0,
+        method: row.try_get(6)?,
+        ciphertext: row.try_get(7)?,
+    })
+}
+
+/// The head of a resource; with `lock`, the row stays locked until the transaction ends
+/// (PostgreSQL), so concurrent updates of one resource queue instead of racing.
+pub async fn head(conn: &mut Conn, backend: Backend, resource_type: &str, id: &str, lock: bool) -> Result<Option<Head>, sqlx::Error> {
+    let lock = if lock { backend.for_update() } else { "" };
+    let sql = format!(
+        "SELECT version, deleted, last_updated FROM resource_heads WHERE resource_type = $1 AND id = $2{lock}"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql)).bind(resource_type).bind(id).fetch_optional(&mut *conn).await?;
+    row.map(|row| {
+        Ok(Head {
+            version: row.try_get(0)?,
+            deleted: row.try_get::<i64, _>(1)? != 0,
+            last_updated: row.try_get(2)?,
+        })
+    })
+    .transpose()
+}
+
+/// The current version (which may be a delete marker).
+pub async fn read_current(conn: &mut Conn, resource_type: &str, id: &str) -> Result<Option<StoredVersion>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {VERSION_COLUMNS} FROM resource_heads h JOIN resource_versions v \
+         ON v.resource_type = h.resource_type AND v.id = h.id AND v.version = h.version \
+         WHERE h.resource_type = $1 AND h.id = $2"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql)).bind(resource_type).bind(id).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(stored_version).transpose()
+}
+
+/// Current versions of many resources of one type, in no particular order; deleted ones left out.
+pub async fn read_current_many(conn: &mut Conn, resource_type: &str, ids: &[String]) -> Result<Vec<StoredVersion>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "SELECT {VERSION_COLUMNS} FROM resource_heads h JOIN resource_versions v \
+         ON v.resource_type = h.resource_type AND v.id = h.id AND v.version = h.version \
+         WHERE h.resource_type = $1 AND h.deleted = 0 AND h.id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(resource_type);
+    for id in ids {
+        query = query.bind(id);
+    }
+    query.fetch_all(&mut *conn).await?.iter().map(stored_version).collect()
+}
+
+pub async fn read_version(conn: &mut Conn, resource_type: &str, id: &str, version: i64) -> Result<Option<StoredVersion>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {VERSION_COLUMNS} FROM resource_versions v WHERE v.resource_type = $1 AND v.id = $2 AND v.version = $3"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql)).bind(resource_type).bind(id).bind(version).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(stored_version).transpose()
+}
+
+/// Append a version and move the head to it. A concurrent writer that appended the same version
+/// first makes this fail with a unique violation on `resource_versions_key` (a 409 upstream).
+pub async fn write(conn: &mut Conn, new: &NewVersion<'_>) -> Result<(), sqlx::Error> {
+    let deleted = i64::from(new.deleted);
+    sqlx::query(
+        "INSERT INTO resource_versions (resource_type, id, version, last_updated, deleted, method, key_id, ciphertext) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(new.resource_type)
+    .bind(new.id)
+    .bind(new.version)
+    .bind(new.last_updated)
+    .bind(deleted)
+    .bind(new.method)
+    .bind(new.key_id)
+    .bind(new.ciphertext.clone())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO resource_heads (resource_type, id, version, deleted, last_updated, compartment) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (resource_type, id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted, \
+         last_updated = excluded.last_updated, compartment = excluded.compartment",
+    )
+    .bind(new.resource_type)
+    .bind(new.id)
+    .bind(new.version)
+    .bind(deleted)
+    .bind(new.last_updated)
+    .bind(new.compartment)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Which versions a history request covers.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery<'a> {
+    pub resource_type: Option<&'a str>,
+    pub id: Option<&'a str>,
+    /// Only versions written at or after this instant (`_since`).
+    pub since: Option<i64>,
+    /// Only versions written before this instant (`_at`: the state as of that time and before).
+    pub before: Option<i64>,
+    /// Keyset cursor: only versions older than this sequence number (the last one of the previous page).
+    pub before_seq: Option<i64>,
+    pub limit: i64,
+}
+
+/// The WHERE clause and binds shared by [`history`] and [`history_count`].
+fn history_filter(query: &HistoryQuery<'_>, with_cursor: bool) -> (String, Vec<Bind>) {
+    let mut conditions = Vec::new();
+    let mut binds = Vec::new();
+    let mut push = |condition: &str, bind: Bind| {
+        binds.push(bind);
+        conditions.push(format!("{condition} ${}", binds.len()));
+    };
+    if let Some(t) = query.resource_type {
+        push("v.resource_type =", Bind::Text(t.to_string()));
+    }
+    if let Some(id) = query.id {
+        push("v.id =", Bind::Text(id.to_string()));
+    }
+    if let Some(since) = query.since {
+        push("v.last_updated >=", Bind::Int(since));
+    }
+    if let Some(before) = query.before {
+        push("v.last_updated <=", Bind::Int(before));
+    }
+    if let (true, Some(seq)) = (with_cursor, query.before_seq) {
+        push("v.seq <", Bind::Int(seq));
+    }
+    let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    (filter, binds)
+}
+
+/// Versions newest first, as the history interaction returns them.
+pub async fn history(conn: &mut Conn, query: &HistoryQuery<'_>) -> Result<Vec<StoredVersion>, sqlx::Error> {
+    let (filter, binds) = history_filter(query, true);
+    let sql = format!("SELECT {VERSION_COLUMNS} FROM resource_versions v {filter} ORDER BY v.seq DESC LIMIT {}", query.limit.max(0));
+    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_all(&mut *conn).await?;
+    rows.iter().map(stored_version).collect()
+}
+
+/// How many versions a history request covers (for `Bundle.total`).
+pub async fn history_count(conn: &mut Conn, query: &HistoryQuery<'_>) -> Result<i64, sqlx::Error> {
+    let (filter, binds) = history_filter(query, false);
+    let sql = format!("SELECT COUNT(*) FROM resource_versions v {filter}");
+    let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_one(&mut *conn).await?;
+    row.try_get(0)
+}

@@ -1,0 +1,180 @@
+//! The `fhirvault` binary itself: first start on a fresh directory, import, key rotation while
+//! the server serves.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fhirvault");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Running {
+    child: Child,
+    base: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `fhirvault serve` in `dir` (its working directory, so the defaults apply), waiting for /health.
+fn serve(dir: &std::path::Path, extra: &[&str]) -> Running {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .env("FHIRVAULT_FHIR_RESOURCES", concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fhirvault");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&line);
+            sink.lock().unwrap().push('\n');
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if healthy(port) {
+            return Running { child, base: format!("http://127.0.0.1:{port}/fhir"), log };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("fhirvault exited with {status}: {}", log.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("fhirvault did not become healthy: {}", log.lock().unwrap());
+}
+
+/// A plain HTTP/1.0 GET /health over a socket: is the server up?
+fn healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+}
+
+fn run(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .env("FHIRVAULT_FHIR_RESOURCES", concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources"))
+        .args(args)
+        .output()
+        .expect("run fhirvault");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_creates_store_and_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    let key_file = dir.path().join("fhirvault-data/keys.json");
+    assert!(dir.path().join("fhirvault-data/fhirvault.db").exists());
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "key file mode");
+    assert!(server.log.lock().unwrap().contains("created a new key ring"), "{}", server.log.lock().unwrap());
+    let client = ::reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{}/Patient", server.base))
+        .header("content-type", "application/fhir+json")
+        .body(json!({"resourceType": "Patient", "name": [{"family": "Erststart"}]}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created["meta"]["versionId"], "1");
+    // The log names ids, never the patient's name.
+    drop(server);
+    let second = serve(dir.path(), &[]);
+    assert!(!second.log.lock().unwrap().contains("created a new key ring"));
+}
+
+#[test]
+fn bad_settings_name_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = run(dir.path(), &["serve", "--listen", "not-an-address"]);
+    assert!(!ok);
+    assert!(stderr.contains("`listen`"), "{stderr}");
+    let (ok, _, stderr) = run(dir.path(), &["serve", "--database-url", "mysql://x"]);
+    assert!(!ok);
+    assert!(stderr.contains("`database_url`"), "{stderr}");
+    std::fs::write(dir.path().join("bad.toml"), "listen = 5\n").unwrap();
+    let (ok, _, stderr) = run(dir.path(), &["--config", "bad.toml", "serve"]);
+    assert!(!ok);
+    assert!(stderr.contains("`config`"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_ndjson_and_bundle_then_rotate_keys_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ndjson = String::new();
+    for i in 0..1200 {
+        ndjson.push_str(&json!({"resourceType": "Patient", "id": format!("imp-{i}"), "name": [{"family": format!("Import{i}")}]}).to_string());
+        ndjson.push('\n');
+    }
+    ndjson.push_str("{\"resourceType\": \"Patient\", \"gender\": \"robot\"}\n");
+    std::fs::write(dir.path().join("patients.ndjson"), ndjson).unwrap();
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Organization", "id": "org-1", "name": "Klinik"}}
+    ]});
+    std::fs::write(dir.path().join("orgs.json"), bundle.to_string()).unwrap();
+    let (ok, stdout, stderr) = run(dir.path(), &["import", "patients.ndjson", "orgs.json"]);
+    assert!(!ok, "a rejected resource makes the import exit non-zero");
+    assert!(stdout.contains("imported 1201 resources, rejected 1"), "{stdout} {stderr}");
+    assert!(stderr.contains("line 1201"), "{stderr}");
+
+    let server = serve(dir.path(), &[]);
+    let client = ::reqwest::Client::new();
+    let read = client.get(format!("{}/Patient/imp-7", server.base)).send().await.unwrap();
+    assert_eq!(read.status(), 200);
+    let (ok, stdout, _) = run(dir.path(), &["keys", "status"]);
+    assert!(ok);
+    assert!(stdout.contains("key 1 (active): 1201 rows"), "{stdout}");
+
+    // Rotate while the server runs; it keeps reading and writing throughout.
+    let (ok, stdout, stderr) = run(dir.path(), &["keys", "rotate"]);
+    assert!(ok, "{stdout} {stderr}");
+    assert!(stdout.contains("re-encrypted 1201 rows under key 2"), "{stdout}");
+    for id in ["imp-0", "imp-600", "imp-1199", "org-1"] {
+        let t = if id.starts_with("org") { "Organization" } else { "Patient" };
+        let read = client.get(format!("{}/{t}/{id}", server.base)).send().await.unwrap();
+        assert_eq!(read.status(), 200, "{id} readable after rotation");
+    }
+    // Within a few seconds the server seals new writes with the new key.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let created = client
+        .post(format!("{}/Patient", server.base))
+        .header("content-type", "application/fhir+json")
+        .body(json!({"resourceType": "Patient"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let (ok, stdout, _) = run(dir.path(), &["keys", "status"]);
+    assert!(ok);
+    assert!(stdout.contains("key 1: 0 rows"), "{stdout}");
+    assert!(stdout.contains("key 2 (active): 1202 rows"), "{stdout}");
+}

@@ -1,0 +1,233 @@
+//! Test harness: a real fhirvault server on a loopback port, over a real SQLite file or a real
+//! PostgreSQL database, driven with real HTTP. Every test runs against both backends through
+//! [`both_backends!`].
+
+#![allow(dead_code)]
+
+pub mod postgres;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use fhirvault::config::{Config, DatabaseUrl};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A running server. Dropping it shuts the server down.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    pub database: DatabaseUrl,
+    pub backend: Backend,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database = match backend {
+            Backend::Sqlite => DatabaseUrl::Sqlite(dir.path().join("fhirvault.db")),
+            Backend::Postgres => DatabaseUrl::Postgres(postgres::fresh_database().await),
+        };
+        Self::start_with(backend, dir, database, |_| {}).await
+    }
+
+    /// Start with a configuration tweak (page sizes, body limits, …).
+    pub async fn start_with(backend: Backend, dir: tempfile::TempDir, database: DatabaseUrl, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut config = Config::for_dir(dir.path(), Some(database.clone()));
+        config.listen = addr;
+        config.base_url = format!("http://{addr}/fhir");
+        tweak(&mut config);
+        let base = config.base_url.clone();
+        let service = fhirvault::server::open_service(config, None).await.expect("service starts");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            fhirvault::server::serve(listener, service, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        TestServer {
+            addr,
+            base,
+            client: reqwest::Client::new(),
+            dir,
+            database,
+            backend,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stop the server and wait until it released the database.
+    pub async fn stop(mut self) -> (tempfile::TempDir, DatabaseUrl) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        (dir, self.database.clone())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}/{}", self.base, path.trim_start_matches('/'))
+        }
+    }
+
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        match &self.database {
+            DatabaseUrl::Sqlite(path) => Some(path.clone()),
+            DatabaseUrl::Postgres(_) => None,
+        }
+    }
+
+    /// Send a request with an optional JSON body and extra headers.
+    pub async fn request(&self, method: Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.header("content-type", "application/fhir+json").body(serde_json::to_vec(body).expect("json"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Reply::from(request.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.request(Method::POST, path, Some(body), &[]).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Reply {
+        self.request(Method::PUT, path, Some(body), &[]).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.request(Method::DELETE, path, None, &[]).await
+    }
+
+    /// Send raw bytes with a content type.
+    pub async fn raw(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
+        let request = self.client.request(method, self.url(path)).header("content-type", content_type).body(body);
+        Reply::from(request.send().await.expect("request sent")).await
+    }
+
+    /// Create and return (id, body).
+    pub async fn create(&self, resource: &Value) -> (String, Value) {
+        let resource_type = resource["resourceType"].as_str().expect("resourceType");
+        let reply = self.post(resource_type, resource).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "create {resource_type}: {}", reply.body);
+        (reply.body["id"].as_str().expect("id").to_string(), reply.body)
+    }
+
+    /// The ids of a searchset's match entries, in order.
+    pub async fn search_ids(&self, query: &str) -> Vec<String> {
+        let reply = self.get(query).await;
+        assert_eq!(reply.status, StatusCode::OK, "search {query}: {}", reply.body);
+        match_ids(&reply.body)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn match_ids(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| e["search"]["mode"] == "match")
+                .filter_map(|e| e["resource"]["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    async fn from(response: reqwest::Response) -> Reply {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, headers, body, text }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Assert this is an OperationOutcome with `status`, whose first issue has `code` and whose
+    /// diagnostics contain `text`.
+    pub fn assert_outcome(&self, status: StatusCode, code: &str, text: &str) {
+        assert_eq!(self.status, status, "status; body: {}", self.text);
+        assert_eq!(self.body["resourceType"], "OperationOutcome", "body: {}", self.text);
+        let issue = &self.body["issue"][0];
+        assert_eq!(issue["code"], code, "issue code; body: {}", self.text);
+        let diagnostics = issue["diagnostics"].as_str().unwrap_or_default();
+        assert!(diagnostics.contains(text), "diagnostics {diagnostics:?} should contain {text:?}");
+        assert!(
+            self.header("content-type").is_some_and(|c| c.starts_with("application/fhir+json")),
+            "content type {:?}",
+            self.header("content-type")
+        );
+    }
+}
+
+/// Generate a `#[tokio::test]` per backend for each listed `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,82 @@
+//! Nothing a client wrote appears in plain text in the database: the raw SQLite file (with its
+//! WAL) and a `pg_dump` are scanned for every recognisable PHI string of a realistic data set.
+
+mod common;
+
+use common::{Backend, TestServer};
+use serde_json::json;
+
+/// Strings that must never be found in the database.
+const PHI: &[&str] = &[
+    "Wolfgang", "Amadeus", "Zauberflöte", "Getreidegasse", "Salzburg-Altstadt", "5020",
+    "1756010127", "+43 662 844313", "wolfgang.mozart@example.at", "Konstanze", "Ambulanz-Notiz-Geheim",
+    "POLICY-7788-XY", "1756-01-27",
+];
+
+async fn raw_database_holds_no_phi(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (pid, _) = server
+        .create(&json!({
+            "resourceType": "Patient",
+            "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Wolfgang Amadeus, Ambulanz-Notiz-Geheim</div>"},
+            "identifier": [{"system": "urn:oid:1.2.40.0.10.1.4.3.1", "value": "1756010127"}],
+            "name": [{"family": "Zauberflöte", "given": ["Wolfgang", "Amadeus"]}],
+            "telecom": [{"system": "phone", "value": "+43 662 844313"}, {"system": "email", "value": "wolfgang.mozart@example.at"}],
+            "address": [{"line": ["Getreidegasse 9"], "city": "Salzburg-Altstadt", "postalCode": "5020", "country": "AT"}],
+            "birthDate": "1756-01-27",
+            "contact": [{"name": {"given": ["Konstanze"]}}]
+        }))
+        .await;
+    server
+        .create(&json!({
+            "resourceType": "Observation", "status": "final",
+            "code": {"text": "Ambulanz-Notiz-Geheim"},
+            "subject": {"reference": format!("Patient/{pid}"), "display": "Wolfgang Amadeus"},
+            "note": [{"text": "Konstanze called about Wolfgang"}],
+            "valueString": "Zauberflöte"
+        }))
+        .await;
+    server
+        .create(&json!({
+            "resourceType": "Coverage", "status": "active",
+            "identifier": [{"system": "urn:insurer", "value": "POLICY-7788-XY"}],
+            "beneficiary": {"reference": format!("Patient/{pid}")},
+            "payor": [{"display": "Salzburg-Altstadt Kasse"}]
+        }))
+        .await;
+    // The data stays searchable.
+    assert_eq!(server.search_ids("Patient?name=wolf").await, vec![pid.clone()]);
+    assert_eq!(server.search_ids("Patient?family=ZAUBERFLOTE").await, vec![pid.clone()]);
+    assert_eq!(server.search_ids("Patient?birthdate=1756-01").await, vec![pid.clone()]);
+    assert_eq!(server.search_ids("Patient?identifier=urn:oid:1.2.40.0.10.1.4.3.1|1756010127").await, vec![pid.clone()]);
+    assert_eq!(server.search_ids("Coverage?identifier=POLICY-7788-XY").await.len(), 1);
+
+    let dump = match backend {
+        Backend::Sqlite => {
+            let path = server.sqlite_path().unwrap();
+            let (dir, _) = server.stop().await;
+            let mut bytes = Vec::new();
+            for suffix in ["", "-wal", "-shm"] {
+                let file = format!("{}{suffix}", path.display());
+                bytes.extend(std::fs::read(&file).unwrap_or_default());
+            }
+            drop(dir);
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        Backend::Postgres => {
+            let url = match &server.database {
+                fhirvault::config::DatabaseUrl::Postgres(url) => url.clone(),
+                _ => unreachable!(),
+            };
+            common::postgres::dump(&url)
+        }
+    };
+    assert!(dump.len() > 1000, "the dump has content");
+    for phi in PHI {
+        assert!(!dump.contains(phi), "{phi:?} found in plain text in the {backend:?} database");
+        let lower = phi.to_lowercase();
+        assert!(!dump.contains(&lower), "{lower:?} (normalised) found in the {backend:?} database");
+    }
+}
+
+both_backends!(raw_database_holds_no_phi);
