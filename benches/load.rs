@@ -1,1 +1,433 @@
-fn main(){}
+//! Load benchmark: the real server in-process on 127.0.0.1:0, driven over real HTTP.
+//!
+//! For each client count (default 1, 8, 32 tokio tasks, each with its own request loop) it runs:
+//!
+//! - `create`: `POST /fhir/Observation` of a Holter heart-rate Observation (expects 201);
+//! - `raw`:    one `INSERT INTO bench_raw (id, body)` per transaction of a body sealed with
+//!   `KeyRing::seal` from the same stored Observation JSON, through a second sqlx pool to the same
+//!   database with the same pool size and durability settings as the server's writer;
+//! - `read`:   `GET /fhir/Observation/{id}` of ids created before (expects 200).
+//!
+//! Each phase stops after FHIRVAULT_BENCH_REQUESTS requests (default 3000) or
+//! FHIRVAULT_BENCH_SECONDS seconds (default 10), whichever comes first. Prints a table and
+//! writes the same figures as JSON to target/bench-load.json.
+//!
+//! Backend: a temp SQLite file (WAL, synchronous = FULL, as the server configures it) by default;
+//! PostgreSQL when FHIRVAULT_BENCH_DATABASE_URL=postgres://… names an (empty) database.
+//! Client counts: FHIRVAULT_BENCH_CLIENTS=1,8,32.
+//!
+//! Run: `cargo bench --bench load`. See benches/README.md.
+
+mod common;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use fhirvault::config::{Config, DatabaseUrl};
+use fhirvault::crypto::{Aad, KeyRing};
+use serde_json::{Value, json};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+use tokio::sync::oneshot;
+
+struct Settings {
+    requests: usize,
+    seconds: u64,
+    clients: Vec<usize>,
+    database_url: Option<String>,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        fn var<T: FromStr>(name: &str, default: T) -> T {
+            match std::env::var(name) {
+                Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+                Err(_) => default,
+            }
+        }
+        let clients = std::env::var("FHIRVAULT_BENCH_CLIENTS")
+            .unwrap_or_else(|_| "1,8,32".into())
+            .split(',')
+            .map(|c| c.trim().parse::<usize>().expect("FHIRVAULT_BENCH_CLIENTS: comma-separated numbers"))
+            .filter(|&c| c > 0)
+            .collect();
+        Settings {
+            requests: var("FHIRVAULT_BENCH_REQUESTS", 3000usize),
+            seconds: var("FHIRVAULT_BENCH_SECONDS", 10u64),
+            clients,
+            database_url: std::env::var("FHIRVAULT_BENCH_DATABASE_URL").ok().filter(|u| !u.is_empty()),
+        }
+    }
+}
+
+/// What one phase measured.
+struct Phase {
+    name: &'static str,
+    clients: usize,
+    ok: usize,
+    errors: usize,
+    first_error: Option<String>,
+    elapsed: Duration,
+    /// Latencies of successful requests, sorted.
+    latencies: Vec<Duration>,
+    /// Ids returned by the operation (creates).
+    ids: Vec<String>,
+}
+
+impl Phase {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1].as_secs_f64() * 1000.0
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "phase": self.name,
+            "clients": self.clients,
+            "ok": self.ok,
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "seconds": round(self.elapsed.as_secs_f64(), 3),
+            "per_second": round(self.rate(), 1),
+            "p50_ms": round(self.percentile_ms(50.0), 3),
+            "p95_ms": round(self.percentile_ms(95.0), 3),
+            "p99_ms": round(self.percentile_ms(99.0), 3),
+            "max_ms": round(self.latencies.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0), 3),
+        })
+    }
+}
+
+fn round(x: f64, digits: i32) -> Value {
+    if x.is_finite() {
+        let f = 10f64.powi(digits);
+        json!((x * f).round() / f)
+    } else {
+        Value::Null
+    }
+}
+
+/// Run `op(i)` for i in 0..requests from `clients` concurrent tasks, each its own loop, until the
+/// requests are used up or `cap` has passed. `op` returns an optional id, or an error message.
+async fn run_phase<F, Fut>(name: &'static str, clients: usize, requests: usize, cap: Duration, op: F) -> Phase
+where
+    F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Option<String>, String>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + cap;
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let next = next.clone();
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut ids = Vec::new();
+            let mut errors = 0usize;
+            let mut first_error = None;
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
+                let t = Instant::now();
+                match op(i).await {
+                    Ok(id) => {
+                        latencies.push(t.elapsed());
+                        ids.extend(id);
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            (latencies, ids, errors, first_error)
+        }));
+    }
+    let mut phase = Phase { name, clients, ok: 0, errors: 0, first_error: None, elapsed: Duration::ZERO, latencies: Vec::new(), ids: Vec::new() };
+    for task in tasks {
+        let (latencies, ids, errors, first_error) = task.await.expect("client task");
+        phase.ok += latencies.len();
+        phase.latencies.extend(latencies);
+        phase.ids.extend(ids);
+        phase.errors += errors;
+        if phase.first_error.is_none() {
+            phase.first_error = first_error;
+        }
+    }
+    phase.elapsed = start.elapsed();
+    phase.latencies.sort_unstable();
+    phase
+}
+
+/// POST one Observation; the new id from the Location header (`…/Observation/{id}/_history/1`).
+async fn create(client: &reqwest::Client, url: &str, body: &Arc<Vec<u8>>) -> Result<Option<String>, String> {
+    let response = client
+        .post(url)
+        .header("content-type", "application/fhir+json")
+        .body(body.as_ref().clone())
+        .send()
+        .await
+        .map_err(|e| format!("create: {e}"))?;
+    let status = response.status();
+    let location = response.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_string);
+    let text = response.bytes().await.map_err(|e| format!("create body: {e}"))?;
+    if status != reqwest::StatusCode::CREATED {
+        return Err(format!("create: {status}: {}", String::from_utf8_lossy(&text[..text.len().min(300)])));
+    }
+    let id = location
+        .as_deref()
+        .and_then(|l| l.split("/Observation/").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .ok_or("create: no Location header")?;
+    Ok(Some(id.to_string()))
+}
+
+async fn read(client: &reqwest::Client, url: String) -> Result<Option<String>, String> {
+    let response = client.get(url).send().await.map_err(|e| format!("read: {e}"))?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| format!("read body: {e}"))?;
+    if status != reqwest::StatusCode::OK || body.is_empty() {
+        return Err(format!("read: {status}"));
+    }
+    Ok(None)
+}
+
+/// A pool to the same database with the same shape as the server's writer (src/store/mod.rs):
+/// SQLite — one connection, WAL, synchronous = FULL, busy_timeout; PostgreSQL — 16 connections.
+async fn raw_pool(database: &DatabaseUrl) -> AnyPool {
+    match database {
+        DatabaseUrl::Sqlite(path) => {
+            let options = AnyConnectOptions::from_str(&format!("sqlite://{}?mode=rwc", path.display())).expect("sqlite url");
+            AnyPoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options)
+                .await
+                .expect("raw sqlite pool")
+        }
+        DatabaseUrl::Postgres(url) => AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .expect("raw postgres pool"),
+    }
+}
+
+async fn raw_insert(pool: &AnyPool, id: String, body: &Arc<Vec<u8>>) -> Result<Option<String>, String> {
+    let mut tx = pool.begin().await.map_err(|e| format!("raw begin: {e}"))?;
+    sqlx::query("INSERT INTO bench_raw (id, body) VALUES ($1, $2)")
+        .bind(id)
+        .bind(body.as_ref().clone())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| format!("raw insert: {e}"))?;
+    tx.commit().await.map_err(|e| format!("raw commit: {e}"))?;
+    Ok(None)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    // `cargo bench` passes `--bench`; this harness has no options of its own.
+    let settings = Settings::from_env();
+    let cap = Duration::from_secs(settings.seconds);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    // The server, as tests/common/mod.rs starts it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = match &settings.database_url {
+        Some(url) => DatabaseUrl::parse(url).expect("FHIRVAULT_BENCH_DATABASE_URL"),
+        None => DatabaseUrl::Sqlite(dir.path().join("fhirvault.db")),
+    };
+    let backend = match &database {
+        DatabaseUrl::Sqlite(_) => "sqlite",
+        DatabaseUrl::Postgres(_) => "postgres",
+    };
+    let keys = KeyRing::from_master_secret([7; 32]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut config = Config::for_dir(dir.path(), Some(database.clone()));
+    config.listen = addr;
+    config.base_url = format!("http://{addr}/fhir");
+    let base = config.base_url.clone();
+    let service = fhirvault::server::open_service(config, Some(keys.clone())).await.expect("service starts");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        fhirvault::server::serve(listener, service, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server runs");
+    });
+
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
+
+    // A patient for the observations to point at, and one observation to learn the stored size.
+    let patient = client
+        .post(format!("{base}/Patient"))
+        .header("content-type", "application/fhir+json")
+        .body(serde_json::to_vec(&common::patient()).expect("json"))
+        .send()
+        .await
+        .expect("create patient");
+    assert_eq!(patient.status(), reqwest::StatusCode::CREATED, "patient create");
+    let patient: Value = patient.json().await.expect("patient json");
+    let patient_id = patient["id"].as_str().expect("patient id").to_string();
+    let observation = Arc::new(serde_json::to_vec(&common::holter_observation(&patient_id)).expect("json"));
+    let url = Arc::new(format!("{base}/Observation"));
+    let first = create(&client, &url, &observation).await.expect("first create").expect("id");
+    let stored: Value = client.get(format!("{url}/{first}")).send().await.expect("read").json().await.expect("json");
+    let plain = serde_json::to_vec(&stored).expect("json");
+    let sealed = Arc::new(
+        keys.seal(&Aad::Resource { resource_type: "Observation", id: &first, version: 1 }, &plain).expect("seal"),
+    );
+
+    // The raw-insert baseline: a scratch table in the same database.
+    let raw = raw_pool(&database).await;
+    let blob = if backend == "postgres" { "BYTEA" } else { "BLOB" };
+    raw.execute("DROP TABLE IF EXISTS bench_raw").await.expect("drop bench_raw");
+    raw.execute(sqlx::AssertSqlSafe(format!("CREATE TABLE bench_raw (id TEXT PRIMARY KEY, body {blob})")))
+        .await
+        .expect("create bench_raw");
+
+    // Warm-up (not measured): connections, caches, the JIT-free but cold paths.
+    {
+        let (client, url, body) = (client.clone(), url.clone(), observation.clone());
+        run_phase("warmup", 4, 100, cap, move |_| {
+            let (client, url, body) = (client.clone(), url.clone(), body.clone());
+            async move { create(&client, &url, &body).await }
+        })
+        .await;
+    }
+
+    let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    println!();
+    println!("fhirvault load benchmark — {backend} — {date} — {cores} cores, server and clients in one process");
+    println!(
+        "{} requests per phase, cap {} s; Observation body {} B, sealed {} B",
+        settings.requests,
+        settings.seconds,
+        observation.len(),
+        sealed.len()
+    );
+    println!();
+    println!("{:>7}  {:<6}  {:>6}  {:>4}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}", "clients", "phase", "ok", "err", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms");
+
+    let mut created = vec![first];
+    let mut rows = Vec::new();
+    let mut ratios = Vec::new();
+    let print = |p: &Phase| {
+        println!(
+            "{:>7}  {:<6}  {:>6}  {:>4}  {:>9.1}  {:>8.2}  {:>8.2}  {:>8.2}  {:>8.2}",
+            p.clients,
+            p.name,
+            p.ok,
+            p.errors,
+            p.rate(),
+            p.percentile_ms(50.0),
+            p.percentile_ms(95.0),
+            p.percentile_ms(99.0),
+            p.latencies.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+        );
+        if let Some(e) = &p.first_error {
+            println!("         first error: {e}");
+        }
+    };
+    for &clients in &settings.clients {
+        let create_phase = {
+            let (client, url, body) = (client.clone(), url.clone(), observation.clone());
+            run_phase("create", clients, settings.requests, cap, move |_| {
+                let (client, url, body) = (client.clone(), url.clone(), body.clone());
+                async move { create(&client, &url, &body).await }
+            })
+            .await
+        };
+        print(&create_phase);
+
+        let raw_phase = {
+            let (pool, body) = (raw.clone(), sealed.clone());
+            run_phase("raw", clients, settings.requests, cap, move |i| {
+                let (pool, body) = (pool.clone(), body.clone());
+                async move { raw_insert(&pool, format!("c{clients}-{i}"), &body).await }
+            })
+            .await
+        };
+        print(&raw_phase);
+
+        created.extend(create_phase.ids.iter().cloned());
+        let read_phase = {
+            let (client, url, ids) = (client.clone(), url.clone(), Arc::new(created.clone()));
+            run_phase("read", clients, settings.requests, cap, move |i| {
+                let (client, url) = (client.clone(), format!("{url}/{}", ids[i % ids.len()]));
+                async move { read(&client, url).await }
+            })
+            .await
+        };
+        print(&read_phase);
+
+        let ratio = create_phase.rate() / raw_phase.rate();
+        ratios.push(json!({ "clients": clients, "create_per_raw": round(ratio, 3) }));
+        for phase in [create_phase, raw_phase, read_phase] {
+            rows.push(phase.to_json());
+        }
+    }
+
+    println!();
+    println!("our creates/s ÷ raw inserts/s of the same sealed bytes (one row per transaction, same database):");
+    for r in &ratios {
+        println!("  {:>2} clients: {}", r["clients"], r["create_per_raw"]);
+    }
+
+    let report = json!({
+        "date": date,
+        "backend": backend,
+        "cores": cores,
+        "requests_per_phase": settings.requests,
+        "seconds_cap": settings.seconds,
+        "observation_bytes": observation.len(),
+        "sealed_bytes": sealed.len(),
+        "phases": rows,
+        "ratios": ratios,
+    });
+    let out = target_dir().join("bench-load.json");
+    if let Some(parent) = out.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    match std::fs::write(&out, serde_json::to_vec_pretty(&report).expect("json")) {
+        Ok(()) => println!("\nwrote {}", out.display()),
+        Err(e) => eprintln!("\ncould not write {}: {e}", out.display()),
+    }
+
+    raw.execute("DROP TABLE IF EXISTS bench_raw").await.expect("drop bench_raw");
+    raw.close().await;
+    let _ = stop.send(());
+    let _ = server.await;
+}

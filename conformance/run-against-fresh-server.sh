@@ -6,7 +6,7 @@ set -euo pipefail
 backend="${1:-sqlite}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-cargo build --bin fhirvault --bin fhirvault-conformance
+cargo build --workspace --bins
 work="$(mktemp -d)"
 pids=()
 cleanup() {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::fhir::outcome::{Issue, IssueCode, operation_outcome};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// The request itself is malformed (syntax, parameters, headers).
     #[error("{0}")]

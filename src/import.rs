@@ -75,15 +75,16 @@ impl Service {
             }
         }
         let stored = valid.len() as u64;
-        let mut tx = self.begin().await?;
-        let mut result: ApiResult<()> = Ok(());
-        for (resource_type, id, resource) in valid {
-            result = self.import_one(&mut tx, &resource_type, &id, resource).await;
-            if result.is_err() {
-                break;
-            }
-        }
-        self.finish(tx, result).await?;
+        let this = self.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                for (resource_type, id, resource) in valid {
+                    this.import_one(conn, &resource_type, &id, resource).await?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
         Ok((ImportSummary { stored, rejected: rejections.len() as u64 }, rejections))
     }
 }

@@ -56,7 +56,8 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
     let (validator, registry) = load_definitions(&config.fhir_resources)?;
     let store = Store::open(&config.database).await.with_context(|| format!("opening {}", config.database.redacted()))?;
     store.migrate().await.context("migrating the database schema")?;
-    Ok(Service { config: Arc::new(config), store, keys: SharedKeys::new(keys, key_path), validator, registry })
+    let committer = store.sqlite_writer().map(crate::service::group_commit::GroupCommitter::start);
+    Ok(Service { config: Arc::new(config), store, keys: SharedKeys::new(keys, key_path), validator, registry, committer })
 }
 
 /// The axum application for `service`.

@@ -129,10 +129,43 @@ async fn malformed_bundles(backend: Backend) {
     server.post("", &bad_type).await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "Bundle.entry[0]");
 }
 
+
+async fn conditional_references_resolve(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (pid, _) = server.create(&json!({"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": "cr-1"}]})).await;
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [observation_entry("Patient?identifier=urn:test|cr-1")]});
+    let reply = server.post("", &bundle).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(server.search_ids(&format!("Observation?subject=Patient/{pid}")).await.len(), 1);
+    let none = json!({"resourceType": "Bundle", "type": "transaction", "entry": [observation_entry("Patient?identifier=urn:test|nobody")]});
+    server.post("", &none).await.assert_outcome(StatusCode::PRECONDITION_FAILED, "conflict", "matches no resource");
+    server.create(&json!({"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": "cr-1"}]})).await;
+    let many = json!({"resourceType": "Bundle", "type": "transaction", "entry": [observation_entry("Patient?identifier=urn:test|cr-1")]});
+    server.post("", &many).await.assert_outcome(StatusCode::PRECONDITION_FAILED, "conflict", "more than one");
+    assert_eq!(server.search_ids("Observation").await.len(), 1, "failed transactions stored nothing");
+}
+
+async fn searches_inside_a_batch(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (pid, _) = server.create(&json!({"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": "s-1"}]})).await;
+    let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient?identifier=urn:test|s-1"}},
+        {"request": {"method": "GET", "url": "Patient?birthdate=notadate"}}
+    ]});
+    let reply = server.post("", &bundle).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let searchset = &reply.body["entry"][0]["resource"];
+    assert_eq!(searchset["type"], "searchset");
+    assert_eq!(common::match_ids(searchset), vec![pid]);
+    assert_eq!(reply.body["entry"][1]["response"]["status"], "400 Bad Request");
+}
+
 both_backends!(
     transaction_resolves_urn_uuids,
     transaction_is_atomic,
     transaction_order_and_conditional_entries,
     batch_entries_fail_independently,
     malformed_bundles,
+    conditional_references_resolve,
+    searches_inside_a_batch,
 );

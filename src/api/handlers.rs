@@ -13,7 +13,6 @@ use super::respond;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::bundle::{self, Link};
 use crate::fhir::instant::parse_http_date;
-use crate::service::search::SearchPage;
 use crate::service::transaction::parse_etag;
 
 pub async fn health(State(state): State<AppState>) -> Response {
@@ -95,30 +94,7 @@ pub async fn search_post(State(state): State<AppState>, TypePath(resource_type):
 async fn search(state: &AppState, resource_type: &str, pairs: Vec<(String, String)>, prefer: Prefer) -> ApiResult<Response> {
     let request = state.service.parse_search(resource_type, &pairs, prefer.strict)?;
     let page = state.service.search(request).await?;
-    Ok(respond::json(StatusCode::OK, &searchset(state, resource_type, &page)))
-}
-
-fn searchset(state: &AppState, resource_type: &str, page: &SearchPage) -> serde_json::Value {
-    let base = &state.service.config.base_url;
-    let request = &page.request;
-    let link = |offset: Option<usize>| {
-        let mut pairs = request.used.clone();
-        if let Some(offset) = offset.filter(|o| *o > 0) {
-            pairs.push(("_offset".into(), offset.to_string()));
-        }
-        let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-        if query.is_empty() { format!("{base}/{resource_type}") } else { format!("{base}/{resource_type}?{query}") }
-    };
-    let mut links = vec![Link { relation: "self", url: link(Some(request.offset)) }];
-    if request.offset > 0 {
-        links.push(Link { relation: "first", url: link(None) });
-        links.push(Link { relation: "previous", url: link(Some(request.offset.saturating_sub(request.count))) });
-    }
-    if page.has_more {
-        links.push(Link { relation: "next", url: link(Some(request.offset + request.count)) });
-    }
-    let outcome = (!request.warnings.is_empty()).then(|| crate::fhir::outcome::operation_outcome(&request.warnings));
-    bundle::searchset(base, &page.matches, page.total, &links, outcome)
+    Ok(respond::json(StatusCode::OK, &state.service.searchset(&page)))
 }
 
 pub async fn history_instance(State(state): State<AppState>, path: InstancePath, RawQuery(query): RawQuery) -> ApiResult<Response> {

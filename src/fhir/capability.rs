@@ -26,7 +26,7 @@ pub fn capability_statement(base_url: &str, resource_types: &[String], registry:
                 .into_iter()
                 .filter(|p| is_searchable(p.kind) && p.is_indexed())
                 .map(|p| {
-                    let mut param = json!({"name": p.code, "definition": p.url, "type": kind_name(p.kind)});
+                    let mut param = json!({"name": p.code, "definition": p.url, "type": p.kind.code()});
                     if crate::search::phi::is_protected(registry, resource_type, &p.code, p.kind) {
                         param["documentation"] = json!(
                             "Protected identifier: stored as keyed tokens. Supports equality and starts-with (strings), \
@@ -45,7 +45,7 @@ pub fn capability_statement(base_url: &str, resource_types: &[String], registry:
                 "readHistory": true,
                 "updateCreate": true,
                 "conditionalCreate": true,
-                "conditionalRead": "not-supported",
+                "conditionalRead": "full-support",
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
                 "searchParam": params,
@@ -74,18 +74,4 @@ pub fn capability_statement(base_url: &str, resource_types: &[String], registry:
             ],
         }],
     })
-}
-
-fn kind_name(kind: ParamType) -> &'static str {
-    match kind {
-        ParamType::Number => "number",
-        ParamType::Date => "date",
-        ParamType::String => "string",
-        ParamType::Token => "token",
-        ParamType::Reference => "reference",
-        ParamType::Composite => "composite",
-        ParamType::Quantity => "quantity",
-        ParamType::Uri => "uri",
-        ParamType::Special => "special",
-    }
 }

@@ -88,7 +88,7 @@ impl SearchRequest {
                     Ok(Some(Issue { severity: Severity::Warning, code: IssueCode::NotSupported, diagnostics: text, expression: None }))
                 }
             };
-            let warning = if code.contains('.') || code.starts_with("_has") {
+            let warning = if name.contains('.') || code.starts_with("_has") {
                 unsupported("chained and reverse-chained parameters are not supported yet")?
             } else if matches!(code, "_include" | "_revinclude" | "_contained" | "_containedType") {
                 unsupported("this result parameter is not supported yet")?

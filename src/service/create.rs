@@ -13,9 +13,9 @@ impl Service {
     pub async fn create(&self, resource_type: &str, body: Value, if_none_exist: Option<&str>) -> ApiResult<WriteOutcome> {
         self.check_resource(resource_type, &body)?;
         let id = FhirId::generate();
-        let mut tx = self.begin().await?;
-        let result = self.create_in(&mut tx, resource_type, id.as_str(), body, if_none_exist).await;
-        self.finish(tx, result).await
+        let (this, resource_type, criteria) = (self.clone(), resource_type.to_string(), if_none_exist.map(str::to_string));
+        self.write(move |conn| Box::pin(async move { this.create_in(conn, &resource_type, id.as_str(), body, criteria.as_deref()).await }))
+            .await
     }
 
     /// Create with the given new id inside a transaction. The body was checked by the caller.

@@ -10,9 +10,8 @@ use crate::store::{Conn, versions};
 
 impl Service {
     pub async fn delete(&self, resource_type: &str, id: &str) -> ApiResult<WriteOutcome> {
-        let mut tx = self.begin().await?;
-        let result = self.delete_in(&mut tx, resource_type, id).await;
-        self.finish(tx, result).await
+        let (this, resource_type, id) = (self.clone(), resource_type.to_string(), id.to_string());
+        self.write(move |conn| Box::pin(async move { this.delete_in(conn, &resource_type, &id).await })).await
     }
 
     /// Deleting what does not exist or is already deleted succeeds without a new version (the
@@ -31,9 +30,9 @@ impl Service {
     /// DELETE `[type]?criteria`: deletes the one match; several matches are a 412 (this server
     /// does not delete multiple resources in one request).
     pub async fn conditional_delete(&self, resource_type: &str, criteria: &str) -> ApiResult<WriteOutcome> {
-        let mut tx = self.begin().await?;
-        let result = self.conditional_delete_in(&mut tx, resource_type, criteria).await;
-        self.finish(tx, result).await
+        let (this, resource_type, criteria) = (self.clone(), resource_type.to_string(), criteria.to_string());
+        self.write(move |conn| Box::pin(async move { this.conditional_delete_in(conn, &resource_type, &criteria).await }))
+            .await
     }
 
     pub async fn conditional_delete_in(&self, conn: &mut Conn, resource_type: &str, criteria: &str) -> ApiResult<WriteOutcome> {

@@ -11,6 +11,7 @@
 pub mod conditional;
 pub mod create;
 pub mod delete;
+pub mod group_commit;
 pub mod history;
 pub mod keys;
 pub mod patch;
@@ -31,7 +32,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::fhir::validation::Validator;
 use crate::search::registry::SearchParamRegistry;
 use crate::store::versions::StoredVersion;
-use crate::store::Store;
+use crate::store::{Conn, Store};
+use futures::future::BoxFuture;
 
 /// Everything an interaction needs; cheap to clone (shared state behind `Arc`s).
 #[derive(Clone)]
@@ -41,6 +43,8 @@ pub struct Service {
     pub keys: keys::SharedKeys,
     pub validator: Arc<Validator>,
     pub registry: Arc<SearchParamRegistry>,
+    /// Batches concurrent writes into one commit on SQLite; None on PostgreSQL.
+    pub committer: Option<group_commit::GroupCommitter>,
 }
 
 /// A resource version as the client sees it: decrypted, with `meta` set.
@@ -113,15 +117,19 @@ impl Service {
         Ok(self.store.reader().await?)
     }
 
-    /// Start a write transaction.
-    pub async fn begin(&self) -> ApiResult<crate::store::Tx> {
-        Ok(self.store.begin().await?)
-    }
-
-    /// End a write transaction by its result: commit on success, roll back on failure, so a
-    /// failed interaction never leaves anything half-written.
-    pub async fn finish<T>(&self, tx: crate::store::Tx, result: ApiResult<T>) -> ApiResult<T> {
-        match result {
+    /// Run `work` as one atomic write: all of it commits, or none of it. On SQLite it shares a
+    /// group commit with concurrent writes; on PostgreSQL it runs in a transaction of its own.
+    /// Either way the call returns only after the commit (or the rollback) is done.
+    pub async fn write<T, F>(&self, work: F) -> ApiResult<T>
+    where
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, ApiResult<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        if let Some(committer) = &self.committer {
+            return committer.write(work).await;
+        }
+        let mut tx = self.store.begin().await?;
+        match work(&mut tx).await {
             Ok(value) => {
                 tx.commit().await?;
                 Ok(value)

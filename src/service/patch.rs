@@ -13,9 +13,9 @@ use crate::store::{Conn, versions};
 impl Service {
     pub async fn patch(&self, resource_type: &str, id: &str, patch: Value, if_match: Option<i64>) -> ApiResult<WriteOutcome> {
         let operations = parse_patch(patch)?;
-        let mut tx = self.begin().await?;
-        let result = self.patch_in(&mut tx, resource_type, id, operations, if_match).await;
-        self.finish(tx, result).await
+        let (this, resource_type, id) = (self.clone(), resource_type.to_string(), id.to_string());
+        self.write(move |conn| Box::pin(async move { this.patch_in(conn, &resource_type, &id, operations, if_match).await }))
+            .await
     }
 
     pub async fn patch_in(

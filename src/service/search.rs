@@ -2,10 +2,13 @@
 
 // Dynamic SQL here is assembled from fixed fragments and `$n` placeholders only; every value is bound.
 use sqlx::AssertSqlSafe;
+use serde_json::Value;
 use sqlx::Row;
 
 use super::{Service, VersionedResource};
 use crate::error::ApiResult;
+use crate::fhir::bundle::{self, Link};
+use crate::fhir::outcome::operation_outcome;
 use crate::search::plan::{Plan, plan};
 use crate::search::query::{SearchRequest, TotalMode};
 use crate::store::{Conn, bind_all, versions};
@@ -48,6 +51,33 @@ impl Service {
         stored.sort_by_key(|s| ids.iter().position(|id| *id == s.id));
         let matches = stored.into_iter().map(|s| self.open_version(s)).collect::<ApiResult<Vec<_>>>()?;
         Ok(SearchPage { request, matches, total, has_more })
+    }
+}
+
+impl Service {
+    /// The searchset Bundle of a page, with `self`, `first`, `previous` and `next` links.
+    pub fn searchset(&self, page: &SearchPage) -> Value {
+        let base = &self.config.base_url;
+        let request = &page.request;
+        let resource_type = &request.resource_type;
+        let link = |offset: Option<usize>| {
+            let mut pairs = request.used.clone();
+            if let Some(offset) = offset.filter(|o| *o > 0) {
+                pairs.push(("_offset".into(), offset.to_string()));
+            }
+            let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+            if query.is_empty() { format!("{base}/{resource_type}") } else { format!("{base}/{resource_type}?{query}") }
+        };
+        let mut links = vec![Link { relation: "self", url: link(Some(request.offset)) }];
+        if request.offset > 0 {
+            links.push(Link { relation: "first", url: link(None) });
+            links.push(Link { relation: "previous", url: link(Some(request.offset.saturating_sub(request.count))) });
+        }
+        if page.has_more {
+            links.push(Link { relation: "next", url: link(Some(request.offset + request.count)) });
+        }
+        let outcome = (!request.warnings.is_empty()).then(|| operation_outcome(&request.warnings));
+        bundle::searchset(base, &page.matches, page.total, &links, outcome)
     }
 }
 

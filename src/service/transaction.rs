@@ -141,13 +141,17 @@ impl Service {
         for entry in &entries {
             self.check_entry_resource(entry).map_err(|e| in_entry(entry.index, e))?;
         }
-        let mut tx = self.begin().await?;
-        let result = self.run_transaction_in(&mut tx, &mut entries).await;
-        self.finish(tx, result).await
+        let this = self.clone();
+        self.write(move |conn| Box::pin(async move { this.run_transaction_in(conn, &mut entries).await })).await
     }
 
     async fn run_transaction_in(&self, conn: &mut Conn, entries: &mut [Entry]) -> ApiResult<Vec<EntryResponse>> {
-        let ids = self.assign_ids(conn, entries).await?;
+        let mut ids = self.assign_ids(conn, entries).await?;
+        for entry in entries.iter() {
+            if let Some(resource) = &entry.resource {
+                self.resolve_conditional_references(conn, resource, &mut ids).await.map_err(|e| in_entry(entry.index, e))?;
+            }
+        }
         for entry in entries.iter_mut() {
             if let Some(resource) = entry.resource.as_mut() {
                 rewrite_references(resource, &ids);
@@ -173,9 +177,8 @@ impl Service {
         if let (Method::Post, Target::Type(_)) = (entry.method, &entry.target) {
             entry.target = Target::Instance(resource_type_of(&entry.target).to_string(), FhirId::generate().into_string());
         }
-        let mut tx = self.begin().await?;
-        let result = self.run_entry_in(&mut tx, entry).await;
-        self.finish(tx, result).await
+        let this = self.clone();
+        self.write(move |conn| Box::pin(async move { this.run_entry_in(conn, entry).await })).await
     }
 
     fn check_entry_resource(&self, entry: &Entry) -> ApiResult<()> {
@@ -266,9 +269,8 @@ impl Service {
                     .ok_or_else(|| ApiError::NotFound(format!("{t}/{id} has no version {version}")))?;
                 Ok(read_entry_response(&self.open_version(stored)?))
             }
-            (Method::Get | Method::Head, Target::Type(_) | Target::Conditional(..)) => Err(ApiError::NotImplemented(
-                "searches inside a batch or transaction are not supported yet".into(),
-            )),
+            (Method::Get | Method::Head, Target::Type(t)) => self.search_entry(&t, "").await,
+            (Method::Get | Method::Head, Target::Conditional(t, query)) => self.search_entry(&t, &query).await,
             (Method::Post, Target::Instance(t, id)) => {
                 let body = entry.resource.ok_or(ApiError::Internal)?;
                 let outcome = self.create_in(conn, &t, &id, body, entry.if_none_exist.as_deref()).await?;
@@ -300,6 +302,67 @@ impl Service {
             }
             _ => Err(ApiError::bad_request("this method cannot be applied to this request.url")),
         }
+    }
+}
+
+impl Service {
+    /// A search entry: its searchset Bundle as the entry's resource. (Inside a transaction it sees
+    /// the state before the transaction, as GETs run last and read committed data.)
+    async fn search_entry(&self, resource_type: &str, query: &str) -> ApiResult<EntryResponse> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(query).map_err(|_| ApiError::bad_request("request.url has a malformed query string"))?;
+        let request = self.parse_search(resource_type, &pairs, false)?;
+        let page = self.search(request).await?;
+        Ok(EntryResponse {
+            status: "200 OK".into(),
+            location: None,
+            etag: None,
+            last_modified: None,
+            resource: Some(self.searchset(&page)),
+            outcome: None,
+        })
+    }
+
+    /// Conditional references (`Patient?identifier=…`) in a transaction resolve to the one
+    /// resource they match; no match or several fail the transaction (R4 http.html#trules).
+    async fn resolve_conditional_references(&self, conn: &mut Conn, resource: &Value, ids: &mut HashMap<String, String>) -> ApiResult<()> {
+        let mut references = Vec::new();
+        collect_references(resource, &mut references);
+        for reference in references {
+            let Some((resource_type, criteria)) = reference.split_once('?') else { continue };
+            if ids.contains_key(&reference) || !self.validator.is_resource_type(resource_type) {
+                continue;
+            }
+            let id = match self.conditional_matches(conn, resource_type, criteria).await? {
+                Matches::One(id) => id,
+                Matches::None => {
+                    return Err(ApiError::PreconditionFailed(format!("the conditional reference to {resource_type} matches no resource")));
+                }
+                Matches::Many(_) => {
+                    return Err(ApiError::PreconditionFailed(format!(
+                        "the conditional reference to {resource_type} matches more than one resource"
+                    )));
+                }
+            };
+            ids.insert(reference.clone(), format!("{resource_type}/{id}"));
+        }
+        Ok(())
+    }
+}
+
+/// Every `reference` string in a resource.
+fn collect_references(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                match child {
+                    Value::String(reference) if key == "reference" => out.push(reference.clone()),
+                    _ => collect_references(child, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_references(item, out)),
+        _ => {}
     }
 }
 

@@ -14,9 +14,9 @@ impl Service {
     pub async fn update(&self, resource_type: &str, id: &str, body: Value, if_match: Option<i64>) -> ApiResult<WriteOutcome> {
         self.check_resource(resource_type, &body)?;
         check_body_id(&body, id)?;
-        let mut tx = self.begin().await?;
-        let result = self.update_in(&mut tx, resource_type, id, body, if_match, "PUT").await;
-        self.finish(tx, result).await
+        let (this, resource_type, id) = (self.clone(), resource_type.to_string(), id.to_string());
+        self.write(move |conn| Box::pin(async move { this.update_in(conn, &resource_type, &id, body, if_match, "PUT").await }))
+            .await
     }
 
     /// Write a new version of `id` (or its first one). `if_match` is the version the client last
@@ -56,9 +56,9 @@ impl Service {
     /// PUT `[type]?criteria`: no match creates, one match is updated, several are a 412.
     pub async fn conditional_update(&self, resource_type: &str, criteria: &str, body: Value) -> ApiResult<WriteOutcome> {
         self.check_resource(resource_type, &body)?;
-        let mut tx = self.begin().await?;
-        let result = self.conditional_update_in(&mut tx, resource_type, criteria, body).await;
-        self.finish(tx, result).await
+        let (this, resource_type, criteria) = (self.clone(), resource_type.to_string(), criteria.to_string());
+        self.write(move |conn| Box::pin(async move { this.conditional_update_in(conn, &resource_type, &criteria, body).await }))
+            .await
     }
 
     pub async fn conditional_update_in(&self, conn: &mut Conn, resource_type: &str, criteria: &str, body: Value) -> ApiResult<WriteOutcome> {

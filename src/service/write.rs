@@ -13,6 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::fhir::instant::{format_instant, now_micros};
 use crate::search::index_rows;
 use crate::store::versions::{self, Head, NewVersion};
+use crate::store::index::IndexRow;
 use crate::store::{Conn, index};
 
 impl Service {
@@ -50,9 +51,7 @@ impl Service {
         head: Option<Head>,
         method: &str,
     ) -> ApiResult<VersionedResource> {
-        let version = head.map_or(1, |h| h.version + 1);
-        // Keep lastUpdated strictly increasing per resource even if the clock steps back.
-        let last_updated = now_micros().max(head.map_or(i64::MIN, |h| h.last_updated + 1));
+        let (version, last_updated) = next_version(head);
 
         let object = body.as_object_mut().ok_or_else(|| ApiError::bad_request("a resource must be a JSON object"))?;
         object.insert("id".into(), json!(id));
@@ -73,61 +72,49 @@ impl Service {
         let sealed = keys.seal(&aad, &plain)?;
         let key_id = i64::from(keys.active_key_id());
 
-        versions::write(
-            conn,
-            &NewVersion {
-                resource_type,
-                id,
-                version,
-                last_updated,
-                deleted: false,
-                method,
-                key_id,
-                ciphertext: Some(sealed),
-                compartment: compartment.as_deref(),
-            },
-        )
-        .await?;
-        index::replace(conn, resource_type, id, &rows, head.is_none()).await?;
-        tracing::debug!(resource_type, id, version, "stored version");
-
-        Ok(VersionedResource {
-            resource_type: resource_type.to_string(),
-            id: id.to_string(),
+        let new = NewVersion {
+            resource_type,
+            id,
             version,
             last_updated,
-            resource: Some(body),
-            method: method.to_string(),
-        })
+            deleted: false,
+            method,
+            key_id,
+            ciphertext: Some(sealed),
+            compartment: compartment.as_deref(),
+        };
+        self.append(conn, new, &rows, head.is_none(), Some(body)).await
     }
 
     /// Write a delete marker after `head` and drop the resource's index rows.
     pub async fn store_delete(&self, conn: &mut Conn, resource_type: &str, id: &str, head: Head) -> ApiResult<VersionedResource> {
-        let version = head.version + 1;
-        let last_updated = now_micros().max(head.last_updated + 1);
-        versions::write(
-            conn,
-            &NewVersion {
-                resource_type,
-                id,
-                version,
-                last_updated,
-                deleted: true,
-                method: "DELETE",
-                key_id: 0,
-                ciphertext: None,
-                compartment: None,
-            },
-        )
-        .await?;
-        index::replace(conn, resource_type, id, &[], false).await?;
-        Ok(VersionedResource {
-            resource_type: resource_type.to_string(),
-            id: id.to_string(),
+        let (version, last_updated) = next_version(Some(head));
+        let new = NewVersion {
+            resource_type,
+            id,
             version,
             last_updated,
-            resource: None,
-            method: "DELETE".into(),
+            deleted: true,
+            method: "DELETE",
+            key_id: 0,
+            ciphertext: None,
+            compartment: None,
+        };
+        self.append(conn, new, &[], false, None).await
+    }
+
+    /// Append the version row, move the head and replace the index rows, in the caller's transaction.
+    async fn append(&self, conn: &mut Conn, new: NewVersion<'_>, rows: &[IndexRow], is_new: bool, body: Option<Value>) -> ApiResult<VersionedResource> {
+        versions::write(conn, &new).await?;
+        index::replace(conn, new.resource_type, new.id, rows, is_new).await?;
+        tracing::debug!(resource_type = new.resource_type, id = new.id, version = new.version, "stored version");
+        Ok(VersionedResource {
+            resource_type: new.resource_type.to_string(),
+            id: new.id.to_string(),
+            version: new.version,
+            last_updated: new.last_updated,
+            resource: body,
+            method: new.method.to_string(),
         })
     }
 
@@ -167,6 +154,14 @@ impl Service {
             }));
         }
     }
+}
+
+/// The version number and lastUpdated of the version after `head`. lastUpdated stays strictly
+/// increasing per resource even if the clock steps back.
+fn next_version(head: Option<Head>) -> (i64, i64) {
+    let version = head.map_or(1, |h| h.version + 1);
+    let last_updated = now_micros().max(head.map_or(i64::MIN, |h| h.last_updated + 1));
+    (version, last_updated)
 }
 
 /// The pseudonym identifier value of a Patient, if it has one.

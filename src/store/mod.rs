@@ -102,6 +102,11 @@ impl Store {
         self.writer.begin().await
     }
 
+    /// The SQLite single-connection write pool, for the group committer (None on PostgreSQL).
+    pub fn sqlite_writer(&self) -> Option<AnyPool> {
+        (self.backend == Backend::Sqlite).then(|| self.writer.clone())
+    }
+
     /// Liveness of the database, for `/health`.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         self.readers.acquire().await?.execute("SELECT 1").await.map(|_| ())

@@ -1,0 +1,319 @@
+//! Search (R4 search.html, http.html#search): token, string, reference and date parameters,
+//! paging, strict handling, POST _search and _summary=count.
+
+use serde_json::{Value, json};
+
+use super::{Case, Created, Ctx, searchset};
+use crate::check::{self, Outcome, ensure};
+use crate::client::query;
+use crate::fixtures::{self, HEART_RATE, LOINC, identifier_query};
+
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case::new("search-001", "Patient?identifier=system|value finds exactly the created Patient", by_identifier),
+        Case::new(
+            "search-002",
+            "Patient?name=<lowercase prefix> finds it (starts-with, case-insensitive)",
+            by_name_prefix,
+        ),
+        Case::new("search-003", "Patient?name= is accent-insensitive (nunez finds Núñez)", by_name_accents),
+        Case::new("search-004", "Patient?name= matches the start of a name, not the middle", by_name_not_contains),
+        Case::new("search-005", "Observation?subject=Patient/<id>&code=loinc|8867-4 finds it", by_subject_and_code),
+        Case::new("search-006", "Observation?date= with ge, lt, gt and month precision", by_date),
+        Case::new("search-007", "_count=1 returns one entry and a next link to the rest", paging),
+        Case::new("search-008", "an unknown parameter is ignored by default", unknown_parameter_lenient),
+        Case::new("search-009", "an unknown parameter with Prefer: handling=strict → 400", unknown_parameter_strict),
+        Case::new("search-010", "POST Patient/_search with a form body finds the same ids as GET", post_search),
+        Case::new("search-011", "_summary=count gives the total and no entries", summary_count),
+        Case::new("search-012", "a deleted resource is no longer found", deleted_not_found),
+        Case::new("search-013", "Patient?_id=<id> finds exactly it", by_id),
+        Case::new("search-014", "Patient?name:exact= matches case-sensitively and whole", by_name_exact),
+        Case::new("search-015", "Observation?patient=<id> finds the Patient's Observation", by_patient),
+        Case::new(
+            "search-016",
+            "Observation?subject:Patient.identifier=system|value (chained, if supported)",
+            chained_identifier,
+        ),
+        Case::new("search-017", "Observation?_include=Observation:subject adds the Patient (if supported)", include),
+        Case::new(
+            "search-018",
+            "Patient?_revinclude=Observation:subject adds the Observation (if supported)",
+            revinclude,
+        ),
+        Case::new("search-019", "Patient?identifier=a,b (OR) finds both", identifier_or),
+    ]
+}
+
+/// The ids of the `resource_type` matches of a search.
+fn found(ctx: &Ctx, resource_type: &str, params: &[(&str, &str)]) -> Result<Vec<String>, String> {
+    let bundle = ctx.search(resource_type, params)?;
+    Ok(check::ids_of(&bundle, resource_type))
+}
+
+/// `ids` is exactly `[expected]`.
+fn exactly(ids: &[String], expected: &str, what: &str) -> Outcome {
+    ensure(ids == [expected], || format!("{what}: expected exactly [{expected:?}], got {ids:?}"))
+}
+
+fn excludes(ids: &[String], unexpected: &str, what: &str) -> Outcome {
+    ensure(!ids.iter().any(|id| id == unexpected), || {
+        format!("{what}: expected {unexpected:?} not to match, but it did")
+    })
+}
+
+fn describe(params: &[(&str, &str)]) -> String {
+    params.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join("&")
+}
+
+fn by_identifier(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    let created = ctx.create(&fixtures::patient(&unique))?;
+    let identifier = identifier_query(&unique);
+    let params = [("identifier", identifier.as_str())];
+    let bundle = ctx.search("Patient", &params)?;
+    exactly(&check::ids_of(&bundle, "Patient"), &created.id, &describe(&params))?;
+    let entry = &check::entries(&bundle)[0];
+    check::str_eq(entry, "/search/mode", "match", "the searchset entry")?;
+    let full_url = entry["fullUrl"].as_str().unwrap_or_default();
+    ensure(full_url.ends_with(&format!("Patient/{}", created.id)), || {
+        format!("the searchset entry: expected fullUrl …/Patient/{}, got {full_url:?}", created.id)
+    })
+}
+
+fn by_name_prefix(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    let created = ctx.create(&fixtures::patient(&unique))?;
+    let family = fixtures::family(&unique);
+    // "Conf<unique>Doe" → "conf<unique>": lowercase, and shorter than the name.
+    let prefix = family.to_lowercase().trim_end_matches("doe").to_string();
+    let ids = found(ctx, "Patient", &[("name", &prefix)])?;
+    exactly(&ids, &created.id, &format!("name={prefix}"))
+}
+
+fn by_name_accents(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    let mut patient = fixtures::patient(&unique);
+    patient["name"] = json!([{ "family": format!("Núñez{unique}"), "given": ["Zoë"] }]);
+    let created = ctx.create(&patient)?;
+    let query = format!("nunez{unique}");
+    let ids = found(ctx, "Patient", &[("name", &query)])?;
+    exactly(&ids, &created.id, &format!("name={query}"))
+}
+
+fn by_name_not_contains(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    let created = ctx.create(&fixtures::patient(&unique))?;
+    // The family is "Conf<unique>Doe": "<unique>" is inside it but not at its start.
+    let ids = found(ctx, "Patient", &[("name", &unique)])?;
+    excludes(&ids, &created.id, &format!("name={unique}"))
+}
+
+/// A Patient and a heart-rate Observation of theirs.
+fn patient_with_observation(ctx: &Ctx) -> Result<(Created, Created), String> {
+    let patient = ctx.create(&fixtures::patient(&ctx.unique()))?;
+    let observation = ctx.create(&fixtures::observation(&ctx.unique(), Some(&patient.reference())))?;
+    Ok((patient, observation))
+}
+
+fn by_subject_and_code(ctx: &Ctx) -> Outcome {
+    let (patient, observation) = patient_with_observation(ctx)?;
+    let subject = patient.reference();
+    let full_code = format!("{LOINC}|{HEART_RATE}");
+    for code in [full_code.as_str(), HEART_RATE] {
+        let params = [("subject", subject.as_str()), ("code", code)];
+        exactly(&found(ctx, "Observation", &params)?, &observation.id, &describe(&params))?;
+    }
+    let other = format!("{LOINC}|8310-5");
+    let params = [("subject", subject.as_str()), ("code", other.as_str())];
+    let ids = found(ctx, "Observation", &params)?;
+    ensure(ids.is_empty(), || format!("{}: expected no match, got {ids:?}", describe(&params)))
+}
+
+fn by_date(ctx: &Ctx) -> Outcome {
+    // The fixture Observation is effective 2026-03-15T10:30:00Z.
+    let (patient, observation) = patient_with_observation(ctx)?;
+    let subject = patient.reference();
+    for (date, should_match) in [
+        ("ge2026-01-01", true),
+        ("lt2026-01-01", false),
+        ("2026-03", true),
+        ("gt2026-04-01", false),
+        ("le2026-03-15", true),
+    ] {
+        let params = [("subject", subject.as_str()), ("date", date)];
+        let ids = found(ctx, "Observation", &params)?;
+        if should_match {
+            exactly(&ids, &observation.id, &describe(&params))?;
+        } else {
+            ensure(ids.is_empty(), || format!("{}: expected no match, got {ids:?}", describe(&params)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Two Patients sharing one identifier; returns the identifier query and their ids (sorted).
+fn two_patients(ctx: &Ctx) -> Result<(String, Vec<String>), String> {
+    let unique = ctx.unique();
+    let mut ids = vec![ctx.create(&fixtures::patient(&unique))?.id, ctx.create(&fixtures::patient(&unique))?.id];
+    ids.sort();
+    Ok((identifier_query(&unique), ids))
+}
+
+fn paging(ctx: &Ctx) -> Outcome {
+    let (identifier, expected) = two_patients(ctx)?;
+    let first = ctx.get(&format!("Patient?{}", query(&[("identifier", &identifier), ("_count", "1")]))).send()?;
+    let page1 = searchset(&first)?;
+    let mut ids = check::ids_of(&page1, "Patient");
+    ensure(ids.len() == 1, || format!("{}: expected 1 entry, got {}", first.label, ids.len()))?;
+    let next = check::link(&page1, "next").ok_or_else(|| format!("{}: expected a next link, got none", first.label))?;
+
+    let second = ctx.get(next).send()?;
+    let page2 = searchset(&second)?;
+    let more = check::ids_of(&page2, "Patient");
+    ensure(more.len() == 1, || format!("{}: expected 1 entry on the next page, got {}", second.label, more.len()))?;
+    ids.extend(more);
+    ids.sort();
+    ensure(ids == expected, || format!("the two pages: expected {expected:?}, got {ids:?}"))?;
+    ensure(check::link(&page2, "next").is_none(), || {
+        format!("{}: expected no next link on the last page", second.label)
+    })
+}
+
+fn unknown_parameter_lenient(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    let created = ctx.create(&fixtures::patient(&unique))?;
+    let identifier = identifier_query(&unique);
+    let params = [("identifier", identifier.as_str()), ("no-such-parameter", "x")];
+    exactly(&found(ctx, "Patient", &params)?, &created.id, &describe(&params))
+}
+
+fn unknown_parameter_strict(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    ctx.setup(fixtures::patient(&unique))?;
+    let params = query(&[("identifier", &identifier_query(&unique)), ("no-such-parameter", "x")]);
+    let response = ctx.get(&format!("Patient?{params}")).header("Prefer", "handling=strict").send()?;
+    check::error(&response, &[400])
+}
+
+fn post_search(ctx: &Ctx) -> Outcome {
+    let (identifier, expected) = two_patients(ctx)?;
+    let get = ctx.search("Patient", &[("identifier", &identifier)])?;
+    let mut by_get = check::ids_of(&get, "Patient");
+    by_get.sort();
+    ensure(by_get == expected, || format!("GET identifier={identifier}: expected {expected:?}, got {by_get:?}"))?;
+
+    let form = query(&[("identifier", &identifier)]);
+    let response = ctx.post("Patient/_search").body("application/x-www-form-urlencoded", form).send()?;
+    let post = searchset(&response)?;
+    let mut by_post = check::ids_of(&post, "Patient");
+    by_post.sort();
+    ensure(by_post == expected, || format!("{}: expected the GET ids {expected:?}, got {by_post:?}", response.label))
+}
+
+fn summary_count(ctx: &Ctx) -> Outcome {
+    let (identifier, _) = two_patients(ctx)?;
+    let params = [("identifier", identifier.as_str()), ("_summary", "count")];
+    let bundle = ctx.search("Patient", &params)?;
+    let total = check::total(&bundle);
+    ensure(total == Some(2), || format!("{}: expected total 2, got {total:?}", describe(&params)))?;
+    let entries = check::entries(&bundle).len();
+    ensure(entries == 0, || format!("{}: expected no entries, got {entries}", describe(&params)))
+}
+
+fn deleted_not_found(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    let created = ctx.create(&fixtures::patient(&unique))?;
+    let response = ctx.delete(&created.reference()).send()?;
+    check::status(&response, &[200, 204]).map_err(|error| format!("setup: {error}"))?;
+    let identifier = identifier_query(&unique);
+    let ids = found(ctx, "Patient", &[("identifier", &identifier)])?;
+    ensure(ids.is_empty(), || format!("identifier={identifier} after delete: expected no match, got {ids:?}"))
+}
+
+fn by_id(ctx: &Ctx) -> Outcome {
+    let created = ctx.create(&fixtures::patient(&ctx.unique()))?;
+    exactly(&found(ctx, "Patient", &[("_id", &created.id)])?, &created.id, &format!("_id={}", created.id))
+}
+
+fn by_name_exact(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    let created = ctx.create(&fixtures::patient(&unique))?;
+    let family = fixtures::family(&unique);
+    exactly(&found(ctx, "Patient", &[("name:exact", &family)])?, &created.id, &format!("name:exact={family}"))?;
+    let lower = family.to_lowercase();
+    excludes(&found(ctx, "Patient", &[("name:exact", &lower)])?, &created.id, &format!("name:exact={lower}"))?;
+    let prefix = &family[..family.len() - 3];
+    excludes(&found(ctx, "Patient", &[("name:exact", prefix)])?, &created.id, &format!("name:exact={prefix}"))
+}
+
+fn by_patient(ctx: &Ctx) -> Outcome {
+    let (patient, observation) = patient_with_observation(ctx)?;
+    let ids = found(ctx, "Observation", &[("patient", &patient.id)])?;
+    exactly(&ids, &observation.id, &format!("patient={}", patient.id))
+}
+
+/// Searches with `Prefer: handling=strict` for an optional feature: `None` when the server
+/// refuses it with a 4xx OperationOutcome (it says it lacks the feature, which R4 allows).
+fn optional_search(ctx: &Ctx, resource_type: &str, params: &[(&str, &str)]) -> Result<Option<Value>, String> {
+    let response = ctx.get(&format!("{resource_type}?{}", query(params))).header("Prefer", "handling=strict").send()?;
+    if (400..500).contains(&response.status) && response.resource_type() == Some("OperationOutcome") {
+        return Ok(None);
+    }
+    searchset(&response).map(Some)
+}
+
+fn unsupported(params: &[(&str, &str)]) -> Outcome {
+    check::skip(format!("the server refuses {} under handling=strict (optional in R4)", describe(params)))
+}
+
+fn chained_identifier(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    let patient = ctx.create(&fixtures::patient(&unique))?;
+    let observation = ctx.create(&fixtures::observation(&ctx.unique(), Some(&patient.reference())))?;
+    let identifier = identifier_query(&unique);
+    let params = [("subject:Patient.identifier", identifier.as_str())];
+    let Some(bundle) = optional_search(ctx, "Observation", &params)? else { return unsupported(&params) };
+    exactly(&check::ids_of(&bundle, "Observation"), &observation.id, &describe(&params))
+}
+
+/// The search.mode of the entry holding `resource_type/id`.
+fn mode_of<'b>(bundle: &'b Value, resource_type: &str, id: &str) -> Option<&'b str> {
+    check::entries(bundle)
+        .iter()
+        .find(|entry| entry["resource"]["resourceType"] == resource_type && entry["resource"]["id"] == id)
+        .and_then(|entry| entry["search"]["mode"].as_str())
+}
+
+fn expect_mode(bundle: &Value, resource_type: &str, id: &str, mode: &str, what: &str) -> Outcome {
+    let got = mode_of(bundle, resource_type, id);
+    ensure(got == Some(mode), || {
+        let found = if got.is_none() { "no such entry".to_string() } else { format!("search.mode {got:?}") };
+        format!("{what}: expected {resource_type}/{id} with search.mode {mode}, got {found}")
+    })
+}
+
+fn include(ctx: &Ctx) -> Outcome {
+    let (patient, observation) = patient_with_observation(ctx)?;
+    let params = [("_id", observation.id.as_str()), ("_include", "Observation:subject")];
+    let Some(bundle) = optional_search(ctx, "Observation", &params)? else { return unsupported(&params) };
+    expect_mode(&bundle, "Observation", &observation.id, "match", &describe(&params))?;
+    expect_mode(&bundle, "Patient", &patient.id, "include", &describe(&params))
+}
+
+fn revinclude(ctx: &Ctx) -> Outcome {
+    let (patient, observation) = patient_with_observation(ctx)?;
+    let params = [("_id", patient.id.as_str()), ("_revinclude", "Observation:subject")];
+    let Some(bundle) = optional_search(ctx, "Patient", &params)? else { return unsupported(&params) };
+    expect_mode(&bundle, "Patient", &patient.id, "match", &describe(&params))?;
+    expect_mode(&bundle, "Observation", &observation.id, "include", &describe(&params))
+}
+
+fn identifier_or(ctx: &Ctx) -> Outcome {
+    let (first, second) = (ctx.unique(), ctx.unique());
+    let mut expected = vec![ctx.create(&fixtures::patient(&first))?.id, ctx.create(&fixtures::patient(&second))?.id];
+    expected.sort();
+    let either = format!("{},{}", identifier_query(&first), identifier_query(&second));
+    let mut ids = found(ctx, "Patient", &[("identifier", &either)])?;
+    ids.sort();
+    ensure(ids == expected, || format!("identifier={either}: expected {expected:?}, got {ids:?}"))
+}
