@@ -397,6 +397,131 @@ async fn pseudonym_is_assigned_and_kept(backend: Backend) {
     assert!(found.contains(&id));
 }
 
+/// A minimal valid example of each of the seven resource types the product centres on.
+fn core_examples(pid: &str, org: &str) -> Vec<Value> {
+    vec![
+        patient(),
+        json!({"resourceType": "Organization", "name": "Holter GmbH", "active": true}),
+        json!({"resourceType": "Device", "status": "active", "identifier": [{"system": "urn:ieee:eui64", "value": "00-1B-C5-00-00-00-00-02"}],
+               "patient": {"reference": format!("Patient/{pid}")}}),
+        observation(pid, "58"),
+        json!({"resourceType": "Coverage", "status": "active", "beneficiary": {"reference": format!("Patient/{pid}")},
+               "payor": [{"reference": format!("Organization/{org}")}]}),
+        json!({"resourceType": "Claim", "status": "active", "use": "claim", "created": "2026-03-05",
+               "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+               "patient": {"reference": format!("Patient/{pid}")}, "provider": {"reference": format!("Organization/{org}")},
+               "priority": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/processpriority", "code": "normal"}]},
+               "insurance": [{"sequence": 1, "focal": true, "coverage": {"display": "Kasse"}}]}),
+        json!({"resourceType": "Consent", "status": "active",
+               "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+               "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+               "patient": {"reference": format!("Patient/{pid}")}}),
+    ]
+}
+
+async fn full_lifecycle_of_each_core_type(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (pid, _) = server.create(&patient()).await;
+    let (org, _) = server.create(&json!({"resourceType": "Organization", "name": "Kasse"})).await;
+    for example in core_examples(&pid, &org) {
+        let t = example["resourceType"].as_str().unwrap().to_string();
+        let (id, created) = server.create(&example).await;
+        // Everything the client sent comes back unchanged (the server adds id, meta and, for a
+        // Patient, the pseudonym identifier).
+        for (key, value) in example.as_object().unwrap() {
+            if key != "identifier" || t != "Patient" {
+                assert_eq!(&created[key], value, "{t}.{key} kept");
+            }
+        }
+        let read = server.get(&format!("{t}/{id}")).await;
+        assert_eq!(read.status, StatusCode::OK, "{t} read");
+        let mut changed = read.body.clone();
+        changed["meta"]["tag"] = json!([{"system": "urn:test", "code": "updated"}]);
+        let updated = server.request(Method::PUT, &format!("{t}/{id}"), Some(&changed), &[("if-match", "W/\"1\"")]).await;
+        assert_eq!(updated.status, StatusCode::OK, "{t} update: {}", updated.text);
+        assert_eq!(updated.body["meta"]["versionId"], "2");
+        assert_eq!(server.get(&format!("{t}/{id}/_history/1")).await.body["meta"]["versionId"], "1", "{t} vread 1");
+        assert_eq!(server.get(&format!("{t}/{id}/_history/2")).await.body["meta"]["tag"][0]["code"], "updated");
+        assert_eq!(server.search_ids(&format!("{t}?_id={id}")).await, vec![id.clone()], "{t} search by _id");
+        let patch = json!([{"op": "add", "path": "/meta/tag/-", "value": {"system": "urn:test", "code": "patched"}}]);
+        let patched = server.raw(Method::PATCH, &format!("{t}/{id}"), "application/json-patch+json", serde_json::to_vec(&patch).unwrap()).await;
+        assert_eq!(patched.status, StatusCode::OK, "{t} patch: {}", patched.text);
+        assert_eq!(server.delete(&format!("{t}/{id}")).await.status, StatusCode::NO_CONTENT, "{t} delete");
+        server.get(&format!("{t}/{id}")).await.assert_outcome(StatusCode::GONE, "deleted", "deleted");
+        assert!(server.search_ids(&format!("{t}?_id={id}")).await.is_empty(), "{t} deleted drops out of search");
+        let history = server.get(&format!("{t}/{id}/_history")).await;
+        assert_eq!(history.body["total"], 4, "{t} history");
+    }
+}
+
+async fn concurrent_writes_keep_every_version(backend: Backend) {
+    let server = std::sync::Arc::new(TestServer::start(backend).await);
+    let (id, body) = server.create(&patient()).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (updater, id, mut body) = (server.clone(), id.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            body["active"] = json!(i % 2 == 0);
+            let reply = updater.put(&format!("Patient/{id}"), &body).await;
+            (reply.status, reply.body["meta"]["versionId"].as_str().map(str::to_string))
+        }));
+        let creator = server.clone();
+        tasks.push(tokio::spawn(async move {
+            let reply = creator.post("Patient", &patient()).await;
+            (reply.status, None)
+        }));
+    }
+    let mut versions = Vec::new();
+    for task in tasks {
+        let (status, version) = task.await.unwrap();
+        // PostgreSQL may report a concurrent update as a 409 the client retries; never a 5xx.
+        assert!(status == StatusCode::OK || status == StatusCode::CREATED || status == StatusCode::CONFLICT, "{status}");
+        versions.extend(version);
+    }
+    let unique: std::collections::BTreeSet<_> = versions.iter().collect();
+    assert_eq!(unique.len(), versions.len(), "no version number was handed out twice");
+    let history = server.get(&format!("Patient/{id}/_history?_count=100")).await;
+    assert_eq!(history.body["total"], versions.len() + 1);
+    assert_eq!(server.search_ids("Patient?_count=100").await.len(), 21);
+}
+
+async fn hostile_bodies_are_refused_cleanly(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let bodies: Vec<Vec<u8>> = vec![
+        b"null".to_vec(),
+        b"\"Patient\"".to_vec(),
+        b"{\"resourceType\": null}".to_vec(),
+        b"{\"resourceType\": \"Patient\", \"name\": [{\"family\": \"a\\u0000b\"}]}".to_vec(),
+        b"{\"resourceType\": \"Patient\", \"multipleBirthInteger\": 1e400}".to_vec(),
+        b"{\"resourceType\": \"Patient\", \"multipleBirthInteger\": 99999999999999999999999}".to_vec(),
+        b"{\"resourceType\": \"Patient\", \"id\": \"x\", \"id\": \"y\"}".to_vec(),
+        vec![0xff, 0xfe, 0x00],
+        b"{\"resourceType\": \"Patient\", \"contained\": [{\"resourceType\": \"Patient\", \"contained\": [{\"resourceType\": \"Patient\"}]}]}".to_vec(),
+        format!("{{\"resourceType\": \"Patient\", \"name\": [{}]}}", vec!["{\"family\": \"x\"}"; 20_000].join(",")).into_bytes(),
+    ];
+    for body in bodies {
+        let reply = server.raw(Method::POST, "Patient", "application/fhir+json", body.clone()).await;
+        assert!(reply.status.is_client_error() || reply.status == StatusCode::CREATED, "{} for {:?}", reply.status, String::from_utf8_lossy(&body[..body.len().min(80)]));
+        if reply.status.is_client_error() {
+            assert_eq!(reply.body["resourceType"], "OperationOutcome");
+        }
+    }
+    let health = server.client.get(format!("http://{}/health", server.addr)).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+async fn history_at_a_point_in_time(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (id, body) = server.create(&patient()).await;
+    let first_updated = body["meta"]["lastUpdated"].as_str().unwrap().to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    server.put(&format!("Patient/{id}"), &body).await;
+    let at = server.get(&format!("Patient/{id}/_history?_at={}", urlencode(&first_updated))).await;
+    assert_eq!(at.status, StatusCode::OK, "{}", at.text);
+    assert_eq!(at.body["total"], 1);
+    assert_eq!(at.body["entry"][0]["resource"]["meta"]["versionId"], "1");
+}
+
 both_backends!(
     create_read_vread,
     server_sets_meta_and_ignores_client_versions,
@@ -414,4 +539,8 @@ both_backends!(
     capability_statement,
     seven_core_types_round_trip,
     pseudonym_is_assigned_and_kept,
+    full_lifecycle_of_each_core_type,
+    concurrent_writes_keep_every_version,
+    hostile_bodies_are_refused_cleanly,
+    history_at_a_point_in_time,
 );
