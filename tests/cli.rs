@@ -49,17 +49,19 @@ fn serve(dir: &std::path::Path, extra: &[&str]) -> Running {
             sink.lock().unwrap().push('\n');
         }
     });
+    // From here on the child is killed and reaped by `Running::drop`, also if we panic.
+    let mut running = Running { child, base: format!("http://127.0.0.1:{port}/fhir"), log };
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if healthy(port) {
-            return Running { child, base: format!("http://127.0.0.1:{port}/fhir"), log };
+            return running;
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("fhirvault exited with {status}: {}", log.lock().unwrap());
+        if let Ok(Some(status)) = running.child.try_wait() {
+            panic!("fhirvault exited with {status}: {}", running.log.lock().unwrap());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("fhirvault did not become healthy: {}", log.lock().unwrap());
+    panic!("fhirvault did not become healthy: {}", running.log.lock().unwrap());
 }
 
 /// A plain HTTP/1.0 GET /health over a socket: is the server up?

@@ -163,10 +163,9 @@ impl SearchRequest {
                 }
                 self.used.push((name.into(), value.into()));
             }
-            "_format" => {
-                if !matches!(value, "json" | "application/json" | "application/fhir+json") {
-                    return Err(ApiError::NotAcceptable("_format: this server speaks JSON only (json, application/fhir+json)".into()));
-                }
+            // The middleware already refused other formats; JSON is all this server speaks.
+            "_format" if !matches!(value, "json" | "application/json" | "application/fhir+json") => {
+                return Err(ApiError::NotAcceptable("_format: this server speaks JSON only (json, application/fhir+json)".into()));
             }
             _ => {} // _pretty, _elements: accepted, output unchanged
         }

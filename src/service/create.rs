@@ -34,7 +34,7 @@ impl Service {
                 Matches::One(existing) => {
                     let stored = versions::read_current(conn, resource_type, &existing)
                         .await?
-                        .ok_or_else(|| ApiError::Internal)?;
+                        .ok_or(ApiError::Internal)?;
                     return Ok(WriteOutcome { stored: self.open_version(stored)?, created: false, changed: false });
                 }
                 Matches::Many(n) => {

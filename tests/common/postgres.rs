@@ -78,6 +78,8 @@ fn start_cluster() -> Cluster {
         format!("{} -D {data_str} -m immediate stop", pg_ctl.display())
     };
     let script = format!("while kill -0 {} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {}", std::process::id(), dir.display());
+    // The watchdog outlives this process on purpose, so it is never waited for.
+    #[allow(clippy::zombie_processes)]
     Command::new("sh").args(["-c", &script]).spawn().expect("watchdog");
     Cluster { port, _dir: dir }
 }
