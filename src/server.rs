@@ -41,11 +41,21 @@ pub fn load_definitions(dir: &Path) -> anyhow::Result<Definitions> {
     Ok(loaded)
 }
 
+/// Environment variable that may carry the key file's content, base64-encoded, for deployments
+/// where mounting a 0600 file is awkward. It wins over the key file.
+pub const KEY_RING_VARIABLE: &str = "FHIRVAULT_KEY_RING";
+
 /// Open everything the server needs, from `config`. `keys` overrides the key file (tests).
 pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Result<Service> {
-    let (keys, key_path) = match keys {
-        Some(ring) => (ring, None),
-        None => {
+    let from_environment = std::env::var(KEY_RING_VARIABLE).ok().filter(|v| !v.trim().is_empty());
+    let (keys, key_path) = match (keys, from_environment) {
+        (Some(ring), _) => (ring, None),
+        (None, Some(encoded)) => {
+            let ring = KeyRing::from_env_base64(&encoded).with_context(|| format!("reading {KEY_RING_VARIABLE}"))?;
+            tracing::info!("key ring taken from {KEY_RING_VARIABLE}; no key file is used");
+            (ring, None)
+        }
+        (None, None) => {
             let (ring, created) = KeyRing::load_or_create(&config.key_file).context("opening the key ring")?;
             if created {
                 tracing::warn!(path = %config.key_file.display(), "created a new key ring; back this file up: without it the data cannot be read");

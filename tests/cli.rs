@@ -180,3 +180,34 @@ async fn import_ndjson_and_bundle_then_rotate_keys_while_serving() {
     assert!(stdout.contains("key 1: 0 rows"), "{stdout}");
     assert!(stdout.contains("key 2 (active): 1202 rows"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_ring_from_the_environment() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let (ok, _, _) = run(keys_dir.path(), &["keys", "init"]);
+    assert!(ok);
+    let content = std::fs::read(keys_dir.path().join("fhirvault-data/keys.json")).unwrap();
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(content);
+    let dir = tempfile::tempdir().unwrap();
+    // The variable is set on the child only, never on the test process.
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .env("FHIRVAULT_FHIR_RESOURCES", concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources"))
+        .env("FHIRVAULT_KEY_RING", &encoded)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !healthy(port) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let up = healthy(port);
+    let key_file_written = dir.path().join("fhirvault-data/keys.json").exists();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "server started with the key ring from the environment");
+    assert!(!key_file_written, "no key file is created when the environment carries the key ring");
+}
