@@ -35,6 +35,7 @@ fn serve(dir: &std::path::Path, extra: &[&str]) -> Running {
     let mut child = Command::new(BIN)
         .current_dir(dir)
         .env("FHIRVAULT_FHIR_RESOURCES", concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources"))
+        .env("FHIRVAULT_LOG", "debug")
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
         .stderr(Stdio::piped())
@@ -108,7 +109,12 @@ async fn first_start_creates_store_and_key_file() {
         .await
         .unwrap();
     assert_eq!(created["meta"]["versionId"], "1");
-    // The log names ids, never the patient's name.
+    let search = client.get(format!("{}/Patient?name=Erststart", server.base)).send().await.unwrap();
+    assert_eq!(search.status(), 200);
+    // Even at debug level the log names routes and ids, never the patient's name or the query.
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("/fhir/{type}"), "requests are logged: {log}");
+    assert!(!log.contains("Erststart"), "PHI in the log: {log}");
     drop(server);
     let second = serve(dir.path(), &[]);
     assert!(!second.log.lock().unwrap().contains("created a new key ring"));

@@ -6,7 +6,9 @@
 //! - [`negotiate`]: media types, body reading and limits, `Prefer` headers.
 //! - [`respond`]: resources and Bundles as responses with `ETag`, `Location`, `Last-Modified`.
 //! - [`handlers`]: one function per interaction.
+//! - [`access_log`]: a PHI-free log line per request.
 
+pub mod access_log;
 pub mod handlers;
 pub mod negotiate;
 pub mod paths;

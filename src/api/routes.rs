@@ -30,5 +30,6 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .merge(fhir)
         .fallback(not_found)
+        .route_layer(middleware::from_fn(super::access_log::log_request))
         .with_state(state)
 }
