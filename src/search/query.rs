@@ -98,6 +98,7 @@ impl SearchRequest {
                     Some(param) if matches!(param.kind, ParamType::Composite | ParamType::Special) => {
                         unsupported("composite and special parameters are not supported yet")?
                     }
+                    Some(param) if !param.is_indexed() => unsupported("this parameter has no index (e.g. full-text search)")?,
                     Some(param) => {
                         check_modifier(param.kind, modifier.as_deref(), name)?;
                         request.filters.push(ParamFilter {
