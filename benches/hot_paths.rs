@@ -4,7 +4,7 @@
 //! extraction, blind tokens for PHI) → serialize → seal (AES-256-GCM bound to the row) → and the
 //! whole `Service::create` into a real SQLite file (WAL, `synchronous = FULL`) in a temp dir.
 //!
-//! Run: `cargo bench --bench hot_paths` (about 1–2 minutes). Filter: `cargo bench --bench hot_paths -- seal`.
+//! Run: `cargo bench --bench hot_paths` (about 1½ minutes). Filter: `cargo bench --bench hot_paths -- seal`.
 //! See benches/README.md for what each figure means and the numbers measured.
 
 mod common;
@@ -17,9 +17,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use fhirvault::config::Config;
 use fhirvault::crypto::{Aad, KeyRing};
 use fhirvault::search::index_rows::rows_for;
+use fhirvault::store::index::IndexRow;
 use serde_json::Value;
 
-use common::{DEFINITIONS, holter_observation, patient};
+use common::{DEFINITIONS, holter_observation, holter_observation_codes_only, patient};
 
 fn keys() -> KeyRing {
     KeyRing::from_master_secret([7; 32])
@@ -28,9 +29,11 @@ fn keys() -> KeyRing {
 /// (name, resource type, the resource as a client sends it, as bytes).
 fn fixtures() -> Vec<(&'static str, &'static str, Value, Vec<u8>)> {
     let observation = holter_observation("f001");
+    let codes_only = holter_observation_codes_only("f001");
     let patient = patient();
     vec![
         ("observation", "Observation", observation.clone(), serde_json::to_vec(&observation).expect("json")),
+        ("observation_codes_only", "Observation", codes_only.clone(), serde_json::to_vec(&codes_only).expect("json")),
         ("patient", "Patient", patient.clone(), serde_json::to_vec(&patient).expect("json")),
     ]
 }
@@ -60,6 +63,20 @@ fn steps(c: &mut Criterion) {
     for (name, resource_type, value, _) in &fixtures {
         let rows = rows_for(&registry, &keys, resource_type, value);
         assert!(!rows.is_empty(), "{name} yields index rows");
+        let mut per_table = std::collections::BTreeMap::<&str, usize>::new();
+        for row in &rows {
+            let table = match row {
+                IndexRow::Token { .. } => "token",
+                IndexRow::String { .. } => "string",
+                IndexRow::Reference { .. } => "reference",
+                IndexRow::Date { .. } => "date",
+                IndexRow::Number { .. } => "number",
+                IndexRow::Uri { .. } => "uri",
+                IndexRow::Blind { .. } => "blind",
+            };
+            *per_table.entry(table).or_default() += 1;
+        }
+        eprintln!("{name}: {} index rows {per_table:?}", rows.len());
         group.bench_function(*name, |b| b.iter(|| rows_for(&registry, &keys, resource_type, black_box(value))));
     }
     group.finish();
@@ -122,8 +139,8 @@ criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1500));
     targets = steps, create
 }
 criterion_main!(benches);

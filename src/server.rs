@@ -19,6 +19,7 @@ use crate::crypto::KeyRing;
 use crate::fhir::capability::capability_statement;
 use crate::fhir::validation::Validator;
 use crate::search::registry::SearchParamRegistry;
+use crate::search::sensitivity::ParamDatatypes;
 use crate::service::Service;
 use crate::service::keys::SharedKeys;
 use crate::store::Store;
@@ -34,8 +35,10 @@ pub fn load_definitions(dir: &Path) -> anyhow::Result<Definitions> {
         return Ok(found.clone());
     }
     let validator = Validator::load(dir).with_context(|| format!("loading FHIR definitions from {}", dir.display()))?;
-    let registry = SearchParamRegistry::load(&dir.join("search-parameters.json"), &dir.join("compartmentdefinition-patient.json"))
+    let mut registry = SearchParamRegistry::load(&dir.join("search-parameters.json"), &dir.join("compartmentdefinition-patient.json"))
         .with_context(|| format!("loading search parameters from {}", dir.display()))?;
+    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("fhir.schema.json"))?)?;
+    registry.datatypes = ParamDatatypes::from_schema(&schema, &registry, validator.resource_types());
     let loaded = (Arc::new(validator), Arc::new(registry));
     cache.insert(dir.to_path_buf(), loaded.clone());
     Ok(loaded)

@@ -10,7 +10,8 @@ use serde_json::json;
 const PHI: &[&str] = &[
     "Wolfgang", "Amadeus", "Zauberflöte", "Getreidegasse", "Salzburg-Altstadt", "5020",
     "1756010127", "+43 662 844313", "wolfgang.mozart@example.at", "Konstanze", "Ambulanz-Notiz-Geheim",
-    "POLICY-7788-XY", "1756-01-27",
+    "POLICY-7788-XY", "1756-01-27", "ACC-5566-LAB", "UDI-HRF-0042", "Holter-Wolfgang-Geraet",
+    "Befund-fuer-Konstanze", "+43 1 999 0000",
 ];
 
 async fn raw_database_holds_no_phi(backend: Backend) {
@@ -44,6 +45,24 @@ async fn raw_database_holds_no_phi(backend: Backend) {
             "payor": [{"display": "Salzburg-Altstadt Kasse"}]
         }))
         .await;
+    // Identifiers, device serials, free text and contact details of other resource types too.
+    server.create(&json!({"resourceType": "Specimen", "accessionIdentifier": {"system": "urn:lab", "value": "ACC-5566-LAB"},
+        "subject": {"reference": format!("Patient/{pid}")}})).await;
+    server.create(&json!({"resourceType": "Device", "udiCarrier": [{"carrierHRF": "UDI-HRF-0042", "deviceIdentifier": "UDI-HRF-0042"}],
+        "deviceName": [{"name": "Holter-Wolfgang-Geraet", "type": "user-friendly-name"}], "patient": {"reference": format!("Patient/{pid}")}})).await;
+    server.create(&json!({"resourceType": "ServiceRequest", "status": "active", "intent": "order", "subject": {"reference": format!("Patient/{pid}")},
+        "orderDetail": [{"text": "Befund-fuer-Konstanze"}], "requisition": {"system": "urn:req", "value": "ACC-5566-LAB"}})).await;
+    server.create(&json!({"resourceType": "PractitionerRole", "telecom": [{"system": "phone", "value": "+43 1 999 0000"}]})).await;
+    // A search typed into a reference outside a transaction is refused, not stored as text.
+    let conditional = server.post("Observation", &json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+        "subject": {"reference": "Patient?identifier=urn:oid:1.2.40.0.10.1.4.3.1|1756010127"}})).await;
+    assert_eq!(conditional.status, reqwest::StatusCode::BAD_REQUEST, "{}", conditional.text);
+    server.create(&json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+        "subject": {"reference": "Wolfgang Amadeus"}})).await;
+    assert_eq!(server.search_ids("Specimen?accession=ACC-5566-LAB").await.len(), 1);
+    assert_eq!(server.search_ids("Device?udi-carrier=udi-hrf").await.len(), 1);
+    assert_eq!(server.search_ids("PractitionerRole?phone=%2B43%201%20999%200000").await.len(), 1);
+
     // The data stays searchable.
     assert_eq!(server.search_ids("Patient?name=wolf").await, vec![pid.clone()]);
     assert_eq!(server.search_ids("Patient?family=ZAUBERFLOTE").await, vec![pid.clone()]);

@@ -204,10 +204,16 @@ async fn conditional_create_update_delete(backend: Backend) {
     let conflict = server.request(Method::POST, "Patient", Some(&patient()), &[("if-none-exist", criteria)]).await;
     conflict.assert_outcome(StatusCode::PRECONDITION_FAILED, "multiple-matches", "matched");
     server.delete(&format!("Patient?{criteria}")).await.assert_outcome(StatusCode::PRECONDITION_FAILED, "multiple-matches", "at most one");
+    // No match, but the body names an existing resource that did not match: refused, not overwritten.
+    let (bystander, mut hijack) = server.create(&json!({"resourceType": "Patient", "gender": "male"})).await;
+    hijack["gender"] = json!("female");
+    server.put("Patient?identifier=urn:none|0", &hijack).await.assert_outcome(StatusCode::CONFLICT, "conflict", "does not match");
+    assert_eq!(server.get(&format!("Patient/{bystander}")).await.body["gender"], "male");
+    server.delete(&format!("Patient/{bystander}")).await;
+    // _id:not is honoured by conditional delete, never inverted.
+    assert_eq!(server.delete("Patient?_id:not=nobody&identifier=urn:oid:1.2.40.0.10.1.4.3.1|999").await.status, StatusCode::NO_CONTENT);
     // Unknown parameters in criteria are refused rather than ignored.
     server.delete("Patient?unknown-param=1").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "unknown-param");
-    let deleted = server.delete("Patient?identifier=urn:oid:1.2.40.0.10.1.4.3.1|999").await;
-    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert_eq!(server.search_ids("Patient").await.len(), 2);
 }
 
@@ -520,6 +526,13 @@ async fn history_at_a_point_in_time(backend: Backend) {
     assert_eq!(at.status, StatusCode::OK, "{}", at.text);
     assert_eq!(at.body["total"], 1);
     assert_eq!(at.body["entry"][0]["resource"]["meta"]["versionId"], "1");
+    // With three versions, _at at the last one's time gives only the version current then.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let third = server.put(&format!("Patient/{id}"), &body).await;
+    let third_updated = third.body["meta"]["lastUpdated"].as_str().unwrap().to_string();
+    let at = server.get(&format!("Patient/{id}/_history?_at={}", urlencode(&third_updated))).await;
+    assert_eq!(at.body["total"], 1, "{}", at.text);
+    assert_eq!(at.body["entry"][0]["resource"]["meta"]["versionId"], "3");
 }
 
 both_backends!(

@@ -45,6 +45,7 @@ const CASES: &[(&str, &[&str])] = &[
     // _id and OR
     ("Patient?_id=anna", &["anna"]),
     ("Patient?_id=anna,chloe", &["anna", "chloe"]),
+    ("Patient?_id:not=anna", &["bernd", "chloe"]),
     // token: code, system|code, |code, system|, :not, :missing
     ("Patient?gender=female", &["anna", "chloe"]),
     ("Patient?gender=female,male", &["anna", "bernd", "chloe"]),
@@ -118,6 +119,8 @@ const CASES: &[(&str, &[&str])] = &[
     // uri
     ("Device?url=http://devices.example/holter/1", &["holter-1"]),
     ("Device?url:below=http://devices.example/holter", &["holter-1"]),
+    ("Device?url:below=HTTP://devices.example/holter", &[]),
+    ("Device?url:above=http://devices.example/holter/1/more", &["holter-1"]),
     // _lastUpdated
     ("Patient?_lastUpdated=gt2000-01-01", &["anna", "bernd", "chloe"]),
     ("Patient?_lastUpdated=lt2000-01-01", &[]),
@@ -200,6 +203,14 @@ async fn search_errors_and_unknown_parameters(backend: Backend) {
     server.get("Observation?value-quantity=abc").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "`value-quantity`");
     server.get("Patient?gender:exact=female").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", ":exact");
     server.get("Patient?_count=-1").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_count");
+    server.get("Patient?_offset=99999999999999999999").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_offset");
+    server.get("Observation?code=%00").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "control characters");
+    server.get("Patient?_id:missing=true").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_id");
+    let many = vec!["x"; 600].join(",");
+    server.get(&format!("Patient?_id={many}")).await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "alternatives");
+    // _count=0 answers with no entries and no endless next link.
+    let zero = server.get("Organization?_count=0").await;
+    assert!(link(&zero.body, "next").is_none());
     // Semantics a blind index cannot answer are refused, not answered wrongly.
     server.get("Patient?name:contains=ll").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "keyed tokens");
     server.get("Patient?birthdate=ge1980").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "equality");

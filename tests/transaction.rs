@@ -145,6 +145,30 @@ async fn conditional_references_resolve(backend: Backend) {
     assert_eq!(server.search_ids("Observation").await.len(), 1, "failed transactions stored nothing");
 }
 
+async fn repeated_conditional_creates_share_one_resource(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let practitioner = |full_url: &str| json!({
+        "fullUrl": full_url,
+        "resource": {"resourceType": "Practitioner", "identifier": [{"system": "urn:lanr", "value": "777"}]},
+        "request": {"method": "POST", "url": "Practitioner", "ifNoneExist": "identifier=urn:lanr|777"}
+    });
+    let with_performer = |reference: &str| {
+        let mut entry = observation_entry("Patient/p");
+        entry["resource"]["performer"] = json!([{"reference": reference}]);
+        entry["resource"].as_object_mut().unwrap().remove("subject");
+        entry
+    };
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        practitioner("urn:uuid:a1"), practitioner("urn:uuid:b2"), with_performer("urn:uuid:a1"), with_performer("urn:uuid:b2")
+    ]});
+    let reply = server.post("", &bundle).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let practitioners = server.search_ids("Practitioner").await;
+    assert_eq!(practitioners.len(), 1);
+    let performed = server.search_ids(&format!("Observation?performer=Practitioner/{}", practitioners[0])).await;
+    assert_eq!(performed.len(), 2, "both references point to the one practitioner");
+}
+
 async fn searches_inside_a_batch(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (pid, _) = server.create(&json!({"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": "s-1"}]})).await;
@@ -168,4 +192,5 @@ both_backends!(
     malformed_bundles,
     conditional_references_resolve,
     searches_inside_a_batch,
+    repeated_conditional_creates_share_one_resource,
 );

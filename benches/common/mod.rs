@@ -37,6 +37,19 @@ pub fn holter_observation(patient_id: &str) -> Value {
     })
 }
 
+/// The same sample with codes only: no `display` and no `code.text`. Text of token parameters is
+/// indexed as blind prefix tokens (one row per prefix), so this shows what that text costs.
+pub fn holter_observation_codes_only(patient_id: &str) -> Value {
+    let mut observation = holter_observation(patient_id);
+    observation["category"][0]["coding"][0].as_object_mut().expect("coding").remove("display");
+    let code = observation["code"].as_object_mut().expect("code");
+    code.remove("text");
+    for coding in code["coding"].as_array_mut().expect("codings") {
+        coding.as_object_mut().expect("coding").remove("display");
+    }
+    observation
+}
+
 /// A Patient with two identifiers, two names, phone and e-mail, and a postal address.
 pub fn patient() -> Value {
     json!({

@@ -179,6 +179,31 @@ pub fn date_terms(start: i64, end: i64) -> Vec<String> {
     terms
 }
 
+/// The form of a literal reference that may be stored as text: `Type/id[/_history/v]`, a local
+/// `#id`, a `urn:uuid:`/`urn:oid:`, or an absolute URL without its query and fragment. Anything
+/// else (a conditional reference's search, free text typed into `reference`) could carry PHI and
+/// is not indexed.
+pub fn safe_reference_url(url: &str) -> Option<String> {
+    let is_id = |s: &str| crate::fhir::id::is_valid_id(s);
+    let is_type = |s: &str| !s.is_empty() && s.starts_with(|c: char| c.is_ascii_uppercase()) && s.chars().all(|c| c.is_ascii_alphanumeric());
+    if let Some(local) = url.strip_prefix('#') {
+        return (local.is_empty() || is_id(local)).then(|| url.to_string());
+    }
+    if url.starts_with("urn:uuid:") || url.starts_with("urn:oid:") {
+        return url.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '.')).then(|| url.to_string());
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let without_query = rest.split(['?', '#']).next().unwrap_or_default();
+        let plausible = matches!(scheme, "http" | "https") && !without_query.chars().any(char::is_whitespace);
+        return plausible.then(|| format!("{scheme}://{without_query}"));
+    }
+    match url.split('/').collect::<Vec<_>>().as_slice() {
+        [t, id] if is_type(t) && is_id(id) => Some(url.to_string()),
+        [t, id, "_history", v] if is_type(t) && is_id(id) && is_id(v) => Some(url.to_string()),
+        _ => None,
+    }
+}
+
 /// Rows for a non-PHI value.
 fn plain_rows(code: &str, value: IndexValue) -> Vec<IndexRow> {
     let param = code.to_string();
@@ -187,9 +212,10 @@ fn plain_rows(code: &str, value: IndexValue) -> Vec<IndexRow> {
         IndexValue::Token { system, code, .. } => vec![IndexRow::Token { param, system, code }],
         // Always protected; handled by `rows_for`.
         IndexValue::ReferenceIdentifier { .. } => Vec::new(),
-        IndexValue::Reference { target_type, target_id, version, url } => {
-            vec![IndexRow::Reference { param, target_type, target_id, target_version: version, url }]
-        }
+        IndexValue::Reference { target_type, target_id, version, url } => match safe_reference_url(&url) {
+            Some(url) => vec![IndexRow::Reference { param, target_type, target_id, target_version: version, url }],
+            None => Vec::new(),
+        },
         IndexValue::Date { start, end } => vec![IndexRow::Date { param, start, end }],
         IndexValue::Number { low, high, .. } => vec![IndexRow::Number { param, low, high, system: None, code: None }],
         IndexValue::Quantity { low, high, system, code: unit_code, .. } => {
@@ -204,6 +230,17 @@ fn plain_rows(code: &str, value: IndexValue) -> Vec<IndexRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_safe_reference_forms_are_stored() {
+        assert_eq!(safe_reference_url("Patient/1").as_deref(), Some("Patient/1"));
+        assert_eq!(safe_reference_url("Patient/1/_history/2").as_deref(), Some("Patient/1/_history/2"));
+        assert_eq!(safe_reference_url("#c1").as_deref(), Some("#c1"));
+        assert_eq!(safe_reference_url("http://x.org/fhir/Patient/1?name=Jo#f").as_deref(), Some("http://x.org/fhir/Patient/1"));
+        assert_eq!(safe_reference_url("Patient?identifier=urn:ssn|1234"), None);
+        assert_eq!(safe_reference_url("John Smith"), None);
+        assert_eq!(safe_reference_url("urn:uuid:0f1e-2a"), Some("urn:uuid:0f1e-2a".into()));
+    }
 
     #[test]
     fn date_terms_follow_precision() {

@@ -4,7 +4,8 @@
 //!   (type, code) and url, plus the Patient compartment definition.
 //! - [`fhirpath`]: the FHIRPath subset the parameters' expressions use.
 //! - [`extract`]: index values per FHIR datatype (token, string, reference, date, …).
-//! - [`phi`]: which parameters hold direct identifiers and are indexed only as blind tokens.
+//! - [`phi`]: which parameters hold direct identifiers and are indexed only as blind tokens;
+//!   [`sensitivity`] derives the datatypes behind that decision from the spec's schema.
 //! - [`index_rows`]: extracted values to stored rows (plain or blind).
 //! - [`query`]: parsing a query string; [`plan`]: turning it into SQL over the index tables.
 
@@ -15,3 +16,4 @@ pub mod phi;
 pub mod plan;
 pub mod query;
 pub mod registry;
+pub mod sensitivity;

@@ -2,37 +2,48 @@
 //! place that decides it, so a reviewer can check the policy at a glance.
 //!
 //! Protected (keyed, truncated HMAC tokens in `search_blind`, see [`super::index_rows`]):
-//! - the direct identifiers of people: the parameters listed in [`DIRECT_IDENTIFIERS`];
-//! - every `identifier` parameter, and identifiers inside references (`subject:identifier`):
-//!   record, case, policy and social-security numbers all lead to a person;
-//! - every string parameter of a resource about a person or their care (the Patient compartment
-//!   and the person types), since free text there can hold anything;
-//! - the display text of every code (`:text`), for the same reason.
+//! - every parameter whose values are an `Identifier`, `ContactPoint`, `HumanName` or `Address`,
+//!   on any resource type (record, accession, policy, device serial and social-security numbers,
+//!   phone numbers, names, addresses) — the datatypes come from the spec's schema
+//!   ([`super::sensitivity`]), not from parameter names;
+//! - every string (free-text) parameter, except on the resource types listed in
+//!   [`ABOUT_NO_ONE`], whose texts describe organisations, places and definitions;
+//! - the dates of [`PERSON_DATES`] (birth and death dates);
+//! - always: identifiers inside references (`subject:identifier`) and the display text of every
+//!   code (`:text`).
 //!
-//! Stored as text: codes and systems, dates, numbers, quantities, uris and references by id,
-//! and strings of resources that are about no one (Organization, Location, ValueSet, …). Those
-//! support every search feature, including ranges and `:contains`.
+//! Stored as text: codes and systems, dates of care, numbers, quantities, uris and references by
+//! id, and the strings of [`ABOUT_NO_ONE`] types. Those support every search feature, including
+//! ranges and `:contains`.
 
 use super::registry::{ParamType, SearchParamRegistry};
 
-/// Parameters that index a person's direct identifiers even where the rules below would not
-/// catch them (tokens and dates rather than strings).
-pub const DIRECT_IDENTIFIERS: &[(&str, &[&str])] = &[
-    ("Patient", &["telecom", "phone", "email", "birthdate", "death-date"]),
-    ("Practitioner", &["telecom", "phone", "email"]),
-    ("RelatedPerson", &["telecom", "phone", "email", "birthdate"]),
-    ("Person", &["telecom", "phone", "email", "birthdate"]),
+/// Dates that identify a person.
+pub const PERSON_DATES: &[(&str, &[&str])] = &[
+    ("Patient", &["birthdate", "death-date"]),
+    ("RelatedPerson", &["birthdate"]),
+    ("Person", &["birthdate"]),
 ];
 
-/// Resource types that describe a person directly.
-const PERSON_TYPES: &[&str] = &["Patient", "Practitioner", "PractitionerRole", "RelatedPerson", "Person"];
+/// Resource types about no individual: their free text may be indexed in plain text.
+pub const ABOUT_NO_ONE: &[&str] = &[
+    "Organization", "Location", "HealthcareService", "Endpoint", "InsurancePlan", "Medication", "Substance",
+    "ValueSet", "CodeSystem", "ConceptMap", "NamingSystem", "TerminologyCapabilities", "StructureDefinition",
+    "StructureMap", "SearchParameter", "OperationDefinition", "CompartmentDefinition", "CapabilityStatement",
+    "ImplementationGuide", "GraphDefinition", "MessageDefinition", "Questionnaire", "PlanDefinition",
+    "ActivityDefinition", "Library", "Measure", "ObservationDefinition", "SpecimenDefinition",
+    "ChargeItemDefinition", "DeviceDefinition", "EventDefinition", "ResearchDefinition",
+    "ResearchElementDefinition", "EffectEvidenceSynthesis", "RiskEvidenceSynthesis", "Evidence", "EvidenceVariable",
+];
 
 /// Is parameter `code` of `resource_type` (of type `kind`) indexed as blind tokens?
 pub fn is_protected(registry: &SearchParamRegistry, resource_type: &str, code: &str, kind: ParamType) -> bool {
-    let listed = DIRECT_IDENTIFIERS.iter().any(|(t, codes)| *t == resource_type && codes.contains(&code));
-    let identifier = code == "identifier" || code.ends_with("-identifier");
-    let about_a_person = PERSON_TYPES.contains(&resource_type) || !registry.patient_compartment_params(resource_type).is_empty();
-    listed || identifier || (kind == ParamType::String && about_a_person)
+    let person_date = PERSON_DATES.iter().any(|(t, codes)| *t == resource_type && codes.contains(&code));
+    let identifying = registry.datatypes.is_identifying(resource_type, code);
+    let free_text = (kind == ParamType::String || registry.datatypes.is_free_text(resource_type, code))
+        && !ABOUT_NO_ONE.contains(&resource_type)
+        && code != "_id";
+    person_date || identifying || free_text
 }
 
 /// The blind-index parameter name under which the display text of token parameter `code` is kept.

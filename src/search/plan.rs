@@ -79,6 +79,26 @@ fn filter_condition(b: &mut Builder, filter: &ParamFilter) -> ApiResult<String> 
         }
         _ => {}
     }
+    // `_id` and `_lastUpdated` live on the head row itself.
+    match (filter.code.as_str(), filter.modifier.as_deref()) {
+        ("_id", None | Some("not")) => {
+            let ids: Vec<String> = filter.values.iter().map(|v| b.text(unescape(v))).collect();
+            let not = if filter.modifier.is_some() { "NOT " } else { "" };
+            return Ok(format!("h.id {not}IN ({})", ids.join(", ")));
+        }
+        ("_lastUpdated", None) => {
+            let alternatives = filter
+                .values
+                .iter()
+                .map(|v| date_condition(b, filter, v, "h.last_updated", "(h.last_updated + 1)"))
+                .collect::<ApiResult<Vec<_>>>()?;
+            return Ok(format!("({})", alternatives.join(" OR ")));
+        }
+        ("_id" | "_lastUpdated", Some(_)) => {
+            return Err(param_error(filter, "this modifier is not available here; _id takes :not, _lastUpdated none"));
+        }
+        _ => {}
+    }
     let phi = is_protected(b.registry, b.resource_type, &filter.code, filter.kind);
     let table = if phi { "search_blind" } else { table_for(filter.kind) };
     if filter.modifier.as_deref() == Some("missing") {
@@ -90,21 +110,6 @@ fn filter_condition(b: &mut Builder, filter: &ParamFilter) -> ApiResult<String> 
         let param = b.text(filter.code.clone());
         let subquery = format!("SELECT id FROM {table} WHERE resource_type = $1 AND param = {param}");
         return Ok(format!("h.id {}IN ({subquery})", if missing { "NOT " } else { "" }));
-    }
-    match filter.code.as_str() {
-        "_id" => {
-            let ids: Vec<String> = filter.values.iter().map(|v| b.text(unescape(v))).collect();
-            return Ok(format!("h.id IN ({})", ids.join(", ")));
-        }
-        "_lastUpdated" => {
-            let alternatives = filter
-                .values
-                .iter()
-                .map(|v| date_condition(b, filter, v, "h.last_updated", "(h.last_updated + 1)"))
-                .collect::<ApiResult<Vec<_>>>()?;
-            return Ok(format!("({})", alternatives.join(" OR ")));
-        }
-        _ => {}
     }
     let mut alternatives = Vec::new();
     for value in &filter.values {
@@ -163,8 +168,15 @@ fn value_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> ApiRes
         ParamType::Uri => {
             let uri = unescape(value);
             match filter.modifier.as_deref() {
-                Some("below") => Ok(format!("r.value LIKE {} ESCAPE '\\'", b.text(format!("{}%", like_escape(&uri))))),
-                Some("above") => Ok(format!("{} LIKE (r.value || '%')", b.text(uri))),
+                // substr, not LIKE: uris compare case-sensitively, as in both databases' `=`.
+                Some("below") => {
+                    let v = b.text(uri);
+                    Ok(format!("substr(r.value, 1, length({v})) = {v}"))
+                }
+                Some("above") => {
+                    let v = b.text(uri);
+                    Ok(format!("substr({v}, 1, length(r.value)) = r.value"))
+                }
                 _ => Ok(format!("r.value = {}", b.text(uri))),
             }
         }

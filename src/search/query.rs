@@ -46,6 +46,13 @@ pub struct SearchRequest {
     pub warnings: Vec<Issue>,
 }
 
+/// Most comma-separated alternatives one parameter may have (keeps every query far below the
+/// databases' bind-parameter limits).
+pub const MAX_OR_VALUES: usize = 500;
+
+/// Deepest offset a page may start at; deeper pages would make the database skip that many rows.
+pub const MAX_OFFSET: usize = 100_000;
+
 /// Parameters that shape the result rather than select resources.
 const RESULT_PARAMS: &[&str] = &["_count", "_offset", "_sort", "_total", "_summary", "_format", "_pretty", "_elements"];
 
@@ -72,6 +79,12 @@ impl SearchRequest {
             warnings: Vec::new(),
         };
         for (name, value) in pairs {
+            if name.chars().chain(value.chars()).any(char::is_control) {
+                return Err(ApiError::bad_request(format!(
+                    "search parameter `{}` contains control characters",
+                    truncate(&name.replace(char::is_control, "?"))
+                )));
+            }
             if RESULT_PARAMS.contains(&name.as_str()) {
                 request.apply_result_param(name, value, max_count)?;
                 continue;
@@ -101,12 +114,14 @@ impl SearchRequest {
                     Some(param) if !param.is_indexed() => unsupported("this parameter has no index (e.g. full-text search)")?,
                     Some(param) => {
                         check_modifier(param.kind, modifier.as_deref(), name)?;
-                        request.filters.push(ParamFilter {
-                            code: code.to_string(),
-                            modifier,
-                            kind: param.kind,
-                            values: split_unescaped(value, ','),
-                        });
+                        let values = split_unescaped(value, ',');
+                        if values.len() > MAX_OR_VALUES {
+                            return Err(ApiError::bad_request(format!(
+                                "search parameter `{}` has more than {MAX_OR_VALUES} alternatives",
+                                truncate(name)
+                            )));
+                        }
+                        request.filters.push(ParamFilter { code: code.to_string(), modifier, kind: param.kind, values });
                         request.used.push((name.clone(), value.clone()));
                         None
                     }
@@ -129,7 +144,9 @@ impl SearchRequest {
             "_offset" => {
                 self.offset = value
                     .parse()
-                    .map_err(|_| ApiError::bad_request("_offset must be a non-negative integer"))?;
+                    .ok()
+                    .filter(|offset| *offset <= MAX_OFFSET)
+                    .ok_or_else(|| ApiError::bad_request(format!("_offset must be an integer from 0 to {MAX_OFFSET}")))?;
             }
             "_sort" => {
                 for key in value.split(',').filter(|k| !k.is_empty()) {

@@ -166,6 +166,9 @@ pub struct SearchParamRegistry {
     /// Parameters on `Resource`/`DomainResource`, valid for every type: code → index.
     common: BTreeMap<String, usize>,
     patient_compartment: HashMap<String, Vec<String>>,
+    /// Datatypes behind each token and string parameter, for the PHI policy (filled at start-up
+    /// from the schema, see [`crate::search::sensitivity`]).
+    pub datatypes: crate::search::sensitivity::ParamDatatypes,
 }
 
 #[derive(Deserialize)]

@@ -27,6 +27,13 @@ impl Service {
                 "conditional operations need at least one search parameter that selects resources".into(),
             ));
         }
+        if self.store.backend() == crate::store::Backend::Postgres {
+            // Two concurrent conditional writes with the same criteria must not both see "no
+            // match": serialise them on a transaction-scoped lock keyed by type and criteria.
+            // (SQLite's single writer already serialises every write.)
+            let key = lock_key(resource_type, criteria);
+            sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS locked").bind(key).execute(&mut *conn).await?;
+        }
         let plan = plan(&request, &self.registry, &self.keys.current(), &self.config.base_url)?;
         let mut ids = matching_ids(conn, &plan, 2, 0).await?;
         Ok(match ids.len() {
@@ -35,4 +42,12 @@ impl Service {
             n => Matches::Many(n),
         })
     }
+}
+
+/// A stable 64-bit lock key for (type, criteria): the first 8 bytes of their SHA-256.
+fn lock_key(resource_type: &str, criteria: &str) -> i64 {
+    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{resource_type}?{criteria}").as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest.as_ref()[..8]);
+    i64::from_be_bytes(bytes)
 }

@@ -23,10 +23,21 @@ const MAX_BATCH: usize = 256;
 /// Called after the shared commit with its error, if any.
 type Completer = Box<dyn FnOnce(Option<ApiError>) + Send>;
 
+/// How a job ended inside its savepoint.
+#[derive(Debug)]
+enum Ended {
+    Succeeded,
+    /// The job's own failure (invalid input, a conflict): roll back its savepoint only.
+    Failed,
+    /// The database failed under it (I/O, disk full, …): SQLite may already have rolled back the
+    /// whole transaction, so nothing of the batch can be trusted to commit.
+    Broke(ApiError),
+}
+
 /// A type-erased write job.
 trait Job: Send {
-    /// Run inside a savepoint; say whether it succeeded, and how to answer once committed.
-    fn run<'c>(self: Box<Self>, conn: &'c mut Conn) -> BoxFuture<'c, (bool, Completer)>;
+    /// Run inside a savepoint; say how it ended, and how to answer once committed.
+    fn run<'c>(self: Box<Self>, conn: &'c mut Conn) -> BoxFuture<'c, (Ended, Completer)>;
     /// Answer without running (the batch could not start).
     fn fail(self: Box<Self>, error: ApiError);
 }
@@ -41,7 +52,7 @@ where
     F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, ApiResult<T>> + Send + 'static,
     T: Send + 'static,
 {
-    fn run<'c>(self: Box<Self>, conn: &'c mut Conn) -> BoxFuture<'c, (bool, Completer)> {
+    fn run<'c>(self: Box<Self>, conn: &'c mut Conn) -> BoxFuture<'c, (Ended, Completer)> {
         let TypedJob { work, reply } = *self;
         Box::pin(async move {
             let result = match AssertUnwindSafe(work(conn)).catch_unwind().await {
@@ -51,7 +62,11 @@ where
                     Err(ApiError::Internal)
                 }
             };
-            let ok = result.is_ok();
+            let ended = match &result {
+                Ok(_) => Ended::Succeeded,
+                Err(error @ (ApiError::Internal | ApiError::Unavailable(_))) => Ended::Broke(error.clone()),
+                Err(_) => Ended::Failed,
+            };
             let completer: Completer = Box::new(move |commit_error| {
                 let answer = match (result, commit_error) {
                     (Ok(value), None) => Ok(value),
@@ -59,7 +74,7 @@ where
                 };
                 let _ = reply.send(answer);
             });
-            (ok, completer)
+            (ended, completer)
         })
     }
 
@@ -121,19 +136,35 @@ async fn commit_batch(writer: &AnyPool, batch: Vec<Box<dyn Job>>) {
             return;
         }
     };
-    let mut completers = Vec::with_capacity(batch.len());
-    for job in batch {
-        let savepoint = match Acquire::begin(&mut tx).await {
+    let mut completers: Vec<Completer> = Vec::with_capacity(batch.len());
+    let mut jobs = batch.into_iter();
+    while let Some(job) = jobs.next() {
+        let mut savepoint = match Acquire::begin(&mut tx).await {
             Ok(savepoint) => savepoint,
             Err(error) => {
                 job.fail(ApiError::from(error));
                 continue;
             }
         };
-        let mut savepoint = savepoint;
-        let (ok, completer) = job.run(&mut savepoint).await;
-        let ended = if ok { savepoint.commit().await } else { savepoint.rollback().await };
-        match ended {
+        let (ended, completer) = job.run(&mut savepoint).await;
+        let released = match ended {
+            Ended::Succeeded => savepoint.commit().await,
+            Ended::Failed => savepoint.rollback().await,
+            Ended::Broke(error) => {
+                // Give up the whole batch: roll back and tell every job, run or not, that it failed.
+                drop(savepoint);
+                let _ = tx.rollback().await;
+                completer(Some(error.clone()));
+                for earlier in completers {
+                    earlier(Some(error.clone()));
+                }
+                for waiting in jobs {
+                    waiting.fail(error.clone());
+                }
+                return;
+            }
+        };
+        match released {
             Ok(()) => completers.push(completer),
             Err(error) => completer(Some(ApiError::from(error))),
         }

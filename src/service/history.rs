@@ -27,10 +27,7 @@ impl Service {
                     let (start, _) = parse_instant_param(name, value)?;
                     query.since = Some(start);
                 }
-                "_at" => {
-                    let (_, end) = parse_instant_param(name, value)?;
-                    query.before = Some(end - 1);
-                }
+                "_at" => query.current_during = Some(parse_instant_param(name, value)?),
                 "_count" => {
                     let count: usize = value.parse().map_err(|_| ApiError::bad_request("_count must be a non-negative integer"))?;
                     query.limit = count.min(self.config.max_page_size) as i64;

@@ -59,7 +59,8 @@ pub fn parse_patch(patch: Value) -> ApiResult<json_patch::Patch> {
     if !patch.is_array() {
         return Err(ApiError::bad_request("a JSON Patch body must be an array of operations (RFC 6902)"));
     }
-    serde_json::from_value(patch).map_err(|error| {
-        ApiError::bad_request(format!("the JSON Patch is malformed: {}", error.to_string().split(" at ").next().unwrap_or("")))
+    // serde's message may quote the offending value; say only what the rule is.
+    serde_json::from_value(patch).map_err(|_| {
+        ApiError::bad_request("the JSON Patch is malformed: each operation needs `op` (add, remove, replace, move, copy, test) and `path`, and `value` or `from` as the operation requires")
     })
 }

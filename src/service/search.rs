@@ -34,19 +34,24 @@ impl Service {
     }
 
     pub async fn search(&self, request: SearchRequest) -> ApiResult<SearchPage> {
-        let plan = plan(&request, &self.registry, &self.keys.current(), &self.config.base_url)?;
         let mut conn = self.reader().await?;
+        self.search_in(&mut conn, request).await
+    }
+
+    /// Search on `conn`: inside a transaction it sees the transaction's own writes.
+    pub async fn search_in(&self, conn: &mut Conn, request: SearchRequest) -> ApiResult<SearchPage> {
+        let plan = plan(&request, &self.registry, &self.keys.current(), &self.config.base_url)?;
         let total = match (request.total, request.summary_count) {
-            (_, true) | (TotalMode::Accurate | TotalMode::Estimate, _) => Some(count(&mut conn, &plan).await?),
+            (_, true) | (TotalMode::Accurate | TotalMode::Estimate, _) => Some(count(conn, &plan).await?),
             (TotalMode::None, false) => None,
         };
         if request.summary_count {
             return Ok(SearchPage { request, matches: Vec::new(), total, has_more: false });
         }
-        let mut ids = matching_ids(&mut conn, &plan, request.count + 1, request.offset).await?;
-        let has_more = ids.len() > request.count;
+        let mut ids = matching_ids(conn, &plan, request.count + 1, request.offset).await?;
+        let has_more = request.count > 0 && ids.len() > request.count;
         ids.truncate(request.count);
-        let mut stored = versions::read_current_many(&mut conn, &request.resource_type, &ids).await?;
+        let mut stored = versions::read_current_many(conn, &request.resource_type, &ids).await?;
         // Keep the order the plan chose.
         stored.sort_by_key(|s| ids.iter().position(|id| *id == s.id));
         let matches = stored.into_iter().map(|s| self.open_version(s)).collect::<ApiResult<Vec<_>>>()?;

@@ -193,19 +193,25 @@ impl Service {
     /// each entry's fullUrl to the `Type/id` it will have.
     async fn assign_ids(&self, conn: &mut Conn, entries: &mut [Entry]) -> ApiResult<HashMap<String, String>> {
         let mut ids = HashMap::new();
+        // Conditional creates are decided here, once; a second entry with the same criteria
+        // stands for the resource the first one creates.
+        let mut created_for: HashMap<(String, String), String> = HashMap::new();
         for entry in entries.iter_mut() {
             let resource_type = resource_type_of(&entry.target).to_string();
             let assigned = match (entry.method, &entry.target) {
                 (Method::Post, Target::Type(_)) => {
-                    let existing = match &entry.if_none_exist {
-                        Some(criteria) => match self.conditional_matches(conn, &resource_type, criteria).await.map_err(|e| in_entry(entry.index, e))? {
+                    let criteria = entry.if_none_exist.take();
+                    let earlier = criteria.as_ref().and_then(|c| created_for.get(&(resource_type.clone(), c.clone()))).cloned();
+                    let existing = match (&criteria, earlier) {
+                        (_, Some(id)) => Some(id),
+                        (None, None) => None,
+                        (Some(criteria), None) => match self.conditional_matches(conn, &resource_type, criteria).await.map_err(|e| in_entry(entry.index, e))? {
                             Matches::None => None,
                             Matches::One(id) => Some(id),
                             Matches::Many(n) => {
                                 return Err(in_entry(entry.index, ApiError::MultipleMatches(format!("ifNoneExist matched {n} or more resources"))));
                             }
                         },
-                        None => None,
                     };
                     match existing {
                         Some(id) => {
@@ -218,6 +224,9 @@ impl Service {
                         None => {
                             let id = FhirId::generate().into_string();
                             entry.target = Target::Instance(resource_type.clone(), id.clone());
+                            if let Some(criteria) = criteria {
+                                created_for.insert((resource_type.clone(), criteria), id.clone());
+                            }
                             id
                         }
                     }
@@ -226,7 +235,16 @@ impl Service {
                     let criteria = criteria.clone();
                     let body_id = entry.resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str).map(str::to_string);
                     let id = match self.conditional_matches(conn, &resource_type, &criteria).await.map_err(|e| in_entry(entry.index, e))? {
-                        Matches::None => body_id.unwrap_or_else(|| FhirId::generate().into_string()),
+                        Matches::None => match body_id {
+                            Some(id) => self.unmatched_body_id(conn, &resource_type, &id).await.map_err(|e| in_entry(entry.index, e))?.into_string(),
+                            None => FhirId::generate().into_string(),
+                        },
+                        Matches::One(id) if body_id.as_deref().is_some_and(|b| b != id) => {
+                            return Err(in_entry(
+                                entry.index,
+                                ApiError::bad_request("Resource.id: the id in the body differs from the resource the conditional update matched"),
+                            ));
+                        }
                         Matches::One(id) => id,
                         Matches::Many(n) => {
                             return Err(in_entry(entry.index, ApiError::MultipleMatches(format!("the conditional update matched {n} or more resources"))));
@@ -269,8 +287,8 @@ impl Service {
                     .ok_or_else(|| ApiError::NotFound(format!("{t}/{id} has no version {version}")))?;
                 Ok(read_entry_response(&self.open_version(stored)?))
             }
-            (Method::Get | Method::Head, Target::Type(t)) => self.search_entry(&t, "").await,
-            (Method::Get | Method::Head, Target::Conditional(t, query)) => self.search_entry(&t, &query).await,
+            (Method::Get | Method::Head, Target::Type(t)) => self.search_entry(conn, &t, "").await,
+            (Method::Get | Method::Head, Target::Conditional(t, query)) => self.search_entry(conn, &t, &query).await,
             (Method::Post, Target::Instance(t, id)) => {
                 let body = entry.resource.ok_or(ApiError::Internal)?;
                 let outcome = self.create_in(conn, &t, &id, body, entry.if_none_exist.as_deref()).await?;
@@ -306,13 +324,13 @@ impl Service {
 }
 
 impl Service {
-    /// A search entry: its searchset Bundle as the entry's resource. (Inside a transaction it sees
-    /// the state before the transaction, as GETs run last and read committed data.)
-    async fn search_entry(&self, resource_type: &str, query: &str) -> ApiResult<EntryResponse> {
+    /// A search entry: its searchset Bundle as the entry's resource. Inside a transaction it runs
+    /// last, on the transaction's connection, so it sees the Bundle's own writes.
+    async fn search_entry(&self, conn: &mut Conn, resource_type: &str, query: &str) -> ApiResult<EntryResponse> {
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(query).map_err(|_| ApiError::bad_request("request.url has a malformed query string"))?;
         let request = self.parse_search(resource_type, &pairs, false)?;
-        let page = self.search(request).await?;
+        let page = self.search_in(conn, request).await?;
         Ok(EntryResponse {
             status: "200 OK".into(),
             location: None,

@@ -66,7 +66,7 @@ impl Service {
         match self.conditional_matches(conn, resource_type, criteria).await? {
             Matches::None => {
                 let id = match body_id {
-                    Some(id) => FhirId::parse(&id)?,
+                    Some(id) => self.unmatched_body_id(conn, resource_type, &id).await?,
                     None => FhirId::generate(),
                 };
                 self.update_in(conn, resource_type, id.as_str(), body, None, "PUT").await
@@ -82,6 +82,19 @@ impl Service {
             Matches::Many(n) => Err(ApiError::MultipleMatches(format!(
                 "the conditional update matched {n} or more resources; it must match at most one"
             ))),
+        }
+    }
+
+    /// The id a conditional update that matched nothing may create: the body's id, unless a
+    /// current resource already has it (it did not match the criteria, so overwriting it would
+    /// change a resource the client did not select).
+    pub async fn unmatched_body_id(&self, conn: &mut Conn, resource_type: &str, id: &str) -> ApiResult<FhirId> {
+        let id = FhirId::parse(id)?;
+        match versions::head(conn, self.store.backend(), resource_type, id.as_str(), false).await? {
+            Some(head) if !head.deleted => Err(ApiError::Conflict(format!(
+                "{resource_type}/{id} exists but does not match the conditional update's criteria"
+            ))),
+            _ => Ok(id),
         }
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use super::{Service, VersionedResource};
 use crate::crypto::Aad;
 use crate::error::{ApiError, ApiResult};
+use crate::fhir::outcome::{Issue, IssueCode};
 use crate::fhir::instant::{format_instant, now_micros};
 use crate::search::index_rows;
 use crate::store::versions::{self, Head, NewVersion};
@@ -32,6 +33,13 @@ impl Service {
             }
             None => return Err(ApiError::bad_request("the body has no resourceType")),
         }
+        if let Some(path) = control_character_at(body, resource_type) {
+            return Err(ApiError::Invalid(vec![Issue::error(
+                IssueCode::Value,
+                format!("{path}: control characters other than tab, carriage return and line feed are not allowed in FHIR strings"),
+            )
+            .at(path)]));
+        }
         let issues = self.validator.validate(body);
         if issues.iter().any(|issue| issue.is_error()) {
             return Err(ApiError::Invalid(issues));
@@ -53,6 +61,11 @@ impl Service {
     ) -> ApiResult<VersionedResource> {
         let (version, last_updated) = next_version(head);
 
+        if let Some(reference) = unresolved_conditional_reference(&body) {
+            return Err(ApiError::bad_request(format!(
+                "{reference}: conditional references (Type?criteria) are resolved only inside a transaction Bundle"
+            )));
+        }
         let object = body.as_object_mut().ok_or_else(|| ApiError::bad_request("a resource must be a JSON object"))?;
         object.insert("id".into(), json!(id));
         stamp_meta(object, version, last_updated);
@@ -181,6 +194,46 @@ fn stamp_meta(resource: &mut Map<String, Value>, version: i64, last_updated: i64
         meta.insert("versionId".into(), json!(version.to_string()));
         meta.insert("lastUpdated".into(), json!(format_instant(last_updated)));
     }
+}
+
+/// Where the first string holding a forbidden control character is (FHIR strings allow only tab,
+/// CR and LF; PostgreSQL cannot even store NUL in text).
+fn control_character_at(value: &Value, root: &str) -> Option<String> {
+    fn walk(value: &Value, path: &str) -> Option<String> {
+        match value {
+            Value::String(s) => s.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n')).then(|| path.to_string()),
+            Value::Object(map) => map.iter().find_map(|(k, v)| walk(v, &format!("{path}.{k}"))),
+            Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| walk(v, &format!("{path}[{i}]"))),
+            _ => None,
+        }
+    }
+    walk(value, root)
+}
+
+/// The FHIRPath-ish location of the first `reference` that is still a search (`Type?criteria`).
+fn unresolved_conditional_reference(value: &Value) -> Option<String> {
+    fn walk(value: &Value, path: &mut Vec<String>) -> Option<String> {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    if key == "reference" && child.as_str().is_some_and(|r| r.contains('?') && !r.contains("://")) {
+                        return Some(format!("{}.reference", path.join(".")));
+                    }
+                    path.push(key.clone());
+                    let found = walk(child, path);
+                    path.pop();
+                    if found.is_some() {
+                        return found;
+                    }
+                }
+                None
+            }
+            Value::Array(items) => items.iter().find_map(|item| walk(item, path)),
+            _ => None,
+        }
+    }
+    let root = value.get("resourceType").and_then(Value::as_str).unwrap_or("Resource").to_string();
+    walk(value, &mut vec![root])
 }
 
 /// The body id must match the URL id on update (R4 3.1.0.4.1).

@@ -155,8 +155,8 @@ pub struct HistoryQuery<'a> {
     pub id: Option<&'a str>,
     /// Only versions written at or after this instant (`_since`).
     pub since: Option<i64>,
-    /// Only versions written before this instant (`_at`: the state as of that time and before).
-    pub before: Option<i64>,
+    /// Only versions that were current at some time in `[start, end)` (`_at`).
+    pub current_during: Option<(i64, i64)>,
     /// Keyset cursor: only versions older than this sequence number (the last one of the previous page).
     pub before_seq: Option<i64>,
     pub limit: i64,
@@ -166,24 +166,31 @@ pub struct HistoryQuery<'a> {
 fn history_filter(query: &HistoryQuery<'_>, with_cursor: bool) -> (String, Vec<Bind>) {
     let mut conditions = Vec::new();
     let mut binds = Vec::new();
+    // Each condition names its placeholder `$?`; it becomes the bind's number.
     let mut push = |condition: &str, bind: Bind| {
         binds.push(bind);
-        conditions.push(format!("{condition} ${}", binds.len()));
+        conditions.push(condition.replace("$?", &format!("${}", binds.len())));
     };
     if let Some(t) = query.resource_type {
-        push("v.resource_type =", Bind::Text(t.to_string()));
+        push("v.resource_type = $?", Bind::Text(t.to_string()));
     }
     if let Some(id) = query.id {
-        push("v.id =", Bind::Text(id.to_string()));
+        push("v.id = $?", Bind::Text(id.to_string()));
     }
     if let Some(since) = query.since {
-        push("v.last_updated >=", Bind::Int(since));
+        push("v.last_updated >= $?", Bind::Int(since));
     }
-    if let Some(before) = query.before {
-        push("v.last_updated <=", Bind::Int(before));
+    if let Some((start, end)) = query.current_during {
+        // A version is current from its own lastUpdated until the next version's.
+        push("v.last_updated < $?", Bind::Int(end));
+        push(
+            "NOT EXISTS (SELECT 1 FROM resource_versions n WHERE n.resource_type = v.resource_type \
+             AND n.id = v.id AND n.version = v.version + 1 AND n.last_updated <= $?)",
+            Bind::Int(start),
+        );
     }
     if let (true, Some(seq)) = (with_cursor, query.before_seq) {
-        push("v.seq <", Bind::Int(seq));
+        push("v.seq < $?", Bind::Int(seq));
     }
     let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
     (filter, binds)
