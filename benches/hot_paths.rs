@@ -64,7 +64,11 @@ fn steps(c: &mut Criterion) {
         let rows = rows_for(&registry, &keys, resource_type, value);
         assert!(!rows.is_empty(), "{name} yields index rows");
         let mut per_table = std::collections::BTreeMap::<&str, usize>::new();
+        let mut blind_params = std::collections::BTreeMap::<&str, usize>::new();
         for row in &rows {
+            if let IndexRow::Blind { param, .. } = row {
+                *blind_params.entry(param.as_str()).or_default() += 1;
+            }
             let table = match row {
                 IndexRow::Token { .. } => "token",
                 IndexRow::String { .. } => "string",
@@ -76,7 +80,7 @@ fn steps(c: &mut Criterion) {
             };
             *per_table.entry(table).or_default() += 1;
         }
-        eprintln!("{name}: {} index rows {per_table:?}", rows.len());
+        eprintln!("{name}: {} index rows {per_table:?}; blind rows by parameter {blind_params:?}", rows.len());
         group.bench_function(*name, |b| b.iter(|| rows_for(&registry, &keys, resource_type, black_box(value))));
     }
     group.finish();
@@ -120,9 +124,7 @@ fn create(c: &mut Criterion) {
     // On the same disk as the checkout here (not tmpfs), so the commit's fsync is real.
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config::for_dir(dir.path(), None);
-    let service = runtime
-        .block_on(fhirvault::server::open_service(config, Some(keys())))
-        .expect("service opens");
+    let service = runtime.block_on(fhirvault::server::open_service(config, Some(keys()))).expect("service opens");
 
     let mut group = c.benchmark_group("create_sqlite");
     group.sample_size(10).measurement_time(Duration::from_secs(5));

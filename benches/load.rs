@@ -156,7 +156,16 @@ where
             (latencies, ids, errors, first_error)
         }));
     }
-    let mut phase = Phase { name, clients, ok: 0, errors: 0, first_error: None, elapsed: Duration::ZERO, latencies: Vec::new(), ids: Vec::new() };
+    let mut phase = Phase {
+        name,
+        clients,
+        ok: 0,
+        errors: 0,
+        first_error: None,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+        ids: Vec::new(),
+    };
     for task in tasks {
         let (latencies, ids, errors, first_error) = task.await.expect("client task");
         phase.ok += latencies.len();
@@ -210,7 +219,8 @@ async fn read(client: &reqwest::Client, url: String) -> Result<Option<String>, S
 async fn raw_pool(database: &DatabaseUrl) -> AnyPool {
     match database {
         DatabaseUrl::Sqlite(path) => {
-            let options = AnyConnectOptions::from_str(&format!("sqlite://{}?mode=rwc", path.display())).expect("sqlite url");
+            let options =
+                AnyConnectOptions::from_str(&format!("sqlite://{}?mode=rwc", path.display())).expect("sqlite url");
             AnyPoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
@@ -339,7 +349,10 @@ async fn main() {
         sealed.len()
     );
     println!();
-    println!("{:>7}  {:<6}  {:>6}  {:>4}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}", "clients", "phase", "ok", "err", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms");
+    println!(
+        "{:>7}  {:<6}  {:>6}  {:>4}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}",
+        "clients", "phase", "ok", "err", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"
+    );
 
     let mut created = vec![first];
     let mut rows = Vec::new();

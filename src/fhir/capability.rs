@@ -24,7 +24,7 @@ pub fn capability_statement(base_url: &str, resource_types: &[String], registry:
             let params: Vec<Value> = registry
                 .params_for(resource_type)
                 .into_iter()
-                .filter(|p| is_searchable(p.kind) && p.is_indexed())
+                .filter(|p| is_searchable(p.kind) && p.is_indexed() && !crate::search::phi::is_unindexed(&p.code))
                 .map(|p| {
                     let mut param = json!({"name": p.code, "definition": p.url, "type": p.kind.code()});
                     if crate::search::phi::is_protected(registry, resource_type, &p.code, p.kind) {

@@ -6,7 +6,7 @@ use chrono::{Datelike, TimeZone, Utc};
 use serde_json::Value;
 
 use super::extract::{IndexValue, extract, normalize_string};
-use super::phi::{BLIND_TOKEN_BITS, MAX_PREFIX_CHARS, is_protected, reference_identifier_param, text_param};
+use super::phi::{BLIND_TOKEN_BITS, MAX_PREFIX_CHARS, is_protected, is_unindexed, reference_identifier_param, text_param};
 use super::registry::SearchParamRegistry;
 use crate::crypto::{KeyRing, prefix_tokens};
 use crate::store::index::IndexRow;
@@ -27,6 +27,8 @@ pub enum BlindTerm<'a> {
     CodeWithoutSystem(&'a str),
     /// A calendar date at one precision: `1980`, `1980-03` or `1980-03-05`.
     Date(&'a str),
+    /// One whole word of a code's folded display text (`:text`).
+    Word(&'a str),
 }
 
 impl BlindTerm<'_> {
@@ -38,6 +40,7 @@ impl BlindTerm<'_> {
             BlindTerm::SystemCode(s, c) => format!("s:{s}|{c}"),
             BlindTerm::CodeWithoutSystem(c) => format!("n:{c}"),
             BlindTerm::Date(d) => format!("d:{d}"),
+            BlindTerm::Word(w) => format!("w:{w}"),
         }
     }
 
@@ -57,6 +60,9 @@ pub fn rows_for(registry: &SearchParamRegistry, keys: &KeyRing, resource_type: &
     let mut plain = Vec::new();
     for entry in extract(registry, resource) {
         let code = entry.param_code;
+        if is_unindexed(&code) {
+            continue;
+        }
         let Some(kind) = registry.get(resource_type, &code).map(|p| p.kind) else { continue };
         match entry.value {
             // Identifiers inside references and display texts are always protected.
@@ -87,10 +93,15 @@ pub fn rows_for(registry: &SearchParamRegistry, keys: &KeyRing, resource_type: &
             value => plain.extend(plain_rows(&code, value)),
         }
     }
-    rows.extend(plain);
-    rows.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-    rows.dedup();
-    rows
+    // The same value can be reached twice (a coding listed twice, `name` and `given` of one
+    // part); store it once. Rows per resource are few, so a linear check is cheapest.
+    let mut unique: Vec<IndexRow> = Vec::with_capacity(rows.len() + plain.len());
+    for row in rows.into_iter().chain(plain) {
+        if !unique.contains(&row) {
+            unique.push(row);
+        }
+    }
+    unique
 }
 
 /// The patient compartment a resource belongs to (its sharding key): a Patient is its own; other
@@ -118,6 +129,7 @@ enum OwnedTerm {
     SystemCode(String, String),
     CodeWithoutSystem(String),
     Date(String),
+    Word(String),
 }
 
 impl OwnedTerm {
@@ -129,6 +141,7 @@ impl OwnedTerm {
             OwnedTerm::SystemCode(s, c) => BlindTerm::SystemCode(s, c),
             OwnedTerm::CodeWithoutSystem(c) => BlindTerm::CodeWithoutSystem(c),
             OwnedTerm::Date(d) => BlindTerm::Date(d),
+            OwnedTerm::Word(w) => BlindTerm::Word(w),
         }
     }
 }
@@ -156,9 +169,24 @@ fn blind_terms(value: &IndexValue) -> Vec<OwnedTerm> {
     }
 }
 
-/// Starts-with terms of a code's display text (`:text` search).
+/// Terms of a code's display text (`:text` search).
+///
+/// Whole words rather than every prefix: a display text is indexed once per coding and parameter,
+/// and all prefixes of "Ambulatory ECG heart rate" would be two dozen rows for one code. `:text`
+/// therefore matches when every word of the query is a word of the text.
 fn text_terms(text: &str) -> Vec<OwnedTerm> {
-    prefix_tokens(&normalize_string(text), 1, MAX_PREFIX_CHARS).into_iter().map(OwnedTerm::Prefix).collect()
+    text_words(&normalize_string(text)).into_iter().map(|w| OwnedTerm::Word(w.to_string())).collect()
+}
+
+/// The distinct words of a folded text, as `:text` matches them.
+pub fn text_words(normalized: &str) -> Vec<&str> {
+    let mut words: Vec<&str> = normalized
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.sort_unstable();
+    words.dedup();
+    words
 }
 
 /// Calendar terms of a date range that covers a whole year, month or day (how birth dates are

@@ -46,6 +46,14 @@ pub fn is_protected(registry: &SearchParamRegistry, resource_type: &str, code: &
     person_date || identifying || free_text
 }
 
+/// Parameters not indexed at all. `phonetic` has the same expression as `name` and would repeat
+/// every name token; this server has no phonetic algorithm, so it says so instead (400).
+pub const UNINDEXED: &[&str] = &["phonetic"];
+
+pub fn is_unindexed(code: &str) -> bool {
+    UNINDEXED.contains(&code)
+}
+
 /// The blind-index parameter name under which the display text of token parameter `code` is kept.
 pub fn text_param(code: &str) -> String {
     format!("{code}:text")

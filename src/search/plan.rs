@@ -69,10 +69,7 @@ fn filter_condition(b: &mut Builder, filter: &ParamFilter) -> ApiResult<String> 
     // Display texts and identifiers inside references live only as blind tokens, under their own
     // parameter names; they are searched with starts-with and token semantics respectively.
     match filter.modifier.as_deref() {
-        Some("text") if filter.kind == ParamType::Token => {
-            let as_string = ParamFilter { kind: ParamType::String, modifier: None, ..filter.clone() };
-            return blind_filter(b, &as_string, &text_param(&filter.code));
-        }
+        Some("text") if filter.kind == ParamType::Token => return text_filter(b, filter),
         Some("identifier") if filter.kind == ParamType::Reference => {
             let as_token = ParamFilter { kind: ParamType::Token, modifier: None, ..filter.clone() };
             return blind_filter(b, &as_token, &reference_identifier_param(&filter.code));
@@ -122,6 +119,29 @@ fn filter_condition(b: &mut Builder, filter: &ParamFilter) -> ApiResult<String> 
         if negate { "NOT " } else { "" },
         alternatives.join(" OR ")
     ))
+}
+
+/// `:text` on a token: every word of one of the values must be a word of a display text.
+fn text_filter(b: &mut Builder, filter: &ParamFilter) -> ApiResult<String> {
+    let param_name = text_param(&filter.code);
+    let mut alternatives = Vec::new();
+    for value in &filter.values {
+        let normalized = normalize_string(&unescape(value));
+        let words = super::index_rows::text_words(&normalized);
+        if words.is_empty() {
+            return Err(param_error(filter, ":text needs at least one word"));
+        }
+        let mut all = Vec::new();
+        for word in words {
+            let token = BlindTerm::Word(word).token(b.keys, b.resource_type, &param_name);
+            let (param, token) = (b.text(param_name.clone()), b.text(token));
+            all.push(format!(
+                "h.id IN (SELECT r.id FROM search_blind r WHERE r.resource_type = $1 AND r.param = {param} AND r.token = {token})"
+            ));
+        }
+        alternatives.push(format!("({})", all.join(" AND ")));
+    }
+    Ok(format!("({})", alternatives.join(" OR ")))
 }
 
 /// A filter answered from `search_blind` rows stored under `param`.

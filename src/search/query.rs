@@ -111,7 +111,9 @@ impl SearchRequest {
                     Some(param) if matches!(param.kind, ParamType::Composite | ParamType::Special) => {
                         unsupported("composite and special parameters are not supported yet")?
                     }
-                    Some(param) if !param.is_indexed() => unsupported("this parameter has no index (e.g. full-text search)")?,
+                    Some(param) if !param.is_indexed() || crate::search::phi::is_unindexed(code) => {
+                        unsupported("this parameter has no index here (full-text and phonetic search are not offered)")?
+                    }
                     Some(param) => {
                         check_modifier(param.kind, modifier.as_deref(), name)?;
                         let values = split_unescaped(value, ',');

@@ -135,6 +135,9 @@ fn sqlite_pool(size: u32) -> AnyPoolOptions {
                 conn.execute("PRAGMA busy_timeout = 10000").await?;
                 conn.execute("PRAGMA journal_mode = WAL").await?;
                 conn.execute("PRAGMA synchronous = FULL").await?;
+                // Savepoints of a group commit spill to temp files otherwise; 64 MiB page cache.
+                conn.execute("PRAGMA temp_store = MEMORY").await?;
+                conn.execute("PRAGMA cache_size = -65536").await?;
                 Ok(())
             })
         })
