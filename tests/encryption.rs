@@ -6,9 +6,10 @@ mod common;
 use common::{Backend, TestServer};
 use serde_json::json;
 
-/// Strings that must never be found in the database.
+/// Strings that must never be found in the database. Each has a character outside 0-9a-f, so a
+/// hex-encoded ciphertext or token in a `pg_dump` cannot contain it by chance.
 const PHI: &[&str] = &[
-    "Wolfgang", "Amadeus", "Zauberflöte", "Getreidegasse", "Salzburg-Altstadt", "5020",
+    "Wolfgang", "Amadeus", "Zauberflöte", "Getreidegasse", "Salzburg-Altstadt", "A-5020",
     "1756010127", "+43 662 844313", "wolfgang.mozart@example.at", "Konstanze", "Ambulanz-Notiz-Geheim",
     "POLICY-7788-XY", "1756-01-27", "ACC-5566-LAB", "UDI-HRF-0042", "Holter-Wolfgang-Geraet",
     "Befund-fuer-Konstanze", "+43 1 999 0000",
@@ -23,7 +24,7 @@ async fn raw_database_holds_no_phi(backend: Backend) {
             "identifier": [{"system": "urn:oid:1.2.40.0.10.1.4.3.1", "value": "1756010127"}],
             "name": [{"family": "Zauberflöte", "given": ["Wolfgang", "Amadeus"]}],
             "telecom": [{"system": "phone", "value": "+43 662 844313"}, {"system": "email", "value": "wolfgang.mozart@example.at"}],
-            "address": [{"line": ["Getreidegasse 9"], "city": "Salzburg-Altstadt", "postalCode": "5020", "country": "AT"}],
+            "address": [{"line": ["Getreidegasse 9"], "city": "Salzburg-Altstadt", "postalCode": "A-5020", "country": "AT"}],
             "birthDate": "1756-01-27",
             "contact": [{"name": {"given": ["Konstanze"]}}]
         }))

@@ -13,9 +13,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::fhir::outcome::{Issue, IssueCode};
 use crate::fhir::instant::{format_instant, now_micros};
 use crate::search::index_rows;
-use crate::store::versions::{self, Head, NewVersion};
-use crate::store::index::IndexRow;
-use crate::store::{Conn, index};
+use crate::store::versions::{self, Head};
+use crate::store::write::{VersionWrite, write_versions};
+use crate::store::Conn;
 
 impl Service {
     /// Check a resource a client sent for `resource_type`: JSON object, matching `resourceType`,
@@ -48,19 +48,39 @@ impl Service {
     }
 
     /// Store `body` as the next version of (`resource_type`, `id`) after `head` (None: first
-    /// version). Sets `id` and `meta.versionId`/`meta.lastUpdated`, keeps the Patient pseudonym,
-    /// seals the body to its row and replaces the index rows, all inside the caller's transaction.
+    /// version), inside the caller's transaction. See [`Service::prepare_version`].
     pub async fn store_version(
         &self,
         conn: &mut Conn,
         resource_type: &str,
         id: &str,
-        mut body: Value,
+        body: Value,
         head: Option<Head>,
         method: &str,
     ) -> ApiResult<VersionedResource> {
-        let (version, last_updated) = next_version(head);
+        let previous_pseudonym = match head {
+            Some(h) if resource_type == "Patient" && !h.deleted => self.previous_pseudonym(conn, id).await?,
+            _ => None,
+        };
+        let (write, stored) = self.prepare_version(resource_type, id, body, head, method, previous_pseudonym)?;
+        write_versions(conn, std::slice::from_ref(&write)).await?;
+        tracing::debug!(resource_type, id, version = write.version, "stored version");
+        Ok(stored)
+    }
 
+    /// Everything about a new version that needs no database: sets `id` and
+    /// `meta.versionId`/`meta.lastUpdated`, keeps (or assigns) the Patient pseudonym, extracts the
+    /// index rows and seals the body to its row. Returns the write and what the client will see.
+    pub fn prepare_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        mut body: Value,
+        head: Option<Head>,
+        method: &str,
+        previous_pseudonym: Option<String>,
+    ) -> ApiResult<(VersionWrite, VersionedResource)> {
+        let (version, last_updated) = next_version(head);
         if let Some(reference) = unresolved_conditional_reference(&body) {
             return Err(ApiError::bad_request(format!(
                 "{reference}: conditional references (Type?criteria) are resolved only inside a transaction Bundle"
@@ -70,64 +90,62 @@ impl Service {
         object.insert("id".into(), json!(id));
         stamp_meta(object, version, last_updated);
         if resource_type == "Patient" {
-            let previous = match head {
-                Some(h) if !h.deleted => self.previous_pseudonym(conn, id).await?,
-                _ => None,
-            };
-            self.apply_pseudonym(object, id, previous);
+            self.apply_pseudonym(object, id, previous_pseudonym);
         }
 
         let keys = self.keys.current();
         let rows = index_rows::rows_for(&self.registry, &keys, resource_type, &body);
         let compartment = index_rows::patient_compartment(&self.registry, resource_type, id, &rows);
         let plain = serde_json::to_vec(&body).map_err(|_| ApiError::Internal)?;
-        let aad = Aad::Resource { resource_type, id, version };
-        let sealed = keys.seal(&aad, &plain)?;
-        let key_id = i64::from(keys.active_key_id());
-
-        let new = NewVersion {
-            resource_type,
-            id,
+        let sealed = keys.seal(&Aad::Resource { resource_type, id, version }, &plain)?;
+        let write = VersionWrite {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
             version,
             last_updated,
             deleted: false,
-            method,
-            key_id,
+            method: method.to_string(),
+            key_id: i64::from(keys.active_key_id()),
             ciphertext: Some(sealed),
-            compartment: compartment.as_deref(),
+            compartment,
+            rows,
+            is_new: head.is_none(),
         };
-        self.append(conn, new, &rows, head.is_none(), Some(body)).await
+        let stored = VersionedResource {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            version,
+            last_updated,
+            resource: Some(body),
+            method: method.to_string(),
+        };
+        Ok((write, stored))
     }
 
     /// Write a delete marker after `head` and drop the resource's index rows.
     pub async fn store_delete(&self, conn: &mut Conn, resource_type: &str, id: &str, head: Head) -> ApiResult<VersionedResource> {
         let (version, last_updated) = next_version(Some(head));
-        let new = NewVersion {
-            resource_type,
-            id,
+        let write = VersionWrite {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
             version,
             last_updated,
             deleted: true,
-            method: "DELETE",
+            method: "DELETE".into(),
             key_id: 0,
             ciphertext: None,
             compartment: None,
+            rows: Vec::new(),
+            is_new: false,
         };
-        self.append(conn, new, &[], false, None).await
-    }
-
-    /// Append the version row, move the head and replace the index rows, in the caller's transaction.
-    async fn append(&self, conn: &mut Conn, new: NewVersion<'_>, rows: &[IndexRow], is_new: bool, body: Option<Value>) -> ApiResult<VersionedResource> {
-        versions::write(conn, &new).await?;
-        index::replace(conn, new.resource_type, new.id, rows, is_new).await?;
-        tracing::debug!(resource_type = new.resource_type, id = new.id, version = new.version, "stored version");
+        write_versions(conn, std::slice::from_ref(&write)).await?;
         Ok(VersionedResource {
-            resource_type: new.resource_type.to_string(),
-            id: new.id.to_string(),
-            version: new.version,
-            last_updated: new.last_updated,
-            resource: body,
-            method: new.method.to_string(),
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            version,
+            last_updated,
+            resource: None,
+            method: "DELETE".into(),
         })
     }
 

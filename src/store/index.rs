@@ -70,31 +70,37 @@ impl IndexRow {
 /// Rows per INSERT statement; keeps the bind count far below SQLite's limit.
 const ROWS_PER_STATEMENT: usize = 200;
 
-/// Replace every index row of (`resource_type`, `id`) with `rows` (none for a delete).
-pub async fn replace(conn: &mut Conn, resource_type: &str, id: &str, rows: &[IndexRow], is_new: bool) -> Result<(), sqlx::Error> {
-    if !is_new {
-        for table in TABLES {
-            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE resource_type = $1 AND id = $2")))
-                .bind(resource_type)
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
+/// Remove every index row of (`resource_type`, `id`).
+pub async fn delete_rows(conn: &mut Conn, resource_type: &str, id: &str) -> Result<(), sqlx::Error> {
     for table in TABLES {
-        let of_table: Vec<&IndexRow> = rows.iter().filter(|row| row.table() == table).collect();
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE resource_type = $1 AND id = $2")))
+            .bind(resource_type)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Insert the index rows of many resources: one multi-row INSERT per table (per chunk).
+pub async fn insert_rows(conn: &mut Conn, resources: &[(&str, &str, &[IndexRow])]) -> Result<(), sqlx::Error> {
+    for table in TABLES {
+        let of_table: Vec<(&str, &str, &IndexRow)> = resources
+            .iter()
+            .flat_map(|(t, id, rows)| rows.iter().filter(|row| row.table() == table).map(move |row| (*t, *id, row)))
+            .collect();
         for chunk in of_table.chunks(ROWS_PER_STATEMENT) {
-            insert_chunk(conn, resource_type, id, chunk).await?;
+            insert_chunk(conn, chunk).await?;
         }
     }
     Ok(())
 }
 
-async fn insert_chunk(conn: &mut Conn, resource_type: &str, id: &str, chunk: &[&IndexRow]) -> Result<(), sqlx::Error> {
-    let Some(first) = chunk.first() else { return Ok(()) };
+async fn insert_chunk(conn: &mut Conn, chunk: &[(&str, &str, &IndexRow)]) -> Result<(), sqlx::Error> {
+    let Some((_, _, first)) = chunk.first() else { return Ok(()) };
     let mut binds = Vec::new();
     let mut tuples = Vec::with_capacity(chunk.len());
-    for row in chunk {
+    for (resource_type, id, row) in chunk {
         let mut placeholders = Vec::new();
         for bind in [Bind::Text(resource_type.to_string()), Bind::Text(id.to_string())].into_iter().chain(row.binds()) {
             binds.push(bind);

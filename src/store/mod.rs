@@ -8,6 +8,7 @@
 //! - [`versions`]: append-only version rows and the head table (read, vread, write, history).
 //! - [`index`]: replacing the search index rows of a resource.
 //! - [`keys`]: per-key row counts and re-encryption batches for key rotation.
+//! - [`write`]: writing versions with their heads and index rows, one or many per statement.
 //!
 //! Callers get a connection or a transaction from [`Store`] and pass `&mut AnyConnection` to the
 //! functions of those modules, so one database transaction can span a whole FHIR transaction Bundle.
@@ -16,6 +17,7 @@ pub mod dialect;
 pub mod index;
 pub mod keys;
 pub mod versions;
+pub mod write;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -149,7 +151,11 @@ pub enum Bind {
     Text(String),
     Int(i64),
     Real(f64),
+    Blob(Vec<u8>),
+    /// NULL in a text column.
     Null,
+    /// NULL in a binary column (PostgreSQL types its NULLs).
+    NullBlob,
 }
 
 /// Bind `binds` in order to `query`.
@@ -162,7 +168,9 @@ pub fn bind_all<'q>(
             Bind::Text(text) => query.bind(text),
             Bind::Int(int) => query.bind(int),
             Bind::Real(real) => query.bind(real),
+            Bind::Blob(blob) => query.bind(blob),
             Bind::Null => query.bind(Option::<String>::None),
+            Bind::NullBlob => query.bind(Option::<Vec<u8>>::None),
         };
     }
     query

@@ -28,19 +28,6 @@ pub struct Head {
     pub last_updated: Micros,
 }
 
-/// A version about to be written.
-pub struct NewVersion<'a> {
-    pub resource_type: &'a str,
-    pub id: &'a str,
-    pub version: i64,
-    pub last_updated: Micros,
-    pub deleted: bool,
-    pub method: &'a str,
-    pub key_id: i64,
-    pub ciphertext: Option<Vec<u8>>,
-    pub compartment: Option<&'a str>,
-}
-
 const VERSION_COLUMNS: &str =
     "v.seq, v.resource_type, v.id, v.version, v.last_updated, v.deleted, v.method, v.ciphertext";
 
@@ -111,41 +98,6 @@ pub async fn read_version(conn: &mut Conn, resource_type: &str, id: &str, versio
     );
     let row = sqlx::query(AssertSqlSafe(sql)).bind(resource_type).bind(id).bind(version).fetch_optional(&mut *conn).await?;
     row.as_ref().map(stored_version).transpose()
-}
-
-/// Append a version and move the head to it. A concurrent writer that appended the same version
-/// first makes this fail with a unique violation on `resource_versions_key` (a 409 upstream).
-pub async fn write(conn: &mut Conn, new: &NewVersion<'_>) -> Result<(), sqlx::Error> {
-    let deleted = i64::from(new.deleted);
-    sqlx::query(
-        "INSERT INTO resource_versions (resource_type, id, version, last_updated, deleted, method, key_id, ciphertext) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(new.resource_type)
-    .bind(new.id)
-    .bind(new.version)
-    .bind(new.last_updated)
-    .bind(deleted)
-    .bind(new.method)
-    .bind(new.key_id)
-    .bind(new.ciphertext.clone())
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO resource_heads (resource_type, id, version, deleted, last_updated, compartment) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (resource_type, id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted, \
-         last_updated = excluded.last_updated, compartment = excluded.compartment",
-    )
-    .bind(new.resource_type)
-    .bind(new.id)
-    .bind(new.version)
-    .bind(deleted)
-    .bind(new.last_updated)
-    .bind(new.compartment)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// Which versions a history request covers.
