@@ -67,8 +67,24 @@ impl IndexRow {
     }
 }
 
-/// Rows per INSERT statement; keeps the bind count far below SQLite's limit.
-const ROWS_PER_STATEMENT: usize = 200;
+/// Rows per INSERT statement, largest first. Only these few statement shapes exist per table, so
+/// their prepared statements stay cached instead of being parsed again for every row count; the
+/// largest keeps the bind count far below both databases' limits.
+const CHUNK_SIZES: [usize; 4] = [64, 16, 4, 1];
+
+/// Split `items` into chunks of the sizes in [`CHUNK_SIZES`].
+pub fn fixed_chunks<T>(items: &[T]) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let mut rest = items;
+    for size in CHUNK_SIZES {
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            chunks.push(chunk);
+            rest = tail;
+        }
+    }
+    chunks
+}
 
 /// Remove every index row of (`resource_type`, `id`).
 pub async fn delete_rows(conn: &mut Conn, resource_type: &str, id: &str) -> Result<(), sqlx::Error> {
@@ -89,7 +105,7 @@ pub async fn insert_rows(conn: &mut Conn, resources: &[(&str, &str, &[IndexRow])
             .iter()
             .flat_map(|(t, id, rows)| rows.iter().filter(|row| row.table() == table).map(move |row| (*t, *id, row)))
             .collect();
-        for chunk in of_table.chunks(ROWS_PER_STATEMENT) {
+        for chunk in fixed_chunks(&of_table) {
             insert_chunk(conn, chunk).await?;
         }
     }
@@ -119,4 +135,18 @@ async fn insert_chunk(conn: &mut Conn, chunk: &[(&str, &str, &IndexRow)]) -> Res
     );
     bind_all(sqlx::query(AssertSqlSafe(sql)), binds).execute(&mut *conn).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixed_chunks;
+
+    #[test]
+    fn chunks_use_few_shapes_and_cover_everything() {
+        let items: Vec<u32> = (0..150).collect();
+        let chunks = fixed_chunks(&items);
+        assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), [64, 64, 16, 4, 1, 1]);
+        assert_eq!(chunks.concat(), items);
+        assert!(fixed_chunks::<u32>(&[]).is_empty());
+    }
 }

@@ -28,8 +28,6 @@ pub struct VersionWrite {
     pub is_new: bool,
 }
 
-/// Version rows per INSERT (9 binds each).
-const VERSIONS_PER_STATEMENT: usize = 100;
 
 /// Append every version, move each head, and replace each resource's index rows. A concurrent
 /// writer that appended the same (type, id, version) first makes this fail with a unique
@@ -38,7 +36,7 @@ pub async fn write_versions(conn: &mut Conn, writes: &[VersionWrite]) -> Result<
     for write in writes.iter().filter(|w| !w.is_new) {
         index::delete_rows(conn, &write.resource_type, &write.id).await?;
     }
-    for chunk in writes.chunks(VERSIONS_PER_STATEMENT) {
+    for chunk in index::fixed_chunks(writes) {
         insert_versions(conn, chunk).await?;
         upsert_heads(conn, chunk).await?;
     }
