@@ -69,7 +69,7 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
     let (validator, registry) = load_definitions(&config.fhir_resources)?;
     let store = Store::open(&config.database).await.with_context(|| format!("opening {}", config.database.redacted()))?;
     store.migrate().await.context("migrating the database schema")?;
-    let committer = store.sqlite_writer().map(crate::service::group_commit::GroupCommitter::start);
+    let committer = crate::service::group_commit::GroupCommitter::start(store.writer_pool());
     Ok(Service { config: Arc::new(config), store, keys: SharedKeys::new(keys, key_path), validator, registry, committer })
 }
 

@@ -13,11 +13,11 @@ impl Service {
     pub async fn create(&self, resource_type: &str, body: Value, if_none_exist: Option<&str>) -> ApiResult<WriteOutcome> {
         self.check_resource(resource_type, &body)?;
         let id = FhirId::generate();
-        if let (Some(committer), None) = (&self.committer, if_none_exist) {
+        if if_none_exist.is_none() {
             // A plain create reads nothing: prepare it here, off the writer, and let the group
             // committer insert it with everything else that is waiting.
             let (write, stored) = self.prepare_version(resource_type, id.as_str(), body, None, "POST", None)?;
-            committer.create(write).await?;
+            self.committer.create(write).await?;
             return Ok(WriteOutcome { stored, created: true, changed: true });
         }
         let (this, resource_type, criteria) = (self.clone(), resource_type.to_string(), if_none_exist.map(str::to_string));

@@ -5,7 +5,7 @@
 //! every write job that is waiting, runs each inside its own savepoint of one shared transaction
 //! (a failing job rolls back to its savepoint and fails alone), commits once, and only then
 //! answers each job: an acknowledged write is always durable, and N concurrent writes cost one
-//! fsync. PostgreSQL does not need this (its own WAL writer groups commits across connections).
+//! fsync. On PostgreSQL, whose connections write in parallel, only plain creates come here.
 //!
 //! Plain creates, the bulk of the traffic, need no reads and cannot conflict (their ids are new),
 //! so they arrive already prepared ([`VersionWrite`]) and the batch writes all of them with one

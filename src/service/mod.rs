@@ -43,8 +43,9 @@ pub struct Service {
     pub keys: keys::SharedKeys,
     pub validator: Arc<Validator>,
     pub registry: Arc<SearchParamRegistry>,
-    /// Batches concurrent writes into one commit on SQLite; None on PostgreSQL.
-    pub committer: Option<group_commit::GroupCommitter>,
+    /// Batches concurrent writes into one commit: every write on SQLite (one writer), plain
+    /// creates on both backends (one multi-row INSERT per table for a whole batch).
+    pub committer: group_commit::GroupCommitter,
 }
 
 /// A resource version as the client sees it: decrypted, with `meta` set.
@@ -118,15 +119,16 @@ impl Service {
     }
 
     /// Run `work` as one atomic write: all of it commits, or none of it. On SQLite it shares a
-    /// group commit with concurrent writes; on PostgreSQL it runs in a transaction of its own.
+    /// group commit with concurrent writes; on PostgreSQL, whose connections write in parallel, it
+    /// runs in a transaction of its own.
     /// Either way the call returns only after the commit (or the rollback) is done.
     pub async fn write<T, F>(&self, work: F) -> ApiResult<T>
     where
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, ApiResult<T>> + Send + 'static,
         T: Send + 'static,
     {
-        if let Some(committer) = &self.committer {
-            return committer.write(work).await;
+        if self.store.backend() == crate::store::Backend::Sqlite {
+            return self.committer.write(work).await;
         }
         let mut tx = self.store.begin().await?;
         match work(&mut tx).await {

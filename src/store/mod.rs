@@ -104,9 +104,9 @@ impl Store {
         self.writer.begin().await
     }
 
-    /// The SQLite single-connection write pool, for the group committer (None on PostgreSQL).
-    pub fn sqlite_writer(&self) -> Option<AnyPool> {
-        (self.backend == Backend::Sqlite).then(|| self.writer.clone())
+    /// The pool writes go through (SQLite: its single connection), for the group committer.
+    pub fn writer_pool(&self) -> AnyPool {
+        self.writer.clone()
     }
 
     /// Liveness of the database, for `/health`.
