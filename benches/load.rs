@@ -215,24 +215,14 @@ async fn read(client: &reqwest::Client, url: String) -> Result<Option<String>, S
 }
 
 /// A pool to the same database with the same shape as the server's writer (src/store/mod.rs):
-/// SQLite — one connection, WAL, synchronous = FULL, busy_timeout; PostgreSQL — 16 connections.
+/// SQLite — `store::sqlite_pool(1)`, the writer's own settings; PostgreSQL — 16 connections.
 async fn raw_pool(database: &DatabaseUrl) -> AnyPool {
     match database {
         DatabaseUrl::Sqlite(path) => {
             let options =
                 AnyConnectOptions::from_str(&format!("sqlite://{}?mode=rwc", path.display())).expect("sqlite url");
-            AnyPoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .acquire_timeout(Duration::from_secs(30))
-                .after_connect(|conn, _meta| {
-                    Box::pin(async move {
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        Ok(())
-                    })
-                })
+            // Exactly the server's writer settings.
+            fhirvault::store::sqlite_pool(1)
                 .connect_with(options)
                 .await
                 .expect("raw sqlite pool")

@@ -130,7 +130,7 @@ impl GroupCommitter {
         if self.jobs.send(Request::Create(write, reply)).await.is_err() {
             return Err(shutting_down());
         }
-        answer.await.unwrap_or_else(|_| Err(ApiError::Internal))
+        answer.await.unwrap_or(Err(ApiError::Internal))
     }
 }
 

@@ -127,7 +127,7 @@ fn open_error(error: sqlx::Error) -> StoreError {
 /// SQLite pools: WAL so readers never block the writer, full fsync on commit (an acknowledged
 /// write survives a power cut), and a busy timeout for other processes (import, keys rotate)
 /// that share the file.
-fn sqlite_pool(size: u32) -> AnyPoolOptions {
+pub fn sqlite_pool(size: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(size)
         .min_connections(1)
