@@ -29,9 +29,9 @@ pub fn capability_statement(base_url: &str, resource_types: &[String], registry:
                     let mut param = json!({"name": p.code, "definition": p.url, "type": p.kind.code()});
                     if crate::search::phi::is_protected(registry, resource_type, &p.code, p.kind) {
                         param["documentation"] = json!(
-                            "Protected identifier: stored as keyed tokens. Supports equality and starts-with (strings), \
-                             code and system|code (tokens), equality at the written precision (dates); not :contains, \
-                             :text or ranges."
+                            "Protected (identifying or free text): stored as keyed tokens. Supports starts-with and \
+                             :exact (strings), code, |code and system|code (tokens), :missing, and equality at the \
+                             written precision (dates); not :contains, :not, system| alone, or ranges."
                         );
                     }
                     param
