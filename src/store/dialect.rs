@@ -17,6 +17,21 @@ impl Backend {
         }
     }
 
+    /// The backend a connection talks to.
+    pub fn of(conn: &super::Conn) -> Backend {
+        if conn.backend_name().eq_ignore_ascii_case("sqlite") { Backend::Sqlite } else { Backend::Postgres }
+    }
+
+    /// The `n`th (1-based) bind placeholder of a statement. SQLite gets anonymous `?`: sqlx looks up
+    /// the name of every numbered parameter, which SQLite finds by a linear scan, so a multi-row
+    /// INSERT with hundreds of `$n` spends its time there. PostgreSQL needs `$n`.
+    pub fn placeholder(self, n: usize) -> String {
+        match self {
+            Backend::Sqlite => "?".to_string(),
+            Backend::Postgres => format!("${n}"),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",

@@ -114,13 +114,14 @@ pub async fn insert_rows(conn: &mut Conn, resources: &[(&str, &str, &[IndexRow])
 
 async fn insert_chunk(conn: &mut Conn, chunk: &[(&str, &str, &IndexRow)]) -> Result<(), sqlx::Error> {
     let Some((_, _, first)) = chunk.first() else { return Ok(()) };
+    let backend = super::Backend::of(conn);
     let mut binds = Vec::new();
     let mut tuples = Vec::with_capacity(chunk.len());
     for (resource_type, id, row) in chunk {
         let mut placeholders = Vec::new();
         for bind in [Bind::Text(resource_type.to_string()), Bind::Text(id.to_string())].into_iter().chain(row.binds()) {
             binds.push(bind);
-            placeholders.push(format!("${}", binds.len()));
+            placeholders.push(backend.placeholder(binds.len()));
         }
         tuples.push(format!("({})", placeholders.join(", ")));
     }

@@ -5,7 +5,7 @@
 use sqlx::AssertSqlSafe;
 
 use super::index::{self, IndexRow};
-use super::{Bind, Conn, bind_all};
+use super::{Backend, Bind, Conn, bind_all};
 
 /// A version ready to be written: sealed body, index rows, everything decided.
 #[derive(Debug, Clone)]
@@ -45,10 +45,10 @@ pub async fn write_versions(conn: &mut Conn, writes: &[VersionWrite]) -> Result<
     index::insert_rows(conn, &rows).await
 }
 
-/// `(…), (…)` with `$n` placeholders for `rows` tuples of `width` values.
-fn placeholders(rows: usize, width: usize) -> String {
+/// `(…), (…)` with placeholders for `rows` tuples of `width` values, bound in order.
+fn placeholders(backend: Backend, rows: usize, width: usize) -> String {
     (0..rows)
-        .map(|r| format!("({})", (1..=width).map(|c| format!("${}", r * width + c)).collect::<Vec<_>>().join(", ")))
+        .map(|r| format!("({})", (1..=width).map(|c| backend.placeholder(r * width + c)).collect::<Vec<_>>().join(", ")))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -69,7 +69,7 @@ async fn insert_versions(conn: &mut Conn, writes: &[VersionWrite]) -> Result<(),
     }
     let sql = format!(
         "INSERT INTO resource_versions (resource_type, id, version, last_updated, deleted, method, key_id, ciphertext) VALUES {}",
-        placeholders(writes.len(), 8)
+        placeholders(Backend::of(conn), writes.len(), 8)
     );
     bind_all(sqlx::query(AssertSqlSafe(sql)), binds).execute(&mut *conn).await?;
     Ok(())
@@ -91,7 +91,7 @@ async fn upsert_heads(conn: &mut Conn, writes: &[VersionWrite]) -> Result<(), sq
         "INSERT INTO resource_heads (resource_type, id, version, deleted, last_updated, compartment) VALUES {} \
          ON CONFLICT (resource_type, id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted, \
          last_updated = excluded.last_updated, compartment = excluded.compartment",
-        placeholders(writes.len(), 6)
+        placeholders(Backend::of(conn), writes.len(), 6)
     );
     bind_all(sqlx::query(AssertSqlSafe(sql)), binds).execute(&mut *conn).await?;
     Ok(())
