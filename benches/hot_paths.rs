@@ -69,16 +69,7 @@ fn steps(c: &mut Criterion) {
             if let IndexRow::Blind { param, .. } = row {
                 *blind_params.entry(param.as_str()).or_default() += 1;
             }
-            let table = match row {
-                IndexRow::Token { .. } => "token",
-                IndexRow::String { .. } => "string",
-                IndexRow::Reference { .. } => "reference",
-                IndexRow::Date { .. } => "date",
-                IndexRow::Number { .. } => "number",
-                IndexRow::Uri { .. } => "uri",
-                IndexRow::Blind { .. } => "blind",
-            };
-            *per_table.entry(table).or_default() += 1;
+            *per_table.entry(row.table().trim_start_matches("search_")).or_default() += 1;
         }
         eprintln!("{name}: {} index rows {per_table:?}; blind rows by parameter {blind_params:?}", rows.len());
         group.bench_function(*name, |b| b.iter(|| rows_for(&registry, &keys, resource_type, black_box(value))));

@@ -19,7 +19,6 @@ CREATE TABLE search_reference (
     target_type TEXT, target_id TEXT, target_version TEXT, url TEXT NOT NULL
 );
 CREATE INDEX search_reference_lookup ON search_reference (resource_type, param, target_id, target_type);
-CREATE INDEX search_reference_target ON search_reference (target_type, target_id);
 CREATE INDEX search_reference_owner ON search_reference (resource_type, id);
 
 CREATE TABLE search_date (

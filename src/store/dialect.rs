@@ -31,11 +31,4 @@ impl Backend {
             Backend::Postgres => format!("${n}"),
         }
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
 }

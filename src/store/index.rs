@@ -24,7 +24,8 @@ pub const TABLES: [&str; 7] =
     ["search_token", "search_string", "search_reference", "search_date", "search_number", "search_uri", "search_blind"];
 
 impl IndexRow {
-    fn table(&self) -> &'static str {
+    /// The index table this row belongs in.
+    pub fn table(&self) -> &'static str {
         match self {
             IndexRow::Token { .. } => "search_token",
             IndexRow::String { .. } => "search_string",
