@@ -125,6 +125,27 @@ fn create(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // 32 creates at once, as 32 clients would send them: what the group committer makes of a
+    // full queue (one iteration = 32 creates; divide by 32 for the cost of one).
+    let mut group = c.benchmark_group("create_sqlite_32_concurrent");
+    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    for (name, resource_type, value, _) in fixtures() {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let creates = (0..32).map(|_| {
+                        let (service, value) = (service.clone(), value.clone());
+                        tokio::spawn(async move { service.create(resource_type, value, None).await.map(|_| ()) })
+                    });
+                    for create in futures::future::join_all(creates).await {
+                        create.expect("task").expect("create");
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
     runtime.block_on(service.store.close());
 }
 

@@ -69,7 +69,8 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
     let (validator, registry) = load_definitions(&config.fhir_resources)?;
     let store = Store::open(&config.database).await.with_context(|| format!("opening {}", config.database.redacted()))?;
     store.migrate().await.context("migrating the database schema")?;
-    let committer = crate::service::group_commit::GroupCommitter::start(store.writer_pool());
+    let committer = crate::service::group_commit::GroupCommitter::start(store.writer_pool(), store.backend())
+        .context("starting the writer thread")?;
     Ok(Service { config: Arc::new(config), store, keys: SharedKeys::new(keys, key_path), validator, registry, committer })
 }
 

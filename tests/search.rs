@@ -227,4 +227,71 @@ fn link_with(bundle: &Value, relation: &str) -> Option<String> {
     bundle["link"].as_array()?.iter().find(|l| l["relation"] == relation).and_then(|l| l["url"].as_str()).map(str::to_string)
 }
 
-both_backends!(search_table, paging_totals_and_summary, search_errors_and_unknown_parameters);
+/// Every write replaces the resource's index rows: after an update only the new values match,
+/// after a delete nothing does, and a resurrected resource matches again. Covers every index
+/// table (token, reference, date, number with a non-integral value, string, uri, blind).
+async fn writes_replace_index_rows(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let first = obs("o", "anna", "8867-4", "72.25", "2026-03-05", "final");
+    let second = obs("o", "bernd", "8894-5", "0.1", "2027-01-01", "preliminary");
+    let patient = |family: &str, ssn: &str| json!({"resourceType": "Patient", "id": "p", "name": [{"family": family}],
+                                                  "identifier": [{"system": "urn:ssn", "value": ssn}]});
+    let device = |url: &str| json!({"resourceType": "Device", "id": "d", "url": url});
+    let organization = |name: &str| json!({"resourceType": "Organization", "id": "g", "name": name});
+    let old_queries = [
+        "Observation?code=http://loinc.org|8867-4", "Observation?subject=Patient/anna", "Observation?date=2026-03-05",
+        "Observation?value-quantity=72.25", "Observation?status=final", "Observation?code:text=heart",
+        "Patient?family=huber", "Patient?identifier=urn:ssn|1111", "Device?url=http://a.example/1", "Organization?name=alpha",
+    ];
+    let new_queries = [
+        "Observation?code=http://loinc.org|8894-5", "Observation?subject=Patient/bernd", "Observation?date=2027-01-01",
+        "Observation?value-quantity=0.1", "Observation?status=preliminary", "Observation?code:text=pvc",
+        "Patient?family=gruber", "Patient?identifier=urn:ssn|2222", "Device?url=http://b.example/2", "Organization?name=beta",
+    ];
+    let write_all = |obs: Value, family: &str, ssn: &str, url: &str, name: &str| {
+        let writes = [("Observation/o", obs), ("Patient/p", patient(family, ssn)), ("Device/d", device(url)), ("Organization/g", organization(name))];
+        let server = &server;
+        async move {
+            for (path, body) in writes {
+                let reply = server.put(path, &body).await;
+                assert!(reply.status.is_success(), "{path}: {}", reply.text);
+            }
+        }
+    };
+    let matches = |queries: [&'static str; 10]| {
+        let server = &server;
+        async move {
+            let mut found = Vec::new();
+            for query in queries {
+                found.push((query, !server.search_ids(query).await.is_empty()));
+            }
+            found
+        }
+    };
+    let all = |found: Vec<(&str, bool)>, expected: bool| {
+        let wrong: Vec<_> = found.into_iter().filter(|(_, hit)| *hit != expected).map(|(q, _)| q).collect();
+        assert!(wrong.is_empty(), "expected {} for {wrong:?}", if expected { "a match" } else { "no match" });
+    };
+
+    write_all(first.clone(), "Huber", "1111", "http://a.example/1", "Alpha").await;
+    all(matches(old_queries).await, true);
+    write_all(second.clone(), "Gruber", "2222", "http://b.example/2", "Beta").await;
+    all(matches(old_queries).await, false);
+    all(matches(new_queries).await, true);
+    // A patch goes through the same write path.
+    let patched = server
+        .raw(Method::PATCH, "Observation/o", "application/json-patch+json", br#"[{"op": "replace", "path": "/status", "value": "amended"}]"#.to_vec())
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    assert!(server.search_ids("Observation?status=preliminary").await.is_empty());
+    assert_eq!(server.search_ids("Observation?status=amended").await, ["o"]);
+    for path in ["Observation/o", "Patient/p", "Device/d", "Organization/g"] {
+        server.delete(path).await;
+    }
+    all(matches(new_queries).await, false);
+    write_all(first, "Huber", "1111", "http://a.example/1", "Alpha").await;
+    all(matches(old_queries).await, true);
+    all(matches(new_queries).await, false);
+}
+
+both_backends!(search_table, paging_totals_and_summary, search_errors_and_unknown_parameters, writes_replace_index_rows);

@@ -1,53 +1,50 @@
 -- Search index rows of current versions, written in the same transaction as the version they
 -- describe. PHI parameters never land here in plain text: they go to search_blind as keyed tokens.
+--
+-- Each table's primary key is its only index: it begins with the lookup columns (searches) and
+-- ends with the owning resource's id. A write removes the previous version's rows by their exact
+-- keys, which resource_versions.index_rows recorded, so no second "owner" index is needed and
+-- every row costs one b-tree insert (SQLite: WITHOUT ROWID) instead of three.
+-- Absent optional values are '' (FHIR strings are never empty), because key columns are NOT NULL.
 CREATE TABLE search_token (
-    resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    system TEXT, code TEXT
-);
-CREATE INDEX search_token_lookup ON search_token (resource_type, param, code, system);
-CREATE INDEX search_token_owner ON search_token (resource_type, id);
+    resource_type TEXT NOT NULL, param TEXT NOT NULL,
+    code TEXT NOT NULL, system TEXT NOT NULL, id TEXT NOT NULL,
+    CONSTRAINT search_token_key PRIMARY KEY (resource_type, param, code, system, id)
+) WITHOUT ROWID;
 
 CREATE TABLE search_string (
-    resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    normalized TEXT NOT NULL, exact TEXT NOT NULL
-);
-CREATE INDEX search_string_lookup ON search_string (resource_type, param, normalized);
-CREATE INDEX search_string_owner ON search_string (resource_type, id);
+    resource_type TEXT NOT NULL, param TEXT NOT NULL,
+    normalized TEXT NOT NULL, exact TEXT NOT NULL, id TEXT NOT NULL,
+    CONSTRAINT search_string_key PRIMARY KEY (resource_type, param, normalized, exact, id)
+) WITHOUT ROWID;
 
 CREATE TABLE search_reference (
-    resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    target_type TEXT, target_id TEXT, target_version TEXT, url TEXT NOT NULL
-);
-CREATE INDEX search_reference_lookup ON search_reference (resource_type, param, target_id, target_type);
-CREATE INDEX search_reference_owner ON search_reference (resource_type, id);
+    resource_type TEXT NOT NULL, param TEXT NOT NULL,
+    target_id TEXT NOT NULL, target_type TEXT NOT NULL, target_version TEXT NOT NULL, url TEXT NOT NULL,
+    id TEXT NOT NULL,
+    CONSTRAINT search_reference_key PRIMARY KEY (resource_type, param, target_id, target_type, target_version, url, id)
+) WITHOUT ROWID;
 
 CREATE TABLE search_date (
-    resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    start_us INTEGER NOT NULL, end_us INTEGER NOT NULL
-);
-CREATE INDEX search_date_lookup ON search_date (resource_type, param, start_us);
-CREATE INDEX search_date_owner ON search_date (resource_type, id);
+    resource_type TEXT NOT NULL, param TEXT NOT NULL,
+    start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, id TEXT NOT NULL,
+    CONSTRAINT search_date_key PRIMARY KEY (resource_type, param, start_us, end_us, id)
+) WITHOUT ROWID;
 
 CREATE TABLE search_number (
-    resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    low REAL NOT NULL, high REAL NOT NULL,
-    system TEXT, code TEXT
-);
-CREATE INDEX search_number_lookup ON search_number (resource_type, param, low);
-CREATE INDEX search_number_owner ON search_number (resource_type, id);
+    resource_type TEXT NOT NULL, param TEXT NOT NULL,
+    low REAL NOT NULL, high REAL NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL,
+    id TEXT NOT NULL,
+    CONSTRAINT search_number_key PRIMARY KEY (resource_type, param, low, high, system, code, id)
+) WITHOUT ROWID;
 
 CREATE TABLE search_uri (
-    resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
-    value TEXT NOT NULL
-);
-CREATE INDEX search_uri_lookup ON search_uri (resource_type, param, value);
-CREATE INDEX search_uri_owner ON search_uri (resource_type, id);
+    resource_type TEXT NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL, id TEXT NOT NULL,
+    CONSTRAINT search_uri_key PRIMARY KEY (resource_type, param, value, id)
+) WITHOUT ROWID;
 
 -- Keyed, truncated HMAC tokens of PHI values (names, identifiers, telecom, addresses, birth dates).
--- The lookup key is the primary key (one b-tree on SQLite: WITHOUT ROWID), so every token costs
--- two b-tree inserts (key and owner) rather than three.
 CREATE TABLE search_blind (
     resource_type TEXT NOT NULL, param TEXT NOT NULL, token TEXT NOT NULL, id TEXT NOT NULL,
     CONSTRAINT search_blind_key PRIMARY KEY (resource_type, param, token, id)
 ) WITHOUT ROWID;
-CREATE INDEX search_blind_owner ON search_blind (resource_type, id);

@@ -208,7 +208,7 @@ fn token_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> ApiRes
     let parts = split_unescaped(value, '|');
     Ok(match parts.as_slice() {
         [code] => format!("r.code = {}", b.text(unescape(code))),
-        [system, code] if system.is_empty() => format!("(r.system IS NULL AND r.code = {})", b.text(unescape(code))),
+        [system, code] if system.is_empty() => format!("(r.system = '' AND r.code = {})", b.text(unescape(code))),
         [system, code] if code.is_empty() => format!("r.system = {}", b.text(unescape(system))),
         [system, code] => {
             let (s, c) = (b.text(unescape(system)), b.text(unescape(code)));

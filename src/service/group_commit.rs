@@ -19,7 +19,7 @@ use sqlx::{Acquire, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{ApiError, ApiResult};
-use crate::store::Conn;
+use crate::store::{Backend, Conn};
 use crate::store::write::{VersionWrite, write_versions};
 
 /// Jobs committed together at most.
@@ -103,11 +103,28 @@ pub struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    /// Start the committer on `writer`, the store's single write connection pool.
-    pub fn start(writer: AnyPool) -> Self {
+    /// Start the committer on `writer`, the store's write pool.
+    ///
+    /// On SQLite the committer gets a thread of its own. It is the single writer, so the whole
+    /// server's write rate is how fast it turns around; each statement is a round trip to sqlx's
+    /// SQLite thread, and on the shared runtime every one of those wake-ups would wait behind the
+    /// request tasks that are busy validating and indexing the next batch (measured: a batch of
+    /// one create spent 3.5–8 ms in its statements on the shared runtime, 0.6–1 ms on its own).
+    /// On PostgreSQL its connections' sockets belong to the main runtime, so it stays there.
+    pub fn start(writer: AnyPool, backend: Backend) -> std::io::Result<Self> {
         let (jobs, receiver) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(writer, receiver));
-        GroupCommitter { jobs }
+        match backend {
+            Backend::Sqlite => {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                std::thread::Builder::new()
+                    .name("fhirvault-writer".into())
+                    .spawn(move || runtime.block_on(run(writer, receiver)))?;
+            }
+            Backend::Postgres => {
+                tokio::spawn(run(writer, receiver));
+            }
+        }
+        Ok(GroupCommitter { jobs })
     }
 
     /// Run `work` in a transaction shared with other concurrent writes; resolve once committed.
