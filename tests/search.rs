@@ -214,9 +214,18 @@ async fn search_errors_and_unknown_parameters(backend: Backend) {
     // Semantics a blind index cannot answer are refused, not answered wrongly.
     server.get("Patient?name:contains=ll").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "keyed tokens");
     server.get("Patient?birthdate=ge1980").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "equality");
-    // Chains are not supported yet: a warning by default, a 400 under strict, never a silent empty answer.
-    server.request(Method::GET, "Observation?subject:Patient.name=x", None, &[("prefer", "handling=strict")]).await
-        .assert_outcome(StatusCode::BAD_REQUEST, "invalid", "chained");
+    // A chain to a parameter no target type has: a warning by default, a 400 under strict.
+    server.request(Method::GET, "Observation?subject:Patient.nonexistent=x", None, &[("prefer", "handling=strict")]).await
+        .assert_outcome(StatusCode::BAD_REQUEST, "invalid", "nonexistent");
+    server.get("Observation?status.name=x").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "not a reference parameter");
+    server.get("Observation?subject:Organization.name=x").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "cannot point to");
+    server.get("Patient?_has:Observation:subject=x").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_has:[type]");
+    server.get("Patient?link:Patient.link:Patient.link:Patient.link:Patient.link:Patient.link:Patient.name=x")
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST, "invalid", "levels deep");
+    server.get("Observation?_include=Observation:status").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "not a reference parameter");
+    server.get("Observation?_include=Nothing:subject").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "unknown resource type");
+    server.get("Observation?_include:deep=Observation:subject").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", ":iterate");
 }
 
 fn link(bundle: &Value, relation: &str) -> Option<String> {
@@ -294,4 +303,97 @@ async fn writes_replace_index_rows(backend: Backend) {
     all(matches(new_queries).await, false);
 }
 
-both_backends!(search_table, paging_totals_and_summary, search_errors_and_unknown_parameters, writes_replace_index_rows);
+/// Extra resources for chains, `_has` and includes, on top of [`fixtures`].
+fn linked_fixtures() -> Vec<Value> {
+    let mut with_device = obs("hr-anna-dev", "anna", "8867-4", "70", "2026-05-01", "final");
+    with_device["device"] = json!({"reference": "Device/holter-1"});
+    let mut foreign = obs("hr-foreign", "anna", "8867-4", "80", "2026-05-02", "final");
+    foreign["subject"] = json!({"reference": "http://other.example/fhir/Patient/bernd"});
+    vec![
+        with_device,
+        foreign,
+        json!({"resourceType": "Patient", "id": "ghost", "name": [{"family": "Gespenst"}]}),
+        obs("hr-ghost", "ghost", "8867-4", "50", "2026-05-03", "final"),
+        json!({"resourceType": "DiagnosticReport", "id": "dr-1", "status": "final", "code": {"text": "Holter"},
+               "subject": {"reference": "Patient/anna"}, "result": [{"reference": "Observation/hr-anna-2"}]}),
+        json!({"resourceType": "Coverage", "id": "cov-1", "status": "active", "beneficiary": {"reference": "Patient/anna"},
+               "payor": [{"reference": "Organization/kasse"}]}),
+    ]
+}
+
+/// (query, expected match ids in `_id` order, expected included `Type/id`s sorted).
+const LINKED_CASES: &[(&str, &[&str], &[&str])] = &[
+    // chains: typed and untyped, protected and plain target parameters, two links deep
+    ("Observation?subject:Patient.name=müller", &["hr-anna-1", "hr-anna-2", "hr-anna-dev", "pvc-anna"], &[]),
+    ("Observation?subject.identifier=urn:ssn|2222", &["hr-bernd"], &[]),
+    ("Observation?patient.gender=male", &["hr-bernd"], &[]),
+    ("Observation?subject:Patient.birthdate=1980&code=8894-5", &["pvc-anna"], &[]),
+    ("Observation?device.patient.name=anna", &["hr-anna-dev"], &[]),
+    ("Observation?device.url=http://devices.example/holter/1", &["hr-anna-dev"], &[]),
+    ("Observation?subject._id=bernd", &["hr-bernd"], &[]),
+    ("Observation?subject.gender:not=female&code=8867-4", &["hr-bernd"], &[]),
+    // a chain never passes through a deleted resource, nor through a reference to another server
+    ("Observation?subject.name=gespenst", &[], &[]),
+    ("Observation?subject.identifier=urn:ssn|2222&date=2026-05-02", &[], &[]),
+    // _has, plain and nested, and combined with other parameters
+    ("Patient?_has:Observation:subject:code=8894-5", &["anna"], &[]),
+    ("Patient?_has:Observation:patient:status=preliminary", &["bernd"], &[]),
+    ("Patient?_has:Observation:subject:_has:DiagnosticReport:result:status=final", &["anna"], &[]),
+    ("Patient?_has:Observation:subject:code=8867-4&gender=male", &["bernd"], &[]),
+    ("Patient?_has:Coverage:beneficiary:payor.name=osterr", &["anna"], &[]),
+    ("Device?_has:Observation:device:subject.name=anna", &["holter-1"], &[]),
+    // _include: one parameter, a target type, *, a foreign reference (not included), a deleted target
+    ("Observation?_id=hr-anna-1&_include=Observation:subject", &["hr-anna-1"], &["Patient/anna"]),
+    ("Observation?code=8867-4&date=lt2026-05&_include=Observation:subject:Patient", &["hr-anna-1", "hr-anna-2", "hr-bernd"],
+     &["Patient/anna", "Patient/bernd"]),
+    ("Observation?_id=hr-anna-dev&_include=Observation:*", &["hr-anna-dev"], &["Device/holter-1", "Patient/anna"]),
+    ("Observation?_id=hr-foreign&_include=Observation:subject", &["hr-foreign"], &[]),
+    ("Observation?_id=hr-ghost&_include=Observation:subject", &["hr-ghost"], &[]),
+    // _revinclude, and :iterate across two hops
+    ("Patient?_id=bernd&_revinclude=Observation:subject", &["bernd"], &["Observation/hr-bernd"]),
+    ("Patient?_id=anna&_revinclude=DiagnosticReport:subject&_revinclude=Coverage:beneficiary", &["anna"],
+     &["Coverage/cov-1", "DiagnosticReport/dr-1"]),
+    ("Observation?_id=hr-anna-2&_revinclude=DiagnosticReport:result&_include:iterate=DiagnosticReport:subject", &["hr-anna-2"],
+     &["DiagnosticReport/dr-1", "Patient/anna"]),
+    ("Coverage?_id=cov-1&_include=Coverage:beneficiary&_revinclude:iterate=Device:patient", &["cov-1"],
+     &["Device/holter-1", "Patient/anna"]),
+];
+
+async fn chains_has_and_includes(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    for resource in fixtures().into_iter().chain(linked_fixtures()) {
+        let path = format!("{}/{}", resource["resourceType"].as_str().unwrap(), resource["id"].as_str().unwrap());
+        let reply = server.put(&path, &resource).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{path}: {}", reply.text);
+    }
+    server.delete("Patient/ghost").await;
+    let mut failures = Vec::new();
+    for (query, expected, expected_included) in LINKED_CASES {
+        let reply = server.get(&format!("{query}&_sort=_id&_count=100")).await;
+        if reply.status != StatusCode::OK {
+            failures.push(format!("{query}: status {} {}", reply.status, reply.text));
+            continue;
+        }
+        let ids = common::match_ids(&reply.body);
+        let mut included: Vec<String> = reply.body["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["search"]["mode"] == "include")
+            .map(|e| format!("{}/{}", e["resource"]["resourceType"].as_str().unwrap(), e["resource"]["id"].as_str().unwrap()))
+            .collect();
+        included.sort();
+        if ids != *expected || included != *expected_included {
+            failures.push(format!("{query}: expected {expected:?} + {expected_included:?}, got {ids:?} + {included:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), LINKED_CASES.len(), failures.join("\n"));
+}
+
+both_backends!(
+    search_table,
+    paging_totals_and_summary,
+    search_errors_and_unknown_parameters,
+    writes_replace_index_rows,
+    chains_has_and_includes
+);

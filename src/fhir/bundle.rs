@@ -117,18 +117,24 @@ fn new_bundle(kind: &str, total: Option<i64>, links: &[Link]) -> Map<String, Val
 
 /// A searchset Bundle: matches (mode `match`) and an optional OperationOutcome (mode `outcome`)
 /// for parameters that were ignored.
-pub fn searchset(base_url: &str, matches: &[VersionedResource], total: Option<i64>, links: &[Link], outcome: Option<Value>) -> Value {
+pub fn searchset(
+    base_url: &str,
+    matches: &[VersionedResource],
+    included: &[VersionedResource],
+    total: Option<i64>,
+    links: &[Link],
+    outcome: Option<Value>,
+) -> Value {
     let mut bundle = new_bundle("searchset", total, links);
-    let mut entries: Vec<Value> = matches
-        .iter()
-        .filter_map(|m| {
-            Some(json!({
-                "fullUrl": format!("{base_url}/{}/{}", m.resource_type, m.id),
-                "resource": m.resource.clone()?,
-                "search": {"mode": "match"},
-            }))
-        })
-        .collect();
+    let entry = |resource: &VersionedResource, mode: &str| {
+        Some(json!({
+            "fullUrl": format!("{base_url}/{}/{}", resource.resource_type, resource.id),
+            "resource": resource.resource.clone()?,
+            "search": {"mode": mode},
+        }))
+    };
+    let mut entries: Vec<Value> = matches.iter().filter_map(|m| entry(m, "match")).collect();
+    entries.extend(included.iter().filter_map(|i| entry(i, "include")));
     if let Some(outcome) = outcome {
         entries.push(json!({"resource": outcome, "search": {"mode": "outcome"}}));
     }

@@ -34,7 +34,32 @@ pub fn capability_statement(base_url: &str, resource_types: &[String], registry:
                              written precision (dates); not :contains, :not, system| alone, or ranges."
                         );
                     }
+                    if p.kind == ParamType::Reference {
+                        param["documentation"] = json!(format!(
+                            "Chainable: {code}.[parameter] and {code}:[type].[parameter], up to {depth} levels, and the \
+                             target of _has:{resource_type}:{code}:[parameter]. Only references to this server are followed.",
+                            code = p.code,
+                            depth = crate::search::query::MAX_CHAIN_DEPTH,
+                        ));
+                    }
                     param
+                })
+                .collect();
+            let reference_params = |of: &str| -> Vec<String> {
+                registry.params_for(of).into_iter().filter(|p| p.kind == ParamType::Reference).map(|p| p.code.clone()).collect()
+            };
+            let mut includes: Vec<String> = reference_params(resource_type).iter().map(|code| format!("{resource_type}:{code}")).collect();
+            if !includes.is_empty() {
+                includes.push(format!("{resource_type}:*"));
+            }
+            let rev_includes: Vec<String> = resource_types
+                .iter()
+                .flat_map(|source| {
+                    registry
+                        .params_for(source)
+                        .into_iter()
+                        .filter(|p| p.kind == ParamType::Reference && (p.targets.is_empty() || p.targets.contains(resource_type)))
+                        .map(move |p| format!("{source}:{}", p.code))
                 })
                 .collect();
             json!({
@@ -48,6 +73,8 @@ pub fn capability_statement(base_url: &str, resource_types: &[String], registry:
                 "conditionalRead": "full-support",
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
+                "searchInclude": includes,
+                "searchRevInclude": rev_includes,
                 "searchParam": params,
                 "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
             })

@@ -1,11 +1,16 @@
 //! From a parsed search to SQL over the index tables. Each parameter becomes one
 //! `h.id [NOT] IN (SELECT id FROM <index table> …)` condition on the head table, so every
 //! parameter uses its table's lookup index and the parameters combine with AND.
+//!
+//! Chains and `_has` nest: the inner criterion is compiled for the other resource type, as a set
+//! of live ids of that type (`SELECT hN.id FROM resource_heads hN WHERE … AND hN.deleted = 0`),
+//! joined through `search_reference` rows. A chain through a deleted resource therefore never
+//! matches, and `:not` or `:missing` inside a chain mean the same as at the top.
 
 use super::index_rows::BlindTerm;
 use super::extract::{decimal_range, normalize_string, parse_date_range};
 use super::phi::{MAX_PREFIX_CHARS, is_protected, reference_identifier_param, text_param};
-use super::query::{ParamFilter, SearchRequest, split_unescaped, unescape};
+use super::query::{Criterion, ParamFilter, SearchRequest, split_unescaped, unescape};
 use super::registry::{ParamType, SearchParamRegistry};
 use crate::crypto::KeyRing;
 use crate::error::{ApiError, ApiResult};
@@ -25,8 +30,9 @@ struct Builder<'a> {
     binds: Vec<Bind>,
     keys: &'a KeyRing,
     base_url: &'a str,
-    resource_type: &'a str,
     registry: &'a SearchParamRegistry,
+    /// Table aliases handed out so far (nested subqueries need their own).
+    aliases: usize,
 }
 
 impl Builder<'_> {
@@ -38,19 +44,27 @@ impl Builder<'_> {
     fn text(&mut self, value: impl Into<String>) -> String {
         self.bind(Bind::Text(value.into()))
     }
+
+    fn alias(&mut self, prefix: &str) -> String {
+        self.aliases += 1;
+        format!("{prefix}{}", self.aliases)
+    }
+}
+
+/// The resource a criterion is compiled against: its type (for blind tokens and parameter
+/// lookups), the placeholder holding that type, and the SQL expression of its id.
+struct Scope {
+    resource_type: String,
+    type_bind: String,
+    id: String,
 }
 
 pub fn plan(request: &SearchRequest, registry: &SearchParamRegistry, keys: &KeyRing, base_url: &str) -> ApiResult<Plan> {
-    let mut builder = Builder {
-        binds: vec![Bind::Text(request.resource_type.clone())],
-        keys,
-        base_url,
-        resource_type: &request.resource_type,
-        registry,
-    };
+    let mut builder = Builder { binds: vec![Bind::Text(request.resource_type.clone())], keys, base_url, registry, aliases: 0 };
+    let scope = Scope { resource_type: request.resource_type.clone(), type_bind: "$1".into(), id: "h.id".into() };
     let mut conditions = vec!["h.resource_type = $1".to_string(), "h.deleted = 0".to_string()];
-    for filter in &request.filters {
-        conditions.push(filter_condition(&mut builder, filter)?);
+    for criterion in &request.criteria {
+        conditions.push(criterion_condition(&mut builder, &scope, criterion)?);
     }
     let mut order: Vec<String> = request
         .sort
@@ -65,14 +79,64 @@ pub fn plan(request: &SearchRequest, registry: &SearchParamRegistry, keys: &KeyR
     Ok(Plan { where_sql: conditions.join(" AND "), binds: builder.binds, order_sql: order.join(", ") })
 }
 
-fn filter_condition(b: &mut Builder, filter: &ParamFilter) -> ApiResult<String> {
+fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) -> ApiResult<String> {
+    match criterion {
+        Criterion::Param(filter) => filter_condition(b, scope, filter),
+        Criterion::Chain { reference, branches } => {
+            let mut alternatives = Vec::with_capacity(branches.len());
+            for (target_type, inner) in branches {
+                let (target, targets) = live_ids(b, target_type, inner)?;
+                let (c, param) = (b.alias("c"), b.text(reference.clone()));
+                let local = local_reference(b, &c);
+                alternatives.push(format!(
+                    "{id} IN (SELECT {c}.id FROM search_reference {c} WHERE {c}.resource_type = {ty} AND {c}.param = {param} \
+                     AND {c}.target_type = {target} AND {c}.target_id IN ({targets}) AND {local})",
+                    id = scope.id,
+                    ty = scope.type_bind,
+                ));
+            }
+            Ok(format!("({})", alternatives.join(" OR ")))
+        }
+        Criterion::Has { source_type, reference, inner } => {
+            let (source, sources) = live_ids(b, source_type, inner)?;
+            let (c, param) = (b.alias("c"), b.text(reference.clone()));
+            let local = local_reference(b, &c);
+            Ok(format!(
+                "{id} IN (SELECT {c}.target_id FROM search_reference {c} WHERE {c}.resource_type = {source} AND {c}.param = {param} \
+                 AND {c}.target_type = {ty} AND {c}.id IN ({sources}) AND {local})",
+                id = scope.id,
+                ty = scope.type_bind,
+            ))
+        }
+    }
+}
+
+/// Reference row `c` points into this server (relative, or absolute on our base), so a chain
+/// never follows a reference to another server into a local resource with the same type and id.
+fn local_reference(b: &mut Builder, c: &str) -> String {
+    let base = b.text(format!("{}/", b.base_url));
+    format!("({c}.url NOT LIKE '%://%' OR substr({c}.url, 1, length({base})) = {base})")
+}
+
+/// `SELECT` of the ids of live `resource_type` resources that match `criterion`, and the
+/// placeholder holding `resource_type`.
+fn live_ids(b: &mut Builder, resource_type: &str, criterion: &Criterion) -> ApiResult<(String, String)> {
+    let type_bind = b.text(resource_type.to_string());
+    let h = b.alias("h");
+    let inner = Scope { resource_type: resource_type.to_string(), type_bind: type_bind.clone(), id: format!("{h}.id") };
+    let condition = criterion_condition(b, &inner, criterion)?;
+    let sql = format!("SELECT {h}.id FROM resource_heads {h} WHERE {h}.resource_type = {type_bind} AND {h}.deleted = 0 AND {condition}");
+    Ok((type_bind, sql))
+}
+
+fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResult<String> {
     // Display texts and identifiers inside references live only as blind tokens, under their own
     // parameter names; they are searched with starts-with and token semantics respectively.
     match filter.modifier.as_deref() {
-        Some("text") if filter.kind == ParamType::Token => return text_filter(b, filter),
+        Some("text") if filter.kind == ParamType::Token => return text_filter(b, scope, filter),
         Some("identifier") if filter.kind == ParamType::Reference => {
             let as_token = ParamFilter { kind: ParamType::Token, modifier: None, ..filter.clone() };
-            return blind_filter(b, &as_token, &reference_identifier_param(&filter.code));
+            return blind_filter(b, scope, &as_token, &reference_identifier_param(&filter.code));
         }
         _ => {}
     }
@@ -81,13 +145,13 @@ fn filter_condition(b: &mut Builder, filter: &ParamFilter) -> ApiResult<String> 
         ("_id", None | Some("not")) => {
             let ids: Vec<String> = filter.values.iter().map(|v| b.text(unescape(v))).collect();
             let not = if filter.modifier.is_some() { "NOT " } else { "" };
-            return Ok(format!("h.id {not}IN ({})", ids.join(", ")));
+            return Ok(format!("{} {not}IN ({})", scope.id, ids.join(", ")));
         }
         ("_lastUpdated", None) => {
             let alternatives = filter
                 .values
                 .iter()
-                .map(|v| date_condition(b, filter, v, "h.last_updated", "(h.last_updated + 1)"))
+                .map(|v| last_updated_condition(b, scope, filter, v))
                 .collect::<ApiResult<Vec<_>>>()?;
             return Ok(format!("({})", alternatives.join(" OR ")));
         }
@@ -96,7 +160,7 @@ fn filter_condition(b: &mut Builder, filter: &ParamFilter) -> ApiResult<String> 
         }
         _ => {}
     }
-    let phi = is_protected(b.registry, b.resource_type, &filter.code, filter.kind);
+    let phi = is_protected(b.registry, &scope.resource_type, &filter.code, filter.kind);
     let table = if phi { "search_blind" } else { table_for(filter.kind) };
     if filter.modifier.as_deref() == Some("missing") {
         let missing = match filter.values.as_slice() {
@@ -105,24 +169,43 @@ fn filter_condition(b: &mut Builder, filter: &ParamFilter) -> ApiResult<String> 
             _ => return Err(param_error(filter, "the :missing modifier takes true or false")),
         };
         let param = b.text(filter.code.clone());
-        let subquery = format!("SELECT id FROM {table} WHERE resource_type = $1 AND param = {param}");
-        return Ok(format!("h.id {}IN ({subquery})", if missing { "NOT " } else { "" }));
+        let subquery = format!("SELECT id FROM {table} WHERE resource_type = {} AND param = {param}", scope.type_bind);
+        return Ok(format!("{} {}IN ({subquery})", scope.id, if missing { "NOT " } else { "" }));
     }
     let mut alternatives = Vec::new();
     for value in &filter.values {
-        alternatives.push(if phi { blind_condition(b, filter, &filter.code, value)? } else { value_condition(b, filter, value)? });
+        alternatives.push(if phi {
+            blind_condition(b, &scope.resource_type, filter, &filter.code, value)?
+        } else {
+            value_condition(b, filter, value)?
+        });
     }
     let param = b.text(filter.code.clone());
     let negate = filter.modifier.as_deref() == Some("not");
     Ok(format!(
-        "h.id {}IN (SELECT r.id FROM {table} r WHERE r.resource_type = $1 AND r.param = {param} AND ({}))",
+        "{} {}IN (SELECT r.id FROM {table} r WHERE r.resource_type = {} AND r.param = {param} AND ({}))",
+        scope.id,
         if negate { "NOT " } else { "" },
+        scope.type_bind,
         alternatives.join(" OR ")
     ))
 }
 
+/// `_lastUpdated` lives on the head row of the resource in scope.
+fn last_updated_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter, value: &str) -> ApiResult<String> {
+    if scope.id == "h.id" {
+        return date_condition(b, filter, value, "h.last_updated", "(h.last_updated + 1)");
+    }
+    let u = b.alias("u");
+    let condition = date_condition(b, filter, value, &format!("{u}.last_updated"), &format!("({u}.last_updated + 1)"))?;
+    Ok(format!(
+        "{} IN (SELECT {u}.id FROM resource_heads {u} WHERE {u}.resource_type = {} AND {condition})",
+        scope.id, scope.type_bind
+    ))
+}
+
 /// `:text` on a token: every word of one of the values must be a word of a display text.
-fn text_filter(b: &mut Builder, filter: &ParamFilter) -> ApiResult<String> {
+fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResult<String> {
     let param_name = text_param(&filter.code);
     let mut alternatives = Vec::new();
     for value in &filter.values {
@@ -133,10 +216,11 @@ fn text_filter(b: &mut Builder, filter: &ParamFilter) -> ApiResult<String> {
         }
         let mut all = Vec::new();
         for word in words {
-            let token = BlindTerm::Word(word).token(b.keys, b.resource_type, &param_name);
+            let token = BlindTerm::Word(word).token(b.keys, &scope.resource_type, &param_name);
             let (param, token) = (b.text(param_name.clone()), b.text(token));
             all.push(format!(
-                "h.id IN (SELECT r.id FROM search_blind r WHERE r.resource_type = $1 AND r.param = {param} AND r.token = {token})"
+                "{} IN (SELECT r.id FROM search_blind r WHERE r.resource_type = {} AND r.param = {param} AND r.token = {token})",
+                scope.id, scope.type_bind
             ));
         }
         alternatives.push(format!("({})", all.join(" AND ")));
@@ -145,11 +229,17 @@ fn text_filter(b: &mut Builder, filter: &ParamFilter) -> ApiResult<String> {
 }
 
 /// A filter answered from `search_blind` rows stored under `param`.
-fn blind_filter(b: &mut Builder, filter: &ParamFilter, param: &str) -> ApiResult<String> {
-    let alternatives = filter.values.iter().map(|v| blind_condition(b, filter, param, v)).collect::<ApiResult<Vec<_>>>()?;
+fn blind_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter, param: &str) -> ApiResult<String> {
+    let alternatives = filter
+        .values
+        .iter()
+        .map(|v| blind_condition(b, &scope.resource_type, filter, param, v))
+        .collect::<ApiResult<Vec<_>>>()?;
     let param = b.text(param.to_string());
     Ok(format!(
-        "h.id IN (SELECT r.id FROM search_blind r WHERE r.resource_type = $1 AND r.param = {param} AND ({}))",
+        "{} IN (SELECT r.id FROM search_blind r WHERE r.resource_type = {} AND r.param = {param} AND ({}))",
+        scope.id,
+        scope.type_bind,
         alternatives.join(" OR ")
     ))
 }
@@ -324,10 +414,9 @@ fn number_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> ApiRe
 
 /// One value of a protected parameter, as a condition on blind tokens. Only the semantics that can be
 /// answered from tokens are offered; the rest is a clear 400 rather than a wrong answer.
-fn blind_condition(b: &mut Builder, filter: &ParamFilter, param: &str, value: &str) -> ApiResult<String> {
-    let resource_type = b.resource_type.to_string();
+fn blind_condition(b: &mut Builder, resource_type: &str, filter: &ParamFilter, param: &str, value: &str) -> ApiResult<String> {
     let keys = b.keys;
-    let token = |term: BlindTerm| term.token(keys, &resource_type, param);
+    let token = |term: BlindTerm| term.token(keys, resource_type, param);
     let unescaped = unescape(value);
     let token = match (filter.kind, filter.modifier.as_deref()) {
         (ParamType::String, None) => {

@@ -2,7 +2,7 @@
 //! parameter filters (ANDed parameters, each with ORed values).
 //! <https://hl7.org/fhir/R4/search.html>
 
-use super::registry::{ParamType, SearchParamRegistry};
+use super::registry::{ParamType, SearchParam, SearchParamRegistry};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::truncate;
 use crate::fhir::outcome::{Issue, IssueCode, Severity};
@@ -16,6 +16,38 @@ pub struct ParamFilter {
     /// The raw (still escaped) values, split on unescaped commas.
     pub values: Vec<String>,
 }
+
+/// What one query parameter asks of a resource of the searched type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Criterion {
+    /// A search parameter of the resource itself.
+    Param(ParamFilter),
+    /// `reference[:Type].rest`: the resource that `reference` points to matches `rest`. One
+    /// branch per possible target type (all the parameter's targets that define `rest`, or the
+    /// one named by `:Type`); any branch may match.
+    Chain { reference: String, branches: Vec<(String, Criterion)> },
+    /// `_has:Source:reference:rest`: some `Source` resource whose `reference` points at this
+    /// resource matches `rest`.
+    Has { source_type: String, reference: String, inner: Box<Criterion> },
+}
+
+/// `_include` / `_revinclude`: resources to add to a page besides the matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Include {
+    /// `_revinclude`: resources of `source_type` whose `param` points at a page resource.
+    pub reverse: bool,
+    /// `:iterate`: apply to included resources too, until nothing new turns up.
+    pub iterate: bool,
+    pub source_type: String,
+    /// The reference parameter; `None` for `*` (every reference parameter of `source_type`).
+    pub param: Option<String>,
+    /// Only targets of this type (`_include=Observation:subject:Patient`).
+    pub target_type: Option<String>,
+}
+
+/// Deepest nesting of chains and `_has` in one parameter. Each level is one more subquery; the
+/// cap keeps a single request from asking the database for an unbounded join.
+pub const MAX_CHAIN_DEPTH: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TotalMode {
@@ -34,7 +66,9 @@ pub struct SortKey {
 #[derive(Debug, Clone)]
 pub struct SearchRequest {
     pub resource_type: String,
-    pub filters: Vec<ParamFilter>,
+    /// ANDed criteria.
+    pub criteria: Vec<Criterion>,
+    pub includes: Vec<Include>,
     pub count: usize,
     pub offset: usize,
     pub sort: Vec<SortKey>,
@@ -69,7 +103,8 @@ impl SearchRequest {
     ) -> ApiResult<SearchRequest> {
         let mut request = SearchRequest {
             resource_type: resource_type.to_string(),
-            filters: Vec::new(),
+            criteria: Vec::new(),
+            includes: Vec::new(),
             count: default_count,
             offset: 0,
             sort: Vec::new(),
@@ -89,10 +124,6 @@ impl SearchRequest {
                 request.apply_result_param(name, value, max_count)?;
                 continue;
             }
-            let (code, modifier) = match name.split_once(':') {
-                Some((code, modifier)) => (code, Some(modifier.to_string())),
-                None => (name.as_str(), None),
-            };
             let unsupported = |why: &str| -> ApiResult<Option<Issue>> {
                 let text = format!("search parameter `{}` was ignored: {why}", truncate(name));
                 if strict {
@@ -101,37 +132,39 @@ impl SearchRequest {
                     Ok(Some(Issue { severity: Severity::Warning, code: IssueCode::NotSupported, diagnostics: text, expression: None }))
                 }
             };
-            let warning = if name.contains('.') || code.starts_with("_has") {
-                unsupported("chained and reverse-chained parameters are not supported yet")?
-            } else if matches!(code, "_include" | "_revinclude" | "_contained" | "_containedType") {
+            let (code, modifier) = name.split_once(':').unwrap_or((name.as_str(), ""));
+            let warning = if matches!(code, "_include" | "_revinclude") {
+                let iterate = match modifier {
+                    "" => false,
+                    "iterate" | "recurse" => true,
+                    _ => return Err(ApiError::bad_request(format!("{code}: the only modifier is :iterate"))),
+                };
+                for value in value.split(',').filter(|v| !v.is_empty()) {
+                    request.includes.push(parse_include(registry, code == "_revinclude", iterate, value)?);
+                }
+                request.used.push((name.clone(), value.clone()));
+                None
+            } else if matches!(code, "_contained" | "_containedType") {
                 unsupported("this result parameter is not supported yet")?
             } else {
-                match registry.get(resource_type, code) {
-                    None => unsupported(&format!("{resource_type} has no such search parameter"))?,
-                    Some(param) if matches!(param.kind, ParamType::Composite | ParamType::Special) => {
-                        unsupported("composite and special parameters are not supported yet")?
-                    }
-                    Some(param) if !param.is_indexed() || crate::search::phi::is_unindexed(code) => {
-                        unsupported("this parameter has no index here (full-text and phonetic search are not offered)")?
-                    }
-                    Some(param) => {
-                        check_modifier(param.kind, modifier.as_deref(), name)?;
-                        let values = split_unescaped(value, ',');
-                        if values.len() > MAX_OR_VALUES {
-                            return Err(ApiError::bad_request(format!(
-                                "search parameter `{}` has more than {MAX_OR_VALUES} alternatives",
-                                truncate(name)
-                            )));
-                        }
-                        request.filters.push(ParamFilter { code: code.to_string(), modifier, kind: param.kind, values });
+                match parse_criterion(registry, resource_type, name, value, 0) {
+                    Ok(criterion) => {
+                        request.criteria.push(criterion);
                         request.used.push((name.clone(), value.clone()));
                         None
                     }
+                    Err(Refusal::Invalid(error)) => return Err(error),
+                    Err(Refusal::Unsupported(why)) => unsupported(&why)?,
                 }
             };
             request.warnings.extend(warning);
         }
         Ok(request)
+    }
+
+    /// Whether any criterion selects resources (conditional operations need one).
+    pub fn has_criteria(&self) -> bool {
+        !self.criteria.is_empty()
     }
 
     fn apply_result_param(&mut self, name: &str, value: &str, max_count: usize) -> ApiResult<()> {
@@ -191,6 +224,142 @@ impl SearchRequest {
         }
         Ok(())
     }
+}
+
+/// Why a parameter cannot be used: a client error (400 always), or something this server does not
+/// offer (a warning, or 400 under `Prefer: handling=strict`).
+enum Refusal {
+    Invalid(ApiError),
+    Unsupported(String),
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal::Invalid(error)
+    }
+}
+
+/// Parse parameter `name` (with chains and `_has`) on `resource_type`.
+fn parse_criterion(
+    registry: &SearchParamRegistry,
+    resource_type: &str,
+    name: &str,
+    value: &str,
+    depth: usize,
+) -> Result<Criterion, Refusal> {
+    if depth > MAX_CHAIN_DEPTH {
+        return Err(Refusal::Invalid(ApiError::bad_request(format!(
+            "search parameter `{}`: chains and _has nest at most {MAX_CHAIN_DEPTH} levels deep",
+            truncate(name)
+        ))));
+    }
+    if let Some(rest) = name.strip_prefix("_has:") {
+        let mut parts = rest.splitn(3, ':');
+        let (Some(source_type), Some(reference), Some(inner)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(Refusal::Invalid(ApiError::bad_request(format!(
+                "search parameter `{}`: _has is _has:[type]:[reference parameter]:[parameter]",
+                truncate(name)
+            ))));
+        };
+        reference_param(registry, source_type, reference, Some(resource_type))?;
+        let inner = parse_criterion(registry, source_type, inner, value, depth + 1)?;
+        return Ok(Criterion::Has { source_type: source_type.to_string(), reference: reference.to_string(), inner: Box::new(inner) });
+    }
+    if let Some((link, rest)) = name.split_once('.') {
+        let (reference, type_modifier) = link.split_once(':').map_or((link, None), |(r, t)| (r, Some(t)));
+        let param = reference_param(registry, resource_type, reference, type_modifier)?;
+        let candidates: Vec<&str> = match type_modifier {
+            Some(target) => vec![target],
+            None => param.targets.iter().map(String::as_str).collect(),
+        };
+        let next_code = rest.split(['.', ':']).next().unwrap_or_default();
+        let mut branches = Vec::new();
+        for target in candidates {
+            if next_code != "_has" && registry.get(target, next_code).is_none() {
+                continue;
+            }
+            branches.push((target.to_string(), parse_criterion(registry, target, rest, value, depth + 1)?));
+        }
+        if branches.is_empty() {
+            return Err(Refusal::Unsupported(format!(
+                "no resource type that `{}` can point to has a search parameter `{}`",
+                truncate(reference),
+                truncate(next_code)
+            )));
+        }
+        return Ok(Criterion::Chain { reference: reference.to_string(), branches });
+    }
+    let (code, modifier) = name.split_once(':').map_or((name, None), |(c, m)| (c, Some(m.to_string())));
+    let param = registry
+        .get(resource_type, code)
+        .ok_or_else(|| Refusal::Unsupported(format!("{resource_type} has no search parameter `{}`", truncate(code))))?;
+    if matches!(param.kind, ParamType::Composite | ParamType::Special) {
+        return Err(Refusal::Unsupported("composite and special parameters are not supported yet".into()));
+    }
+    if !param.is_indexed() || crate::search::phi::is_unindexed(code) {
+        return Err(Refusal::Unsupported("this parameter has no index here (full-text and phonetic search are not offered)".into()));
+    }
+    check_modifier(param.kind, modifier.as_deref(), name)?;
+    let values = split_unescaped(value, ',');
+    if values.len() > MAX_OR_VALUES {
+        return Err(Refusal::Invalid(ApiError::bad_request(format!(
+            "search parameter `{}` has more than {MAX_OR_VALUES} alternatives",
+            truncate(name)
+        ))));
+    }
+    Ok(Criterion::Param(ParamFilter { code: code.to_string(), modifier, kind: param.kind, values }))
+}
+
+/// The reference parameter `code` of `resource_type`, which must be able to point at `target`
+/// (if given).
+fn reference_param<'r>(
+    registry: &'r SearchParamRegistry,
+    resource_type: &str,
+    code: &str,
+    target: Option<&str>,
+) -> Result<&'r SearchParam, Refusal> {
+    let param = registry
+        .get(resource_type, code)
+        .ok_or_else(|| Refusal::Unsupported(format!("{} has no search parameter `{}`", truncate(resource_type), truncate(code))))?;
+    if param.kind != ParamType::Reference {
+        return Err(Refusal::Invalid(ApiError::bad_request(format!(
+            "`{}` is not a reference parameter of {}, so it cannot be chained or included",
+            truncate(code),
+            truncate(resource_type)
+        ))));
+    }
+    if let Some(target) = target.filter(|t| !param.targets.is_empty() && !param.targets.iter().any(|p| p == t)) {
+        return Err(Refusal::Invalid(ApiError::bad_request(format!(
+            "`{}` of {} cannot point to {} resources",
+            truncate(code),
+            truncate(resource_type),
+            truncate(target)
+        ))));
+    }
+    Ok(param)
+}
+
+/// `[source type]:[parameter or *][:target type]`.
+fn parse_include(registry: &SearchParamRegistry, reverse: bool, iterate: bool, value: &str) -> ApiResult<Include> {
+    let which = if reverse { "_revinclude" } else { "_include" };
+    let mut parts = value.splitn(3, ':');
+    let (Some(source_type), Some(param)) = (parts.next(), parts.next()) else {
+        return Err(ApiError::bad_request(format!("{which} is [type]:[search parameter][:target type], or [type]:*")));
+    };
+    let target_type = parts.next().map(str::to_string);
+    if !registry.resource_types().contains(&source_type) {
+        return Err(ApiError::bad_request(format!("{which}: unknown resource type `{}`", truncate(source_type))));
+    }
+    let param = if param == "*" {
+        None
+    } else {
+        reference_param(registry, source_type, param, target_type.as_deref()).map_err(|refusal| match refusal {
+            Refusal::Invalid(error) => error,
+            Refusal::Unsupported(why) => ApiError::bad_request(format!("{which}: {why}")),
+        })?;
+        Some(param.to_string())
+    };
+    Ok(Include { reverse, iterate, source_type: source_type.to_string(), param, target_type })
 }
 
 /// Modifiers each parameter type accepts here (R4 search.html, "Modifiers").

@@ -22,7 +22,7 @@ impl Service {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(criteria.trim_start_matches('?'))
             .map_err(|_| ApiError::bad_request("the conditional criteria are not a valid query string"))?;
         let request = self.parse_search(resource_type, &pairs, true)?;
-        if request.filters.is_empty() {
+        if !request.has_criteria() {
             return Err(ApiError::PreconditionFailed(
                 "conditional operations need at least one search parameter that selects resources".into(),
             ));

@@ -13,6 +13,7 @@ pub mod create;
 pub mod delete;
 pub mod group_commit;
 pub mod history;
+pub mod include;
 pub mod keys;
 pub mod patch;
 pub mod read;

@@ -17,6 +17,8 @@ use crate::store::{Conn, bind_all, versions};
 pub struct SearchPage {
     pub request: SearchRequest,
     pub matches: Vec<VersionedResource>,
+    /// `_include` / `_revinclude` results (`search.mode = include`).
+    pub included: Vec<VersionedResource>,
     pub total: Option<i64>,
     pub has_more: bool,
 }
@@ -46,7 +48,7 @@ impl Service {
             (TotalMode::None, false) => None,
         };
         if request.summary_count {
-            return Ok(SearchPage { request, matches: Vec::new(), total, has_more: false });
+            return Ok(SearchPage { request, matches: Vec::new(), included: Vec::new(), total, has_more: false });
         }
         let mut ids = matching_ids(conn, &plan, request.count + 1, request.offset).await?;
         let has_more = request.count > 0 && ids.len() > request.count;
@@ -55,7 +57,10 @@ impl Service {
         // Keep the order the plan chose.
         stored.sort_by_key(|s| ids.iter().position(|id| *id == s.id));
         let matches = stored.into_iter().map(|s| self.open_version(s)).collect::<ApiResult<Vec<_>>>()?;
-        Ok(SearchPage { request, matches, total, has_more })
+        let (included, warning) = self.included(conn, &request, &matches).await?;
+        let mut request = request;
+        request.warnings.extend(warning);
+        Ok(SearchPage { request, matches, included, total, has_more })
     }
 }
 
@@ -82,7 +87,7 @@ impl Service {
             links.push(Link { relation: "next", url: link(Some(request.offset + request.count)) });
         }
         let outcome = (!request.warnings.is_empty()).then(|| operation_outcome(&request.warnings));
-        bundle::searchset(base, &page.matches, page.total, &links, outcome)
+        bundle::searchset(base, &page.matches, &page.included, page.total, &links, outcome)
     }
 }
 

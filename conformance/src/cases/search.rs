@@ -41,6 +41,13 @@ pub fn cases() -> Vec<Case> {
             revinclude,
         ),
         Case::new("search-019", "Patient?identifier=a,b (OR) finds both", identifier_or),
+        Case::new("search-020", "Patient?_has:Observation:subject:code=loinc|8867-4 finds the Patient (if supported)", has),
+        Case::new("search-021", "a chain through a deleted Patient finds nothing (if chains are supported)", chain_through_deleted),
+        Case::new(
+            "search-022",
+            "_include + _revinclude:iterate add the Patient and its other Observation, each once (if supported)",
+            include_iterate,
+        ),
     ]
 }
 
@@ -306,6 +313,49 @@ fn revinclude(ctx: &Ctx) -> Outcome {
     let Some(bundle) = optional_search(ctx, "Patient", &params)? else { return unsupported(&params) };
     expect_mode(&bundle, "Patient", &patient.id, "match", &describe(&params))?;
     expect_mode(&bundle, "Observation", &observation.id, "include", &describe(&params))
+}
+
+fn has(ctx: &Ctx) -> Outcome {
+    let (patient, _) = patient_with_observation(ctx)?;
+    let code = format!("{LOINC}|{HEART_RATE}");
+    let params = [("_id", patient.id.as_str()), ("_has:Observation:subject:code", code.as_str())];
+    let Some(bundle) = optional_search(ctx, "Patient", &params)? else { return unsupported(&params) };
+    exactly(&check::ids_of(&bundle, "Patient"), &patient.id, &describe(&params))?;
+    let other = [("_id", patient.id.as_str()), ("_has:Observation:subject:code", "http://loinc.org|0000-0")];
+    let ids = found(ctx, "Patient", &other)?;
+    ensure(ids.is_empty(), || format!("{}: expected no match, got {ids:?}", describe(&other)))
+}
+
+fn chain_through_deleted(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    let patient = ctx.create(&fixtures::patient(&unique))?;
+    ctx.create(&fixtures::observation(&ctx.unique(), Some(&patient.reference())))?;
+    let identifier = identifier_query(&unique);
+    let params = [("subject:Patient.identifier", identifier.as_str())];
+    if optional_search(ctx, "Observation", &params)?.is_none() {
+        return unsupported(&params);
+    }
+    let response = ctx.delete(&patient.reference()).send()?;
+    check::status(&response, &[200, 204]).map_err(|error| format!("setup: {error}"))?;
+    let ids = found(ctx, "Observation", &params)?;
+    ensure(ids.is_empty(), || format!("{} after deleting the Patient: expected no match, got {ids:?}", describe(&params)))
+}
+
+fn include_iterate(ctx: &Ctx) -> Outcome {
+    let (patient, observation) = patient_with_observation(ctx)?;
+    let second = ctx.create(&fixtures::observation(&ctx.unique(), Some(&patient.reference())))?;
+    let params = [
+        ("_id", observation.id.as_str()),
+        ("_include", "Observation:subject"),
+        ("_revinclude:iterate", "Observation:subject"),
+    ];
+    let Some(bundle) = optional_search(ctx, "Observation", &params)? else { return unsupported(&params) };
+    let what = describe(&params);
+    expect_mode(&bundle, "Observation", &observation.id, "match", &what)?;
+    expect_mode(&bundle, "Patient", &patient.id, "include", &what)?;
+    expect_mode(&bundle, "Observation", &second.id, "include", &what)?;
+    let entries = check::entries(&bundle).len();
+    ensure(entries == 3, || format!("{what}: expected 3 entries (each resource once), got {entries}"))
 }
 
 fn identifier_or(ctx: &Ctx) -> Outcome {
