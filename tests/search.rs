@@ -124,6 +124,16 @@ const CASES: &[(&str, &[&str])] = &[
     // _lastUpdated
     ("Patient?_lastUpdated=gt2000-01-01", &["anna", "bernd", "chloe"]),
     ("Patient?_lastUpdated=lt2000-01-01", &[]),
+    // _sort by parameters of several types, both directions, several keys; no value sorts last
+    ("Observation?code=8867-4&_sort=date", &["hr-anna-1", "hr-anna-2", "hr-bernd"]),
+    ("Observation?code=8867-4&_sort=-date", &["hr-bernd", "hr-anna-2", "hr-anna-1"]),
+    ("Observation?_sort=date", &["pvc-anna", "hr-anna-1", "hr-anna-2", "hr-bernd", "no-subject"]),
+    ("Observation?_sort=-date", &["hr-bernd", "hr-anna-2", "hr-anna-1", "pvc-anna", "no-subject"]),
+    ("Observation?code=http://loinc.org|&_sort=-value-quantity", &["pvc-anna", "hr-anna-2", "hr-anna-1", "hr-bernd"]),
+    ("Observation?code=http://loinc.org|&_sort=status,-date", &["hr-anna-2", "hr-anna-1", "pvc-anna", "hr-bernd"]),
+    ("Organization?_sort=name", &["comma", "klinik", "kasse"]),
+    ("Patient?_sort=-_lastUpdated&_id=anna,chloe", &["chloe", "anna"]),
+    ("Observation?subject=anna&_sort=-_id", &["pvc-anna", "hr-anna-2", "hr-anna-1"]),
 ];
 
 async fn search_table(backend: Backend) {
@@ -223,6 +233,8 @@ async fn search_errors_and_unknown_parameters(backend: Backend) {
     server.get("Patient?link:Patient.link:Patient.link:Patient.link:Patient.link:Patient.link:Patient.name=x")
         .await
         .assert_outcome(StatusCode::BAD_REQUEST, "invalid", "levels deep");
+    server.get("Patient?_sort=birthdate").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "protected");
+    server.get("Patient?_sort=nonsense").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "nonsense");
     server.get("Observation?_include=Observation:status").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "not a reference parameter");
     server.get("Observation?_include=Nothing:subject").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "unknown resource type");
     server.get("Observation?_include:deep=Observation:subject").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", ":iterate");

@@ -22,7 +22,13 @@ use crate::store::Bind;
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub where_sql: String,
+    /// The binds of `where_sql`, then those of `sort_keys`.
     pub binds: Vec<Bind>,
+    /// How many of `binds` belong to `where_sql` (a COUNT binds only those).
+    pub where_binds: usize,
+    /// Sort key expressions over `h`, selected as `k0`, `k1`, … next to `h.id AS id`.
+    pub sort_keys: Vec<String>,
+    /// ORDER BY over `id` and the `k` columns.
     pub order_sql: String,
 }
 
@@ -66,17 +72,58 @@ pub fn plan(request: &SearchRequest, registry: &SearchParamRegistry, keys: &KeyR
     for criterion in &request.criteria {
         conditions.push(criterion_condition(&mut builder, &scope, criterion)?);
     }
-    let mut order: Vec<String> = request
-        .sort
-        .iter()
-        .map(|key| {
-            let column = if key.code == "_lastUpdated" { "h.last_updated" } else { "h.id" };
-            format!("{column} {}", if key.descending { "DESC" } else { "ASC" })
-        })
-        .collect();
+    let where_binds = builder.binds.len();
+    let mut sort_keys = Vec::new();
+    let mut order = Vec::new();
+    for key in &request.sort {
+        let direction = if key.descending { "DESC" } else { "ASC" };
+        if key.code == "_id" {
+            order.push(format!("id {direction}"));
+            continue;
+        }
+        let column = format!("k{}", sort_keys.len());
+        sort_keys.push(sort_key(&mut builder, &scope, &key.code, key.descending)?);
+        // Resources without a value sort last either way (the two databases disagree on NULLs).
+        order.push(format!("({column} IS NULL) ASC, {column} {direction}"));
+    }
     // Ties broken by id so that pages never overlap or skip.
-    order.push("h.id ASC".into());
-    Ok(Plan { where_sql: conditions.join(" AND "), binds: builder.binds, order_sql: order.join(", ") })
+    order.push("id ASC".into());
+    Ok(Plan { where_sql: conditions.join(" AND "), binds: builder.binds, where_binds, sort_keys, order_sql: order.join(", ") })
+}
+
+/// The value a resource is sorted by for parameter `code`: its lowest value ascending, its
+/// highest descending (a resource can have several), as a subquery on its index rows.
+fn sort_key(b: &mut Builder, scope: &Scope, code: &str, descending: bool) -> ApiResult<String> {
+    if code == "_lastUpdated" {
+        return Ok("h.last_updated".into());
+    }
+    let unknown = || ApiError::bad_request(format!("_sort: {} has no search parameter `{}`", scope.resource_type, truncate(code)));
+    let param = b.registry.get(&scope.resource_type, code).ok_or_else(unknown)?;
+    if is_protected(b.registry, &scope.resource_type, code, param.kind) {
+        return Err(ApiError::bad_request(format!(
+            "_sort: `{}` is protected (stored as keyed tokens), so it has no order to sort by",
+            truncate(code)
+        )));
+    }
+    let kind = param.kind;
+    let value = match kind {
+        ParamType::Date => "r.start_us",
+        ParamType::Number | ParamType::Quantity => "((r.low + r.high) / 2)",
+        ParamType::Token => "r.code",
+        ParamType::String => "r.normalized",
+        ParamType::Reference => "r.url",
+        ParamType::Uri => "r.value",
+        ParamType::Composite | ParamType::Special => {
+            return Err(ApiError::bad_request(format!("_sort: `{}` is not a sortable parameter", truncate(code))));
+        }
+    };
+    let aggregate = if descending { "MAX" } else { "MIN" };
+    let param = b.text(code.to_string());
+    Ok(format!(
+        "(SELECT {aggregate}({value}) FROM {} r WHERE r.resource_type = {} AND r.param = {param} AND r.id = h.id)",
+        table_for(kind),
+        scope.type_bind
+    ))
 }
 
 fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) -> ApiResult<String> {

@@ -189,12 +189,7 @@ impl SearchRequest {
                         Some(code) => (code, true),
                         None => (key, false),
                     };
-                    if !matches!(code, "_id" | "_lastUpdated") {
-                        return Err(ApiError::bad_request(format!(
-                            "_sort: sorting by `{}` is not supported yet; use _id or _lastUpdated",
-                            truncate(code)
-                        )));
-                    }
+                    // Whether `code` can be sorted by is the planner's to say (it knows the type).
                     self.sort.push(SortKey { code: code.to_string(), descending });
                 }
                 self.used.push((name.into(), value.into()));

@@ -93,8 +93,9 @@ impl Service {
 
 /// Ids matching `plan`, in its order, `limit` of them from `offset`.
 pub async fn matching_ids(conn: &mut Conn, plan: &Plan, limit: usize, offset: usize) -> ApiResult<Vec<String>> {
+    let keys: String = plan.sort_keys.iter().enumerate().map(|(n, key)| format!(", {key} AS k{n}")).collect();
     let sql = format!(
-        "SELECT h.id FROM resource_heads h WHERE {} ORDER BY {} LIMIT {limit} OFFSET {offset}",
+        "SELECT id FROM (SELECT h.id AS id{keys} FROM resource_heads h WHERE {}) s ORDER BY {} LIMIT {limit} OFFSET {offset}",
         plan.where_sql, plan.order_sql
     );
     let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), plan.binds.clone()).fetch_all(&mut *conn).await?;
@@ -103,6 +104,7 @@ pub async fn matching_ids(conn: &mut Conn, plan: &Plan, limit: usize, offset: us
 
 async fn count(conn: &mut Conn, plan: &Plan) -> ApiResult<i64> {
     let sql = format!("SELECT COUNT(*) FROM resource_heads h WHERE {}", plan.where_sql);
-    let row = bind_all(sqlx::query(AssertSqlSafe(sql)), plan.binds.clone()).fetch_one(&mut *conn).await?;
+    let binds = plan.binds[..plan.where_binds].to_vec();
+    let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_one(&mut *conn).await?;
     Ok(row.try_get(0)?)
 }
