@@ -233,6 +233,9 @@ async fn search_errors_and_unknown_parameters(backend: Backend) {
     server.get("Patient?link:Patient.link:Patient.link:Patient.link:Patient.link:Patient.link:Patient.name=x")
         .await
         .assert_outcome(StatusCode::BAD_REQUEST, "invalid", "levels deep");
+    server.get("Organization/x/Observation?code=1").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "Patient compartment only");
+    server.get("Patient/x/Organization?name=a").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "not in the Patient compartment");
+    server.get("Patient/x/Nothing?name=a").await.assert_outcome(StatusCode::NOT_FOUND, "not-found", "Nothing");
     server.get("Patient?_sort=birthdate").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "protected");
     server.get("Patient?_sort=nonsense").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "nonsense");
     server.get("Observation?_include=Observation:status").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "not a reference parameter");
@@ -369,6 +372,15 @@ const LINKED_CASES: &[(&str, &[&str], &[&str])] = &[
      &["DiagnosticReport/dr-1", "Patient/anna"]),
     ("Coverage?_id=cov-1&_include=Coverage:beneficiary&_revinclude:iterate=Device:patient", &["cov-1"],
      &["Device/holter-1", "Patient/anna"]),
+    // compartment search: the compartment definition's parameters, only references to this server,
+    // the Patient itself; membership follows references even to a deleted Patient
+    ("Patient/anna/Observation?code=8867-4", &["hr-anna-1", "hr-anna-2", "hr-anna-dev"], &[]),
+    ("Patient/bernd/Observation?status=final,preliminary", &["hr-bernd"], &[]),
+    ("Patient/anna/DiagnosticReport?status=final", &["dr-1"], &[]),
+    ("Patient/anna/Coverage?status=active&_include=Coverage:payor", &["cov-1"], &["Organization/kasse"]),
+    ("Patient/anna/Patient?_id=anna,bernd", &["anna"], &[]),
+    ("Patient/chloe/Observation?code=8867-4", &[], &[]),
+    ("Patient/ghost/Observation?code=8867-4", &["hr-ghost"], &[]),
 ];
 
 async fn chains_has_and_includes(backend: Backend) {

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::negotiate::{FhirJson, JsonPatchBody, Prefer, query_pairs, read_form};
-use super::paths::{InstancePath, TypePath, VersionPath};
+use super::paths::{CompartmentPath, InstancePath, TypePath, VersionPath};
 use super::respond;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::bundle::{self, Link};
@@ -89,6 +89,15 @@ pub async fn search_post(State(state): State<AppState>, TypePath(resource_type):
     let mut pairs = query_pairs(request.uri().query())?;
     pairs.extend(read_form(request, state.service.config.max_body_bytes).await?);
     search(&state, &resource_type, pairs, prefer).await
+}
+
+/// `GET [compartment type]/[id]/[type]?…`: a search confined to one compartment (R4 compartmentdefinition.html).
+pub async fn compartment_search(State(state): State<AppState>, path: CompartmentPath, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
+    let pairs = query_pairs(query.as_deref())?;
+    let mut request = state.service.parse_search(&path.resource_type, &pairs, prefer.strict)?;
+    state.service.confine_to_compartment(&mut request, &path.compartment_type, path.id.as_str())?;
+    let page = state.service.search(request).await?;
+    Ok(respond::json(StatusCode::OK, &state.service.searchset(&page)))
 }
 
 async fn search(state: &AppState, resource_type: &str, pairs: Vec<(String, String)>, prefer: Prefer) -> ApiResult<Response> {

@@ -24,6 +24,13 @@ pub struct VersionPath {
     pub version: i64,
 }
 
+/// `/fhir/{compartment type}/{id}/{type}`: a search inside a compartment.
+pub struct CompartmentPath {
+    pub compartment_type: String,
+    pub id: FhirId,
+    pub resource_type: String,
+}
+
 async fn segments(parts: &mut Parts, state: &AppState) -> Result<Vec<String>, ApiError> {
     let Path(segments) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
         .await
@@ -68,6 +75,21 @@ impl FromRequestParts<AppState> for VersionPath {
                 version: parse_version(version)?,
             }),
             _ => Err(ApiError::bad_request("the request path needs a resource type, an id and a version")),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for CompartmentPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let segments = segments(parts, state).await?;
+        match segments.as_slice() {
+            [compartment_type, id, resource_type] => {
+                state.service.check_type(resource_type)?;
+                Ok(CompartmentPath { compartment_type: compartment_type.clone(), id: FhirId::parse(id)?, resource_type: resource_type.clone() })
+            }
+            _ => Err(ApiError::bad_request("the request path needs a compartment type, an id and a resource type")),
         }
     }
 }

@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/{type}/$validate", post(validate))
         .route("/fhir/{type}/{id}", get(read).put(update).patch(patch).delete(delete))
         .route("/fhir/{type}/{id}/_history", get(history_instance))
+        .route("/fhir/{type}/{id}/{search_type}", get(compartment_search))
         .route("/fhir/{type}/{id}/_history/{vid}", get(vread))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(require_json_accept));

@@ -93,6 +93,10 @@ pub fn capability_statement(base_url: &str, resource_types: &[String], registry:
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
+            "documentation": "Search: chains and _has up to the depth given on each reference parameter; \
+                _include and _revinclude (with :iterate and *); _sort by any parameter that is not protected; \
+                compartment search in the Patient compartment.",
+            "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
             "resource": resources,
             "interaction": [
                 {"code": "transaction"},

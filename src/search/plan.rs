@@ -10,8 +10,8 @@
 use super::index_rows::BlindTerm;
 use super::extract::{decimal_range, normalize_string, parse_date_range};
 use super::phi::{MAX_PREFIX_CHARS, is_protected, reference_identifier_param, text_param};
-use super::query::{Criterion, ParamFilter, SearchRequest, split_unescaped, unescape};
-use super::registry::{ParamType, SearchParamRegistry};
+use super::query::{Compartment, Criterion, ParamFilter, SearchRequest, split_unescaped, unescape};
+use super::registry::{COMPARTMENT_SELF, ParamType, SearchParamRegistry};
 use crate::crypto::KeyRing;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::truncate;
@@ -71,6 +71,9 @@ pub fn plan(request: &SearchRequest, registry: &SearchParamRegistry, keys: &KeyR
     let mut conditions = vec!["h.resource_type = $1".to_string(), "h.deleted = 0".to_string()];
     for criterion in &request.criteria {
         conditions.push(criterion_condition(&mut builder, &scope, criterion)?);
+    }
+    if let Some(compartment) = &request.compartment {
+        conditions.push(compartment_condition(&mut builder, compartment));
     }
     let where_binds = builder.binds.len();
     let mut sort_keys = Vec::new();
@@ -156,6 +159,27 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
             ))
         }
     }
+}
+
+/// Membership of `h` in a compartment: one of the compartment's parameters points at its owner,
+/// or `h` is the owner itself (a Patient is in its own compartment).
+fn compartment_condition(b: &mut Builder, compartment: &Compartment) -> String {
+    let owner_id = b.text(compartment.id.clone());
+    let mut alternatives = Vec::new();
+    if compartment.params.iter().any(|p| p == COMPARTMENT_SELF) {
+        alternatives.push(format!("h.id = {owner_id}"));
+    }
+    let params: Vec<String> = compartment.params.iter().filter(|p| *p != COMPARTMENT_SELF).map(|p| b.text(p.clone())).collect();
+    if !params.is_empty() {
+        let owner_type = b.text(compartment.resource_type.clone());
+        let local = local_reference(b, "c");
+        alternatives.push(format!(
+            "h.id IN (SELECT c.id FROM search_reference c WHERE c.resource_type = $1 AND c.param IN ({}) \
+             AND c.target_type = {owner_type} AND c.target_id = {owner_id} AND {local})",
+            params.join(", ")
+        ));
+    }
+    if alternatives.is_empty() { "1 = 0".into() } else { format!("({})", alternatives.join(" OR ")) }
 }
 
 /// Reference row `c` points into this server (relative, or absolute on our base), so a chain

@@ -45,6 +45,15 @@ pub struct Include {
     pub target_type: Option<String>,
 }
 
+/// The compartment a search is confined to (`Patient/123/Observation?…`): resources whose
+/// `params` (from the compartment definition) point at `resource_type/id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compartment {
+    pub resource_type: String,
+    pub id: String,
+    pub params: Vec<String>,
+}
+
 /// Deepest nesting of chains and `_has` in one parameter. Each level is one more subquery; the
 /// cap keeps a single request from asking the database for an unbounded join.
 pub const MAX_CHAIN_DEPTH: usize = 4;
@@ -69,6 +78,7 @@ pub struct SearchRequest {
     /// ANDed criteria.
     pub criteria: Vec<Criterion>,
     pub includes: Vec<Include>,
+    pub compartment: Option<Compartment>,
     pub count: usize,
     pub offset: usize,
     pub sort: Vec<SortKey>,
@@ -105,6 +115,7 @@ impl SearchRequest {
             resource_type: resource_type.to_string(),
             criteria: Vec::new(),
             includes: Vec::new(),
+            compartment: None,
             count: default_count,
             offset: 0,
             sort: Vec::new(),

@@ -6,11 +6,12 @@ use serde_json::Value;
 use sqlx::Row;
 
 use super::{Service, VersionedResource};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
+use crate::fhir::id::truncate;
 use crate::fhir::bundle::{self, Link};
 use crate::fhir::outcome::operation_outcome;
 use crate::search::plan::{Plan, plan};
-use crate::search::query::{SearchRequest, TotalMode};
+use crate::search::query::{Compartment, SearchRequest, TotalMode};
 use crate::store::{Conn, bind_all, versions};
 
 /// One page of matches.
@@ -33,6 +34,23 @@ impl Service {
             self.config.default_page_size,
             self.config.max_page_size,
         )
+    }
+
+    /// Confine `request` to the compartment of `compartment_type/id`. Only the Patient
+    /// compartment is defined here (compartmentdefinition-patient.json).
+    pub fn confine_to_compartment(&self, request: &mut SearchRequest, compartment_type: &str, id: &str) -> ApiResult<()> {
+        if compartment_type != "Patient" {
+            return Err(ApiError::bad_request(format!(
+                "compartment searches are offered for the Patient compartment only, not {}",
+                truncate(compartment_type)
+            )));
+        }
+        let params = self.registry.patient_compartment_params(&request.resource_type);
+        if params.is_empty() {
+            return Err(ApiError::bad_request(format!("{} resources are not in the Patient compartment", request.resource_type)));
+        }
+        request.compartment = Some(Compartment { resource_type: compartment_type.to_string(), id: id.to_string(), params: params.to_vec() });
+        Ok(())
     }
 
     pub async fn search(&self, request: SearchRequest) -> ApiResult<SearchPage> {
@@ -69,14 +87,17 @@ impl Service {
     pub fn searchset(&self, page: &SearchPage) -> Value {
         let base = &self.config.base_url;
         let request = &page.request;
-        let resource_type = &request.resource_type;
+        let path = match &request.compartment {
+            Some(c) => format!("{}/{}/{}", c.resource_type, c.id, request.resource_type),
+            None => request.resource_type.clone(),
+        };
         let link = |offset: Option<usize>| {
             let mut pairs = request.used.clone();
             if let Some(offset) = offset.filter(|o| *o > 0) {
                 pairs.push(("_offset".into(), offset.to_string()));
             }
             let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-            if query.is_empty() { format!("{base}/{resource_type}") } else { format!("{base}/{resource_type}?{query}") }
+            if query.is_empty() { format!("{base}/{path}") } else { format!("{base}/{path}?{query}") }
         };
         let mut links = vec![Link { relation: "self", url: link(Some(request.offset)) }];
         if request.offset > 0 {

@@ -48,6 +48,7 @@ pub fn cases() -> Vec<Case> {
             "_include + _revinclude:iterate add the Patient and its other Observation, each once (if supported)",
             include_iterate,
         ),
+        Case::new("search-023", "Patient/<id>/Observation finds the Patient's Observation and no other", compartment),
     ]
 }
 
@@ -356,6 +357,17 @@ fn include_iterate(ctx: &Ctx) -> Outcome {
     expect_mode(&bundle, "Observation", &second.id, "include", &what)?;
     let entries = check::entries(&bundle).len();
     ensure(entries == 3, || format!("{what}: expected 3 entries (each resource once), got {entries}"))
+}
+
+fn compartment(ctx: &Ctx) -> Outcome {
+    let (patient, observation) = patient_with_observation(ctx)?;
+    let (other, _) = patient_with_observation(ctx)?;
+    let code = format!("{LOINC}|{HEART_RATE}");
+    let params = [("code", code.as_str())];
+    let bundle = ctx.search(&format!("{}/Observation", patient.reference()), &params)?;
+    exactly(&check::ids_of(&bundle, "Observation"), &observation.id, &format!("{}/Observation?code={code}", patient.reference()))?;
+    let bundle = ctx.search(&format!("{}/Observation", other.reference()), &params)?;
+    excludes(&check::ids_of(&bundle, "Observation"), &observation.id, &format!("{}/Observation?code={code}", other.reference()))
 }
 
 fn identifier_or(ctx: &Ctx) -> Outcome {
