@@ -318,6 +318,49 @@ async fn writes_replace_index_rows(backend: Backend) {
     all(matches(new_queries).await, false);
 }
 
+/// `_summary=true|text|data` and `_elements` subset the matches (tagged SUBSETTED), not the includes.
+async fn summary_and_elements(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.put("Patient/p1", &json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Huber"}]})).await;
+    let mut observation = obs("o1", "p1", "8867-4", "72", "2026-03-05", "final");
+    observation["text"] = json!({"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">72 /min</div>"});
+    observation["note"] = json!([{"text": "after exercise"}]);
+    server.put("Observation/o1", &observation).await;
+    let first = |query: &str| {
+        let server = &server;
+        let query = query.to_string();
+        async move {
+            let reply = server.get(&query).await;
+            assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.text);
+            let entries = reply.body["entry"].as_array().cloned().unwrap_or_default();
+            entries.into_iter().map(|e| e["resource"].clone()).collect::<Vec<Value>>()
+        }
+    };
+    let keys = |resource: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = resource.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let subsetted = |resource: &Value| resource["meta"]["tag"].as_array().is_some_and(|tags| tags.iter().any(|t| t["code"] == "SUBSETTED"));
+
+    let summary = &first("Observation?_id=o1&_summary=true").await[0];
+    assert_eq!(keys(summary), ["code", "effectiveDateTime", "id", "meta", "resourceType", "status", "subject", "valueQuantity"]);
+    assert!(subsetted(summary));
+    let text = &first("Observation?_id=o1&_summary=text").await[0];
+    assert_eq!(keys(text), ["code", "id", "meta", "resourceType", "status", "text"]);
+    let data = &first("Observation?_id=o1&_summary=data").await[0];
+    assert!(data.get("text").is_none() && data.get("note").is_some() && subsetted(data));
+    let elements = &first("Observation?_id=o1&_elements=note,valueQuantity").await[0];
+    assert_eq!(keys(elements), ["code", "id", "meta", "note", "resourceType", "status", "valueQuantity"]);
+    let with_include = first("Observation?_id=o1&_elements=status&_include=Observation:subject").await;
+    assert_eq!(with_include[1]["name"][0]["family"], "Huber", "included resources are not subsetted");
+    assert!(!subsetted(&with_include[1]));
+    let full = &first("Observation?_id=o1").await[0];
+    assert!(full.get("note").is_some() && !subsetted(full));
+    server.get("Observation?_summary=maybe").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_summary");
+    server.get("Observation?_elements=code.coding").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_elements");
+}
+
 /// Extra resources for chains, `_has` and includes, on top of [`fixtures`].
 fn linked_fixtures() -> Vec<Value> {
     let mut with_device = obs("hr-anna-dev", "anna", "8867-4", "70", "2026-05-01", "final");
@@ -419,5 +462,6 @@ both_backends!(
     paging_totals_and_summary,
     search_errors_and_unknown_parameters,
     writes_replace_index_rows,
-    chains_has_and_includes
+    chains_has_and_includes,
+    summary_and_elements
 );

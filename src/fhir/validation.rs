@@ -25,6 +25,9 @@
 mod elements;
 mod schema;
 mod spec;
+mod summary;
+
+pub use summary::{ElementSummary, Subset};
 mod terminology;
 #[cfg(test)]
 mod tests;
@@ -64,6 +67,7 @@ pub enum LoadError {
 pub struct Validator {
     schemas: Schemas,
     elements: ElementRules,
+    summary: ElementSummary,
 }
 
 impl Validator {
@@ -98,6 +102,7 @@ impl Validator {
         let resource_types: HashSet<String> = schemas.types().iter().cloned().collect();
         let definitions: Vec<_> = types?.into_resources().chain(resources?.into_resources()).collect();
         let elements = ElementRules::build(&definitions, &resource_types, &mut terminology);
+        let summary = ElementSummary::build(&definitions);
 
         let (bindings_enforced, bindings_skipped) = elements.binding_counts();
         tracing::info!(
@@ -107,7 +112,13 @@ impl Validator {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "loaded FHIR R4 definitions"
         );
-        Ok(Validator { schemas, elements })
+        Ok(Validator { schemas, elements, summary })
+    }
+
+    /// Summary and mandatory elements per type, for `_summary` and `_elements` (read from the
+    /// same StructureDefinitions as the rules).
+    pub fn element_summary(&self) -> &ElementSummary {
+        &self.summary
     }
 
     /// Every concrete R4 resource type name, sorted.

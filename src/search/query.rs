@@ -6,6 +6,7 @@ use super::registry::{ParamType, SearchParam, SearchParamRegistry};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::truncate;
 use crate::fhir::outcome::{Issue, IssueCode, Severity};
+use crate::fhir::validation::Subset;
 
 /// One parameter of the query: all its values are ORed; separate parameters are ANDed.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +85,8 @@ pub struct SearchRequest {
     pub sort: Vec<SortKey>,
     pub total: TotalMode,
     pub summary_count: bool,
+    /// `_summary=true|text|data` or `_elements`: what each match keeps.
+    pub subset: Option<Subset>,
     /// The parameters that were used, in order, for the `self` link.
     pub used: Vec<(String, String)>,
     /// Parameters that were ignored (unknown or unsupported), reported as a warning.
@@ -121,6 +124,7 @@ impl SearchRequest {
             sort: Vec::new(),
             total: TotalMode::Accurate,
             summary_count: false,
+            subset: None,
             used: Vec::new(),
             warnings: Vec::new(),
         };
@@ -217,8 +221,21 @@ impl SearchRequest {
             "_summary" => {
                 match value {
                     "count" => self.summary_count = true,
+                    "true" => self.subset = Some(Subset::Summary),
+                    "text" => self.subset = Some(Subset::Text),
+                    "data" => self.subset = Some(Subset::Data),
                     "false" => {}
-                    _ => return Err(ApiError::bad_request("_summary: only count and false are supported yet")),
+                    _ => return Err(ApiError::bad_request("_summary must be true, text, data, count or false")),
+                }
+                self.used.push((name.into(), value.into()));
+            }
+            "_elements" => {
+                let names: Vec<String> = value.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
+                if names.iter().any(|n| !n.chars().all(|c| c.is_ascii_alphanumeric())) {
+                    return Err(ApiError::bad_request("_elements lists top-level element names (letters and digits), separated by commas"));
+                }
+                if self.subset.is_none() {
+                    self.subset = Some(Subset::Elements(names));
                 }
                 self.used.push((name.into(), value.into()));
             }
@@ -226,7 +243,7 @@ impl SearchRequest {
             "_format" if !matches!(value, "json" | "application/json" | "application/fhir+json") => {
                 return Err(ApiError::NotAcceptable("_format: this server speaks JSON only (json, application/fhir+json)".into()));
             }
-            _ => {} // _pretty, _elements: accepted, output unchanged
+            _ => {} // _pretty: accepted, output unchanged
         }
         Ok(())
     }

@@ -74,8 +74,14 @@ impl Service {
         let mut stored = versions::read_current_many(conn, &request.resource_type, &ids).await?;
         // Keep the order the plan chose.
         stored.sort_by_key(|s| ids.iter().position(|id| *id == s.id));
-        let matches = stored.into_iter().map(|s| self.open_version(s)).collect::<ApiResult<Vec<_>>>()?;
+        let mut matches = stored.into_iter().map(|s| self.open_version(s)).collect::<ApiResult<Vec<_>>>()?;
+        // Includes follow the full resources; only the matches are subsetted (R4 search.html#elements).
         let (included, warning) = self.included(conn, &request, &matches).await?;
+        if let Some(subset) = &request.subset {
+            for resource in matches.iter_mut().filter_map(|m| m.resource.as_mut()) {
+                self.validator.element_summary().apply(resource, subset);
+            }
+        }
         let mut request = request;
         request.warnings.extend(warning);
         Ok(SearchPage { request, matches, included, total, has_more })

@@ -63,6 +63,8 @@ pub(super) struct ElementDef {
     pub content_reference: Option<String>,
     pub binding: Option<BindingDef>,
     pub slice_name: Option<String>,
+    #[serde(default)]
+    pub is_summary: bool,
 }
 
 #[derive(Deserialize)]
