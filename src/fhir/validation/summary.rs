@@ -102,10 +102,10 @@ fn tag_subsetted(object: &mut Map<String, Value>) {
     let meta = object.entry("meta").or_insert_with(|| json!({}));
     let Some(meta) = meta.as_object_mut() else { return };
     let tags = meta.entry("tag").or_insert_with(|| json!([]));
-    if let Some(tags) = tags.as_array_mut() {
-        if !tags.iter().any(|t| t["system"] == SUBSETTED.0 && t["code"] == SUBSETTED.1) {
-            tags.push(json!({"system": SUBSETTED.0, "code": SUBSETTED.1, "display": "subsetted"}));
-        }
+    if let Some(tags) = tags.as_array_mut()
+        && !tags.iter().any(|t| t["system"] == SUBSETTED.0 && t["code"] == SUBSETTED.1)
+    {
+        tags.push(json!({"system": SUBSETTED.0, "code": SUBSETTED.1, "display": "subsetted"}));
     }
 }
 
