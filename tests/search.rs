@@ -116,6 +116,15 @@ const CASES: &[(&str, &[&str])] = &[
     ("Observation?value-quantity=96", &["hr-anna-2"]),
     ("Observation?value-quantity=72|http://unitsofmeasure.org|mg", &[]),
     ("Observation?value-quantity=ap100", &["hr-anna-2"]),
+    // composites: the two components must hold together in one combination
+    ("Observation?code-value-quantity=http://loinc.org|8867-4$gt90", &["hr-anna-2"]),
+    ("Observation?code-value-quantity=8867-4$lt70", &["hr-bernd"]),
+    ("Observation?code-value-quantity=8894-5$gt90", &["pvc-anna"]),
+    ("Observation?code-value-quantity=8894-5$72", &[]),
+    ("Observation?code-value-quantity=http://snomed.info/sct|8867-4$gt1", &[]),
+    ("Observation?code-value-quantity=8867-4$72|http://unitsofmeasure.org|/min", &["hr-anna-1"]),
+    ("Observation?code-value-quantity=8867-4$gt90,8894-5$gt90", &["hr-anna-2", "pvc-anna"]),
+    ("Observation?combo-code-value-quantity=8867-4$le72", &["hr-anna-1", "hr-bernd"]),
     // uri
     ("Device?url=http://devices.example/holter/1", &["holter-1"]),
     ("Device?url:below=http://devices.example/holter", &["holter-1"]),
@@ -236,6 +245,7 @@ async fn search_errors_and_unknown_parameters(backend: Backend) {
     server.get("Organization/x/Observation?code=1").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "Patient compartment only");
     server.get("Patient/x/Organization?name=a").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "not in the Patient compartment");
     server.get("Patient/x/Nothing?name=a").await.assert_outcome(StatusCode::NOT_FOUND, "not-found", "Nothing");
+    server.get("Observation?code-value-quantity=8867-4").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "composite value");
     server.get("Patient?_sort=birthdate").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "protected");
     server.get("Patient?_sort=nonsense").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "nonsense");
     server.get("Observation?_include=Observation:status").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "not a reference parameter");

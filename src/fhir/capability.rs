@@ -6,15 +6,20 @@
 use serde_json::{Value, json};
 
 use super::FHIR_VERSION;
-use crate::search::registry::{ParamType, SearchParamRegistry};
+use crate::search::registry::{ParamType, SearchParam, SearchParamRegistry};
 
 /// Type-level interactions every resource type offers.
 pub const TYPE_INTERACTIONS: &[&str] =
     ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"].as_slice();
 
-/// Search parameter types the planner handles.
-pub fn is_searchable(kind: ParamType) -> bool {
-    !matches!(kind, ParamType::Composite | ParamType::Special)
+/// Search parameters the planner handles: every type but `special`, and the composites of a
+/// code and a second value (see `search::query::composite_value_kind`).
+pub fn is_searchable(param: &SearchParam) -> bool {
+    match param.kind {
+        ParamType::Special => false,
+        ParamType::Composite => crate::search::query::composite_value_kind(param).is_some(),
+        _ => true,
+    }
 }
 
 pub fn capability_statement(base_url: &str, resource_types: &[String], registry: &SearchParamRegistry, software_version: &str) -> Value {
@@ -24,7 +29,7 @@ pub fn capability_statement(base_url: &str, resource_types: &[String], registry:
             let params: Vec<Value> = registry
                 .params_for(resource_type)
                 .into_iter()
-                .filter(|p| is_searchable(p.kind) && p.is_indexed() && !crate::search::phi::is_unindexed(&p.code))
+                .filter(|p| is_searchable(p) && p.is_indexed() && !crate::search::phi::is_unindexed(&p.code))
                 .map(|p| {
                     let mut param = json!({"name": p.code, "definition": p.url, "type": p.kind.code()});
                     if crate::search::phi::is_protected(registry, resource_type, &p.code, p.kind) {

@@ -250,8 +250,39 @@ fn plain_rows(code: &str, value: IndexValue) -> Vec<IndexRow> {
             vec![IndexRow::Number { param, low, high, system, code: unit_code }]
         }
         IndexValue::Uri { value } => vec![IndexRow::Uri { param, value }],
-        // `:of-type` and composite parameters are indexed with the search issue.
-        IndexValue::Composite { .. } => Vec::new(),
+        IndexValue::Composite { components } => composite_rows(code, components),
+    }
+}
+
+/// A composite of a token and one more value (`code-value-quantity`, `combo-code-value-concept`,
+/// …) is stored as a row of the second value's kind under a parameter name that carries the
+/// token ([`composite_param`]): once for the code alone and once with its system, so that both
+/// query forms are a key lookup and the second value uses its own table's comparisons. Other
+/// shapes (three components, a reference first) are not indexed and not offered.
+fn composite_rows(code: &str, components: Vec<IndexValue>) -> Vec<IndexRow> {
+    let [IndexValue::Token { system, code: Some(first), .. }, second] = components.as_slice() else { return Vec::new() };
+    if !is_composite_value(second) {
+        return Vec::new();
+    }
+    let system = system.as_deref().unwrap_or_default();
+    [composite_param(code, None, first), composite_param(code, Some(system), first)]
+        .iter()
+        .flat_map(|key| plain_rows(key, second.clone()))
+        .collect()
+}
+
+/// Second components a composite is indexed for: never free text (which could be PHI).
+fn is_composite_value(value: &IndexValue) -> bool {
+    matches!(value, IndexValue::Token { .. } | IndexValue::Quantity { .. } | IndexValue::Number { .. } | IndexValue::Date { .. })
+}
+
+/// The stored parameter name of a composite row: the composite's code, then its first (token)
+/// component's code, with or without its system (`""` for a coding that has none). The separator
+/// is U+001F, a control character no stored resource can contain, so keys cannot collide.
+pub fn composite_param(param: &str, system: Option<&str>, code: &str) -> String {
+    match system {
+        None => format!("{param}\u{1f}{code}"),
+        Some(system) => format!("{param}\u{1f}{system}\u{1f}{code}"),
     }
 }
 

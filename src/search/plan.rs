@@ -7,10 +7,10 @@
 //! joined through `search_reference` rows. A chain through a deleted resource therefore never
 //! matches, and `:not` or `:missing` inside a chain mean the same as at the top.
 
-use super::index_rows::BlindTerm;
+use super::index_rows::{BlindTerm, composite_param};
 use super::extract::{decimal_range, normalize_string, parse_date_range};
 use super::phi::{MAX_PREFIX_CHARS, is_protected, reference_identifier_param, text_param};
-use super::query::{Compartment, Criterion, ParamFilter, SearchRequest, split_unescaped, unescape};
+use super::query::{Compartment, Criterion, ParamFilter, SearchRequest, composite_value_kind, split_unescaped, unescape};
 use super::registry::{COMPARTMENT_SELF, ParamType, SearchParamRegistry};
 use crate::crypto::KeyRing;
 use crate::error::{ApiError, ApiResult};
@@ -231,6 +231,9 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
         }
         _ => {}
     }
+    if filter.kind == ParamType::Composite {
+        return composite_filter(b, scope, filter);
+    }
     let phi = is_protected(b.registry, &scope.resource_type, &filter.code, filter.kind);
     let table = if phi { "search_blind" } else { table_for(filter.kind) };
     if filter.modifier.as_deref() == Some("missing") {
@@ -257,6 +260,40 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
         "{} {}IN (SELECT r.id FROM {table} r WHERE r.resource_type = {} AND r.param = {param} AND ({}))",
         scope.id,
         if negate { "NOT " } else { "" },
+        scope.type_bind,
+        alternatives.join(" OR ")
+    ))
+}
+
+/// `code-value-quantity=[system|]code$[prefix]value` and the like: rows of the second component's
+/// table stored under the composite's name joined with the first component's code
+/// ([`composite_param`]).
+fn composite_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResult<String> {
+    let second_kind = b
+        .registry
+        .get(&scope.resource_type, &filter.code)
+        .and_then(composite_value_kind)
+        .ok_or_else(|| param_error(filter, "this composite is not indexed"))?;
+    let second_filter = ParamFilter { kind: second_kind, modifier: None, ..filter.clone() };
+    let mut alternatives = Vec::new();
+    for value in &filter.values {
+        let parts = split_unescaped(value, '$');
+        let [first, second] = parts.as_slice() else {
+            return Err(param_error(filter, "a composite value is [system|]code$value; escape a literal $ as \\$"));
+        };
+        let key = match split_unescaped(first, '|').as_slice() {
+            [code] if !code.is_empty() => composite_param(&filter.code, None, &unescape(code)),
+            [system, code] if !code.is_empty() => composite_param(&filter.code, Some(&unescape(system)), &unescape(code)),
+            _ => return Err(param_error(filter, "the first part of a composite value is a code or system|code")),
+        };
+        let key = b.text(key);
+        let condition = value_condition(b, &second_filter, second)?;
+        alternatives.push(format!("(r.param = {key} AND {condition})"));
+    }
+    Ok(format!(
+        "{} IN (SELECT r.id FROM {} r WHERE r.resource_type = {} AND ({}))",
+        scope.id,
+        table_for(second_kind),
         scope.type_bind,
         alternatives.join(" OR ")
     ))

@@ -316,8 +316,13 @@ fn parse_criterion(
     let param = registry
         .get(resource_type, code)
         .ok_or_else(|| Refusal::Unsupported(format!("{resource_type} has no search parameter `{}`", truncate(code))))?;
-    if matches!(param.kind, ParamType::Composite | ParamType::Special) {
-        return Err(Refusal::Unsupported("composite and special parameters are not supported yet".into()));
+    if param.kind == ParamType::Special {
+        return Err(Refusal::Unsupported("special parameters (near, …) are not supported".into()));
+    }
+    if param.kind == ParamType::Composite && composite_value_kind(param).is_none() {
+        return Err(Refusal::Unsupported(
+            "only composites of a code and a concept, quantity, number or date are indexed".into(),
+        ));
     }
     if !param.is_indexed() || crate::search::phi::is_unindexed(code) {
         return Err(Refusal::Unsupported("this parameter has no index here (full-text and phonetic search are not offered)".into()));
@@ -383,6 +388,17 @@ fn parse_include(registry: &SearchParamRegistry, reverse: bool, iterate: bool, v
         Some(param.to_string())
     };
     Ok(Include { reverse, iterate, source_type: source_type.to_string(), param, target_type })
+}
+
+/// The type of the second component of a composite this server indexes (a token, then a token,
+/// quantity, number or date), or `None` for other composites.
+pub fn composite_value_kind(param: &SearchParam) -> Option<ParamType> {
+    match param.components.as_slice() {
+        [first, second] if first.kind == ParamType::Token => {
+            matches!(second.kind, ParamType::Token | ParamType::Quantity | ParamType::Number | ParamType::Date).then_some(second.kind)
+        }
+        _ => None,
+    }
 }
 
 /// Modifiers each parameter type accepts here (R4 search.html, "Modifiers").
