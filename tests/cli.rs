@@ -65,6 +65,21 @@ fn serve(dir: &std::path::Path, extra: &[&str]) -> Running {
     panic!("fhirvault did not become healthy: {}", running.log.lock().unwrap());
 }
 
+impl Running {
+    /// The log once it contains `text`, or after 10 s: the access log line of a request is
+    /// written after its response, so the client can be faster than the log pipe.
+    fn log_once_it_contains(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if log.contains(text) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// A plain HTTP/1.0 GET /health over a socket: is the server up?
 fn healthy(port: u16) -> bool {
     use std::io::{Read, Write};
@@ -112,7 +127,7 @@ async fn first_start_creates_store_and_key_file() {
     let search = client.get(format!("{}/Patient?name=Erststart", server.base)).send().await.unwrap();
     assert_eq!(search.status(), 200);
     // Even at debug level the log names routes and ids, never the patient's name or the query.
-    let log = server.log.lock().unwrap().clone();
+    let log = server.log_once_it_contains("/fhir/{type}");
     assert!(log.contains("/fhir/{type}"), "requests are logged: {log}");
     assert!(!log.contains("Erststart"), "PHI in the log: {log}");
     drop(server);

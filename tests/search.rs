@@ -206,6 +206,58 @@ async fn paging_totals_and_summary(backend: Backend) {
     assert_eq!(common::match_ids(&form.body), common::match_ids(&server.get("Organization?name=org&_sort=_id&_count=2").await.body));
 }
 
+/// Page links are keyset cursors: writes between pages neither repeat nor skip the resources that
+/// stayed, and previous/last links work from any page, with any sort.
+async fn paging_is_stable_under_writes(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let org = |id: &str| json!({"resourceType": "Organization", "id": id, "name": format!("Org {id}")});
+    for i in 0..7 {
+        server.put(&format!("Organization/org-{i}"), &org(&format!("org-{i}"))).await;
+    }
+    let first = server.get("Organization?_count=3&_sort=_id").await;
+    assert_eq!(common::match_ids(&first.body), ["org-0", "org-1", "org-2"]);
+    assert!(link(&first.body, "previous").is_none());
+    // Between pages: one resource appears before the cursor, one after it is deleted.
+    server.put("Organization/org-00", &org("org-00")).await;
+    server.delete("Organization/org-4").await;
+    let second = server.get(&link(&first.body, "next").expect("next")).await;
+    assert_eq!(common::match_ids(&second.body), ["org-3", "org-5", "org-6"]);
+    assert!(link(&second.body, "next").is_none(), "the last page has no next link");
+    let back = server.get(&link(&second.body, "previous").expect("previous")).await;
+    assert_eq!(common::match_ids(&back.body), ["org-00", "org-1", "org-2"]);
+    let last = server.get(&link(&first.body, "last").expect("last")).await;
+    assert_eq!(common::match_ids(&last.body), ["org-3", "org-5", "org-6"]);
+    let again = server.get(&link(&second.body, "first").expect("first")).await;
+    assert_eq!(common::match_ids(&again.body), ["org-0", "org-00", "org-1"]);
+
+    // A descending sort on a parameter, with ties and a resource without the value.
+    for (i, date) in ["2026-01-01", "2026-03-01", "2026-03-01", "2026-02-01", "2026-03-01"].iter().enumerate() {
+        server.put(&format!("Observation/o{i}"), &obs(&format!("o{i}"), "p", "8867-4", "70", date, "final")).await;
+    }
+    server.put("Observation/o9", &json!({"resourceType": "Observation", "id": "o9", "status": "final", "code": {"text": "x"}})).await;
+    let expected = ["o1", "o2", "o4", "o3", "o0", "o9"];
+    let mut seen = Vec::new();
+    let mut page = server.get("Observation?_sort=-date&_count=2").await;
+    loop {
+        seen.extend(common::match_ids(&page.body));
+        match link(&page.body, "next") {
+            Some(next) => page = server.get(&next).await,
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+    let mut backwards = Vec::new();
+    loop {
+        backwards.splice(0..0, common::match_ids(&page.body));
+        match link(&page.body, "previous") {
+            Some(previous) => page = server.get(&previous).await,
+            None => break,
+        }
+    }
+    assert_eq!(backwards, expected);
+    server.get("Organization?_cursor=garbage").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_cursor");
+}
+
 async fn search_errors_and_unknown_parameters(backend: Backend) {
     let server = TestServer::start(backend).await;
     server.create(&json!({"resourceType": "Organization", "name": "Klinik"})).await;
@@ -471,6 +523,7 @@ both_backends!(
     search_table,
     paging_totals_and_summary,
     search_errors_and_unknown_parameters,
+    paging_is_stable_under_writes,
     writes_replace_index_rows,
     chains_has_and_includes,
     summary_and_elements

@@ -9,6 +9,7 @@
 //! - [`index_rows`]: extracted values to stored rows (plain or blind).
 //! - [`query`]: parsing a query string; [`plan`]: turning it into SQL over the index tables.
 
+pub mod cursor;
 pub mod extract;
 pub mod fhirpath;
 pub mod index_rows;

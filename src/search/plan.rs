@@ -7,6 +7,7 @@
 //! joined through `search_reference` rows. A chain through a deleted resource therefore never
 //! matches, and `:not` or `:missing` inside a chain mean the same as at the top.
 
+use super::cursor::{KeyKind, OrderKey};
 use super::index_rows::{BlindTerm, composite_param};
 use super::extract::{decimal_range, normalize_string, parse_date_range};
 use super::phi::{MAX_PREFIX_CHARS, is_protected, reference_identifier_param, text_param};
@@ -28,8 +29,8 @@ pub struct Plan {
     pub where_binds: usize,
     /// Sort key expressions over `h`, selected as `k0`, `k1`, … next to `h.id AS id`.
     pub sort_keys: Vec<String>,
-    /// ORDER BY over `id` and the `k` columns.
-    pub order_sql: String,
+    /// The ORDER BY keys over `id` and the `k` columns; the last is always `id` ascending.
+    pub order: Vec<OrderKey>,
 }
 
 struct Builder<'a> {
@@ -78,27 +79,28 @@ pub fn plan(request: &SearchRequest, registry: &SearchParamRegistry, keys: &KeyR
     let where_binds = builder.binds.len();
     let mut sort_keys = Vec::new();
     let mut order = Vec::new();
+    let id_key = |descending| OrderKey { column: "id".into(), descending, nullable: false, kind: KeyKind::Text };
     for key in &request.sort {
-        let direction = if key.descending { "DESC" } else { "ASC" };
         if key.code == "_id" {
-            order.push(format!("id {direction}"));
+            order.push(id_key(key.descending));
             continue;
         }
         let column = format!("k{}", sort_keys.len());
-        sort_keys.push(sort_key(&mut builder, &scope, &key.code, key.descending)?);
+        let (sql, kind) = sort_key(&mut builder, &scope, &key.code, key.descending)?;
+        sort_keys.push(sql);
         // Resources without a value sort last either way (the two databases disagree on NULLs).
-        order.push(format!("({column} IS NULL) ASC, {column} {direction}"));
+        order.push(OrderKey { column, descending: key.descending, nullable: key.code != "_lastUpdated", kind });
     }
     // Ties broken by id so that pages never overlap or skip.
-    order.push("id ASC".into());
-    Ok(Plan { where_sql: conditions.join(" AND "), binds: builder.binds, where_binds, sort_keys, order_sql: order.join(", ") })
+    order.push(id_key(false));
+    Ok(Plan { where_sql: conditions.join(" AND "), binds: builder.binds, where_binds, sort_keys, order })
 }
 
 /// The value a resource is sorted by for parameter `code`: its lowest value ascending, its
 /// highest descending (a resource can have several), as a subquery on its index rows.
-fn sort_key(b: &mut Builder, scope: &Scope, code: &str, descending: bool) -> ApiResult<String> {
+fn sort_key(b: &mut Builder, scope: &Scope, code: &str, descending: bool) -> ApiResult<(String, KeyKind)> {
     if code == "_lastUpdated" {
-        return Ok("h.last_updated".into());
+        return Ok(("h.last_updated".into(), KeyKind::Int));
     }
     let unknown = || ApiError::bad_request(format!("_sort: {} has no search parameter `{}`", scope.resource_type, truncate(code)));
     let param = b.registry.get(&scope.resource_type, code).ok_or_else(unknown)?;
@@ -109,24 +111,25 @@ fn sort_key(b: &mut Builder, scope: &Scope, code: &str, descending: bool) -> Api
         )));
     }
     let kind = param.kind;
-    let value = match kind {
-        ParamType::Date => "r.start_us",
-        ParamType::Number | ParamType::Quantity => "((r.low + r.high) / 2)",
-        ParamType::Token => "r.code",
-        ParamType::String => "r.normalized",
-        ParamType::Reference => "r.url",
-        ParamType::Uri => "r.value",
+    let (value, key_kind) = match kind {
+        ParamType::Date => ("r.start_us", KeyKind::Int),
+        ParamType::Number | ParamType::Quantity => ("((r.low + r.high) / 2)", KeyKind::Real),
+        ParamType::Token => ("r.code", KeyKind::Text),
+        ParamType::String => ("r.normalized", KeyKind::Text),
+        ParamType::Reference => ("r.url", KeyKind::Text),
+        ParamType::Uri => ("r.value", KeyKind::Text),
         ParamType::Composite | ParamType::Special => {
             return Err(ApiError::bad_request(format!("_sort: `{}` is not a sortable parameter", truncate(code))));
         }
     };
     let aggregate = if descending { "MAX" } else { "MIN" };
     let param = b.text(code.to_string());
-    Ok(format!(
+    let sql = format!(
         "(SELECT {aggregate}({value}) FROM {} r WHERE r.resource_type = {} AND r.param = {param} AND r.id = h.id)",
         table_for(kind),
         scope.type_bind
-    ))
+    );
+    Ok((sql, key_kind))
 }
 
 fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) -> ApiResult<String> {

@@ -2,6 +2,7 @@
 //! parameter filters (ANDed parameters, each with ORed values).
 //! <https://hl7.org/fhir/R4/search.html>
 
+use super::cursor::Cursor;
 use super::registry::{ParamType, SearchParam, SearchParamRegistry};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::truncate;
@@ -82,6 +83,8 @@ pub struct SearchRequest {
     pub compartment: Option<Compartment>,
     pub count: usize,
     pub offset: usize,
+    /// `_cursor`: where this page lies (from a page link); it replaces `_offset`.
+    pub cursor: Option<Cursor>,
     pub sort: Vec<SortKey>,
     pub total: TotalMode,
     pub summary_count: bool,
@@ -101,7 +104,8 @@ pub const MAX_OR_VALUES: usize = 500;
 pub const MAX_OFFSET: usize = 100_000;
 
 /// Parameters that shape the result rather than select resources.
-const RESULT_PARAMS: &[&str] = &["_count", "_offset", "_sort", "_total", "_summary", "_format", "_pretty", "_elements"];
+const RESULT_PARAMS: &[&str] =
+    &["_count", "_offset", "_cursor", "_sort", "_total", "_summary", "_format", "_pretty", "_elements"];
 
 impl SearchRequest {
     /// Parse `pairs` for a search on `resource_type`. With `strict` (`Prefer: handling=strict`),
@@ -121,6 +125,7 @@ impl SearchRequest {
             compartment: None,
             count: default_count,
             offset: 0,
+            cursor: None,
             sort: Vec::new(),
             total: TotalMode::Accurate,
             summary_count: false,
@@ -191,6 +196,7 @@ impl SearchRequest {
                 self.count = count.min(max_count);
                 self.used.push((name.into(), self.count.to_string()));
             }
+            "_cursor" => self.cursor = Some(Cursor::decode(value)?),
             "_offset" => {
                 self.offset = value
                     .parse()

@@ -12,7 +12,8 @@ use crate::fhir::bundle::{self, Link};
 use crate::fhir::outcome::operation_outcome;
 use crate::search::plan::{Plan, plan};
 use crate::search::query::{Compartment, SearchRequest, TotalMode};
-use crate::store::{Conn, bind_all, versions};
+use crate::search::cursor::{Cursor, Direction, KeyKind, OrderKey, order_sql};
+use crate::store::{Bind, Conn, bind_all, versions};
 
 /// One page of matches.
 pub struct SearchPage {
@@ -21,7 +22,12 @@ pub struct SearchPage {
     /// `_include` / `_revinclude` results (`search.mode = include`).
     pub included: Vec<VersionedResource>,
     pub total: Option<i64>,
-    pub has_more: bool,
+    /// Whether pages exist after / before this one.
+    pub has_next: bool,
+    pub has_previous: bool,
+    /// The order-key values of the page's first and last match, for the page links.
+    pub first_row: Option<Vec<Value>>,
+    pub last_row: Option<Vec<Value>>,
 }
 
 impl Service {
@@ -66,11 +72,30 @@ impl Service {
             (TotalMode::None, false) => None,
         };
         if request.summary_count {
-            return Ok(SearchPage { request, matches: Vec::new(), included: Vec::new(), total, has_more: false });
+            return Ok(SearchPage {
+                request,
+                matches: Vec::new(),
+                included: Vec::new(),
+                total,
+                has_next: false,
+                has_previous: false,
+                first_row: None,
+                last_row: None,
+            });
         }
-        let mut ids = matching_ids(conn, &plan, request.count + 1, request.offset).await?;
-        let has_more = request.count > 0 && ids.len() > request.count;
-        ids.truncate(request.count);
+        let direction = request.cursor.as_ref().map_or(Direction::After, |c| c.direction);
+        let mut rows = matching_rows(conn, &plan, request.cursor.as_ref(), request.count + 1, request.offset).await?;
+        let more_beyond = request.count > 0 && rows.len() > request.count;
+        rows.truncate(request.count);
+        let (has_next, has_previous) = match direction {
+            Direction::After => (more_beyond, request.cursor.is_some() || request.offset > 0),
+            Direction::Before | Direction::Last => {
+                rows.reverse();
+                (direction == Direction::Before, more_beyond)
+            }
+        };
+        let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
+        let (first_row, last_row) = (rows.first().map(|r| r.1.clone()), rows.last().map(|r| r.1.clone()));
         let mut stored = versions::read_current_many(conn, &request.resource_type, &ids).await?;
         // Keep the order the plan chose.
         stored.sort_by_key(|s| ids.iter().position(|id| *id == s.id));
@@ -84,7 +109,7 @@ impl Service {
         }
         let mut request = request;
         request.warnings.extend(warning);
-        Ok(SearchPage { request, matches, included, total, has_more })
+        Ok(SearchPage { request, matches, included, total, has_next, has_previous, first_row, last_row })
     }
 }
 
@@ -97,36 +122,88 @@ impl Service {
             Some(c) => format!("{}/{}/{}", c.resource_type, c.id, request.resource_type),
             None => request.resource_type.clone(),
         };
-        let link = |offset: Option<usize>| {
+        let link = |extra: Option<(&str, String)>| {
             let mut pairs = request.used.clone();
-            if let Some(offset) = offset.filter(|o| *o > 0) {
-                pairs.push(("_offset".into(), offset.to_string()));
-            }
+            pairs.extend(extra.map(|(name, value)| (name.to_string(), value)));
             let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
             if query.is_empty() { format!("{base}/{path}") } else { format!("{base}/{path}?{query}") }
         };
-        let mut links = vec![Link { relation: "self", url: link(Some(request.offset)) }];
-        if request.offset > 0 {
-            links.push(Link { relation: "first", url: link(None) });
-            links.push(Link { relation: "previous", url: link(Some(request.offset.saturating_sub(request.count))) });
+        let cursor = |direction, values: &Option<Vec<Value>>| {
+            let values = values.clone().unwrap_or_default();
+            Some(("_cursor", Cursor { direction, values }.encode()))
+        };
+        let this_page = match (&request.cursor, request.offset) {
+            (Some(c), _) => Some(("_cursor", c.encode())),
+            (None, 0) => None,
+            (None, offset) => Some(("_offset", offset.to_string())),
+        };
+        let mut links = vec![Link { relation: "self", url: link(this_page) }, Link { relation: "first", url: link(None) }];
+        if page.has_previous && page.first_row.is_some() {
+            links.push(Link { relation: "previous", url: link(cursor(Direction::Before, &page.first_row)) });
         }
-        if page.has_more {
-            links.push(Link { relation: "next", url: link(Some(request.offset + request.count)) });
+        if page.has_next && page.last_row.is_some() {
+            links.push(Link { relation: "next", url: link(cursor(Direction::After, &page.last_row)) });
+            links.push(Link { relation: "last", url: link(cursor(Direction::Last, &None)) });
         }
         let outcome = (!request.warnings.is_empty()).then(|| operation_outcome(&request.warnings));
         bundle::searchset(base, &page.matches, &page.included, page.total, &links, outcome)
     }
 }
 
-/// Ids matching `plan`, in its order, `limit` of them from `offset`.
-pub async fn matching_ids(conn: &mut Conn, plan: &Plan, limit: usize, offset: usize) -> ApiResult<Vec<String>> {
+/// Ids matching `plan`, in its order, the first `limit` of them.
+pub async fn matching_ids(conn: &mut Conn, plan: &Plan, limit: usize) -> ApiResult<Vec<String>> {
+    Ok(matching_rows(conn, plan, None, limit, 0).await?.into_iter().map(|(id, _)| id).collect())
+}
+
+/// Up to `limit` matches of `plan` with their order-key values: those on the cursor's side of
+/// its row (in reverse order for a backward cursor), or from `offset` without one.
+async fn matching_rows(
+    conn: &mut Conn,
+    plan: &Plan,
+    cursor: Option<&Cursor>,
+    limit: usize,
+    offset: usize,
+) -> ApiResult<Vec<(String, Vec<Value>)>> {
     let keys: String = plan.sort_keys.iter().enumerate().map(|(n, key)| format!(", {key} AS k{n}")).collect();
+    let mut binds = plan.binds.clone();
+    let mut bind = |value: Bind| {
+        binds.push(value);
+        format!("${}", binds.len())
+    };
+    let (condition, reverse, offset) = match cursor {
+        Some(cursor) => {
+            let condition = cursor.condition(&plan.order, &mut bind)?;
+            (condition, cursor.direction != Direction::After, 0)
+        }
+        None => (None, false, offset),
+    };
+    let condition = condition.map(|c| format!(" WHERE {c}")).unwrap_or_default();
     let sql = format!(
-        "SELECT id FROM (SELECT h.id AS id{keys} FROM resource_heads h WHERE {}) s ORDER BY {} LIMIT {limit} OFFSET {offset}",
-        plan.where_sql, plan.order_sql
+        "SELECT id{columns} FROM (SELECT h.id AS id{keys} FROM resource_heads h WHERE {}) s{condition} ORDER BY {} LIMIT {limit} OFFSET {offset}",
+        plan.where_sql,
+        order_sql(&plan.order, reverse),
+        columns = (0..plan.sort_keys.len()).map(|n| format!(", k{n}")).collect::<String>(),
     );
-    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), plan.binds.clone()).fetch_all(&mut *conn).await?;
-    Ok(rows.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
+    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| {
+            let id: String = row.try_get(0)?;
+            let values = plan.order.iter().map(|key| key_value(row, key, &id)).collect::<Result<Vec<_>, sqlx::Error>>()?;
+            Ok((id, values))
+        })
+        .collect()
+}
+
+/// The value of order key `key` in `row` (`id`, then `k0`, `k1`, … by position), as JSON.
+fn key_value(row: &sqlx::any::AnyRow, key: &OrderKey, id: &str) -> Result<Value, sqlx::Error> {
+    let Some(n) = key.column.strip_prefix('k').and_then(|n| n.parse::<usize>().ok()) else {
+        return Ok(Value::from(id));
+    };
+    Ok(match key.kind {
+        KeyKind::Int => row.try_get::<Option<i64>, _>(n + 1)?.map_or(Value::Null, Value::from),
+        KeyKind::Real => row.try_get::<Option<f64>, _>(n + 1)?.map_or(Value::Null, Value::from),
+        KeyKind::Text => row.try_get::<Option<String>, _>(n + 1)?.map_or(Value::Null, Value::from),
+    })
 }
 
 async fn count(conn: &mut Conn, plan: &Plan) -> ApiResult<i64> {
