@@ -116,6 +116,11 @@ const CASES: &[(&str, &[&str])] = &[
     ("Observation?value-quantity=96", &["hr-anna-2"]),
     ("Observation?value-quantity=72|http://unitsofmeasure.org|mg", &[]),
     ("Observation?value-quantity=ap100", &["hr-anna-2"]),
+    // :in / :not-in with the spec's value sets (code elements carry no system of their own)
+    ("Patient?gender:in=http://hl7.org/fhir/ValueSet/administrative-gender", &["anna", "bernd", "chloe"]),
+    ("Patient?gender:not-in=http://hl7.org/fhir/ValueSet/administrative-gender", &[]),
+    ("Observation?status:in=http://hl7.org/fhir/ValueSet/observation-status&code=8894-5", &["pvc-anna"]),
+    ("Organization?active:in=http://hl7.org/fhir/ValueSet/administrative-gender", &[]),
     // composites: the two components must hold together in one combination
     ("Observation?code-value-quantity=http://loinc.org|8867-4$gt90", &["hr-anna-2"]),
     ("Observation?code-value-quantity=8867-4$lt70", &["hr-bernd"]),
@@ -298,6 +303,8 @@ async fn search_errors_and_unknown_parameters(backend: Backend) {
     server.get("Patient/x/Organization?name=a").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "not in the Patient compartment");
     server.get("Patient/x/Nothing?name=a").await.assert_outcome(StatusCode::NOT_FOUND, "not-found", "Nothing");
     server.get("Observation?code-value-quantity=8867-4").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "composite value");
+    server.get("Observation?code:in=http://example.org/no-such-value-set").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "enumerate");
+    server.get("Patient?identifier:in=http://hl7.org/fhir/ValueSet/administrative-gender").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "keyed tokens");
     server.get("Patient?_sort=birthdate").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "protected");
     server.get("Patient?_sort=nonsense").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "nonsense");
     server.get("Observation?_include=Observation:status").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "not a reference parameter");

@@ -68,6 +68,8 @@ pub struct Validator {
     schemas: Schemas,
     elements: ElementRules,
     summary: ElementSummary,
+    /// Kept for `:in` / `:not-in` searches; expansions are memoised, hence the lock.
+    terminology: std::sync::Mutex<Terminology>,
 }
 
 impl Validator {
@@ -112,7 +114,14 @@ impl Validator {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "loaded FHIR R4 definitions"
         );
-        Ok(Validator { schemas, elements, summary })
+        Ok(Validator { schemas, elements, summary, terminology: std::sync::Mutex::new(terminology) })
+    }
+
+    /// The codes of the spec value set at `url`, by code system, or `None` when the spec's files
+    /// cannot enumerate it (filters, external terminologies such as LOINC or SNOMED CT).
+    pub fn value_set_codes(&self, url: &str) -> Option<Vec<(String, Vec<String>)>> {
+        let expanded = self.terminology.lock().ok()?.expand(url)?;
+        Some(expanded.systems().map(|(system, codes)| (system.to_string(), codes.iter().cloned().collect())).collect())
     }
 
     /// Summary and mandatory elements per type, for `_summary` and `_elements` (read from the

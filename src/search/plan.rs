@@ -14,6 +14,7 @@ use super::phi::{MAX_PREFIX_CHARS, is_protected, reference_identifier_param, tex
 use super::query::{Compartment, Criterion, ParamFilter, SearchRequest, composite_value_kind, split_unescaped, unescape};
 use super::registry::{COMPARTMENT_SELF, ParamType, SearchParamRegistry};
 use crate::crypto::KeyRing;
+use crate::fhir::validation::Validator;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::truncate;
 use crate::fhir::instant::now_micros;
@@ -36,6 +37,8 @@ pub struct Plan {
 struct Builder<'a> {
     binds: Vec<Bind>,
     keys: &'a KeyRing,
+    /// Value set expansions, for `:in` and `:not-in`.
+    value_sets: &'a Validator,
     base_url: &'a str,
     registry: &'a SearchParamRegistry,
     /// Table aliases handed out so far (nested subqueries need their own).
@@ -66,8 +69,15 @@ struct Scope {
     id: String,
 }
 
-pub fn plan(request: &SearchRequest, registry: &SearchParamRegistry, keys: &KeyRing, base_url: &str) -> ApiResult<Plan> {
-    let mut builder = Builder { binds: vec![Bind::Text(request.resource_type.clone())], keys, base_url, registry, aliases: 0 };
+pub fn plan(
+    request: &SearchRequest,
+    registry: &SearchParamRegistry,
+    value_sets: &Validator,
+    keys: &KeyRing,
+    base_url: &str,
+) -> ApiResult<Plan> {
+    let mut builder =
+        Builder { binds: vec![Bind::Text(request.resource_type.clone())], keys, value_sets, base_url, registry, aliases: 0 };
     let scope = Scope { resource_type: request.resource_type.clone(), type_bind: "$1".into(), id: "h.id".into() };
     let mut conditions = vec!["h.resource_type = $1".to_string(), "h.deleted = 0".to_string()];
     for criterion in &request.criteria {
@@ -239,6 +249,12 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
     }
     let phi = is_protected(b.registry, &scope.resource_type, &filter.code, filter.kind);
     let table = if phi { "search_blind" } else { table_for(filter.kind) };
+    if matches!(filter.modifier.as_deref(), Some("in" | "not-in")) {
+        if phi {
+            return Err(param_error(filter, "this protected parameter is stored as keyed tokens; :in and :not-in are not available on it"));
+        }
+        return in_value_set(b, scope, filter);
+    }
     if filter.modifier.as_deref() == Some("missing") {
         let missing = match filter.values.as_slice() {
             [v] if v == "true" => true,
@@ -299,6 +315,41 @@ fn composite_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
         table_for(second_kind),
         scope.type_bind,
         alternatives.join(" OR ")
+    ))
+}
+
+/// Largest value set `:in` expands into one query (both databases bind at most tens of thousands
+/// of parameters).
+const MAX_VALUE_SET_CODES: usize = 5_000;
+
+/// `:in` / `:not-in`: a coding of the resource is (is not) in one of the value sets named by the
+/// values, expanded from the spec's own files.
+fn in_value_set(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResult<String> {
+    let mut alternatives = Vec::new();
+    for value in &filter.values {
+        let url = unescape(value);
+        let systems = b.value_sets.value_set_codes(&url).ok_or_else(|| {
+            param_error(filter, "the value set is not one whose codes this server can enumerate from the FHIR specification's value sets")
+        })?;
+        let size: usize = systems.iter().map(|(_, codes)| codes.len()).sum();
+        if size > MAX_VALUE_SET_CODES {
+            return Err(param_error(filter, &format!("the value set has more than {MAX_VALUE_SET_CODES} codes; search by code instead")));
+        }
+        for (system, codes) in systems {
+            let system = b.text(system);
+            let codes: Vec<String> = codes.into_iter().map(|code| b.text(code)).collect();
+            if !codes.is_empty() {
+                // Elements of type `code` are stored without a system: the binding implies it.
+                alternatives.push(format!("(r.system IN ({system}, '') AND r.code IN ({}))", codes.join(", ")));
+            }
+        }
+    }
+    let param = b.text(filter.code.clone());
+    let negate = if filter.modifier.as_deref() == Some("not-in") { "NOT " } else { "" };
+    let condition = if alternatives.is_empty() { "1 = 0".to_string() } else { alternatives.join(" OR ") };
+    Ok(format!(
+        "{} {negate}IN (SELECT r.id FROM search_token r WHERE r.resource_type = {} AND r.param = {param} AND ({condition}))",
+        scope.id, scope.type_bind
     ))
 }
 

@@ -412,7 +412,7 @@ fn check_modifier(kind: ParamType, modifier: Option<&str>, name: &str) -> ApiRes
     let Some(modifier) = modifier else { return Ok(()) };
     let allowed: &[&str] = match kind {
         ParamType::String => &["missing", "exact", "contains"],
-        ParamType::Token => &["missing", "not", "text"],
+        ParamType::Token => &["missing", "not", "text", "in", "not-in"],
         ParamType::Reference => &["missing", "identifier"],
         ParamType::Uri => &["missing", "below", "above"],
         ParamType::Date | ParamType::Number | ParamType::Quantity => &["missing"],

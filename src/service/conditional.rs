@@ -34,7 +34,7 @@ impl Service {
             let key = lock_key(resource_type, criteria);
             sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS locked").bind(key).execute(&mut *conn).await?;
         }
-        let plan = plan(&request, &self.registry, &self.keys.current(), &self.config.base_url)?;
+        let plan = plan(&request, &self.registry, &self.validator, &self.keys.current(), &self.config.base_url)?;
         let mut ids = matching_ids(conn, &plan, 2).await?;
         Ok(match ids.len() {
             0 => Matches::None,

@@ -66,7 +66,7 @@ impl Service {
 
     /// Search on `conn`: inside a transaction it sees the transaction's own writes.
     pub async fn search_in(&self, conn: &mut Conn, request: SearchRequest) -> ApiResult<SearchPage> {
-        let plan = plan(&request, &self.registry, &self.keys.current(), &self.config.base_url)?;
+        let plan = plan(&request, &self.registry, &self.validator, &self.keys.current(), &self.config.base_url)?;
         let total = match (request.total, request.summary_count) {
             (_, true) | (TotalMode::Accurate | TotalMode::Estimate, _) => Some(count(conn, &plan).await?),
             (TotalMode::None, false) => None,

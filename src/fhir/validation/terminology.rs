@@ -33,6 +33,11 @@ impl ValueSetCodes {
         self.systems.iter().any(|(known, codes)| known == system && codes.contains(code))
     }
 
+    /// Each code system with its codes.
+    pub fn systems(&self) -> impl Iterator<Item = (&str, &HashSet<String>)> {
+        self.systems.iter().map(|(system, codes)| (system.as_str(), codes))
+    }
+
     /// For `code`-typed elements, whose system is implied by the binding.
     pub fn contains_code(&self, code: &str) -> bool {
         self.systems.iter().any(|(_, codes)| codes.contains(code))
