@@ -7,7 +7,9 @@
 //! - [`phi`]: which parameters hold direct identifiers and are indexed only as blind tokens;
 //!   [`sensitivity`] derives the datatypes behind that decision from the spec's schema.
 //! - [`index_rows`]: extracted values to stored rows (plain or blind).
-//! - [`query`]: parsing a query string; [`plan`]: turning it into SQL over the index tables.
+//! - [`query`]: parsing a query string (parameters, chains, `_has`, includes, result controls);
+//!   [`plan`]: turning it into SQL over the index tables.
+//! - [`cursor`]: keyset page cursors and the ORDER BY they continue.
 
 pub mod cursor;
 pub mod extract;
