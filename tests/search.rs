@@ -116,6 +116,12 @@ const CASES: &[(&str, &[&str])] = &[
     ("Observation?value-quantity=96", &["hr-anna-2"]),
     ("Observation?value-quantity=72|http://unitsofmeasure.org|mg", &[]),
     ("Observation?value-quantity=ap100", &["hr-anna-2"]),
+    // UCUM units compare in canonical form: 72 /min is 1.2 /s and 4320 /h; /min is {beats}/min
+    ("Observation?value-quantity=1.2|http://unitsofmeasure.org|/s", &["hr-anna-1"]),
+    ("Observation?value-quantity=4320|http://unitsofmeasure.org|/h", &["hr-anna-1"]),
+    ("Observation?value-quantity=72|http://unitsofmeasure.org|{beats}/min", &["hr-anna-1"]),
+    ("Observation?value-quantity=gt1.5|http://unitsofmeasure.org|/s", &["hr-anna-2", "pvc-anna"]),
+    ("Observation?value-quantity=72|http://unitsofmeasure.org|/s", &[]),
     // :in / :not-in with the spec's value sets (code elements carry no system of their own)
     ("Patient?gender:in=http://hl7.org/fhir/ValueSet/administrative-gender", &["anna", "bernd", "chloe"]),
     ("Patient?gender:not-in=http://hl7.org/fhir/ValueSet/administrative-gender", &[]),
@@ -443,6 +449,9 @@ fn linked_fixtures() -> Vec<Value> {
         obs("hr-ghost", "ghost", "8867-4", "50", "2026-05-03", "final"),
         json!({"resourceType": "DiagnosticReport", "id": "dr-1", "status": "final", "code": {"text": "Holter"},
                "subject": {"reference": "Patient/anna"}, "result": [{"reference": "Observation/hr-anna-2"}]}),
+        json!({"resourceType": "Observation", "id": "glucose", "status": "final", "subject": {"reference": "Patient/chloe"},
+               "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
+               "valueQuantity": {"value": 1, "unit": "g/L", "system": "http://unitsofmeasure.org", "code": "g/L"}}),
         json!({"resourceType": "Coverage", "id": "cov-1", "status": "active", "beneficiary": {"reference": "Patient/anna"},
                "payor": [{"reference": "Organization/kasse"}]}),
     ]
@@ -484,6 +493,13 @@ const LINKED_CASES: &[(&str, &[&str], &[&str])] = &[
      &["DiagnosticReport/dr-1", "Patient/anna"]),
     ("Coverage?_id=cov-1&_include=Coverage:beneficiary&_revinclude:iterate=Device:patient", &["cov-1"],
      &["Device/holter-1", "Patient/anna"]),
+    // UCUM: the same mass concentration in other units, alone and inside a composite
+    ("Observation?value-quantity=100|http://unitsofmeasure.org|mg/dL", &["glucose"], &[]),
+    ("Observation?value-quantity=1000|http://unitsofmeasure.org|mg/L", &["glucose"], &[]),
+    ("Observation?value-quantity=1|http://unitsofmeasure.org|mg/L", &[], &[]),
+    ("Observation?value-quantity=1|http://unitsofmeasure.org|g/L", &["glucose"], &[]),
+    ("Observation?code-value-quantity=2339-0$100|http://unitsofmeasure.org|mg/dL", &["glucose"], &[]),
+    ("Observation?code-value-quantity=8867-4$100|http://unitsofmeasure.org|mg/dL", &[], &[]),
     // compartment search: the compartment definition's parameters, only references to this server,
     // the Patient itself; membership follows references even to a deleted Patient
     ("Patient/anna/Observation?code=8867-4", &["hr-anna-1", "hr-anna-2", "hr-anna-dev"], &[]),

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::extract::{IndexValue, extract, normalize_string};
 use super::phi::{BLIND_TOKEN_BITS, MAX_PREFIX_CHARS, is_protected, is_unindexed, reference_identifier_param, text_param};
 use super::registry::SearchParamRegistry;
+use super::ucum;
 use crate::crypto::{KeyRing, prefix_tokens};
 use crate::store::index::IndexRow;
 
@@ -247,11 +248,27 @@ fn plain_rows(code: &str, value: IndexValue) -> Vec<IndexRow> {
         IndexValue::Date { start, end } => vec![IndexRow::Date { param, start, end }],
         IndexValue::Number { low, high, .. } => vec![IndexRow::Number { param, low, high, system: None, code: None }],
         IndexValue::Quantity { low, high, system, code: unit_code, .. } => {
-            vec![IndexRow::Number { param, low, high, system, code: unit_code }]
+            let canonical = canonical_quantity(&param, low, high, system.as_deref(), unit_code.as_deref());
+            let mut rows = vec![IndexRow::Number { param, low, high, system, code: unit_code }];
+            rows.extend(canonical);
+            rows
         }
         IndexValue::Uri { value } => vec![IndexRow::Uri { param, value }],
         IndexValue::Composite { components } => composite_rows(code, components),
     }
+}
+
+/// A UCUM quantity also in canonical units (`5 mg` as `0.005 g`), so that quantity searches in
+/// any convertible unit compare like with like (see [`crate::search::ucum`]).
+fn canonical_quantity(param: &str, low: f64, high: f64, system: Option<&str>, code: Option<&str>) -> Option<IndexRow> {
+    if system != Some(ucum::UCUM) {
+        return None;
+    }
+    let (factor, unit) = ucum::canonical(code?)?;
+    // An open bound (from a comparator) stays finite: the stored keys must round-trip as JSON.
+    let scale = |v: f64| (v * factor).clamp(f64::MIN, f64::MAX);
+    let param = ucum::canonical_param(param);
+    Some(IndexRow::Number { param, low: scale(low), high: scale(high), system: Some(ucum::UCUM.into()), code: Some(unit) })
 }
 
 /// A composite of a token and one more value (`code-value-quantity`, `combo-code-value-concept`,

@@ -20,3 +20,4 @@ pub mod plan;
 pub mod query;
 pub mod registry;
 pub mod sensitivity;
+pub mod ucum;

@@ -13,6 +13,7 @@ use super::extract::{decimal_range, normalize_string, parse_date_range};
 use super::phi::{MAX_PREFIX_CHARS, is_protected, reference_identifier_param, text_param};
 use super::query::{Compartment, Criterion, ParamFilter, SearchRequest, composite_value_kind, split_unescaped, unescape};
 use super::registry::{COMPARTMENT_SELF, ParamType, SearchParamRegistry};
+use super::ucum;
 use crate::crypto::KeyRing;
 use crate::fhir::validation::Validator;
 use crate::error::{ApiError, ApiResult};
@@ -265,23 +266,42 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
         let subquery = format!("SELECT id FROM {table} WHERE resource_type = {} AND param = {param}", scope.type_bind);
         return Ok(format!("{} {}IN ({subquery})", scope.id, if missing { "NOT " } else { "" }));
     }
-    let mut alternatives = Vec::new();
-    for value in &filter.values {
-        alternatives.push(if phi {
-            blind_condition(b, &scope.resource_type, filter, &filter.code, value)?
-        } else {
-            value_condition(b, filter, value)?
-        });
-    }
-    let param = b.text(filter.code.clone());
+    // Values in a UCUM unit that converts are compared against the canonical rows, which are
+    // stored under a parameter name of their own.
+    let (canonical, plain): (Vec<&String>, Vec<&String>) =
+        filter.values.iter().partition(|value| !phi && is_canonical_ucum(filter.kind, value));
     let negate = filter.modifier.as_deref() == Some("not");
-    Ok(format!(
-        "{} {}IN (SELECT r.id FROM {table} r WHERE r.resource_type = {} AND r.param = {param} AND ({}))",
-        scope.id,
-        if negate { "NOT " } else { "" },
-        scope.type_bind,
-        alternatives.join(" OR ")
-    ))
+    let mut subqueries = Vec::new();
+    for (param, values) in [(filter.code.clone(), plain), (ucum::canonical_param(&filter.code), canonical)] {
+        if values.is_empty() {
+            continue;
+        }
+        let mut alternatives = Vec::new();
+        for value in values {
+            alternatives.push(if phi {
+                blind_condition(b, &scope.resource_type, filter, &filter.code, value)?
+            } else {
+                value_condition(b, filter, value)?
+            });
+        }
+        let param = b.text(param);
+        subqueries.push(format!(
+            "{} {}IN (SELECT r.id FROM {table} r WHERE r.resource_type = {} AND r.param = {param} AND ({}))",
+            scope.id,
+            if negate { "NOT " } else { "" },
+            scope.type_bind,
+            alternatives.join(" OR ")
+        ));
+    }
+    Ok(format!("({})", subqueries.join(" OR ")))
+}
+
+/// A quantity value whose unit is a UCUM code with a canonical form (`5|http://unitsofmeasure.org|mg`).
+fn is_canonical_ucum(kind: ParamType, value: &str) -> bool {
+    match split_unescaped(value, '|').as_slice() {
+        [_, system, code] => kind == ParamType::Quantity && unescape(system) == ucum::UCUM && ucum::canonical(&unescape(code)).is_some(),
+        _ => false,
+    }
 }
 
 /// `code-value-quantity=[system|]code$[prefix]value` and the like: rows of the second component's
@@ -305,6 +325,7 @@ fn composite_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
             [system, code] if !code.is_empty() => composite_param(&filter.code, Some(&unescape(system)), &unescape(code)),
             _ => return Err(param_error(filter, "the first part of a composite value is a code or system|code")),
         };
+        let key = if is_canonical_ucum(second_kind, second) { ucum::canonical_param(&key) } else { key };
         let key = b.text(key);
         let condition = value_condition(b, &second_filter, second)?;
         alternatives.push(format!("(r.param = {key} AND {condition})"));
@@ -536,11 +557,20 @@ fn date_condition(b: &mut Builder, filter: &ParamFilter, value: &str, start: &st
 /// Number and quantity comparisons. The target is the middle of its stored precision range; the
 /// search value's implicit range (from its significant digits) decides `eq`.
 fn number_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> ApiResult<String> {
-    let parts = split_unescaped(value, '|');
+    let mut parts = split_unescaped(value, '|');
     let (prefix, number) = split_prefix(&parts[0]);
-    let (q, low, high) = decimal_range(number).ok_or_else(|| param_error(filter, "not a valid number"))?;
+    let prefix = prefix.to_string();
+    let (mut q, mut low, mut high) = decimal_range(number).ok_or_else(|| param_error(filter, "not a valid number"))?;
+    // A UCUM unit that converts is compared in canonical form, against the canonical rows.
+    if is_canonical_ucum(filter.kind, value)
+        && let [_, _, code] = parts.as_mut_slice()
+        && let Some((factor, unit)) = ucum::canonical(&unescape(code))
+    {
+        (q, low, high) = (q * factor, low * factor, high * factor);
+        *code = unit.replace('\\', "\\\\").replace('|', "\\|");
+    }
     let mid = "((r.low + r.high) / 2)";
-    let mut condition = match prefix {
+    let mut condition = match prefix.as_str() {
         "eq" => {
             let (l, h) = (b.bind(Bind::Real(low)), b.bind(Bind::Real(high)));
             format!("({mid} >= {l} AND {mid} < {h})")
