@@ -436,6 +436,52 @@ async fn summary_and_elements(backend: Backend) {
     server.get("Observation?_elements=code.coding").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_elements");
 }
 
+/// `GET [base]?…`: across types, with `_type`, paging across types that share an id.
+async fn system_search(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    for resource in [
+        json!({"resourceType": "Patient", "id": "anna", "name": [{"family": "Anna"}]}),
+        json!({"resourceType": "Organization", "id": "klinik", "name": "Klinik"}),
+        obs("o1", "anna", "8867-4", "72", "2026-03-05", "final"),
+        json!({"resourceType": "Patient", "id": "same"}),
+        json!({"resourceType": "Organization", "id": "same", "name": "Same"}),
+    ] {
+        let path = format!("{}/{}", resource["resourceType"].as_str().unwrap(), resource["id"].as_str().unwrap());
+        server.put(&path, &resource).await;
+    }
+    let typed = |bundle: &Value| -> Vec<String> {
+        bundle["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["search"]["mode"] == "match")
+            .map(|e| format!("{}/{}", e["resource"]["resourceType"].as_str().unwrap(), e["resource"]["id"].as_str().unwrap()))
+            .collect()
+    };
+    let all = server.get("?_id=anna,klinik&_sort=_id").await;
+    assert_eq!(typed(&all.body), ["Patient/anna", "Organization/klinik"], "{}", all.text);
+    let some = server.get("?_type=Patient,Organization&_lastUpdated=gt2000-01-01&_sort=_id&_count=10").await;
+    assert_eq!(typed(&some.body), ["Patient/anna", "Organization/klinik", "Organization/same", "Patient/same"]);
+    assert_eq!(some.body["total"], 4);
+    let one_type = server.get("?_type=Patient&name=anna").await;
+    assert_eq!(typed(&one_type.body), ["Patient/anna"], "one _type is that type's search");
+    server.request(Method::GET, "?_type=Patient,Organization&name=x", None, &[("prefer", "handling=strict")]).await
+        .assert_outcome(StatusCode::BAD_REQUEST, "invalid", "name");
+    server.get("?_type=Nothing").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_type");
+    let mut seen = Vec::new();
+    let mut page = server.get("?_id=same&_count=1").await;
+    loop {
+        seen.extend(typed(&page.body));
+        match link(&page.body, "next") {
+            Some(next) => page = server.get(&next).await,
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["Organization/same", "Patient/same"]);
+    let form = server.raw(Method::POST, "_search", "application/x-www-form-urlencoded", b"_id=anna".to_vec()).await;
+    assert_eq!(typed(&form.body), ["Patient/anna"], "{}", form.text);
+}
+
 /// Extra resources for chains, `_has` and includes, on top of [`fixtures`].
 fn linked_fixtures() -> Vec<Value> {
     let mut with_device = obs("hr-anna-dev", "anna", "8867-4", "70", "2026-05-01", "final");
@@ -549,5 +595,6 @@ both_backends!(
     paging_is_stable_under_writes,
     writes_replace_index_rows,
     chains_has_and_includes,
-    summary_and_elements
+    summary_and_elements,
+    system_search
 );

@@ -91,6 +91,25 @@ pub async fn search_post(State(state): State<AppState>, TypePath(resource_type):
     search(&state, &resource_type, pairs, prefer).await
 }
 
+/// `GET [base]?…`: a search across resource types (`_type` picks them).
+pub async fn search_system_get(State(state): State<AppState>, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
+    let pairs = query_pairs(query.as_deref())?;
+    search_system(&state, pairs, prefer).await
+}
+
+/// `POST [base]/_search`: form parameters, plus any in the URL, answer exactly like GET.
+pub async fn search_system_post(State(state): State<AppState>, prefer: Prefer, request: Request) -> ApiResult<Response> {
+    let mut pairs = query_pairs(request.uri().query())?;
+    pairs.extend(read_form(request, state.service.config.max_body_bytes).await?);
+    search_system(&state, pairs, prefer).await
+}
+
+async fn search_system(state: &AppState, pairs: Vec<(String, String)>, prefer: Prefer) -> ApiResult<Response> {
+    let request = state.service.parse_system_search(&pairs, prefer.strict)?;
+    let page = state.service.search(request).await?;
+    Ok(respond::json(StatusCode::OK, &state.service.searchset(&page)))
+}
+
 /// `GET [compartment type]/[id]/[type]?…`: a search confined to one compartment (R4 compartmentdefinition.html).
 pub async fn compartment_search(State(state): State<AppState>, path: CompartmentPath, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
     let pairs = query_pairs(query.as_deref())?;

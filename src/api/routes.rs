@@ -11,8 +11,9 @@ use super::negotiate::require_json_accept;
 pub fn router(state: AppState) -> Router {
     // FHIR REST API (R4 http.html): clinics, EHRs, CRM, portal, insurers, integrators.
     let fhir = Router::new()
-        .route("/fhir", post(process_bundle))
-        .route("/fhir/", post(process_bundle))
+        .route("/fhir", get(search_system_get).post(process_bundle))
+        .route("/fhir/", get(search_system_get).post(process_bundle))
+        .route("/fhir/_search", post(search_system_post))
         .route("/fhir/metadata", get(metadata))
         .route("/fhir/_history", get(history_system))
         .route("/fhir/{type}", get(search_get).post(create).put(conditional_update).delete(conditional_delete))

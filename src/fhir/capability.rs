@@ -100,13 +100,15 @@ pub fn capability_statement(base_url: &str, resource_types: &[String], registry:
             "mode": "server",
             "documentation": "Search: chains and _has up to the depth given on each reference parameter; \
                 _include and _revinclude (with :iterate and *); _sort by any parameter that is not protected; \
-                compartment search in the Patient compartment.",
+                compartment search in the Patient compartment; system search with _type \
+                (one _type: that type's parameters; several or none: the parameters all resources share).",
             "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
             "resource": resources,
             "interaction": [
                 {"code": "transaction"},
                 {"code": "batch"},
                 {"code": "history-system"},
+                {"code": "search-system"},
             ],
         }],
     })

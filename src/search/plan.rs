@@ -77,15 +77,26 @@ pub fn plan(
     keys: &KeyRing,
     base_url: &str,
 ) -> ApiResult<Plan> {
-    let mut builder =
-        Builder { binds: vec![Bind::Text(request.resource_type.clone())], keys, value_sets, base_url, registry, aliases: 0 };
-    let scope = Scope { resource_type: request.resource_type.clone(), type_bind: "$1".into(), id: "h.id".into() };
-    let mut conditions = vec!["h.resource_type = $1".to_string(), "h.deleted = 0".to_string()];
+    let mut builder = Builder { binds: Vec::new(), keys, value_sets, base_url, registry, aliases: 0 };
+    // A system-level search compares each index row with its own resource's type.
+    let (scope, mut conditions) = if request.is_system() {
+        let scope = Scope { resource_type: request.resource_type.clone(), type_bind: "h.resource_type".into(), id: "h.id".into() };
+        let mut conditions = vec!["h.deleted = 0".to_string()];
+        if !request.types.is_empty() {
+            let types: Vec<String> = request.types.iter().map(|t| builder.text(t.clone())).collect();
+            conditions.push(format!("h.resource_type IN ({})", types.join(", ")));
+        }
+        (scope, conditions)
+    } else {
+        let type_bind = builder.text(request.resource_type.clone());
+        let conditions = vec![format!("h.resource_type = {type_bind}"), "h.deleted = 0".to_string()];
+        (Scope { resource_type: request.resource_type.clone(), type_bind, id: "h.id".into() }, conditions)
+    };
     for criterion in &request.criteria {
         conditions.push(criterion_condition(&mut builder, &scope, criterion)?);
     }
     if let Some(compartment) = &request.compartment {
-        conditions.push(compartment_condition(&mut builder, compartment));
+        conditions.push(compartment_condition(&mut builder, &scope, compartment));
     }
     let where_binds = builder.binds.len();
     let mut sort_keys = Vec::new();
@@ -102,8 +113,11 @@ pub fn plan(
         // Resources without a value sort last either way (the two databases disagree on NULLs).
         order.push(OrderKey { column, descending: key.descending, nullable: key.code != "_lastUpdated", kind });
     }
-    // Ties broken by id so that pages never overlap or skip.
+    // Ties broken by id (and type, across types) so that pages never overlap or skip.
     order.push(id_key(false));
+    if request.is_system() {
+        order.push(OrderKey { column: "resource_type".into(), descending: false, nullable: false, kind: KeyKind::Text });
+    }
     Ok(Plan { where_sql: conditions.join(" AND "), binds: builder.binds, where_binds, sort_keys, order })
 }
 
@@ -177,7 +191,7 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
 
 /// Membership of `h` in a compartment: one of the compartment's parameters points at its owner,
 /// or `h` is the owner itself (a Patient is in its own compartment).
-fn compartment_condition(b: &mut Builder, compartment: &Compartment) -> String {
+fn compartment_condition(b: &mut Builder, scope: &Scope, compartment: &Compartment) -> String {
     let owner_id = b.text(compartment.id.clone());
     let mut alternatives = Vec::new();
     if compartment.params.iter().any(|p| p == COMPARTMENT_SELF) {
@@ -188,8 +202,9 @@ fn compartment_condition(b: &mut Builder, compartment: &Compartment) -> String {
         let owner_type = b.text(compartment.resource_type.clone());
         let local = local_reference(b, "c");
         alternatives.push(format!(
-            "h.id IN (SELECT c.id FROM search_reference c WHERE c.resource_type = $1 AND c.param IN ({}) \
+            "h.id IN (SELECT c.id FROM search_reference c WHERE c.resource_type = {} AND c.param IN ({}) \
              AND c.target_type = {owner_type} AND c.target_id = {owner_id} AND {local})",
+            scope.type_bind,
             params.join(", ")
         ));
     }

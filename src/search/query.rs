@@ -56,6 +56,10 @@ pub struct Compartment {
     pub params: Vec<String>,
 }
 
+/// The `resource_type` of a system-level search (`GET [base]?…`): only the parameters every
+/// resource has (`Resource`-level ones) apply, to every type or to those `_type` lists.
+pub const SYSTEM: &str = "Resource";
+
 /// Deepest nesting of chains and `_has` in one parameter. Each level is one more subquery; the
 /// cap keeps a single request from asking the database for an unbounded join.
 pub const MAX_CHAIN_DEPTH: usize = 4;
@@ -81,6 +85,8 @@ pub struct SearchRequest {
     pub criteria: Vec<Criterion>,
     pub includes: Vec<Include>,
     pub compartment: Option<Compartment>,
+    /// `_type` of a system-level search: the types searched (empty: all).
+    pub types: Vec<String>,
     pub count: usize,
     pub offset: usize,
     /// `_cursor`: where this page lies (from a page link); it replaces `_offset`.
@@ -123,6 +129,7 @@ impl SearchRequest {
             criteria: Vec::new(),
             includes: Vec::new(),
             compartment: None,
+            types: Vec::new(),
             count: default_count,
             offset: 0,
             cursor: None,
@@ -153,7 +160,16 @@ impl SearchRequest {
                 }
             };
             let (code, modifier) = name.split_once(':').unwrap_or((name.as_str(), ""));
-            let warning = if matches!(code, "_include" | "_revinclude") {
+            let warning = if name == "_type" && resource_type == SYSTEM {
+                for resource_type in value.split(',').filter(|t| !t.is_empty()) {
+                    if !registry.resource_types().contains(&resource_type) {
+                        return Err(ApiError::bad_request(format!("_type: unknown resource type `{}`", truncate(resource_type))));
+                    }
+                    request.types.push(resource_type.to_string());
+                }
+                request.used.push((name.clone(), value.clone()));
+                None
+            } else if matches!(code, "_include" | "_revinclude") {
                 let iterate = match modifier {
                     "" => false,
                     "iterate" | "recurse" => true,
@@ -180,6 +196,11 @@ impl SearchRequest {
             request.warnings.extend(warning);
         }
         Ok(request)
+    }
+
+    /// A system-level search (`GET [base]?…`).
+    pub fn is_system(&self) -> bool {
+        self.resource_type == SYSTEM
     }
 
     /// Whether any criterion selects resources (conditional operations need one).

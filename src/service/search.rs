@@ -2,6 +2,8 @@
 
 // Dynamic SQL here is assembled from fixed fragments and `$n` placeholders only; every value is bound.
 use sqlx::AssertSqlSafe;
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 use sqlx::Row;
 
@@ -11,7 +13,7 @@ use crate::fhir::id::truncate;
 use crate::fhir::bundle::{self, Link};
 use crate::fhir::outcome::operation_outcome;
 use crate::search::plan::{Plan, plan};
-use crate::search::query::{Compartment, SearchRequest, TotalMode};
+use crate::search::query::{Compartment, SYSTEM, SearchRequest, TotalMode};
 use crate::search::cursor::{Cursor, Direction, KeyKind, OrderKey, order_sql};
 use crate::store::{Bind, Conn, bind_all, versions};
 
@@ -40,6 +42,19 @@ impl Service {
             self.config.default_page_size,
             self.config.max_page_size,
         )
+    }
+
+    /// A system-level search (`GET [base]?…`). With exactly one `_type` it is that type's search
+    /// (every parameter of the type applies); otherwise only the parameters all resources share.
+    pub fn parse_system_search(&self, pairs: &[(String, String)], strict: bool) -> ApiResult<SearchRequest> {
+        let request = self.parse_search(SYSTEM, pairs, strict)?;
+        match request.types.as_slice() {
+            [only] => {
+                let rest: Vec<(String, String)> = pairs.iter().filter(|(name, _)| name != "_type").cloned().collect();
+                self.parse_search(only, &rest, strict)
+            }
+            _ => Ok(request),
+        }
     }
 
     /// Confine `request` to the compartment of `compartment_type/id`. Only the Patient
@@ -94,11 +109,17 @@ impl Service {
                 (direction == Direction::Before, more_beyond)
             }
         };
-        let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
-        let (first_row, last_row) = (rows.first().map(|r| r.1.clone()), rows.last().map(|r| r.1.clone()));
-        let mut stored = versions::read_current_many(conn, &request.resource_type, &ids).await?;
+        let (first_row, last_row) = (rows.first().map(|r| r.keys.clone()), rows.last().map(|r| r.keys.clone()));
+        let mut by_type: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for row in &rows {
+            by_type.entry(row.resource_type.as_str()).or_default().push(row.id.clone());
+        }
+        let mut stored = Vec::with_capacity(rows.len());
+        for (resource_type, ids) in by_type {
+            stored.extend(versions::read_current_many(conn, resource_type, &ids).await?);
+        }
         // Keep the order the plan chose.
-        stored.sort_by_key(|s| ids.iter().position(|id| *id == s.id));
+        stored.sort_by_key(|s| rows.iter().position(|row| row.id == s.id && row.resource_type == s.resource_type));
         let mut matches = stored.into_iter().map(|s| self.open_version(s)).collect::<ApiResult<Vec<_>>>()?;
         // Includes follow the full resources; only the matches are subsetted (R4 search.html#elements).
         let (included, warning) = self.included(conn, &request, &matches).await?;
@@ -119,14 +140,15 @@ impl Service {
         let base = &self.config.base_url;
         let request = &page.request;
         let path = match &request.compartment {
-            Some(c) => format!("{}/{}/{}", c.resource_type, c.id, request.resource_type),
-            None => request.resource_type.clone(),
+            Some(c) => format!("/{}/{}/{}", c.resource_type, c.id, request.resource_type),
+            None if request.is_system() => String::new(),
+            None => format!("/{}", request.resource_type),
         };
         let link = |extra: Option<(&str, String)>| {
             let mut pairs = request.used.clone();
             pairs.extend(extra.map(|(name, value)| (name.to_string(), value)));
             let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-            if query.is_empty() { format!("{base}/{path}") } else { format!("{base}/{path}?{query}") }
+            if query.is_empty() { format!("{base}{path}") } else { format!("{base}{path}?{query}") }
         };
         let cursor = |direction, values: &Option<Vec<Value>>| {
             let values = values.clone().unwrap_or_default();
@@ -152,7 +174,14 @@ impl Service {
 
 /// Ids matching `plan`, in its order, the first `limit` of them.
 pub async fn matching_ids(conn: &mut Conn, plan: &Plan, limit: usize) -> ApiResult<Vec<String>> {
-    Ok(matching_rows(conn, plan, None, limit, 0).await?.into_iter().map(|(id, _)| id).collect())
+    Ok(matching_rows(conn, plan, None, limit, 0).await?.into_iter().map(|row| row.id).collect())
+}
+
+/// One match: which resource, and its values of the plan's order keys.
+struct MatchRow {
+    resource_type: String,
+    id: String,
+    keys: Vec<Value>,
 }
 
 /// Up to `limit` matches of `plan` with their order-key values: those on the cursor's side of
@@ -163,7 +192,7 @@ async fn matching_rows(
     cursor: Option<&Cursor>,
     limit: usize,
     offset: usize,
-) -> ApiResult<Vec<(String, Vec<Value>)>> {
+) -> ApiResult<Vec<MatchRow>> {
     let keys: String = plan.sort_keys.iter().enumerate().map(|(n, key)| format!(", {key} AS k{n}")).collect();
     let mut binds = plan.binds.clone();
     let mut bind = |value: Bind| {
@@ -179,7 +208,8 @@ async fn matching_rows(
     };
     let condition = condition.map(|c| format!(" WHERE {c}")).unwrap_or_default();
     let sql = format!(
-        "SELECT id{columns} FROM (SELECT h.id AS id{keys} FROM resource_heads h WHERE {}) s{condition} ORDER BY {} LIMIT {limit} OFFSET {offset}",
+        "SELECT id, resource_type{columns} FROM (SELECT h.id AS id, h.resource_type AS resource_type{keys} FROM resource_heads h WHERE {}) s{condition} \
+         ORDER BY {} LIMIT {limit} OFFSET {offset}",
         plan.where_sql,
         order_sql(&plan.order, reverse),
         columns = (0..plan.sort_keys.len()).map(|n| format!(", k{n}")).collect::<String>(),
@@ -187,22 +217,25 @@ async fn matching_rows(
     let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_all(&mut *conn).await?;
     rows.iter()
         .map(|row| {
-            let id: String = row.try_get(0)?;
-            let values = plan.order.iter().map(|key| key_value(row, key, &id)).collect::<Result<Vec<_>, sqlx::Error>>()?;
-            Ok((id, values))
+            let (id, resource_type): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            let keys = plan.order.iter().map(|key| key_value(row, key)).collect::<Result<Vec<_>, sqlx::Error>>()?;
+            Ok(MatchRow { resource_type, id, keys })
         })
         .collect()
 }
 
-/// The value of order key `key` in `row` (`id`, then `k0`, `k1`, … by position), as JSON.
-fn key_value(row: &sqlx::any::AnyRow, key: &OrderKey, id: &str) -> Result<Value, sqlx::Error> {
-    let Some(n) = key.column.strip_prefix('k').and_then(|n| n.parse::<usize>().ok()) else {
-        return Ok(Value::from(id));
+/// The value of order key `key` in `row` (`id`, `resource_type`, then `k0`, `k1`, … by
+/// position), as JSON.
+fn key_value(row: &sqlx::any::AnyRow, key: &OrderKey) -> Result<Value, sqlx::Error> {
+    let column = match key.column.as_str() {
+        "id" => 0,
+        "resource_type" => 1,
+        k => k.strip_prefix('k').and_then(|n| n.parse::<usize>().ok()).map_or(0, |n| n + 2),
     };
     Ok(match key.kind {
-        KeyKind::Int => row.try_get::<Option<i64>, _>(n + 1)?.map_or(Value::Null, Value::from),
-        KeyKind::Real => row.try_get::<Option<f64>, _>(n + 1)?.map_or(Value::Null, Value::from),
-        KeyKind::Text => row.try_get::<Option<String>, _>(n + 1)?.map_or(Value::Null, Value::from),
+        KeyKind::Int => row.try_get::<Option<i64>, _>(column)?.map_or(Value::Null, Value::from),
+        KeyKind::Real => row.try_get::<Option<f64>, _>(column)?.map_or(Value::Null, Value::from),
+        KeyKind::Text => row.try_get::<Option<String>, _>(column)?.map_or(Value::Null, Value::from),
     })
 }
 
