@@ -436,6 +436,376 @@ async fn summary_and_elements(backend: Backend) {
     server.get("Observation?_elements=code.coding").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_elements");
 }
 
+/// The edge-case data set: dates in every precision and time zone, periods, quantities in
+/// several precisions and units, repeated elements, missing values, references in every form.
+fn edge_fixtures() -> Vec<Value> {
+    let effective = |id: &str, field: &str, value: Value| {
+        let mut o = json!({"resourceType": "Observation", "id": id, "status": "final",
+                           "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]}});
+        o[field] = value;
+        o
+    };
+    let valued = |id: &str, quantity: Value| {
+        json!({"resourceType": "Observation", "id": id, "status": "amended",
+               "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}, "valueQuantity": quantity})
+    };
+    let ucum = |value: Value, code: &str| json!({"value": value, "unit": code, "system": "http://unitsofmeasure.org", "code": code});
+    vec![
+        effective("e-dt-z", "effectiveDateTime", json!("2026-06-15T23:30:00Z")),
+        effective("e-dt-plus", "effectiveDateTime", json!("2026-06-16T01:30:00+02:00")),
+        effective("e-dt-minus", "effectiveDateTime", json!("2026-06-15T20:00:00-05:00")),
+        effective("e-date", "effectiveDateTime", json!("2026-06-15")),
+        effective("e-month", "effectiveDateTime", json!("2026-06")),
+        effective("e-year", "effectiveDateTime", json!("2026")),
+        effective("e-period", "effectivePeriod", json!({"start": "2026-06-10", "end": "2026-06-20"})),
+        effective("e-period-open", "effectivePeriod", json!({"start": "2026-07-01"})),
+        effective("e-instant", "effectiveInstant", json!("2026-06-15T12:00:00.123Z")),
+        json!({"resourceType": "Observation", "id": "e-none", "status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]}}),
+        valued("v-int", ucum(serde_json::from_str("100").unwrap(), "mg")),
+        valued("v-dec", ucum(serde_json::from_str("100.0").unwrap(), "mg")),
+        valued("v-sci", ucum(serde_json::from_str("1.0e2").unwrap(), "mg")),
+        valued("v-lt", json!({"value": 5, "comparator": "<", "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"})),
+        valued("v-g", ucum(serde_json::from_str("0.25").unwrap(), "g")),
+        valued("v-mg", ucum(serde_json::from_str("250").unwrap(), "mg")),
+        valued("v-local", json!({"value": 250, "unit": "mg", "code": "mg"})),
+        json!({"resourceType": "Observation", "id": "multi", "status": "preliminary",
+               "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]},
+                            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "exam"}]}],
+               "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}, {"system": "http://snomed.info/sct", "code": "364075005"}],
+                        "text": "Pulse rate at rest"},
+               "subject": {"reference": "http://127.0.0.1/not-our-base/Patient/p-edge"},
+               "performer": [{"reference": "Practitioner/dr-1/_history/2"}, {"reference": "Organization/org-edge"}],
+               "derivedFrom": [{"reference": "Observation/e-date"}]}),
+        json!({"resourceType": "Observation", "id": "ref-forms", "status": "final", "code": {"text": "refs"},
+               "subject": {"reference": "Patient/p-edge"},
+               "hasMember": [{"reference": "Observation/multi"}],
+               "focus": [{"identifier": {"system": "urn:focus", "value": "F-1"}}]}),
+        json!({"resourceType": "Organization", "id": "org-edge", "name": "Zürich-Nord Kardiologie",
+               "alias": ["Herzzentrum", "O'Brien Praxis"], "active": false,
+               "identifier": [{"system": "urn:org", "value": "ORG-1"}], "type": [{"text": "Klinik"}]}),
+        json!({"resourceType": "Organization", "id": "org-plain", "name": "Zuerich Labor"}),
+    ]
+}
+
+/// (query, expected match ids in order: `_id` unless the query sorts).
+const EDGE_CASES: &[(&str, &[&str])] = &[
+    // date equality at every precision; time zones compare as instants
+    ("Observation?date=2026-06-15", &["e-date", "e-dt-plus", "e-dt-z", "e-instant"]),
+    ("Observation?date=2026-06-16", &["e-dt-minus"]),
+    ("Observation?date=2026-06", &["e-date", "e-dt-minus", "e-dt-plus", "e-dt-z", "e-instant", "e-month", "e-period"]),
+    ("Observation?date=2026", &["e-date", "e-dt-minus", "e-dt-plus", "e-dt-z", "e-instant", "e-month", "e-period", "e-year"]),
+    ("Observation?date=2025", &[]),
+    ("Observation?date=2026-06-15T23:30:00Z", &["e-dt-plus", "e-dt-z"]),
+    ("Observation?date=2026-06-16T01:30:00%2B02:00", &["e-dt-plus", "e-dt-z"]),
+    ("Observation?date=2026-06-15T20:00:00-05:00", &["e-dt-minus"]),
+    ("Observation?date=2026-06-16T01:00:00Z", &["e-dt-minus"]),
+    ("Observation?date=2026-06-15T12:00:00Z", &["e-instant"]),
+    ("Observation?date=2026-06-15T23:30Z", &["e-dt-plus", "e-dt-z"]),
+    // date prefixes against ranges and periods (open periods run on forever)
+    ("Observation?date=ge2026-06-16", &["e-dt-minus", "e-month", "e-period", "e-period-open", "e-year"]),
+    ("Observation?date=gt2026-06-30", &["e-period-open", "e-year"]),
+    ("Observation?date=lt2026-06-15", &["e-month", "e-period", "e-year"]),
+    ("Observation?date=le2026-06-15", &["e-date", "e-dt-plus", "e-dt-z", "e-instant", "e-month", "e-period", "e-year"]),
+    ("Observation?date=sa2026-06-30", &["e-period-open"]),
+    ("Observation?date=eb2026-06-12", &[]),
+    ("Observation?date=eb2026-06-25", &["e-date", "e-dt-minus", "e-dt-plus", "e-dt-z", "e-instant", "e-period"]),
+    ("Observation?date=ne2026-06-15&code=8310-5", &["e-dt-minus", "e-month", "e-period", "e-period-open", "e-year"]),
+    ("Observation?date=ge2026-06-12&date=le2026-06-12", &["e-month", "e-period", "e-year"]),
+    ("Observation?date=2026-06-11,2026-06-16", &["e-dt-minus"]),
+    // missing values
+    ("Observation?date:missing=true&code=8310-5", &["e-none"]),
+    ("Observation?date:missing=false&code=8310-5", &["e-date", "e-dt-minus", "e-dt-plus", "e-dt-z", "e-instant", "e-month", "e-period", "e-period-open", "e-year"]),
+    ("Observation?value-quantity:missing=false", &["v-dec", "v-g", "v-int", "v-local", "v-lt", "v-mg", "v-sci"]),
+    ("Observation?subject:missing=false", &["multi", "ref-forms"]),
+    ("Observation?category:missing=false", &["multi"]),
+    ("Organization?identifier:missing=true", &["org-plain"]),
+    ("Organization?identifier:missing=false", &["org-edge"]),
+    // sorting by date across time zones and precisions; no date sorts last either way
+    ("Observation?code=8310-5&_sort=date", &["e-year", "e-month", "e-period", "e-date", "e-instant", "e-dt-plus", "e-dt-z", "e-dt-minus", "e-period-open", "e-none"]),
+    ("Observation?code=8310-5&_sort=-date", &["e-period-open", "e-dt-minus", "e-dt-plus", "e-dt-z", "e-instant", "e-date", "e-period", "e-month", "e-year", "e-none"]),
+    // quantity precision, comparators, units
+    ("Observation?value-quantity=100", &["v-dec", "v-int", "v-sci"]),
+    ("Observation?value-quantity=100.0", &["v-dec", "v-int", "v-sci"]),
+    ("Observation?value-quantity=1e2", &["v-dec", "v-int", "v-sci"]),
+    ("Observation?value-quantity=101", &[]),
+    ("Observation?value-quantity=lt10", &["v-g", "v-lt"]),
+    ("Observation?value-quantity=gt200", &["v-local", "v-mg"]),
+    ("Observation?value-quantity=ge250", &["v-local", "v-mg"]),
+    ("Observation?value-quantity=le0.25", &["v-g", "v-lt"]),
+    ("Observation?value-quantity=ne100", &["v-g", "v-local", "v-lt", "v-mg"]),
+    ("Observation?value-quantity=0.25|http://unitsofmeasure.org|g", &["v-g", "v-mg"]),
+    ("Observation?value-quantity=250|http://unitsofmeasure.org|mg", &["v-g", "v-mg"]),
+    ("Observation?value-quantity=250000|http://unitsofmeasure.org|ug", &["v-g", "v-mg"]),
+    ("Observation?value-quantity=250||mg", &["v-local", "v-mg"]),
+    ("Observation?value-quantity=0.1|http://unitsofmeasure.org|g", &["v-dec", "v-int", "v-sci"]),
+    ("Observation?value-quantity=gt0.2|http://unitsofmeasure.org|g", &["v-g", "v-mg"]),
+    ("Observation?value-quantity=250|http://unitsofmeasure.org|mL", &[]),
+    ("Observation?value-quantity=lt1|http://unitsofmeasure.org|g", &["v-dec", "v-g", "v-int", "v-lt", "v-mg", "v-sci"]),
+    ("Observation?code=2345-7&_sort=value-quantity", &["v-lt", "v-g", "v-dec", "v-int", "v-sci", "v-local", "v-mg"]),
+    // repeated elements: any repetition matches; AND needs each on some repetition
+    ("Observation?code=364075005", &["multi"]),
+    ("Observation?code=http://snomed.info/sct|364075005", &["multi"]),
+    ("Observation?code=http://loinc.org|364075005", &[]),
+    ("Observation?code=8867-4&code=364075005", &["multi"]),
+    ("Observation?category=exam", &["multi"]),
+    ("Observation?category=exam,laboratory", &["multi"]),
+    ("Observation?category=vital-signs&category=exam", &["multi"]),
+    ("Observation?category=vital-signs&category=laboratory", &[]),
+    ("Observation?code:text=pulse rate", &["multi"]),
+    ("Observation?code:text=rest pulse", &["multi"]),
+    ("Observation?code:text=pulse heart", &[]),
+    ("Observation?code:not=8310-5&status=final", &["ref-forms"]),
+    ("Observation?status=final,preliminary&code=http://loinc.org|", &["e-date", "e-dt-minus", "e-dt-plus", "e-dt-z", "e-instant", "e-month", "e-none", "e-period", "e-period-open", "e-year", "multi"]),
+    ("Observation?status:not=final&code=http://loinc.org|", &["multi", "v-dec", "v-g", "v-int", "v-local", "v-lt", "v-mg", "v-sci"]),
+    // references: relative, versioned, foreign absolute, bare ids, :identifier
+    ("Observation?subject=Patient/p-edge", &["multi", "ref-forms"]),
+    ("Observation?subject=p-edge", &["multi", "ref-forms"]),
+    ("Observation?subject=http://127.0.0.1/not-our-base/Patient/p-edge", &["multi"]),
+    ("Observation?performer=Practitioner/dr-1", &["multi"]),
+    ("Observation?performer=Practitioner/dr-1/_history/2", &["multi"]),
+    ("Observation?performer=Practitioner/dr-1/_history/3", &[]),
+    ("Observation?performer:Organization=org-edge", &["multi"]),
+    ("Observation?performer:Practitioner=org-edge", &[]),
+    ("Observation?derived-from=Observation/e-date", &["multi"]),
+    ("Observation?has-member=multi", &["ref-forms"]),
+    ("Observation?focus:identifier=urn:focus|F-1", &["ref-forms"]),
+    ("Observation?focus:identifier=urn:focus|F-2", &[]),
+    // chains through the edge data, and _has back
+    ("Observation?has-member.category=exam", &["ref-forms"]),
+    ("Observation?performer:Organization.name=zurich", &["multi"]),
+    ("Observation?has-member.performer:Organization.active=false", &["ref-forms"]),
+    ("Organization?_has:Observation:performer:status=preliminary", &["org-edge"]),
+    ("Organization?_has:Observation:performer:_has:Observation:has-member:status=final", &["org-edge"]),
+    // strings: accents, hyphens, apostrophes, repetitions (alias), exact and contains
+    ("Organization?name=zurich", &["org-edge"]),
+    ("Organization?name=zürich-n", &["org-edge"]),
+    ("Organization?name=ZUERICH", &["org-plain"]),
+    ("Organization?name=nord", &[]),
+    ("Organization?name:contains=nord", &["org-edge"]),
+    ("Organization?name:contains=RICH", &["org-edge", "org-plain"]),
+    ("Organization?name:exact=Zürich-Nord Kardiologie", &["org-edge"]),
+    ("Organization?name:exact=zürich-nord kardiologie", &[]),
+    ("Organization?name=herz", &["org-edge"]),
+    ("Organization?name=o'brien", &["org-edge"]),
+    ("Organization?name=klinik", &[]),
+    ("Organization?identifier=urn:org|ORG-1", &["org-edge"]),
+    ("Organization?identifier=ORG-1", &["org-edge"]),
+    ("Organization?identifier=urn:other|ORG-1", &[]),
+    ("Organization?active=false", &["org-edge"]),
+    ("Organization?active:missing=true", &["org-plain"]),
+    ("Organization?type:text=klinik", &["org-edge"]),
+];
+
+async fn edge_cases(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    for resource in edge_fixtures() {
+        let path = format!("{}/{}", resource["resourceType"].as_str().unwrap(), resource["id"].as_str().unwrap());
+        let reply = server.put(&path, &resource).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{path}: {}", reply.text);
+    }
+    let mut failures = Vec::new();
+    for (query, expected) in EDGE_CASES {
+        let sorted = query.contains("_sort=");
+        let suffix = if sorted { "&_count=100" } else { "&_sort=_id&_count=100" };
+        let reply = server.get(&format!("{query}{suffix}")).await;
+        if reply.status != StatusCode::OK {
+            failures.push(format!("{query}: status {} {}", reply.status, reply.text));
+            continue;
+        }
+        let ids = common::match_ids(&reply.body);
+        if ids != *expected {
+            failures.push(format!("{query}: expected {expected:?}, got {ids:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} edge cases failed:\n{}", failures.len(), EDGE_CASES.len(), failures.join("\n"));
+}
+
+/// Insurer and consent data, meta elements, and resources that were superseded or deleted.
+fn insurer_fixtures() -> Vec<Value> {
+    let meta = |tag: &str, profile: &str, source: &str| json!({
+        "tag": [{"system": "urn:fhirvault:test", "code": tag}],
+        "profile": [profile],
+        "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": if tag == "vip" { "R" } else { "N" }}],
+        "source": source
+    });
+    vec![
+        json!({"resourceType": "Patient", "id": "ins-p1", "name": [{"family": "Novak", "given": ["Ivana"]}], "gender": "female",
+               "birthDate": "1971-04-02", "meta": meta("vip", "http://example.org/StructureDefinition/vip-patient", "urn:source:portal")}),
+        json!({"resourceType": "Patient", "id": "ins-p2", "name": [{"family": "Horvat"}], "gender": "male",
+               "meta": meta("regular", "http://hl7.org/fhir/StructureDefinition/Patient", "urn:source:ehr")}),
+        json!({"resourceType": "Organization", "id": "ins-payor", "name": "Gesundheitskasse Süd"}),
+        json!({"resourceType": "Organization", "id": "ins-payor2", "name": "Privatversicherung Nord"}),
+        json!({"resourceType": "Coverage", "id": "cov-a", "status": "active", "beneficiary": {"reference": "Patient/ins-p1"},
+               "payor": [{"reference": "Organization/ins-payor"}], "subscriberId": "SUB-123",
+               "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EHCPOL"}]},
+               "period": {"start": "2026-01-01", "end": "2026-12-31"},
+               "class": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "group"}]}, "value": "G-7"}]}),
+        json!({"resourceType": "Coverage", "id": "cov-b", "status": "cancelled", "beneficiary": {"reference": "Patient/ins-p2"},
+               "payor": [{"reference": "Organization/ins-payor2"}], "period": {"start": "2025-01-01", "end": "2025-12-31"}}),
+        json!({"resourceType": "Claim", "id": "claim-1", "status": "active", "use": "claim", "created": "2026-03-10",
+               "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+               "patient": {"reference": "Patient/ins-p1"}, "provider": {"reference": "Organization/ins-payor"},
+               "priority": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/processpriority", "code": "normal"}]},
+               "insurance": [{"sequence": 1, "focal": true, "coverage": {"reference": "Coverage/cov-a"}}],
+               "item": [{"sequence": 1, "productOrService": {"coding": [{"system": "urn:tarif", "code": "HOLTER-24H"}]},
+                         "unitPrice": {"value": 120.5, "currency": "EUR"}}],
+               "total": {"value": 120.5, "currency": "EUR"}}),
+        json!({"resourceType": "Claim", "id": "claim-2", "status": "draft", "use": "preauthorization", "created": "2026-04-01T09:00:00+02:00",
+               "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "institutional"}]},
+               "patient": {"reference": "Patient/ins-p2"}, "provider": {"reference": "Organization/ins-payor2"},
+               "priority": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/processpriority", "code": "stat"}]},
+               "insurance": [{"sequence": 1, "focal": true, "coverage": {"reference": "Coverage/cov-b"}}],
+               "total": {"value": 80, "currency": "EUR"}}),
+        json!({"resourceType": "Consent", "id": "consent-1", "status": "active", "dateTime": "2026-02-01",
+               "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+               "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+               "patient": {"reference": "Patient/ins-p1"}, "organization": [{"reference": "Organization/ins-payor"}],
+               "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+               "provision": {"type": "permit", "period": {"start": "2026-02-01", "end": "2027-01-31"},
+                             "actor": [{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+                                        "reference": {"reference": "Organization/ins-payor"}}],
+                             "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HPAYMT"}]}}),
+        json!({"resourceType": "Consent", "id": "consent-2", "status": "inactive", "dateTime": "2025-05-05",
+               "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+               "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+               "patient": {"reference": "Patient/ins-p2"}, "provision": {"type": "deny"}}),
+        json!({"resourceType": "Device", "id": "dev-1", "status": "active", "patient": {"reference": "Patient/ins-p1"},
+               "owner": {"reference": "Organization/ins-payor"}, "manufacturer": "Holter Werke", "modelNumber": "HX-7",
+               "deviceName": [{"name": "Holter HX-7", "type": "model-name"}],
+               "type": {"coding": [{"system": "http://snomed.info/sct", "code": "86184003"}]},
+               "udiCarrier": [{"deviceIdentifier": "UDI-0042", "carrierHRF": "(01)UDI-0042"}], "url": "http://devices.example/dev-1"}),
+        json!({"resourceType": "Device", "id": "dev-2", "status": "inactive", "manufacturer": "Other GmbH",
+               "type": {"coding": [{"system": "http://snomed.info/sct", "code": "86184003"}]}}),
+    ]
+}
+
+/// (query, expected match ids in `_id` order) over [`insurer_fixtures`] after `claim-1` was
+/// superseded (its old status `draft`) and `dev-gone` and `cov-gone` were deleted.
+const INSURER_CASES: &[(&str, &[&str])] = &[
+    // Coverage
+    ("Coverage?status=active", &["cov-a"]),
+    ("Coverage?status:not=active", &["cov-b"]),
+    ("Coverage?beneficiary=Patient/ins-p1", &["cov-a"]),
+    ("Coverage?patient=ins-p2", &["cov-b"]),
+    ("Coverage?payor=Organization/ins-payor", &["cov-a"]),
+    ("Coverage?payor:Organization.name=privat", &["cov-b"]),
+    ("Coverage?type=EHCPOL", &["cov-a"]),
+    ("Coverage?class-type=group", &["cov-a"]),
+    ("Coverage?class-value=G-7", &["cov-a"]),
+    ("Coverage?policy-holder:missing=true", &["cov-a", "cov-b"]),
+    ("Coverage?beneficiary.gender=male", &["cov-b"]),
+    ("Coverage?beneficiary:Patient.name=nov", &["cov-a"]),
+    ("Coverage?beneficiary:Patient.birthdate=1971-04", &["cov-a"]),
+    ("Coverage?patient._has:Claim:patient:use=claim", &["cov-a"]),
+    ("Patient?_has:Claim:patient:status=draft", &["ins-p2"]),
+    // Claim
+    ("Claim?status=active", &["claim-1"]),
+    ("Claim?use=preauthorization", &["claim-2"]),
+    ("Claim?patient=ins-p1", &["claim-1"]),
+    ("Claim?patient.gender=male", &["claim-2"]),
+    ("Claim?created=2026-03-10", &["claim-1"]),
+    ("Claim?created=2026-04-01", &["claim-2"]),
+    ("Claim?created=ge2026-03-11", &["claim-2"]),
+    ("Claim?created=lt2026-04-01T07:00:00Z", &["claim-1"]),
+    ("Claim?created=2026-04-01T07:00:00Z", &["claim-2"]),
+    ("Claim?priority=stat", &["claim-2"]),
+    ("Claim?provider=Organization/ins-payor", &["claim-1"]),
+    ("Claim?care-team:missing=true", &["claim-1", "claim-2"]),
+    ("Claim?provider:Organization.name=gesundheitskasse", &["claim-1"]),
+    ("Claim?use=claim&status=active&patient=ins-p1", &["claim-1"]),
+    ("Claim?use=claim&status=draft", &[]),
+    ("Claim?_sort=-created", &["claim-2", "claim-1"]),
+    ("Claim?_sort=created", &["claim-1", "claim-2"]),
+    ("Claim?insurer:missing=true", &["claim-1", "claim-2"]),
+    // Consent
+    ("Consent?status=active", &["consent-1"]),
+    ("Consent?patient=Patient/ins-p2", &["consent-2"]),
+    ("Consent?scope=patient-privacy", &["consent-1", "consent-2"]),
+    ("Consent?category=http://loinc.org|59284-0", &["consent-1", "consent-2"]),
+    ("Consent?date=2026-02-01", &["consent-1"]),
+    ("Consent?date=lt2026", &["consent-2"]),
+    ("Consent?period=ge2026-06-01", &["consent-1"]),
+    ("Consent?period=2028", &[]),
+    ("Consent?organization=ins-payor", &["consent-1"]),
+    ("Consent?actor=Organization/ins-payor", &["consent-1"]),
+    ("Consent?purpose=HPAYMT", &["consent-1"]),
+    ("Consent?action:missing=true", &["consent-1", "consent-2"]),
+    ("Consent?security-label:missing=true", &["consent-1", "consent-2"]),
+    ("Consent?patient.name=horvat", &["consent-2"]),
+    // Device
+    ("Device?status=active", &["dev-1"]),
+    ("Device?patient=ins-p1", &["dev-1"]),
+    ("Device?manufacturer=holter", &["dev-1"]),
+    ("Device?manufacturer:exact=Other GmbH", &["dev-2"]),
+    ("Device?model=HX-7", &["dev-1"]),
+    ("Device?device-name=holter", &["dev-1"]),
+    ("Device?type=86184003", &["dev-1", "dev-2"]),
+    ("Device?udi-di=UDI-0042", &["dev-1"]),
+    ("Device?url:below=http://devices.example", &["dev-1"]),
+    ("Device?organization=ins-payor", &["dev-1"]),
+    ("Device?patient:missing=true", &["dev-2"]),
+    ("Device?_has:Observation:device:status=final", &[]),
+    // meta: _tag, _profile, _security, _source, _lastUpdated
+    ("Patient?_tag=urn:fhirvault:test|vip", &["ins-p1"]),
+    ("Patient?_tag=regular", &["ins-p2"]),
+    ("Patient?_tag:not=vip", &["ins-p2"]),
+    ("Patient?_profile=http://example.org/StructureDefinition/vip-patient", &["ins-p1"]),
+    ("Patient?_security=R", &["ins-p1"]),
+    ("Patient?_security=http://terminology.hl7.org/CodeSystem/v3-Confidentiality|N", &["ins-p2"]),
+    ("Patient?_source=urn:source:ehr", &["ins-p2"]),
+    ("Patient?_lastUpdated=ge2020-01-01&gender=female", &["ins-p1"]),
+    ("Patient?_lastUpdated=lt2020-01-01", &[]),
+    // superseded and deleted: only current versions match
+    ("Claim?status=draft", &["claim-2"]),
+    ("Claim?_id=claim-1&status=draft", &[]),
+    ("Device?_id=dev-gone", &[]),
+    ("Device?manufacturer=gone", &[]),
+    ("Coverage?_id=cov-gone", &[]),
+    ("Coverage?beneficiary=ins-gone", &[]),
+    ("Claim?patient.name=gespenst", &[]),
+    ("Patient?_has:Coverage:beneficiary:status=active", &["ins-p1"]),
+];
+
+async fn insurer_cases(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let mut fixtures = insurer_fixtures();
+    // Superseded: claim-1 was first written as a draft; deleted resources never match.
+    let mut draft = fixtures[6].clone();
+    draft["status"] = json!("draft");
+    fixtures.insert(0, draft);
+    fixtures.push(json!({"resourceType": "Patient", "id": "ins-gone", "name": [{"family": "Gespenst"}]}));
+    fixtures.push(json!({"resourceType": "Device", "id": "dev-gone", "status": "active", "manufacturer": "Gone AG"}));
+    fixtures.push(json!({"resourceType": "Coverage", "id": "cov-gone", "status": "active", "beneficiary": {"reference": "Patient/ins-gone"},
+                         "payor": [{"reference": "Organization/ins-payor"}]}));
+    fixtures.push(json!({"resourceType": "Claim", "id": "claim-gone", "status": "active", "use": "claim", "created": "2026-01-01",
+                         "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+                         "patient": {"reference": "Patient/ins-gone"}, "provider": {"reference": "Organization/ins-payor"},
+                         "priority": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/processpriority", "code": "normal"}]},
+                         "insurance": [{"sequence": 1, "focal": true, "coverage": {"reference": "Coverage/cov-gone"}}]}));
+    for resource in fixtures {
+        let path = format!("{}/{}", resource["resourceType"].as_str().unwrap(), resource["id"].as_str().unwrap());
+        let reply = server.put(&path, &resource).await;
+        assert!(reply.status.is_success(), "{path}: {}", reply.text);
+    }
+    for gone in ["Patient/ins-gone", "Device/dev-gone", "Coverage/cov-gone", "Claim/claim-gone"] {
+        server.delete(gone).await;
+    }
+    let mut failures = Vec::new();
+    for (query, expected) in INSURER_CASES {
+        let suffix = if query.contains("_sort=") { "&_count=100" } else { "&_sort=_id&_count=100" };
+        let reply = server.get(&format!("{query}{suffix}")).await;
+        if reply.status != StatusCode::OK {
+            failures.push(format!("{query}: status {} {}", reply.status, reply.text));
+            continue;
+        }
+        let ids = common::match_ids(&reply.body);
+        if ids != *expected {
+            failures.push(format!("{query}: expected {expected:?}, got {ids:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} insurer cases failed:\n{}", failures.len(), INSURER_CASES.len(), failures.join("\n"));
+}
+
 /// `GET [base]?…`: across types, with `_type`, paging across types that share an id.
 async fn system_search(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -596,5 +966,7 @@ both_backends!(
     writes_replace_index_rows,
     chains_has_and_includes,
     summary_and_elements,
-    system_search
+    system_search,
+    edge_cases,
+    insurer_cases
 );
