@@ -49,6 +49,10 @@ pub fn cases() -> Vec<Case> {
             include_iterate,
         ),
         Case::new("search-023", "Patient/<id>/Observation finds the Patient's Observation and no other", compartment),
+        Case::new("search-024", "code-value-quantity=loinc|8867-4$gt70 finds a 72 /min heart rate, $gt80 does not", composite),
+        Case::new("search-025", "_sort=-date orders a Patient's Observations newest first; next links page through them", sort_and_page),
+        Case::new("search-026", "_summary=true leaves out non-summary elements and tags the match SUBSETTED", summary),
+        Case::new("search-027", "value-quantity in another UCUM unit (1.2 /s) finds 72 /min", ucum),
     ]
 }
 
@@ -368,6 +372,62 @@ fn compartment(ctx: &Ctx) -> Outcome {
     exactly(&check::ids_of(&bundle, "Observation"), &observation.id, &format!("{}/Observation?code={code}", patient.reference()))?;
     let bundle = ctx.search(&format!("{}/Observation", other.reference()), &params)?;
     excludes(&check::ids_of(&bundle, "Observation"), &observation.id, &format!("{}/Observation?code={code}", other.reference()))
+}
+
+fn composite(ctx: &Ctx) -> Outcome {
+    let (patient, observation) = patient_with_observation(ctx)?;
+    let subject = patient.reference();
+    for (value, expected) in [("gt70", true), ("gt80", false)] {
+        let code = format!("{LOINC}|{HEART_RATE}${value}");
+        let params = [("subject", subject.as_str()), ("code-value-quantity", code.as_str())];
+        let ids = found(ctx, "Observation", &params)?;
+        let what = describe(&params);
+        if expected { exactly(&ids, &observation.id, &what)? } else { excludes(&ids, &observation.id, &what)? }
+    }
+    Ok(())
+}
+
+fn sort_and_page(ctx: &Ctx) -> Outcome {
+    let patient = ctx.create(&fixtures::patient(&ctx.unique()))?;
+    let mut created = Vec::new();
+    for day in ["2026-01-05", "2026-03-05", "2026-02-05"] {
+        let mut observation = fixtures::observation(&ctx.unique(), Some(&patient.reference()));
+        observation["effectiveDateTime"] = json!(day);
+        created.push((day, ctx.create(&observation)?.id));
+    }
+    created.sort();
+    let expected: Vec<String> = created.into_iter().rev().map(|(_, id)| id).collect();
+    let subject = patient.reference();
+    let params = [("subject", subject.as_str()), ("_sort", "-date"), ("_count", "1")];
+    let mut bundle = ctx.search("Observation", &params)?;
+    let mut seen = check::ids_of(&bundle, "Observation");
+    while let Some(next) = check::link(&bundle, "next").map(str::to_string) {
+        bundle = searchset(&ctx.get(&next).send()?)?;
+        seen.extend(check::ids_of(&bundle, "Observation"));
+    }
+    ensure(seen == expected, || format!("{}: expected {expected:?} over the pages, got {seen:?}", describe(&params)))
+}
+
+fn summary(ctx: &Ctx) -> Outcome {
+    let (_, observation) = patient_with_observation(ctx)?;
+    let params = [("_id", observation.id.as_str()), ("_summary", "true")];
+    let bundle = ctx.search("Observation", &params)?;
+    let entries = check::entries(&bundle);
+    let Some(resource) = entries.iter().find(|e| e["search"]["mode"] == "match").map(|e| &e["resource"]) else {
+        return Err(format!("{}: no match", describe(&params)));
+    };
+    ensure(resource.get("identifier").is_some() && resource.get("code").is_some(), || {
+        format!("{}: summary elements identifier and code missing: {resource}", describe(&params))
+    })?;
+    let tagged = resource["meta"]["tag"].as_array().is_some_and(|tags| tags.iter().any(|t| t["code"] == "SUBSETTED"));
+    ensure(tagged, || format!("{}: the match is not tagged SUBSETTED", describe(&params)))
+}
+
+fn ucum(ctx: &Ctx) -> Outcome {
+    let (patient, observation) = patient_with_observation(ctx)?;
+    let subject = patient.reference();
+    let params = [("subject", subject.as_str()), ("value-quantity", "1.2|http://unitsofmeasure.org|/s")];
+    exactly(&found(ctx, "Observation", &params)?, &observation.id, &describe(&params))
 }
 
 fn identifier_or(ctx: &Ctx) -> Outcome {
