@@ -10,7 +10,6 @@ CREATE TABLE resource_versions (
     method        TEXT    NOT NULL,                  -- POST, PUT, PATCH or DELETE
     key_id        BIGINT NOT NULL,                  -- key that sealed the body (0 for delete markers)
     ciphertext    BYTEA,
-    index_rows    TEXT,                              -- keys of the search index rows this version wrote (codes and blind tokens, no PHI)
     CONSTRAINT resource_versions_key UNIQUE (resource_type, id, version)
 );
 CREATE INDEX resource_versions_type_seq ON resource_versions (resource_type, seq);

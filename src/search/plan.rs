@@ -63,11 +63,58 @@ impl Builder<'_> {
 }
 
 /// The resource a criterion is compiled against: its type (for blind tokens and parameter
-/// lookups), the placeholder holding that type, and the SQL expression of its id.
+/// lookups), the placeholder (or column) holding that type, and the alias of its head row.
+///
+/// A criterion compiles in one of two forms. As the *driver* (`probe == false`) it is
+/// `h.id IN (SELECT r.id FROM index …)`: the database starts from the index rows that match,
+/// through the lookup key. As a *probe* it is `EXISTS (SELECT 1 FROM index r WHERE … AND
+/// r.id = h.id)`: one resource is checked through the owner index. A search has at most one
+/// driver, the criterion most likely to be selective; with none, the database walks the head
+/// table in the requested order and probes each resource, which stops as soon as a page is full.
 struct Scope {
     resource_type: String,
     type_bind: String,
+    head: String,
     id: String,
+    probe: bool,
+}
+
+impl Scope {
+    fn new(resource_type: &str, type_bind: String, head: String, probe: bool) -> Scope {
+        let id = format!("{head}.id");
+        Scope { resource_type: resource_type.to_string(), type_bind, head, id, probe }
+    }
+
+    fn with_probe(&self, probe: bool) -> Scope {
+        Scope { probe, resource_type: self.resource_type.clone(), type_bind: self.type_bind.clone(), head: self.head.clone(), id: self.id.clone() }
+    }
+
+    /// The resource has (or, `negate`d, has no) row in `table` (alias `r`) matching `condition`.
+    fn has_row(&self, table: &str, condition: &str, negate: bool) -> String {
+        let not = if negate { "NOT " } else { "" };
+        if self.probe {
+            format!("{not}EXISTS (SELECT 1 FROM {table} r WHERE {condition} AND r.id = {})", self.id)
+        } else {
+            format!("{} {not}IN (SELECT r.id FROM {table} r WHERE {condition})", self.id)
+        }
+    }
+}
+
+/// How likely a criterion is to select few resources: lower drives first; `None` never drives
+/// (negations and `:missing` select most resources; `_has` is cheapest probed per resource).
+fn driver_rank(registry: &SearchParamRegistry, resource_type: &str, criterion: &Criterion) -> Option<u8> {
+    match criterion {
+        Criterion::Chain { .. } => Some(1),
+        Criterion::Has { .. } => None,
+        Criterion::Param(filter) => match (filter.code.as_str(), filter.modifier.as_deref()) {
+            (_, Some("not" | "missing" | "not-in")) | ("_lastUpdated", _) => None,
+            ("_id", _) => Some(0),
+            (code, _) if filter.kind == ParamType::Reference || is_protected(registry, resource_type, code, filter.kind) => Some(1),
+            ("identifier", _) | (_, Some("identifier")) => Some(1),
+            _ if filter.kind == ParamType::Composite => Some(2),
+            _ => Some(3),
+        },
+    }
 }
 
 pub fn plan(
@@ -80,7 +127,7 @@ pub fn plan(
     let mut builder = Builder { binds: Vec::new(), keys, value_sets, base_url, registry, aliases: 0 };
     // A system-level search compares each index row with its own resource's type.
     let (scope, mut conditions) = if request.is_system() {
-        let scope = Scope { resource_type: request.resource_type.clone(), type_bind: "h.resource_type".into(), id: "h.id".into() };
+        let scope = Scope::new(&request.resource_type, "h.resource_type".into(), "h".into(), true);
         let mut conditions = vec!["h.deleted = 0".to_string()];
         if !request.types.is_empty() {
             let types: Vec<String> = request.types.iter().map(|t| builder.text(t.clone())).collect();
@@ -90,10 +137,17 @@ pub fn plan(
     } else {
         let type_bind = builder.text(request.resource_type.clone());
         let conditions = vec![format!("h.resource_type = {type_bind}"), "h.deleted = 0".to_string()];
-        (Scope { resource_type: request.resource_type.clone(), type_bind, id: "h.id".into() }, conditions)
+        (Scope::new(&request.resource_type, type_bind, "h".into(), true), conditions)
     };
-    for criterion in &request.criteria {
-        conditions.push(criterion_condition(&mut builder, &scope, criterion)?);
+    let driver = request
+        .criteria
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| driver_rank(registry, &request.resource_type, c).map(|rank| (rank, i)))
+        .min()
+        .map(|(_, i)| i);
+    for (i, criterion) in request.criteria.iter().enumerate() {
+        conditions.push(criterion_condition(&mut builder, &scope.with_probe(Some(i) != driver), criterion)?);
     }
     if let Some(compartment) = &request.compartment {
         conditions.push(compartment_condition(&mut builder, &scope, compartment));
@@ -160,31 +214,49 @@ fn sort_key(b: &mut Builder, scope: &Scope, code: &str, descending: bool) -> Api
 fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) -> ApiResult<String> {
     match criterion {
         Criterion::Param(filter) => filter_condition(b, scope, filter),
+        // Driver: the targets that match, then the references to them. Probe: this resource's
+        // references, then whether their target matches.
         Criterion::Chain { reference, branches } => {
             let mut alternatives = Vec::with_capacity(branches.len());
             for (target_type, inner) in branches {
-                let (target, targets) = live_ids(b, target_type, inner)?;
                 let (c, param) = (b.alias("c"), b.text(reference.clone()));
                 let local = local_reference(b, &c);
-                alternatives.push(format!(
-                    "{id} IN (SELECT {c}.id FROM search_reference {c} WHERE {c}.resource_type = {ty} AND {c}.param = {param} \
-                     AND {c}.target_type = {target} AND {c}.target_id IN ({targets}) AND {local})",
-                    id = scope.id,
-                    ty = scope.type_bind,
-                ));
+                let (id, ty) = (&scope.id, &scope.type_bind);
+                alternatives.push(if scope.probe {
+                    let (target, matches) = live_target(b, target_type, &format!("{c}.target_id"), inner)?;
+                    format!(
+                        "EXISTS (SELECT 1 FROM search_reference {c} WHERE {c}.resource_type = {ty} AND {c}.id = {id} \
+                         AND {c}.param = {param} AND {c}.target_type = {target} AND {local} AND {matches})"
+                    )
+                } else {
+                    let (target, targets) = live_ids(b, target_type, inner)?;
+                    format!(
+                        "{id} IN (SELECT {c}.id FROM search_reference {c} WHERE {c}.resource_type = {ty} AND {c}.param = {param} \
+                         AND {c}.target_type = {target} AND {c}.target_id IN ({targets}) AND {local})"
+                    )
+                });
             }
             Ok(format!("({})", alternatives.join(" OR ")))
         }
+        // Driver: the sources that match, then what they point to. Probe: the references to this
+        // resource, then whether their source matches.
         Criterion::Has { source_type, reference, inner } => {
-            let (source, sources) = live_ids(b, source_type, inner)?;
             let (c, param) = (b.alias("c"), b.text(reference.clone()));
             let local = local_reference(b, &c);
-            Ok(format!(
-                "{id} IN (SELECT {c}.target_id FROM search_reference {c} WHERE {c}.resource_type = {source} AND {c}.param = {param} \
-                 AND {c}.target_type = {ty} AND {c}.id IN ({sources}) AND {local})",
-                id = scope.id,
-                ty = scope.type_bind,
-            ))
+            let (id, ty) = (&scope.id, &scope.type_bind);
+            if scope.probe {
+                let (source, matches) = live_target(b, source_type, &format!("{c}.id"), inner)?;
+                Ok(format!(
+                    "EXISTS (SELECT 1 FROM search_reference {c} WHERE {c}.resource_type = {source} AND {c}.param = {param} \
+                     AND {c}.target_id = {id} AND {c}.target_type = {ty} AND {local} AND {matches})"
+                ))
+            } else {
+                let (source, sources) = live_ids(b, source_type, inner)?;
+                Ok(format!(
+                    "{id} IN (SELECT {c}.target_id FROM search_reference {c} WHERE {c}.resource_type = {source} AND {c}.param = {param} \
+                     AND {c}.target_type = {ty} AND {c}.id IN ({sources}) AND {local})"
+                ))
+            }
         }
     }
 }
@@ -223,9 +295,22 @@ fn local_reference(b: &mut Builder, c: &str) -> String {
 fn live_ids(b: &mut Builder, resource_type: &str, criterion: &Criterion) -> ApiResult<(String, String)> {
     let type_bind = b.text(resource_type.to_string());
     let h = b.alias("h");
-    let inner = Scope { resource_type: resource_type.to_string(), type_bind: type_bind.clone(), id: format!("{h}.id") };
+    let inner = Scope::new(resource_type, type_bind.clone(), h.clone(), false);
     let condition = criterion_condition(b, &inner, criterion)?;
     let sql = format!("SELECT {h}.id FROM resource_heads {h} WHERE {h}.resource_type = {type_bind} AND {h}.deleted = 0 AND {condition}");
+    Ok((type_bind, sql))
+}
+
+/// Whether the live `resource_type` resource with id `id` (an SQL expression) matches
+/// `criterion`, checked as a probe; and the placeholder holding `resource_type`.
+fn live_target(b: &mut Builder, resource_type: &str, id: &str, criterion: &Criterion) -> ApiResult<(String, String)> {
+    let type_bind = b.text(resource_type.to_string());
+    let h = b.alias("h");
+    let inner = Scope::new(resource_type, type_bind.clone(), h.clone(), true);
+    let condition = criterion_condition(b, &inner, criterion)?;
+    let sql = format!(
+        "EXISTS (SELECT 1 FROM resource_heads {h} WHERE {h}.resource_type = {type_bind} AND {h}.id = {id} AND {h}.deleted = 0 AND {condition})"
+    );
     Ok((type_bind, sql))
 }
 
@@ -278,8 +363,8 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
             _ => return Err(param_error(filter, "the :missing modifier takes true or false")),
         };
         let param = b.text(filter.code.clone());
-        let subquery = format!("SELECT id FROM {table} WHERE resource_type = {} AND param = {param}", scope.type_bind);
-        return Ok(format!("{} {}IN ({subquery})", scope.id, if missing { "NOT " } else { "" }));
+        let condition = format!("r.resource_type = {} AND r.param = {param}", scope.type_bind);
+        return Ok(scope.has_row(table, &condition, missing));
     }
     // Values in a UCUM unit that converts are compared against the canonical rows, which are
     // stored under a parameter name of their own.
@@ -300,13 +385,8 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
             });
         }
         let param = b.text(param);
-        subqueries.push(format!(
-            "{} {}IN (SELECT r.id FROM {table} r WHERE r.resource_type = {} AND r.param = {param} AND ({}))",
-            scope.id,
-            if negate { "NOT " } else { "" },
-            scope.type_bind,
-            alternatives.join(" OR ")
-        ));
+        let condition = format!("r.resource_type = {} AND r.param = {param} AND ({})", scope.type_bind, alternatives.join(" OR "));
+        subqueries.push(scope.has_row(table, &condition, negate));
     }
     Ok(format!("({})", subqueries.join(" OR ")))
 }
@@ -345,13 +425,8 @@ fn composite_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
         let condition = value_condition(b, &second_filter, second)?;
         alternatives.push(format!("(r.param = {key} AND {condition})"));
     }
-    Ok(format!(
-        "{} IN (SELECT r.id FROM {} r WHERE r.resource_type = {} AND ({}))",
-        scope.id,
-        table_for(second_kind),
-        scope.type_bind,
-        alternatives.join(" OR ")
-    ))
+    let condition = format!("r.resource_type = {} AND ({})", scope.type_bind, alternatives.join(" OR "));
+    Ok(scope.has_row(table_for(second_kind), &condition, false))
 }
 
 /// Largest value set `:in` expands into one query (both databases bind at most tens of thousands
@@ -381,25 +456,16 @@ fn in_value_set(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResu
         }
     }
     let param = b.text(filter.code.clone());
-    let negate = if filter.modifier.as_deref() == Some("not-in") { "NOT " } else { "" };
-    let condition = if alternatives.is_empty() { "1 = 0".to_string() } else { alternatives.join(" OR ") };
-    Ok(format!(
-        "{} {negate}IN (SELECT r.id FROM search_token r WHERE r.resource_type = {} AND r.param = {param} AND ({condition}))",
-        scope.id, scope.type_bind
-    ))
+    let negate = filter.modifier.as_deref() == Some("not-in");
+    let codes = if alternatives.is_empty() { "1 = 0".to_string() } else { alternatives.join(" OR ") };
+    let condition = format!("r.resource_type = {} AND r.param = {param} AND ({codes})", scope.type_bind);
+    Ok(scope.has_row("search_token", &condition, negate))
 }
 
 /// `_lastUpdated` lives on the head row of the resource in scope.
 fn last_updated_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter, value: &str) -> ApiResult<String> {
-    if scope.id == "h.id" {
-        return date_condition(b, filter, value, "h.last_updated", "(h.last_updated + 1)");
-    }
-    let u = b.alias("u");
-    let condition = date_condition(b, filter, value, &format!("{u}.last_updated"), &format!("({u}.last_updated + 1)"))?;
-    Ok(format!(
-        "{} IN (SELECT {u}.id FROM resource_heads {u} WHERE {u}.resource_type = {} AND {condition})",
-        scope.id, scope.type_bind
-    ))
+    let column = format!("{}.last_updated", scope.head);
+    date_condition(b, filter, value, &column, &format!("({column} + 1)"))
 }
 
 /// `:text` on a token: every word of one of the values must be a word of a display text.
@@ -416,10 +482,8 @@ fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResul
         for word in words {
             let token = BlindTerm::Word(word).token(b.keys, &scope.resource_type, &param_name);
             let (param, token) = (b.text(param_name.clone()), b.text(token));
-            all.push(format!(
-                "{} IN (SELECT r.id FROM search_blind r WHERE r.resource_type = {} AND r.param = {param} AND r.token = {token})",
-                scope.id, scope.type_bind
-            ));
+            let condition = format!("r.resource_type = {} AND r.param = {param} AND r.token = {token}", scope.type_bind);
+            all.push(scope.has_row("search_blind", &condition, false));
         }
         alternatives.push(format!("({})", all.join(" AND ")));
     }
@@ -434,12 +498,8 @@ fn blind_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter, param: &st
         .map(|v| blind_condition(b, &scope.resource_type, filter, param, v))
         .collect::<ApiResult<Vec<_>>>()?;
     let param = b.text(param.to_string());
-    Ok(format!(
-        "{} IN (SELECT r.id FROM search_blind r WHERE r.resource_type = {} AND r.param = {param} AND ({}))",
-        scope.id,
-        scope.type_bind,
-        alternatives.join(" OR ")
-    ))
+    let condition = format!("r.resource_type = {} AND r.param = {param} AND ({})", scope.type_bind, alternatives.join(" OR "));
+    Ok(scope.has_row("search_blind", &condition, false))
 }
 
 fn table_for(kind: ParamType) -> &'static str {

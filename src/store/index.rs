@@ -77,10 +77,8 @@ pub fn fixed_chunks<T>(items: &[T]) -> Vec<&[T]> {
     chunks
 }
 
-/// The columns of each table's primary key besides `resource_type` and `id`, in the order
-/// [`IndexRow::binds`] gives them. The primary key is the only index of a table: it serves searches (by value) and removal of a
-/// resource's rows (by the exact keys its [`manifest`] recorded), so each row costs one b-tree
-/// insert on SQLite (`WITHOUT ROWID`) and a heap row plus one index entry on PostgreSQL.
+/// The value columns of each table besides `resource_type` and `id`, in the order
+/// [`IndexRow::binds`] gives them.
 fn key_columns(table: &str) -> &'static [&'static str] {
     match table {
         "search_token" => &["param", "system", "code"],
@@ -93,75 +91,14 @@ fn key_columns(table: &str) -> &'static [&'static str] {
     }
 }
 
-/// The stored index rows of a version, as JSON `[[table, value…], …]` with the values in
-/// [`key_columns`] order, kept with the version so the next write can remove exactly these rows.
-/// Values are codes and blind tokens only, never PHI (that is what the index tables hold too).
-pub fn manifest(rows: &[IndexRow]) -> Option<String> {
-    if rows.is_empty() {
-        return None;
-    }
-    let entries: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|row| {
-            let table = TABLES.iter().position(|t| *t == row.table()).unwrap_or_default();
-            let mut entry = vec![serde_json::Value::from(table)];
-            entry.extend(row.binds().into_iter().map(|bind| match bind {
-                Bind::Int(int) => serde_json::Value::from(int),
-                Bind::Real(real) => serde_json::Value::from(real),
-                Bind::Text(text) => serde_json::Value::from(text),
-                Bind::Null | Bind::NullBlob | Bind::Blob(_) => serde_json::Value::Null,
-            }));
-            serde_json::Value::Array(entry)
-        })
-        .collect();
-    Some(serde_json::Value::Array(entries).to_string())
-}
-
-/// The keys a [`manifest`] recorded, by table: each row's values in [`key_columns`] order.
-fn manifest_keys(manifest: &str) -> Result<Vec<(&'static str, Vec<Bind>)>, sqlx::Error> {
-    let corrupt = || sqlx::Error::Protocol("a stored index manifest is unreadable".into());
-    let entries: Vec<Vec<serde_json::Value>> = serde_json::from_str(manifest).map_err(|_| corrupt())?;
-    entries
-        .into_iter()
-        .map(|entry| {
-            let (table, values) = entry.split_first().ok_or_else(corrupt)?;
-            let table = table.as_u64().and_then(|t| TABLES.get(t as usize)).ok_or_else(corrupt)?;
-            let binds = values
-                .iter()
-                .map(|value| match value {
-                    serde_json::Value::String(text) => Ok(Bind::Text(text.clone())),
-                    serde_json::Value::Number(n) if *table == "search_number" => n.as_f64().map(Bind::Real).ok_or_else(corrupt),
-                    serde_json::Value::Number(n) => n.as_i64().map(Bind::Int).ok_or_else(corrupt),
-                    _ => Err(corrupt()),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((*table, binds))
-        })
-        .collect()
-}
-
-/// Remove the index rows a version's [`manifest`] recorded for (`resource_type`, `id`).
-pub async fn delete_rows(conn: &mut Conn, resource_type: &str, id: &str, manifest: &str) -> Result<(), sqlx::Error> {
-    let keys = manifest_keys(manifest)?;
-    let backend = super::Backend::of(conn);
+/// Remove every index row of (`resource_type`, `id`), through each table's owner index.
+pub async fn delete_rows(conn: &mut Conn, resource_type: &str, id: &str) -> Result<(), sqlx::Error> {
     for table in TABLES {
-        let of_table: Vec<&Vec<Bind>> = keys.iter().filter(|(t, _)| *t == table).map(|(_, binds)| binds).collect();
-        for chunk in fixed_chunks(&of_table) {
-            let mut binds = Vec::new();
-            let mut terms = Vec::with_capacity(chunk.len());
-            for values in chunk {
-                let columns = ["resource_type"].iter().chain(key_columns(table)).chain(&["id"]);
-                let row_binds = [Bind::Text(resource_type.to_string())].into_iter().chain(values.iter().cloned()).chain([Bind::Text(id.to_string())]);
-                let mut conditions = Vec::new();
-                for (column, bind) in columns.zip(row_binds) {
-                    binds.push(bind);
-                    conditions.push(format!("{column} = {}", backend.placeholder(binds.len())));
-                }
-                terms.push(format!("({})", conditions.join(" AND ")));
-            }
-            let sql = format!("DELETE FROM {table} WHERE {}", terms.join(" OR "));
-            bind_all(sqlx::query(AssertSqlSafe(sql)), binds).execute(&mut *conn).await?;
-        }
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE resource_type = $1 AND id = $2")))
+            .bind(resource_type)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -207,23 +144,7 @@ async fn insert_chunk(conn: &mut Conn, chunk: &[(&str, &str, &IndexRow)]) -> Res
 
 #[cfg(test)]
 mod tests {
-    use super::{Bind, IndexRow, fixed_chunks, manifest, manifest_keys};
-
-    #[test]
-    fn manifest_gives_back_the_exact_keys_that_were_written() {
-        let rows = vec![
-            IndexRow::Token { param: "code".into(), system: None, code: Some("8867-4".into()) },
-            IndexRow::Number { param: "value-quantity".into(), low: 0.1 + 0.2, high: 1e300, system: None, code: Some("/min".into()) },
-            IndexRow::Date { param: "date".into(), start: -62_135_596_800_000_000, end: i64::MAX },
-            IndexRow::Blind { param: "name".into(), token: "a1b2c3d4e5f6".into() },
-        ];
-        let keys = manifest_keys(&manifest(&rows).expect("rows")).expect("readable");
-        let expected: Vec<(&str, Vec<Bind>)> = rows.iter().map(|row| (row.table(), row.binds())).collect();
-        assert_eq!(keys, expected);
-        assert_eq!(keys[0].1[1], Bind::Text(String::new()), "an absent system is stored as ''");
-        assert!(manifest(&[]).is_none());
-        assert!(manifest_keys("[[99, \"x\"]]").is_err());
-    }
+    use super::fixed_chunks;
 
     #[test]
     fn chunks_use_few_shapes_and_cover_everything() {

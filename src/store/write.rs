@@ -34,9 +34,7 @@ pub struct VersionWrite {
 /// violation on `resource_versions_key` (a 409 upstream). Resources must be distinct.
 pub async fn write_versions(conn: &mut Conn, writes: &[VersionWrite]) -> Result<(), sqlx::Error> {
     for write in writes.iter().filter(|w| !w.is_new) {
-        if let Some(manifest) = current_manifest(conn, &write.resource_type, &write.id).await? {
-            index::delete_rows(conn, &write.resource_type, &write.id, &manifest).await?;
-        }
+        index::delete_rows(conn, &write.resource_type, &write.id).await?;
     }
     for chunk in index::fixed_chunks(writes) {
         insert_versions(conn, chunk).await?;
@@ -45,20 +43,6 @@ pub async fn write_versions(conn: &mut Conn, writes: &[VersionWrite]) -> Result<
     let rows: Vec<(&str, &str, &[IndexRow])> =
         writes.iter().map(|w| (w.resource_type.as_str(), w.id.as_str(), w.rows.as_slice())).collect();
     index::insert_rows(conn, &rows).await
-}
-
-/// The index manifest of the current version of (`resource_type`, `id`), if it has rows.
-async fn current_manifest(conn: &mut Conn, resource_type: &str, id: &str) -> Result<Option<String>, sqlx::Error> {
-    let manifest: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT v.index_rows FROM resource_heads h JOIN resource_versions v \
-         ON v.resource_type = h.resource_type AND v.id = h.id AND v.version = h.version \
-         WHERE h.resource_type = $1 AND h.id = $2",
-    )
-    .bind(resource_type)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(manifest.flatten())
 }
 
 /// `(…), (…)` with placeholders for `rows` tuples of `width` values, bound in order.
@@ -70,7 +54,7 @@ fn placeholders(backend: Backend, rows: usize, width: usize) -> String {
 }
 
 async fn insert_versions(conn: &mut Conn, writes: &[VersionWrite]) -> Result<(), sqlx::Error> {
-    let mut binds = Vec::with_capacity(writes.len() * 9);
+    let mut binds = Vec::with_capacity(writes.len() * 8);
     for w in writes {
         binds.extend([
             Bind::Text(w.resource_type.clone()),
@@ -81,12 +65,11 @@ async fn insert_versions(conn: &mut Conn, writes: &[VersionWrite]) -> Result<(),
             Bind::Text(w.method.clone()),
             Bind::Int(w.key_id),
             w.ciphertext.clone().map_or(Bind::NullBlob, Bind::Blob),
-            index::manifest(&w.rows).map_or(Bind::Null, Bind::Text),
         ]);
     }
     let sql = format!(
-        "INSERT INTO resource_versions (resource_type, id, version, last_updated, deleted, method, key_id, ciphertext, index_rows) VALUES {}",
-        placeholders(Backend::of(conn), writes.len(), 9)
+        "INSERT INTO resource_versions (resource_type, id, version, last_updated, deleted, method, key_id, ciphertext) VALUES {}",
+        placeholders(Backend::of(conn), writes.len(), 8)
     );
     bind_all(sqlx::query(AssertSqlSafe(sql)), binds).execute(&mut *conn).await?;
     Ok(())
