@@ -82,11 +82,8 @@ impl Service {
     /// Search on `conn`: inside a transaction it sees the transaction's own writes.
     pub async fn search_in(&self, conn: &mut Conn, request: SearchRequest) -> ApiResult<SearchPage> {
         let plan = plan(&request, &self.registry, &self.validator, &self.keys.current(), &self.config.base_url)?;
-        let total = match (request.total, request.summary_count) {
-            (_, true) | (TotalMode::Accurate | TotalMode::Estimate, _) => Some(count(conn, &plan).await?),
-            (TotalMode::None, false) => None,
-        };
         if request.summary_count {
+            let total = Some(count(conn, &plan).await?);
             return Ok(SearchPage {
                 request,
                 matches: Vec::new(),
@@ -101,6 +98,13 @@ impl Service {
         let direction = request.cursor.as_ref().map_or(Direction::After, |c| c.direction);
         let mut rows = matching_rows(conn, &plan, request.cursor.as_ref(), request.count + 1, request.offset).await?;
         let more_beyond = request.count > 0 && rows.len() > request.count;
+        // A first page that holds every match is its own count: no second query.
+        let whole = request.cursor.is_none() && request.offset == 0 && request.count > 0 && !more_beyond;
+        let total = match request.total {
+            TotalMode::None => None,
+            TotalMode::Accurate | TotalMode::Estimate if whole => Some(rows.len() as i64),
+            TotalMode::Accurate | TotalMode::Estimate => Some(count(conn, &plan).await?),
+        };
         rows.truncate(request.count);
         let (has_next, has_previous) = match direction {
             Direction::After => (more_beyond, request.cursor.is_some() || request.offset > 0),
