@@ -6,6 +6,8 @@ set -euo pipefail
 backend="${1:-sqlite}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+# Where cargo puts the binaries (CARGO_TARGET_DIR when set, as on a machine with a shared target).
+target="${CARGO_TARGET_DIR:-$root/target}"
 cargo build --workspace --bins
 work="$(mktemp -d)"
 pids=()
@@ -35,7 +37,7 @@ port="$(free_port)"
     cd "$work"
     args=(--fhir-resources "$root/fhir-resources" serve --listen "127.0.0.1:$port")
     if [ -n "$database_url" ]; then args=(--database-url "$database_url" "${args[@]}"); fi
-    exec "$root/target/debug/fhirvault" "${args[@]}" 2>"$work/server.log"
+    exec "$target/debug/fhirvault" "${args[@]}" 2>"$work/server.log"
 ) &
 pids+=($!)
 for _ in $(seq 1 300); do
@@ -44,7 +46,7 @@ for _ in $(seq 1 300); do
 done
 mkdir -p target/conformance
 status=0
-"$root/target/debug/fhirvault-conformance" --base-url "http://127.0.0.1:$port/fhir" \
+"$target/debug/fhirvault-conformance" --base-url "http://127.0.0.1:$port/fhir" \
     --junit "target/conformance/$backend.xml" --json "target/conformance/$backend.json" || status=$?
 if [ "$status" != 0 ]; then
     echo "conformance suite failed on $backend; server log:" >&2
