@@ -20,12 +20,12 @@
 
 mod common;
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::run_phase;
 
 use fhirvault::config::{Config, DatabaseUrl};
 use fhirvault::crypto::{Aad, KeyRing};
@@ -64,122 +64,7 @@ impl Settings {
     }
 }
 
-/// What one phase measured.
-struct Phase {
-    name: &'static str,
-    clients: usize,
-    ok: usize,
-    errors: usize,
-    first_error: Option<String>,
-    elapsed: Duration,
-    /// Latencies of successful requests, sorted.
-    latencies: Vec<Duration>,
-    /// Ids returned by the operation (creates).
-    ids: Vec<String>,
-}
-
-impl Phase {
-    fn rate(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
-        self.latencies[rank.clamp(1, self.latencies.len()) - 1].as_secs_f64() * 1000.0
-    }
-
-    fn to_json(&self) -> Value {
-        json!({
-            "phase": self.name,
-            "clients": self.clients,
-            "ok": self.ok,
-            "errors": self.errors,
-            "first_error": self.first_error,
-            "seconds": round(self.elapsed.as_secs_f64(), 3),
-            "per_second": round(self.rate(), 1),
-            "p50_ms": round(self.percentile_ms(50.0), 3),
-            "p95_ms": round(self.percentile_ms(95.0), 3),
-            "p99_ms": round(self.percentile_ms(99.0), 3),
-            "max_ms": round(self.latencies.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0), 3),
-        })
-    }
-}
-
-fn round(x: f64, digits: i32) -> Value {
-    if x.is_finite() {
-        let f = 10f64.powi(digits);
-        json!((x * f).round() / f)
-    } else {
-        Value::Null
-    }
-}
-
-/// Run `op(i)` for i in 0..requests from `clients` concurrent tasks, each its own loop, until the
-/// requests are used up or `cap` has passed. `op` returns an optional id, or an error message.
-async fn run_phase<F, Fut>(name: &'static str, clients: usize, requests: usize, cap: Duration, op: F) -> Phase
-where
-    F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Option<String>, String>> + Send,
-{
-    let next = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let deadline = start + cap;
-    let mut tasks = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        let next = next.clone();
-        let op = op.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut ids = Vec::new();
-            let mut errors = 0usize;
-            let mut first_error = None;
-            while Instant::now() < deadline {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= requests {
-                    break;
-                }
-                let t = Instant::now();
-                match op(i).await {
-                    Ok(id) => {
-                        latencies.push(t.elapsed());
-                        ids.extend(id);
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-            (latencies, ids, errors, first_error)
-        }));
-    }
-    let mut phase = Phase {
-        name,
-        clients,
-        ok: 0,
-        errors: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-        latencies: Vec::new(),
-        ids: Vec::new(),
-    };
-    for task in tasks {
-        let (latencies, ids, errors, first_error) = task.await.expect("client task");
-        phase.ok += latencies.len();
-        phase.latencies.extend(latencies);
-        phase.ids.extend(ids);
-        phase.errors += errors;
-        if phase.first_error.is_none() {
-            phase.first_error = first_error;
-        }
-    }
-    phase.elapsed = start.elapsed();
-    phase.latencies.sort_unstable();
-    phase
-}
+type Phase = common::Phase<Option<String>>;
 
 /// POST one Observation; the new id from the Location header (`…/Observation/{id}/_history/1`).
 async fn create(client: &reqwest::Client, url: &str, body: &Arc<Vec<u8>>) -> Result<Option<String>, String> {
@@ -352,7 +237,7 @@ async fn main() {
             "{:>7}  {:<6}  {:>6}  {:>4}  {:>9.1}  {:>8.2}  {:>8.2}  {:>8.2}  {:>8.2}",
             p.clients,
             p.name,
-            p.ok,
+            p.ok(),
             p.errors,
             p.rate(),
             p.percentile_ms(50.0),
@@ -385,7 +270,7 @@ async fn main() {
         };
         print(&raw_phase);
 
-        created.extend(create_phase.ids.iter().cloned());
+        created.extend(create_phase.results.iter().flatten().cloned());
         let read_phase = {
             let (client, url, ids) = (client.clone(), url.clone(), Arc::new(created.clone()));
             run_phase("read", clients, settings.requests, cap, move |i| {
@@ -397,9 +282,9 @@ async fn main() {
         print(&read_phase);
 
         let ratio = create_phase.rate() / raw_phase.rate();
-        ratios.push(json!({ "clients": clients, "create_per_raw": round(ratio, 3) }));
+        ratios.push(json!({ "clients": clients, "create_per_raw": common::round(ratio, 3) }));
         for phase in [create_phase, raw_phase, read_phase] {
-            rows.push(phase.to_json());
+            rows.push(Value::Object(phase.timing_json("phase")));
         }
     }
 

@@ -87,3 +87,131 @@ pub fn patient() -> Value {
         }]
     })
 }
+
+/// One phase of a load benchmark: the same operation from several client tasks at once.
+pub struct Phase<T> {
+    pub name: &'static str,
+    pub clients: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    pub elapsed: std::time::Duration,
+    /// Latencies of successful requests, sorted.
+    pub latencies: Vec<std::time::Duration>,
+    /// What each successful request returned.
+    pub results: Vec<T>,
+}
+
+impl<T> Phase<T> {
+    pub fn ok(&self) -> usize {
+        self.latencies.len()
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.ok() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1].as_secs_f64() * 1000.0
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.latencies.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    }
+
+    /// The timing fields every phase reports, under `label` for its name.
+    pub fn timing_json(&self, label: &str) -> serde_json::Map<String, Value> {
+        let value = json!({
+            label: self.name,
+            "clients": self.clients,
+            "ok": self.ok(),
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "seconds": round(self.elapsed.as_secs_f64(), 3),
+            "per_second": round(self.rate(), 1),
+            "p50_ms": round(self.percentile_ms(50.0), 3),
+            "p95_ms": round(self.percentile_ms(95.0), 3),
+            "p99_ms": round(self.percentile_ms(99.0), 3),
+            "max_ms": round(self.max_ms(), 3),
+        });
+        match value {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+}
+
+/// `x` rounded to `digits` decimals, or null when it is not a number (no requests succeeded).
+pub fn round(x: f64, digits: i32) -> Value {
+    if x.is_finite() {
+        let f = 10f64.powi(digits);
+        json!((x * f).round() / f)
+    } else {
+        Value::Null
+    }
+}
+
+/// Run `op(i)` for i in 0..requests from `clients` concurrent tasks, each its own loop, until the
+/// requests are used up or `cap` has passed. `op` returns what the request produced, or an error.
+pub async fn run_phase<T, F, Fut>(name: &'static str, clients: usize, requests: usize, cap: std::time::Duration, op: F) -> Phase<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T, String>> + Send,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + cap;
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (next, op) = (next.clone(), op.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut done, mut errors, mut first_error) = (Vec::new(), 0usize, None);
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
+                let t = Instant::now();
+                match op(i).await {
+                    Ok(result) => done.push((t.elapsed(), result)),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            (done, errors, first_error)
+        }));
+    }
+    let mut phase = Phase {
+        name,
+        clients,
+        errors: 0,
+        first_error: None,
+        elapsed: std::time::Duration::ZERO,
+        latencies: Vec::new(),
+        results: Vec::new(),
+    };
+    for task in tasks {
+        let (done, errors, first_error) = task.await.expect("client task");
+        for (latency, result) in done {
+            phase.latencies.push(latency);
+            phase.results.push(result);
+        }
+        phase.errors += errors;
+        if phase.first_error.is_none() {
+            phase.first_error = first_error;
+        }
+    }
+    phase.elapsed = start.elapsed();
+    phase.latencies.sort_unstable();
+    phase
+}
