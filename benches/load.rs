@@ -20,7 +20,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,12 +130,6 @@ async fn raw_insert(pool: &AnyPool, id: String, body: &Arc<Vec<u8>>) -> Result<O
         .map_err(|e| format!("raw insert: {e}"))?;
     tx.commit().await.map_err(|e| format!("raw commit: {e}"))?;
     Ok(None)
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -305,7 +298,7 @@ async fn main() {
         "phases": rows,
         "ratios": ratios,
     });
-    let out = target_dir().join("bench-load.json");
+    let out = common::target_dir().join("bench-load.json");
     if let Some(parent) = out.parent() {
         let _ = std::fs::create_dir_all(parent);
     }

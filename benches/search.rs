@@ -393,12 +393,6 @@ async fn explain(service: &Service, query: &QueryType, pairs: &Pairs, postgres: 
     })
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let settings = Settings::from_env();
@@ -649,7 +643,7 @@ async fn main() {
         "plans": plans,
         "phases": rows,
     });
-    let out = target_dir().join("bench-search.json");
+    let out = common::target_dir().join("bench-search.json");
     if let Some(parent) = out.parent() {
         let _ = std::fs::create_dir_all(parent);
     }

@@ -215,3 +215,10 @@ where
     phase.latencies.sort_unstable();
     phase
 }
+
+/// Where cargo builds (`CARGO_TARGET_DIR`, else `target/`): the benches write their JSON there.
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
