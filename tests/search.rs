@@ -436,6 +436,25 @@ async fn summary_and_elements(backend: Backend) {
     server.get("Observation?_elements=code.coding").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_elements");
 }
 
+/// Run every (query, expected ids) case, sorted by `_id` unless the query sorts, and fail once
+/// with the list of cases that went wrong.
+async fn check_table(server: &TestServer, label: &str, cases: &[(&str, &[&str])]) {
+    let mut failures = Vec::new();
+    for (query, expected) in cases {
+        let suffix = if query.contains("_sort=") { "&_count=100" } else { "&_sort=_id&_count=100" };
+        let reply = server.get(&format!("{query}{suffix}")).await;
+        if reply.status != StatusCode::OK {
+            failures.push(format!("{query}: status {} {}", reply.status, reply.text));
+            continue;
+        }
+        let ids = common::match_ids(&reply.body);
+        if ids != *expected {
+            failures.push(format!("{query}: expected {expected:?}, got {ids:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} {label} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
 /// The edge-case data set: dates in every precision and time zone, periods, quantities in
 /// several precisions and units, repeated elements, missing values, references in every form.
 fn edge_fixtures() -> Vec<Value> {
@@ -603,21 +622,7 @@ async fn edge_cases(backend: Backend) {
         let reply = server.put(&path, &resource).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{path}: {}", reply.text);
     }
-    let mut failures = Vec::new();
-    for (query, expected) in EDGE_CASES {
-        let sorted = query.contains("_sort=");
-        let suffix = if sorted { "&_count=100" } else { "&_sort=_id&_count=100" };
-        let reply = server.get(&format!("{query}{suffix}")).await;
-        if reply.status != StatusCode::OK {
-            failures.push(format!("{query}: status {} {}", reply.status, reply.text));
-            continue;
-        }
-        let ids = common::match_ids(&reply.body);
-        if ids != *expected {
-            failures.push(format!("{query}: expected {expected:?}, got {ids:?}"));
-        }
-    }
-    assert!(failures.is_empty(), "{} of {} edge cases failed:\n{}", failures.len(), EDGE_CASES.len(), failures.join("\n"));
+    check_table(&server, "edge", EDGE_CASES).await;
 }
 
 /// Insurer and consent data, meta elements, and resources that were superseded or deleted.
@@ -790,20 +795,7 @@ async fn insurer_cases(backend: Backend) {
     for gone in ["Patient/ins-gone", "Device/dev-gone", "Coverage/cov-gone", "Claim/claim-gone"] {
         server.delete(gone).await;
     }
-    let mut failures = Vec::new();
-    for (query, expected) in INSURER_CASES {
-        let suffix = if query.contains("_sort=") { "&_count=100" } else { "&_sort=_id&_count=100" };
-        let reply = server.get(&format!("{query}{suffix}")).await;
-        if reply.status != StatusCode::OK {
-            failures.push(format!("{query}: status {} {}", reply.status, reply.text));
-            continue;
-        }
-        let ids = common::match_ids(&reply.body);
-        if ids != *expected {
-            failures.push(format!("{query}: expected {expected:?}, got {ids:?}"));
-        }
-    }
-    assert!(failures.is_empty(), "{} of {} insurer cases failed:\n{}", failures.len(), INSURER_CASES.len(), failures.join("\n"));
+    check_table(&server, "insurer", INSURER_CASES).await;
 }
 
 /// `GET [base]?…`: across types, with `_type`, paging across types that share an id.
