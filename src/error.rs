@@ -21,6 +21,9 @@ pub enum ApiError {
     /// Well-formed, valid FHIR that this server cannot accept (business rules, profiles).
     #[error("resource violates server rules")]
     Unprocessable(Vec<Issue>),
+    /// The request asks for something this server does not offer (e.g. an unknown profile).
+    #[error("{0}")]
+    NotSupported(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -53,7 +56,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::NotSupported(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -74,6 +77,7 @@ impl ApiError {
     fn issue_code(&self) -> IssueCode {
         match self {
             ApiError::BadRequest(_) => IssueCode::Invalid,
+            ApiError::NotSupported(_) => IssueCode::NotSupported,
             ApiError::Invalid(_) | ApiError::Unprocessable(_) => IssueCode::Invalid,
             ApiError::NotFound(_) => IssueCode::NotFound,
             ApiError::Gone(_) => IssueCode::Deleted,

@@ -34,7 +34,9 @@ pub fn load_definitions(dir: &Path) -> anyhow::Result<Definitions> {
     if let Some(found) = cache.get(dir) {
         return Ok(found.clone());
     }
-    let validator = Validator::load(dir).with_context(|| format!("loading FHIR definitions from {}", dir.display()))?;
+    let profiles = profiles_dir(dir);
+    let validator = Validator::load_with_profiles(dir, Some(&profiles))
+        .with_context(|| format!("loading FHIR definitions from {} and profiles from {}", dir.display(), profiles.display()))?;
     let mut registry = SearchParamRegistry::load(&dir.join("search-parameters.json"), &dir.join("compartmentdefinition-patient.json"))
         .with_context(|| format!("loading search parameters from {}", dir.display()))?;
     let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("fhir.schema.json"))?)?;
@@ -42,6 +44,12 @@ pub fn load_definitions(dir: &Path) -> anyhow::Result<Definitions> {
     let loaded = (Arc::new(validator), Arc::new(registry));
     cache.insert(dir.to_path_buf(), loaded.clone());
     Ok(loaded)
+}
+
+/// This project's profiles: the `profiles` folder next to the definitions folder (a checkout's
+/// `profiles/` beside `fhir-resources/`). Without one, no profiles are loaded.
+pub fn profiles_dir(definitions: &Path) -> PathBuf {
+    definitions.parent().unwrap_or(Path::new("")).join("profiles")
 }
 
 /// Environment variable that may carry the key file's content, base64-encoded, for deployments
@@ -80,6 +88,7 @@ pub fn app(service: Service) -> axum::Router {
         &service.config.base_url,
         service.validator.resource_types(),
         &service.registry,
+        &service.validator.supported_profiles(),
         env!("CARGO_PKG_VERSION"),
     );
     router(AppState { service, capability: Arc::new(capability) })

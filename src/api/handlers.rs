@@ -167,8 +167,10 @@ pub async fn process_bundle(State(state): State<AppState>, FhirJson(body): FhirJ
     Ok(respond::json(StatusCode::OK, &bundle::response_bundle(result.bundle_type, &result.entries)))
 }
 
-pub async fn validate(State(state): State<AppState>, TypePath(resource_type): TypePath, FhirJson(body): FhirJson) -> ApiResult<Response> {
-    let outcome = state.service.validate_operation(&resource_type, body)?;
+pub async fn validate(State(state): State<AppState>, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, FhirJson(body): FhirJson) -> ApiResult<Response> {
+    let pairs = query_pairs(query.as_deref())?;
+    let profile = pairs.iter().find(|(name, _)| name == "profile").map(|(_, url)| url.as_str());
+    let outcome = state.service.validate_operation(&resource_type, body, profile)?;
     Ok(respond::json(StatusCode::OK, &outcome))
 }
 

@@ -1,7 +1,9 @@
 //! The CapabilityStatement, built at start-up from what the server really supports: the resource
-//! types the validator knows, the interactions the router serves, and the search parameters the
-//! query planner accepts. Nothing here is hand-written per type, so it cannot drift.
+//! types the validator knows, the interactions the router serves, the search parameters the
+//! query planner accepts, and the profiles the validator enforces (`supportedProfile`). Nothing here is hand-written per type, so it cannot drift.
 //! <https://hl7.org/fhir/R4/capabilitystatement.html>
+
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
@@ -22,7 +24,14 @@ pub fn is_searchable(param: &SearchParam) -> bool {
     }
 }
 
-pub fn capability_statement(base_url: &str, resource_types: &[String], registry: &SearchParamRegistry, software_version: &str) -> Value {
+/// `supported_profiles`: profile URLs by the resource type they constrain.
+pub fn capability_statement(
+    base_url: &str,
+    resource_types: &[String],
+    registry: &SearchParamRegistry,
+    supported_profiles: &BTreeMap<String, Vec<String>>,
+    software_version: &str,
+) -> Value {
     let resources: Vec<Value> = resource_types
         .iter()
         .map(|resource_type| {
@@ -67,7 +76,7 @@ pub fn capability_statement(base_url: &str, resource_types: &[String], registry:
                         .map(move |p| format!("{source}:{}", p.code))
                 })
                 .collect();
-            json!({
+            let mut resource = json!({
                 "type": resource_type,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{resource_type}"),
                 "interaction": TYPE_INTERACTIONS.iter().map(|code| json!({"code": code})).collect::<Vec<_>>(),
@@ -82,7 +91,11 @@ pub fn capability_statement(base_url: &str, resource_types: &[String], registry:
                 "searchRevInclude": rev_includes,
                 "searchParam": params,
                 "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
-            })
+            });
+            if let Some(profiles) = supported_profiles.get(resource_type) {
+                resource["supportedProfile"] = json!(profiles);
+            }
+            resource
         })
         .collect();
     json!({

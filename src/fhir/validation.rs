@@ -15,6 +15,8 @@
 //!   and `CodeableConcept` elements (every code list comes from the ValueSets), integer ranges.
 //! - [`terminology`]: expands the bound ValueSets from `valuesets.json` and the v2/v3 code
 //!   system Bundles, once, so a binding check is a hash look-up.
+//! - [`profile`]: this project's own profiles (`profiles/`), checked on every resource that
+//!   claims one in `meta.profile` and on request ([`Validator::validate_against`]).
 //! - This file: the `resourceType`/`id` checks, nested resources (`contained`,
 //!   `Bundle.entry.resource`, each validated as a resource of its own type), and the [`Report`]
 //!   that caps and de-duplicates issues (schema and snapshot rules often see the same fault).
@@ -23,16 +25,18 @@
 //! `birthDate` or name is PHI, and diagnostics end up in logs and audit trails.
 
 mod elements;
+mod profile;
 mod schema;
 mod spec;
 mod summary;
 
+pub use profile::ConformanceResource;
 pub use summary::{ElementSummary, Subset};
 mod terminology;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -41,6 +45,7 @@ use serde_json::{Map, Value};
 
 use crate::fhir::outcome::{Issue, IssueCode, Severity};
 use elements::ElementRules;
+use profile::Profiles;
 use schema::Schemas;
 use spec::{Bundle, read_json, read_optional_bundle};
 use terminology::Terminology;
@@ -61,6 +66,8 @@ pub enum LoadError {
     Json { path: PathBuf, source: serde_json::Error },
     #[error("unexpected content in the definitions: {0}")]
     Definitions(&'static str),
+    #[error("{}: {message}", path.display())]
+    Profile { path: PathBuf, message: String },
 }
 
 /// The R4 definitions, ready to validate resources. Shared across requests (`Send + Sync`).
@@ -68,6 +75,8 @@ pub struct Validator {
     schemas: Schemas,
     elements: ElementRules,
     summary: ElementSummary,
+    /// This project's profiles, from the profiles folder (empty without one).
+    profiles: Profiles,
     /// Kept for `:in` / `:not-in` searches; expansions are memoised, hence the lock.
     terminology: std::sync::Mutex<Terminology>,
 }
@@ -75,8 +84,15 @@ pub struct Validator {
 impl Validator {
     /// Loads the definitions from `dir` (the `fhir-resources/` folder): `fhir.schema.json`,
     /// `profiles-resources.json`, `profiles-types.json`, `valuesets.json` and, if present,
-    /// `v3-codesystems.json` and `v2-tables.json`.
+    /// `v3-codesystems.json` and `v2-tables.json`. No profiles: see [`Validator::load_with_profiles`].
     pub fn load(dir: &Path) -> Result<Validator, LoadError> {
+        Self::load_with_profiles(dir, None)
+    }
+
+    /// Like [`Validator::load`], plus the StructureDefinitions, ValueSets and CodeSystems of the
+    /// `profiles` folder (its `*.json` files; a missing folder means no profiles). Every profile
+    /// must compile and every resource there must itself be valid R4, or loading fails.
+    pub fn load_with_profiles(dir: &Path, profiles: Option<&Path>) -> Result<Validator, LoadError> {
         let started = Instant::now();
         // The largest file parses on a second thread while this one reads the rest.
         let (schema, types, resources, value_sets) = std::thread::scope(|scope| {
@@ -105,6 +121,10 @@ impl Validator {
         let definitions: Vec<_> = types?.into_resources().chain(resources?.into_resources()).collect();
         let elements = ElementRules::build(&definitions, &resource_types, &mut terminology);
         let summary = ElementSummary::build(&definitions);
+        let profiles = match profiles {
+            Some(folder) if folder.is_dir() => Profiles::load(folder, &mut terminology, &resource_types)?,
+            _ => Profiles::default(),
+        };
 
         let (bindings_enforced, bindings_skipped) = elements.binding_counts();
         tracing::info!(
@@ -114,7 +134,20 @@ impl Validator {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "loaded FHIR R4 definitions"
         );
-        Ok(Validator { schemas, elements, summary, terminology: std::sync::Mutex::new(terminology) })
+        let validator =
+            Validator { schemas, elements, summary, profiles, terminology: std::sync::Mutex::new(terminology) };
+        validator.check_conformance_resources()?;
+        Ok(validator)
+    }
+
+    /// The profiles folder's resources are served as they are, so they must be valid R4.
+    fn check_conformance_resources(&self) -> Result<(), LoadError> {
+        for resource in self.profiles.conformance() {
+            if let Some(issue) = self.validate(&resource.resource).into_iter().find(Issue::is_error) {
+                return Err(LoadError::Profile { path: resource.source.clone(), message: issue.diagnostics });
+            }
+        }
+        Ok(())
     }
 
     /// The codes of the spec value set at `url`, by code system, or `None` when the spec's files
@@ -130,6 +163,23 @@ impl Validator {
         &self.summary
     }
 
+    /// The resource type the profile at `url` constrains, or `None` for a profile this server
+    /// does not know.
+    pub fn profile_type(&self, url: &str) -> Option<&str> {
+        self.profiles.get(url).map(|profile| profile.resource_type.as_str())
+    }
+
+    /// The loaded profiles' URLs by the resource type they constrain (for the
+    /// CapabilityStatement's `supportedProfile`).
+    pub fn supported_profiles(&self) -> BTreeMap<String, Vec<String>> {
+        self.profiles.by_type()
+    }
+
+    /// A StructureDefinition, ValueSet or CodeSystem of the profiles folder, served read-only.
+    pub fn conformance_resource(&self, resource_type: &str, id: &str) -> Option<&ConformanceResource> {
+        self.profiles.conformance_resource(resource_type, id)
+    }
+
     /// Every concrete R4 resource type name, sorted.
     pub fn resource_types(&self) -> &[String] {
         self.schemas.types()
@@ -143,6 +193,37 @@ impl Validator {
     /// found, at most [`MAX_ISSUES`] (plus a note when there were more); empty means valid.
     pub fn validate(&self, resource: &Value) -> Vec<Issue> {
         let mut report = Report::default();
+        self.validate_into(resource, &mut report);
+        report.finish()
+    }
+
+    /// [`Validator::validate`], and also against the profile at `url` whether or not the resource
+    /// claims it (`$validate?profile=`). A profile this server does not know is an error issue
+    /// (`not-supported`); callers that must tell that apart ask [`Validator::profile_type`] first.
+    pub fn validate_against(&self, resource: &Value, url: &str) -> Vec<Issue> {
+        let mut report = Report::default();
+        self.validate_into(resource, &mut report);
+        match (self.profiles.get(url), resource) {
+            (None, _) => report.push(Issue::error(
+                IssueCode::NotSupported,
+                format!("profile {} is not known to this server (see the CapabilityStatement's supportedProfile)", spec::unversioned(url)),
+            )),
+            (Some(profile), Value::Object(object)) if !claimed_profiles(object).any(|claimed| claimed == profile.url) => {
+                match object.get("resourceType").and_then(Value::as_str) {
+                    Some(found) if found == profile.resource_type => profile.check(object, found, &mut report),
+                    _ => report.push(Issue::error(
+                        IssueCode::Invalid,
+                        format!("profile {} constrains {}, not this resource type", profile.url, profile.resource_type),
+                    )),
+                }
+            }
+            // Claimed profiles were checked with the rest.
+            _ => {}
+        }
+        report.finish()
+    }
+
+    fn validate_into(&self, resource: &Value, report: &mut Report) {
         if !resource.is_object() {
             report.push(Issue::error(IssueCode::Structure, "the body must be a JSON object holding one FHIR resource"));
         } else if depth(resource) > MAX_DEPTH {
@@ -151,9 +232,8 @@ impl Validator {
                 format!("the resource is nested more than {MAX_DEPTH} levels deep"),
             ));
         } else {
-            self.check_resource(resource, None, &mut report);
+            self.check_resource(resource, None, report);
         }
-        report.finish()
     }
 
     /// The type named by `resourceType` and its index, or why there is none. The value is never
@@ -211,7 +291,9 @@ impl Validator {
             }
         }
 
-        for nested in self.elements.check(type_name, object, base, report) {
+        let nested = self.elements.check(type_name, object, base, report);
+        self.check_claimed_profiles(type_name, object, base, report);
+        for nested in nested {
             if nested.contained && nested.resource.get("contained").is_some() {
                 let expression = format!("{}.contained", nested.expression);
                 report.push(
@@ -225,6 +307,41 @@ impl Validator {
             self.check_resource(nested.resource, Some(&nested.expression), report);
         }
     }
+}
+
+impl Validator {
+    /// Checks a resource against each profile it claims in `meta.profile` that this server
+    /// knows; R4 lets a resource claim profiles a server does not know, and those are accepted.
+    fn check_claimed_profiles(&self, type_name: &str, object: &Map<String, Value>, base: &str, report: &mut Report) {
+        for (index, url) in claimed_profiles(object).enumerate() {
+            let Some(profile) = self.profiles.get(url) else { continue };
+            if profile.resource_type == type_name {
+                profile.check(object, base, report);
+            } else {
+                let mut expression = format!("{base}.meta.profile");
+                push_index(&mut expression, index);
+                report.push(
+                    Issue::error(
+                        IssueCode::Invalid,
+                        format!("{expression}: profile {} constrains {}, not {type_name}", profile.url, profile.resource_type),
+                    )
+                    .at(expression),
+                );
+            }
+        }
+    }
+}
+
+/// The canonical URLs in `meta.profile`, without `|version`.
+fn claimed_profiles(object: &Map<String, Value>) -> impl Iterator<Item = &str> {
+    object
+        .get("meta")
+        .and_then(|meta| meta.get("profile"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(spec::unversioned)
 }
 
 /// An issue about a resource as a whole; `at` is its FHIRPath when it is nested.

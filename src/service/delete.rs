@@ -17,6 +17,7 @@ impl Service {
     /// Deleting what does not exist or is already deleted succeeds without a new version (the
     /// spec lets servers answer 200/204 either way, which keeps retries idempotent).
     pub async fn delete_in(&self, conn: &mut Conn, resource_type: &str, id: &str) -> ApiResult<WriteOutcome> {
+        self.check_writable(resource_type, id)?;
         let head = versions::head(conn, self.store.backend(), resource_type, id, true).await?;
         match head {
             Some(head) if !head.deleted => {

@@ -26,6 +26,7 @@ impl Service {
         operations: json_patch::Patch,
         if_match: Option<i64>,
     ) -> ApiResult<WriteOutcome> {
+        self.check_writable(resource_type, id)?;
         let head = versions::head(conn, self.store.backend(), resource_type, id, true)
             .await?
             .ok_or_else(|| super::read::not_found(resource_type, id))?;

@@ -2,11 +2,15 @@
 
 use super::{Service, VersionedResource};
 use crate::error::{ApiError, ApiResult};
+use crate::fhir::validation::ConformanceResource;
 use crate::store::versions;
 
 impl Service {
     /// The current version; 404 if it never existed, 410 if its current version is a delete.
     pub async fn read(&self, resource_type: &str, id: &str) -> ApiResult<VersionedResource> {
+        if let Some(found) = self.validator.conformance_resource(resource_type, id) {
+            return Ok(conformance_version(found));
+        }
         let mut conn = self.reader().await?;
         let stored = versions::read_current(&mut conn, resource_type, id)
             .await?
@@ -19,6 +23,12 @@ impl Service {
 
     /// One version; a delete marker is 410 as the spec asks.
     pub async fn vread(&self, resource_type: &str, id: &str, version: i64) -> ApiResult<VersionedResource> {
+        if let Some(found) = self.validator.conformance_resource(resource_type, id) {
+            return match version {
+                1 => Ok(conformance_version(found)),
+                _ => Err(ApiError::NotFound(format!("{resource_type}/{id} has no version {version}"))),
+            };
+        }
         let mut conn = self.reader().await?;
         let stored = versions::read_version(&mut conn, resource_type, id, version)
             .await?
@@ -27,6 +37,18 @@ impl Service {
             return Err(ApiError::Gone(format!("version {version} of {resource_type}/{id} is a deletion")));
         }
         self.open_version(stored)
+    }
+}
+
+/// A resource of the profiles folder, as version 1 (it changes only with a new release).
+fn conformance_version(found: &ConformanceResource) -> VersionedResource {
+    VersionedResource {
+        resource_type: found.resource_type.clone(),
+        id: found.id.clone(),
+        version: 1,
+        last_updated: found.last_updated,
+        resource: Some(found.resource.clone()),
+        method: "PUT".into(),
     }
 }
 

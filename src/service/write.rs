@@ -19,8 +19,15 @@ use crate::store::Conn;
 
 impl Service {
     /// Check a resource a client sent for `resource_type`: JSON object, matching `resourceType`,
-    /// valid against the spec's schema and required bindings.
+    /// valid against the spec's schema and required bindings, and against every profile of
+    /// `profiles/` it claims in `meta.profile`.
     pub fn check_resource(&self, resource_type: &str, body: &Value) -> ApiResult<()> {
+        self.check_resource_against(resource_type, body, None)
+    }
+
+    /// [`Service::check_resource`], and also against `profile` (a profile URL the caller has
+    /// checked is known) whether or not the resource claims it.
+    pub fn check_resource_against(&self, resource_type: &str, body: &Value, profile: Option<&str>) -> ApiResult<()> {
         let Some(object) = body.as_object() else {
             return Err(ApiError::bad_request("the request body must be a JSON object holding a FHIR resource"));
         };
@@ -40,7 +47,10 @@ impl Service {
             )
             .at(path)]));
         }
-        let issues = self.validator.validate(body);
+        let issues = match profile {
+            Some(url) => self.validator.validate_against(body, url),
+            None => self.validator.validate(body),
+        };
         if issues.iter().any(|issue| issue.is_error()) {
             return Err(ApiError::Invalid(issues));
         }
@@ -58,6 +68,7 @@ impl Service {
         head: Option<Head>,
         method: &str,
     ) -> ApiResult<VersionedResource> {
+        self.check_writable(resource_type, id)?;
         let previous_pseudonym = match head {
             Some(h) if resource_type == "Patient" && !h.deleted => self.previous_pseudonym(conn, id).await?,
             _ => None,
@@ -147,6 +158,17 @@ impl Service {
             resource: None,
             method: "DELETE".into(),
         })
+    }
+
+    /// The profiles folder's StructureDefinitions and ValueSets are served read-only: a stored
+    /// version under the same id would never be read.
+    pub fn check_writable(&self, resource_type: &str, id: &str) -> ApiResult<()> {
+        match self.validator.conformance_resource(resource_type, id) {
+            Some(_) => Err(ApiError::MethodNotAllowed(format!(
+                "{resource_type}/{id} is a read-only conformance resource of this server (profiles folder)"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The pseudonym the current version of Patient `id` carries, if any.

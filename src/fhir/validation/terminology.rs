@@ -97,6 +97,25 @@ impl Terminology {
         codes
     }
 
+    /// The code systems of a value set made only of whole code systems (`include: [{system}]`
+    /// with no concepts, filters, imports or excludes), or `None`. Such a value set cannot be
+    /// enumerated when its systems are external (LOINC, MDC), but a binding to it can still be
+    /// checked system by system; profiles use this, `:in` searches do not.
+    pub fn whole_systems(&self, url: &str) -> Option<Vec<String>> {
+        let compose = self.value_sets.get(unversioned(url))?;
+        if !compose.exclude.is_empty() || compose.include.is_empty() {
+            return None;
+        }
+        compose
+            .include
+            .iter()
+            .map(|set| {
+                let whole = set.concept.is_empty() && set.filter.is_empty() && set.value_set.is_empty();
+                set.system.as_deref().filter(|_| whole).map(|system| unversioned(system).to_owned())
+            })
+            .collect()
+    }
+
     fn expand_uncached(&mut self, url: &str, visiting: &mut HashSet<String>) -> Option<Vec<(String, Vec<String>)>> {
         if !visiting.insert(url.to_owned()) {
             return None; // an import cycle: treat as not expandable

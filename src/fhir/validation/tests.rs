@@ -13,9 +13,16 @@ use crate::fhir::outcome::{Issue, IssueCode};
 /// The definitions folder of the repository.
 const DEFINITIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources");
 
-fn validator() -> &'static Validator {
+/// The profiles folder of the repository.
+pub(super) const PROFILES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles");
+
+/// The validator as the server loads it: the R4 definitions and this project's profiles (which
+/// only apply to resources that claim them). Shared with the profile tests: loading takes seconds.
+pub(super) fn validator() -> &'static Validator {
     static VALIDATOR: OnceLock<Validator> = OnceLock::new();
-    VALIDATOR.get_or_init(|| Validator::load(Path::new(DEFINITIONS)).expect("the R4 definitions load"))
+    VALIDATOR.get_or_init(|| {
+        Validator::load_with_profiles(Path::new(DEFINITIONS), Some(Path::new(PROFILES))).expect("the R4 definitions load")
+    })
 }
 
 fn assert_valid(resource: Value) {
