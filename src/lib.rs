@@ -6,7 +6,8 @@
 //! - [`error`]: [`error::ApiError`], the one error enum; each variant fixes its HTTP status and
 //!   OperationOutcome issue code, and renders itself as an OperationOutcome.
 //! - [`fhir`]: FHIR-level types and helpers: ids, instants, OperationOutcome issues, Bundles,
-//!   the CapabilityStatement, and validation against the spec's own definitions.
+//!   the CapabilityStatement, and validation against the spec's own definitions and this
+//!   project's profiles (`profiles/`).
 //! - [`crypto`]: key ring, AES-256-GCM envelopes bound to their row, pseudonyms, blind indexes.
 //! - [`search`]: the search-parameter registry built from the spec, the FHIRPath subset that
 //!   extracts index values at write time, query parsing and SQL planning.

@@ -4,7 +4,8 @@
 //! - [`instant`]: `meta.lastUpdated` as microseconds, and FHIR date/instant parsing for `_since`/`_at`.
 //! - [`outcome`]: OperationOutcome issues.
 //! - [`bundle`]: building searchset, history and transaction/batch-response Bundles.
-//! - [`validation`]: the spec's JSON schema and required bindings, checked on every write.
+//! - [`validation`]: the spec's JSON schema and required bindings, checked on every write, and
+//!   the profiles of `profiles/` a resource claims.
 //! - [`capability`]: the CapabilityStatement, generated from what the server really supports.
 
 pub mod bundle;
