@@ -414,7 +414,124 @@ async fn batch_file_through_the_cli(backend: Backend) {
     assert_eq!(all(&server, "Observation").await.len(), 3);
 }
 
+/// A message of the kill test: one patient, its own control id and filler order number.
+fn numbered_message(i: usize) -> String {
+    [
+        format!("MSH|^~\\&|HOLTER-ANALYSER|CARDIO WIEN|FHIRVAULT|HOLTER-CO|20260314123000+0100||ORU^R01^ORU_R01|KILL-{i:04}|P|2.6"),
+        "PID|1||1234010180^^^SVNR^SS||Gruber^Anna||19800101|F".to_string(),
+        format!("OBR|1||FIL-{i}|18754-2^Holter study^LN|||20260313080000+0100|20260314080000+0100|||||||||||||||||F"),
+        format!("OBX|1|NM|hr-mean^Mean HR^99HOLTER|1.1.1.1|{}|bpm|||||F", 60 + i % 40),
+    ]
+    .join("\r")
+        + "\r"
+}
+
+/// `fhirvault serve` as a child process with MLLP on, killed (SIGKILL) when dropped.
+struct Process {
+    child: std::process::Child,
+    http: u16,
+    mllp: u16,
+}
+
+impl Process {
+    async fn start(dir: &std::path::Path, database_url: &str) -> Process {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (http, mllp) = (free(), free());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_fhirvault"))
+            .args(["--data-dir", dir.to_str().unwrap(), "--database-url", database_url, "serve"])
+            .args(["--listen", &format!("127.0.0.1:{http}"), "--mllp-listen", &format!("127.0.0.1:{mllp}")])
+            .env("FHIRVAULT_FHIR_RESOURCES", concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources"))
+            .env("FHIRVAULT_LOG", "warn")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start fhirvault");
+        let process = Process { child, http, mllp };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if reqwest::get(format!("http://127.0.0.1:{http}/health")).await.is_ok_and(|r| r.status().is_success()) {
+                return process;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("fhirvault did not start");
+    }
+
+    async fn count(&self, query: &str) -> u64 {
+        let url = format!("http://127.0.0.1:{}/fhir/{query}", self.http);
+        let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        body["total"].as_u64().unwrap_or_else(|| body["entry"].as_array().map_or(0, |e| e.len() as u64))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kill the server (SIGKILL) in the middle of a pipelined MLLP stream, restart it, and resend
+/// everything: every message acknowledged before the kill is there, and nothing is stored twice.
+async fn acknowledged_messages_survive_a_kill(backend: Backend) {
+    const MESSAGES: usize = 120;
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = match backend {
+        Backend::Sqlite => format!("sqlite:{}", dir.path().join("fhirvault.db").display()),
+        Backend::Postgres => common::postgres::fresh_database().await,
+    };
+    let mut server = Process::start(dir.path(), &database_url).await;
+
+    let mut client = MllpClient::connect(("127.0.0.1", server.mllp)).await.unwrap();
+    let writer = {
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", server.mllp)).await.unwrap();
+        // A second connection streams the rest without waiting, so messages are in flight at the kill.
+        tokio::spawn(async move {
+            for i in MESSAGES / 2..MESSAGES {
+                let frame = fhirvault::hl7v2::mllp::encode_frame(numbered_message(i).as_bytes());
+                if socket.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+            socket
+        })
+    };
+    let mut acknowledged = Vec::new();
+    for i in 0..MESSAGES / 2 {
+        if i == 20 {
+            server.child.kill().unwrap();
+            server.child.wait().unwrap();
+        }
+        match client.request(numbered_message(i).as_bytes()).await {
+            Ok(bytes) => {
+                let ack = Ack::parse(&bytes);
+                ack.assert("AA", &[]);
+                acknowledged.push(i);
+            }
+            Err(_) => break,
+        }
+    }
+    drop(writer.await);
+    assert!(acknowledged.len() >= 20, "the first 20 messages were acknowledged before the kill");
+
+    drop(server);
+    let server = Process::start(dir.path(), &database_url).await;
+    for i in &acknowledged {
+        assert_eq!(server.count(&format!("DiagnosticReport?identifier=FIL-{i}")).await, 1, "acknowledged message {i} is stored");
+    }
+    // The senders resend everything they have no ACK for (here: everything); each is answered AA.
+    let mut client = MllpClient::connect(("127.0.0.1", server.mllp)).await.unwrap();
+    for i in 0..MESSAGES {
+        Ack::parse(&client.request(numbered_message(i).as_bytes()).await.unwrap()).assert("AA", &[]);
+    }
+    let total = MESSAGES as u64;
+    assert_eq!(server.count("DiagnosticReport?_summary=count").await, total, "every message stored exactly once");
+    assert_eq!(server.count("Observation?_summary=count").await, total);
+    assert_eq!(server.count("Provenance?_summary=count").await, total);
+    assert_eq!(server.count("Patient?_summary=count").await, 1, "one patient, matched by identifier every time");
+}
+
 both_backends!(
+    acknowledged_messages_survive_a_kill,
     holter_message_over_mllp,
     lab_message_over_http,
     every_value_type,
