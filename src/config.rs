@@ -3,8 +3,10 @@
 //! fresh machine. Everything is checked once at start-up; a bad setting stops the process with a
 //! message that names the setting.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
@@ -27,6 +29,9 @@ pub struct StoreArgs {
     /// Folder with the FHIR R4 definitions (search parameters, schema, value sets).
     #[arg(long, env = "FHIRVAULT_FHIR_RESOURCES", global = true)]
     pub fhir_resources: Option<PathBuf>,
+    /// Time zone of HL7 v2 timestamps sent without an offset (IANA name). Default Europe/Vienna.
+    #[arg(long, env = "FHIRVAULT_FACILITY_TIME_ZONE", global = true)]
+    pub facility_time_zone: Option<String>,
 }
 
 /// Settings only the server needs.
@@ -39,6 +44,9 @@ pub struct ServeArgs {
     /// Default: http://LISTEN/fhir.
     #[arg(long, env = "FHIRVAULT_BASE_URL")]
     pub base_url: Option<String>,
+    /// Address for the HL7 v2 MLLP listener (e.g. 127.0.0.1:2575). Off unless set.
+    #[arg(long, env = "FHIRVAULT_MLLP_LISTEN")]
+    pub mllp_listen: Option<String>,
 }
 
 /// The TOML file: every key optional, same names as the flags (with underscores).
@@ -55,6 +63,89 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     default_page_size: Option<usize>,
     max_page_size: Option<usize>,
+    #[serde(default)]
+    hl7v2: Hl7FileConfig,
+}
+
+/// The `[hl7v2]` table of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hl7FileConfig {
+    mllp_listen: Option<String>,
+    max_message_bytes: Option<usize>,
+    idle_timeout_seconds: Option<u64>,
+    max_connections: Option<usize>,
+    facility_time_zone: Option<String>,
+    /// Assigning authority of PID-3 (namespace id or OID) → FHIR identifier system.
+    identifier_systems: Option<BTreeMap<String, String>>,
+}
+
+/// HL7 v2 ingestion settings.
+#[derive(Debug, Clone)]
+pub struct Hl7Config {
+    /// The MLLP listener's address; `None` leaves MLLP off (HTTP `POST /hl7v2` always works).
+    pub mllp_listen: Option<SocketAddr>,
+    pub max_message_bytes: usize,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    /// Where timestamps without an offset were taken (HL7 DTM without `+ZZZZ`).
+    pub facility_time_zone: chrono_tz::Tz,
+    /// PID-3 assigning authority (CX-4 namespace id, or its universal id) → identifier system.
+    /// Authorities with an ISO universal id need no entry: they map to `urn:oid:<id>`.
+    pub identifier_systems: BTreeMap<String, String>,
+}
+
+/// The Austrian social-insurance number (Sozialversicherungsnummer): its OID, as the identifier
+/// system, and the short name Austrian senders use as the assigning authority.
+pub const AUSTRIAN_SVNR_SYSTEM: &str = "urn:oid:1.2.40.0.10.1.4.3.1";
+
+impl Default for Hl7Config {
+    fn default() -> Self {
+        Hl7Config {
+            mllp_listen: None,
+            max_message_bytes: 1024 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 256,
+            facility_time_zone: chrono_tz::Europe::Vienna,
+            identifier_systems: BTreeMap::from([("SVNR".to_string(), AUSTRIAN_SVNR_SYSTEM.to_string())]),
+        }
+    }
+}
+
+impl Hl7Config {
+    fn resolve(file: Hl7FileConfig, store: &StoreArgs, serve: &ServeArgs) -> Result<Hl7Config, ConfigError> {
+        let defaults = Hl7Config::default();
+        let mllp_listen = match serve.mllp_listen.clone().or(file.mllp_listen) {
+            Some(text) => Some(text.parse().map_err(|_| {
+                ConfigError::new("mllp_listen", format!("`{text}` is not an address like 127.0.0.1:2575"))
+            })?),
+            None => None,
+        };
+        let zone_name = store.facility_time_zone.clone().or(file.facility_time_zone);
+        let facility_time_zone = match zone_name {
+            Some(name) => name.parse().map_err(|_| {
+                ConfigError::new("facility_time_zone", format!("`{name}` is not an IANA time zone name like Europe/Vienna"))
+            })?,
+            None => defaults.facility_time_zone,
+        };
+        let max_message_bytes = file.max_message_bytes.unwrap_or(defaults.max_message_bytes);
+        if max_message_bytes < 1024 {
+            return Err(ConfigError::new("hl7v2.max_message_bytes", "must be at least 1024"));
+        }
+        let max_connections = file.max_connections.unwrap_or(defaults.max_connections);
+        if max_connections == 0 {
+            return Err(ConfigError::new("hl7v2.max_connections", "must be at least 1"));
+        }
+        let idle_timeout = file.idle_timeout_seconds.map(Duration::from_secs).unwrap_or(defaults.idle_timeout);
+        let mut identifier_systems = defaults.identifier_systems;
+        for (authority, system) in file.identifier_systems.unwrap_or_default() {
+            if system.is_empty() || system.contains(char::is_whitespace) {
+                return Err(ConfigError::new("hl7v2.identifier_systems", format!("the system for `{authority}` must be a URI without spaces")));
+            }
+            identifier_systems.insert(authority, system);
+        }
+        Ok(Hl7Config { mllp_listen, max_message_bytes, idle_timeout, max_connections, facility_time_zone, identifier_systems })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +199,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub default_page_size: usize,
     pub max_page_size: usize,
+    pub hl7v2: Hl7Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +275,10 @@ impl Config {
             return Err(ConfigError::new("default_page_size", "must be between 1 and max_page_size"));
         }
 
+        let hl7v2 = Hl7Config::resolve(file.hl7v2, store, serve)?;
+
         Ok(Config {
+            hl7v2,
             listen,
             base_url,
             data_dir,
@@ -210,6 +305,7 @@ impl Config {
             max_body_bytes: 16 * 1024 * 1024,
             default_page_size: 50,
             max_page_size: 1000,
+            hl7v2: Hl7Config::default(),
         }
     }
 }
@@ -240,8 +336,16 @@ mod tests {
 
     #[test]
     fn bad_listen_names_the_setting() {
-        let serve = ServeArgs { listen: Some("nonsense".into()), base_url: None };
+        let serve = ServeArgs { listen: Some("nonsense".into()), ..ServeArgs::default() };
         let err = Config::resolve(&StoreArgs::default(), &serve).unwrap_err();
         assert_eq!(err.setting, "listen");
+    }
+
+    #[test]
+    fn bad_hl7_settings_name_the_setting() {
+        let serve = ServeArgs { mllp_listen: Some("port 2575".into()), ..ServeArgs::default() };
+        assert_eq!(Config::resolve(&StoreArgs::default(), &serve).unwrap_err().setting, "mllp_listen");
+        let store = StoreArgs { facility_time_zone: Some("Mars/Olympus".into()), ..StoreArgs::default() };
+        assert_eq!(Config::resolve(&store, &ServeArgs::default()).unwrap_err().setting, "facility_time_zone");
     }
 }

@@ -13,6 +13,8 @@
 //!   extracts index values at write time, query parsing and SQL planning.
 //! - [`store`]: the database (SQLite embedded, PostgreSQL for scale) behind one [`store::Store`].
 //! - [`service`]: the rules of each FHIR interaction, one file each; the one write path.
+//! - [`hl7v2`]: HL7 v2 ORU^R01 ingestion over MLLP and HTTP: parsing, mapping to FHIR, ACKs,
+//!   resend detection and dead letters.
 //! - [`api`]: axum routes and thin handlers: extract, call the service, render.
 //! - [`server`]: binding, serving and graceful shutdown, shared by `main` and the tests.
 //! - [`import`]: bulk loading of NDJSON and Bundle files through the service.
@@ -22,6 +24,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod fhir;
+pub mod hl7v2;
 pub mod import;
 pub mod search;
 pub mod server;

@@ -1,4 +1,5 @@
-//! The `fhirvault` command line: `serve`, `keys` (init, status, rotate) and `import`.
+//! The `fhirvault` command line: `serve`, `keys` (init, status, rotate), `import`, `ingest` and
+//! `hl7 dead-letters` (list, replay).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use fhirvault::config::{Config, ServeArgs, StoreArgs};
 use fhirvault::crypto::{Aad, KeyRing};
+use fhirvault::hl7v2::files::{IngestSummary, dead_letter_lines, ingest_file};
+use fhirvault::hl7v2::ingest::{Disposition, Ingestor};
 use fhirvault::import::{BATCH_SIZE, ImportSummary, resources_in};
 use fhirvault::store::{Store, keys as key_rows};
 
@@ -34,6 +37,33 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Ingest HL7 v2 message files and batch files (FHS/BHS … BTS/FTS) as MLLP would.
+    Ingest {
+        /// Files holding one or more messages.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// HL7 v2 operations.
+    #[command(subcommand)]
+    Hl7(Hl7Command),
+}
+
+#[derive(Subcommand)]
+enum Hl7Command {
+    /// Messages that were not stored (unparseable, unmappable, rejected), kept for a replay.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLetterCommand),
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// List dead letters (open ones unless --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Ingest a dead letter again (after a mapping or configuration fix).
+    Replay { id: String },
 }
 
 #[derive(Subcommand)]
@@ -73,6 +103,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(serve_args) => serve(Config::resolve(&cli.store, &serve_args)?).await,
         Command::Keys(command) => keys(Config::resolve(&cli.store, &ServeArgs::default())?, command).await,
         Command::Import { files } => import(Config::resolve(&cli.store, &ServeArgs::default())?, files).await,
+        Command::Ingest { files } => ingest(Config::resolve(&cli.store, &ServeArgs::default())?, files).await,
+        Command::Hl7(Hl7Command::DeadLetters(command)) => dead_letters(Config::resolve(&cli.store, &ServeArgs::default())?, command).await,
     }
 }
 
@@ -80,10 +112,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let base_url = config.base_url.clone();
     let backend = config.database.redacted();
+    let mllp_listen = config.hl7v2.mllp_listen;
     let service = fhirvault::server::open_service(config, None).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let mllp = match mllp_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen for MLLP on {address}"))?;
+            tracing::info!(%address, "accepting HL7 v2 over MLLP");
+            Some(listener)
+        }
+        None => None,
+    };
     tracing::info!(%listen, %base_url, database = %backend, "fhirvault is serving FHIR R4");
-    fhirvault::server::serve(listener, service, shutdown_signal()).await?;
+    fhirvault::server::serve_with_mllp(listener, mllp, service, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())
 }
@@ -212,4 +253,51 @@ async fn import(config: Config, files: Vec<PathBuf>) -> anyhow::Result<()> {
         anyhow::bail!("{} resources were rejected", total.rejected);
     }
     Ok(())
+}
+
+async fn ingest(config: Config, files: Vec<PathBuf>) -> anyhow::Result<()> {
+    let service = fhirvault::server::open_service(config, None).await?;
+    let ingestor = Ingestor::new(service.clone())?;
+    let mut summary = IngestSummary::default();
+    let mut result = Ok(());
+    for file in files {
+        result = ingest_file(&ingestor, &file, &mut summary).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    println!("stored {} messages, {} already stored before, rejected {}", summary.stored, summary.duplicates, summary.rejected);
+    service.store.close().await;
+    result?;
+    if summary.rejected > 0 {
+        anyhow::bail!("{} messages were not stored; see `fhirvault hl7 dead-letters list`", summary.rejected);
+    }
+    Ok(())
+}
+
+async fn dead_letters(config: Config, command: DeadLetterCommand) -> anyhow::Result<()> {
+    let service = fhirvault::server::open_service(config, None).await?;
+    let ingestor = Ingestor::new(service.clone())?;
+    let result = match command {
+        DeadLetterCommand::List { all } => dead_letter_lines(&ingestor, all).await.map(|lines| {
+            for line in &lines {
+                println!("{line}");
+            }
+            if lines.is_empty() {
+                println!("no dead letters");
+            }
+        }),
+        DeadLetterCommand::Replay { id } => match ingestor.replay(&id).await {
+            Ok(answer) => match answer.disposition {
+                Disposition::Stored | Disposition::Duplicate => {
+                    println!("dead letter {id} is stored now ({:?})", answer.disposition);
+                    Ok(())
+                }
+                other => Err(anyhow::anyhow!("dead letter {id} was not stored again ({other:?}); `hl7 dead-letters list` shows the reason")),
+            },
+            Err(error) => Err(anyhow::anyhow!("{error}")),
+        },
+    };
+    service.store.close().await;
+    result
 }

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::crypto::KeyRing;
 use crate::fhir::capability::capability_statement;
 use crate::fhir::validation::Validator;
+use crate::hl7v2::ingest::Ingestor;
 use crate::search::registry::SearchParamRegistry;
 use crate::search::sensitivity::ParamDatatypes;
 use crate::service::Service;
@@ -83,7 +84,7 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
 }
 
 /// The axum application for `service`.
-pub fn app(service: Service) -> axum::Router {
+pub fn app(service: Service, ingestor: Ingestor) -> axum::Router {
     let capability = capability_statement(
         &service.config.base_url,
         service.validator.resource_types(),
@@ -91,11 +92,24 @@ pub fn app(service: Service) -> axum::Router {
         &service.validator.supported_profiles(),
         env!("CARGO_PKG_VERSION"),
     );
-    router(AppState { service, capability: Arc::new(capability) })
+    router(AppState { service, capability: Arc::new(capability), ingestor })
 }
 
-/// Serve until `shutdown` completes, then finish in-flight requests and close the store.
+/// Serve HTTP until `shutdown` completes, then finish in-flight requests and close the store.
 pub async fn serve(listener: TcpListener, service: Service, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    serve_with_mllp(listener, None, service, shutdown).await
+}
+
+/// Serve HTTP, and MLLP when `mllp` is given, until `shutdown` completes; both finish what is in
+/// flight (an MLLP message being stored still gets its ACK) before the store is closed.
+pub async fn serve_with_mllp(
+    listener: TcpListener,
+    mllp: Option<TcpListener>,
+    service: Service,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let ingestor = Ingestor::new(service.clone()).map_err(std::io::Error::other)?;
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let keys = service.keys.clone();
     let watcher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -105,7 +119,15 @@ pub async fn serve(listener: TcpListener, service: Service, shutdown: impl Futur
         }
     });
     let store = service.store.clone();
-    let result = axum::serve(listener, app(service)).with_graceful_shutdown(shutdown).await;
+    let mllp_task = mllp.map(|listener| tokio::spawn(crate::hl7v2::transport::serve_mllp(listener, ingestor.clone(), shutdown.clone())));
+    let result = axum::serve(listener, app(service, ingestor)).with_graceful_shutdown(shutdown).await;
+    if let Some(task) = mllp_task {
+        match task.await {
+            Ok(Err(error)) => tracing::error!(%error, "the MLLP listener failed"),
+            Err(error) => tracing::error!(%error, "the MLLP listener panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
     watcher.abort();
     store.close().await;
     result

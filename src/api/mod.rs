@@ -6,10 +6,12 @@
 //! - [`negotiate`]: media types, body reading and limits, `Prefer` headers.
 //! - [`respond`]: resources and Bundles as responses with `ETag`, `Location`, `Last-Modified`.
 //! - [`handlers`]: one function per interaction.
+//! - [`hl7v2`]: `POST /hl7v2`, HL7 v2 messages in, ACKs out.
 //! - [`access_log`]: a PHI-free log line per request.
 
 pub mod access_log;
 pub mod handlers;
+pub mod hl7v2;
 pub mod negotiate;
 pub mod paths;
 pub mod respond;
@@ -27,6 +29,8 @@ pub struct AppState {
     pub service: Service,
     /// The CapabilityStatement, generated once at start-up.
     pub capability: Arc<Value>,
+    /// HL7 v2 ingestion (`POST /hl7v2`; the MLLP listener shares it).
+    pub ingestor: crate::hl7v2::ingest::Ingestor,
 }
 
 pub use routes::router;

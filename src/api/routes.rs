@@ -30,6 +30,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         // Operations: load balancers and monitoring.
         .route("/health", get(health))
+        // HL7 v2 over HTTP: analysis stations and device hubs that cannot speak MLLP.
+        .route("/hl7v2", post(super::hl7v2::ingest_message))
         .merge(fhir)
         .fallback(not_found)
         .route_layer(middleware::from_fn(super::access_log::log_request))

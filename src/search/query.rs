@@ -478,6 +478,23 @@ pub fn split_unescaped(value: &str, separator: char) -> Vec<String> {
     parts
 }
 
+/// Escape a value for use in a search parameter (`\\`, `,`, `|`, `$`), the inverse of [`unescape`].
+pub fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '\\' | ',' | '|' | '$') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A token criterion `system|value` as a query string (`identifier=…`), escaped and URL-encoded.
+pub fn token_criteria(param: &str, system: &str, value: &str) -> String {
+    serde_urlencoded::to_string([(param, format!("{}|{}", escape(system), escape(value)))]).unwrap_or_default()
+}
+
 /// Remove the remaining escapes of a value part.
 pub fn unescape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -503,6 +520,9 @@ mod tests {
         assert_eq!(split_unescaped("a,b\\,c", ','), ["a", "b,c"]);
         assert_eq!(split_unescaped("http://x|a\\|b", '|'), ["http://x", "a|b"]);
         assert_eq!(unescape("a\\|b"), "a|b");
+        assert_eq!(unescape(&escape("a|b,c$d\\e")), "a|b,c$d\\e");
+        assert_eq!(split_unescaped(&escape("x|y"), '|'), ["x|y"]);
+        assert_eq!(token_criteria("identifier", "urn:oid:1.2", "a&b|c"), "identifier=urn%3Aoid%3A1.2%7Ca%26b%5C%7Cc");
         assert_eq!(split_unescaped("", ','), [""]);
     }
 }

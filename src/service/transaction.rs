@@ -60,6 +60,11 @@ struct Entry {
     if_match: Option<i64>,
 }
 
+/// The entries of a transaction Bundle, parsed and validated, not yet run.
+pub struct PreparedTransaction {
+    entries: Vec<Entry>,
+}
+
 /// A processed Bundle: the response entries in request order.
 pub struct BundleResult {
     pub bundle_type: &'static str,
@@ -80,8 +85,10 @@ impl Service {
         };
         match kind {
             "transaction" => {
-                let entries = raw_entries.iter().enumerate().map(|(i, e)| self.parse_entry(i, e)).collect::<ApiResult<Vec<_>>>()?;
-                self.run_transaction(entries).await.map(|entries| BundleResult { bundle_type: "transaction-response", entries })
+                let prepared = self.prepare_transaction(&raw_entries)?;
+                let this = self.clone();
+                let entries = self.write(move |conn| Box::pin(async move { this.run_prepared_in(conn, prepared).await })).await?;
+                Ok(BundleResult { bundle_type: "transaction-response", entries })
             }
             "batch" => {
                 let mut responses = Vec::with_capacity(raw_entries.len());
@@ -136,13 +143,20 @@ impl Service {
         })
     }
 
-    async fn run_transaction(&self, mut entries: Vec<Entry>) -> ApiResult<Vec<EntryResponse>> {
-        // Validate outside the write transaction, so the writer lock is held only for the writes.
+    /// Parse and validate the entries of a transaction Bundle. Validation runs here, outside the
+    /// write transaction, so the writer lock is held only for the writes.
+    pub fn prepare_transaction(&self, raw_entries: &[Value]) -> ApiResult<PreparedTransaction> {
+        let entries = raw_entries.iter().enumerate().map(|(i, e)| self.parse_entry(i, e)).collect::<ApiResult<Vec<_>>>()?;
         for entry in &entries {
             self.check_entry_resource(entry).map_err(|e| in_entry(entry.index, e))?;
         }
-        let this = self.clone();
-        self.write(move |conn| Box::pin(async move { this.run_transaction_in(conn, &mut entries).await })).await
+        Ok(PreparedTransaction { entries })
+    }
+
+    /// Run a prepared transaction inside the caller's write, so that other rows (HL7 v2
+    /// bookkeeping) can commit or roll back together with it.
+    pub async fn run_prepared_in(&self, conn: &mut Conn, mut prepared: PreparedTransaction) -> ApiResult<Vec<EntryResponse>> {
+        self.run_transaction_in(conn, &mut prepared.entries).await
     }
 
     async fn run_transaction_in(&self, conn: &mut Conn, entries: &mut [Entry]) -> ApiResult<Vec<EntryResponse>> {

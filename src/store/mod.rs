@@ -14,6 +14,7 @@
 //! functions of those modules, so one database transaction can span a whole FHIR transaction Bundle.
 
 pub mod dialect;
+pub mod hl7v2;
 pub mod index;
 pub mod keys;
 pub mod versions;

@@ -23,6 +23,8 @@ pub enum Backend {
 /// A running server. Dropping it shuts the server down.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The HL7 v2 MLLP listener.
+    pub mllp: SocketAddr,
     pub base: String,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
@@ -46,6 +48,8 @@ impl TestServer {
     pub async fn start_with(backend: Backend, dir: tempfile::TempDir, database: DatabaseUrl, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let mllp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind MLLP");
+        let mllp = mllp_listener.local_addr().expect("MLLP addr");
         let mut config = Config::for_dir(dir.path(), Some(database.clone()));
         config.listen = addr;
         config.base_url = format!("http://{addr}/fhir");
@@ -54,7 +58,7 @@ impl TestServer {
         let service = fhirvault::server::open_service(config, None).await.expect("service starts");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            fhirvault::server::serve(listener, service, async {
+            fhirvault::server::serve_with_mllp(listener, Some(mllp_listener), service, async {
                 let _ = rx.await;
             })
             .await
@@ -62,6 +66,7 @@ impl TestServer {
         });
         TestServer {
             addr,
+            mllp,
             base,
             client: reqwest::Client::new(),
             dir,

@@ -10,6 +10,7 @@ mod capability;
 mod crud;
 mod errors;
 mod history;
+mod hl7v2;
 mod search;
 mod versioning;
 
@@ -44,7 +45,7 @@ impl Case {
 
 /// Every case, in a stable order.
 pub fn all() -> Vec<Case> {
-    let areas: [(&'static str, Vec<Case>); 7] = [
+    let areas: [(&'static str, Vec<Case>); 8] = [
         ("capability", capability::cases()),
         ("crud", crud::cases()),
         ("versioning", versioning::cases()),
@@ -52,6 +53,7 @@ pub fn all() -> Vec<Case> {
         ("bundles", bundles::cases()),
         ("errors", errors::cases()),
         ("search", search::cases()),
+        ("hl7v2", hl7v2::cases()),
     ];
     areas.into_iter().flat_map(|(area, cases)| cases.into_iter().map(move |case| Case { area, ..case })).collect()
 }

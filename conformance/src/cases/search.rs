@@ -41,16 +41,32 @@ pub fn cases() -> Vec<Case> {
             revinclude,
         ),
         Case::new("search-019", "Patient?identifier=a,b (OR) finds both", identifier_or),
-        Case::new("search-020", "Patient?_has:Observation:subject:code=loinc|8867-4 finds the Patient (if supported)", has),
-        Case::new("search-021", "a chain through a deleted Patient finds nothing (if chains are supported)", chain_through_deleted),
+        Case::new(
+            "search-020",
+            "Patient?_has:Observation:subject:code=loinc|8867-4 finds the Patient (if supported)",
+            has,
+        ),
+        Case::new(
+            "search-021",
+            "a chain through a deleted Patient finds nothing (if chains are supported)",
+            chain_through_deleted,
+        ),
         Case::new(
             "search-022",
             "_include + _revinclude:iterate add the Patient and its other Observation, each once (if supported)",
             include_iterate,
         ),
         Case::new("search-023", "Patient/<id>/Observation finds the Patient's Observation and no other", compartment),
-        Case::new("search-024", "code-value-quantity=loinc|8867-4$gt70 finds a 72 /min heart rate, $gt80 does not", composite),
-        Case::new("search-025", "_sort=-date orders a Patient's Observations newest first; next links page through them", sort_and_page),
+        Case::new(
+            "search-024",
+            "code-value-quantity=loinc|8867-4$gt70 finds a 72 /min heart rate, $gt80 does not",
+            composite,
+        ),
+        Case::new(
+            "search-025",
+            "_sort=-date orders a Patient's Observations newest first; next links page through them",
+            sort_and_page,
+        ),
         Case::new("search-026", "_summary=true leaves out non-summary elements and tags the match SUBSETTED", summary),
         Case::new("search-027", "value-quantity in another UCUM unit (1.2 /s) finds 72 /min", ucum),
     ]
@@ -343,7 +359,9 @@ fn chain_through_deleted(ctx: &Ctx) -> Outcome {
     let response = ctx.delete(&patient.reference()).send()?;
     check::status(&response, &[200, 204]).map_err(|error| format!("setup: {error}"))?;
     let ids = found(ctx, "Observation", &params)?;
-    ensure(ids.is_empty(), || format!("{} after deleting the Patient: expected no match, got {ids:?}", describe(&params)))
+    ensure(ids.is_empty(), || {
+        format!("{} after deleting the Patient: expected no match, got {ids:?}", describe(&params))
+    })
 }
 
 fn include_iterate(ctx: &Ctx) -> Outcome {
@@ -369,9 +387,17 @@ fn compartment(ctx: &Ctx) -> Outcome {
     let code = format!("{LOINC}|{HEART_RATE}");
     let params = [("code", code.as_str())];
     let bundle = ctx.search(&format!("{}/Observation", patient.reference()), &params)?;
-    exactly(&check::ids_of(&bundle, "Observation"), &observation.id, &format!("{}/Observation?code={code}", patient.reference()))?;
+    exactly(
+        &check::ids_of(&bundle, "Observation"),
+        &observation.id,
+        &format!("{}/Observation?code={code}", patient.reference()),
+    )?;
     let bundle = ctx.search(&format!("{}/Observation", other.reference()), &params)?;
-    excludes(&check::ids_of(&bundle, "Observation"), &observation.id, &format!("{}/Observation?code={code}", other.reference()))
+    excludes(
+        &check::ids_of(&bundle, "Observation"),
+        &observation.id,
+        &format!("{}/Observation?code={code}", other.reference()),
+    )
 }
 
 fn composite(ctx: &Ctx) -> Outcome {

@@ -1,0 +1,346 @@
+//! Ingesting one message: parse, check the header, recognise a resend, map, store, answer.
+//!
+//! The answer is decided before the commit and stored with it: the message's bookkeeping row
+//! (`hl7_messages`, keyed by an HMAC of sending application, facility and MSH-10) commits in the
+//! same database transaction as the resources the message creates, so an acknowledged message is
+//! stored exactly once and a resend, even after a restart, gets the same ACK again. A message that
+//! cannot be parsed, mapped or stored is kept sealed in the dead-letter store with the reason.
+//!
+//! Nothing is acknowledged that is not durable: when the database fails under a commit (or under
+//! the dead-letter write), the answer is [`Disposition::Unavailable`] and the transport sends no
+//! ACK (MLLP closes the connection), so the sender resends.
+
+use std::sync::Arc;
+
+
+use super::ack::{Echo, Hl7Error};
+use super::codes::CodeTable;
+use super::entries::{Sender, transaction_entries};
+use super::er7::Message;
+use super::map::{MapContext, PatientSource, map_message};
+use super::mode::{AckMode, Verdict, answer_frames};
+use crate::crypto::Aad;
+use crate::error::{ApiError, ApiResult};
+use crate::fhir::instant::now_micros;
+use crate::search::query::token_criteria;
+use crate::service::Service;
+use crate::service::conditional::Matches;
+use crate::store::hl7v2::{self as rows, DeadLetter, StoredMessage};
+
+/// Blind-index "parameters" the bookkeeping HMACs are keyed under (domain separation).
+const MESSAGE_KEY_PARAM: &str = "hl7v2/message-key";
+const CONTENT_PARAM: &str = "hl7v2/message-content";
+const ACK_PURPOSE: &str = "hl7v2-ack";
+const DEAD_LETTER_PURPOSE: &str = "hl7v2-dead-letter";
+
+/// Message versions this mapping was written for.
+const VERSIONS: &[&str] = &["2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9"];
+
+/// What happened to a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Mapped and committed.
+    Stored,
+    /// Stored before; the earlier answer was repeated and nothing new was written.
+    Duplicate,
+    /// Could not be mapped or stored; kept in the dead-letter store (AE).
+    DeadLettered,
+    /// Not accepted (unparseable, unsupported, or a different message under a used key); kept in
+    /// the dead-letter store (AR).
+    Rejected,
+    /// The database failed: nothing was acknowledged, the sender must resend.
+    Unavailable,
+}
+
+/// The answer to one message.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// ACK messages to send, in order (none when the sender asked for none, or when unavailable).
+    pub frames: Vec<String>,
+    pub disposition: Disposition,
+    /// The dead letter that holds the message, if it was kept there.
+    pub dead_letter: Option<String>,
+}
+
+/// Ingests messages through the service's write path.
+#[derive(Clone)]
+pub struct Ingestor {
+    service: Service,
+    codes: Arc<CodeTable>,
+}
+
+impl Ingestor {
+    pub fn new(service: Service) -> anyhow::Result<Ingestor> {
+        let codes = CodeTable::load().map_err(|e| anyhow::anyhow!("loading the HL7 v2 code tables: {e}"))?;
+        Ok(Ingestor { service, codes: Arc::new(codes) })
+    }
+
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// Ingest one message (the bytes between MLLP framing, or an HTTP body).
+    pub async fn ingest(&self, raw: &[u8]) -> Answer {
+        let message = match Message::parse(raw) {
+            Ok(message) => message,
+            Err(error) => {
+                let error = Hl7Error::new(error.code, error.location, error.message);
+                return self.refuse(raw, &Echo::default(), AckMode::Original, Verdict::Rejected, vec![error]).await;
+            }
+        };
+        let echo = Echo::of(&message);
+        let mode = AckMode::of(&message);
+        if let Err(error) = check_header(&message) {
+            return self.refuse(raw, &echo, mode, Verdict::Rejected, vec![error]).await;
+        }
+        let keys = self.service.keys.current();
+        let sender = sender_of(&echo);
+        let message_key = keys.blind_token(MESSAGE_KEY_PARAM, &format!("{sender}|{}", echo.control_id), 128);
+        let content_hash = keys.blind_token(CONTENT_PARAM, &message.to_er7(), 256);
+
+        match self.earlier_answer(&message_key, &content_hash).await {
+            Ok(Some(answer)) => return answer,
+            Ok(None) => {}
+            Err(Conflicting) => {
+                let error = Hl7Error::new(205, "MSH^1^10", "this message control id was already used for a different message from this sender");
+                return self.refuse(raw, &echo, mode, Verdict::Rejected, vec![error]).await;
+            }
+        }
+
+        let context = MapContext { codes: &self.codes, config: &self.service.config.hl7v2 };
+        let mapped = match map_message(&message, &context) {
+            Ok(mapped) => mapped,
+            Err(errors) => return self.refuse(raw, &echo, mode, Verdict::Failed, errors).await,
+        };
+        let patients = match self.patients_through_devices(&mapped).await {
+            Ok(patients) => patients,
+            Err(Ok(error)) => return self.refuse(raw, &echo, mode, Verdict::Failed, vec![error]).await,
+            Err(Err(_)) => return unavailable(),
+        };
+        let entries = transaction_entries(&mapped, &patients, &Sender { sender: &sender, control_id: &echo.control_id });
+        let provenance_url = entries.last().and_then(|e| e["fullUrl"].as_str()).unwrap_or_default().to_string();
+        let prepared = match self.service.prepare_transaction(&entries) {
+            Ok(prepared) => prepared,
+            Err(error) => return self.refuse(raw, &echo, mode, Verdict::Failed, vec![store_error(&error)]).await,
+        };
+
+        let frames = answer_frames(mode, &echo, Verdict::Accepted, &[]);
+        let Ok(sealed_frames) = self.seal_frames(&message_key, &frames) else { return unavailable() };
+        let service = self.service.clone();
+        let key = message_key.clone();
+        let stored_hash = content_hash.clone();
+        let stored = self
+            .service
+            .write(move |conn| {
+                Box::pin(async move {
+                    let responses = service.run_prepared_in(conn, prepared).await?;
+                    let provenance_id = responses
+                        .last()
+                        .and_then(|r| r.location.as_deref())
+                        .and_then(|l| l.split('/').nth(1))
+                        .unwrap_or_default()
+                        .to_string();
+                    let row = StoredMessage { content_hash: stored_hash, ack: sealed_frames, provenance_id };
+                    rows::insert_message(conn, &key, &row, now_micros()).await?;
+                    Ok(responses.len())
+                })
+            })
+            .await;
+        match stored {
+            Ok(resources) => {
+                tracing::info!(resources, provenance = %provenance_url, "HL7 v2 message stored");
+                Answer { frames, disposition: Disposition::Stored, dead_letter: None }
+            }
+            // Another connection stored the same message first (a resend racing its original).
+            Err(ApiError::Conflict(_)) => match self.earlier_answer(&message_key, &content_hash).await {
+                Ok(Some(answer)) => answer,
+                _ => unavailable(),
+            },
+            Err(ApiError::Unavailable(_) | ApiError::Internal) => unavailable(),
+            Err(error) => self.refuse(raw, &echo, mode, Verdict::Failed, vec![store_error(&error)]).await,
+        }
+    }
+
+    /// The stored answer for a resend; `Conflicting` when the key was used for other content.
+    async fn earlier_answer(&self, message_key: &str, content_hash: &str) -> Result<Option<Answer>, Conflicting> {
+        let found = match self.service.reader().await {
+            Ok(mut conn) => rows::find_message(&mut conn, message_key).await.ok().flatten(),
+            Err(_) => None,
+        };
+        let Some(found) = found else { return Ok(None) };
+        if found.content_hash != content_hash {
+            return Err(Conflicting);
+        }
+        let frames = self.open_frames(message_key, &found.ack).unwrap_or_default();
+        tracing::info!(provenance = %found.provenance_id, "HL7 v2 message was stored before; answered again");
+        Ok(Some(Answer { frames, disposition: Disposition::Duplicate, dead_letter: None }))
+    }
+
+    /// For groups without PID: the patient the first known device is assigned to. Errors are
+    /// `Ok(ERR)` for the sender (unknown device) or `Err` when the database failed.
+    async fn patients_through_devices(&self, mapped: &super::map::Mapped) -> Result<Vec<Option<String>>, Result<Hl7Error, ApiError>> {
+        let mut patients = Vec::with_capacity(mapped.groups.len());
+        for group in &mapped.groups {
+            if !matches!(group.patient, PatientSource::Device) {
+                patients.push(None);
+                continue;
+            }
+            let mut found = None;
+            for device in &group.devices {
+                if let Some(patient) = self.patient_of_device(&device.system, &device.value).await.map_err(Err)? {
+                    found = Some(patient);
+                    break;
+                }
+            }
+            match found {
+                Some(patient) => patients.push(Some(patient)),
+                None => {
+                    return Err(Ok(Hl7Error::new(
+                        204,
+                        "OBX^1^18",
+                        "no patient is known for the equipment identifier(s) of this message: register the Device with its patient first",
+                    )));
+                }
+            }
+        }
+        Ok(patients)
+    }
+
+    async fn patient_of_device(&self, system: &str, value: &str) -> ApiResult<Option<String>> {
+        let mut conn = self.service.reader().await?;
+        let id = match self.service.conditional_matches(&mut conn, "Device", &token_criteria("identifier", system, value)).await? {
+            Matches::One(id) => id,
+            Matches::None | Matches::Many(_) => return Ok(None),
+        };
+        drop(conn);
+        let device = self.service.read("Device", &id).await?;
+        let reference = device.resource.as_ref().and_then(|d| d["patient"]["reference"].as_str()).map(str::to_string);
+        Ok(reference.filter(|r| r.starts_with("Patient/")))
+    }
+
+    /// Answer a message that will not be stored, after keeping it in the dead-letter store.
+    async fn refuse(&self, raw: &[u8], echo: &Echo, mode: AckMode, verdict: Verdict, errors: Vec<Hl7Error>) -> Answer {
+        let reason = errors.iter().map(|e| format!("{} {}: {}", e.code, e.location, e.message)).collect::<Vec<_>>().join("; ");
+        let code = errors.first().map_or(207, |e| e.code);
+        let dead_letter = match self.keep_dead_letter(raw, code, &reason).await {
+            Ok(id) => id,
+            Err(_) => return unavailable(),
+        };
+        tracing::warn!(dead_letter = %dead_letter, code, ?verdict, "HL7 v2 message not stored; kept as a dead letter");
+        let disposition = if verdict == Verdict::Rejected { Disposition::Rejected } else { Disposition::DeadLettered };
+        Answer { frames: answer_frames(mode, echo, verdict, &errors), disposition, dead_letter: Some(dead_letter) }
+    }
+
+    async fn keep_dead_letter(&self, raw: &[u8], code: u16, reason: &str) -> ApiResult<String> {
+        let keys = self.service.keys.current();
+        let content_hash = keys.blind_token(CONTENT_PARAM, &hex::encode(ring::digest::digest(&ring::digest::SHA256, raw)), 256);
+        let sealed = keys.seal(&Aad::Blob { purpose: DEAD_LETTER_PURPOSE, key: &content_hash }, raw)?;
+        let now = now_micros();
+        let letter = DeadLetter {
+            id: uuid::Uuid::now_v7().to_string(),
+            content_hash,
+            first_seen: now,
+            last_seen: now,
+            attempts: 1,
+            error_code: i64::from(code),
+            reason: reason.to_string(),
+            key_id: i64::from(keys.active_key_id()),
+            message: sealed,
+            resolved_at: None,
+        };
+        self.service.write(move |conn| Box::pin(async move { Ok(rows::keep_dead_letter(conn, &letter).await?) })).await
+    }
+
+    /// Answer a frame the MLLP layer could not take apart (bad trailer, interrupted, too large):
+    /// rejected with ERR 100 and kept as a dead letter, echoing its MSH when one can be read.
+    pub async fn reject_frame(&self, partial: &[u8], reason: &str) -> Answer {
+        let parsed = Message::parse(partial).ok();
+        let echo = parsed.as_ref().map(Echo::of).unwrap_or_default();
+        let mode = parsed.as_ref().map_or(AckMode::Original, AckMode::of);
+        let error = Hl7Error::new(100, "", format!("the MLLP frame was rejected: {reason}"));
+        self.refuse(partial, &echo, mode, Verdict::Rejected, vec![error]).await
+    }
+
+    /// The raw bytes of a dead letter.
+    pub fn open_dead_letter(&self, letter: &DeadLetter) -> ApiResult<Vec<u8>> {
+        let keys = self.service.keys.current();
+        Ok(keys.open(&Aad::Blob { purpose: DEAD_LETTER_PURPOSE, key: &letter.content_hash }, &letter.message)?)
+    }
+
+    /// Ingest a dead letter again (after a mapping or configuration fix); marks it resolved when
+    /// the message is now stored (or was stored meanwhile).
+    pub async fn replay(&self, id: &str) -> ApiResult<Answer> {
+        let mut conn = self.service.reader().await?;
+        let letter = rows::find_dead_letter(&mut conn, id).await?.ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
+        drop(conn);
+        let raw = self.open_dead_letter(&letter)?;
+        let answer = self.ingest(&raw).await;
+        if matches!(answer.disposition, Disposition::Stored | Disposition::Duplicate) {
+            let id = id.to_string();
+            self.service.write(move |conn| Box::pin(async move { Ok(rows::resolve_dead_letter(conn, &id, now_micros()).await?) })).await?;
+        }
+        Ok(answer)
+    }
+
+    fn seal_frames(&self, message_key: &str, frames: &[String]) -> ApiResult<Vec<u8>> {
+        let plain = serde_json::to_vec(frames).map_err(|_| ApiError::Internal)?;
+        Ok(self.service.keys.current().seal(&Aad::Blob { purpose: ACK_PURPOSE, key: message_key }, &plain)?)
+    }
+
+    fn open_frames(&self, message_key: &str, sealed: &[u8]) -> ApiResult<Vec<String>> {
+        let plain = self.service.keys.current().open(&Aad::Blob { purpose: ACK_PURPOSE, key: message_key }, sealed)?;
+        serde_json::from_slice(&plain).map_err(|_| ApiError::Internal)
+    }
+}
+
+/// The key was used before for a different message.
+struct Conflicting;
+
+fn unavailable() -> Answer {
+    Answer { frames: Vec::new(), disposition: Disposition::Unavailable, dead_letter: None }
+}
+
+/// `MSH-3|MSH-4` as sent.
+fn sender_of(echo: &Echo) -> String {
+    format!("{}|{}", echo.sending_application, echo.sending_facility)
+}
+
+/// Message type, event, control id and version must be ones this server takes.
+fn check_header(message: &Message) -> Result<(), Hl7Error> {
+    let Some(msh) = message.first("MSH") else {
+        return Err(Hl7Error::new(100, "MSH", "the message does not start with an MSH segment"));
+    };
+    let (code, event) = (msh.get(9, 0, 1, 1), msh.get(9, 0, 2, 1));
+    if code.is_empty() {
+        return Err(Hl7Error::new(101, "MSH^1^9", "MSH-9 (message type) is required"));
+    }
+    if code != "ORU" {
+        return Err(Hl7Error::new(200, "MSH^1^9^1^1", "only ORU^R01 result messages are accepted here"));
+    }
+    if event != "R01" {
+        return Err(Hl7Error::new(201, "MSH^1^9^1^2", "only the R01 event of ORU is accepted here"));
+    }
+    if msh.text(10).is_empty() {
+        return Err(Hl7Error::new(101, "MSH^1^10", "MSH-10 (message control id) is required"));
+    }
+    let version = msh.get(12, 0, 1, 1);
+    if !VERSIONS.contains(&version) {
+        return Err(Hl7Error::new(203, "MSH^1^12", "MSH-12 must be an HL7 version from 2.3 to 2.9"));
+    }
+    Ok(())
+}
+
+/// An error of the store or validation as an ERR, without any content of the resources (the
+/// validator's own texts may quote values).
+fn store_error(error: &ApiError) -> Hl7Error {
+    match error {
+        ApiError::Invalid(issues) | ApiError::Unprocessable(issues) => {
+            let paths: Vec<&str> = issues.iter().filter(|i| i.is_error()).filter_map(|i| i.expression.as_deref()).collect();
+            Hl7Error::new(207, "", format!("the mapped resources are not valid FHIR at: {}", paths.join(", ")))
+        }
+        ApiError::MultipleMatches(_) => {
+            Hl7Error::new(207, "PID^1^3", "the patient or device identifier matches more than one stored resource; resolve the duplicates")
+        }
+        _ => Hl7Error::new(207, "", "the message could not be stored"),
+    }
+}
