@@ -192,7 +192,39 @@ async fn profiles_are_read_only_conformance_resources(backend: Backend) {
     assert_eq!(server.get("StructureDefinition/holter-observation").await.body["status"], "active");
 }
 
+/// What the HL7v2 pipeline produces from a PCD-01 Holter ORU claims the profiles, is stored (the
+/// claims were checked on the way in), and validates against each claimed profile.
+async fn the_pipelines_resources_conform(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let message = std::fs::read(format!("{}/tests/fixtures/hl7v2/holter-pcd01.hl7", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
+    let ack = server.raw(Method::POST, &format!("http://{}/hl7v2", server.addr), "text/plain", message).await;
+    assert_eq!(ack.status, StatusCode::OK, "{}", ack.text);
+    assert!(ack.text.contains("MSA|AA|"), "{}", ack.text);
+    for (resource_type, url) in [("Observation", OBSERVATION), ("DiagnosticReport", REPORT), ("Device", DEVICE)] {
+        let bundle = server.get(&format!("{resource_type}?_profile={url}&_count=100")).await;
+        let entries = bundle.body["entry"].as_array().cloned().unwrap_or_default();
+        assert!(!entries.is_empty(), "the pipeline produced no {resource_type} claiming {url}");
+        for entry in entries {
+            let reply = server.post(&format!("{resource_type}/$validate?profile={url}"), &entry["resource"]).await;
+            assert_eq!(reply.body["issue"][0]["severity"], "information", "{}", reply.text);
+        }
+    }
+}
+
+/// A recorder identified by an ISO OID in OBX-18 (not an EUI-64) still yields a Holter Device.
+async fn a_device_without_an_eui64_conforms(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let message = std::fs::read_to_string(format!("{}/tests/fixtures/hl7v2/holter-pcd01.hl7", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
+    let message = message.replace("0012345678ABCDEF^^0012345678ABCDEF^EUI-64", "SN4711^^1.2.40.0.34.99.1^ISO");
+    let ack = server.raw(Method::POST, &format!("http://{}/hl7v2", server.addr), "text/plain", message.into_bytes()).await;
+    assert!(ack.text.contains("MSA|AA|"), "{}", ack.text);
+    let devices = server.get(&format!("Device?_profile={DEVICE}")).await;
+    assert_eq!(devices.body["entry"][0]["resource"]["identifier"][0]["system"], "urn:oid:1.2.40.0.34.99.1", "{}", devices.text);
+}
+
 both_backends!(
+    the_pipelines_resources_conform,
+    a_device_without_an_eui64_conforms,
     writes_claiming_a_profile_are_checked_against_it,
     transactions_check_claimed_profiles,
     validate_with_a_named_profile,

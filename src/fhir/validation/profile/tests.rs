@@ -136,6 +136,12 @@ fn minimum_cardinality() {
     let mut resource = device();
     resource["identifier"][0].as_object_mut().unwrap().remove("value");
     assert_fails(&resource, "Device.identifier[0].value", IssueCode::Required, DEVICE);
+    resource.as_object_mut().unwrap().remove("identifier");
+    assert_fails(&resource, "Device.identifier", IssueCode::Required, DEVICE);
+    // Not every recorder has an EUI-64: OBX-18 may carry an ISO OID instead.
+    let mut resource = device();
+    resource["identifier"] = json!([{"system": "urn:oid:1.2.40.0.34.99.1", "value": "SN4711"}]);
+    assert_valid(&resource);
 
     let mut resource = report();
     resource["result"] = json!([]);
@@ -285,13 +291,21 @@ fn pattern_values() {
     assert_valid(&resource);
     resource["code"]["coding"][1]["code"] = json!("11524-6");
     assert_fails(&resource, "DiagnosticReport.code", IssueCode::Value, REPORT);
+}
 
-    // A repeating element: one repetition matching is enough.
-    let mut resource = device();
-    resource["identifier"] = json!([{"system": "urn:example:serial", "value": "SN-1"}, {"system": EUI_64, "value": "0012A7FFFE3C4D5E"}]);
-    assert_valid(&resource);
+#[test]
+fn a_pattern_on_a_repeating_element_needs_one_matching_repetition() {
+    let profile = compile("Device", json!([{"path": "Device.identifier", "patternIdentifier": {"system": EUI_64}}])).unwrap();
+    let mut resource = json!({"resourceType": "Device", "identifier": [
+        {"system": "urn:example:serial", "value": "SN-1"},
+        {"system": EUI_64, "value": "0012A7FFFE3C4D5E"}
+    ]});
+    assert!(check(&profile, &resource).is_empty());
     resource["identifier"][1]["system"] = json!("urn:example:asset");
-    assert_fails(&resource, "Device.identifier", IssueCode::Value, DEVICE);
+    let issues = check(&profile, &resource);
+    assert_eq!(expressions(&issues), ["Device.identifier"]);
+    assert!(issues[0].diagnostics.contains("no repetition matches the pattern"), "{issues:#?}");
+    assert!(check(&profile, &json!({"resourceType": "Device"})).is_empty(), "a pattern does not make the element required");
 }
 
 #[test]
