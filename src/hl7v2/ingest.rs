@@ -10,28 +10,34 @@
 //! the dead-letter write), the answer is [`Disposition::Unavailable`] and the transport sends no
 //! ACK (MLLP closes the connection), so the sender resends.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 
 use super::ack::{Echo, Hl7Error};
 use super::codes::CodeTable;
-use super::entries::{Sender, transaction_entries};
+use super::plan::{GroupMatches, Match, Resolved, Sender, criteria, plan};
 use super::er7::Message;
-use super::map::{MapContext, PatientSource, map_message};
+use super::map::{MapContext, Mapped, PatientSource, map_message};
 use super::mode::{AckMode, Verdict, answer_frames};
 use crate::crypto::Aad;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::instant::now_micros;
-use crate::search::query::token_criteria;
+use crate::fhir::id::FhirId;
 use crate::service::Service;
 use crate::service::conditional::Matches;
 use crate::store::hl7v2::{self as rows, DeadLetter, StoredMessage};
+use crate::store::write::write_versions;
+use crate::store::{Conn, versions};
 
 /// Blind-index "parameters" the bookkeeping HMACs are keyed under (domain separation).
 const MESSAGE_KEY_PARAM: &str = "hl7v2/message-key";
 const CONTENT_PARAM: &str = "hl7v2/message-content";
 const ACK_PURPOSE: &str = "hl7v2-ack";
 const DEAD_LETTER_PURPOSE: &str = "hl7v2-dead-letter";
+
+/// Plans of one message tried at most (a match can go stale between planning and writing).
+const MAX_ATTEMPTS: usize = 3;
 
 /// Message versions this mapping was written for.
 const VERSIONS: &[&str] = &["2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9"];
@@ -112,53 +118,143 @@ impl Ingestor {
             Ok(mapped) => mapped,
             Err(errors) => return self.refuse(raw, &echo, mode, Verdict::Failed, errors).await,
         };
-        let patients = match self.patients_through_devices(&mapped).await {
-            Ok(patients) => patients,
-            Err(Ok(error)) => return self.refuse(raw, &echo, mode, Verdict::Failed, vec![error]).await,
-            Err(Err(_)) => return unavailable(),
-        };
-        let entries = transaction_entries(&mapped, &patients, &Sender { sender: &sender, control_id: &echo.control_id });
-        let provenance_url = entries.last().and_then(|e| e["fullUrl"].as_str()).unwrap_or_default().to_string();
-        let prepared = match self.service.prepare_transaction(&entries) {
-            Ok(prepared) => prepared,
-            Err(error) => return self.refuse(raw, &echo, mode, Verdict::Failed, vec![store_error(&error)]).await,
-        };
-
         let frames = answer_frames(mode, &echo, Verdict::Accepted, &[]);
         let Ok(sealed_frames) = self.seal_frames(&message_key, &frames) else { return unavailable() };
+        let stored = StoredMessage { content_hash: content_hash.clone(), ack: sealed_frames, provenance_id: String::new() };
+        let sender_ref = Sender { sender: &sender, control_id: &echo.control_id };
+        // A match made before the write can go stale (another message created the same patient
+        // meanwhile); the write notices and the message is planned again.
+        for _ in 0..MAX_ATTEMPTS {
+            match self.store(&mapped, &sender_ref, &message_key, stored.clone()).await {
+                Ok(Some(resources)) => {
+                    tracing::info!(resources, "HL7 v2 message stored");
+                    return Answer { frames, disposition: Disposition::Stored, dead_letter: None };
+                }
+                Ok(None) => continue,
+                Err(Failure::Refused(errors)) => return self.refuse(raw, &echo, mode, Verdict::Failed, errors).await,
+                // Another connection stored the same message first (a resend racing its original).
+                Err(Failure::AlreadyStored) => {
+                    return match self.earlier_answer(&message_key, &content_hash).await {
+                        Ok(Some(answer)) => answer,
+                        _ => unavailable(),
+                    };
+                }
+                Err(Failure::Unavailable) => return unavailable(),
+            }
+        }
+        tracing::warn!("HL7 v2 message: patient or device matches kept changing; not acknowledged");
+        unavailable()
+    }
+
+    /// Match, plan, validate, index and seal outside the write lock; then confirm the matches and
+    /// write everything with the message's bookkeeping row in one transaction. `Ok(None)` when a
+    /// match went stale.
+    async fn store(&self, mapped: &Mapped, sender: &Sender<'_>, message_key: &str, mut row: StoredMessage) -> Result<Option<usize>, Failure> {
+        let matches = self.match_groups(mapped).await?;
+        let planned = plan(mapped, &matches, sender);
+        let mut writes = Vec::with_capacity(planned.len());
+        for resource in planned {
+            self.service.check_resource(resource.resource_type, &resource.body).map_err(|e| Failure::Refused(vec![store_error(&e)]))?;
+            let (write, _) = self
+                .service
+                .prepare_version(resource.resource_type, &resource.id, resource.body, None, "POST", None)
+                .map_err(|e| Failure::Refused(vec![store_error(&e)]))?;
+            writes.push(write);
+        }
+        row.provenance_id = writes.last().map(|w| w.id.clone()).unwrap_or_default();
+        let confirmations: Vec<Match> =
+            matches.into_iter().flat_map(|g| g.patient.into_iter().chain(g.devices)).collect();
         let service = self.service.clone();
-        let key = message_key.clone();
-        let stored_hash = content_hash.clone();
-        let stored = self
+        let key = message_key.to_string();
+        let result = self
             .service
             .write(move |conn| {
                 Box::pin(async move {
-                    let responses = service.run_prepared_in(conn, prepared).await?;
-                    let provenance_id = responses
-                        .last()
-                        .and_then(|r| r.location.as_deref())
-                        .and_then(|l| l.split('/').nth(1))
-                        .unwrap_or_default()
-                        .to_string();
-                    let row = StoredMessage { content_hash: stored_hash, ack: sealed_frames, provenance_id };
+                    for found in &confirmations {
+                        if !still_holds(&service, conn, found).await? {
+                            return Ok(None);
+                        }
+                    }
+                    write_versions(conn, &writes).await?;
                     rows::insert_message(conn, &key, &row, now_micros()).await?;
-                    Ok(responses.len())
+                    Ok(Some(writes.len()))
                 })
             })
             .await;
-        match stored {
-            Ok(resources) => {
-                tracing::info!(resources, provenance = %provenance_url, "HL7 v2 message stored");
-                Answer { frames, disposition: Disposition::Stored, dead_letter: None }
-            }
-            // Another connection stored the same message first (a resend racing its original).
-            Err(ApiError::Conflict(_)) => match self.earlier_answer(&message_key, &content_hash).await {
-                Ok(Some(answer)) => answer,
-                _ => unavailable(),
-            },
-            Err(ApiError::Unavailable(_) | ApiError::Internal) => unavailable(),
-            Err(error) => self.refuse(raw, &echo, mode, Verdict::Failed, vec![store_error(&error)]).await,
+        match result {
+            Ok(outcome) => Ok(outcome),
+            Err(ApiError::Conflict(_)) => Err(Failure::AlreadyStored),
+            Err(ApiError::Unavailable(_) | ApiError::Internal) => Err(Failure::Unavailable),
+            Err(error) => Err(Failure::Refused(vec![store_error(&error)])),
         }
+    }
+
+    /// Match every group's patient (by PID identifier, or through its devices) and devices.
+    async fn match_groups(&self, mapped: &Mapped) -> Result<Vec<GroupMatches>, Failure> {
+        let mut seen: HashMap<(&'static str, String), Resolved> = HashMap::new();
+        let mut groups = Vec::with_capacity(mapped.groups.len());
+        for (group, (patient_criteria, device_criteria)) in mapped.groups.iter().zip(criteria(mapped)) {
+            let mut matched = GroupMatches::default();
+            if let Some(criteria) = patient_criteria {
+                let resolved = self.resolve(&mut seen, "Patient", &criteria, "PID^1^3").await?;
+                matched.patient = Some(Match { resource_type: "Patient", criteria, resolved });
+            }
+            for criteria in device_criteria {
+                let resolved = self.resolve(&mut seen, "Device", &criteria, "OBX^1^18").await?;
+                matched.devices.push(Match { resource_type: "Device", criteria, resolved });
+            }
+            if matches!(group.patient, PatientSource::Device) {
+                let mut found = None;
+                for device in matched.devices.iter().filter_map(|d| match &d.resolved {
+                    Resolved::Existing(id) => Some(id),
+                    Resolved::New(_) => None,
+                }) {
+                    if let Some(patient) = self.patient_of_device(device).await.map_err(|_| Failure::Unavailable)? {
+                        found = Some(patient);
+                        break;
+                    }
+                }
+                let Some(patient) = found else {
+                    return Err(Failure::Refused(vec![Hl7Error::new(
+                        204,
+                        "OBX^1^18",
+                        "no patient is known for the equipment identifier(s) of this message: register the Device with its patient first",
+                    )]));
+                };
+                matched.patient_through_device = Some(patient);
+            }
+            groups.push(matched);
+        }
+        Ok(groups)
+    }
+
+    /// The stored resource `criteria` select, or a fresh id for a new one.
+    async fn resolve(
+        &self,
+        seen: &mut HashMap<(&'static str, String), Resolved>,
+        resource_type: &'static str,
+        criteria: &str,
+        location: &str,
+    ) -> Result<Resolved, Failure> {
+        if let Some(found) = seen.get(&(resource_type, criteria.to_string())) {
+            return Ok(found.clone());
+        }
+        let mut conn = self.service.reader().await.map_err(|_| Failure::Unavailable)?;
+        let resolved = match self.service.conditional_matches(&mut conn, resource_type, criteria).await {
+            Ok(Matches::One(id)) => Resolved::Existing(id),
+            Ok(Matches::None) => Resolved::New(FhirId::generate().into_string()),
+            Ok(Matches::Many(_)) => {
+                return Err(Failure::Refused(vec![Hl7Error::new(
+                    207,
+                    location,
+                    format!("the identifier matches more than one stored {resource_type}; resolve the duplicates"),
+                )]));
+            }
+            Err(ApiError::Unavailable(_) | ApiError::Internal) => return Err(Failure::Unavailable),
+            Err(error) => return Err(Failure::Refused(vec![store_error(&error)])),
+        };
+        seen.insert((resource_type, criteria.to_string()), resolved.clone());
+        Ok(resolved)
     }
 
     /// The stored answer for a resend; `Conflicting` when the key was used for other content.
@@ -176,44 +272,9 @@ impl Ingestor {
         Ok(Some(Answer { frames, disposition: Disposition::Duplicate, dead_letter: None }))
     }
 
-    /// For groups without PID: the patient the first known device is assigned to. Errors are
-    /// `Ok(ERR)` for the sender (unknown device) or `Err` when the database failed.
-    async fn patients_through_devices(&self, mapped: &super::map::Mapped) -> Result<Vec<Option<String>>, Result<Hl7Error, ApiError>> {
-        let mut patients = Vec::with_capacity(mapped.groups.len());
-        for group in &mapped.groups {
-            if !matches!(group.patient, PatientSource::Device) {
-                patients.push(None);
-                continue;
-            }
-            let mut found = None;
-            for device in &group.devices {
-                if let Some(patient) = self.patient_of_device(&device.system, &device.value).await.map_err(Err)? {
-                    found = Some(patient);
-                    break;
-                }
-            }
-            match found {
-                Some(patient) => patients.push(Some(patient)),
-                None => {
-                    return Err(Ok(Hl7Error::new(
-                        204,
-                        "OBX^1^18",
-                        "no patient is known for the equipment identifier(s) of this message: register the Device with its patient first",
-                    )));
-                }
-            }
-        }
-        Ok(patients)
-    }
-
-    async fn patient_of_device(&self, system: &str, value: &str) -> ApiResult<Option<String>> {
-        let mut conn = self.service.reader().await?;
-        let id = match self.service.conditional_matches(&mut conn, "Device", &token_criteria("identifier", system, value)).await? {
-            Matches::One(id) => id,
-            Matches::None | Matches::Many(_) => return Ok(None),
-        };
-        drop(conn);
-        let device = self.service.read("Device", &id).await?;
+    /// The `Patient/id` a stored Device is assigned to.
+    async fn patient_of_device(&self, device_id: &str) -> ApiResult<Option<String>> {
+        let device = self.service.read("Device", device_id).await?;
         let reference = device.resource.as_ref().and_then(|d| d["patient"]["reference"].as_str()).map(str::to_string);
         Ok(reference.filter(|r| r.starts_with("Patient/")))
     }
@@ -295,6 +356,27 @@ impl Ingestor {
 
 /// The key was used before for a different message.
 struct Conflicting;
+
+/// Why a message was not stored.
+enum Failure {
+    /// It cannot be stored as it is (mapping, validation, matching): AE, dead letter.
+    Refused(Vec<Hl7Error>),
+    /// The same message was stored meanwhile by another connection.
+    AlreadyStored,
+    /// The database failed: no ACK.
+    Unavailable,
+}
+
+/// Is a match made before the write still true inside it?
+async fn still_holds(service: &Service, conn: &mut Conn, found: &Match) -> ApiResult<bool> {
+    match &found.resolved {
+        Resolved::Existing(id) => {
+            let head = versions::head(conn, service.store.backend(), found.resource_type, id, false).await?;
+            Ok(head.is_some_and(|h| !h.deleted))
+        }
+        Resolved::New(_) => Ok(matches!(service.conditional_matches(conn, found.resource_type, &found.criteria).await?, Matches::None)),
+    }
+}
 
 fn unavailable() -> Answer {
     Answer { frames: Vec::new(), disposition: Disposition::Unavailable, dead_letter: None }

@@ -9,7 +9,8 @@
 //! - `ack.rs`: ACK messages with MSA and ERR (table 0357); `mode.rs`: original vs enhanced mode.
 //! - `codes.rs`, `tables.rs`, `data/`: the Holter code table, MDC→UCUM units, HL7 table maps.
 //! - `map/`: ORU^R01 → Patient, Device, Observation, DiagnosticReport drafts (no I/O).
-//! - `entries.rs`: the drafts as one transaction Bundle with a Provenance.
+//! - `plan.rs`: the drafts as concrete resources with their ids (patients and devices matched by
+//!   identifier first), plus the Provenance.
 //! - `ingest.rs`: parse → check → resend? → map → store (with the message's bookkeeping row in
 //!   the same transaction) → answer; dead letters for everything that is not stored.
 //! - `files.rs`: `fhirvault ingest` (message and batch files) and the dead-letter listing.
@@ -18,7 +19,7 @@
 pub mod ack;
 pub mod codes;
 pub mod dtm;
-pub mod entries;
+pub mod plan;
 pub mod er7;
 pub mod escape;
 pub mod files;
