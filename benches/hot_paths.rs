@@ -149,12 +149,76 @@ fn create(c: &mut Criterion) {
     runtime.block_on(service.store.close());
 }
 
+/// One Holter ORU^R01 (25 OBX) through the CPU side of ingestion, step by step: parse, map, plan
+/// (ids, references, Provenance), validate every resource, prepare every version (index rows,
+/// pseudonym, seal). Patients and devices count as new, as on a first message.
+fn hl7v2(c: &mut Criterion) {
+    use fhirvault::hl7v2::codes::CodeTable;
+    use fhirvault::hl7v2::er7::Message;
+    use fhirvault::hl7v2::map::{MapContext, map_message};
+    use fhirvault::hl7v2::plan::{GroupMatches, Match, Resolved, Sender, criteria, plan};
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = Config::for_dir(dir.path(), None);
+    let service = runtime.block_on(fhirvault::server::open_service(config, Some(keys()))).expect("service opens");
+    let codes = CodeTable::load().expect("code tables");
+    let text = common::holter_message(1, 1, &codes);
+    let context = MapContext { codes: &codes, config: &service.config.hl7v2 };
+    let message = Message::parse(text.as_bytes()).expect("parses");
+    let mapped = map_message(&message, &context).expect("maps");
+    let matches: Vec<GroupMatches> = criteria(&mapped)
+        .into_iter()
+        .map(|(patient, devices)| GroupMatches {
+            patient: patient.map(|criteria| Match { resource_type: "Patient", criteria, resolved: Resolved::New("p1".into()) }),
+            patient_through_device: None,
+            devices: devices.into_iter().map(|criteria| Match { resource_type: "Device", criteria, resolved: Resolved::New("d1".into()) }).collect(),
+        })
+        .collect();
+    let sender = Sender { sender: "HOLTER-ANALYSER|CARDIO WIEN", control_id: "BENCH" };
+    let planned = plan(&mapped, &matches, &sender);
+    println!("hl7v2: one message plans {} resources", planned.len());
+    if let Some(observation) = planned.iter().find(|p| p.resource_type == "Observation") {
+        let rows = rows_for(&service.registry, &keys(), "Observation", &observation.body);
+        let mut by_param: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for row in &rows {
+            let param = match row {
+                IndexRow::Token { param, .. } | IndexRow::String { param, .. } | IndexRow::Reference { param, .. } => param,
+                IndexRow::Date { param, .. } | IndexRow::Number { param, .. } | IndexRow::Uri { param, .. } => param,
+                IndexRow::Blind { param, .. } => param,
+            };
+            *by_param.entry(format!("{}:{}", row.table(), param.replace('\u{1f}', "/"))).or_default() += 1;
+        }
+        println!("hl7v2: a Holter Observation has {} index rows: {by_param:?}", rows.len());
+    }
+
+    let mut group = c.benchmark_group("hl7v2_message");
+    group.bench_function("parse", |b| b.iter(|| Message::parse(black_box(text.as_bytes())).expect("parses")));
+    group.bench_function("map", |b| b.iter(|| map_message(black_box(&message), &context).expect("maps")));
+    group.bench_function("plan", |b| b.iter(|| plan(black_box(&mapped), &matches, &sender)));
+    group.bench_function("validate_all", |b| {
+        b.iter(|| {
+            for p in &planned {
+                service.check_resource(p.resource_type, black_box(&p.body)).expect("valid");
+            }
+        })
+    });
+    group.bench_function("prepare_all", |b| {
+        b.iter(|| {
+            for p in &planned {
+                service.prepare_version(p.resource_type, &p.id, p.body.clone(), None, "POST", None).expect("prepared");
+            }
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1500));
-    targets = steps, create
+    targets = steps, create, hl7v2
 }
 criterion_main!(benches);

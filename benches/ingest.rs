@@ -30,7 +30,7 @@ use sqlx::Executor;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use tokio::sync::oneshot;
 
-use common::round;
+use common::{OBX_PER_MESSAGE, holter_message, round};
 
 struct Settings {
     messages: usize,
@@ -53,31 +53,6 @@ impl Settings {
             database_url: std::env::var("FHIRVAULT_BENCH_DATABASE_URL").ok(),
         }
     }
-}
-
-/// OBX per message: every measure of the Holter code table, plus heart-rate samples to make 25.
-const OBX_PER_MESSAGE: usize = 25;
-
-/// A Holter analyser's result message for patient `patient`: one study, 25 numeric OBX.
-fn holter_message(sequence: usize, patient: usize, codes: &CodeTable) -> String {
-    let eui = format!("00{:014X}", 0x1000 + patient);
-    let mut segments = vec![
-        format!("MSH|^~\\&|HOLTER-ANALYSER|CARDIO WIEN|FHIRVAULT|HOLTER-CO|20260314123000+0100||ORU^R01^ORU_R01|BENCH-{sequence:08}|P|2.6"),
-        format!("PID|1||{:010}^^^SVNR^SS||Patient{patient}^Bench||19800101|F", 5_000_000_000u64 + patient as u64),
-        format!("OBR|1||FIL-{sequence}|18754-2^Holter study^LN|||20260313080000+0100|20260314080000+0100|||||||||||||||||F"),
-    ];
-    let mut obx = 0;
-    let measures = codes.measures().iter().filter(|m| m.ucum.is_some()).cycle();
-    for measure in measures.take(OBX_PER_MESSAGE) {
-        obx += 1;
-        let unit = measure.ucum.as_deref().unwrap_or_default();
-        segments.push(format!(
-            "OBX|{obx}|NM|{key}^{key}^99HOLTER|1.1.{obx}.1|{value}|{unit}^{unit}^UCUM|||||F|||20260314080000+0100||||{eui}^^{eui}^EUI-64",
-            key = measure.key,
-            value = 40 + (sequence * 7 + obx) % 100,
-        ));
-    }
-    segments.join("\r") + "\r"
 }
 
 fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {

@@ -222,3 +222,28 @@ pub fn target_dir() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
+
+/// OBX per message: every measure of the Holter code table, plus heart-rate samples to make 25.
+pub const OBX_PER_MESSAGE: usize = 25;
+
+/// A Holter analyser's result message for patient `patient`: one study, 25 numeric OBX.
+pub fn holter_message(sequence: usize, patient: usize, codes: &fhirvault::hl7v2::codes::CodeTable) -> String {
+    let eui = format!("00{:014X}", 0x1000 + patient);
+    let mut segments = vec![
+        format!("MSH|^~\\&|HOLTER-ANALYSER|CARDIO WIEN|FHIRVAULT|HOLTER-CO|20260314123000+0100||ORU^R01^ORU_R01|BENCH-{sequence:08}|P|2.6"),
+        format!("PID|1||{:010}^^^SVNR^SS||Patient{patient}^Bench||19800101|F", 5_000_000_000u64 + patient as u64),
+        format!("OBR|1||FIL-{sequence}|18754-2^Holter study^LN|||20260313080000+0100|20260314080000+0100|||||||||||||||||F"),
+    ];
+    let mut obx = 0;
+    let measures = codes.measures().iter().filter(|m| m.ucum.is_some()).cycle();
+    for measure in measures.take(OBX_PER_MESSAGE) {
+        obx += 1;
+        let unit = measure.ucum.as_deref().unwrap_or_default();
+        segments.push(format!(
+            "OBX|{obx}|NM|{key}^{key}^99HOLTER|1.1.{obx}.1|{value}|{unit}^{unit}^UCUM|||||F|||20260314080000+0100||||{eui}^^{eui}^EUI-64",
+            key = measure.key,
+            value = 40 + (sequence * 7 + obx) % 100,
+        ));
+    }
+    segments.join("\r") + "\r"
+}
