@@ -39,7 +39,7 @@ impl Devices {
 
     /// The index of the device an OBX-18 names (the first repetition that maps), adding it when
     /// new; `None` when OBX-18 is empty.
-    pub fn from_obx18(&mut self, obx: &Segment, at: Position, context: &MapContext) -> Result<Option<usize>, Hl7Error> {
+    pub fn named_in_obx18(&mut self, obx: &Segment, at: Position, context: &MapContext) -> Result<Option<usize>, Hl7Error> {
         for (index, repetition) in obx.repetitions(18).iter().enumerate() {
             match equipment_identifier(repetition, context) {
                 Some(Ok((system, value))) => return Ok(Some(self.index_of(system, value))),

@@ -42,7 +42,7 @@ pub fn map_order(
     let mut skip = vec![false; obxs.len()];
     let mut device_of = vec![None; obxs.len()];
     for (index, (obx, sequence)) in obxs.iter().enumerate() {
-        match devices.from_obx18(obx, at(*sequence), context) {
+        match devices.named_in_obx18(obx, at(*sequence), context) {
             Ok(device) => device_of[index] = device,
             Err(error) => errors.push(error),
         }
