@@ -151,7 +151,9 @@ fn hex_value(digit: u8) -> u8 {
 
 /// Encodes `text` for use as one subcomponent: delimiters become `\F\ \S\ \T\ \R\ \E\ \P\`, a line
 /// feed becomes `\.br\`, and a carriage return or another control character (tab excepted) becomes
-/// `\Xhh\`, since a bare CR or LF would end the segment. `decode(encode(t)) == t` for every text.
+/// `\Xhh\`, since a bare CR or LF would end the segment. When `.` is one of the delimiters, `\.br\`
+/// would be cut apart by the parser, so a line feed becomes `\X0A\` instead. The result holds no
+/// delimiter outside escape sequences, and `decode(encode(t)) == t` for every text.
 ///
 /// Returns `None` when the text needs escaping but the delimiters have no escape character.
 pub fn encode(text: &str, d: &Delimiters) -> Option<String> {
@@ -165,6 +167,7 @@ pub fn encode(text: &str, d: &Delimiters) -> Option<String> {
         return Some(text.to_owned());
     }
     let esc = d.escape?;
+    let dot_is_delimiter = [d.field, d.component, d.repetition, esc, d.subcomponent].contains(&'.') || d.truncation == Some('.');
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         let code = if c == d.field {
@@ -179,7 +182,7 @@ pub fn encode(text: &str, d: &Delimiters) -> Option<String> {
             "E"
         } else if Some(c) == d.truncation {
             "P"
-        } else if c == '\n' {
+        } else if c == '\n' && !dot_is_delimiter {
             ".br"
         } else if c.is_ascii_control() && c != '\t' {
             out.push(esc);
@@ -332,6 +335,19 @@ mod tests {
         assert_eq!(encode("line1\nline2\r\t", &d).as_deref(), Some("line1\\.br\\line2\\X0D\\\t"));
         let d5 = Delimiters { truncation: Some('#'), ..d };
         assert_eq!(encode("#1", &d5).as_deref(), Some(r"\P\1"));
+    }
+
+    #[test]
+    fn a_line_break_is_hex_when_the_dot_is_a_delimiter() {
+        // Found by fuzzing: with `.` as the repetition character, `\.br\` in an ACK's MSH-3 was
+        // split into two repetitions when the ACK was parsed.
+        let d = Delimiters { repetition: '.', ..std_delims() };
+        let encoded = encode("a\nb.c", &d).unwrap();
+        assert_eq!(encoded, r"a\X0A\b\R\c");
+        assert_eq!(decode(&encoded, &d), "a\nb.c");
+        let d = Delimiters { escape: Some('.'), ..std_delims() };
+        assert_eq!(encode("a\nb", &d).as_deref(), Some("a.X0A.b"));
+        assert_eq!(encode("a\nb", &std_delims()).as_deref(), Some(r"a\.br\b"));
     }
 
     /// xorshift64: deterministic pseudo-random numbers without a dependency.

@@ -388,7 +388,7 @@ fn sender_of(echo: &Echo) -> String {
 }
 
 /// Message type, event, control id and version must be ones this server takes.
-fn check_header(message: &Message) -> Result<(), Hl7Error> {
+pub(crate) fn check_header(message: &Message) -> Result<(), Hl7Error> {
     let Some(msh) = message.first("MSH") else {
         return Err(Hl7Error::new(100, "MSH", "the message does not start with an MSH segment"));
     };

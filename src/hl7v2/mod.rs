@@ -15,6 +15,8 @@
 //!   the same transaction) → answer; dead letters for everything that is not stored.
 //! - `files.rs`: `fhirvault ingest` (message and batch files) and the dead-letter listing.
 //! - `transport.rs`: the glue from MLLP frames and HTTP bodies to [`ingest::Ingestor`].
+//! - `fuzzing.rs`: parse → check → map → entries → ACK without a database, with the invariants
+//!   the fuzz target (fuzz/) checks; its test replays the corpus in `tests/fixtures/hl7v2/fuzz/`.
 
 pub mod ack;
 pub mod codes;
@@ -23,6 +25,7 @@ pub mod plan;
 pub mod er7;
 pub mod escape;
 pub mod files;
+pub mod fuzzing;
 pub mod ingest;
 pub mod map;
 pub mod mllp;
