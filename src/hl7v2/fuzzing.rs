@@ -1,8 +1,8 @@
 //! The ingestion pipeline without a database, with the invariants a fuzzer checks on every input.
 //!
 //! [`parse_map_ack`] runs what [`super::ingest::Ingestor::ingest`] runs up to the store: parse,
-//! check the header, map, build the transaction entries (device-sourced groups get a placeholder
-//! patient instead of a database lookup), answer with ACKs. It also feeds the bytes to the MLLP
+//! check the header, map, plan the resources (patients and devices count as new, device-sourced
+//! groups get a placeholder patient instead of a database lookup), answer with ACKs. It also feeds the bytes to the MLLP
 //! [`FrameDecoder`] and to [`split_batch`]. Then it asserts, panicking when one fails:
 //!
 //! - every ACK frame parses again, starts with MSH (`ACK` in MSH-9) then MSA, has an MSA-1 that
@@ -11,7 +11,7 @@
 //!   a problem;
 //! - a refused message is refused with at least one reason;
 //! - `Message::parse(message.to_er7_bytes())` gives back an equal message;
-//! - the transaction entries survive a JSON round trip and end with the Provenance;
+//! - the planned resources survive a JSON round trip and end with the Provenance;
 //! - no ERR-2 / ERR-8 text copies a run of 6 or more bytes out of the input's PID lines (see
 //!   [`check_no_pid_text_in_errors`] for how false positives are ruled out);
 //! - the MLLP decoder gives the same frames and errors whether the bytes arrive at once or in
@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use super::ack::{Echo, Hl7Error};
 use super::codes::CodeTable;
-use super::entries::{Sender, transaction_entries};
+use super::plan::{GroupMatches, Match, Planned, Resolved, Sender, criteria, plan};
 use super::er7::{Message, split_batch};
 use super::ingest::check_header;
 use super::map::{MapContext, PatientSource, map_message};
@@ -47,7 +47,7 @@ const MIN_LEAK_LEN: usize = 6;
 /// Most PID runs checked per input, to keep one input's cost bounded.
 const MAX_NEEDLES: usize = 32;
 
-/// Runs `bytes` through parse → check → map → entries → ACK, the MLLP decoder and the batch
+/// Runs `bytes` through parse → check → map → plan → ACK, the MLLP decoder and the batch
 /// splitter, and panics if any invariant in the module docs does not hold.
 pub fn parse_map_ack(bytes: &[u8]) {
     check_framing(bytes);
@@ -86,7 +86,7 @@ fn run(bytes: &[u8]) -> Outcome {
     Outcome { message: Some(message), verdict, errors, frames }
 }
 
-/// The header check, the mapping and the transaction entries, as `Ingestor::ingest` runs them.
+/// The header check, the mapping and the plan, as `Ingestor::ingest` runs them.
 fn decide(message: &Message, echo: &Echo) -> (Verdict, Vec<Hl7Error>) {
     if let Err(error) = check_header(message) {
         return (Verdict::Rejected, vec![error]);
@@ -95,14 +95,25 @@ fn decide(message: &Message, echo: &Echo) -> (Verdict, Vec<Hl7Error>) {
         Ok(mapped) => mapped,
         Err(errors) => return (Verdict::Failed, errors),
     };
-    let patients: Vec<Option<String>> = mapped
+    // Every patient and device counts as new; device-sourced groups get a placeholder patient.
+    let matches: Vec<GroupMatches> = mapped
         .groups
         .iter()
-        .map(|group| matches!(group.patient, PatientSource::Device).then(|| PLACEHOLDER_PATIENT.to_string()))
+        .zip(criteria(&mapped))
+        .enumerate()
+        .map(|(g, (group, (patient, devices)))| GroupMatches {
+            patient: patient.map(|criteria| Match { resource_type: "Patient", criteria, resolved: Resolved::New(format!("p{g}")) }),
+            patient_through_device: matches!(group.patient, PatientSource::Device).then(|| PLACEHOLDER_PATIENT.to_string()),
+            devices: devices
+                .into_iter()
+                .enumerate()
+                .map(|(d, criteria)| Match { resource_type: "Device", criteria, resolved: Resolved::New(format!("d{g}-{d}")) })
+                .collect(),
+        })
         .collect();
     let sender = format!("{}|{}", echo.sending_application, echo.sending_facility);
-    let entries = transaction_entries(&mapped, &patients, &Sender { sender: &sender, control_id: &echo.control_id });
-    check_entries(&entries);
+    let planned = plan(&mapped, &matches, &Sender { sender: &sender, control_id: &echo.control_id });
+    check_planned(&planned);
     (Verdict::Accepted, Vec::new())
 }
 
@@ -113,12 +124,15 @@ fn context() -> MapContext<'static> {
     MapContext { codes, config: CONFIG.get_or_init(Hl7Config::default) }
 }
 
-fn check_entries(entries: &[Value]) {
-    let text = serde_json::to_string(entries).expect("entries serialise");
-    let back: Vec<Value> = serde_json::from_str(&text).expect("serialised entries are JSON");
-    assert_eq!(back, entries, "entries change in a JSON round trip");
-    let last = entries.last().expect("at least the Provenance");
-    assert_eq!(last["resource"]["resourceType"], "Provenance", "the last entry is the Provenance");
+fn check_planned(planned: &[Planned]) {
+    for resource in planned {
+        let text = serde_json::to_string(&resource.body).expect("resources serialise");
+        let back: Value = serde_json::from_str(&text).expect("serialised resources are JSON");
+        assert_eq!(back, resource.body, "a resource changes in a JSON round trip");
+        assert_eq!(resource.body["resourceType"], resource.resource_type, "resourceType of a planned resource");
+    }
+    let last = planned.last().expect("at least the Provenance");
+    assert_eq!(last.resource_type, "Provenance", "the last resource is the Provenance");
 }
 
 fn check_acks(outcome: &Outcome) {
