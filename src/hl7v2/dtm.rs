@@ -469,13 +469,7 @@ mod tests {
         }
     }
 
-    /// xorshift64: deterministic pseudo-random numbers without a dependency.
-    fn next(state: &mut u64) -> u64 {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
-    }
+    use crate::hl7v2::test_rng::next;
 
     #[test]
     fn property_never_panics_and_output_is_rfc3339() {

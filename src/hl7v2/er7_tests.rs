@@ -526,21 +526,7 @@ fn round_trip_of_the_sample() {
     assert_eq!(Message::parse(&m.to_er7_bytes()).unwrap(), m);
 }
 
-/// xorshift64: deterministic pseudo-random numbers without a dependency.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use crate::hl7v2::test_rng::XorShift;
 
 /// One random edit of `bytes`: bytes that matter to the parser are preferred over random ones.
 fn mutate(rng: &mut XorShift, bytes: &mut Vec<u8>) {

@@ -350,13 +350,7 @@ mod tests {
         assert_eq!(encode("a\nb", &std_delims()).as_deref(), Some(r"a\.br\b"));
     }
 
-    /// xorshift64: deterministic pseudo-random numbers without a dependency.
-    fn next(state: &mut u64) -> u64 {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
-    }
+    use crate::hl7v2::test_rng::next;
 
     #[test]
     fn property_decode_inverts_encode_and_never_panics() {

@@ -31,4 +31,6 @@ pub mod map;
 pub mod mllp;
 pub mod mode;
 pub mod tables;
+#[cfg(test)]
+mod test_rng;
 pub mod transport;

@@ -406,15 +406,13 @@ mod tests {
         );
     }
 
-    /// xorshift64: deterministic, so a failure reproduces from the printed seed.
+    /// xorshift64 (deterministic, so a failure reproduces from the printed seed) with the
+    /// draws these tests need.
     struct Rng(u64);
 
     impl Rng {
         fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
+            crate::hl7v2::test_rng::next(&mut self.0)
         }
         fn below(&mut self, n: usize) -> usize {
             (self.next() % n as u64) as usize

@@ -788,12 +788,7 @@ mod tests {
         within(async {
             // xorshift64, favouring the framing bytes so every error path comes up.
             let mut state = 0x2545_F491_4F6C_DD1Du64;
-            let mut next = move || {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state
-            };
+            let mut next = move || crate::hl7v2::test_rng::next(&mut state);
             for _ in 0..25 {
                 let bytes: Vec<u8> = (0..3000)
                     .map(|_| match next() % 10 {
