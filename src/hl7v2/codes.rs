@@ -255,12 +255,7 @@ impl CodeTable {
         // base_loinc refers to another row's LOINC code: resolve after all rows are read.
         let mut pending_base: Vec<(usize, usize, String)> = Vec::new();
         for row in rows {
-            let at = |col: usize| {
-                format!(
-                    "{MEASURES_FILE} line {} column {}",
-                    row.line, MEASURE_COLUMNS[col]
-                )
-            };
+            let at = |col: usize| row.at(col);
             let f = &row.fields;
             let key = f[0].to_string();
             if !is_kebab_key(&key) {
@@ -392,12 +387,7 @@ impl CodeTable {
 
     fn load_units(&mut self, text: &str) -> Result<(), String> {
         for row in parse_tsv(UNITS_FILE, text, &UNIT_COLUMNS)? {
-            let at = |col: usize| {
-                format!(
-                    "{UNITS_FILE} line {} column {}",
-                    row.line, UNIT_COLUMNS[col]
-                )
-            };
+            let at = |col: usize| row.at(col);
             let f = &row.fields;
             let number = |col: usize| -> Result<u32, String> {
                 f[col]
@@ -452,12 +442,7 @@ impl CodeTable {
 
     fn load_aliases(&mut self, text: &str) -> Result<(), String> {
         for row in parse_tsv(ALIASES_FILE, text, &ALIAS_COLUMNS)? {
-            let at = |col: usize| {
-                format!(
-                    "{ALIASES_FILE} line {} column {}",
-                    row.line, ALIAS_COLUMNS[col]
-                )
-            };
+            let at = |col: usize| row.at(col);
             let f = &row.fields;
             let alias = required(f[0], || at(0))?;
             if !is_plausible_ucum(f[1]) {
@@ -602,13 +587,22 @@ impl CodeTable {
 }
 
 struct Row<'a> {
+    file: &'a str,
+    columns: &'a [&'a str],
     line: usize,
     fields: Vec<&'a str>,
 }
 
+impl Row<'_> {
+    /// Where a field is, for error messages: `file line N column NAME`.
+    fn at(&self, col: usize) -> String {
+        format!("{} line {} column {}", self.file, self.line, self.columns[col])
+    }
+}
+
 /// Tab-separated rows after a header that must equal `columns`. Blank lines and lines starting with
 /// `#` are skipped; every other row must have exactly the header's number of fields.
-fn parse_tsv<'a>(file: &str, text: &'a str, columns: &[&str]) -> Result<Vec<Row<'a>>, String> {
+fn parse_tsv<'a>(file: &'a str, text: &'a str, columns: &'a [&'a str]) -> Result<Vec<Row<'a>>, String> {
     let mut lines = text
         .lines()
         .enumerate()
@@ -631,7 +625,7 @@ fn parse_tsv<'a>(file: &str, text: &'a str, columns: &[&str]) -> Result<Vec<Row<
                 columns.len()
             ));
         }
-        rows.push(Row { line, fields });
+        rows.push(Row { file, columns, line, fields });
     }
     Ok(rows)
 }
