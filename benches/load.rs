@@ -139,7 +139,7 @@ async fn main() {
     let cap = Duration::from_secs(settings.seconds);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-    // The server, as tests/common/mod.rs starts it.
+    // The server, as tests/it/common/mod.rs starts it.
     let dir = tempfile::tempdir().expect("temp dir");
     let database = match &settings.database_url {
         Some(url) => DatabaseUrl::parse(url).expect("FHIRVAULT_BENCH_DATABASE_URL"),

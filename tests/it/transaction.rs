@@ -1,8 +1,7 @@
 //! batch and transaction Bundles, through a real server, on both backends.
 
-mod common;
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -180,7 +179,7 @@ async fn searches_inside_a_batch(backend: Backend) {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let searchset = &reply.body["entry"][0]["resource"];
     assert_eq!(searchset["type"], "searchset");
-    assert_eq!(common::match_ids(searchset), vec![pid]);
+    assert_eq!(crate::common::match_ids(searchset), vec![pid]);
     assert_eq!(reply.body["entry"][1]["response"]["status"], "400 Bad Request");
 }
 

@@ -2,9 +2,8 @@
 //! tests/fixtures/hl7v2/. Each test asserts the ACK and the FHIR resources read back through the
 //! API, on SQLite and on PostgreSQL.
 
-mod common;
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 use fhirvault::hl7v2::er7::Message;
 use fhirvault::hl7v2::mllp::MllpClient;
 use reqwest::{Method, StatusCode};
@@ -477,7 +476,7 @@ async fn acknowledged_messages_survive_a_kill(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let database_url = match backend {
         Backend::Sqlite => format!("sqlite:{}", dir.path().join("fhirvault.db").display()),
-        Backend::Postgres => common::postgres::fresh_database().await,
+        Backend::Postgres => crate::common::postgres::fresh_database().await,
     };
     let mut server = Process::start(dir.path(), &database_url).await;
 

@@ -1,9 +1,8 @@
 //! Nothing a client wrote appears in plain text in the database: the raw SQLite file (with its
 //! WAL) and a `pg_dump` are scanned for every recognisable PHI string of a realistic data set.
 
-mod common;
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 use serde_json::json;
 
 /// Strings that must never be found in the database. Each has a character outside 0-9a-f, so a
@@ -88,7 +87,7 @@ async fn raw_database_holds_no_phi(backend: Backend) {
                 fhirvault::config::DatabaseUrl::Postgres(url) => url.clone(),
                 _ => unreachable!(),
             };
-            common::postgres::dump(&url)
+            crate::common::postgres::dump(&url)
         }
     };
     assert!(dump.len() > 1000, "the dump has content");

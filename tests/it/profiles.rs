@@ -2,9 +2,8 @@
 //! a profile are validated against it, `$validate?profile=` checks against a named one, the
 //! CapabilityStatement lists them, and the StructureDefinitions can be read.
 
-mod common;
 
-use common::{Backend, Reply, TestServer};
+use crate::common::{Backend, Reply, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -23,14 +23,13 @@
 //! test. Parameters the specification defines but the server does not offer are printed too.
 //! `SEARCH_PARAMS_VERBOSE=1` prints every search and its matches.
 
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 use fhirvault::search::extract::{IndexValue, extract, normalize_string, parse_date_range};
 use fhirvault::search::phi::is_protected;
 use fhirvault::search::registry::SearchParamRegistry;
@@ -680,7 +679,7 @@ async fn search_pairs(server: &TestServer, resource_type: &str, pairs: &[(&str, 
     let shown = format!("GET {resource_type}?{}", shown_pairs.join("&"));
     let reply = server.get(&query_url).await;
     if std::env::var_os("SEARCH_PARAMS_VERBOSE").is_some() {
-        println!("{} {shown} → {} {:?}", if must_match { "+" } else { "-" }, reply.status.as_u16(), common::match_ids(&reply.body));
+        println!("{} {shown} → {} {:?}", if must_match { "+" } else { "-" }, reply.status.as_u16(), crate::common::match_ids(&reply.body));
     }
     let snippet = |text: &str| text.chars().take(400).collect::<String>();
     if reply.status != StatusCode::OK {
@@ -699,7 +698,7 @@ async fn search_pairs(server: &TestServer, resource_type: &str, pairs: &[(&str, 
     if !outcomes.is_empty() {
         return Some(format!("{shown} → 200 with warnings {}", snippet(&outcomes.join(" "))));
     }
-    let ids = common::match_ids(&reply.body);
+    let ids = crate::common::match_ids(&reply.body);
     match (must_match, ids.iter().any(|m| m == id)) {
         (true, false) => Some(format!("{shown} → 200, {id} not among the matches {ids:?}")),
         (false, true) => Some(format!("{shown} → 200, must not match {id} but did (matches {ids:?})")),

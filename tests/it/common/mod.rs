@@ -215,7 +215,6 @@ impl Reply {
 }
 
 /// Generate a `#[tokio::test]` per backend for each listed `async fn name(backend: Backend)`.
-#[macro_export]
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {

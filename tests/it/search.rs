@@ -1,9 +1,8 @@
 //! Search over a fixed data set, table-driven: each case is a query and the exact ids it must
 //! return. Runs against both backends. (The search issue grows this into the full R4 grammar.)
 
-mod common;
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -179,7 +178,7 @@ async fn search_table(backend: Backend) {
             failures.push(format!("{query}: status {} {}", reply.status, reply.text));
             continue;
         }
-        let mut ids = common::match_ids(&reply.body);
+        let mut ids = crate::common::match_ids(&reply.body);
         // The extra "Müllerschön" patient (server-assigned id) matches the name prefix cases.
         ids.retain(|id| id.len() < 20);
         if ids != *expected {
@@ -196,12 +195,12 @@ async fn paging_totals_and_summary(backend: Backend) {
     }
     let first = server.get("Organization?_count=3&_sort=_id").await;
     assert_eq!(first.body["total"], 7);
-    assert_eq!(common::match_ids(&first.body), ["org-0", "org-1", "org-2"]);
-    let mut seen = common::match_ids(&first.body);
+    assert_eq!(crate::common::match_ids(&first.body), ["org-0", "org-1", "org-2"]);
+    let mut seen = crate::common::match_ids(&first.body);
     let mut next = link(&first.body, "next");
     while let Some(url) = next {
         let page = server.get(&url).await;
-        seen.extend(common::match_ids(&page.body));
+        seen.extend(crate::common::match_ids(&page.body));
         next = link(&page.body, "next");
     }
     assert_eq!(seen, (0..7).map(|i| format!("org-{i}")).collect::<Vec<_>>());
@@ -211,10 +210,10 @@ async fn paging_totals_and_summary(backend: Backend) {
     assert_eq!(count.body["total"], 7);
     assert!(count.body.get("entry").is_none());
     let descending = server.get("Organization?_sort=-_id&_count=2").await;
-    assert_eq!(common::match_ids(&descending.body), ["org-6", "org-5"]);
+    assert_eq!(crate::common::match_ids(&descending.body), ["org-6", "org-5"]);
     // GET and POST _search answer alike.
     let form = server.raw(Method::POST, "Organization/_search", "application/x-www-form-urlencoded", b"name=org&_sort=_id&_count=2".to_vec()).await;
-    assert_eq!(common::match_ids(&form.body), common::match_ids(&server.get("Organization?name=org&_sort=_id&_count=2").await.body));
+    assert_eq!(crate::common::match_ids(&form.body), crate::common::match_ids(&server.get("Organization?name=org&_sort=_id&_count=2").await.body));
 }
 
 /// Page links are keyset cursors: writes between pages neither repeat nor skip the resources that
@@ -226,20 +225,20 @@ async fn paging_is_stable_under_writes(backend: Backend) {
         server.put(&format!("Organization/org-{i}"), &org(&format!("org-{i}"))).await;
     }
     let first = server.get("Organization?_count=3&_sort=_id").await;
-    assert_eq!(common::match_ids(&first.body), ["org-0", "org-1", "org-2"]);
+    assert_eq!(crate::common::match_ids(&first.body), ["org-0", "org-1", "org-2"]);
     assert!(link(&first.body, "previous").is_none());
     // Between pages: one resource appears before the cursor, one after it is deleted.
     server.put("Organization/org-00", &org("org-00")).await;
     server.delete("Organization/org-4").await;
     let second = server.get(&link(&first.body, "next").expect("next")).await;
-    assert_eq!(common::match_ids(&second.body), ["org-3", "org-5", "org-6"]);
+    assert_eq!(crate::common::match_ids(&second.body), ["org-3", "org-5", "org-6"]);
     assert!(link(&second.body, "next").is_none(), "the last page has no next link");
     let back = server.get(&link(&second.body, "previous").expect("previous")).await;
-    assert_eq!(common::match_ids(&back.body), ["org-00", "org-1", "org-2"]);
+    assert_eq!(crate::common::match_ids(&back.body), ["org-00", "org-1", "org-2"]);
     let last = server.get(&link(&first.body, "last").expect("last")).await;
-    assert_eq!(common::match_ids(&last.body), ["org-3", "org-5", "org-6"]);
+    assert_eq!(crate::common::match_ids(&last.body), ["org-3", "org-5", "org-6"]);
     let again = server.get(&link(&second.body, "first").expect("first")).await;
-    assert_eq!(common::match_ids(&again.body), ["org-0", "org-00", "org-1"]);
+    assert_eq!(crate::common::match_ids(&again.body), ["org-0", "org-00", "org-1"]);
 
     // A descending sort on a parameter, with ties and a resource without the value.
     for (i, date) in ["2026-01-01", "2026-03-01", "2026-03-01", "2026-02-01", "2026-03-01"].iter().enumerate() {
@@ -250,7 +249,7 @@ async fn paging_is_stable_under_writes(backend: Backend) {
     let mut seen = Vec::new();
     let mut page = server.get("Observation?_sort=-date&_count=2").await;
     loop {
-        seen.extend(common::match_ids(&page.body));
+        seen.extend(crate::common::match_ids(&page.body));
         match link(&page.body, "next") {
             Some(next) => page = server.get(&next).await,
             None => break,
@@ -259,7 +258,7 @@ async fn paging_is_stable_under_writes(backend: Backend) {
     assert_eq!(seen, expected);
     let mut backwards = Vec::new();
     loop {
-        backwards.splice(0..0, common::match_ids(&page.body));
+        backwards.splice(0..0, crate::common::match_ids(&page.body));
         match link(&page.body, "previous") {
             Some(previous) => page = server.get(&previous).await,
             None => break,
@@ -274,7 +273,7 @@ async fn search_errors_and_unknown_parameters(backend: Backend) {
     server.create(&json!({"resourceType": "Organization", "name": "Klinik"})).await;
     // Unknown parameters are ignored (with a warning entry) by default, refused when strict.
     let lenient = server.get("Organization?nonsense=1&name=kl").await;
-    assert_eq!(common::match_ids(&lenient.body).len(), 1);
+    assert_eq!(crate::common::match_ids(&lenient.body).len(), 1);
     let self_link = link_with(&lenient.body, "self").unwrap();
     assert!(!self_link.contains("nonsense"), "{self_link}");
     let outcome = lenient.body["entry"].as_array().unwrap().iter().find(|e| e["search"]["mode"] == "outcome").expect("warning entry");
@@ -447,7 +446,7 @@ async fn check_table(server: &TestServer, label: &str, cases: &[(&str, &[&str])]
             failures.push(format!("{query}: status {} {}", reply.status, reply.text));
             continue;
         }
-        let ids = common::match_ids(&reply.body);
+        let ids = crate::common::match_ids(&reply.body);
         if ids != *expected {
             failures.push(format!("{query}: expected {expected:?}, got {ids:?}"));
         }
@@ -934,7 +933,7 @@ async fn chains_has_and_includes(backend: Backend) {
             failures.push(format!("{query}: status {} {}", reply.status, reply.text));
             continue;
         }
-        let ids = common::match_ids(&reply.body);
+        let ids = crate::common::match_ids(&reply.body);
         let mut included: Vec<String> = reply.body["entry"]
             .as_array()
             .into_iter()

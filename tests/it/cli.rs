@@ -1,7 +1,6 @@
 //! The `fhirvault` binary itself: first start on a fresh directory, import, key rotation while
 //! the server serves.
 
-mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;

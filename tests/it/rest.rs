@@ -1,8 +1,7 @@
 //! The REST interactions of R4 http.html, through a real server, on both backends.
 
-mod common;
 
-use common::{Backend, TestServer};
+use crate::common::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -298,7 +297,7 @@ async fn body_size_limit(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let database = match backend {
         Backend::Sqlite => fhirvault::config::DatabaseUrl::Sqlite(dir.path().join("db.sqlite")),
-        Backend::Postgres => fhirvault::config::DatabaseUrl::Postgres(common::postgres::fresh_database().await),
+        Backend::Postgres => fhirvault::config::DatabaseUrl::Postgres(crate::common::postgres::fresh_database().await),
     };
     let server = TestServer::start_with(backend, dir, database, |c| c.max_body_bytes = 4096).await;
     let mut big = patient();

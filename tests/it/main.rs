@@ -1,0 +1,15 @@
+//! The integration tests: one binary, so that the crate and its dependencies are linked once and
+//! the throwaway PostgreSQL cluster is started once for all of them. Each module drives a real
+//! server over real sockets, on both backends (see [`common`]).
+
+#[macro_use]
+mod common;
+
+mod cli;
+mod encryption;
+mod hl7v2;
+mod profiles;
+mod rest;
+mod search;
+mod search_params;
+mod transaction;
