@@ -121,7 +121,7 @@ fn create(c: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(5));
     for (name, resource_type, value, _) in fixtures() {
         group.bench_function(name, |b| {
-            b.iter(|| runtime.block_on(service.create(resource_type, value.clone(), None)).expect("create"))
+            b.iter(|| runtime.block_on(service.create(&fhirvault::auth::Caller::server_shared(), resource_type, value.clone(), None)).expect("create"))
         });
     }
     group.finish();
@@ -136,7 +136,7 @@ fn create(c: &mut Criterion) {
                 runtime.block_on(async {
                     let creates = (0..32).map(|_| {
                         let (service, value) = (service.clone(), value.clone());
-                        tokio::spawn(async move { service.create(resource_type, value, None).await.map(|_| ()) })
+                        tokio::spawn(async move { service.create(&fhirvault::auth::Caller::server_shared(), resource_type, value, None).await.map(|_| ()) })
                     });
                     for create in futures::future::join_all(creates).await {
                         create.expect("task").expect("create");

@@ -60,6 +60,9 @@ struct FileConfig {
     key_file: Option<PathBuf>,
     fhir_resources: Option<PathBuf>,
     pseudonym_system: Option<String>,
+    insurer_pseudonymised: Option<bool>,
+    rate_limit_per_second: Option<u32>,
+    rate_limit_burst: Option<u32>,
     max_body_bytes: Option<usize>,
     default_page_size: Option<usize>,
     max_page_size: Option<usize>,
@@ -196,6 +199,11 @@ pub struct Config {
     pub fhir_resources: PathBuf,
     /// System of the pseudonym identifier added to every Patient.
     pub pseudonym_system: String,
+    /// Whether insurers get the pseudonymous view (docs/security.md); default true.
+    pub insurer_pseudonymised: bool,
+    /// Requests per second each caller may make, sustained (0: no limit), and at once.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
     pub max_body_bytes: usize,
     pub default_page_size: usize,
     pub max_page_size: usize,
@@ -217,6 +225,10 @@ impl ConfigError {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_PSEUDONYM_SYSTEM: &str = "urn:fhirvault:pseudonym";
+/// Per caller: far above what a person or an integration needs, low enough that one runaway
+/// client cannot starve the others.
+pub const DEFAULT_RATE_PER_SECOND: u32 = 1000;
+pub const DEFAULT_RATE_BURST: u32 = 2000;
 
 impl Config {
     /// Merge flags/environment over the TOML file over the defaults, and check the result.
@@ -286,6 +298,9 @@ impl Config {
             key_file,
             fhir_resources,
             pseudonym_system,
+            insurer_pseudonymised: file.insurer_pseudonymised.unwrap_or(true),
+            rate_limit_per_second: file.rate_limit_per_second.unwrap_or(DEFAULT_RATE_PER_SECOND),
+            rate_limit_burst: file.rate_limit_burst.unwrap_or(DEFAULT_RATE_BURST),
             max_body_bytes,
             default_page_size,
             max_page_size,
@@ -302,6 +317,9 @@ impl Config {
             key_file: dir.join("keys.json"),
             fhir_resources: default_fhir_resources_dir(),
             pseudonym_system: DEFAULT_PSEUDONYM_SYSTEM.to_string(),
+            insurer_pseudonymised: true,
+            rate_limit_per_second: DEFAULT_RATE_PER_SECOND,
+            rate_limit_burst: DEFAULT_RATE_BURST,
             max_body_bytes: 16 * 1024 * 1024,
             default_page_size: 50,
             max_page_size: 1000,

@@ -12,6 +12,8 @@
 //! - [`search`]: the search-parameter registry built from the spec, the FHIRPath subset that
 //!   extracts index values at write time, query parsing and SQL planning.
 //! - [`store`]: the database (SQLite embedded, PostgreSQL for scale) behind one [`store::Store`].
+//! - [`auth`]: callers, SMART scopes, roles, the access rules that become query conditions,
+//!   and the pseudonymous views.
 //! - [`service`]: the rules of each FHIR interaction, one file each; the one write path.
 //! - [`hl7v2`]: HL7 v2 ORU^R01 ingestion over MLLP and HTTP: parsing, mapping to FHIR, ACKs,
 //!   resend detection and dead letters.
@@ -20,6 +22,7 @@
 //! - [`import`]: bulk loading of NDJSON and Bundle files through the service.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod crypto;
 pub mod error;

@@ -90,6 +90,12 @@ impl Request<'_> {
         self
     }
 
+    /// Send no `Authorization` header (the default token stays off this request).
+    pub fn without_authorization(mut self) -> Self {
+        self.headers.retain(|(name, _)| !name.eq_ignore_ascii_case("authorization"));
+        self
+    }
+
     /// A FHIR JSON body (`Content-Type: application/fhir+json`).
     pub fn json(self, body: &Value) -> Self {
         self.body("application/fhir+json", body.to_string())

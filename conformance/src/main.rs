@@ -50,6 +50,11 @@ struct Cli {
     /// out of the process list).
     #[arg(long, value_name = "TOKEN", env = "FHIRVAULT_CONFORMANCE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Another caller's token for the access-control cases, as NAME=TOKEN (repeatable): `clinician`
+    /// (organisation conformance-org-a), `crm`, `patient` (patient conformance-pat-a). Cases
+    /// whose token is missing are skipped.
+    #[arg(long = "as", value_name = "NAME=TOKEN", value_parser = parse_named_token)]
+    tokens: Vec<(String, String)>,
     /// Per-request timeout in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     timeout: u64,
@@ -59,6 +64,13 @@ struct Cli {
 }
 
 const USAGE_ERROR: u8 = 2;
+
+fn parse_named_token(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, token)) if !name.is_empty() && !token.is_empty() => Ok((name.to_string(), token.to_string())),
+        _ => Err("expected NAME=TOKEN".into()),
+    }
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -104,7 +116,7 @@ fn main() -> ExitCode {
         eprintln!("error: cannot reach the server: {error}");
         return ExitCode::from(USAGE_ERROR);
     }
-    let ctx = Ctx::new(fhir);
+    let ctx = Ctx::new(fhir, cli.tokens.clone());
 
     println!("fhirvault-conformance: {} case(s) against {base_url} (run {})", selected.len(), ctx.run_id());
     let run = runner::run(&ctx, &selected, |result| println!("{}", report::text_line(result)));

@@ -6,7 +6,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use std::sync::Arc;
+
 use super::AppState;
+use super::caller::Authenticated;
+use crate::auth::Caller;
 use super::negotiate::{FhirJson, JsonPatchBody, Prefer, query_pairs, read_form};
 use super::paths::{CompartmentPath, InstancePath, TypePath, VersionPath};
 use super::respond;
@@ -26,8 +30,8 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
     respond::json(StatusCode::OK, &state.capability)
 }
 
-pub async fn read(State(state): State<AppState>, path: InstancePath, headers: HeaderMap) -> ApiResult<Response> {
-    let stored = state.service.read(&path.resource_type, path.id.as_str()).await?;
+pub async fn read(State(state): State<AppState>, Authenticated(caller): Authenticated, path: InstancePath, headers: HeaderMap) -> ApiResult<Response> {
+    let stored = state.service.read(&caller, &path.resource_type, path.id.as_str()).await?;
     let etag_matches = header_text(&headers, header::IF_NONE_MATCH)
         .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == "*" || parse_etag(tag) == Some(stored.version)));
     let unmodified = header_text(&headers, header::IF_MODIFIED_SINCE)
@@ -39,109 +43,112 @@ pub async fn read(State(state): State<AppState>, path: InstancePath, headers: He
     Ok(respond::resource(&stored))
 }
 
-pub async fn vread(State(state): State<AppState>, path: VersionPath) -> ApiResult<Response> {
-    let stored = state.service.vread(&path.resource_type, path.id.as_str(), path.version).await?;
+pub async fn vread(State(state): State<AppState>, Authenticated(caller): Authenticated, path: VersionPath) -> ApiResult<Response> {
+    let stored = state.service.vread(&caller, &path.resource_type, path.id.as_str(), path.version).await?;
     Ok(respond::resource(&stored))
 }
 
-pub async fn create(State(state): State<AppState>, TypePath(resource_type): TypePath, prefer: Prefer, headers: HeaderMap, FhirJson(body): FhirJson) -> ApiResult<Response> {
+pub async fn create(State(state): State<AppState>, Authenticated(caller): Authenticated, TypePath(resource_type): TypePath, prefer: Prefer, headers: HeaderMap, FhirJson(body): FhirJson) -> ApiResult<Response> {
     let if_none_exist = header_text(&headers, "if-none-exist");
-    let outcome = state.service.create(&resource_type, body, if_none_exist.as_deref()).await?;
+    let outcome = state.service.create(&caller, &resource_type, body, if_none_exist.as_deref()).await?;
     Ok(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference))
 }
 
-pub async fn update(State(state): State<AppState>, path: InstancePath, prefer: Prefer, headers: HeaderMap, FhirJson(body): FhirJson) -> ApiResult<Response> {
+pub async fn update(State(state): State<AppState>, Authenticated(caller): Authenticated, path: InstancePath, prefer: Prefer, headers: HeaderMap, FhirJson(body): FhirJson) -> ApiResult<Response> {
     let if_match = if_match(&headers)?;
-    let outcome = state.service.update(&path.resource_type, path.id.as_str(), body, if_match).await?;
+    let outcome = state.service.update(&caller, &path.resource_type, path.id.as_str(), body, if_match).await?;
     Ok(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference))
 }
 
-pub async fn conditional_update(State(state): State<AppState>, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, prefer: Prefer, FhirJson(body): FhirJson) -> ApiResult<Response> {
+pub async fn conditional_update(State(state): State<AppState>, Authenticated(caller): Authenticated, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, prefer: Prefer, FhirJson(body): FhirJson) -> ApiResult<Response> {
     let criteria = query.ok_or_else(|| ApiError::MethodNotAllowed("PUT needs an id in the path, or search criteria for a conditional update".into()))?;
-    let outcome = state.service.conditional_update(&resource_type, &criteria, body).await?;
+    let outcome = state.service.conditional_update(&caller, &resource_type, &criteria, body).await?;
     Ok(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference))
 }
 
-pub async fn patch(State(state): State<AppState>, path: InstancePath, prefer: Prefer, headers: HeaderMap, JsonPatchBody(body): JsonPatchBody) -> ApiResult<Response> {
+pub async fn patch(State(state): State<AppState>, Authenticated(caller): Authenticated, path: InstancePath, prefer: Prefer, headers: HeaderMap, JsonPatchBody(body): JsonPatchBody) -> ApiResult<Response> {
     let if_match = if_match(&headers)?;
-    let outcome = state.service.patch(&path.resource_type, path.id.as_str(), body, if_match).await?;
+    let outcome = state.service.patch(&caller, &path.resource_type, path.id.as_str(), body, if_match).await?;
     Ok(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference))
 }
 
-pub async fn delete(State(state): State<AppState>, path: InstancePath, prefer: Prefer) -> ApiResult<Response> {
-    let outcome = state.service.delete(&path.resource_type, path.id.as_str()).await?;
+pub async fn delete(State(state): State<AppState>, Authenticated(caller): Authenticated, path: InstancePath, prefer: Prefer) -> ApiResult<Response> {
+    let outcome = state.service.delete(&caller, &path.resource_type, path.id.as_str()).await?;
     Ok(respond::deleted(&outcome, prefer.return_preference))
 }
 
-pub async fn conditional_delete(State(state): State<AppState>, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
+pub async fn conditional_delete(State(state): State<AppState>, Authenticated(caller): Authenticated, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
     let criteria = query.ok_or_else(|| ApiError::MethodNotAllowed("DELETE needs an id in the path, or search criteria for a conditional delete".into()))?;
-    let outcome = state.service.conditional_delete(&resource_type, &criteria).await?;
+    let outcome = state.service.conditional_delete(&caller, &resource_type, &criteria).await?;
     Ok(respond::deleted(&outcome, prefer.return_preference))
 }
 
-pub async fn search_get(State(state): State<AppState>, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
+pub async fn search_get(State(state): State<AppState>, Authenticated(caller): Authenticated, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
     let pairs = query_pairs(query.as_deref())?;
-    search(&state, &resource_type, pairs, prefer).await
+    search(&state, &caller, &resource_type, pairs, prefer).await
 }
 
 /// `POST [type]/_search`: form parameters, plus any in the URL, answer exactly like GET.
-pub async fn search_post(State(state): State<AppState>, TypePath(resource_type): TypePath, prefer: Prefer, request: Request) -> ApiResult<Response> {
+pub async fn search_post(State(state): State<AppState>, Authenticated(caller): Authenticated, TypePath(resource_type): TypePath, prefer: Prefer, request: Request) -> ApiResult<Response> {
     let mut pairs = query_pairs(request.uri().query())?;
     pairs.extend(read_form(request, state.service.config.max_body_bytes).await?);
-    search(&state, &resource_type, pairs, prefer).await
+    search(&state, &caller, &resource_type, pairs, prefer).await
 }
 
 /// `GET [base]?…`: a search across resource types (`_type` picks them).
-pub async fn search_system_get(State(state): State<AppState>, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
+pub async fn search_system_get(State(state): State<AppState>, Authenticated(caller): Authenticated, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
     let pairs = query_pairs(query.as_deref())?;
-    search_system(&state, pairs, prefer).await
+    search_system(&state, &caller, pairs, prefer).await
 }
 
 /// `POST [base]/_search`: form parameters, plus any in the URL, answer exactly like GET.
-pub async fn search_system_post(State(state): State<AppState>, prefer: Prefer, request: Request) -> ApiResult<Response> {
+pub async fn search_system_post(State(state): State<AppState>, Authenticated(caller): Authenticated, prefer: Prefer, request: Request) -> ApiResult<Response> {
     let mut pairs = query_pairs(request.uri().query())?;
     pairs.extend(read_form(request, state.service.config.max_body_bytes).await?);
-    search_system(&state, pairs, prefer).await
+    search_system(&state, &caller, pairs, prefer).await
 }
 
-async fn search_system(state: &AppState, pairs: Vec<(String, String)>, prefer: Prefer) -> ApiResult<Response> {
-    let request = state.service.parse_system_search(&pairs, prefer.strict)?;
+async fn search_system(state: &AppState, caller: &Arc<Caller>, pairs: Vec<(String, String)>, prefer: Prefer) -> ApiResult<Response> {
+    let mut request = state.service.parse_system_search(&pairs, prefer.strict)?;
+    state.service.restrict_search(caller, &mut request)?;
     let page = state.service.search(request).await?;
     Ok(respond::json(StatusCode::OK, &state.service.searchset(&page)))
 }
 
 /// `GET [compartment type]/[id]/[type]?…`: a search confined to one compartment (R4 compartmentdefinition.html).
-pub async fn compartment_search(State(state): State<AppState>, path: CompartmentPath, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
+pub async fn compartment_search(State(state): State<AppState>, Authenticated(caller): Authenticated, path: CompartmentPath, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
     let pairs = query_pairs(query.as_deref())?;
     let mut request = state.service.parse_search(&path.resource_type, &pairs, prefer.strict)?;
     state.service.confine_to_compartment(&mut request, &path.compartment_type, path.id.as_str())?;
+    state.service.restrict_search(&caller, &mut request)?;
     let page = state.service.search(request).await?;
     Ok(respond::json(StatusCode::OK, &state.service.searchset(&page)))
 }
 
-async fn search(state: &AppState, resource_type: &str, pairs: Vec<(String, String)>, prefer: Prefer) -> ApiResult<Response> {
-    let request = state.service.parse_search(resource_type, &pairs, prefer.strict)?;
+async fn search(state: &AppState, caller: &Arc<Caller>, resource_type: &str, pairs: Vec<(String, String)>, prefer: Prefer) -> ApiResult<Response> {
+    let mut request = state.service.parse_search(resource_type, &pairs, prefer.strict)?;
+    state.service.restrict_search(caller, &mut request)?;
     let page = state.service.search(request).await?;
     Ok(respond::json(StatusCode::OK, &state.service.searchset(&page)))
 }
 
-pub async fn history_instance(State(state): State<AppState>, path: InstancePath, RawQuery(query): RawQuery) -> ApiResult<Response> {
+pub async fn history_instance(State(state): State<AppState>, Authenticated(caller): Authenticated, path: InstancePath, RawQuery(query): RawQuery) -> ApiResult<Response> {
     let url = format!("{}/{}/_history", path.resource_type, path.id);
-    history(&state, Some(&path.resource_type), Some(path.id.as_str()), &url, query).await
+    history(&state, &caller, Some(&path.resource_type), Some(path.id.as_str()), &url, query).await
 }
 
-pub async fn history_type(State(state): State<AppState>, TypePath(resource_type): TypePath, RawQuery(query): RawQuery) -> ApiResult<Response> {
+pub async fn history_type(State(state): State<AppState>, Authenticated(caller): Authenticated, TypePath(resource_type): TypePath, RawQuery(query): RawQuery) -> ApiResult<Response> {
     let url = format!("{resource_type}/_history");
-    history(&state, Some(&resource_type), None, &url, query).await
+    history(&state, &caller, Some(&resource_type), None, &url, query).await
 }
 
-pub async fn history_system(State(state): State<AppState>, RawQuery(query): RawQuery) -> ApiResult<Response> {
-    history(&state, None, None, "_history", query).await
+pub async fn history_system(State(state): State<AppState>, Authenticated(caller): Authenticated, RawQuery(query): RawQuery) -> ApiResult<Response> {
+    history(&state, &caller, None, None, "_history", query).await
 }
 
-async fn history(state: &AppState, resource_type: Option<&str>, id: Option<&str>, url: &str, query: Option<String>) -> ApiResult<Response> {
+async fn history(state: &AppState, caller: &Arc<Caller>, resource_type: Option<&str>, id: Option<&str>, url: &str, query: Option<String>) -> ApiResult<Response> {
     let pairs = query_pairs(query.as_deref())?;
-    let page = state.service.history(resource_type, id, &pairs).await?;
+    let page = state.service.history(caller, resource_type, id, &pairs).await?;
     let base = &state.service.config.base_url;
     let link = |cursor: Option<i64>| {
         let mut pairs = page.used.clone();
@@ -162,15 +169,15 @@ async fn history(state: &AppState, resource_type: Option<&str>, id: Option<&str>
     Ok(respond::json(StatusCode::OK, &bundle::history(base, &page.entries, page.total, &links)))
 }
 
-pub async fn process_bundle(State(state): State<AppState>, FhirJson(body): FhirJson) -> ApiResult<Response> {
-    let result = state.service.process_bundle(body).await?;
+pub async fn process_bundle(State(state): State<AppState>, Authenticated(caller): Authenticated, FhirJson(body): FhirJson) -> ApiResult<Response> {
+    let result = state.service.process_bundle(&caller, body).await?;
     Ok(respond::json(StatusCode::OK, &bundle::response_bundle(result.bundle_type, &result.entries)))
 }
 
-pub async fn validate(State(state): State<AppState>, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, FhirJson(body): FhirJson) -> ApiResult<Response> {
+pub async fn validate(State(state): State<AppState>, Authenticated(caller): Authenticated, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, FhirJson(body): FhirJson) -> ApiResult<Response> {
     let pairs = query_pairs(query.as_deref())?;
     let profile = pairs.iter().find(|(name, _)| name == "profile").map(|(_, url)| url.as_str());
-    let outcome = state.service.validate_operation(&resource_type, body, profile)?;
+    let outcome = state.service.validate_operation(&caller, &resource_type, body, profile)?;
     Ok(respond::json(StatusCode::OK, &outcome))
 }
 

@@ -11,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::caller::Authenticated;
 use super::negotiate::read_limited;
 use crate::error::ApiError;
 use crate::hl7v2::ingest::Disposition;
@@ -18,7 +19,15 @@ use crate::hl7v2::ingest::Disposition;
 /// The media type of ER7-encoded HL7 v2 over HTTP.
 pub const ER7_MEDIA_TYPE: &str = "x-application/hl7-v2+er7";
 
-pub async fn ingest_message(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+pub async fn ingest_message(State(state): State<AppState>, Authenticated(caller): Authenticated, request: Request) -> Result<Response, ApiError> {
+    // Ingestion creates Patients, Devices and Observations on the server's behalf: only the
+    // roles made for it may send, and their token must allow creating Observations.
+    if !caller.role.may_ingest() {
+        return Err(ApiError::Forbidden(format!("the {} role may not send HL7 v2 messages", caller.role)));
+    }
+    if caller.covering("Observation", crate::auth::Permission::Create).next().is_none() {
+        return Err(ApiError::Forbidden("sending HL7 v2 needs a scope that allows creating Observations (e.g. system/Observation.c)".into()));
+    }
     let media_type = request
         .headers()
         .get(header::CONTENT_TYPE)

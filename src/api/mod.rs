@@ -10,9 +10,12 @@
 //! - [`access_log`]: a PHI-free log line per request.
 
 pub mod access_log;
+pub mod authenticate;
+pub mod caller;
 pub mod handlers;
 pub mod hl7v2;
 pub mod negotiate;
+pub mod rate_limit;
 pub mod paths;
 pub mod respond;
 pub mod routes;

@@ -20,6 +20,7 @@ use super::plan::{GroupMatches, Match, Resolved, Sender, criteria, plan};
 use super::er7::Message;
 use super::map::{MapContext, Mapped, PatientSource, map_message};
 use super::mode::{AckMode, Verdict, answer_frames};
+use crate::auth::{Caller, Permission};
 use crate::crypto::Aad;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::instant::now_micros;
@@ -240,7 +241,7 @@ impl Ingestor {
             return Ok(found.clone());
         }
         let mut conn = self.service.reader().await.map_err(|_| Failure::Unavailable)?;
-        let resolved = match self.service.conditional_matches(&mut conn, resource_type, criteria).await {
+        let resolved = match self.service.conditional_matches(&mut conn, &Caller::server_shared(), Permission::Search, resource_type, criteria).await {
             Ok(Matches::One(id)) => Resolved::Existing(id),
             Ok(Matches::None) => Resolved::New(FhirId::generate().into_string()),
             Ok(Matches::Many(_)) => {
@@ -274,7 +275,7 @@ impl Ingestor {
 
     /// The `Patient/id` a stored Device is assigned to.
     async fn patient_of_device(&self, device_id: &str) -> ApiResult<Option<String>> {
-        let device = self.service.read("Device", device_id).await?;
+        let device = self.service.read(&Caller::server_shared(), "Device", device_id).await?;
         let reference = device.resource.as_ref().and_then(|d| d["patient"]["reference"].as_str()).map(str::to_string);
         Ok(reference.filter(|r| r.starts_with("Patient/")))
     }
@@ -374,7 +375,7 @@ async fn still_holds(service: &Service, conn: &mut Conn, found: &Match) -> ApiRe
             let head = versions::head(conn, service.store.backend(), found.resource_type, id, false).await?;
             Ok(head.is_some_and(|h| !h.deleted))
         }
-        Resolved::New(_) => Ok(matches!(service.conditional_matches(conn, found.resource_type, &found.criteria).await?, Matches::None)),
+        Resolved::New(_) => Ok(matches!(service.conditional_matches(conn, &Caller::server_shared(), Permission::Search, found.resource_type, &found.criteria).await?, Matches::None)),
     }
 }
 

@@ -64,6 +64,9 @@ pub struct Cursor {
     pub direction: Direction,
     /// The row's value for each order key (empty for [`Direction::Last`]).
     pub values: Vec<Value>,
+    /// Fingerprint of the caller the page link was made for (restricted callers only): a link
+    /// replayed by someone else is refused rather than paging through the first caller's view.
+    pub owner: Option<String>,
 }
 
 impl Cursor {
@@ -73,7 +76,11 @@ impl Cursor {
             Direction::Before => "b",
             Direction::Last => "l",
         };
-        URL_SAFE_NO_PAD.encode(json!({"d": direction, "v": self.values}).to_string())
+        let mut cursor = json!({"d": direction, "v": self.values});
+        if let Some(owner) = &self.owner {
+            cursor["o"] = json!(owner);
+        }
+        URL_SAFE_NO_PAD.encode(cursor.to_string())
     }
 
     pub fn decode(text: &str) -> ApiResult<Cursor> {
@@ -87,7 +94,8 @@ impl Cursor {
             _ => return Err(invalid()),
         };
         let values = value["v"].as_array().cloned().ok_or_else(invalid)?;
-        Ok(Cursor { direction, values })
+        let owner = value["o"].as_str().map(str::to_string);
+        Ok(Cursor { direction, values, owner })
     }
 
     /// The condition selecting the rows on the cursor's side of its row, in the order of
@@ -149,7 +157,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let cursor = Cursor { direction: Direction::Before, values: vec![json!(12), Value::Null, json!("abc")] };
+        let cursor = Cursor { direction: Direction::Before, values: vec![json!(12), Value::Null, json!("abc")], owner: None };
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
         assert!(Cursor::decode("not base64 !").is_err());
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("{\"d\":\"x\",\"v\":[]}")).is_err());

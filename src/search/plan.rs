@@ -11,7 +11,7 @@ use super::cursor::{KeyKind, OrderKey};
 use super::index_rows::{BlindTerm, composite_param};
 use super::extract::{decimal_range, normalize_string, parse_date_range};
 use super::phi::{MAX_PREFIX_CHARS, is_protected, reference_identifier_param, text_param};
-use super::query::{Compartment, Criterion, ParamFilter, SearchRequest, composite_value_kind, split_unescaped, unescape};
+use super::query::{Compartment, Criterion, ParamFilter, Restriction, SearchRequest, Visibility, composite_value_kind, split_unescaped, unescape};
 use super::registry::{COMPARTMENT_SELF, ParamType, SearchParamRegistry};
 use super::ucum;
 use crate::crypto::KeyRing;
@@ -44,6 +44,9 @@ struct Builder<'a> {
     registry: &'a SearchParamRegistry,
     /// Table aliases handed out so far (nested subqueries need their own).
     aliases: usize,
+    /// What the caller may see, ANDed at every level; taken out while an access rule itself
+    /// compiles (a rule's own joins are the rule, not a search the caller makes).
+    visibility: Option<&'a dyn Visibility>,
 }
 
 impl Builder<'_> {
@@ -105,7 +108,7 @@ impl Scope {
 fn driver_rank(registry: &SearchParamRegistry, resource_type: &str, criterion: &Criterion) -> Option<u8> {
     match criterion {
         Criterion::Chain { .. } => Some(1),
-        Criterion::Has { .. } => None,
+        Criterion::Has { .. } | Criterion::AnyOf(_) => None,
         Criterion::Param(filter) => match (filter.code.as_str(), filter.modifier.as_deref()) {
             (_, Some("not" | "missing" | "not-in")) | ("_lastUpdated", _) => None,
             ("_id", _) => Some(0),
@@ -124,7 +127,8 @@ pub fn plan(
     keys: &KeyRing,
     base_url: &str,
 ) -> ApiResult<Plan> {
-    let mut builder = Builder { binds: Vec::new(), keys, value_sets, base_url, registry, aliases: 0 };
+    let visibility = request.visibility.as_deref();
+    let mut builder = Builder { binds: Vec::new(), keys, value_sets, base_url, registry, aliases: 0, visibility };
     // A system-level search compares each index row with its own resource's type.
     let (scope, mut conditions) = if request.is_system() {
         let scope = Scope::new(&request.resource_type, "h.resource_type".into(), "h".into(), true);
@@ -151,6 +155,11 @@ pub fn plan(
     }
     if let Some(compartment) = &request.compartment {
         conditions.push(compartment_condition(&mut builder, &scope, compartment));
+    }
+    if request.is_system() {
+        conditions.extend(system_restriction(&mut builder, request)?);
+    } else {
+        conditions.extend(restriction_condition(&mut builder, &scope)?);
     }
     let where_binds = builder.binds.len();
     let mut sort_keys = Vec::new();
@@ -258,7 +267,56 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
                 ))
             }
         }
+        Criterion::AnyOf(groups) => {
+            let probe = scope.with_probe(true);
+            let mut alternatives = Vec::with_capacity(groups.len());
+            for group in groups {
+                let all: ApiResult<Vec<String>> = group.iter().map(|c| criterion_condition(b, &probe, c)).collect();
+                let all = all?;
+                alternatives.push(if all.is_empty() { "1 = 1".to_string() } else { format!("({})", all.join(" AND ")) });
+            }
+            Ok(if alternatives.is_empty() { "1 = 0".into() } else { format!("({})", alternatives.join(" OR ")) })
+        }
     }
+}
+
+/// What the caller may see of `scope`'s type, as a condition on its head row; `None` when it
+/// may see everything.
+fn restriction_condition(b: &mut Builder, scope: &Scope) -> ApiResult<Option<String>> {
+    let Some(visibility) = b.visibility else { return Ok(None) };
+    let criteria = match visibility.restriction(&scope.resource_type)? {
+        Restriction::Everything => return Ok(None),
+        Restriction::Nothing => return Ok(Some("1 = 0".into())),
+        Restriction::Where(criteria) => criteria,
+    };
+    b.visibility = None;
+    let probe = scope.with_probe(true);
+    let compiled: ApiResult<Vec<String>> = criteria.iter().map(|c| criterion_condition(b, &probe, c)).collect();
+    b.visibility = Some(visibility);
+    Ok(Some(format!("({})", compiled?.join(" AND "))))
+}
+
+/// A system-level search sees, of each type it spans, what the caller may see of that type.
+fn system_restriction(b: &mut Builder, request: &SearchRequest) -> ApiResult<Option<String>> {
+    if b.visibility.is_none() {
+        return Ok(None);
+    }
+    let types: Vec<String> = if request.types.is_empty() {
+        b.registry.resource_types().iter().map(|t| t.to_string()).collect()
+    } else {
+        request.types.clone()
+    };
+    let mut alternatives = Vec::new();
+    for resource_type in types {
+        let type_bind = b.text(resource_type.clone());
+        let scope = Scope::new(&resource_type, type_bind.clone(), "h".into(), true);
+        match restriction_condition(b, &scope)? {
+            None => alternatives.push(format!("h.resource_type = {type_bind}")),
+            Some(condition) if condition == "1 = 0" => {}
+            Some(condition) => alternatives.push(format!("(h.resource_type = {type_bind} AND {condition})")),
+        }
+    }
+    Ok(Some(if alternatives.is_empty() { "1 = 0".into() } else { format!("({})", alternatives.join(" OR ")) }))
 }
 
 /// Membership of `h` in a compartment: one of the compartment's parameters points at its owner,
@@ -296,7 +354,10 @@ fn live_ids(b: &mut Builder, resource_type: &str, criterion: &Criterion) -> ApiR
     let type_bind = b.text(resource_type.to_string());
     let h = b.alias("h");
     let inner = Scope::new(resource_type, type_bind.clone(), h.clone(), false);
-    let condition = criterion_condition(b, &inner, criterion)?;
+    let mut condition = criterion_condition(b, &inner, criterion)?;
+    if let Some(visible) = restriction_condition(b, &inner)? {
+        condition = format!("{condition} AND {visible}");
+    }
     let sql = format!("SELECT {h}.id FROM resource_heads {h} WHERE {h}.resource_type = {type_bind} AND {h}.deleted = 0 AND {condition}");
     Ok((type_bind, sql))
 }
@@ -307,7 +368,10 @@ fn live_target(b: &mut Builder, resource_type: &str, id: &str, criterion: &Crite
     let type_bind = b.text(resource_type.to_string());
     let h = b.alias("h");
     let inner = Scope::new(resource_type, type_bind.clone(), h.clone(), true);
-    let condition = criterion_condition(b, &inner, criterion)?;
+    let mut condition = criterion_condition(b, &inner, criterion)?;
+    if let Some(visible) = restriction_condition(b, &inner)? {
+        condition = format!("{condition} AND {visible}");
+    }
     let sql = format!(
         "EXISTS (SELECT 1 FROM resource_heads {h} WHERE {h}.resource_type = {type_bind} AND {h}.id = {id} AND {h}.deleted = 0 AND {condition})"
     );

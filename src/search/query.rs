@@ -31,6 +31,29 @@ pub enum Criterion {
     /// `_has:Source:reference:rest`: some `Source` resource whose `reference` points at this
     /// resource matches `rest`.
     Has { source_type: String, reference: String, inner: Box<Criterion> },
+    /// Any of the groups matches; each group is a list of ANDed criteria (an empty group
+    /// matches everything, no groups match nothing). Never parsed from a query: access rules
+    /// use it ([`Visibility`]).
+    AnyOf(Vec<Vec<Criterion>>),
+}
+
+/// Which resources of a type the caller may see. A search ANDs this to its own criteria at
+/// every level — the searched type, every chain target, every `_has` source and every included
+/// resource — so what a caller may not see never matches, never counts and never leaks
+/// through a join. Implemented by the access-control layer ([`crate::auth`]).
+pub trait Visibility: std::fmt::Debug + Send + Sync {
+    fn restriction(&self, resource_type: &str) -> ApiResult<Restriction>;
+}
+
+/// The part of a type a caller may see.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Restriction {
+    /// Every resource of the type.
+    Everything,
+    /// None at all.
+    Nothing,
+    /// Those matching every criterion.
+    Where(Vec<Criterion>),
 }
 
 /// `_include` / `_revinclude`: resources to add to a page besides the matches.
@@ -100,6 +123,13 @@ pub struct SearchRequest {
     pub used: Vec<(String, String)>,
     /// Parameters that were ignored (unknown or unsupported), reported as a warning.
     pub warnings: Vec<Issue>,
+    /// What the caller may see; `None` for the server itself (imports, HL7 v2 ingestion) and
+    /// for callers without restrictions.
+    pub visibility: Option<std::sync::Arc<dyn Visibility>>,
+    /// The fingerprint of a restricted caller, bound into page links ([`Cursor::owner`]).
+    pub owner: Option<String>,
+    /// The pseudonymous view the matches and includes are shown in, if any.
+    pub view: Option<crate::auth::pseudonymise::Profile>,
 }
 
 /// Most comma-separated alternatives one parameter may have (keeps every query far below the
@@ -139,6 +169,9 @@ impl SearchRequest {
             subset: None,
             used: Vec::new(),
             warnings: Vec::new(),
+            visibility: None,
+            owner: None,
+            view: None,
         };
         for (name, value) in pairs {
             if name.chars().chain(value.chars()).any(char::is_control) {

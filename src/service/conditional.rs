@@ -4,6 +4,10 @@
 
 use super::Service;
 use super::search::matching_ids;
+use std::sync::Arc;
+
+use crate::auth::access::visibility;
+use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use crate::search::plan::plan;
 use crate::store::Conn;
@@ -17,11 +21,13 @@ pub enum Matches {
 
 impl Service {
     /// What `criteria` (a query string such as `identifier=http://x|1`) matches among current
-    /// `resource_type` resources, seen from inside the caller's transaction.
-    pub async fn conditional_matches(&self, conn: &mut Conn, resource_type: &str, criteria: &str) -> ApiResult<Matches> {
+    /// `resource_type` resources, seen from inside the caller's transaction, among those the
+    /// caller may touch for `permission` (what it cannot see neither matches nor counts).
+    pub async fn conditional_matches(&self, conn: &mut Conn, caller: &Arc<Caller>, permission: Permission, resource_type: &str, criteria: &str) -> ApiResult<Matches> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(criteria.trim_start_matches('?'))
             .map_err(|_| ApiError::bad_request("the conditional criteria are not a valid query string"))?;
-        let request = self.parse_search(resource_type, &pairs, true)?;
+        let mut request = self.parse_search(resource_type, &pairs, true)?;
+        request.visibility = visibility(caller, &self.registry, permission);
         if !request.has_criteria() {
             return Err(ApiError::PreconditionFailed(
                 "conditional operations need at least one search parameter that selects resources".into(),

@@ -5,23 +5,28 @@ use serde_json::Value;
 
 use super::conditional::Matches;
 use super::{Service, WriteOutcome};
+use std::sync::Arc;
+
+use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::FhirId;
 use crate::store::{Conn, versions};
 
 impl Service {
-    pub async fn create(&self, resource_type: &str, body: Value, if_none_exist: Option<&str>) -> ApiResult<WriteOutcome> {
+    pub async fn create(&self, caller: &Arc<Caller>, resource_type: &str, body: Value, if_none_exist: Option<&str>) -> ApiResult<WriteOutcome> {
+        self.require(caller, resource_type, Permission::Create)?;
         self.check_resource(resource_type, &body)?;
         let id = FhirId::generate();
-        if if_none_exist.is_none() {
+        // Restricted callers go the general way: their write is checked inside its transaction.
+        if if_none_exist.is_none() && caller.is_unrestricted() {
             // A plain create reads nothing: prepare it here, off the writer, and let the group
             // committer insert it with everything else that is waiting.
             let (write, stored) = self.prepare_version(resource_type, id.as_str(), body, None, "POST", None)?;
             self.committer.create(write).await?;
             return Ok(WriteOutcome { stored, created: true, changed: true });
         }
-        let (this, resource_type, criteria) = (self.clone(), resource_type.to_string(), if_none_exist.map(str::to_string));
-        self.write(move |conn| Box::pin(async move { this.create_in(conn, &resource_type, id.as_str(), body, criteria.as_deref()).await }))
+        let (this, caller, resource_type, criteria) = (self.clone(), caller.clone(), resource_type.to_string(), if_none_exist.map(str::to_string));
+        self.write(move |conn| Box::pin(async move { this.create_in(conn, &caller, &resource_type, id.as_str(), body, criteria.as_deref()).await }))
             .await
     }
 
@@ -30,13 +35,15 @@ impl Service {
     pub async fn create_in(
         &self,
         conn: &mut Conn,
+        caller: &Arc<Caller>,
         resource_type: &str,
         id: &str,
-        body: Value,
+        mut body: Value,
         if_none_exist: Option<&str>,
     ) -> ApiResult<WriteOutcome> {
+        self.require(caller, resource_type, Permission::Create)?;
         if let Some(criteria) = if_none_exist {
-            match self.conditional_matches(conn, resource_type, criteria).await? {
+            match self.conditional_matches(conn, caller, Permission::Create, resource_type, criteria).await? {
                 Matches::None => {}
                 Matches::One(existing) => {
                     let stored = versions::read_current(conn, resource_type, &existing)
@@ -51,7 +58,9 @@ impl Service {
                 }
             }
         }
+        self.guard_security_labels(conn, caller, resource_type, id, None, &mut body).await?;
         let stored = self.store_version(conn, resource_type, id, body, None, "POST").await?;
+        self.guard_after_write(conn, caller, true, resource_type, id).await?;
         Ok(WriteOutcome { stored, created: true, changed: true })
     }
 }

@@ -5,20 +5,24 @@
 
 use super::conditional::Matches;
 use super::{Service, VersionedResource, WriteOutcome};
+use std::sync::Arc;
+
+use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Conn, versions};
 
 impl Service {
-    pub async fn delete(&self, resource_type: &str, id: &str) -> ApiResult<WriteOutcome> {
-        let (this, resource_type, id) = (self.clone(), resource_type.to_string(), id.to_string());
-        self.write(move |conn| Box::pin(async move { this.delete_in(conn, &resource_type, &id).await })).await
+    pub async fn delete(&self, caller: &Arc<Caller>, resource_type: &str, id: &str) -> ApiResult<WriteOutcome> {
+        let (this, caller, resource_type, id) = (self.clone(), caller.clone(), resource_type.to_string(), id.to_string());
+        self.write(move |conn| Box::pin(async move { this.delete_in(conn, &caller, &resource_type, &id).await })).await
     }
 
     /// Deleting what does not exist or is already deleted succeeds without a new version (the
     /// spec lets servers answer 200/204 either way, which keeps retries idempotent).
-    pub async fn delete_in(&self, conn: &mut Conn, resource_type: &str, id: &str) -> ApiResult<WriteOutcome> {
+    pub async fn delete_in(&self, conn: &mut Conn, caller: &Arc<Caller>, resource_type: &str, id: &str) -> ApiResult<WriteOutcome> {
         self.check_writable(resource_type, id)?;
         let head = versions::head(conn, self.store.backend(), resource_type, id, true).await?;
+        self.guard_before_write(conn, caller, Permission::Delete, resource_type, id, head).await?;
         match head {
             Some(head) if !head.deleted => {
                 let stored = self.store_delete(conn, resource_type, id, head).await?;
@@ -30,16 +34,17 @@ impl Service {
 
     /// DELETE `[type]?criteria`: deletes the one match; several matches are a 412 (this server
     /// does not delete multiple resources in one request).
-    pub async fn conditional_delete(&self, resource_type: &str, criteria: &str) -> ApiResult<WriteOutcome> {
-        let (this, resource_type, criteria) = (self.clone(), resource_type.to_string(), criteria.to_string());
-        self.write(move |conn| Box::pin(async move { this.conditional_delete_in(conn, &resource_type, &criteria).await }))
+    pub async fn conditional_delete(&self, caller: &Arc<Caller>, resource_type: &str, criteria: &str) -> ApiResult<WriteOutcome> {
+        let (this, caller, resource_type, criteria) = (self.clone(), caller.clone(), resource_type.to_string(), criteria.to_string());
+        self.write(move |conn| Box::pin(async move { this.conditional_delete_in(conn, &caller, &resource_type, &criteria).await }))
             .await
     }
 
-    pub async fn conditional_delete_in(&self, conn: &mut Conn, resource_type: &str, criteria: &str) -> ApiResult<WriteOutcome> {
-        match self.conditional_matches(conn, resource_type, criteria).await? {
+    pub async fn conditional_delete_in(&self, conn: &mut Conn, caller: &Arc<Caller>, resource_type: &str, criteria: &str) -> ApiResult<WriteOutcome> {
+        self.require(caller, resource_type, Permission::Delete)?;
+        match self.conditional_matches(conn, caller, Permission::Delete, resource_type, criteria).await? {
             Matches::None => Ok(WriteOutcome { stored: unchanged(resource_type, "", None), created: false, changed: false }),
-            Matches::One(id) => self.delete_in(conn, resource_type, &id).await,
+            Matches::One(id) => self.delete_in(conn, caller, resource_type, &id).await,
             Matches::Many(n) => Err(ApiError::MultipleMatches(format!(
                 "the conditional delete matched {n} or more resources; this server deletes at most one per request"
             ))),

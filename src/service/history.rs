@@ -4,6 +4,9 @@
 //! of the last entry of the previous page), so a page never shifts when others write meanwhile.
 
 use super::{Service, VersionedResource};
+use std::sync::Arc;
+
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::search::extract::parse_date_range;
 use crate::store::versions::{self, HistoryQuery};
@@ -18,7 +21,7 @@ pub struct HistoryPage {
 }
 
 impl Service {
-    pub async fn history(&self, resource_type: Option<&str>, id: Option<&str>, params: &[(String, String)]) -> ApiResult<HistoryPage> {
+    pub async fn history(&self, caller: &Arc<Caller>, resource_type: Option<&str>, id: Option<&str>, params: &[(String, String)]) -> ApiResult<HistoryPage> {
         let mut query = HistoryQuery { resource_type, id, limit: self.config.default_page_size as i64, ..Default::default() };
         let mut used = Vec::new();
         for (name, value) in params {
@@ -41,10 +44,15 @@ impl Service {
             used.push((name.clone(), value.clone()));
         }
         let mut conn = self.reader().await?;
-        if let (Some(t), Some(i)) = (resource_type, id)
-            && versions::head(&mut conn, self.store.backend(), t, i, false).await?.is_none()
-        {
-            return Err(super::read::not_found(t, i));
+        let visible;
+        if let (Some(t), Some(i)) = (resource_type, id) {
+            if versions::head(&mut conn, self.store.backend(), t, i, false).await?.is_none() {
+                return Err(super::read::not_found(t, i));
+            }
+            self.guard_read(&mut conn, caller, t, i).await?;
+        } else {
+            visible = self.history_visibility(caller, resource_type)?;
+            query.visible = visible.as_ref().map(|(sql, binds)| (sql.as_str(), binds.as_slice()));
         }
         let total = versions::history_count(&mut conn, &query).await?;
         let mut page_query = query.clone();
@@ -56,7 +64,7 @@ impl Service {
         } else {
             None
         };
-        let entries = rows.into_iter().map(|row| self.open_version(row)).collect::<ApiResult<Vec<_>>>()?;
+        let entries = rows.into_iter().map(|row| self.open_for(caller, row)).collect::<ApiResult<Vec<_>>>()?;
         Ok(HistoryPage { entries, total, next_page, used })
     }
 }

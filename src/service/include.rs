@@ -66,6 +66,12 @@ impl Service {
                 by_type.entry(resource_type).or_default().push(id);
             }
             for (resource_type, ids) in by_type {
+                // What the caller may not see is never included (the matches were filtered by
+                // the search itself).
+                let ids = match &request.visibility {
+                    Some(visibility) => self.filter_visible(conn, visibility, &resource_type, &ids).await?,
+                    None => ids,
+                };
                 for stored in versions::read_current_many(conn, &resource_type, &ids).await? {
                     included.push(self.open_version(stored)?);
                 }

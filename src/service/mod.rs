@@ -11,6 +11,7 @@
 pub mod conditional;
 pub mod create;
 pub mod delete;
+pub mod guard;
 pub mod group_commit;
 pub mod history;
 pub mod include;

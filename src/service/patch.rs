@@ -7,20 +7,24 @@ use serde_json::Value;
 
 use super::write::check_body_id;
 use super::{Service, WriteOutcome};
+use std::sync::Arc;
+
+use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Conn, versions};
 
 impl Service {
-    pub async fn patch(&self, resource_type: &str, id: &str, patch: Value, if_match: Option<i64>) -> ApiResult<WriteOutcome> {
+    pub async fn patch(&self, caller: &Arc<Caller>, resource_type: &str, id: &str, patch: Value, if_match: Option<i64>) -> ApiResult<WriteOutcome> {
         let operations = parse_patch(patch)?;
-        let (this, resource_type, id) = (self.clone(), resource_type.to_string(), id.to_string());
-        self.write(move |conn| Box::pin(async move { this.patch_in(conn, &resource_type, &id, operations, if_match).await }))
+        let (this, caller, resource_type, id) = (self.clone(), caller.clone(), resource_type.to_string(), id.to_string());
+        self.write(move |conn| Box::pin(async move { this.patch_in(conn, &caller, &resource_type, &id, operations, if_match).await }))
             .await
     }
 
     pub async fn patch_in(
         &self,
         conn: &mut Conn,
+        caller: &Arc<Caller>,
         resource_type: &str,
         id: &str,
         operations: json_patch::Patch,
@@ -30,6 +34,7 @@ impl Service {
         let head = versions::head(conn, self.store.backend(), resource_type, id, true)
             .await?
             .ok_or_else(|| super::read::not_found(resource_type, id))?;
+        self.guard_before_write(conn, caller, Permission::Update, resource_type, id, Some(head)).await?;
         if head.deleted {
             return Err(ApiError::Gone(format!("{resource_type}/{id} was deleted; it cannot be patched")));
         }
@@ -50,7 +55,9 @@ impl Service {
         })?;
         self.check_resource(resource_type, &resource)?;
         check_body_id(&resource, id)?;
+        self.guard_security_labels(conn, caller, resource_type, id, Some(head), &mut resource).await?;
         let stored = self.store_version(conn, resource_type, id, resource, Some(head), "PATCH").await?;
+        self.guard_after_write(conn, caller, false, resource_type, id).await?;
         Ok(WriteOutcome { stored, created: false, changed: true })
     }
 }

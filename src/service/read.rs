@@ -1,28 +1,32 @@
 //! read and vread: <https://hl7.org/fhir/R4/http.html#read>, <https://hl7.org/fhir/R4/http.html#vread>.
 
 use super::{Service, VersionedResource};
+use std::sync::Arc;
+
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::validation::ConformanceResource;
 use crate::store::versions;
 
 impl Service {
     /// The current version; 404 if it never existed, 410 if its current version is a delete.
-    pub async fn read(&self, resource_type: &str, id: &str) -> ApiResult<VersionedResource> {
+    pub async fn read(&self, caller: &Arc<Caller>, resource_type: &str, id: &str) -> ApiResult<VersionedResource> {
         if let Some(found) = self.validator.conformance_resource(resource_type, id) {
             return Ok(conformance_version(found));
         }
         let mut conn = self.reader().await?;
+        self.guard_read(&mut conn, caller, resource_type, id).await?;
         let stored = versions::read_current(&mut conn, resource_type, id)
             .await?
             .ok_or_else(|| not_found(resource_type, id))?;
         if stored.deleted {
             return Err(ApiError::Gone(format!("{resource_type}/{id} was deleted (version {})", stored.version)));
         }
-        self.open_version(stored)
+        self.open_for(caller, stored)
     }
 
     /// One version; a delete marker is 410 as the spec asks.
-    pub async fn vread(&self, resource_type: &str, id: &str, version: i64) -> ApiResult<VersionedResource> {
+    pub async fn vread(&self, caller: &Arc<Caller>, resource_type: &str, id: &str, version: i64) -> ApiResult<VersionedResource> {
         if let Some(found) = self.validator.conformance_resource(resource_type, id) {
             return match version {
                 1 => Ok(conformance_version(found)),
@@ -30,13 +34,14 @@ impl Service {
             };
         }
         let mut conn = self.reader().await?;
+        self.guard_read(&mut conn, caller, resource_type, id).await?;
         let stored = versions::read_version(&mut conn, resource_type, id, version)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("{resource_type}/{id} has no version {version}")))?;
         if stored.deleted {
             return Err(ApiError::Gone(format!("version {version} of {resource_type}/{id} is a deletion")));
         }
-        self.open_version(stored)
+        self.open_for(caller, stored)
     }
 }
 

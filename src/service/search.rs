@@ -132,6 +132,12 @@ impl Service {
                 self.validator.element_summary().apply(resource, subset);
             }
         }
+        let mut included = included;
+        for shown in matches.iter_mut().chain(included.iter_mut()) {
+            if let Some(resource) = shown.resource.as_mut() {
+                self.present(request.view, resource);
+            }
+        }
         let mut request = request;
         request.warnings.extend(warning);
         Ok(SearchPage { request, matches, included, total, has_next, has_previous, first_row, last_row })
@@ -156,7 +162,7 @@ impl Service {
         };
         let cursor = |direction, values: &Option<Vec<Value>>| {
             let values = values.clone().unwrap_or_default();
-            Some(("_cursor", Cursor { direction, values }.encode()))
+            Some(("_cursor", Cursor { direction, values, owner: request.owner.clone() }.encode()))
         };
         let this_page = match (&request.cursor, request.offset) {
             (Some(c), _) => Some(("_cursor", c.encode())),

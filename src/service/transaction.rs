@@ -13,6 +13,9 @@ use super::conditional::Matches;
 use super::patch::parse_patch;
 use super::write::check_body_id;
 use super::{Service, WriteOutcome};
+use std::sync::Arc;
+
+use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::bundle::{EntryResponse, read_entry_response, write_entry_response};
 use crate::fhir::id::{FhirId, is_valid_id, parse_version};
@@ -73,7 +76,7 @@ pub struct BundleResult {
 
 impl Service {
     /// Process a `batch` or `transaction` Bundle posted to the base URL.
-    pub async fn process_bundle(&self, bundle: Value) -> ApiResult<BundleResult> {
+    pub async fn process_bundle(&self, caller: &Arc<Caller>, bundle: Value) -> ApiResult<BundleResult> {
         if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
             return Err(ApiError::bad_request("POST to the base URL takes a Bundle of type batch or transaction"));
         }
@@ -86,15 +89,15 @@ impl Service {
         match kind {
             "transaction" => {
                 let prepared = self.prepare_transaction(&raw_entries)?;
-                let this = self.clone();
-                let entries = self.write(move |conn| Box::pin(async move { this.run_prepared_in(conn, prepared).await })).await?;
+                let (this, caller) = (self.clone(), caller.clone());
+                let entries = self.write(move |conn| Box::pin(async move { this.run_prepared_in(conn, &caller, prepared).await })).await?;
                 Ok(BundleResult { bundle_type: "transaction-response", entries })
             }
             "batch" => {
                 let mut responses = Vec::with_capacity(raw_entries.len());
                 for (index, raw) in raw_entries.iter().enumerate() {
                     let response = match self.parse_entry(index, raw) {
-                        Ok(entry) => self.run_batch_entry(entry).await,
+                        Ok(entry) => self.run_batch_entry(caller, entry).await,
                         Err(error) => Err(error),
                     };
                     responses.push(response.unwrap_or_else(|error| EntryResponse::from_error(&error)));
@@ -155,15 +158,15 @@ impl Service {
 
     /// Run a prepared transaction inside the caller's write, so that other rows (HL7 v2
     /// bookkeeping) can commit or roll back together with it.
-    pub async fn run_prepared_in(&self, conn: &mut Conn, mut prepared: PreparedTransaction) -> ApiResult<Vec<EntryResponse>> {
-        self.run_transaction_in(conn, &mut prepared.entries).await
+    pub async fn run_prepared_in(&self, conn: &mut Conn, caller: &Arc<Caller>, mut prepared: PreparedTransaction) -> ApiResult<Vec<EntryResponse>> {
+        self.run_transaction_in(conn, caller, &mut prepared.entries).await
     }
 
-    async fn run_transaction_in(&self, conn: &mut Conn, entries: &mut [Entry]) -> ApiResult<Vec<EntryResponse>> {
-        let mut ids = self.assign_ids(conn, entries).await?;
+    async fn run_transaction_in(&self, conn: &mut Conn, caller: &Arc<Caller>, entries: &mut [Entry]) -> ApiResult<Vec<EntryResponse>> {
+        let mut ids = self.assign_ids(conn, caller, entries).await?;
         for entry in entries.iter() {
             if let Some(resource) = &entry.resource {
-                self.resolve_conditional_references(conn, resource, &mut ids).await.map_err(|e| in_entry(entry.index, e))?;
+                self.resolve_conditional_references(conn, caller, resource, &mut ids).await.map_err(|e| in_entry(entry.index, e))?;
             }
         }
         for entry in entries.iter_mut() {
@@ -175,24 +178,24 @@ impl Service {
         order.sort_by_key(|&i| (entries[i].method.rank(), i));
         let mut responses: Vec<Option<EntryResponse>> = vec![None; entries.len()];
         for i in order {
-            let response = self.run_entry_in(conn, entries[i].clone()).await.map_err(|e| in_entry(i, e))?;
+            let response = self.run_entry_in(conn, caller, entries[i].clone()).await.map_err(|e| in_entry(i, e))?;
             responses[i] = Some(response);
         }
         Ok(responses.into_iter().map(|r| r.unwrap_or_else(|| EntryResponse::from_error(&ApiError::Internal))).collect())
     }
 
-    async fn run_batch_entry(&self, entry: Entry) -> ApiResult<EntryResponse> {
+    async fn run_batch_entry(&self, caller: &Arc<Caller>, entry: Entry) -> ApiResult<EntryResponse> {
         self.check_entry_resource(&entry)?;
         if matches!(entry.method, Method::Get | Method::Head) {
             let mut conn = self.reader().await?;
-            return self.run_entry_in(&mut conn, entry).await;
+            return self.run_entry_in(&mut conn, caller, entry).await;
         }
         let mut entry = entry;
         if let (Method::Post, Target::Type(_)) = (entry.method, &entry.target) {
             entry.target = Target::Instance(resource_type_of(&entry.target).to_string(), FhirId::generate().into_string());
         }
-        let this = self.clone();
-        self.write(move |conn| Box::pin(async move { this.run_entry_in(conn, entry).await })).await
+        let (this, caller) = (self.clone(), caller.clone());
+        self.write(move |conn| Box::pin(async move { this.run_entry_in(conn, &caller, entry).await })).await
     }
 
     fn check_entry_resource(&self, entry: &Entry) -> ApiResult<()> {
@@ -205,7 +208,7 @@ impl Service {
 
     /// Give every POST its id (or its conditional match) and resolve conditional PUTs, and map
     /// each entry's fullUrl to the `Type/id` it will have.
-    async fn assign_ids(&self, conn: &mut Conn, entries: &mut [Entry]) -> ApiResult<HashMap<String, String>> {
+    async fn assign_ids(&self, conn: &mut Conn, caller: &Arc<Caller>, entries: &mut [Entry]) -> ApiResult<HashMap<String, String>> {
         let mut ids = HashMap::new();
         // Conditional creates are decided here, once; a second entry with the same criteria
         // stands for the resource the first one creates.
@@ -219,7 +222,7 @@ impl Service {
                     let existing = match (&criteria, earlier) {
                         (_, Some(id)) => Some(id),
                         (None, None) => None,
-                        (Some(criteria), None) => match self.conditional_matches(conn, &resource_type, criteria).await.map_err(|e| in_entry(entry.index, e))? {
+                        (Some(criteria), None) => match self.conditional_matches(conn, caller, Permission::Create, &resource_type, criteria).await.map_err(|e| in_entry(entry.index, e))? {
                             Matches::None => None,
                             Matches::One(id) => Some(id),
                             Matches::Many(n) => {
@@ -248,7 +251,7 @@ impl Service {
                 (Method::Put, Target::Conditional(_, criteria)) => {
                     let criteria = criteria.clone();
                     let body_id = entry.resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str).map(str::to_string);
-                    let id = match self.conditional_matches(conn, &resource_type, &criteria).await.map_err(|e| in_entry(entry.index, e))? {
+                    let id = match self.conditional_matches(conn, caller, Permission::Update, &resource_type, &criteria).await.map_err(|e| in_entry(entry.index, e))? {
                         Matches::None => match body_id {
                             Some(id) => self.unmatched_body_id(conn, &resource_type, &id).await.map_err(|e| in_entry(entry.index, e))?.into_string(),
                             None => FhirId::generate().into_string(),
@@ -284,52 +287,54 @@ impl Service {
     }
 
     /// Run one entry whose ids are settled, inside `conn`'s transaction.
-    async fn run_entry_in(&self, conn: &mut Conn, entry: Entry) -> ApiResult<EntryResponse> {
+    async fn run_entry_in(&self, conn: &mut Conn, caller: &Arc<Caller>, entry: Entry) -> ApiResult<EntryResponse> {
         let base = self.config.base_url.as_str();
         match (entry.method, entry.target) {
             (Method::Get | Method::Head, Target::Instance(t, id)) => {
+                self.guard_read(conn, caller, &t, &id).await?;
                 let stored = versions::read_current(conn, &t, &id).await?.ok_or_else(|| super::read::not_found(&t, &id))?;
                 if stored.deleted {
                     return Err(ApiError::Gone(format!("{t}/{id} was deleted")));
                 }
-                Ok(read_entry_response(&self.open_version(stored)?))
+                Ok(read_entry_response(&self.open_for(caller, stored)?))
             }
             (Method::Get | Method::Head, Target::Version(t, id, version)) => {
+                self.guard_read(conn, caller, &t, &id).await?;
                 let stored = versions::read_version(conn, &t, &id, version)
                     .await?
                     .filter(|s| !s.deleted)
                     .ok_or_else(|| ApiError::NotFound(format!("{t}/{id} has no version {version}")))?;
-                Ok(read_entry_response(&self.open_version(stored)?))
+                Ok(read_entry_response(&self.open_for(caller, stored)?))
             }
-            (Method::Get | Method::Head, Target::Type(t)) => self.search_entry(conn, &t, "").await,
-            (Method::Get | Method::Head, Target::Conditional(t, query)) => self.search_entry(conn, &t, &query).await,
+            (Method::Get | Method::Head, Target::Type(t)) => self.search_entry(conn, caller, &t, "").await,
+            (Method::Get | Method::Head, Target::Conditional(t, query)) => self.search_entry(conn, caller, &t, &query).await,
             (Method::Post, Target::Instance(t, id)) => {
                 let body = entry.resource.ok_or(ApiError::Internal)?;
-                let outcome = self.create_in(conn, &t, &id, body, entry.if_none_exist.as_deref()).await?;
+                let outcome = self.create_in(conn, caller, &t, &id, body, entry.if_none_exist.as_deref()).await?;
                 Ok(write_entry_response(&outcome, base))
             }
             (Method::Put, Target::Instance(t, id)) => {
                 let body = entry.resource.ok_or(ApiError::Internal)?;
                 check_body_id(&body, &id)?;
-                let outcome: WriteOutcome = self.update_in(conn, &t, &id, body, entry.if_match, "PUT").await?;
+                let outcome: WriteOutcome = self.update_in(conn, caller, &t, &id, body, entry.if_match, "PUT").await?;
                 Ok(write_entry_response(&outcome, base))
             }
             (Method::Put, Target::Conditional(t, criteria)) => {
                 let body = entry.resource.ok_or(ApiError::Internal)?;
-                let outcome = self.conditional_update_in(conn, &t, &criteria, body).await?;
+                let outcome = self.conditional_update_in(conn, caller, &t, &criteria, body).await?;
                 Ok(write_entry_response(&outcome, base))
             }
             (Method::Patch, Target::Instance(t, id)) => {
                 let operations = parse_patch(entry.resource.ok_or(ApiError::Internal)?)?;
-                let outcome = self.patch_in(conn, &t, &id, operations, entry.if_match).await?;
+                let outcome = self.patch_in(conn, caller, &t, &id, operations, entry.if_match).await?;
                 Ok(write_entry_response(&outcome, base))
             }
             (Method::Delete, Target::Instance(t, id)) => {
-                let outcome = self.delete_in(conn, &t, &id).await?;
+                let outcome = self.delete_in(conn, caller, &t, &id).await?;
                 Ok(write_entry_response(&outcome, base))
             }
             (Method::Delete, Target::Conditional(t, criteria)) => {
-                let outcome = self.conditional_delete_in(conn, &t, &criteria).await?;
+                let outcome = self.conditional_delete_in(conn, caller, &t, &criteria).await?;
                 Ok(write_entry_response(&outcome, base))
             }
             _ => Err(ApiError::bad_request("this method cannot be applied to this request.url")),
@@ -340,10 +345,11 @@ impl Service {
 impl Service {
     /// A search entry: its searchset Bundle as the entry's resource. Inside a transaction it runs
     /// last, on the transaction's connection, so it sees the Bundle's own writes.
-    async fn search_entry(&self, conn: &mut Conn, resource_type: &str, query: &str) -> ApiResult<EntryResponse> {
+    async fn search_entry(&self, conn: &mut Conn, caller: &Arc<Caller>, resource_type: &str, query: &str) -> ApiResult<EntryResponse> {
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(query).map_err(|_| ApiError::bad_request("request.url has a malformed query string"))?;
-        let request = self.parse_search(resource_type, &pairs, false)?;
+        let mut request = self.parse_search(resource_type, &pairs, false)?;
+        self.restrict_search(caller, &mut request)?;
         let page = self.search_in(conn, request).await?;
         Ok(EntryResponse {
             status: "200 OK".into(),
@@ -357,7 +363,7 @@ impl Service {
 
     /// Conditional references (`Patient?identifier=…`) in a transaction resolve to the one
     /// resource they match; no match or several fail the transaction (R4 http.html#trules).
-    async fn resolve_conditional_references(&self, conn: &mut Conn, resource: &Value, ids: &mut HashMap<String, String>) -> ApiResult<()> {
+    async fn resolve_conditional_references(&self, conn: &mut Conn, caller: &Arc<Caller>, resource: &Value, ids: &mut HashMap<String, String>) -> ApiResult<()> {
         let mut references = Vec::new();
         collect_references(resource, &mut references);
         for reference in references {
@@ -365,7 +371,7 @@ impl Service {
             if ids.contains_key(&reference) || !self.validator.is_resource_type(resource_type) {
                 continue;
             }
-            let id = match self.conditional_matches(conn, resource_type, criteria).await? {
+            let id = match self.conditional_matches(conn, caller, Permission::Search, resource_type, criteria).await? {
                 Matches::One(id) => id,
                 Matches::None => {
                     return Err(ApiError::PreconditionFailed(format!("the conditional reference to {resource_type} matches no resource")));

@@ -6,16 +6,19 @@ use serde_json::Value;
 use super::conditional::Matches;
 use super::write::check_body_id;
 use super::{Service, WriteOutcome};
+use std::sync::Arc;
+
+use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::FhirId;
 use crate::store::{Conn, versions};
 
 impl Service {
-    pub async fn update(&self, resource_type: &str, id: &str, body: Value, if_match: Option<i64>) -> ApiResult<WriteOutcome> {
+    pub async fn update(&self, caller: &Arc<Caller>, resource_type: &str, id: &str, body: Value, if_match: Option<i64>) -> ApiResult<WriteOutcome> {
         self.check_resource(resource_type, &body)?;
         check_body_id(&body, id)?;
-        let (this, resource_type, id) = (self.clone(), resource_type.to_string(), id.to_string());
-        self.write(move |conn| Box::pin(async move { this.update_in(conn, &resource_type, &id, body, if_match, "PUT").await }))
+        let (this, caller, resource_type, id) = (self.clone(), caller.clone(), resource_type.to_string(), id.to_string());
+        self.write(move |conn| Box::pin(async move { this.update_in(conn, &caller, &resource_type, &id, body, if_match, "PUT").await }))
             .await
     }
 
@@ -24,13 +27,15 @@ impl Service {
     pub async fn update_in(
         &self,
         conn: &mut Conn,
+        caller: &Arc<Caller>,
         resource_type: &str,
         id: &str,
-        body: Value,
+        mut body: Value,
         if_match: Option<i64>,
         method: &str,
     ) -> ApiResult<WriteOutcome> {
         let head = versions::head(conn, self.store.backend(), resource_type, id, true).await?;
+        self.guard_before_write(conn, caller, Permission::Update, resource_type, id, head).await?;
         if let Some(expected) = if_match {
             match head {
                 Some(h) if h.version == expected && !h.deleted => {}
@@ -49,27 +54,29 @@ impl Service {
             }
         }
         let created = head.is_none_or(|h| h.deleted);
+        self.guard_security_labels(conn, caller, resource_type, id, head, &mut body).await?;
         let stored = self.store_version(conn, resource_type, id, body, head, method).await?;
+        self.guard_after_write(conn, caller, created, resource_type, id).await?;
         Ok(WriteOutcome { stored, created, changed: true })
     }
 
     /// PUT `[type]?criteria`: no match creates, one match is updated, several are a 412.
-    pub async fn conditional_update(&self, resource_type: &str, criteria: &str, body: Value) -> ApiResult<WriteOutcome> {
+    pub async fn conditional_update(&self, caller: &Arc<Caller>, resource_type: &str, criteria: &str, body: Value) -> ApiResult<WriteOutcome> {
         self.check_resource(resource_type, &body)?;
-        let (this, resource_type, criteria) = (self.clone(), resource_type.to_string(), criteria.to_string());
-        self.write(move |conn| Box::pin(async move { this.conditional_update_in(conn, &resource_type, &criteria, body).await }))
+        let (this, caller, resource_type, criteria) = (self.clone(), caller.clone(), resource_type.to_string(), criteria.to_string());
+        self.write(move |conn| Box::pin(async move { this.conditional_update_in(conn, &caller, &resource_type, &criteria, body).await }))
             .await
     }
 
-    pub async fn conditional_update_in(&self, conn: &mut Conn, resource_type: &str, criteria: &str, body: Value) -> ApiResult<WriteOutcome> {
+    pub async fn conditional_update_in(&self, conn: &mut Conn, caller: &Arc<Caller>, resource_type: &str, criteria: &str, body: Value) -> ApiResult<WriteOutcome> {
         let body_id = body.get("id").and_then(Value::as_str).map(str::to_string);
-        match self.conditional_matches(conn, resource_type, criteria).await? {
+        match self.conditional_matches(conn, caller, Permission::Update, resource_type, criteria).await? {
             Matches::None => {
                 let id = match body_id {
                     Some(id) => self.unmatched_body_id(conn, resource_type, &id).await?,
                     None => FhirId::generate(),
                 };
-                self.update_in(conn, resource_type, id.as_str(), body, None, "PUT").await
+                self.update_in(conn, caller, resource_type, id.as_str(), body, None, "PUT").await
             }
             Matches::One(existing) => {
                 if body_id.as_deref().is_some_and(|id| id != existing) {
@@ -77,7 +84,7 @@ impl Service {
                         "Resource.id: the id in the body differs from the resource the conditional update matched",
                     ));
                 }
-                self.update_in(conn, resource_type, &existing, body, None, "PUT").await
+                self.update_in(conn, caller, resource_type, &existing, body, None, "PUT").await
             }
             Matches::Many(n) => Err(ApiError::MultipleMatches(format!(
                 "the conditional update matched {n} or more resources; it must match at most one"

@@ -3,9 +3,12 @@
 //! `profile` (a query parameter, or a parameter of a Parameters body) names a profile to check
 //! the resource against as well; it must be one this server knows.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::Service;
+use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::outcome::{Issue, IssueCode, Severity, operation_outcome};
 
@@ -13,7 +16,11 @@ impl Service {
     /// Validate `body` as a `resource_type`; the body may also be a Parameters resource with the
     /// resource in a `resource` parameter (and a profile in `profile`), as the operation defines.
     /// `profile` from the query string wins over the body's.
-    pub fn validate_operation(&self, resource_type: &str, body: Value, profile: Option<&str>) -> ApiResult<Value> {
+    /// Validating is a dry run of a write: the caller must be allowed to create or update the type.
+    pub fn validate_operation(&self, caller: &Arc<Caller>, resource_type: &str, body: Value, profile: Option<&str>) -> ApiResult<Value> {
+        if let Err(refused) = self.require(caller, resource_type, Permission::Create) {
+            self.require(caller, resource_type, Permission::Update).map_err(|_| refused)?;
+        }
         let is_parameters = body.get("resourceType").and_then(Value::as_str) == Some("Parameters") && resource_type != "Parameters";
         let (resource, body_profile) = if is_parameters {
             let resource = parameter(&body, "resource")

@@ -112,12 +112,22 @@ pub struct HistoryQuery<'a> {
     /// Keyset cursor: only versions older than this sequence number (the last one of the previous page).
     pub before_seq: Option<i64>,
     pub limit: i64,
+    /// Only resources the caller may see: a condition over their head row `h` and its binds
+    /// (numbered from `$1`), from the search planner.
+    pub visible: Option<(&'a str, &'a [Bind])>,
 }
 
 /// The WHERE clause and binds shared by [`history`] and [`history_count`].
 fn history_filter(query: &HistoryQuery<'_>, with_cursor: bool) -> (String, Vec<Bind>) {
     let mut conditions = Vec::new();
     let mut binds = Vec::new();
+    // The visibility condition comes first: its placeholders are already numbered from $1.
+    if let Some((visible, visible_binds)) = query.visible {
+        conditions.push(format!(
+            "EXISTS (SELECT 1 FROM resource_heads h WHERE h.resource_type = v.resource_type AND h.id = v.id AND {visible})"
+        ));
+        binds.extend(visible_binds.iter().cloned());
+    }
     // Each condition names its placeholder `$?`; it becomes the bind's number.
     let mut push = |condition: &str, bind: Bind| {
         binds.push(bind);

@@ -5,6 +5,7 @@
 #[macro_use]
 mod common;
 
+mod access;
 mod cli;
 mod encryption;
 mod hl7v2;

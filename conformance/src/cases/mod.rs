@@ -12,6 +12,7 @@ mod errors;
 mod history;
 mod hl7v2;
 mod search;
+mod security;
 mod versioning;
 
 use std::ops::Deref;
@@ -45,7 +46,7 @@ impl Case {
 
 /// Every case, in a stable order.
 pub fn all() -> Vec<Case> {
-    let areas: [(&'static str, Vec<Case>); 8] = [
+    let areas: [(&'static str, Vec<Case>); 9] = [
         ("capability", capability::cases()),
         ("crud", crud::cases()),
         ("versioning", versioning::cases()),
@@ -54,6 +55,7 @@ pub fn all() -> Vec<Case> {
         ("errors", errors::cases()),
         ("search", search::cases()),
         ("hl7v2", hl7v2::cases()),
+        ("security", security::cases()),
     ];
     areas.into_iter().flat_map(|(area, cases)| cases.into_iter().map(move |case| Case { area, ..case })).collect()
 }
@@ -63,6 +65,8 @@ pub struct Ctx {
     fhir: Fhir,
     run_id: String,
     counter: AtomicU64,
+    /// Tokens of other callers by name (`--as NAME=TOKEN`), for the access-control cases.
+    tokens: Vec<(String, String)>,
 }
 
 impl Deref for Ctx {
@@ -88,9 +92,14 @@ impl Created {
 }
 
 impl Ctx {
-    pub fn new(fhir: Fhir) -> Self {
+    pub fn new(fhir: Fhir, tokens: Vec<(String, String)>) -> Self {
         let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-        Self { fhir, run_id, counter: AtomicU64::new(0) }
+        Self { fhir, run_id, counter: AtomicU64::new(0), tokens }
+    }
+
+    /// The token given as `--as NAME=TOKEN`.
+    pub fn token_for(&self, name: &str) -> Option<&str> {
+        self.tokens.iter().find(|(n, _)| n == name).map(|(_, token)| token.as_str())
     }
 
     /// A random token shared by everything this run creates.

@@ -1,0 +1,77 @@
+//! The authentication middleware of every protected route: a verified bearer token (or a device
+//! hub's client certificate, for ingestion) becomes the request's [`Caller`]; anything else is a
+//! 401 with a `WWW-Authenticate` challenge. Per-caller request rates are capped here too.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::auth::scope::parse_scopes;
+use crate::auth::token::{Claims, bearer_token};
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, ApiResult};
+
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    match caller_of(&state, &request) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+fn caller_of(state: &AppState, request: &Request) -> ApiResult<Arc<Caller>> {
+    let caller = match hub_of(request) {
+        Some(hub) if !request.headers().contains_key(axum::http::header::AUTHORIZATION) => hub,
+        _ => {
+            let token = bearer_token(request.headers())?;
+            let claims = state.verifier.verify(token, chrono::Utc::now().timestamp())?;
+            caller_from_claims(claims)?
+        }
+    };
+    state.rate_limiter.check(&caller.fingerprint())?;
+    Ok(Arc::new(caller))
+}
+
+/// A device hub that presented a configured client certificate: it may ingest HL7 v2 and read
+/// its organisation's Devices, nothing else.
+fn hub_of(request: &Request) -> Option<Caller> {
+    let peer = request.extensions().get::<crate::tls::Peer>()?;
+    let hub = peer.hub.as_ref()?;
+    Some(Caller {
+        subject: hub.name.clone(),
+        issuer: "mtls".into(),
+        client_id: Some(hub.name.clone()),
+        role: Role::DeviceHub,
+        scopes: parse_scopes("system/Device.rs system/Observation.c").unwrap_or_default(),
+        patient: None,
+        org: hub.org.as_deref().map(|org| crate::auth::caller::claim_id(org, "Organization")),
+        purpose: None,
+    })
+}
+
+/// The caller a verified token describes. A token without a known role, or with a malformed
+/// resource scope, is refused (403): it is genuine, but grants nothing this server can honour.
+pub fn caller_from_claims(claims: Claims) -> ApiResult<Caller> {
+    let role: Role = claims
+        .role
+        .as_deref()
+        .ok_or_else(|| ApiError::Forbidden("the token carries no `role` claim; see docs/security.md for the roles".into()))?
+        .parse()
+        .map_err(|why: String| ApiError::Forbidden(format!("the token's role claim: {why}")))?;
+    let scopes = parse_scopes(&claims.scope).map_err(|error| ApiError::Forbidden(error.to_string()))?;
+    Ok(Caller {
+        subject: claims.sub,
+        issuer: claims.iss,
+        client_id: claims.client_id,
+        role,
+        scopes,
+        patient: claims.patient.map(|p| crate::auth::caller::claim_id(&p, "Patient")),
+        org: claims.org.map(|o| crate::auth::caller::claim_id(&o, "Organization")),
+        purpose: claims.purpose,
+    })
+}

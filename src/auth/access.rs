@@ -1,0 +1,211 @@
+//! From a caller to query conditions: what it may see of each resource type, as search
+//! criteria the planner ANDs into every query ([`Visibility`]).
+//!
+//! The rules are written as FHIR searches (`subject:Patient.organization=Organization/org-a`),
+//! parsed by the same parser as a client's query and compiled by the same planner, so a rule
+//! means exactly what the search means, and reviewing a rule is reading a search.
+//!
+//! A caller sees a resource of type T for interaction P when
+//! 1. its role reaches T for P ([`role::reach`]), within the reach's rule, and
+//! 2. one of its scopes covers T and P, within that scope's query (if any) and, for a
+//!    `patient/` scope, within the token patient's compartment.
+
+use std::sync::Arc;
+
+use super::caller::Caller;
+use super::role::{self, Reach};
+use super::scope::{Context, Permission};
+use crate::error::{ApiError, ApiResult};
+use crate::search::query::{Criterion, Restriction, SearchRequest, Visibility};
+use crate::search::registry::{COMPARTMENT_SELF, SearchParamRegistry};
+
+/// What `caller` may see for `permission`, as the [`Visibility`] of its searches; `None` for an
+/// unrestricted caller (nothing to add to any query).
+pub fn visibility(caller: &Arc<Caller>, registry: &Arc<SearchParamRegistry>, permission: Permission) -> Option<Arc<dyn Visibility>> {
+    if caller.is_unrestricted() {
+        return None;
+    }
+    Some(Arc::new(Access { caller: caller.clone(), registry: registry.clone(), permission }))
+}
+
+/// Refuse outright what no rule could allow: the role does not reach the type, or no scope
+/// covers the interaction. (Whether one particular resource is within reach is the query's to
+/// decide.)
+pub fn require(caller: &Caller, registry: &SearchParamRegistry, resource_type: &str, permission: Permission) -> ApiResult<()> {
+    let in_compartment = !registry.patient_compartment_params(resource_type).is_empty();
+    if role::reach(caller.role, resource_type, permission, in_compartment).is_none() {
+        return Err(ApiError::Forbidden(format!(
+            "the {} role may not {} {resource_type} resources",
+            caller.role,
+            verb(permission)
+        )));
+    }
+    if caller.covering(resource_type, permission).next().is_none() {
+        return Err(ApiError::Forbidden(format!(
+            "no scope of this token allows to {} {resource_type} resources (a `{}` scope is needed)",
+            verb(permission),
+            letter_hint(resource_type, permission)
+        )));
+    }
+    Ok(())
+}
+
+fn verb(permission: Permission) -> &'static str {
+    match permission {
+        Permission::Create => "create",
+        Permission::Read => "read",
+        Permission::Update => "update",
+        Permission::Delete => "delete",
+        Permission::Search => "search",
+    }
+}
+
+fn letter_hint(resource_type: &str, permission: Permission) -> String {
+    let letter = match permission {
+        Permission::Create => 'c',
+        Permission::Read => 'r',
+        Permission::Update => 'u',
+        Permission::Delete => 'd',
+        Permission::Search => 's',
+    };
+    format!("user/{resource_type}.{letter}")
+}
+
+#[derive(Debug)]
+struct Access {
+    caller: Arc<Caller>,
+    registry: Arc<SearchParamRegistry>,
+    permission: Permission,
+}
+
+impl Visibility for Access {
+    fn restriction(&self, resource_type: &str) -> ApiResult<Restriction> {
+        let compartment = self.registry.patient_compartment_params(resource_type);
+        let Some(reach) = role::reach(self.caller.role, resource_type, self.permission, !compartment.is_empty()) else {
+            return Ok(Restriction::Nothing);
+        };
+        let Some(mut criteria) = self.reach_criteria(reach, resource_type, compartment)? else {
+            return Ok(Restriction::Nothing);
+        };
+        match self.scope_groups(resource_type, compartment)? {
+            None => return Ok(Restriction::Nothing),
+            Some(groups) if groups.iter().any(Vec::is_empty) => {}
+            Some(groups) => criteria.push(Criterion::AnyOf(groups)),
+        }
+        Ok(if criteria.is_empty() { Restriction::Everything } else { Restriction::Where(criteria) })
+    }
+}
+
+impl Access {
+    /// The role's rule for `resource_type`; `None` when the token lacks the claim the rule
+    /// needs (an insurer without `org` sees nothing).
+    fn reach_criteria(&self, reach: Reach, resource_type: &str, compartment: &[String]) -> ApiResult<Option<Vec<Criterion>>> {
+        let org = self.caller.org.as_deref();
+        let rule = match reach {
+            Reach::Everything => return Ok(Some(Vec::new())),
+            Reach::PatientsOfOrganization => {
+                let Some(org) = org else { return Ok(None) };
+                let patient_rule = format!("organization=Organization/{org}");
+                self.in_compartment_of(resource_type, compartment, &patient_rule)?
+            }
+            Reach::OwnCompartment => {
+                let Some(patient) = self.caller.patient.as_deref() else { return Ok(None) };
+                self.own_compartment(resource_type, compartment, patient)?
+            }
+            Reach::InsuredByOrganization => {
+                let Some(org) = org else { return Ok(None) };
+                let payer = format!("Organization/{org}");
+                let searches: Vec<(String, String)> = match resource_type {
+                    "Coverage" => vec![("payor".into(), payer)],
+                    "Claim" | "ClaimResponse" | "CoverageEligibilityResponse" => vec![("insurer".into(), payer)],
+                    "CoverageEligibilityRequest" => vec![("_has:CoverageEligibilityResponse:request:insurer".into(), payer)],
+                    "Patient" => ["beneficiary", "subscriber", "policy-holder"]
+                        .iter()
+                        .map(|p| (format!("_has:Coverage:{p}:payor"), payer.clone()))
+                        .chain([("_has:Claim:patient:insurer".to_string(), payer.clone())])
+                        .collect(),
+                    _ => return Ok(None),
+                };
+                self.any_of(resource_type, &searches)?
+            }
+            Reach::OwnedDevices => {
+                let Some(org) = org else { return Ok(None) };
+                self.criterion(resource_type, "organization", &format!("Organization/{org}"))?
+            }
+        };
+        Ok(Some(vec![rule]))
+    }
+
+    /// Resources in the compartment of a Patient matching `patient_rule` (and such Patients).
+    fn in_compartment_of(&self, resource_type: &str, compartment: &[String], patient_rule: &str) -> ApiResult<Criterion> {
+        let (code, value) = patient_rule.split_once('=').expect("rule is code=value");
+        if resource_type == "Patient" {
+            return self.criterion(resource_type, code, value);
+        }
+        let searches: Vec<(String, String)> =
+            compartment.iter().filter(|p| *p != COMPARTMENT_SELF).map(|p| (format!("{p}:Patient.{code}"), value.to_string())).collect();
+        self.any_of(resource_type, &searches)
+    }
+
+    /// Resources in Patient `patient`'s compartment (and that Patient).
+    fn own_compartment(&self, resource_type: &str, compartment: &[String], patient: &str) -> ApiResult<Criterion> {
+        let mut searches = Vec::new();
+        for param in compartment {
+            if param == COMPARTMENT_SELF {
+                searches.push(("_id".to_string(), patient.to_string()));
+            } else {
+                searches.push((param.clone(), format!("Patient/{patient}")));
+            }
+        }
+        self.any_of(resource_type, &searches)
+    }
+
+    /// For each covering scope, the criteria it adds (its query; the token patient's
+    /// compartment for a `patient/` scope). `None` when no scope covers the type; a group that
+    /// is empty means a scope covers the type without restriction.
+    fn scope_groups(&self, resource_type: &str, compartment: &[String]) -> ApiResult<Option<Vec<Vec<Criterion>>>> {
+        let mut groups = Vec::new();
+        for scope in self.caller.covering(resource_type, self.permission) {
+            let mut group = Vec::new();
+            if let Some(query) = &scope.query {
+                let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else { continue };
+                match SearchRequest::parse(&self.registry, resource_type, &pairs, true, 1, 1) {
+                    Ok(request) => group.extend(request.criteria),
+                    // A scope whose query does not parse grants nothing (never everything).
+                    Err(_) => continue,
+                }
+            }
+            if scope.context == Context::Patient {
+                let Some(patient) = self.caller.patient.as_deref() else { continue };
+                if compartment.is_empty() {
+                    continue;
+                }
+                group.push(self.own_compartment(resource_type, compartment, patient)?);
+            }
+            groups.push(group);
+        }
+        Ok((!groups.is_empty()).then_some(groups))
+    }
+
+    /// Any of the searches `code=value` on `resource_type` (searches that do not apply to the
+    /// type, e.g. a compartment parameter that cannot point at a Patient, are left out).
+    fn any_of(&self, resource_type: &str, searches: &[(String, String)]) -> ApiResult<Criterion> {
+        let mut groups = Vec::new();
+        for (code, value) in searches {
+            let pairs = [(code.clone(), value.clone())];
+            if let Ok(request) = SearchRequest::parse(&self.registry, resource_type, &pairs, true, 1, 1) {
+                groups.push(request.criteria);
+            }
+        }
+        Ok(Criterion::AnyOf(groups))
+    }
+
+    fn criterion(&self, resource_type: &str, code: &str, value: &str) -> ApiResult<Criterion> {
+        let pairs = [(code.to_string(), value.to_string())];
+        let mut request = SearchRequest::parse(&self.registry, resource_type, &pairs, true, 1, 1).map_err(|error| {
+            tracing::error!(resource_type, code, %error, "an access rule does not parse");
+            ApiError::Internal
+        })?;
+        Ok(request.criteria.remove(0))
+    }
+}

@@ -1,0 +1,16 @@
+//! Access control: who the caller is ([`caller`]), what its token's scopes allow ([`scope`]),
+//! what its role allows ([`role`]), how both become conditions inside every query ([`access`]),
+//! and the pseudonymous views some roles get ([`pseudonymise`]).
+//!
+//! The service layer applies them ([`crate::service::guard`]); the HTTP layer only turns a
+//! verified token into a [`Caller`].
+
+pub mod access;
+pub mod caller;
+pub mod pseudonymise;
+pub mod role;
+pub mod scope;
+
+pub use caller::Caller;
+pub use role::Role;
+pub use scope::Permission;

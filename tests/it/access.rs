@@ -1,0 +1,416 @@
+//! Access control through a real server: every role against the interactions and search
+//! features that could leak, on a two-patient, two-organisation fixture. The fixture's PHI
+//! strings are unusual on purpose, so that finding one in a response can only be a leak.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::{Backend, Reply, TestServer, match_ids};
+
+/// Direct identifiers of the two patients: none may reach the CRM.
+const PHI_A: &[&str] = &["Zirbenwald", "Annaberg", "1111010180", "1980-01-01", "+43 660 1111111", "Amselgasse"];
+const PHI_B: &[&str] = &["Quellenhof", "Bertram", "2222020290", "1990-02-02", "+43 660 2222222", "Birkenweg"];
+const SVNR: &str = "urn:oid:1.2.40.0.10.1.4.3.1";
+const PSEUDONYM: &str = "urn:fhirvault:pseudonym";
+
+fn patient(id: &str, org: &str, phi: &[&str]) -> Value {
+    json!({
+        "resourceType": "Patient", "id": id,
+        "text": {"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{} {}</div>", phi[1], phi[0])},
+        "identifier": [{"system": SVNR, "value": phi[2]}],
+        "name": [{"family": phi[0], "given": [phi[1]]}],
+        "telecom": [{"system": "phone", "value": phi[4]}],
+        "address": [{"line": [format!("{} 1", phi[5])], "city": "Wien"}],
+        "gender": "female",
+        "birthDate": phi[3],
+        "managingOrganization": {"reference": format!("Organization/{org}")}
+    })
+}
+
+fn observation(id: &str, patient: &str, category: &str, display: &str) -> Value {
+    json!({
+        "resourceType": "Observation", "id": id, "status": "final",
+        "identifier": [{"system": "urn:test:obs", "value": id}],
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": format!("Patient/{patient}"), "display": display},
+        "effectiveDateTime": "2026-03-05T10:00:00+01:00",
+        "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+    })
+}
+
+/// Two clinics (org-a, org-b), two insurers (ins-1 pays for patient a, ins-2 for b), and for
+/// each patient: a heart-rate and a lab Observation, a Device, a Coverage, a Claim, a Consent.
+async fn fixture(server: &TestServer) {
+    let mut resources = vec![
+        json!({"resourceType": "Organization", "id": "org-a", "name": "Clinic A"}),
+        json!({"resourceType": "Organization", "id": "org-b", "name": "Clinic B"}),
+        json!({"resourceType": "Organization", "id": "ins-1", "name": "Insurer 1"}),
+        json!({"resourceType": "Organization", "id": "ins-2", "name": "Insurer 2"}),
+        patient("pat-a", "org-a", PHI_A),
+        patient("pat-b", "org-b", PHI_B),
+    ];
+    for (p, org, ins, phi) in [("a", "org-a", "ins-1", PHI_A), ("b", "org-b", "ins-2", PHI_B)] {
+        let display = format!("{} {}", phi[1], phi[0]);
+        resources.push(observation(&format!("hr-{p}"), &format!("pat-{p}"), "vital-signs", &display));
+        resources.push(observation(&format!("lab-{p}"), &format!("pat-{p}"), "laboratory", &display));
+        resources.push(json!({"resourceType": "Device", "id": format!("dev-{p}"), "owner": {"reference": format!("Organization/{org}")},
+            "patient": {"reference": format!("Patient/pat-{p}"), "display": display}}));
+        resources.push(json!({"resourceType": "Coverage", "id": format!("cov-{p}"), "status": "active",
+            "beneficiary": {"reference": format!("Patient/pat-{p}")}, "payor": [{"reference": format!("Organization/{ins}")}]}));
+        resources.push(json!({"resourceType": "Claim", "id": format!("claim-{p}"), "status": "active", "use": "claim",
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+            "patient": {"reference": format!("Patient/pat-{p}")}, "created": "2026-03-05",
+            "provider": {"reference": format!("Organization/{org}")}, "insurer": {"reference": format!("Organization/{ins}")},
+            "priority": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/processpriority", "code": "normal"}]},
+            "insurance": [{"sequence": 1, "focal": true, "coverage": {"reference": format!("Coverage/cov-{p}")}}]}));
+        resources.push(consent(&format!("consent-{p}"), &format!("pat-{p}")));
+        resources.push(json!({"resourceType": "Provenance", "id": format!("prov-{p}"), "recorded": "2026-03-05T10:00:00Z",
+            "target": [{"reference": format!("Observation/hr-{p}")}, {"reference": format!("Patient/pat-{p}")}], "agent": [{"who": {"reference": format!("Organization/{org}")}}]}));
+    }
+    resources.push(json!({"resourceType": "AuditEvent", "id": "audit-1", "recorded": "2026-03-05T10:00:00Z",
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+        "agent": [{"requestor": true, "who": {"display": "test"}}], "source": {"observer": {"display": "fhirvault"}}}));
+    for resource in resources {
+        let path = format!("{}/{}", resource["resourceType"].as_str().expect("type"), resource["id"].as_str().expect("id"));
+        let reply = server.put(&path, &resource).await;
+        assert!(reply.status.is_success(), "{path}: {}", reply.text);
+    }
+}
+
+fn consent(id: &str, patient: &str) -> Value {
+    json!({"resourceType": "Consent", "id": id, "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{patient}")},
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]}})
+}
+
+struct Tokens {
+    clinician_a: String,
+    crm: String,
+    insurer_1: String,
+    patient_a: String,
+    hub_a: String,
+    auditor: String,
+}
+
+fn tokens(server: &TestServer) -> Tokens {
+    Tokens {
+        clinician_a: server.token("clinician", "user/*.cruds", None, Some("Organization/org-a")),
+        crm: server.token("crm", "user/*.rs", None, None),
+        insurer_1: server.token("insurer", "user/*.cruds", None, Some("ins-1")),
+        patient_a: server.token("patient", "patient/*.rs patient/Consent.cud", Some("pat-a"), None),
+        hub_a: server.token("device-hub", "system/Device.rs system/Observation.c", None, Some("org-a")),
+        auditor: server.token("auditor", "user/*.rs", None, None),
+    }
+}
+
+async fn ids(server: &TestServer, token: &str, query: &str) -> Vec<String> {
+    let reply = server.request_as(token, Method::GET, query, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.text);
+    let mut ids = match_ids(&reply.body);
+    ids.sort();
+    ids
+}
+
+/// Ids of every resource in a Bundle, matches and includes.
+fn all_ids(bundle: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = bundle["entry"]
+        .as_array()
+        .map(|entries| entries.iter().filter_map(|e| e["resource"]["id"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+async fn tokens_are_required(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let anonymous = reqwest::Client::new();
+    for path in ["Patient", "Patient/pat-a", "_history", ""] {
+        let reply = Reply::from(anonymous.get(server.url(path)).send().await.expect("sent")).await;
+        reply.assert_outcome(StatusCode::UNAUTHORIZED, "login", "bearer token");
+        assert!(reply.header("www-authenticate").is_some_and(|h| h.starts_with("Bearer")), "{path}");
+    }
+    let reply = Reply::from(anonymous.get(server.url("Patient")).bearer_auth("not.a.token").send().await.expect("sent")).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply.header("www-authenticate").is_some_and(|h| h.contains("invalid_token")));
+    for open in ["metadata", ".well-known/smart-configuration"] {
+        let reply = Reply::from(anonymous.get(server.url(open)).send().await.expect("sent")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{open}: {}", reply.text);
+    }
+    let health = anonymous.get(format!("http://{}/health", server.addr)).send().await.expect("sent");
+    assert_eq!(health.status(), StatusCode::OK);
+    // A genuine token without a role grants nothing.
+    let no_role = server.token("nobody", "user/*.rs", None, None);
+    server.request_as(&no_role, Method::GET, "Patient", None).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "role");
+}
+
+async fn clinician_sees_its_organisation_only(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    let t = tokens(&server);
+    let c = t.clinician_a.as_str();
+    assert_eq!(server.request_as(c, Method::GET, "Patient/pat-a", None).await.status, StatusCode::OK);
+    for hidden in ["Patient/pat-b", "Observation/hr-b", "Patient/pat-b/_history", "Patient/pat-b/_history/1", "Device/dev-b"] {
+        server.request_as(c, Method::GET, hidden, None).await.assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
+    }
+    assert_eq!(ids(&server, c, "Observation").await, ["hr-a", "lab-a"]);
+    assert_eq!(ids(&server, c, "Patient").await, ["pat-a"]);
+    // Chains, _has, compartments and system search cannot reach the other clinic's patient.
+    assert!(ids(&server, c, "Observation?subject:Patient.family=Quellenhof").await.is_empty());
+    assert!(ids(&server, c, "Observation?subject=Patient/pat-b").await.is_empty());
+    assert_eq!(ids(&server, c, "Patient?_has:Observation:subject:code=8867-4").await, ["pat-a"]);
+    assert!(ids(&server, c, "Patient/pat-b/Observation").await.is_empty());
+    assert_eq!(ids(&server, c, "?_type=Patient,Observation").await, ["hr-a", "lab-a", "pat-a"]);
+    // Includes bring nothing of the other clinic, totals count only what is visible.
+    let reply = server.request_as(c, Method::GET, "Patient?_revinclude=Observation:subject&_revinclude:iterate=Provenance:target&_include=Patient:organization", None).await;
+    assert_eq!(all_ids(&reply.body), ["hr-a", "lab-a", "org-a", "pat-a", "prov-a"]);
+    assert_eq!(reply.body["total"], 1);
+    let count = server.request_as(c, Method::GET, "Observation?_summary=count", None).await;
+    assert_eq!(count.body["total"], 2);
+    // History at type and system level.
+    let history = server.request_as(c, Method::GET, "Observation/_history", None).await;
+    assert_eq!(history.body["total"], 2, "{}", history.text);
+    assert!(!history.text.contains("hr-b") && !history.text.contains("Quellenhof"));
+    // Writes stay inside the clinic: no writing for the other clinic's patient, nor moving one there.
+    let mut for_b = observation("new-b", "pat-b", "vital-signs", "x");
+    for_b.as_object_mut().expect("object").remove("id");
+    server.request_as(c, Method::POST, "Observation", Some(&for_b)).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "outside");
+    let mut moved = observation("hr-a", "pat-b", "vital-signs", "x");
+    server.request_as(c, Method::PUT, "Observation/hr-a", Some(&moved)).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "outside");
+    moved["subject"]["reference"] = json!("Patient/pat-a");
+    assert_eq!(server.request_as(c, Method::PUT, "Observation/hr-a", Some(&moved)).await.status, StatusCode::OK);
+    server.request_as(c, Method::PUT, "Observation/hr-b", Some(&observation("hr-b", "pat-b", "vital-signs", "x"))).await.assert_outcome(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "does not exist",
+    );
+    server.request_as(c, Method::DELETE, "Observation/hr-b", None).await.assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
+    // A conditional delete matches only what the caller may delete.
+    let reply = server.request_as(c, Method::DELETE, "Observation?identifier=urn:test:obs|hr-b", None).await;
+    assert!(reply.status.is_success());
+    assert_eq!(server.get("Observation/hr-b").await.status, StatusCode::OK, "the other clinic's observation survives");
+    // Organisations are shared reference data: readable, not writable.
+    assert_eq!(server.request_as(c, Method::GET, "Organization/org-b", None).await.status, StatusCode::OK);
+    let org = json!({"resourceType": "Organization", "id": "org-b", "name": "Renamed"});
+    server.request_as(c, Method::PUT, "Organization/org-b", Some(&org)).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "clinician");
+    // Security labels are the admin's.
+    let mut labelled = patient("pat-a", "org-a", PHI_A);
+    labelled["meta"] = json!({"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "N"}]});
+    server.request_as(c, Method::PUT, "Patient/pat-a", Some(&labelled)).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "meta.security");
+    server.request_as(c, Method::GET, "AuditEvent", None).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "AuditEvent");
+}
+
+async fn transactions_are_authorised_entry_by_entry(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    let t = tokens(&server);
+    let mut entry_b = observation("x", "pat-b", "vital-signs", "x");
+    entry_b.as_object_mut().expect("object").remove("id");
+    let mut entry_a = entry_b.clone();
+    entry_a["subject"]["reference"] = json!("Patient/pat-a");
+    let bundle = |entries: Vec<Value>| {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": entries.into_iter().map(|r| json!({"resource": r, "request": {"method": "POST", "url": "Observation"}})).collect::<Vec<_>>()})
+    };
+    let reply = server.request_as(&t.clinician_a, Method::POST, "", Some(&bundle(vec![entry_a.clone(), entry_b.clone()]))).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
+    assert_eq!(ids(&server, &t.clinician_a, "Observation").await.len(), 2, "nothing of the refused transaction was written");
+    let reply = server.request_as(&t.clinician_a, Method::POST, "", Some(&bundle(vec![entry_a.clone()]))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    // A batch answers each entry on its own; reads inside it are filtered like any read.
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient/pat-b"}},
+        {"request": {"method": "GET", "url": "Patient/pat-a"}},
+        {"request": {"method": "GET", "url": "Observation?subject=Patient/pat-b"}}]});
+    let reply = server.request_as(&t.clinician_a, Method::POST, "", Some(&batch)).await;
+    assert_eq!(reply.body["entry"][0]["response"]["status"], "404 Not Found", "{}", reply.text);
+    assert_eq!(reply.body["entry"][1]["response"]["status"], "200 OK");
+    assert_eq!(reply.body["entry"][2]["resource"]["total"], 0);
+}
+
+async fn crm_sees_pseudonyms_only(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    let t = tokens(&server);
+    let crm = t.crm.as_str();
+    let patient = server.request_as(crm, Method::GET, "Patient/pat-a", None).await;
+    assert_eq!(patient.status, StatusCode::OK);
+    assert_eq!(patient.body["birthDate"], "1980");
+    assert!(patient.body["meta"]["security"].as_array().expect("labels").iter().any(|l| l["code"] == "PSEUDED"));
+    let pseudonym = patient.body["identifier"][0]["value"].as_str().expect("pseudonym").to_string();
+    assert_eq!(patient.body["identifier"][0]["system"], PSEUDONYM);
+    // Standard searches by pseudonym work; searches by what the view hides are refused.
+    assert_eq!(ids(&server, crm, &format!("Patient?identifier={PSEUDONYM}|{pseudonym}")).await, ["pat-a"]);
+    assert_eq!(ids(&server, crm, &format!("Observation?subject:Patient.identifier={PSEUDONYM}|{pseudonym}&_sort=-date")).await, ["hr-a", "lab-a"]);
+    for refused in [
+        "Patient?family=Zirbenwald".to_string(),
+        format!("Patient?identifier={SVNR}|1111010180"),
+        "Patient?birthdate=1980-01-01".into(),
+        "Patient?phone=%2B43".into(),
+        "Patient?address-city=Wien".into(),
+        "Observation?subject:Patient.name=Zirbenwald".into(),
+        "Observation?subject:identifier=1111010180".into(),
+        "Patient?_sort=family".into(),
+        "Patient?_has:Observation:subject:subject:Patient.birthdate=1980".into(),
+    ] {
+        let reply = server.request_as(crm, Method::GET, &refused, None).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{refused}: {}", reply.text);
+    }
+    for denied in ["Claim", "Coverage", "Consent", "AuditEvent", "Provenance"] {
+        assert_eq!(server.request_as(crm, Method::GET, denied, None).await.status, StatusCode::FORBIDDEN, "{denied}");
+    }
+    let mut write = observation("crm-obs", "pat-a", "vital-signs", "x");
+    write.as_object_mut().expect("object").remove("id");
+    assert_eq!(server.request_as(crm, Method::POST, "Observation", Some(&write)).await.status, StatusCode::FORBIDDEN);
+}
+
+/// Everything the CRM can reach — every type it may search, with every include, every page,
+/// every history, every read — and not one fixture PHI string in it.
+async fn nothing_the_crm_can_reach_holds_phi(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    let crm = tokens(&server).crm;
+    let mut seen = String::new();
+    let mut ids_seen = Vec::new();
+    for resource_type in ["Patient", "Observation", "DiagnosticReport", "Device", "Organization"] {
+        let mut next = Some(format!("{resource_type}?_include=*&_revinclude=*&_include:iterate=*&_count=1"));
+        while let Some(url) = next.take() {
+            let reply = server.request_as(&crm, Method::GET, &url, None).await;
+            assert_eq!(reply.status, StatusCode::OK, "{url}: {}", reply.text);
+            seen.push_str(&reply.text);
+            ids_seen.extend(all_ids(&reply.body).into_iter().map(|id| (resource_type, id)));
+            next = reply.body["link"].as_array().and_then(|links| links.iter().find(|l| l["relation"] == "next")).and_then(|l| l["url"].as_str()).map(str::to_string);
+        }
+        seen.push_str(&server.request_as(&crm, Method::GET, &format!("{resource_type}/_history"), None).await.text);
+    }
+    seen.push_str(&server.request_as(&crm, Method::GET, "_history", None).await.text);
+    seen.push_str(&server.request_as(&crm, Method::GET, "?_type=Patient,Observation,Device", None).await.text);
+    for id in ["pat-a", "pat-b"] {
+        seen.push_str(&server.request_as(&crm, Method::GET, &format!("Patient/{id}"), None).await.text);
+        seen.push_str(&server.request_as(&crm, Method::GET, &format!("Patient/{id}/_history"), None).await.text);
+        seen.push_str(&server.request_as(&crm, Method::GET, &format!("Patient/{id}/_history/1"), None).await.text);
+        seen.push_str(&server.request_as(&crm, Method::GET, &format!("Patient/{id}/Observation?_include=Observation:subject"), None).await.text);
+    }
+    assert!(ids_seen.iter().any(|(_, id)| id == "pat-b"), "the crm sees every patient (pseudonymised)");
+    for phi in PHI_A.iter().chain(PHI_B) {
+        assert!(!seen.contains(phi), "PHI `{phi}` reached the crm");
+    }
+}
+
+async fn insurer_sees_what_it_pays_for(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    let t = tokens(&server);
+    let i = t.insurer_1.as_str();
+    assert_eq!(ids(&server, i, "Coverage").await, ["cov-a"]);
+    assert_eq!(ids(&server, i, "Claim").await, ["claim-a"]);
+    assert_eq!(ids(&server, i, "Patient").await, ["pat-a"]);
+    let patient = server.request_as(i, Method::GET, "Patient/pat-a", None).await;
+    assert_eq!(patient.status, StatusCode::OK);
+    assert!(patient.body.get("name").is_none() && patient.body.get("telecom").is_none(), "{}", patient.text);
+    assert!(patient.text.contains("1111010180"), "claims need the insurance number");
+    assert_eq!(server.request_as(i, Method::GET, "Patient/pat-b", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(server.request_as(i, Method::GET, "Claim/claim-b", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(server.request_as(i, Method::GET, "Observation", None).await.status, StatusCode::FORBIDDEN);
+    let reply = server.request_as(i, Method::GET, "Claim?_include=Claim:patient&_include=Claim:insurer", None).await;
+    assert!(!reply.text.contains("pat-b") && !reply.text.contains("Zirbenwald"), "{}", reply.text);
+}
+
+async fn patient_sees_its_own_compartment(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    let t = tokens(&server);
+    let p = t.patient_a.as_str();
+    assert_eq!(ids(&server, p, "Observation").await, ["hr-a", "lab-a"]);
+    assert_eq!(ids(&server, p, "Patient").await, ["pat-a"]);
+    assert_eq!(server.request_as(p, Method::GET, "Patient/pat-b", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(server.request_as(p, Method::GET, "Observation?_has:Provenance:target:agent=Organization/org-b", None).await.status, StatusCode::OK);
+    assert_eq!(server.request_as(p, Method::GET, "Provenance", None).await.status, StatusCode::FORBIDDEN);
+    // Its own Consent, not someone else's.
+    let mut own = consent("x", "pat-a");
+    own.as_object_mut().expect("object").remove("id");
+    assert_eq!(server.request_as(p, Method::POST, "Consent", Some(&own)).await.status, StatusCode::CREATED);
+    let mut other = own.clone();
+    other["patient"]["reference"] = json!("Patient/pat-b");
+    server.request_as(p, Method::POST, "Consent", Some(&other)).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "outside");
+    server.request_as(p, Method::DELETE, "Consent/consent-b", None).await.assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
+    let mut write = observation("x", "pat-a", "vital-signs", "x");
+    write.as_object_mut().expect("object").remove("id");
+    assert_eq!(server.request_as(p, Method::POST, "Observation", Some(&write)).await.status, StatusCode::FORBIDDEN);
+    // A page link is bound to the caller that got it.
+    let page = server.request_as(p, Method::GET, "Observation?_count=1", None).await;
+    let next = page.body["link"].as_array().expect("links").iter().find(|l| l["relation"] == "next").expect("next")["url"].as_str().expect("url").to_string();
+    assert_eq!(server.request_as(p, Method::GET, &next, None).await.status, StatusCode::OK);
+    server.request_as(&t.clinician_a, Method::GET, &next, None).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "another caller");
+}
+
+async fn scopes_narrow_what_roles_allow(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    let vitals = server.token("clinician", "user/Observation.rs?category=vital-signs", None, Some("org-a"));
+    assert_eq!(ids(&server, &vitals, "Observation").await, ["hr-a"]);
+    assert_eq!(server.request_as(&vitals, Method::GET, "Observation/lab-a", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(server.request_as(&vitals, Method::GET, "Patient", None).await.status, StatusCode::FORBIDDEN);
+    let read_only = server.token("clinician", "user/*.read", None, Some("org-a"));
+    let mut write = observation("x", "pat-a", "vital-signs", "x");
+    write.as_object_mut().expect("object").remove("id");
+    server.request_as(&read_only, Method::POST, "Observation", Some(&write)).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "scope");
+    // A patient/ scope confines even an admin to the token's patient.
+    let admin_for_b = server.token("admin", "patient/*.rs", Some("Patient/pat-b"), None);
+    assert_eq!(ids(&server, &admin_for_b, "Observation").await, ["hr-b", "lab-b"]);
+}
+
+async fn hubs_ingest_and_auditors_audit(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    let t = tokens(&server);
+    assert_eq!(ids(&server, &t.hub_a, "Device").await, ["dev-a"]);
+    assert_eq!(server.request_as(&t.hub_a, Method::GET, "Observation/hr-a", None).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(server.request_as(&t.hub_a, Method::GET, "Patient", None).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(ids(&server, &t.auditor, "AuditEvent").await, ["audit-1"]);
+    assert_eq!(ids(&server, &t.auditor, "Provenance").await, ["prov-a", "prov-b"]);
+    assert_eq!(server.request_as(&t.auditor, Method::GET, "Patient/pat-a", None).await.status, StatusCode::FORBIDDEN);
+    // Only the ingesting roles may send HL7 v2.
+    let message = std::fs::read(format!("{}/tests/fixtures/hl7v2/holter-pcd01.hl7", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
+    let send = |token: String| {
+        let request = server.client.post(format!("http://{}/hl7v2", server.addr)).bearer_auth(token).header("content-type", "x-application/hl7-v2+er7").body(message.clone());
+        async move { request.send().await.expect("sent").status() }
+    };
+    assert_eq!(send(t.hub_a.clone()).await, StatusCode::OK);
+    assert_eq!(send(t.clinician_a.clone()).await, StatusCode::FORBIDDEN);
+}
+
+async fn request_rates_are_capped(backend: Backend) {
+    let dir = tempfile::tempdir().expect("dir");
+    let database = match backend {
+        Backend::Sqlite => fhirvault::config::DatabaseUrl::Sqlite(dir.path().join("fhirvault.db")),
+        Backend::Postgres => fhirvault::config::DatabaseUrl::Postgres(crate::common::postgres::fresh_database().await),
+    };
+    let server = TestServer::start_with(backend, dir, database, |config| {
+        config.rate_limit_per_second = 1;
+        config.rate_limit_burst = 3;
+    })
+    .await;
+    let statuses = futures::future::join_all((0..5).map(|_| server.get("Patient"))).await;
+    let limited: Vec<&Reply> = statuses.iter().filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS).collect();
+    assert_eq!(limited.len(), 2, "3 of 5 pass the burst");
+    limited[0].assert_outcome(StatusCode::TOO_MANY_REQUESTS, "throttled", "too many requests");
+    assert!(limited[0].header("retry-after").is_some());
+    // Another caller has its own budget.
+    let other = server.token("admin", "user/*.cruds", None, None);
+    assert_eq!(server.request_as(&other, Method::GET, "Patient", None).await.status, StatusCode::OK);
+}
+
+both_backends!(
+    tokens_are_required,
+    clinician_sees_its_organisation_only,
+    transactions_are_authorised_entry_by_entry,
+    crm_sees_pseudonyms_only,
+    nothing_the_crm_can_reach_holds_phi,
+    insurer_sees_what_it_pays_for,
+    patient_sees_its_own_compartment,
+    scopes_narrow_what_roles_allow,
+    hubs_ingest_and_auditors_audit,
+    request_rates_are_capped,
+);
