@@ -24,6 +24,18 @@ pub enum ApiError {
     /// The request asks for something this server does not offer (e.g. an unknown profile).
     #[error("{0}")]
     NotSupported(String),
+    /// No bearer token was sent (RFC 6750 §3.1: the challenge carries no error code).
+    #[error("this request needs a bearer token: send Authorization: Bearer <token>")]
+    MissingToken,
+    /// A bearer token was sent and refused; the text says why, never quoting the token.
+    #[error("{0}")]
+    InvalidToken(String),
+    /// The caller is known but may not do this (scopes, role, consent).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller sent too many requests; it may retry after `retry_after_secs`.
+    #[error("too many requests; retry in {retry_after_secs} seconds")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -59,6 +71,9 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::NotSupported(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::MissingToken | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -79,6 +94,9 @@ impl ApiError {
             ApiError::BadRequest(_) => IssueCode::Invalid,
             ApiError::NotSupported(_) => IssueCode::NotSupported,
             ApiError::Invalid(_) | ApiError::Unprocessable(_) => IssueCode::Invalid,
+            ApiError::MissingToken | ApiError::InvalidToken(_) => IssueCode::Login,
+            ApiError::Forbidden(_) => IssueCode::Forbidden,
+            ApiError::TooManyRequests { .. } => IssueCode::Throttled,
             ApiError::NotFound(_) => IssueCode::NotFound,
             ApiError::Gone(_) => IssueCode::Deleted,
             ApiError::MethodNotAllowed(_) | ApiError::NotAcceptable(_) => IssueCode::NotSupported,
@@ -108,6 +126,19 @@ impl ApiError {
         operation_outcome(&self.issues())
     }
 
+    /// The `WWW-Authenticate` challenge of a 401 (RFC 6750 §3): no error code for a missing
+    /// token, `invalid_token` with a description otherwise.
+    pub fn www_authenticate(&self) -> Option<String> {
+        match self {
+            ApiError::MissingToken => Some(format!("Bearer realm=\"{REALM}\"")),
+            ApiError::InvalidToken(why) => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
+                quotable(why)
+            )),
+            _ => None,
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::BadRequest(message.into())
     }
@@ -123,11 +154,25 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = serde_json::to_vec(&self.outcome()).unwrap_or_default();
         let mut response = (status, body).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::fhir::FHIR_JSON_UTF8));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::fhir::FHIR_JSON_UTF8));
+        if let Some(challenge) = self.www_authenticate().and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let ApiError::TooManyRequests { retry_after_secs } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
         response
     }
+}
+
+/// The realm of this server's bearer challenges.
+const REALM: &str = "fhirvault";
+
+/// `text` as the inside of an RFC 6750 quoted `error_description`: printable ASCII without `"`
+/// and `\`; anything else becomes a space.
+fn quotable(text: &str) -> String {
+    text.chars().map(|c| if (' '..='~').contains(&c) && c != '"' && c != '\\' { c } else { ' ' }).collect()
 }
 
 impl From<sqlx::Error> for ApiError {
