@@ -31,6 +31,7 @@ mod signing;
 
 pub use blind_index::{BlindIndexer, prefix_tokens, token_bits};
 pub use envelope::Aad;
+pub(crate) use keyring::describe_json_error;
 pub use keyring::{KeyId, KeyRing};
 pub use signing::SigningKey;
 
