@@ -7,6 +7,7 @@
 //! - [`respond`]: resources and Bundles as responses with `ETag`, `Location`, `Last-Modified`.
 //! - [`handlers`]: one function per interaction.
 //! - [`hl7v2`]: `POST /hl7v2`, HL7 v2 messages in, ACKs out.
+//! - [`smart`]: `.well-known/smart-configuration` and the key ring's `jwks.json`.
 //! - [`access_log`]: a PHI-free log line per request.
 
 pub mod access_log;
@@ -16,6 +17,7 @@ pub mod negotiate;
 pub mod paths;
 pub mod respond;
 pub mod routes;
+pub mod smart;
 
 use std::sync::Arc;
 

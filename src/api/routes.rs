@@ -7,6 +7,7 @@ use axum::routing::{get, post};
 use super::AppState;
 use super::handlers::*;
 use super::negotiate::require_json_accept;
+use super::smart;
 
 pub fn router(state: AppState) -> Router {
     // FHIR REST API (R4 http.html): clinics, EHRs, CRM, portal, insurers, integrators.
@@ -32,6 +33,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         // HL7 v2 over HTTP: analysis stations and device hubs that cannot speak MLLP.
         .route("/hl7v2", post(super::hl7v2::ingest_message))
+        // Discovery, without a token: SMART apps, and verifiers of the key ring's tokens.
+        .route("/.well-known/smart-configuration", get(smart::get_smart_configuration))
+        .route("/fhir/.well-known/smart-configuration", get(smart::get_smart_configuration))
+        .route("/fhir/.well-known/jwks.json", get(smart::get_jwks))
         .merge(fhir)
         .fallback(not_found)
         .route_layer(middleware::from_fn(super::access_log::log_request))
