@@ -47,6 +47,25 @@ pub struct ServeArgs {
     /// Address for the HL7 v2 MLLP listener (e.g. 127.0.0.1:2575). Off unless set.
     #[arg(long, env = "FHIRVAULT_MLLP_LISTEN")]
     pub mllp_listen: Option<String>,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Bearer-token settings that flags and variables can set (the rest are in `[auth]`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthArgs {
+    /// The `iss` bearer tokens must carry, exactly. Default: the base URL.
+    #[arg(long = "auth-issuer", env = "FHIRVAULT_AUTH_ISSUER")]
+    pub issuer: Option<String>,
+    /// A value the tokens' `aud` must contain. Default: the base URL.
+    #[arg(long = "auth-audience", env = "FHIRVAULT_AUTH_AUDIENCE")]
+    pub audience: Option<String>,
+    /// An identity provider's JWKS, saved as a file; tokens are verified against its keys.
+    #[arg(long = "auth-jwks-file", env = "FHIRVAULT_AUTH_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// Clock skew allowed when checking exp, nbf and iat (seconds, at most 300). Default 60.
+    #[arg(long = "auth-leeway-seconds", env = "FHIRVAULT_AUTH_LEEWAY_SECONDS")]
+    pub leeway_seconds: Option<u64>,
 }
 
 /// The TOML file: every key optional, same names as the flags (with underscores).
@@ -68,6 +87,99 @@ struct FileConfig {
     max_page_size: Option<usize>,
     #[serde(default)]
     hl7v2: Hl7FileConfig,
+    #[serde(default)]
+    auth: AuthFileConfig,
+}
+
+/// The `[auth]` table of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFileConfig {
+    issuer: Option<String>,
+    audience: Option<String>,
+    jwks_file: Option<PathBuf>,
+    trust_key_ring: Option<bool>,
+    leeway_seconds: Option<u64>,
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+}
+
+/// Bearer-token verification (`auth::token`): whose tokens are accepted, for whom.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The exact `iss` of accepted tokens; also what `fhirvault token issue` writes.
+    pub issuer: String,
+    /// A value the `aud` of accepted tokens must contain.
+    pub audience: String,
+    /// An identity provider's JWKS (Keycloak, Entra ID, …), saved as a file.
+    pub jwks_file: Option<PathBuf>,
+    /// Whether tokens signed by the key ring's own key (`fhirvault token issue`) are accepted.
+    /// Default: yes without `jwks_file`, no with one.
+    pub trust_key_ring: bool,
+    /// Clock skew allowed for `exp`, `nbf` and `iat`.
+    pub leeway_seconds: u64,
+    /// The identity provider's endpoints, for `.well-known/smart-configuration`; this server
+    /// is a resource server and has none of its own.
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+}
+
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
+const MAX_LEEWAY_SECONDS: u64 = 300;
+
+impl AuthConfig {
+    /// The defaults: tokens from the key ring, issued by and for `base_url`.
+    pub fn for_base_url(base_url: &str) -> AuthConfig {
+        AuthConfig {
+            issuer: base_url.to_string(),
+            audience: base_url.to_string(),
+            jwks_file: None,
+            trust_key_ring: true,
+            leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+            authorization_endpoint: None,
+            token_endpoint: None,
+        }
+    }
+
+    fn resolve(file: AuthFileConfig, args: &AuthArgs, base_url: &str) -> Result<AuthConfig, ConfigError> {
+        let issuer = args.issuer.clone().or(file.issuer).unwrap_or_else(|| base_url.to_string());
+        let audience = args.audience.clone().or(file.audience).unwrap_or_else(|| base_url.to_string());
+        for (setting, value) in [("auth.issuer", &issuer), ("auth.audience", &audience)] {
+            if value.is_empty() || value.contains(char::is_whitespace) {
+                return Err(ConfigError::new(setting, "must be a non-empty string without spaces"));
+            }
+        }
+        let jwks_file = args.jwks_file.clone().or(file.jwks_file);
+        if let Some(path) = &jwks_file
+            && !path.is_file()
+        {
+            return Err(ConfigError::new("auth.jwks_file", format!("{} is not a readable file", path.display())));
+        }
+        let trust_key_ring = file.trust_key_ring.unwrap_or(jwks_file.is_none());
+        if !trust_key_ring && jwks_file.is_none() {
+            return Err(ConfigError::new("auth.trust_key_ring", "is false and no auth.jwks_file is set: no key would verify tokens"));
+        }
+        let leeway_seconds = args.leeway_seconds.or(file.leeway_seconds).unwrap_or(DEFAULT_LEEWAY_SECONDS);
+        if leeway_seconds > MAX_LEEWAY_SECONDS {
+            return Err(ConfigError::new("auth.leeway_seconds", format!("must be at most {MAX_LEEWAY_SECONDS}")));
+        }
+        for (setting, url) in [("auth.authorization_endpoint", &file.authorization_endpoint), ("auth.token_endpoint", &file.token_endpoint)] {
+            if let Some(url) = url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                return Err(ConfigError::new(setting, "must be an absolute http(s) URL"));
+            }
+        }
+        Ok(AuthConfig {
+            issuer,
+            audience,
+            jwks_file,
+            trust_key_ring,
+            leeway_seconds,
+            authorization_endpoint: file.authorization_endpoint,
+            token_endpoint: file.token_endpoint,
+        })
+    }
 }
 
 /// The `[hl7v2]` table of the TOML file.
@@ -208,6 +320,7 @@ pub struct Config {
     pub default_page_size: usize,
     pub max_page_size: usize,
     pub hl7v2: Hl7Config,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -288,9 +401,11 @@ impl Config {
         }
 
         let hl7v2 = Hl7Config::resolve(file.hl7v2, store, serve)?;
+        let auth = AuthConfig::resolve(file.auth, &serve.auth, &base_url)?;
 
         Ok(Config {
             hl7v2,
+            auth,
             listen,
             base_url,
             data_dir,
@@ -309,9 +424,10 @@ impl Config {
 
     /// A configuration for tests and benchmarks: everything under `dir`, SQLite unless `database` says otherwise.
     pub fn for_dir(dir: &Path, database: Option<DatabaseUrl>) -> Config {
+        let base_url = "http://127.0.0.1:8080/fhir";
         Config {
             listen: DEFAULT_LISTEN.parse().expect("constant address"),
-            base_url: "http://127.0.0.1:8080/fhir".to_string(),
+            base_url: base_url.to_string(),
             data_dir: dir.to_path_buf(),
             database: database.unwrap_or_else(|| DatabaseUrl::Sqlite(dir.join("fhirvault.db"))),
             key_file: dir.join("keys.json"),
@@ -324,6 +440,7 @@ impl Config {
             default_page_size: 50,
             max_page_size: 1000,
             hl7v2: Hl7Config::default(),
+            auth: AuthConfig::for_base_url(base_url),
         }
     }
 }
@@ -357,6 +474,57 @@ mod tests {
         let serve = ServeArgs { listen: Some("nonsense".into()), ..ServeArgs::default() };
         let err = Config::resolve(&StoreArgs::default(), &serve).unwrap_err();
         assert_eq!(err.setting, "listen");
+    }
+
+    fn resolve_with_toml(toml: &str, auth: AuthArgs) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fhirvault.toml");
+        std::fs::write(&path, toml).unwrap();
+        let store = StoreArgs { config: Some(path), ..StoreArgs::default() };
+        Config::resolve(&store, &ServeArgs { auth, ..ServeArgs::default() })
+    }
+
+    #[test]
+    fn auth_defaults_follow_the_base_url() {
+        let serve = ServeArgs { base_url: Some("https://fhir.example/fhir/".into()), ..ServeArgs::default() };
+        let auth = Config::resolve(&StoreArgs::default(), &serve).unwrap().auth;
+        assert_eq!(auth.issuer, "https://fhir.example/fhir");
+        assert_eq!(auth.audience, "https://fhir.example/fhir");
+        assert!(auth.trust_key_ring && auth.jwks_file.is_none());
+        assert_eq!(auth.leeway_seconds, 60);
+    }
+
+    #[test]
+    fn auth_settings_from_toml_and_flags() {
+        let jwks = tempfile::NamedTempFile::new().unwrap();
+        let toml = format!(
+            "[auth]\nissuer = \"https://idp.example/realms/x\"\naudience = \"file\"\njwks_file = \"{}\"\nleeway_seconds = 5\ntoken_endpoint = \"https://idp.example/token\"\n",
+            jwks.path().display()
+        );
+        let flags = AuthArgs { audience: Some("fhirvault".into()), ..AuthArgs::default() };
+        let auth = resolve_with_toml(&toml, flags).unwrap().auth;
+        assert_eq!(auth.issuer, "https://idp.example/realms/x");
+        assert_eq!(auth.audience, "fhirvault", "flags win over the file");
+        assert_eq!(auth.leeway_seconds, 5);
+        assert!(!auth.trust_key_ring, "an identity provider replaces the key ring unless asked");
+        assert_eq!(auth.token_endpoint.as_deref(), Some("https://idp.example/token"));
+    }
+
+    #[test]
+    fn bad_auth_settings_name_the_setting() {
+        let cases = [
+            ("[auth]\nissuer = \"\"\n", "auth.issuer"),
+            ("[auth]\naudience = \"a b\"\n", "auth.audience"),
+            ("[auth]\njwks_file = \"/nonexistent/jwks.json\"\n", "auth.jwks_file"),
+            ("[auth]\ntrust_key_ring = false\n", "auth.trust_key_ring"),
+            ("[auth]\nleeway_seconds = 3600\n", "auth.leeway_seconds"),
+            ("[auth]\ntoken_endpoint = \"idp/token\"\n", "auth.token_endpoint"),
+            ("[auth]\nunknown = 1\n", "config"),
+        ];
+        for (toml, setting) in cases {
+            let err = resolve_with_toml(toml, AuthArgs::default()).unwrap_err();
+            assert_eq!(err.setting, setting, "{toml}: {err}");
+        }
     }
 
     #[test]

@@ -175,6 +175,12 @@ fn quotable(text: &str) -> String {
     text.chars().map(|c| if (' '..='~').contains(&c) && c != '"' && c != '\\' { c } else { ' ' }).collect()
 }
 
+impl From<crate::auth::token::TokenError> for ApiError {
+    fn from(error: crate::auth::token::TokenError) -> Self {
+        ApiError::InvalidToken(error.to_string())
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match &error {

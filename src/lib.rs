@@ -17,6 +17,8 @@
 //! - [`service`]: the rules of each FHIR interaction, one file each; the one write path.
 //! - [`hl7v2`]: HL7 v2 ORU^R01 ingestion over MLLP and HTTP: parsing, mapping to FHIR, ACKs,
 //!   resend detection and dead letters.
+//! - [`auth`]: access control; [`auth::token`] verifies bearer JWTs and issues them from the key
+//!   ring.
 //! - [`api`]: axum routes and thin handlers: extract, call the service, render.
 //! - [`server`]: binding, serving and graceful shutdown, shared by `main` and the tests.
 //! - [`import`]: bulk loading of NDJSON and Bundle files through the service.

@@ -1,13 +1,14 @@
-//! The `fhirvault` command line: `serve`, `keys` (init, status, rotate), `import`, `ingest` and
-//! `hl7 dead-letters` (list, replay).
+//! The `fhirvault` command line: `serve`, `keys` (init, status, rotate), `import`, `ingest`,
+//! `hl7 dead-letters` (list, replay) and `token issue`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use fhirvault::auth::token::{IssueRequest, TokenIssuer, default_scope, parse_ttl};
 use fhirvault::config::{Config, ServeArgs, StoreArgs};
 use fhirvault::crypto::{Aad, KeyRing};
 use fhirvault::hl7v2::files::{IngestSummary, dead_letter_lines, ingest_file};
@@ -46,6 +47,41 @@ enum Command {
     /// HL7 v2 operations.
     #[command(subcommand)]
     Hl7(Hl7Command),
+    /// Bearer tokens signed by the key ring, for deployments without an identity provider.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a token signed by the key ring (stdout: the token and nothing else). Give it the
+    /// same settings as `serve` (config file, base URL, auth flags), so that its issuer and
+    /// audience are the ones the server expects.
+    Issue(IssueArgs),
+}
+
+#[derive(Args)]
+struct IssueArgs {
+    /// The role claim, e.g. admin.
+    #[arg(long)]
+    role: String,
+    /// Space-separated SMART scopes. Default: `user/*.cruds` for admin; other roles must name them.
+    #[arg(long)]
+    scope: Option<String>,
+    /// The patient claim: the Patient id a patient-level token is about.
+    #[arg(long)]
+    patient: Option<String>,
+    /// The org claim: the Organization id the bearer acts for.
+    #[arg(long)]
+    org: Option<String>,
+    /// The sub claim. Default: fhirvault-cli/ROLE.
+    #[arg(long)]
+    subject: Option<String>,
+    /// How long the token is valid: 90s, 15m, 1h, 7d (at most 30d).
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    ttl: std::time::Duration,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Subcommand)]
@@ -105,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import { files } => import(Config::resolve(&cli.store, &ServeArgs::default())?, files).await,
         Command::Ingest { files } => ingest(Config::resolve(&cli.store, &ServeArgs::default())?, files).await,
         Command::Hl7(Hl7Command::DeadLetters(command)) => dead_letters(Config::resolve(&cli.store, &ServeArgs::default())?, command).await,
+        Command::Token(TokenCommand::Issue(args)) => issue_token(Config::resolve(&cli.store, &args.serve)?, args),
     }
 }
 
@@ -113,7 +150,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let base_url = config.base_url.clone();
     let backend = config.database.redacted();
     let mllp_listen = config.hl7v2.mllp_listen;
+    // A key file that appears during start-up was just created: tell the operator how to get in.
+    let first_start = config.auth.trust_key_ring && !config.key_file.exists();
+    let key_file = config.key_file.clone();
     let service = fhirvault::server::open_service(config, None).await?;
+    if first_start && key_file.exists() {
+        tracing::info!("get an admin token with `fhirvault token issue --role admin` (same settings as serve)");
+    }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let mllp = match mllp_listen {
         Some(address) => {
@@ -126,6 +169,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%listen, %base_url, database = %backend, "fhirvault is serving FHIR R4");
     fhirvault::server::serve_with_mllp(listener, mllp, service, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// `token issue`: the key ring as `serve` opens it (FHIRVAULT_KEY_RING, else the key file, created
+/// or given a signing key if needed), then one signed token on stdout.
+fn issue_token(config: Config, args: IssueArgs) -> anyhow::Result<()> {
+    if args.role.is_empty() || args.role.contains(char::is_whitespace) {
+        anyhow::bail!("--role must be one word, e.g. admin");
+    }
+    let scope = match args.scope.or_else(|| default_scope(&args.role).map(str::to_string)) {
+        Some(scope) => scope,
+        None => anyhow::bail!("--scope is required for role `{}` (e.g. --scope \"patient/*.rs\"); only admin has a default", args.role),
+    };
+    let from_environment = std::env::var(fhirvault::server::KEY_RING_VARIABLE).ok().filter(|v| !v.trim().is_empty());
+    let ring = match from_environment {
+        Some(encoded) => KeyRing::from_env_base64(&encoded)?,
+        None => KeyRing::load_or_create(&config.key_file).context("opening the key ring")?.0,
+    };
+    let issuer = TokenIssuer::from_config(&config.auth, &ring)?;
+    let request = IssueRequest { role: args.role, scope, patient: args.patient, org: args.org, subject: args.subject, ttl: args.ttl };
+    println!("{}", issuer.issue(&request)?);
     Ok(())
 }
 

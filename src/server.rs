@@ -80,7 +80,16 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
     store.migrate().await.context("migrating the database schema")?;
     let committer = crate::service::group_commit::GroupCommitter::start(store.writer_pool(), store.backend())
         .context("starting the writer thread")?;
-    Ok(Service { config: Arc::new(config), store, keys: SharedKeys::new(keys, key_path), validator, registry, committer })
+    let verifier = crate::auth::token::TokenVerifier::from_config(&config.auth, &keys)?;
+    Ok(Service {
+        config: Arc::new(config),
+        store,
+        keys: SharedKeys::new(keys, key_path),
+        validator,
+        registry,
+        committer,
+        verifier: Arc::new(verifier),
+    })
 }
 
 /// The axum application for `service`.
@@ -92,7 +101,8 @@ pub fn app(service: Service, ingestor: Ingestor) -> axum::Router {
         &service.validator.supported_profiles(),
         env!("CARGO_PKG_VERSION"),
     );
-    router(AppState { service, capability: Arc::new(capability), ingestor })
+    let rate_limiter = Arc::new(crate::api::rate_limit::RateLimiter::new(service.config.rate_limit_per_second, service.config.rate_limit_burst));
+    router(AppState { service, capability: Arc::new(capability), ingestor, rate_limiter })
 }
 
 /// Serve HTTP until `shutdown` completes, then finish in-flight requests and close the store.

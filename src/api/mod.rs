@@ -7,6 +7,7 @@
 //! - [`respond`]: resources and Bundles as responses with `ETag`, `Location`, `Last-Modified`.
 //! - [`handlers`]: one function per interaction.
 //! - [`hl7v2`]: `POST /hl7v2`, HL7 v2 messages in, ACKs out.
+//! - [`smart`]: `.well-known/smart-configuration` and the key ring's `jwks.json`.
 //! - [`access_log`]: a PHI-free log line per request.
 
 pub mod access_log;
@@ -19,6 +20,7 @@ pub mod rate_limit;
 pub mod paths;
 pub mod respond;
 pub mod routes;
+pub mod smart;
 
 use std::sync::Arc;
 
@@ -34,6 +36,8 @@ pub struct AppState {
     pub capability: Arc<Value>,
     /// HL7 v2 ingestion (`POST /hl7v2`; the MLLP listener shares it).
     pub ingestor: crate::hl7v2::ingest::Ingestor,
+    /// Requests per caller.
+    pub rate_limiter: Arc<rate_limit::RateLimiter>,
 }
 
 pub use routes::router;

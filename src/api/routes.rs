@@ -7,6 +7,7 @@ use axum::routing::{get, post};
 use super::AppState;
 use super::handlers::*;
 use super::negotiate::require_json_accept;
+use super::smart;
 
 pub fn router(state: AppState) -> Router {
     // FHIR REST API (R4 http.html): clinics, EHRs, CRM, portal, insurers, integrators.
@@ -14,7 +15,6 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir", get(search_system_get).post(process_bundle))
         .route("/fhir/", get(search_system_get).post(process_bundle))
         .route("/fhir/_search", post(search_system_post))
-        .route("/fhir/metadata", get(metadata))
         .route("/fhir/_history", get(history_system))
         .route("/fhir/{type}", get(search_get).post(create).put(conditional_update).delete(conditional_delete))
         .route("/fhir/{type}/_search", post(search_post))
@@ -24,14 +24,22 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/{type}/{id}/_history", get(history_instance))
         .route("/fhir/{type}/{id}/{search_type}", get(compartment_search))
         .route("/fhir/{type}/{id}/_history/{vid}", get(vread))
+        // HL7 v2 over HTTP: analysis stations and device hubs that cannot speak MLLP.
+        .route("/hl7v2", post(super::hl7v2::ingest_message))
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(require_json_accept));
+        .layer(middleware::from_fn(require_json_accept))
+        // Outermost: nothing of a protected route runs for a caller without a verified token.
+        .route_layer(middleware::from_fn_with_state(state.clone(), super::authenticate::authenticate));
 
     Router::new()
         // Operations: load balancers and monitoring.
         .route("/health", get(health))
-        // HL7 v2 over HTTP: analysis stations and device hubs that cannot speak MLLP.
-        .route("/hl7v2", post(super::hl7v2::ingest_message))
+        // The CapabilityStatement, without a token (R4 http.html#capabilities).
+        .route("/fhir/metadata", get(metadata))
+        // Discovery, without a token: SMART apps, and verifiers of the key ring's tokens.
+        .route("/.well-known/smart-configuration", get(smart::get_smart_configuration))
+        .route("/fhir/.well-known/smart-configuration", get(smart::get_smart_configuration))
+        .route("/fhir/.well-known/jwks.json", get(smart::get_jwks))
         .merge(fhir)
         .fallback(not_found)
         .route_layer(middleware::from_fn(super::access_log::log_request))

@@ -32,7 +32,7 @@ pub fn visibility(caller: &Arc<Caller>, registry: &Arc<SearchParamRegistry>, per
 /// covers the interaction. (Whether one particular resource is within reach is the query's to
 /// decide.)
 pub fn require(caller: &Caller, registry: &SearchParamRegistry, resource_type: &str, permission: Permission) -> ApiResult<()> {
-    let in_compartment = !registry.patient_compartment_params(resource_type).is_empty();
+    let in_compartment = !patient_links(registry, resource_type).is_empty();
     if role::reach(caller.role, resource_type, permission, in_compartment).is_none() {
         return Err(ApiError::Forbidden(format!(
             "the {} role may not {} {resource_type} resources",
@@ -48,6 +48,21 @@ pub fn require(caller: &Caller, registry: &SearchParamRegistry, resource_type: &
         )));
     }
     Ok(())
+}
+
+/// Parameters that tie a resource of this type to a Patient but that the R4 compartment
+/// definition leaves out. A Holter recorder assigned to a patient (`Device.patient`) is that
+/// patient's data all the same.
+const EXTRA_PATIENT_LINKS: &[(&str, &[&str])] = &[("Device", &["patient"])];
+
+/// The parameters that put a resource of `resource_type` with a Patient: the Patient
+/// compartment definition's, and [`EXTRA_PATIENT_LINKS`].
+fn patient_links(registry: &SearchParamRegistry, resource_type: &str) -> Vec<String> {
+    let mut params = registry.patient_compartment_params(resource_type).to_vec();
+    for (_, extra) in EXTRA_PATIENT_LINKS.iter().filter(|(t, _)| *t == resource_type) {
+        params.extend(extra.iter().map(|p| p.to_string()));
+    }
+    params
 }
 
 fn verb(permission: Permission) -> &'static str {
@@ -80,14 +95,14 @@ struct Access {
 
 impl Visibility for Access {
     fn restriction(&self, resource_type: &str) -> ApiResult<Restriction> {
-        let compartment = self.registry.patient_compartment_params(resource_type);
-        let Some(reach) = role::reach(self.caller.role, resource_type, self.permission, !compartment.is_empty()) else {
+        let links = patient_links(&self.registry, resource_type);
+        let Some(reach) = role::reach(self.caller.role, resource_type, self.permission, !links.is_empty()) else {
             return Ok(Restriction::Nothing);
         };
-        let Some(mut criteria) = self.reach_criteria(reach, resource_type, compartment)? else {
+        let Some(mut criteria) = self.reach_criteria(reach, resource_type, &links)? else {
             return Ok(Restriction::Nothing);
         };
-        match self.scope_groups(resource_type, compartment)? {
+        match self.scope_groups(resource_type, &links)? {
             None => return Ok(Restriction::Nothing),
             Some(groups) if groups.iter().any(Vec::is_empty) => {}
             Some(groups) => criteria.push(Criterion::AnyOf(groups)),
@@ -105,8 +120,13 @@ impl Access {
             Reach::Everything => return Ok(Some(Vec::new())),
             Reach::PatientsOfOrganization => {
                 let Some(org) = org else { return Ok(None) };
-                let patient_rule = format!("organization=Organization/{org}");
-                self.in_compartment_of(resource_type, compartment, &patient_rule)?
+                let organization = format!("Organization/{org}");
+                let mut searches = self.in_compartment_of(resource_type, compartment, "organization", &organization);
+                if resource_type == "Device" {
+                    // Recorders the clinic owns, assigned to a patient or not.
+                    searches.push(("organization".into(), organization));
+                }
+                self.any_of(resource_type, &searches)?
             }
             Reach::OwnCompartment => {
                 let Some(patient) = self.caller.patient.as_deref() else { return Ok(None) };
@@ -136,15 +156,13 @@ impl Access {
         Ok(Some(vec![rule]))
     }
 
-    /// Resources in the compartment of a Patient matching `patient_rule` (and such Patients).
-    fn in_compartment_of(&self, resource_type: &str, compartment: &[String], patient_rule: &str) -> ApiResult<Criterion> {
-        let (code, value) = patient_rule.split_once('=').expect("rule is code=value");
+    /// The searches for resources in the compartment of a Patient matching `code=value` (and,
+    /// on Patient, for such Patients).
+    fn in_compartment_of(&self, resource_type: &str, compartment: &[String], code: &str, value: &str) -> Vec<(String, String)> {
         if resource_type == "Patient" {
-            return self.criterion(resource_type, code, value);
+            return vec![(code.to_string(), value.to_string())];
         }
-        let searches: Vec<(String, String)> =
-            compartment.iter().filter(|p| *p != COMPARTMENT_SELF).map(|p| (format!("{p}:Patient.{code}"), value.to_string())).collect();
-        self.any_of(resource_type, &searches)
+        compartment.iter().filter(|p| *p != COMPARTMENT_SELF).map(|p| (format!("{p}:Patient.{code}"), value.to_string())).collect()
     }
 
     /// Resources in Patient `patient`'s compartment (and that Patient).

@@ -1,4 +1,5 @@
-//! Access control: who the caller is ([`caller`]), what its token's scopes allow ([`scope`]),
+//! Access control: verified bearer tokens ([`token`]), who the caller is ([`caller`]), what its
+//! token's scopes allow ([`scope`]),
 //! what its role allows ([`role`]), how both become conditions inside every query ([`access`]),
 //! and the pseudonymous views some roles get ([`pseudonymise`]).
 //!
@@ -10,6 +11,7 @@ pub mod caller;
 pub mod pseudonymise;
 pub mod role;
 pub mod scope;
+pub mod token;
 
 pub use caller::Caller;
 pub use role::Role;

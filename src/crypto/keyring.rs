@@ -31,6 +31,22 @@
 //! The distinct `info` strings keep the three families independent: knowing a blind-index key says
 //! nothing about a data key derived from the same master.
 //!
+//! # Token-signing key
+//!
+//! `signing_key` holds the ES256 key pair ([`SigningKey`]) that signs the bearer tokens
+//! `fhirvault token issue` prints and that the server verifies them with:
+//!
+//! ```json
+//! "signing_key": {"algorithm":"ES256","created":"2025-01-01T00:00:00Z","pkcs8":"<base64 of PKCS#8>"}
+//! ```
+//!
+//! Key files written before tokens existed have none: [`KeyRing::load_or_create`] (what `serve`,
+//! `keys init` and `token issue` use) adds one and rewrites the file atomically, keeping mode
+//! 0600. [`KeyRing::load`] only reads (a ring loaded that way may lack the key, as may one from
+//! the environment). Data-key rotation keeps the signing key unchanged, so tokens issued before a
+//! rotation stay valid; to invalidate every issued token, delete `signing_key` from the file, run
+//! `fhirvault keys init` and restart the server.
+//!
 //! # Rotation
 //!
 //! [`KeyRing::rotate`] adds a fresh master, makes it active and rewrites the file atomically (temp
@@ -58,6 +74,7 @@ use serde::{Deserialize, Serialize};
 use super::blind_index::BlindIndexer;
 use super::envelope::{self, Aad};
 use super::pseudonym::Pseudonymizer;
+use super::signing::{SIGNING_ALGORITHM, SigningKey};
 use super::{CryptoError, INFO_DATA_KEY, INFO_PSEUDONYM, expand, extract};
 
 /// Identifies one master key (and the data key derived from it); written into every sealed blob.
@@ -74,6 +91,19 @@ struct KeyFile {
     active: KeyId,
     index_root_key: KeyId,
     keys: Vec<KeyEntry>,
+    /// Absent in key files written before bearer tokens existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signing_key: Option<SigningKeyEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigningKeyEntry {
+    /// Only `ES256` today; named so a later algorithm can be told apart.
+    algorithm: String,
+    created: String,
+    /// Base64 (standard alphabet, padded) of the PKCS#8 document.
+    pkcs8: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -98,6 +128,7 @@ struct Masters {
     active: KeyId,
     index_root: KeyId,
     keys: BTreeMap<KeyId, MasterKey>,
+    signing: Option<Arc<SigningKey>>,
 }
 
 /// Holds the master secrets and the keys derived from them. Cheap to clone (one `Arc`), `Send` and
@@ -119,15 +150,22 @@ impl KeyRing {
     /// Load the key file at `path`, or create it (a new random 256-bit master key, id 1) when
     /// absent. Returns the ring and whether the file was created. A new file gets mode 0600 at
     /// creation, and its parent directory (mode 0700) is created if needed.
+    ///
+    /// A key file without a token-signing key gets one added (see the module docs).
     pub fn load_or_create(path: &Path) -> Result<(KeyRing, bool), CryptoError> {
         if let Some(bytes) = read_key_file(path)? {
-            return Ok((Self::from_masters(parse(&bytes, &origin(path))?), false));
+            let masters = parse(&bytes, &origin(path))?;
+            if masters.signing.is_some() {
+                return Ok((Self::from_masters(masters), false));
+            }
+            return Ok((Self::add_signing_key(path, masters)?, false));
         }
         let rng = SystemRandom::new();
         let masters = Masters {
             active: 1,
             index_root: 1,
             keys: BTreeMap::from([(1, new_master(&rng)?)]),
+            signing: Some(new_signing_key()?),
         };
         match write_new(path, &serialize(&masters)?) {
             Ok(()) => {
@@ -140,7 +178,18 @@ impl KeyRing {
         }
     }
 
-    /// Load an existing key file; an error if it does not exist.
+    /// Give a key file written before bearer tokens existed its signing key, then load the file
+    /// again: if another process added one at the same moment and its rename came last, we use
+    /// that one rather than a key that is on no disk.
+    fn add_signing_key(path: &Path, mut masters: Masters) -> Result<KeyRing, CryptoError> {
+        masters.signing = Some(new_signing_key()?);
+        write_replace(path, &serialize(&masters)?, &SystemRandom::new())?;
+        tracing::info!(path = %path.display(), "added a token-signing key to the key file");
+        Self::load(path)
+    }
+
+    /// Load an existing key file; an error if it does not exist. Only reads: a file without a
+    /// token-signing key gives a ring without one.
     pub fn load(path: &Path) -> Result<KeyRing, CryptoError> {
         let bytes = read_key_file(path)?
             .ok_or_else(|| CryptoError::KeyFile(format!("{} does not exist", path.display())))?;
@@ -160,7 +209,7 @@ impl KeyRing {
     }
 
     /// For tests and benches: a ring from a fixed 32-byte master secret (key id 1, also the index
-    /// root), in memory only.
+    /// root), in memory only, with a random token-signing key.
     pub fn from_master_secret(secret: [u8; 32]) -> KeyRing {
         let master = MasterKey {
             created: now_rfc3339(),
@@ -170,13 +219,19 @@ impl KeyRing {
             active: 1,
             index_root: 1,
             keys: BTreeMap::from([(1, master)]),
+            signing: Some(Arc::new(
+                SigningKey::generate(now_rfc3339())
+                    .expect("the system random source works in tests"),
+            )),
         })
     }
 
     /// Add a new random master key, make it the active one for sealing, and write the key file at
     /// `path` back atomically (temp file with mode 0600 in the same directory, fsync, rename).
     /// Returns the new key id. Fails, changing nothing, if the file on disk holds a key this ring
-    /// lacks (it was rotated elsewhere since this ring was loaded).
+    /// lacks (it was rotated elsewhere since this ring was loaded), or another signing key.
+    ///
+    /// The token-signing key is kept (tokens issued before stay valid); a ring without one gets one.
     pub fn rotate(&mut self, path: &Path) -> Result<KeyId, CryptoError> {
         if let Some(bytes) = read_key_file(path)? {
             let on_disk = parse(&bytes, &origin(path))?;
@@ -190,6 +245,15 @@ impl KeyRing {
                     )));
                 }
             }
+            if let Some(theirs) = &on_disk.signing
+                && self.inner.masters.signing.as_ref().map(|k| k.pkcs8()) != Some(theirs.pkcs8())
+            {
+                return Err(CryptoError::KeyFile(format!(
+                    "{} holds a signing key this key ring does not have; \
+                     it changed since it was loaded: reload and rotate again",
+                    path.display()
+                )));
+            }
         }
 
         let mut masters = self.inner.masters.clone();
@@ -199,6 +263,9 @@ impl KeyRing {
             .ok_or_else(|| CryptoError::KeyFile("no key ids left to rotate to".into()))?;
         masters.keys.insert(new_id, new_master(&self.inner.rng)?);
         masters.active = new_id;
+        if masters.signing.is_none() {
+            masters.signing = Some(new_signing_key()?);
+        }
 
         write_replace(path, &serialize(&masters)?, &self.inner.rng)?;
         // Pseudonym and blind-index keys come from the unchanged index root: keep them, caches too.
@@ -260,6 +327,12 @@ impl KeyRing {
         self.inner.blind.token(param, value, bits)
     }
 
+    /// The key that signs bearer tokens; `None` for a ring read by [`load`](Self::load) or from the
+    /// environment out of a key file that predates tokens.
+    pub fn signing_key(&self) -> Option<Arc<SigningKey>> {
+        self.inner.masters.signing.clone()
+    }
+
     /// The blind indexer behind [`blind_token`](Self::blind_token), for code that only indexes.
     pub fn blind_indexer(&self) -> &BlindIndexer {
         &self.inner.blind
@@ -289,6 +362,7 @@ impl fmt::Debug for KeyRing {
             .field("active", &self.inner.masters.active)
             .field("index_root_key", &self.inner.masters.index_root)
             .field("key_ids", &self.key_ids())
+            .field("signing_key", &self.inner.masters.signing)
             .finish_non_exhaustive()
     }
 }
@@ -315,6 +389,10 @@ fn new_master(rng: &SystemRandom) -> Result<MasterKey, CryptoError> {
         created: now_rfc3339(),
         secret,
     })
+}
+
+fn new_signing_key() -> Result<Arc<SigningKey>, CryptoError> {
+    SigningKey::generate(now_rfc3339()).map(Arc::new)
 }
 
 fn now_rfc3339() -> String {
@@ -362,6 +440,10 @@ fn parse(json: &[u8], origin: &str) -> Result<Masters, CryptoError> {
     if keys.is_empty() {
         return Err(bad("holds no keys".into()));
     }
+    let signing = file
+        .signing_key
+        .map(|entry| parse_signing_key(entry, &bad))
+        .transpose()?;
     for (field, id) in [
         ("active", file.active),
         ("index_root_key", file.index_root_key),
@@ -376,10 +458,30 @@ fn parse(json: &[u8], origin: &str) -> Result<Masters, CryptoError> {
         active: file.active,
         index_root: file.index_root_key,
         keys,
+        signing,
     })
 }
 
-fn describe_json_error(e: &serde_json::Error) -> String {
+fn parse_signing_key(
+    entry: SigningKeyEntry,
+    bad: &dyn Fn(String) -> CryptoError,
+) -> Result<Arc<SigningKey>, CryptoError> {
+    if entry.algorithm != SIGNING_ALGORITHM {
+        return Err(bad(format!(
+            "signing_key: algorithm must be {SIGNING_ALGORITHM}"
+        )));
+    }
+    let pkcs8 = BASE64
+        .decode(entry.pkcs8.trim())
+        .map_err(|_| bad("signing_key: pkcs8 must be base64".into()))?;
+    SigningKey::from_pkcs8(pkcs8, entry.created)
+        .map(Arc::new)
+        .map_err(|_| bad("signing_key: pkcs8 is not a PKCS#8 ECDSA P-256 key".into()))
+}
+
+/// What is wrong with some JSON, without quoting any of its values (serde's own messages may).
+/// Shared with `auth::token`, whose untrusted token payloads carry values we must not log either.
+pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
     let position = format!("line {}, column {}", e.line(), e.column());
     let message = e.to_string();
     // Field-name complaints are safe and useful to repeat; anything else may quote a value.
@@ -410,6 +512,11 @@ fn serialize(masters: &Masters) -> Result<Vec<u8>, CryptoError> {
                 secret: BASE64.encode(key.secret),
             })
             .collect(),
+        signing_key: masters.signing.as_ref().map(|key| SigningKeyEntry {
+            algorithm: SIGNING_ALGORITHM.to_string(),
+            created: key.created().to_string(),
+            pkcs8: BASE64.encode(key.pkcs8()),
+        }),
     };
     let mut json = serde_json::to_vec_pretty(&file)
         .map_err(|_| CryptoError::KeyFile("could not serialise the key file".into()))?;
@@ -868,5 +975,142 @@ mod tests {
             b.open(&PATIENT_V1, &sealed),
             Err(CryptoError::Decrypt)
         ));
+    }
+
+    /// A key file as written before bearer tokens existed: master keys only.
+    fn write_legacy_key_file(path: &Path) {
+        let json = format!(
+            r#"{{"format":1,"active":1,"index_root_key":1,"keys":[{{"id":1,"created":"2025-01-01T00:00:00Z","secret":"{}"}}]}}"#,
+            BASE64.encode([9u8; 32])
+        );
+        let mut file = new_file_options().open(path).unwrap();
+        file.write_all(json.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn new_key_files_hold_a_signing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let (created, _) = KeyRing::load_or_create(&path).unwrap();
+        let public = created
+            .signing_key()
+            .expect("signing key")
+            .public_key()
+            .to_vec();
+        assert_eq!(public.len(), 65);
+        let loaded = KeyRing::load(&path).unwrap();
+        assert_eq!(loaded.signing_key().unwrap().public_key(), public);
+    }
+
+    #[test]
+    fn a_legacy_key_file_gets_a_signing_key_on_load_or_create_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        write_legacy_key_file(&path);
+        let before = KeyRing::load(&path).unwrap();
+        assert!(before.signing_key().is_none(), "load only reads");
+
+        let (upgraded, created) = KeyRing::load_or_create(&path).unwrap();
+        assert!(!created);
+        let public = upgraded.signing_key().expect("added").public_key().to_vec();
+        #[cfg(unix)]
+        assert_eq!(mode_of(&path), 0o600);
+        // The master keys, and so the data and pseudonyms, are untouched.
+        assert_eq!(upgraded.pseudonym("s|1"), before.pseudonym("s|1"));
+        let sealed = before.seal(&PATIENT_V1, b"x").unwrap();
+        assert_eq!(upgraded.open(&PATIENT_V1, &sealed).unwrap(), b"x");
+        // Added once: the next start keeps it.
+        let (again, _) = KeyRing::load_or_create(&path).unwrap();
+        assert_eq!(again.signing_key().unwrap().public_key(), public);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["keys.json"]);
+    }
+
+    #[test]
+    fn rotation_keeps_the_signing_key_and_adds_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let (mut ring, _) = KeyRing::load_or_create(&path).unwrap();
+        let public = ring.signing_key().unwrap().public_key().to_vec();
+        ring.rotate(&path).unwrap();
+        assert_eq!(ring.signing_key().unwrap().public_key(), public);
+        assert_eq!(
+            KeyRing::load(&path)
+                .unwrap()
+                .signing_key()
+                .unwrap()
+                .public_key(),
+            public
+        );
+
+        let legacy = dir.path().join("legacy.json");
+        write_legacy_key_file(&legacy);
+        let mut ring = KeyRing::load(&legacy).unwrap();
+        ring.rotate(&legacy).unwrap();
+        assert!(ring.signing_key().is_some());
+        assert!(KeyRing::load(&legacy).unwrap().signing_key().is_some());
+    }
+
+    #[test]
+    fn rotate_refuses_when_the_signing_key_changed_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        write_legacy_key_file(&path);
+        let mut stale = KeyRing::load(&path).unwrap();
+        KeyRing::load_or_create(&path).unwrap();
+        let err = stale.rotate(&path).unwrap_err().to_string();
+        assert!(err.contains("signing key"), "{err}");
+    }
+
+    #[test]
+    fn bad_signing_keys_are_rejected_without_echoing_them() {
+        let secret = BASE64.encode([7u8; 32]);
+        let file = |signing: &str| {
+            format!(
+                r#"{{"format":1,"active":1,"index_root_key":1,"keys":[{{"id":1,"created":"x","secret":"{secret}"}}],"signing_key":{signing}}}"#
+            )
+        };
+        let garbage = BASE64.encode([5u8; 138]);
+        let cases = [
+            (
+                file(&format!(
+                    r#"{{"algorithm":"ES384","created":"x","pkcs8":"{garbage}"}}"#
+                )),
+                "algorithm must be ES256",
+            ),
+            (
+                file(r#"{"algorithm":"ES256","created":"x","pkcs8":"!!"}"#),
+                "pkcs8 must be base64",
+            ),
+            (
+                file(&format!(
+                    r#"{{"algorithm":"ES256","created":"x","pkcs8":"{garbage}"}}"#
+                )),
+                "not a PKCS#8 ECDSA P-256 key",
+            ),
+        ];
+        for (json, fragment) in cases {
+            let message = parse(json.as_bytes(), "test")
+                .err()
+                .expect("should fail")
+                .to_string();
+            assert!(message.contains(fragment), "{message}");
+            assert!(
+                !message.contains(&garbage[..16]),
+                "key material leaked: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_signing_key() {
+        let ring = ring();
+        let pkcs8 = BASE64.encode(ring.signing_key().unwrap().pkcs8());
+        let shown = format!("{ring:?}");
+        assert!(shown.contains("ES256"), "{shown}");
+        assert!(!shown.contains(&pkcs8[40..60]), "{shown}");
     }
 }

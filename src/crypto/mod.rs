@@ -8,6 +8,8 @@
 //! - `envelope.rs` — [`Aad`] and the sealed-blob format (`version | key id | nonce | ciphertext+tag`):
 //!   AES-256-GCM with the ciphertext bound to the row it belongs to.
 //! - `pseudonym.rs` — the HMAC pseudonym given to a patient's identity, for the CRM.
+//! - `signing.rs` — [`SigningKey`], the ES256 key pair in the key file that signs bearer tokens
+//!   (`auth::token` turns it into JWKs and JWTs).
 //! - `blind_index.rs` — [`BlindIndexer`] (per-parameter HMAC tokens) plus the string normalisation,
 //!   prefix expansion and token sizing that search needs to stay "starts with, case- and
 //!   accent-insensitive" without ever storing the text.
@@ -25,10 +27,13 @@ mod blind_index;
 mod envelope;
 mod keyring;
 mod pseudonym;
+mod signing;
 
 pub use blind_index::{BlindIndexer, prefix_tokens, token_bits};
 pub use envelope::Aad;
+pub(crate) use keyring::describe_json_error;
 pub use keyring::{KeyId, KeyRing};
+pub use signing::SigningKey;
 
 use ring::hkdf;
 

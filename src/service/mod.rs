@@ -48,6 +48,8 @@ pub struct Service {
     /// Batches concurrent writes into one commit: every write on SQLite (one writer), plain
     /// creates on both backends (one multi-row INSERT per table for a whole batch).
     pub committer: group_commit::GroupCommitter,
+    /// Checks bearer tokens (the HTTP layer turns them into callers).
+    pub verifier: Arc<crate::auth::token::TokenVerifier>,
 }
 
 /// A resource version as the client sees it: decrypted, with `meta` set.

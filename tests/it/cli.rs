@@ -102,6 +102,16 @@ fn run(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// An HTTP client that sends an admin token for `server`, issued by `fhirvault token issue` from
+/// the same data directory.
+fn admin_client(dir: &std::path::Path, server: &Running) -> ::reqwest::Client {
+    let (ok, stdout, stderr) = run(dir, &["token", "issue", "--role", "admin", "--base-url", &server.base]);
+    assert!(ok, "token issue: {stderr}");
+    let mut headers = ::reqwest::header::HeaderMap::new();
+    headers.insert(::reqwest::header::AUTHORIZATION, format!("Bearer {}", stdout.trim_end()).parse().unwrap());
+    ::reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_start_creates_store_and_key_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -111,7 +121,8 @@ async fn first_start_creates_store_and_key_file() {
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "key file mode");
     assert!(server.log.lock().unwrap().contains("created a new key ring"), "{}", server.log.lock().unwrap());
-    let client = ::reqwest::Client::new();
+    assert!(server.log.lock().unwrap().contains("fhirvault token issue --role admin"), "{}", server.log.lock().unwrap());
+    let client = admin_client(dir.path(), &server);
     let created: Value = client
         .post(format!("{}/Patient", server.base))
         .header("content-type", "application/fhir+json")
@@ -132,6 +143,7 @@ async fn first_start_creates_store_and_key_file() {
     drop(server);
     let second = serve(dir.path(), &[]);
     assert!(!second.log.lock().unwrap().contains("created a new key ring"));
+    assert!(!second.log.lock().unwrap().contains("token issue"));
 }
 
 #[test]
@@ -169,7 +181,7 @@ async fn import_ndjson_and_bundle_then_rotate_keys_while_serving() {
     assert!(stderr.contains("line 1201"), "{stderr}");
 
     let server = serve(dir.path(), &[]);
-    let client = ::reqwest::Client::new();
+    let client = admin_client(dir.path(), &server);
     let read = client.get(format!("{}/Patient/imp-7", server.base)).send().await.unwrap();
     assert_eq!(read.status(), 200);
     let (ok, stdout, _) = run(dir.path(), &["keys", "status"]);
@@ -230,4 +242,69 @@ async fn key_ring_from_the_environment() {
     let _ = child.wait();
     assert!(up, "server started with the key ring from the environment");
     assert!(!key_file_written, "no key file is created when the environment carries the key ring");
+}
+
+/// The claims of `token` as a verifier for `base_url` with the keys `jwks` sees them.
+fn verify_token(token: &str, jwks: &fhirvault::auth::token::JwkSet, base_url: &str) -> fhirvault::auth::token::Claims {
+    let verifier = fhirvault::auth::token::TokenVerifier::new(jwks.clone(), base_url, base_url, 60);
+    verifier.verify(token, chrono::Utc::now().timestamp()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_issue_prints_a_token_signed_by_the_key_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    // A key file from before tokens existed gets its signing key on first use, still 0600.
+    let key_file = dir.path().join("fhirvault-data/keys.json");
+    std::fs::create_dir_all(key_file.parent().unwrap()).unwrap();
+    let legacy = r#"{"format":1,"active":1,"index_root_key":1,"keys":[{"id":1,"created":"2025-01-01T00:00:00Z","secret":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}]}"#;
+    std::fs::write(&key_file, legacy).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let (ok, stdout, stderr) = run(dir.path(), &["token", "issue", "--role", "admin"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "stdout is the token only: {stdout}");
+    let token = stdout.trim_end();
+    assert_eq!(token.split('.').count(), 3);
+    assert!(std::fs::read_to_string(&key_file).unwrap().contains("signing_key"));
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // The server publishes the key that verifies it, and describes itself for SMART apps.
+    let server = serve(dir.path(), &[]);
+    let client = ::reqwest::Client::new();
+    let jwks_body = client.get(format!("{}/.well-known/jwks.json", server.base)).send().await.unwrap().bytes().await.unwrap();
+    let jwks = fhirvault::auth::token::JwkSet::from_json(&jwks_body).unwrap();
+    // Issued for the default base URL, which `token issue` assumed (no --listen or --base-url).
+    let default_base = "http://127.0.0.1:8080/fhir";
+    let claims = verify_token(token, &jwks, default_base);
+    let ring = fhirvault::crypto::KeyRing::load(&key_file).unwrap();
+    let config = fhirvault::config::AuthConfig::for_base_url(default_base);
+    let from_ring = fhirvault::auth::token::TokenVerifier::from_config(&config, &ring).unwrap();
+    assert_eq!(from_ring.verify(token, chrono::Utc::now().timestamp()).unwrap(), claims);
+    assert_eq!((claims.role.as_deref(), claims.scope.as_str()), (Some("admin"), "user/*.cruds"));
+    assert_eq!(claims.exp - claims.iat.unwrap(), 3600);
+    for path in ["/.well-known/smart-configuration", "/fhir/.well-known/smart-configuration"] {
+        let root = server.base.trim_end_matches("/fhir");
+        let smart: Value = client.get(format!("{root}{path}")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(smart["issuer"], server.base.as_str(), "{path}");
+        assert_eq!(smart["jwks_uri"], format!("{}/.well-known/jwks.json", server.base));
+    }
+    drop(server);
+
+    let base = "https://fhir.example/fhir";
+    let (ok, stdout, stderr) = run(
+        dir.path(),
+        &["token", "issue", "--role", "clinician", "--scope", "patient/*.rs", "--patient", "p-1", "--org", "o-1",
+          "--subject", "dr-1", "--ttl", "15m", "--base-url", base],
+    );
+    assert!(ok, "{stderr}");
+    let claims = verify_token(stdout.trim_end(), &jwks, base);
+    assert_eq!((claims.sub.as_str(), claims.patient.as_deref(), claims.org.as_deref()), ("dr-1", Some("p-1"), Some("o-1")));
+    assert_eq!((claims.scope.as_str(), claims.exp - claims.iat.unwrap()), ("patient/*.rs", 900));
+
+    let (ok, stdout, stderr) = run(dir.path(), &["token", "issue", "--role", "clinician"]);
+    assert!(!ok && stdout.is_empty());
+    assert!(stderr.contains("--scope is required"), "{stderr}");
+    let (ok, _, stderr) = run(dir.path(), &["token", "issue", "--role", "admin", "--ttl", "2x"]);
+    assert!(!ok);
+    assert!(stderr.contains("--ttl"), "{stderr}");
 }

@@ -430,6 +430,8 @@ struct Process {
     child: std::process::Child,
     http: u16,
     mllp: u16,
+    /// An admin token for the HTTP checks, from `fhirvault token issue`.
+    token: String,
 }
 
 impl Process {
@@ -444,7 +446,15 @@ impl Process {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start fhirvault");
-        let process = Process { child, http, mllp };
+        let issued = std::process::Command::new(env!("CARGO_BIN_EXE_fhirvault"))
+            .args(["--data-dir", dir.to_str().unwrap(), "--database-url", database_url, "token", "issue", "--role", "admin"])
+            .args(["--listen", &format!("127.0.0.1:{http}")])
+            .env("FHIRVAULT_FHIR_RESOURCES", concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources"))
+            .output()
+            .expect("token issue");
+        assert!(issued.status.success(), "token issue: {}", String::from_utf8_lossy(&issued.stderr));
+        let token = String::from_utf8(issued.stdout).expect("token").trim_end().to_string();
+        let process = Process { child, http, mllp, token };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while std::time::Instant::now() < deadline {
             if reqwest::get(format!("http://127.0.0.1:{http}/health")).await.is_ok_and(|r| r.status().is_success()) {
@@ -457,7 +467,7 @@ impl Process {
 
     async fn count(&self, query: &str) -> u64 {
         let url = format!("http://127.0.0.1:{}/fhir/{query}", self.http);
-        let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let body: Value = reqwest::Client::new().get(url).bearer_auth(&self.token).send().await.unwrap().json().await.unwrap();
         body["total"].as_u64().unwrap_or_else(|| body["entry"].as_array().map_or(0, |e| e.len() as u64))
     }
 }

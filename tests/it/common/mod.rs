@@ -9,6 +9,7 @@ pub mod postgres;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use fhirvault::auth::token::{IssueRequest, TokenIssuer};
 use fhirvault::config::{Config, DatabaseUrl};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -30,6 +31,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub database: DatabaseUrl,
     pub backend: Backend,
+    /// Signs test tokens with the server's key ring; `client` sends an admin token by default.
+    pub issuer: TokenIssuer,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -53,9 +56,15 @@ impl TestServer {
         let mut config = Config::for_dir(dir.path(), Some(database.clone()));
         config.listen = addr;
         config.base_url = format!("http://{addr}/fhir");
+        config.auth = fhirvault::config::AuthConfig::for_base_url(&config.base_url);
         tweak(&mut config);
         let base = config.base_url.clone();
         let service = fhirvault::server::open_service(config, None).await.expect("service starts");
+        let issuer = TokenIssuer::from_config(&service.config.auth, &service.keys.current()).expect("token issuer");
+        let admin = issue(&issuer, "admin", "user/*.cruds", None, None);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {admin}").parse().expect("header"));
+        let client = reqwest::Client::builder().default_headers(headers).build().expect("client");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             fhirvault::server::serve_with_mllp(listener, Some(mllp_listener), service, async {
@@ -68,7 +77,8 @@ impl TestServer {
             addr,
             mllp,
             base,
-            client: reqwest::Client::new(),
+            client,
+            issuer,
             dir,
             database,
             backend,
@@ -114,6 +124,17 @@ impl TestServer {
             request = request.header(*name, *value);
         }
         Reply::from(request.send().await.expect("request sent")).await
+    }
+
+    /// A token of `role` with `scope` and the context claims, signed by the server's key ring.
+    pub fn token(&self, role: &str, scope: &str, patient: Option<&str>, org: Option<&str>) -> String {
+        issue(&self.issuer, role, scope, patient, org)
+    }
+
+    /// A request as the caller of `token` (instead of the default admin).
+    pub async fn request_as(&self, token: &str, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        let authorization = format!("Bearer {token}");
+        self.request(method, path, body, &[("authorization", authorization.as_str())]).await
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -234,4 +255,16 @@ macro_rules! both_backends {
             )*
         }
     };
+}
+
+fn issue(issuer: &TokenIssuer, role: &str, scope: &str, patient: Option<&str>, org: Option<&str>) -> String {
+    let request = IssueRequest {
+        role: role.to_string(),
+        scope: scope.to_string(),
+        patient: patient.map(str::to_string),
+        org: org.map(str::to_string),
+        subject: None,
+        ttl: std::time::Duration::from_secs(3600),
+    };
+    issuer.issue(&request).expect("token")
 }
