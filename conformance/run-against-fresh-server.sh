@@ -44,9 +44,18 @@ for _ in $(seq 1 300); do
     if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then break; fi
     sleep 0.2
 done
+# Tokens signed by the server's key ring: an admin's for the suite, and the callers the
+# access-control cases (sec-*) need, for the organisation and patient their fixture uses.
+issue() { (cd "$work" && "$target/debug/fhirvault" --fhir-resources "$root/fhir-resources" token issue --listen "127.0.0.1:$port" "$@"); }
+FHIRVAULT_CONFORMANCE_TOKEN="$(issue --role admin)"
+export FHIRVAULT_CONFORMANCE_TOKEN
+clinician="$(issue --role clinician --scope 'user/*.cruds' --org conformance-org-a)"
+crm="$(issue --role crm --scope 'user/*.rs')"
+patient="$(issue --role patient --scope 'patient/*.rs' --patient conformance-pat-a)"
 mkdir -p target/conformance
 status=0
 "$target/debug/fhirvault-conformance" --base-url "http://127.0.0.1:$port/fhir" \
+    --as "clinician=$clinician" --as "crm=$crm" --as "patient=$patient" \
     --junit "target/conformance/$backend.xml" --json "target/conformance/$backend.json" || status=$?
 if [ "$status" != 0 ]; then
     echo "conformance suite failed on $backend; server log:" >&2
