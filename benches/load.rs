@@ -155,8 +155,12 @@ async fn main() {
     let mut config = Config::for_dir(dir.path(), Some(database.clone()));
     config.listen = addr;
     config.base_url = format!("http://{addr}/fhir");
+    config.auth = fhirvault::config::AuthConfig::for_base_url(&config.base_url);
+    // One caller sends everything here: no per-caller limit.
+    config.rate_limit_per_second = 0;
     let base = config.base_url.clone();
     let service = fhirvault::server::open_service(config, Some(keys.clone())).await.expect("service starts");
+    let admin = common::token(&service, "admin", "user/*.cruds", None);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         fhirvault::server::serve(listener, service, async {
@@ -166,7 +170,7 @@ async fn main() {
         .expect("server runs");
     });
 
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
+    let client = common::client_with(&admin, Duration::from_secs(30));
 
     // A patient for the observations to point at, and one observation to learn the stored size.
     let patient = client

@@ -54,6 +54,9 @@ struct Settings {
     import_concurrency: usize,
     explain: bool,
     only: Option<Vec<String>>,
+    /// Who searches: `admin` (no access rule in the query) and `clinician` (the clinic's
+    /// clinician, who sees the same resources through the access rule in every query).
+    callers: Vec<String>,
 }
 
 impl Settings {
@@ -83,6 +86,12 @@ impl Settings {
             import_concurrency: var("FHIRVAULT_BENCH_IMPORT_CONCURRENCY", 2usize).max(1),
             explain: var("FHIRVAULT_BENCH_EXPLAIN", 1u8) != 0,
             only: list("FHIRVAULT_BENCH_ONLY").map(|v| v.split(',').map(|s| s.trim().to_string()).collect()),
+            callers: list("FHIRVAULT_BENCH_CALLERS")
+                .unwrap_or_else(|| "admin,clinician".into())
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .inspect(|c| assert!(c == "admin" || c == "clinician", "FHIRVAULT_BENCH_CALLERS: admin and/or clinician"))
+                .collect(),
         }
     }
 }
@@ -393,6 +402,24 @@ async fn explain(service: &Service, query: &QueryType, pairs: &Pairs, postgres: 
     })
 }
 
+/// For each (clients, query) measured as both callers: the clinician's figures over the admin's.
+fn authorization_overhead(rows: &[Value]) -> Vec<Value> {
+    let find = |caller: &str, clients: &Value, name: &Value| {
+        rows.iter().find(|r| r["caller"] == caller && &r["clients"] == clients && &r["query"] == name)
+    };
+    rows.iter()
+        .filter(|r| r["caller"] == "admin")
+        .filter_map(|admin| {
+            let clinician = find("clinician", &admin["clients"], &admin["query"])?;
+            let ratio = |key: &str| clinician[key].as_f64().unwrap_or(f64::NAN) / admin[key].as_f64().unwrap_or(f64::NAN);
+            Some(json!({
+                "clients": admin["clients"], "query": admin["query"],
+                "p50_ratio": round(ratio("p50_ms"), 3), "p95_ratio": round(ratio("p95_ms"), 3), "rate_ratio": round(ratio("per_second"), 3),
+            }))
+        })
+        .collect()
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let settings = Settings::from_env();
@@ -425,6 +452,9 @@ async fn main() {
     let mut config = Config::for_dir(&dir, Some(database.clone()));
     config.listen = addr;
     config.base_url = format!("http://{addr}/fhir");
+    config.auth = fhirvault::config::AuthConfig::for_base_url(&config.base_url);
+    // One caller sends everything here: no per-caller limit.
+    config.rate_limit_per_second = 0;
     let base = config.base_url.clone();
     let service = fhirvault::server::open_service(config, Some(keys.clone())).await.expect("service starts");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -438,7 +468,9 @@ async fn main() {
             .expect("server runs");
         })
     };
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(300)).build().expect("http client");
+    let client = common::client_with(&common::token(&service, "admin", "user/*.cruds", None), Duration::from_secs(300));
+    let clinician = common::token(&service, "clinician", "user/*.cruds", Some(&search_data::clinic_id(&sizes)));
+    let client_for = |caller: &str| if caller == "admin" { client.clone() } else { common::client_with(&clinician, Duration::from_secs(300)) };
 
     // The data set: reuse it if it is there, load it if the database is empty.
     let found = counts(&client, &base, &sizes).await;
@@ -580,14 +612,15 @@ async fn main() {
     );
     println!();
     println!(
-        "{:>7}  {:<22}  {:>5}  {:>3}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>7}  {:>6}  {:>8}",
-        "clients", "query", "ok", "err", "q/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "matches", "incl", "total"
+        "{:>7}  {:<9}  {:<22}  {:>5}  {:>3}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>7}  {:>6}  {:>8}",
+        "clients", "caller", "query", "ok", "err", "q/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "matches", "incl", "total"
     );
     let mut rows = Vec::new();
     for &clients in &settings.clients {
         for (t, query) in query_types.iter().enumerate() {
+          for caller in &settings.callers {
             let phase = {
-                let (client, base, ctx) = (client.clone(), Arc::new(base.clone()), ctx.clone());
+                let (client, base, ctx) = (client_for(caller), Arc::new(base.clone()), ctx.clone());
                 let (resource_type, make) = (query.resource_type, query.make);
                 run_phase(query.name, clients, settings.queries, cap, move |i| {
                     let mut rng = Rng::new(((t as u64) << 40) ^ ((clients as u64) << 32) ^ i as u64);
@@ -600,8 +633,9 @@ async fn main() {
             let mut row = outcome_json(&phase);
             let figure = |key: &str| row[key].as_f64().unwrap_or(f64::NAN);
             println!(
-                "{:>7}  {:<22}  {:>5}  {:>3}  {:>8.1}  {:>8.2}  {:>8.2}  {:>8.2}  {:>8.2}  {:>7.1}  {:>6.1}  {:>8.0}",
+                "{:>7}  {:<9}  {:<22}  {:>5}  {:>3}  {:>8.1}  {:>8.2}  {:>8.2}  {:>8.2}  {:>8.2}  {:>7.1}  {:>6.1}  {:>8.0}",
                 phase.clients,
+                caller,
                 phase.name,
                 phase.ok(),
                 phase.errors,
@@ -622,7 +656,22 @@ async fn main() {
                 println!("         {empty} of {} pages had no match", phase.ok());
             }
             row["shape"] = json!(query.shape);
+            row["caller"] = json!(caller);
             rows.push(row);
+          }
+        }
+    }
+    let overhead = authorization_overhead(&rows);
+    if !overhead.is_empty() {
+        println!();
+        println!("authorization overhead (same run): clinician (access rule in every query) ÷ admin (none)");
+        println!("{:>7}  {:<22}  {:>10}  {:>10}  {:>10}", "clients", "query", "p50 ratio", "p95 ratio", "q/s ratio");
+        for row in &overhead {
+            println!(
+                "{:>7}  {:<22}  {:>10.3}  {:>10.3}  {:>10.3}",
+                row["clients"], row["query"].as_str().unwrap_or_default(), row["p50_ratio"].as_f64().unwrap_or(f64::NAN),
+                row["p95_ratio"].as_f64().unwrap_or(f64::NAN), row["rate_ratio"].as_f64().unwrap_or(f64::NAN)
+            );
         }
     }
 
@@ -645,6 +694,7 @@ async fn main() {
         "literal_claim_coverage": literal_claim,
         "plans": plans,
         "phases": rows,
+        "authorization_overhead": overhead,
     });
     let out = common::target_dir().join("bench-search.json");
     if let Some(parent) = out.parent() {

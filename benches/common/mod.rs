@@ -247,3 +247,24 @@ pub fn holter_message(sequence: usize, patient: usize, codes: &fhirvault::hl7v2:
     }
     segments.join("\r") + "\r"
 }
+
+/// A token for `role` signed by the server's key ring, as `fhirvault token issue` makes them.
+pub fn token(service: &fhirvault::service::Service, role: &str, scope: &str, org: Option<&str>) -> String {
+    let issuer = fhirvault::auth::token::TokenIssuer::from_config(&service.config.auth, &service.keys.current()).expect("token issuer");
+    let request = fhirvault::auth::token::IssueRequest {
+        role: role.to_string(),
+        scope: scope.to_string(),
+        patient: None,
+        org: org.map(str::to_string),
+        subject: None,
+        ttl: std::time::Duration::from_secs(24 * 3600),
+    };
+    issuer.issue(&request).expect("token")
+}
+
+/// An HTTP client that sends `token` with every request.
+pub fn client_with(token: &str, timeout: std::time::Duration) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().expect("header"));
+    reqwest::Client::builder().timeout(timeout).default_headers(headers).build().expect("http client")
+}

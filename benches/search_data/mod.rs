@@ -169,6 +169,11 @@ pub fn claim_id(i: usize) -> String {
 pub fn observation_id(i: usize) -> String {
     format!("o{:08}", i + 1)
 }
+/// The provider organization: the last one.
+pub fn clinic_id(sizes: &Sizes) -> String {
+    organization_id(sizes.organizations - 1)
+}
+
 pub fn organization_id(i: usize) -> String {
     format!("org{:02}", i + 1)
 }
@@ -200,7 +205,7 @@ pub fn date(seconds_into_year: u64) -> String {
 pub fn resource(kind: Kind, index: usize, sizes: &Sizes) -> Value {
     match kind {
         Kind::Organization => organization(index, sizes),
-        Kind::Patient => patient(index),
+        Kind::Patient => patient(index, sizes),
         Kind::Device => device(index),
         Kind::Coverage => coverage(index),
         Kind::Claim => claim(index, sizes),
@@ -218,7 +223,9 @@ pub fn organization(i: usize, sizes: &Sizes) -> Value {
     })
 }
 
-pub fn patient(i: usize) -> Value {
+/// Patient `i`, managed by the provider organization (the clinic whose clinician the search
+/// benchmark also searches as).
+pub fn patient(i: usize, sizes: &Sizes) -> Value {
     let mut rng = Rng::for_entity(Kind::Patient, i);
     let family = *rng.pick(&FAMILY);
     let given = *rng.pick(&GIVEN);
@@ -247,7 +254,8 @@ pub fn patient(i: usize) -> Value {
             "city": city,
             "postalCode": postal,
             "country": "AT"
-        }]
+        }],
+        "managingOrganization": {"reference": format!("Organization/{}", clinic_id(sizes))}
     })
 }
 
