@@ -47,6 +47,15 @@ pub struct ServeArgs {
     /// Address for the HL7 v2 MLLP listener (e.g. 127.0.0.1:2575). Off unless set.
     #[arg(long, env = "FHIRVAULT_MLLP_LISTEN")]
     pub mllp_listen: Option<String>,
+    /// Certificate chain (PEM) for HTTPS and MLLP over TLS; needs --tls-key.
+    #[arg(long, env = "FHIRVAULT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of the certificate in --tls-cert.
+    #[arg(long, env = "FHIRVAULT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that issue device-hub client certificates (mutual TLS).
+    #[arg(long, env = "FHIRVAULT_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
     #[command(flatten)]
     pub auth: AuthArgs,
 }
@@ -89,6 +98,19 @@ struct FileConfig {
     hl7v2: Hl7FileConfig,
     #[serde(default)]
     auth: AuthFileConfig,
+    #[serde(default)]
+    tls: TlsFileConfig,
+}
+
+/// The `[tls]` table of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFileConfig {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    hubs: Vec<HubConfig>,
 }
 
 /// The `[auth]` table of the TOML file.
@@ -263,6 +285,90 @@ impl Hl7Config {
     }
 }
 
+/// TLS for both listeners (HTTP and MLLP). The files are read and checked by
+/// [`crate::tls::ServerTls::load`]; here only the shape of the settings is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf certificate.
+    pub key_file: PathBuf,
+    /// PEM CA certificates that issue client certificates. When set, HTTPS asks for a client
+    /// certificate (optional there) and MLLP requires one that maps to a hub.
+    pub client_ca_file: Option<PathBuf>,
+    /// Client-certificate identities of device hubs.
+    pub hubs: Vec<HubConfig>,
+}
+
+/// One `[[tls.hubs]]` entry: a device hub known by its client certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// The hub's name, as logs and the access rules know it.
+    pub name: String,
+    /// A DNS name the hub's certificate carries in its subject alternative names; matched
+    /// exactly (ASCII case aside), never as a wildcard.
+    pub subject: String,
+    /// The organisation the hub belongs to (`Organization/<id>`), if any.
+    pub org: Option<String>,
+}
+
+impl TlsConfig {
+    fn resolve(file: TlsFileConfig, serve: &ServeArgs) -> Result<Option<TlsConfig>, ConfigError> {
+        let cert_file = serve.tls_cert.clone().or(file.cert_file);
+        let key_file = serve.tls_key.clone().or(file.key_file);
+        let client_ca_file = serve.tls_client_ca.clone().or(file.client_ca_file);
+        let (cert_file, key_file) = match (cert_file, key_file) {
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => return Err(ConfigError::new("tls.key_file", "is needed with tls.cert_file (--tls-key)")),
+            (None, Some(_)) => return Err(ConfigError::new("tls.cert_file", "is needed with tls.key_file (--tls-cert)")),
+            (None, None) => {
+                if client_ca_file.is_some() {
+                    return Err(ConfigError::new("tls.client_ca_file", "needs tls.cert_file and tls.key_file: client certificates are a TLS feature"));
+                }
+                if !file.hubs.is_empty() {
+                    return Err(ConfigError::new("tls.hubs", "needs tls.cert_file, tls.key_file and tls.client_ca_file"));
+                }
+                return Ok(None);
+            }
+        };
+        if !file.hubs.is_empty() && client_ca_file.is_none() {
+            return Err(ConfigError::new("tls.hubs", "needs tls.client_ca_file: hubs are known by client certificates issued under it"));
+        }
+        check_hubs(&file.hubs)?;
+        Ok(Some(TlsConfig { cert_file, key_file, client_ca_file, hubs: file.hubs }))
+    }
+}
+
+/// Names and subjects must be unique (a certificate must map to one hub), subjects plain DNS
+/// names (no wildcards: a hub is one certificate identity), orgs `Organization/<id>`.
+fn check_hubs(hubs: &[HubConfig]) -> Result<(), ConfigError> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut subjects = std::collections::BTreeSet::new();
+    for hub in hubs {
+        if hub.name.trim().is_empty() || hub.name.chars().any(char::is_control) {
+            return Err(ConfigError::new("tls.hubs", "every hub needs a name without control characters"));
+        }
+        let name = &hub.name;
+        if rustls_pki_types::DnsName::try_from(hub.subject.as_str()).is_err() {
+            return Err(ConfigError::new("tls.hubs", format!("hub `{name}`: subject `{}` is not a DNS name (wildcards are not allowed)", hub.subject)));
+        }
+        if let Some(org) = &hub.org {
+            let valid = org.strip_prefix("Organization/").is_some_and(crate::fhir::id::is_valid_id);
+            if !valid {
+                return Err(ConfigError::new("tls.hubs", format!("hub `{name}`: org must be a reference like Organization/org-a")));
+            }
+        }
+        if !names.insert(name.as_str()) {
+            return Err(ConfigError::new("tls.hubs", format!("hub name `{name}` is used twice")));
+        }
+        if !subjects.insert(hub.subject.to_ascii_lowercase()) {
+            return Err(ConfigError::new("tls.hubs", format!("subject `{}` is used by two hubs", hub.subject)));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Sqlite(PathBuf),
@@ -321,6 +427,9 @@ pub struct Config {
     pub max_page_size: usize,
     pub hl7v2: Hl7Config,
     pub auth: AuthConfig,
+    /// HTTPS and MLLP over TLS; `None` serves plain text, which [`Config::check_transport`]
+    /// allows on loopback addresses only.
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -331,7 +440,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(setting: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(setting: &'static str, message: impl Into<String>) -> Self {
         ConfigError { setting, message: message.into() }
     }
 }
@@ -361,11 +470,13 @@ impl Config {
             .parse()
             .map_err(|_| ConfigError::new("listen", format!("`{listen_text}` is not an address like 127.0.0.1:8080")))?;
 
+        let tls = TlsConfig::resolve(file.tls, serve)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let base_url = serve
             .base_url
             .clone()
             .or(file.base_url)
-            .unwrap_or_else(|| format!("http://{listen}/fhir"));
+            .unwrap_or_else(|| format!("{scheme}://{listen}/fhir"));
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(ConfigError::new("base_url", "must be an absolute http(s) URL"));
         }
@@ -406,6 +517,7 @@ impl Config {
         Ok(Config {
             hl7v2,
             auth,
+            tls,
             listen,
             base_url,
             data_dir,
@@ -441,6 +553,32 @@ impl Config {
             max_page_size: 1000,
             hl7v2: Hl7Config::default(),
             auth: AuthConfig::for_base_url(base_url),
+            tls: None,
+        }
+    }
+
+    /// Refuses to serve plain text beyond this machine: without TLS, the HTTP and MLLP listen
+    /// addresses must be loopback (127.0.0.0/8 or ::1). Checked by `serve` only, so the other
+    /// subcommands still run with a serving configuration that lacks TLS.
+    pub fn check_transport(&self) -> Result<(), ConfigError> {
+        if self.tls.is_some() {
+            return Ok(());
+        }
+        let needs_tls = |setting: &'static str, address: SocketAddr| {
+            // `to_canonical` so that ::ffff:127.0.0.1 counts as the loopback address it is.
+            if address.ip().to_canonical().is_loopback() {
+                Ok(())
+            } else {
+                Err(ConfigError::new(
+                    setting,
+                    format!("{address} is not a loopback address; serving beyond this machine needs TLS (tls.cert_file and tls.key_file, or --tls-cert and --tls-key)"),
+                ))
+            }
+        };
+        needs_tls("listen", self.listen)?;
+        match self.hl7v2.mllp_listen {
+            Some(address) => needs_tls("mllp_listen", address),
+            None => Ok(()),
         }
     }
 }
@@ -533,5 +671,98 @@ mod tests {
         assert_eq!(Config::resolve(&StoreArgs::default(), &serve).unwrap_err().setting, "mllp_listen");
         let store = StoreArgs { facility_time_zone: Some("Mars/Olympus".into()), ..StoreArgs::default() };
         assert_eq!(Config::resolve(&store, &ServeArgs::default()).unwrap_err().setting, "facility_time_zone");
+    }
+
+    fn tls_args() -> ServeArgs {
+        ServeArgs { tls_cert: Some("cert.pem".into()), tls_key: Some("key.pem".into()), ..ServeArgs::default() }
+    }
+
+    fn with_file(toml: &str) -> (tempfile::TempDir, StoreArgs) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fhirvault.toml");
+        std::fs::write(&path, toml).unwrap();
+        (dir, StoreArgs { config: Some(path), ..StoreArgs::default() })
+    }
+
+    #[test]
+    fn plain_text_is_served_on_loopback_only() {
+        for listen in ["127.0.0.1:8080", "127.8.9.10:80", "[::1]:8080", "[::ffff:127.0.0.1]:8080"] {
+            let serve = ServeArgs { listen: Some(listen.into()), ..ServeArgs::default() };
+            let config = Config::resolve(&StoreArgs::default(), &serve).unwrap();
+            assert!(config.check_transport().is_ok(), "{listen}");
+        }
+        for listen in ["0.0.0.0:8080", "[::]:8080", "10.1.2.3:8080"] {
+            let serve = ServeArgs { listen: Some(listen.into()), ..ServeArgs::default() };
+            let error = Config::resolve(&StoreArgs::default(), &serve).unwrap().check_transport().unwrap_err();
+            assert_eq!(error.setting, "listen", "{listen}");
+            assert!(error.message.contains("needs TLS"), "{error}");
+        }
+        let serve = ServeArgs { mllp_listen: Some("0.0.0.0:2575".into()), ..ServeArgs::default() };
+        let error = Config::resolve(&StoreArgs::default(), &serve).unwrap().check_transport().unwrap_err();
+        assert_eq!(error.setting, "mllp_listen");
+        // With TLS, any address.
+        let serve = ServeArgs { listen: Some("0.0.0.0:8443".into()), mllp_listen: Some("0.0.0.0:2575".into()), ..tls_args() };
+        assert!(Config::resolve(&StoreArgs::default(), &serve).unwrap().check_transport().is_ok());
+    }
+
+    #[test]
+    fn tls_makes_the_default_base_url_https() {
+        let config = Config::resolve(&StoreArgs::default(), &tls_args()).unwrap();
+        assert_eq!(config.base_url, "https://127.0.0.1:8080/fhir");
+        let tls = config.tls.unwrap();
+        assert_eq!((tls.cert_file, tls.key_file), (PathBuf::from("cert.pem"), PathBuf::from("key.pem")));
+        let config = Config::resolve(&StoreArgs::default(), &ServeArgs::default()).unwrap();
+        assert_eq!(config.base_url, "http://127.0.0.1:8080/fhir");
+        assert!(config.tls.is_none());
+    }
+
+    #[test]
+    fn tls_settings_come_from_the_file_and_flags_win() {
+        let (_dir, store) = with_file(
+            r#"
+            [tls]
+            cert_file = "file-cert.pem"
+            key_file = "file-key.pem"
+            client_ca_file = "hubs-ca.pem"
+            [[tls.hubs]]
+            name = "hub-vienna-1"
+            subject = "hub-vienna-1.devices.example"
+            org = "Organization/org-a"
+            "#,
+        );
+        let tls = Config::resolve(&store, &ServeArgs::default()).unwrap().tls.unwrap();
+        assert_eq!(tls.client_ca_file, Some(PathBuf::from("hubs-ca.pem")));
+        assert_eq!(tls.hubs, vec![HubConfig { name: "hub-vienna-1".into(), subject: "hub-vienna-1.devices.example".into(), org: Some("Organization/org-a".into()) }]);
+        let tls = Config::resolve(&store, &tls_args()).unwrap().tls.unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("cert.pem"));
+    }
+
+    #[test]
+    fn incomplete_tls_settings_name_the_setting() {
+        let resolve = |serve: ServeArgs| Config::resolve(&StoreArgs::default(), &serve).unwrap_err().setting;
+        assert_eq!(resolve(ServeArgs { tls_key: None, ..tls_args() }), "tls.key_file");
+        assert_eq!(resolve(ServeArgs { tls_cert: None, ..tls_args() }), "tls.cert_file");
+        assert_eq!(resolve(ServeArgs { tls_client_ca: Some("ca.pem".into()), ..ServeArgs::default() }), "tls.client_ca_file");
+        let (_dir, store) = with_file("[[tls.hubs]]\nname = \"h\"\nsubject = \"h.example\"\n");
+        assert_eq!(Config::resolve(&store, &tls_args()).unwrap_err().setting, "tls.hubs");
+    }
+
+    #[test]
+    fn bad_hubs_are_refused() {
+        let hub = |name: &str, subject: &str, org: Option<&str>| HubConfig { name: name.into(), subject: subject.into(), org: org.map(Into::into) };
+        assert!(check_hubs(&[hub("a", "a.example", Some("Organization/x")), hub("b", "B.example", None)]).is_ok());
+        for (hubs, text) in [
+            (vec![hub("a", "*.example", None)], "not a DNS name"),
+            (vec![hub("a", "a b.example", None)], "not a DNS name"),
+            (vec![hub("", "a.example", None)], "needs a name"),
+            (vec![hub("a", "a.example", Some("Patient/x"))], "org must be"),
+            (vec![hub("a", "a.example", Some("Organization/"))], "org must be"),
+            (vec![hub("a", "a.example", None), hub("a", "b.example", None)], "used twice"),
+            (vec![hub("a", "a.example", None), hub("b", "A.EXAMPLE", None)], "used by two hubs"),
+        ] {
+            let error = check_hubs(&hubs).unwrap_err();
+            assert_eq!(error.setting, "tls.hubs");
+            assert!(error.message.contains(text), "{error} should say {text}");
+        }
     }
 }

@@ -20,7 +20,10 @@
 //! - [`auth`]: access control; [`auth::token`] verifies bearer JWTs and issues them from the key
 //!   ring.
 //! - [`api`]: axum routes and thin handlers: extract, call the service, render.
-//! - [`server`]: binding, serving and graceful shutdown, shared by `main` and the tests.
+//! - [`server`]: serving (our HTTP accept loop, the MLLP listener) and graceful shutdown,
+//!   shared by `main` and the tests.
+//! - [`tls`]: HTTPS and MLLP over TLS, client certificates of device hubs, and [`tls::Peer`],
+//!   who is on the other end of a connection.
 //! - [`import`]: bulk loading of NDJSON and Bundle files through the service.
 
 pub mod api;
@@ -35,3 +38,4 @@ pub mod search;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;

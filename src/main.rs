@@ -146,6 +146,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Both before the database is opened, so a bad transport setting stops start-up at once.
+    config.check_transport()?;
+    let tls = fhirvault::tls::ServerTls::load(config.tls.as_ref())?;
     let listen = config.listen;
     let base_url = config.base_url.clone();
     let backend = config.database.redacted();
@@ -166,8 +169,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    tracing::info!(%listen, %base_url, database = %backend, "fhirvault is serving FHIR R4");
-    fhirvault::server::serve_with_mllp(listener, mllp, service, shutdown_signal()).await?;
+    match &tls {
+        None => tracing::warn!("plain HTTP and MLLP without TLS, on loopback: for development only"),
+        Some(tls) if mllp.is_some() && !tls.client_auth() => tracing::warn!(
+            "MLLP over TLS without client certificates: anyone who reaches the port can send messages (set tls.client_ca_file and tls.hubs)"
+        ),
+        Some(_) => {}
+    }
+    let tls_on = tls.is_some();
+    tracing::info!(%listen, %base_url, tls = tls_on, database = %backend, "fhirvault is serving FHIR R4");
+    let listeners = fhirvault::server::Listeners { http: listener, mllp, tls };
+    fhirvault::server::serve_listeners(listeners, service, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())
 }

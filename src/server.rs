@@ -2,7 +2,10 @@
 //!
 //! [`open_service`] loads the key ring (creating it on first start), the FHIR definitions and the
 //! store, and migrates the schema once. [`serve`] takes an already bound listener and a shutdown
-//! future (mini-redis's `server::run`), so tests can bind port 0.
+//! future (mini-redis's `server::run`), so tests can bind port 0; [`serve_listeners`] adds the
+//! MLLP listener and TLS. [`http`] is the HTTP accept loop.
+
+pub mod http;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +27,7 @@ use crate::search::sensitivity::ParamDatatypes;
 use crate::service::Service;
 use crate::service::keys::SharedKeys;
 use crate::store::Store;
+use crate::tls::{Acceptor, ServerTls};
 
 /// The spec definitions, loaded once per folder per process (they are large and immutable).
 type Definitions = (Arc<Validator>, Arc<SearchParamRegistry>);
@@ -105,19 +109,40 @@ pub fn app(service: Service, ingestor: Ingestor) -> axum::Router {
     router(AppState { service, capability: Arc::new(capability), ingestor, rate_limiter })
 }
 
-/// Serve HTTP until `shutdown` completes, then finish in-flight requests and close the store.
+/// The listeners of one server, already bound.
+pub struct Listeners {
+    pub http: TcpListener,
+    /// HL7 v2 over MLLP; `None` leaves MLLP off.
+    pub mllp: Option<TcpListener>,
+    /// TLS for both listeners ([`ServerTls::load`]); `None` serves plain text. The library
+    /// serves what it is given; `fhirvault serve` allows plain text on loopback only.
+    pub tls: Option<ServerTls>,
+}
+
+/// Serve plain HTTP until `shutdown` completes, then finish in-flight requests and close the store.
 pub async fn serve(listener: TcpListener, service: Service, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     serve_with_mllp(listener, None, service, shutdown).await
 }
 
-/// Serve HTTP, and MLLP when `mllp` is given, until `shutdown` completes; both finish what is in
-/// flight (an MLLP message being stored still gets its ACK) before the store is closed.
+/// Serve plain HTTP, and plain MLLP when `mllp` is given, until `shutdown` completes.
 pub async fn serve_with_mllp(
     listener: TcpListener,
     mllp: Option<TcpListener>,
     service: Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_listeners(Listeners { http: listener, mllp, tls: None }, service, shutdown).await
+}
+
+/// Serve HTTP, and MLLP when configured, over TLS when configured, until `shutdown` completes;
+/// both finish what is in flight (an MLLP message being stored still gets its ACK) before the
+/// store is closed. Every request carries a [`crate::tls::Peer`] in its extensions.
+pub async fn serve_listeners(
+    listeners: Listeners,
+    service: Service,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let Listeners { http: listener, mllp, tls } = listeners;
     let ingestor = Ingestor::new(service.clone()).map_err(std::io::Error::other)?;
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let keys = service.keys.clone();
@@ -129,8 +154,12 @@ pub async fn serve_with_mllp(
         }
     });
     let store = service.store.clone();
-    let mllp_task = mllp.map(|listener| tokio::spawn(crate::hl7v2::transport::serve_mllp(listener, ingestor.clone(), shutdown.clone())));
-    let result = axum::serve(listener, app(service, ingestor)).with_graceful_shutdown(shutdown).await;
+    let mllp_task = mllp.map(|listener| {
+        let (tls, ingestor, shutdown) = (tls.clone(), ingestor.clone(), shutdown.clone());
+        tokio::spawn(async move { crate::hl7v2::transport::serve_mllp(listener, tls.as_ref(), ingestor, shutdown).await })
+    });
+    let acceptor = tls.as_ref().map_or_else(Acceptor::plain, ServerTls::http_acceptor);
+    let result = http::serve(listener, acceptor, app(service, ingestor), shutdown).await;
     if let Some(task) = mllp_task {
         match task.await {
             Ok(Err(error)) => tracing::error!(%error, "the MLLP listener failed"),

@@ -40,7 +40,7 @@ fn caller_of(state: &AppState, request: &Request) -> ApiResult<Arc<Caller>> {
 /// A device hub that presented a configured client certificate: it may ingest HL7 v2 and read
 /// its organisation's Devices, nothing else.
 fn hub_of(request: &Request) -> Option<Caller> {
-    let hub: &HubStandIn = request.extensions().get::<HubStandIn>()?;
+    let hub = request.extensions().get::<crate::tls::Peer>()?.hub.as_ref()?;
     Some(Caller {
         subject: hub.name.clone(),
         issuer: "mtls".into(),
@@ -74,6 +74,3 @@ pub fn caller_from_claims(claims: Claims) -> ApiResult<Caller> {
         purpose: claims.purpose,
     })
 }
-
-#[derive(Clone)]
-struct HubStandIn { name: String, org: Option<String> }

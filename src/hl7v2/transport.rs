@@ -1,38 +1,49 @@
 //! The ingestor behind the MLLP listener: each frame is one message; an answer the store could not
 //! back (the database failed) closes the connection without an ACK, so the sender resends.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
 use super::ingest::{Disposition, Ingestor};
-use super::mllp::{FrameError, Handler, MllpLimits, Reply};
+use super::mllp::{FrameError, Handler, MllpLimits, Peer, Reply};
 use crate::config::Hl7Config;
+use crate::tls::{Acceptor, ServerTls};
 
 /// Adapts [`Ingestor`] to the MLLP listener.
+///
+/// Each call gets the connection's [`Peer`]: with client certificates configured, the listener
+/// has already refused connections without a known hub, so `peer.hub` names the sending hub.
+/// The ingest itself does not depend on it yet; it is logged with each answer.
 pub struct MllpIngest {
     pub ingestor: Ingestor,
 }
 
 impl Handler for MllpIngest {
-    fn message(&self, payload: Vec<u8>, peer: SocketAddr) -> BoxFuture<'static, Reply> {
+    fn message(&self, payload: Vec<u8>, peer: &Peer) -> BoxFuture<'static, Reply> {
         let ingestor = self.ingestor.clone();
+        let (addr, hub) = (peer.addr, hub_name(peer));
         Box::pin(async move {
             let answer = ingestor.ingest(&payload).await;
-            tracing::debug!(%peer, disposition = ?answer.disposition, "MLLP message answered");
+            tracing::debug!(peer = %addr, hub, disposition = ?answer.disposition, "MLLP message answered");
             reply(answer.disposition, answer.frames)
         })
     }
 
-    fn malformed(&self, error: FrameError, partial: Vec<u8>, peer: SocketAddr) -> BoxFuture<'static, Reply> {
+    fn malformed(&self, error: FrameError, partial: Vec<u8>, peer: &Peer) -> BoxFuture<'static, Reply> {
         let ingestor = self.ingestor.clone();
+        let (addr, hub) = (peer.addr, hub_name(peer));
         Box::pin(async move {
-            tracing::warn!(%peer, %error, bytes = partial.len(), "malformed MLLP frame");
+            tracing::warn!(peer = %addr, hub, %error, bytes = partial.len(), "malformed MLLP frame");
             let answer = ingestor.reject_frame(&partial, &error.to_string()).await;
             reply(answer.disposition, answer.frames)
         })
     }
+}
+
+/// The hub for log lines (a configured name, never certificate content); `-` without one.
+fn hub_name(peer: &Peer) -> String {
+    peer.hub.as_ref().map_or_else(|| "-".to_string(), |hub| hub.name.clone())
 }
 
 fn reply(disposition: Disposition, frames: Vec<String>) -> Reply {
@@ -53,12 +64,15 @@ pub fn limits(config: &Hl7Config) -> MllpLimits {
     }
 }
 
-/// Serve MLLP on `listener` until `shutdown`.
+/// Serve MLLP on `listener` until `shutdown`: over TLS when `tls` is given, with the
+/// handshake bounded by the idle timeout.
 pub async fn serve_mllp(
     listener: tokio::net::TcpListener,
+    tls: Option<&ServerTls>,
     ingestor: Ingestor,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = limits(&ingestor.service().config.hl7v2);
-    super::mllp::serve(listener, limits, Arc::new(MllpIngest { ingestor }), shutdown).await
+    let acceptor = tls.map_or_else(Acceptor::plain, |tls| tls.mllp_acceptor(limits.idle_timeout));
+    super::mllp::serve(listener, acceptor, limits, Arc::new(MllpIngest { ingestor }), shutdown).await
 }

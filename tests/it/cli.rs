@@ -139,6 +139,7 @@ async fn first_start_creates_store_and_key_file() {
     // Even at debug level the log names routes and ids, never the patient's name or the query.
     let log = server.log_once_it_contains("/fhir/{type}");
     assert!(log.contains("/fhir/{type}"), "requests are logged: {log}");
+    assert_eq!(log.matches("without TLS, on loopback: for development only").count(), 1, "plain text is announced once: {log}");
     assert!(!log.contains("Erststart"), "PHI in the log: {log}");
     drop(server);
     let second = serve(dir.path(), &[]);
@@ -155,6 +156,16 @@ fn bad_settings_name_the_setting() {
     let (ok, _, stderr) = run(dir.path(), &["serve", "--database-url", "mysql://x"]);
     assert!(!ok);
     assert!(stderr.contains("`database_url`"), "{stderr}");
+    // Plain text beyond loopback, and TLS files that are not there.
+    let (ok, _, stderr) = run(dir.path(), &["serve", "--listen", "0.0.0.0:8080"]);
+    assert!(!ok);
+    assert!(stderr.contains("`listen`") && stderr.contains("needs TLS"), "{stderr}");
+    let (ok, _, stderr) = run(dir.path(), &["serve", "--mllp-listen", "0.0.0.0:2575"]);
+    assert!(!ok);
+    assert!(stderr.contains("`mllp_listen`") && stderr.contains("needs TLS"), "{stderr}");
+    let (ok, _, stderr) = run(dir.path(), &["serve", "--listen", "0.0.0.0:8080", "--tls-cert", "missing.pem", "--tls-key", "missing-key.pem"]);
+    assert!(!ok);
+    assert!(stderr.contains("`tls.cert_file`") && stderr.contains("cannot read missing.pem"), "{stderr}");
     std::fs::write(dir.path().join("bad.toml"), "listen = 5\n").unwrap();
     let (ok, _, stderr) = run(dir.path(), &["--config", "bad.toml", "serve"]);
     assert!(!ok);

@@ -13,18 +13,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const SVNR: &str = "urn:oid:1.2.40.0.10.1.4.3.1";
 const EUI64: &str = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680";
 
-fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/fixtures/hl7v2/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
 }
 
 /// An ACK, parsed.
-struct Ack {
+pub(crate) struct Ack {
     text: String,
     message: Message,
 }
 
 impl Ack {
-    fn parse(bytes: &[u8]) -> Ack {
+    pub(crate) fn parse(bytes: &[u8]) -> Ack {
         let text = String::from_utf8(bytes.to_vec()).expect("ACK is UTF-8");
         let message = Message::parse(bytes).unwrap_or_else(|e| panic!("ACK does not parse ({e}): {text:?}"));
         Ack { text, message }
@@ -46,7 +46,7 @@ impl Ack {
             .collect()
     }
 
-    fn assert(&self, code: &str, errors: &[(&str, &str)]) {
+    pub(crate) fn assert(&self, code: &str, errors: &[(&str, &str)]) {
         assert_eq!(self.code(), code, "ACK: {:?}", self.text);
         let expected: Vec<(String, String)> = errors.iter().map(|(l, c)| (l.to_string(), c.to_string())).collect();
         assert_eq!(self.errors(), expected, "ACK: {:?}", self.text);

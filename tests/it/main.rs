@@ -13,4 +13,5 @@ mod profiles;
 mod rest;
 mod search;
 mod search_params;
+mod tls;
 mod transaction;

@@ -4,15 +4,20 @@
 //! a bound matters.
 
 use std::io;
+use std::sync::Arc;
 
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use super::MllpLimits;
 use super::frame::{FrameDecoder, encode_frame};
 
 /// An MLLP connection seen from the sending side. Generic over the stream so it can run over TLS
-/// or an in-memory pipe; [`MllpClient::connect`] makes the plain TCP one.
+/// or an in-memory pipe; [`MllpClient::connect`] makes the plain TCP one,
+/// [`MllpClient::connect_tls`] the TLS one.
 #[derive(Debug)]
 pub struct MllpClient<S = TcpStream> {
     stream: S,
@@ -25,6 +30,24 @@ impl MllpClient<TcpStream> {
         let stream = TcpStream::connect(addr).await?;
         // Each message is one small write that should leave now.
         stream.set_nodelay(true)?;
+        Ok(MllpClient::new(stream))
+    }
+}
+
+impl MllpClient<TlsStream<TcpStream>> {
+    /// Connects over TLS. The server's certificate must be valid for `server_name` (a DNS name
+    /// or an IP address) under the roots of `config`, which also carries the client certificate,
+    /// if any (see [`crate::tls::client_config`]).
+    pub async fn connect_tls(
+        addr: impl ToSocketAddrs,
+        server_name: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> io::Result<Self> {
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let stream = TlsConnector::from(config).connect(name, stream).await?;
         Ok(MllpClient::new(stream))
     }
 }

@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,9 @@ use tokio::time::{sleep, timeout};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::frame::{FrameDecoder, FrameError, encode_frame_into};
-use super::{Handler, MllpLimits, Reply};
+use super::{Handler, MllpLimits, Peer, Reply};
+use crate::tls::accept::{ACCEPT_ERROR_PAUSE, is_per_connection};
+use crate::tls::{AcceptError, Acceptor};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -28,12 +29,11 @@ const READ_CHUNK: usize = 16 * 1024;
 /// and close its side.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Pause after an accept error that is not about one connection (typically running out of file
-/// descriptors), so the loop does not spin while the condition lasts.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Accepts connections on an already bound `listener` until `shutdown` resolves, then stops
 /// accepting, lets messages in flight finish and their replies be written, and returns.
+/// `acceptor` is the step before serving: [`Acceptor::plain`], or a TLS handshake whose
+/// timeout should be `limits.idle_timeout` ([`crate::tls::ServerTls::mllp_acceptor`]).
 ///
 /// Each connection runs in its own task, so an error or a panic on one never reaches another or
 /// the accept loop. Over `max_connections`, a new connection is closed at once (see the module
@@ -44,6 +44,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// finishes therefore holds up shutdown: wrap the call in a timeout if that must be bounded.
 pub async fn serve(
     listener: TcpListener,
+    acceptor: Acceptor,
     limits: MllpLimits,
     handler: Arc<dyn Handler>,
     shutdown: impl Future<Output = ()>,
@@ -54,7 +55,8 @@ pub async fn serve(
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    info!(addr = ?listener.local_addr().ok(), max_connections, "MLLP listener started");
+    let tls = acceptor.is_tls();
+    info!(addr = ?listener.local_addr().ok(), max_connections, tls, "MLLP listener started");
 
     loop {
         tokio::select! {
@@ -86,15 +88,25 @@ pub async fn serve(
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!(%peer, error = %e, "could not set TCP_NODELAY");
                 }
-                let (limits, handler, stopping) =
-                    (Arc::clone(&limits), Arc::clone(&handler), stopping.clone());
+                let (limits, handler, stopping, acceptor) =
+                    (Arc::clone(&limits), Arc::clone(&handler), stopping.clone(), acceptor.clone());
                 let span = info_span!("mllp", %peer);
                 connections.spawn(
                     async move {
                         debug!("MLLP connection accepted");
-                        let result =
-                            serve_connection(stream, peer, &limits, handler, stopping).await;
-                        log_connection_end(result);
+                        // In this task, so a slow handshake holds up no other connection.
+                        match acceptor.accept(stream, peer).await {
+                            Ok((stream, peer)) => {
+                                if let Some(hub) = &peer.hub {
+                                    debug!(hub = %hub.name, "MLLP client is a known hub");
+                                }
+                                let result =
+                                    serve_connection(stream, peer, &limits, handler, stopping)
+                                        .await;
+                                log_connection_end(result);
+                            }
+                            Err(e) => log_refused(&e),
+                        }
                         // Held until the handlers of unanswered messages are done too.
                         drop(slot);
                     }
@@ -112,17 +124,6 @@ pub async fn serve(
     }
     info!("MLLP listener stopped");
     Ok(())
-}
-
-/// Accept errors that concern one connection only; the next accept is unaffected.
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::Interrupted
-    )
 }
 
 fn log_connection_end(result: io::Result<()>) {
@@ -144,6 +145,12 @@ fn log_connection_end(result: io::Result<()>) {
     }
 }
 
+/// A connection that never got served. Scanners and misconfigured senders fail handshakes
+/// routinely, so info rather than warn; the text names no certificate content.
+fn log_refused(error: &AcceptError) {
+    info!(%error, "MLLP connection refused");
+}
+
 fn log_task_failure(joined: Result<(), JoinError>) {
     // Only a bug in this module gets here: handler panics are caught per message.
     if let Err(e) = joined {
@@ -160,7 +167,7 @@ fn log_task_failure(joined: Result<(), JoinError>) {
 /// broken pipe, or `TimedOut` when the peer did not read a reply within the idle timeout.
 pub async fn serve_connection<S>(
     stream: S,
-    peer: SocketAddr,
+    peer: Peer,
     limits: &MllpLimits,
     handler: Arc<dyn Handler>,
     shutdown: watch::Receiver<bool>,
@@ -169,7 +176,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut connection = Connection {
-        peer,
+        peer: Arc::new(peer),
         limits,
         handler,
         decoder: FrameDecoder::new(limits.max_message_bytes),
@@ -192,7 +199,7 @@ async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
 }
 
 struct Connection<'a> {
-    peer: SocketAddr,
+    peer: Arc<Peer>,
     limits: &'a MllpLimits,
     handler: Arc<dyn Handler>,
     decoder: FrameDecoder,
@@ -305,13 +312,13 @@ impl Connection<'_> {
     /// call is never cancelled half-way, as dropping its future would.
     fn spawn<F>(&mut self, call: F)
     where
-        F: FnOnce(&dyn Handler, SocketAddr) -> BoxFuture<'static, Reply> + Send + 'static,
+        F: FnOnce(&dyn Handler, &Peer) -> BoxFuture<'static, Reply> + Send + 'static,
     {
         let handler = Arc::clone(&self.handler);
-        let peer = self.peer;
+        let peer = Arc::clone(&self.peer);
         // The call itself happens inside the task, so a panic before the future exists is
         // caught too.
-        let task = async move { call(&*handler, peer).await }.in_current_span();
+        let task = async move { call(&*handler, &peer).await }.in_current_span();
         self.in_flight.push_back(tokio::spawn(task));
     }
 }
@@ -363,6 +370,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use futures::FutureExt;
@@ -396,7 +404,7 @@ mod tests {
     }
 
     impl Handler for TestHandler {
-        fn message(&self, payload: Vec<u8>, _peer: SocketAddr) -> BoxFuture<'static, Reply> {
+        fn message(&self, payload: Vec<u8>, _peer: &Peer) -> BoxFuture<'static, Reply> {
             let counts = Arc::clone(&self.counts);
             async move {
                 counts.started.fetch_add(1, Ordering::SeqCst);
@@ -428,7 +436,7 @@ mod tests {
             &self,
             error: FrameError,
             partial: Vec<u8>,
-            _peer: SocketAddr,
+            _peer: &Peer,
         ) -> BoxFuture<'static, Reply> {
             let name = match error {
                 FrameError::TooLarge { limit } => format!("TooLarge({limit})"),
@@ -455,7 +463,7 @@ mod tests {
             let handler = TestHandler::default();
             let counts = Arc::clone(&handler.counts);
             let (shutdown, stop) = oneshot::channel::<()>();
-            let served = tokio::spawn(serve(listener, limits, Arc::new(handler), async {
+            let served = tokio::spawn(serve(listener, Acceptor::plain(), limits, Arc::new(handler), async {
                 let _ = stop.await;
             }));
             TestServer { addr, counts, shutdown: Some(shutdown), served }
@@ -761,7 +769,7 @@ mod tests {
         within(async {
             let (ours, theirs) = tokio::io::duplex(64);
             let (stop, stopping) = watch::channel(false);
-            let peer: SocketAddr = "192.0.2.1:2575".parse().unwrap();
+            let peer = Peer::plain("192.0.2.1:2575".parse().unwrap());
             let limits = limits();
             let handler: Arc<dyn Handler> = Arc::new(TestHandler::default());
             let served = tokio::spawn(async move {
@@ -803,7 +811,7 @@ mod tests {
                 let (_stop, stopping) = watch::channel(false);
                 let limits = MllpLimits { max_message_bytes: 32, max_in_flight: 3, ..limits() };
                 let handler: Arc<dyn Handler> = Arc::new(TestHandler::default());
-                let peer: SocketAddr = "192.0.2.1:2575".parse().unwrap();
+                let peer = Peer::plain("192.0.2.1:2575".parse().unwrap());
                 let served = tokio::spawn(async move {
                     serve_connection(ours, peer, &limits, handler, stopping).await
                 });

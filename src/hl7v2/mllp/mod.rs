@@ -4,10 +4,11 @@
 //!
 //! - [`frame`]: bytes ↔ frames and nothing else. [`FrameDecoder`] is pure (no I/O, no clock), never
 //!   panics on peer bytes, and is what a fuzzer should drive. [`encode_frame`] wraps a payload.
-//! - [`listener`]: [`serve`] (accept loop, connection limit, graceful shutdown) and
-//!   [`serve_connection`] (one connection: read-ahead, pipelining, in-order replies, idle timeout).
-//!   It moves frames between the socket and the [`Handler`] and never looks inside a payload.
-//! - [`client`]: [`MllpClient`], a small client for tests, the CLI and benchmarks.
+//! - [`listener`]: [`serve`] (accept loop, connection limit, graceful shutdown, the TLS step of
+//!   [`crate::tls::Acceptor`]) and [`serve_connection`] (one connection over any stream:
+//!   read-ahead, pipelining, in-order replies, idle timeout). It moves frames between the socket
+//!   and the [`Handler`] and never looks inside a payload.
+//! - [`client`]: [`MllpClient`], a small client (plain or TLS) for tests, the CLI and benchmarks.
 //!
 //! Callers implement [`Handler`]: it gets each payload (an HL7 v2 message, unparsed) and returns
 //! the [`Reply`] frames. Parsing, storing and building the ACK all live behind it, so this module
@@ -47,6 +48,11 @@
 //!
 //! # Connections
 //!
+//! - With TLS, the handshake runs in the connection's task, under
+//!   [`MllpLimits::idle_timeout`], and holds a connection slot like any connection. A failed
+//!   handshake, or a client certificate that maps to no hub where one is required, closes that
+//!   connection (logged at info, naming the reason and at most the certificate's fingerprint).
+//!   The handler learns who sent each message from the [`Peer`], including the hub identity.
 //! - Messages on one connection are answered in the order they arrived. Up to
 //!   [`MllpLimits::max_in_flight`] messages are read ahead and handled concurrently; replies are
 //!   written strictly in arrival order.
@@ -76,10 +82,11 @@ pub mod client;
 pub mod frame;
 pub mod listener;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+
+pub use crate::tls::Peer;
 
 pub use client::MllpClient;
 pub use frame::{FrameDecoder, FrameError, encode_frame, encode_frame_into};
@@ -124,15 +131,11 @@ pub enum Reply {
 /// Each call runs in its own task and is polled to completion even if the connection goes away,
 /// so implementations need not be cancel-safe. Payloads are patient data: do not log them.
 pub trait Handler: Send + Sync + 'static {
-    /// A complete frame: `payload` is the message between the start block and the end block.
-    fn message(&self, payload: Vec<u8>, peer: SocketAddr) -> BoxFuture<'static, Reply>;
+    /// A complete frame: `payload` is the message between the start block and the end block;
+    /// `peer` is the connection it came on (address, TLS, hub identity).
+    fn message(&self, payload: Vec<u8>, peer: &Peer) -> BoxFuture<'static, Reply>;
 
     /// A frame that broke the rules; answer (e.g. an HL7 reject) or close. `partial` holds the
     /// payload bytes received before the error, at most `max_message_bytes` of them.
-    fn malformed(
-        &self,
-        error: FrameError,
-        partial: Vec<u8>,
-        peer: SocketAddr,
-    ) -> BoxFuture<'static, Reply>;
+    fn malformed(&self, error: FrameError, partial: Vec<u8>, peer: &Peer) -> BoxFuture<'static, Reply>;
 }

@@ -4,13 +4,15 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod postgres;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use fhirvault::auth::token::{IssueRequest, TokenIssuer};
-use fhirvault::config::{Config, DatabaseUrl};
+use fhirvault::config::{Config, DatabaseUrl, TlsConfig};
+use fhirvault::tls::ServerTls;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -39,15 +41,22 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let database = match backend {
-            Backend::Sqlite => DatabaseUrl::Sqlite(dir.path().join("fhirvault.db")),
-            Backend::Postgres => DatabaseUrl::Postgres(postgres::fresh_database().await),
-        };
+        let (dir, database) = fresh_store(backend).await;
         Self::start_with(backend, dir, database, |_| {}).await
     }
 
-    /// Start with a configuration tweak (page sizes, body limits, …).
+    /// Start with HTTPS and MLLP over TLS, configured by `tls` (see [`pki::TestPki`]). The
+    /// reqwest `client` speaks plain HTTP only: send HTTPS requests with [`pki::TestPki::get`].
+    pub async fn start_tls(backend: Backend, tls: TlsConfig) -> TestServer {
+        let (dir, database) = fresh_store(backend).await;
+        Self::start_with(backend, dir, database, |config| {
+            config.base_url = config.base_url.replacen("http://", "https://", 1);
+            config.tls = Some(tls);
+        })
+        .await
+    }
+
+    /// Start with a configuration tweak (page sizes, body limits, TLS, …).
     pub async fn start_with(backend: Backend, dir: tempfile::TempDir, database: DatabaseUrl, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -59,6 +68,8 @@ impl TestServer {
         config.auth = fhirvault::config::AuthConfig::for_base_url(&config.base_url);
         tweak(&mut config);
         let base = config.base_url.clone();
+        // As `fhirvault serve` does: the files named in the configuration, read once.
+        let tls = ServerTls::load(config.tls.as_ref()).expect("TLS files load");
         let service = fhirvault::server::open_service(config, None).await.expect("service starts");
         let issuer = TokenIssuer::from_config(&service.config.auth, &service.keys.current()).expect("token issuer");
         let admin = issue(&issuer, "admin", "user/*.cruds", None, None);
@@ -66,8 +77,9 @@ impl TestServer {
         headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {admin}").parse().expect("header"));
         let client = reqwest::Client::builder().default_headers(headers).build().expect("client");
         let (tx, rx) = oneshot::channel::<()>();
+        let listeners = fhirvault::server::Listeners { http: listener, mllp: Some(mllp_listener), tls };
         let task = tokio::spawn(async move {
-            fhirvault::server::serve_with_mllp(listener, Some(mllp_listener), service, async {
+            fhirvault::server::serve_listeners(listeners, service, async {
                 let _ = rx.await;
             })
             .await
@@ -173,6 +185,16 @@ impl TestServer {
         assert_eq!(reply.status, StatusCode::OK, "search {query}: {}", reply.body);
         match_ids(&reply.body)
     }
+}
+
+/// A temporary directory and an empty database on `backend`.
+pub async fn fresh_store(backend: Backend) -> (tempfile::TempDir, DatabaseUrl) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = match backend {
+        Backend::Sqlite => DatabaseUrl::Sqlite(dir.path().join("fhirvault.db")),
+        Backend::Postgres => DatabaseUrl::Postgres(postgres::fresh_database().await),
+    };
+    (dir, database)
 }
 
 impl Drop for TestServer {
