@@ -172,10 +172,10 @@ impl Service {
         if !empty(&sent) && sent != current {
             return Err(ApiError::Forbidden("meta.security labels can only be set or changed by an admin".into()));
         }
-        if let (Some(labels), Some(meta)) = (current, body.as_object_mut().map(|o| o.entry("meta").or_insert_with(|| serde_json::json!({})))) {
-            if let Some(meta) = meta.as_object_mut() {
-                meta.insert("security".into(), labels);
-            }
+        if let (Some(labels), Some(object)) = (current, body.as_object_mut())
+            && let Some(meta) = object.entry("meta").or_insert_with(|| serde_json::json!({})).as_object_mut()
+        {
+            meta.insert("security".into(), labels);
         }
         Ok(())
     }
