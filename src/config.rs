@@ -91,6 +91,7 @@ struct FileConfig {
     insurer_pseudonymised: Option<bool>,
     rate_limit_per_second: Option<u32>,
     rate_limit_burst: Option<u32>,
+    max_bundle_entries: Option<usize>,
     max_body_bytes: Option<usize>,
     default_page_size: Option<usize>,
     max_page_size: Option<usize>,
@@ -422,6 +423,8 @@ pub struct Config {
     /// Requests per second each caller may make, sustained (0: no limit), and at once.
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    /// Most entries one batch or transaction Bundle may have.
+    pub max_bundle_entries: usize,
     pub max_body_bytes: usize,
     pub default_page_size: usize,
     pub max_page_size: usize,
@@ -451,6 +454,8 @@ pub const DEFAULT_PSEUDONYM_SYSTEM: &str = "urn:fhirvault:pseudonym";
 /// client cannot starve the others.
 pub const DEFAULT_RATE_PER_SECOND: u32 = 1000;
 pub const DEFAULT_RATE_BURST: u32 = 2000;
+/// Entries per batch or transaction: a transaction holds the writer for all of them at once.
+pub const DEFAULT_MAX_BUNDLE_ENTRIES: usize = 5000;
 
 impl Config {
     /// Merge flags/environment over the TOML file over the defaults, and check the result.
@@ -528,6 +533,7 @@ impl Config {
             insurer_pseudonymised: file.insurer_pseudonymised.unwrap_or(true),
             rate_limit_per_second: file.rate_limit_per_second.unwrap_or(DEFAULT_RATE_PER_SECOND),
             rate_limit_burst: file.rate_limit_burst.unwrap_or(DEFAULT_RATE_BURST),
+            max_bundle_entries: file.max_bundle_entries.unwrap_or(DEFAULT_MAX_BUNDLE_ENTRIES).max(1),
             max_body_bytes,
             default_page_size,
             max_page_size,
@@ -548,6 +554,7 @@ impl Config {
             insurer_pseudonymised: true,
             rate_limit_per_second: DEFAULT_RATE_PER_SECOND,
             rate_limit_burst: DEFAULT_RATE_BURST,
+            max_bundle_entries: DEFAULT_MAX_BUNDLE_ENTRIES,
             max_body_bytes: 16 * 1024 * 1024,
             default_page_size: 50,
             max_page_size: 1000,

@@ -247,7 +247,10 @@ impl SearchRequest {
                 let count: usize = value
                     .parse()
                     .map_err(|_| ApiError::bad_request("_count must be a non-negative integer"))?;
-                self.count = count.min(max_count);
+                if count > max_count {
+                    return Err(ApiError::bad_request(format!("_count may be at most {max_count} on this server")));
+                }
+                self.count = count;
                 self.used.push((name.into(), self.count.to_string()));
             }
             "_cursor" => self.cursor = Some(Cursor::decode(value)?),

@@ -33,7 +33,10 @@ impl Service {
                 "_at" => query.current_during = Some(parse_instant_param(name, value)?),
                 "_count" => {
                     let count: usize = value.parse().map_err(|_| ApiError::bad_request("_count must be a non-negative integer"))?;
-                    query.limit = count.min(self.config.max_page_size) as i64;
+                    if count > self.config.max_page_size {
+                        return Err(ApiError::bad_request(format!("_count may be at most {} on this server", self.config.max_page_size)));
+                    }
+                    query.limit = count as i64;
                 }
                 "_page" => {
                     query.before_seq = Some(value.parse().map_err(|_| ApiError::bad_request("_page is not a valid history page cursor"))?);

@@ -86,6 +86,12 @@ impl Service {
             Some(Value::Array(entries)) => entries.clone(),
             Some(_) => return Err(ApiError::bad_request("Bundle.entry must be an array")),
         };
+        if raw_entries.len() > self.config.max_bundle_entries {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "a batch or transaction may have at most {} entries; split it",
+                self.config.max_bundle_entries
+            )));
+        }
         match kind {
             "transaction" => {
                 let prepared = self.prepare_transaction(&raw_entries)?;

@@ -406,7 +406,20 @@ async fn request_rates_are_capped(backend: Backend) {
     assert_eq!(server.request_as(&other, Method::GET, "AuditEvent", None).await.status, StatusCode::OK);
 }
 
+async fn limits_are_clear_errors(backend: Backend) {
+    let (dir, database) = crate::common::fresh_store(backend).await;
+    let server = TestServer::start_with(backend, dir, database, |config| config.max_bundle_entries = 2).await;
+    server.get("Patient?_count=1001").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_count may be at most 1000");
+    server.get("_history?_count=1001").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_count may be at most 1000");
+    let deep = "Observation?subject:Patient.organization:Organization.partof:Organization.partof:Organization.partof:Organization.name=x";
+    server.get(deep).await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "at most 4 levels");
+    let entry = json!({"request": {"method": "GET", "url": "Patient"}});
+    let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [entry, entry, entry]});
+    server.post("", &bundle).await.assert_outcome(StatusCode::PAYLOAD_TOO_LARGE, "too-long", "at most 2 entries");
+}
+
 both_backends!(
+    limits_are_clear_errors,
     tokens_are_required,
     clinician_sees_its_organisation_only,
     transactions_are_authorised_entry_by_entry,
