@@ -213,12 +213,40 @@ fn hl7v2(c: &mut Criterion) {
     group.finish();
 }
 
+/// What authorization costs per request outside the query: verifying the bearer token (one
+/// ES256 signature check and the claim checks) and turning it into a caller.
+fn authorization(c: &mut Criterion) {
+    let ring = keys();
+    let config = fhirvault::config::AuthConfig::for_base_url("http://127.0.0.1:8080/fhir");
+    let issuer = fhirvault::auth::token::TokenIssuer::from_config(&config, &ring).expect("issuer");
+    let verifier = fhirvault::auth::token::TokenVerifier::from_config(&config, &ring).expect("verifier");
+    let request = fhirvault::auth::token::IssueRequest {
+        role: "clinician".into(),
+        scope: "user/*.cruds patient/Observation.rs?category=vital-signs".into(),
+        patient: None,
+        org: Some("org-a".into()),
+        subject: None,
+        ttl: Duration::from_secs(3600),
+    };
+    let token = issuer.issue(&request).expect("token");
+    let now = chrono::Utc::now().timestamp();
+    let mut group = c.benchmark_group("authorization");
+    group.bench_function("token_verify", |b| b.iter(|| verifier.verify(black_box(&token), now).expect("valid")));
+    group.bench_function("token_to_caller", |b| {
+        b.iter(|| {
+            let claims = verifier.verify(black_box(&token), now).expect("valid");
+            fhirvault::api::authenticate::caller_from_claims(claims).expect("caller")
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1500));
-    targets = steps, create, hl7v2
+    targets = steps, create, hl7v2, authorization
 }
 criterion_main!(benches);

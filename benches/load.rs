@@ -20,6 +20,9 @@
 
 mod common;
 
+/// The organisation whose clinician reads in the `read-c` phase.
+const CLINIC: &str = "bench-clinic";
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,6 +164,9 @@ async fn main() {
     let base = config.base_url.clone();
     let service = fhirvault::server::open_service(config, Some(keys.clone())).await.expect("service starts");
     let admin = common::token(&service, "admin", "user/*.cruds", None);
+    // The clinic's clinician reads the same Observations through the access rule (its patients'
+    // compartments) that admin reads without one: the difference is the cost of authorization.
+    let clinician = common::token(&service, "clinician", "user/*.cruds", Some(CLINIC));
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         fhirvault::server::serve(listener, service, async {
@@ -171,12 +177,17 @@ async fn main() {
     });
 
     let client = common::client_with(&admin, Duration::from_secs(30));
+    let clinician_client = common::client_with(&clinician, Duration::from_secs(30));
 
     // A patient for the observations to point at, and one observation to learn the stored size.
     let patient = client
         .post(format!("{base}/Patient"))
         .header("content-type", "application/fhir+json")
-        .body(serde_json::to_vec(&common::patient()).expect("json"))
+        .body(serde_json::to_vec(&{
+            let mut patient = common::patient();
+            patient["managingOrganization"] = json!({"reference": format!("Organization/{CLINIC}")});
+            patient
+        }).expect("json"))
         .send()
         .await
         .expect("create patient");
@@ -278,9 +289,24 @@ async fn main() {
         };
         print(&read_phase);
 
+        let clinician_read_phase = {
+            let (client, url, ids) = (clinician_client.clone(), url.clone(), Arc::new(created.clone()));
+            run_phase("read-c", clients, settings.requests, cap, move |i| {
+                let (client, url) = (client.clone(), format!("{url}/{}", ids[i % ids.len()]));
+                async move { read(&client, url).await }
+            })
+            .await
+        };
+        print(&clinician_read_phase);
+
         let ratio = create_phase.rate() / raw_phase.rate();
-        ratios.push(json!({ "clients": clients, "create_per_raw": common::round(ratio, 3) }));
-        for phase in [create_phase, raw_phase, read_phase] {
+        let read_ratio = clinician_read_phase.rate() / read_phase.rate();
+        ratios.push(json!({
+            "clients": clients,
+            "create_per_raw": common::round(ratio, 3),
+            "clinician_reads_per_admin_reads": common::round(read_ratio, 3),
+        }));
+        for phase in [create_phase, raw_phase, read_phase, clinician_read_phase] {
             rows.push(Value::Object(phase.timing_json("phase")));
         }
     }
@@ -289,6 +315,10 @@ async fn main() {
     println!("our creates/s ÷ raw inserts/s of the same sealed bytes (one row per transaction, same database):");
     for r in &ratios {
         println!("  {:>2} clients: {}", r["clients"], r["create_per_raw"]);
+    }
+    println!("reads/s as the clinic's clinician (access rule checked per read) ÷ reads/s as admin (none), same run:");
+    for r in &ratios {
+        println!("  {:>2} clients: {}", r["clients"], r["clinician_reads_per_admin_reads"]);
     }
 
     let report = json!({

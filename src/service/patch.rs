@@ -34,6 +34,10 @@ impl Service {
         let head = versions::head(conn, self.store.backend(), resource_type, id, true)
             .await?
             .ok_or_else(|| super::read::not_found(resource_type, id))?;
+        if head.deleted && !caller.is_unrestricted() {
+            // Whether it ever existed is not for a restricted caller to learn.
+            return Err(super::read::not_found(resource_type, id));
+        }
         self.guard_before_write(conn, caller, Permission::Update, resource_type, id, Some(head)).await?;
         if head.deleted {
             return Err(ApiError::Gone(format!("{resource_type}/{id} was deleted; it cannot be patched")));
