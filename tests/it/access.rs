@@ -141,6 +141,46 @@ async fn tokens_are_required(backend: Backend) {
     }
     let health = anonymous.get(format!("http://{}/health", server.addr)).send().await.expect("sent");
     assert_eq!(health.status(), StatusCode::OK);
+    // Tokens the server must refuse, each a 401 with an invalid_token challenge.
+    let now = chrono::Utc::now().timestamp();
+    let request = fhirvault::auth::token::IssueRequest {
+        role: "admin".into(),
+        scope: "user/*.cruds".into(),
+        patient: None,
+        org: None,
+        subject: None,
+        ttl: std::time::Duration::from_secs(600),
+    };
+    let expired = server.issuer.issue_at(&request, now - 7200).expect("token");
+    let from_the_future = server.issuer.issue_at(&request, now + 7200).expect("token");
+    let mut elsewhere = server.service_auth();
+    elsewhere.audience = "https://another-server.example/fhir".into();
+    let keys = fhirvault::crypto::KeyRing::load(&server.dir.path().join("keys.json")).expect("key ring");
+    let wrong_audience = fhirvault::auth::token::TokenIssuer::from_config(&elsewhere, &keys).expect("issuer").issue(&request).expect("token");
+    let mut elsewhere = server.service_auth();
+    elsewhere.issuer = "https://idp.example".into();
+    let wrong_issuer = fhirvault::auth::token::TokenIssuer::from_config(&elsewhere, &keys).expect("issuer").issue(&request).expect("token");
+    let parts: Vec<&str> = expired.split('.').collect();
+    let unsigned = {
+        use base64::Engine;
+        let none = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let payload = server.issuer.issue(&request).expect("token").split('.').nth(1).expect("payload").to_string();
+        format!("{none}.{payload}.")
+    };
+    let tampered = format!("{}.{}.{}", parts[0], parts[1], parts[2].chars().rev().collect::<String>());
+    for (what, token) in [
+        ("expired", expired.as_str()),
+        ("issued in the future", &from_the_future),
+        ("wrong audience", &wrong_audience),
+        ("wrong issuer", &wrong_issuer),
+        ("alg none", &unsigned),
+        ("bad signature", &tampered),
+    ] {
+        let reply = Reply::from(anonymous.get(server.url("Patient")).bearer_auth(token).send().await.expect("sent")).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{what}: {}", reply.text);
+        assert_eq!(reply.body["resourceType"], "OperationOutcome", "{what}");
+        assert!(reply.header("www-authenticate").is_some_and(|h| h.contains("invalid_token")), "{what}");
+    }
     // A genuine token without a role grants nothing.
     let no_role = server.token("nobody", "user/*.rs", None, None);
     server.request_as(&no_role, Method::GET, "Patient", None).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "role");

@@ -138,6 +138,11 @@ impl TestServer {
         Reply::from(request.send().await.expect("request sent")).await
     }
 
+    /// The token settings the server runs with (issuer and audience are its base URL).
+    pub fn service_auth(&self) -> fhirvault::config::AuthConfig {
+        fhirvault::config::AuthConfig::for_base_url(&self.base)
+    }
+
     /// A token of `role` with `scope` and the context claims, signed by the server's key ring.
     pub fn token(&self, role: &str, scope: &str, patient: Option<&str>, org: Option<&str>) -> String {
         issue(&self.issuer, role, scope, patient, org)
