@@ -28,9 +28,24 @@ fn caller_of(state: &AppState, request: &Request) -> ApiResult<Arc<Caller>> {
     let caller = match hub_of(request) {
         Some(hub) if !request.headers().contains_key(axum::http::header::AUTHORIZATION) => hub,
         _ => {
-            let token = bearer_token(request.headers())?;
-            let claims = state.service.verifier.verify(token, chrono::Utc::now().timestamp())?;
-            caller_from_claims(claims)?
+            // Refused tokens count against the sender's address, and an address that keeps
+            // sending them is turned away before any signature is checked.
+            let address = request.extensions().get::<crate::tls::Peer>().map(|peer| format!("refused:{}", peer.addr.ip()));
+            if let Some(address) = &address {
+                state.rate_limiter.check_not_exhausted(address)?;
+            }
+            let verified = bearer_token(request.headers())
+                .and_then(|token| Ok(state.service.verifier.verify(token, chrono::Utc::now().timestamp())?))
+                .and_then(caller_from_claims);
+            match verified {
+                Ok(caller) => caller,
+                Err(refusal) => {
+                    if let Some(address) = &address {
+                        let _ = state.rate_limiter.check(address);
+                    }
+                    return Err(refusal);
+                }
+            }
         }
     };
     state.rate_limiter.check(&caller.fingerprint())?;
@@ -69,8 +84,19 @@ pub fn caller_from_claims(claims: Claims) -> ApiResult<Caller> {
         client_id: claims.client_id,
         role,
         scopes,
-        patient: claims.patient.map(|p| crate::auth::caller::claim_id(&p, "Patient")),
-        org: claims.org.map(|o| crate::auth::caller::claim_id(&o, "Organization")),
+        patient: claims.patient.as_deref().map(|p| context_id(p, "Patient", "patient")).transpose()?,
+        org: claims.org.as_deref().map(|o| context_id(o, "Organization", "org")).transpose()?,
         purpose: claims.purpose,
     })
+}
+
+/// The id in a context claim (`patient`, `org`): a bare FHIR id or `Type/id`, nothing else. The
+/// access rules put it into searches, so a claim such as `org-a,org-b` must never widen them.
+fn context_id(value: &str, resource_type: &str, claim: &str) -> ApiResult<String> {
+    let id = crate::auth::caller::claim_id(value, resource_type);
+    if crate::fhir::id::is_valid_id(&id) {
+        Ok(id)
+    } else {
+        Err(ApiError::Forbidden(format!("the token's `{claim}` claim is not a {resource_type} id")))
+    }
 }

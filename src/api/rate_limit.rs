@@ -35,6 +35,21 @@ impl RateLimiter {
         self.check_at(caller, Instant::now())
     }
 
+    /// Refuse `key` if its bucket is empty, without taking from it.
+    pub fn check_not_exhausted(&self, key: &str) -> Result<(), ApiError> {
+        if self.per_second <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match buckets.get(key) {
+            Some(bucket) if bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * self.per_second < 1.0 => {
+                Err(ApiError::TooManyRequests { retry_after_secs: (1.0 / self.per_second).ceil().max(1.0) as u64 })
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn check_at(&self, caller: &str, now: Instant) -> Result<(), ApiError> {
         if self.per_second <= 0.0 {
             return Ok(());

@@ -57,7 +57,7 @@ const EXTRA_PATIENT_LINKS: &[(&str, &[&str])] = &[("Device", &["patient"])];
 
 /// The parameters that put a resource of `resource_type` with a Patient: the Patient
 /// compartment definition's, and [`EXTRA_PATIENT_LINKS`].
-fn patient_links(registry: &SearchParamRegistry, resource_type: &str) -> Vec<String> {
+pub fn patient_links(registry: &SearchParamRegistry, resource_type: &str) -> Vec<String> {
     let mut params = registry.patient_compartment_params(resource_type).to_vec();
     for (_, extra) in EXTRA_PATIENT_LINKS.iter().filter(|(t, _)| *t == resource_type) {
         params.extend(extra.iter().map(|p| p.to_string()));
@@ -188,9 +188,11 @@ impl Access {
             if let Some(query) = &scope.query {
                 let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else { continue };
                 match SearchRequest::parse(&self.registry, resource_type, &pairs, true, 1, 1) {
-                    Ok(request) => group.extend(request.criteria),
+                    // Only selecting parameters narrow; a query of result parameters alone
+                    // (`?_sort=date`) selects nothing and must not count as "no restriction".
+                    Ok(request) if request.criteria.len() == pairs.len() => group.extend(request.criteria),
                     // A scope whose query does not parse grants nothing (never everything).
-                    Err(_) => continue,
+                    _ => continue,
                 }
             }
             if scope.context == Context::Patient {

@@ -59,13 +59,18 @@ pub const RULES: &[Rule] = &[
     Rule { types: PEOPLE, element: "birthDate", crm: Some(Action::YearOnly), insurer: None },
     Rule { types: PEOPLE, element: "deceasedDateTime", crm: Some(Action::YearOnly), insurer: None },
     Rule { types: &["Patient"], element: "link", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
+    // Extensions on people carry mothers' maiden names, birth places, birth times, …
+    Rule { types: PEOPLE, element: "extension", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
     Rule { types: &["DiagnosticReport"], element: "conclusion", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
     Rule { types: &["DiagnosticReport"], element: "presentedForm", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
 ];
 
 /// Elements of a person a pseudonymous caller may not search or sort by: the elements that the
 /// table removes or generalises for it (searching them would re-identify through the answers).
-const IDENTIFYING: &[&str] = &["name", "telecom", "address", "photo", "contact", "identifier", "birthDate", "deceased"];
+const IDENTIFYING: &[&str] = &["name", "telecom", "address", "photo", "contact", "identifier", "birthDate", "deceased", "link", "extension"];
+
+/// Extension value types that describe a person wherever they appear.
+const PERSONAL_VALUES: &[&str] = &["valueHumanName", "valueAddress", "valueContactPoint"];
 
 /// The v3 ObservationValue code for "pseudonymized".
 pub const PSEUDED: &str = "PSEUDED";
@@ -94,6 +99,9 @@ pub fn pseudonymise(resource: &mut Value, profile: Profile, pseudonym_system: &s
 }
 
 fn apply(object: &mut Map<String, Value>, element: &str, action: Action, pseudonym_system: &str) {
+    // The element's `_element` sibling (ids and extensions of a primitive, e.g. a birth time on
+    // `_birthDate`) goes whatever happens to the value.
+    object.remove(&format!("_{element}"));
     match action {
         Action::Remove => {
             object.remove(element);
@@ -117,6 +125,7 @@ fn apply(object: &mut Map<String, Value>, element: &str, action: Action, pseudon
 /// Every Reference in the resource (outside contained resources, handled on their own) loses
 /// `display` and `identifier`; the literal reference stays, so the views still link up.
 fn strip_reference_details(object: &mut Map<String, Value>) {
+    drop_personal_extensions(object);
     for (key, value) in object.iter_mut() {
         if key != "contained" {
             strip_in(value);
@@ -127,10 +136,12 @@ fn strip_reference_details(object: &mut Map<String, Value>) {
 fn strip_in(value: &mut Value) {
     match value {
         Value::Object(object) => {
-            if object.contains_key("reference") || (object.contains_key("display") && object.contains_key("type")) {
+            if is_reference(object) {
                 object.remove("display");
+                object.remove("_display");
                 object.remove("identifier");
             }
+            drop_personal_extensions(object);
             for inner in object.values_mut() {
                 strip_in(inner);
             }
@@ -138,6 +149,21 @@ fn strip_in(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(strip_in),
         _ => {}
     }
+}
+
+/// Extensions whose value is a name, an address or a contact point, wherever they are.
+fn drop_personal_extensions(object: &mut Map<String, Value>) {
+    if let Some(Value::Array(extensions)) = object.get_mut("extension") {
+        extensions.retain(|e| !PERSONAL_VALUES.iter().any(|v| e.get(*v).is_some()));
+    }
+}
+
+/// Whether `object` is shaped like a Reference: a literal `reference`, a logical `identifier`
+/// (an object; elsewhere `identifier` is a list), or a bare `display` that is not a Coding's.
+fn is_reference(object: &Map<String, Value>) -> bool {
+    object.contains_key("reference")
+        || object.get("identifier").is_some_and(Value::is_object)
+        || (object.contains_key("display") && !object.contains_key("code") && !object.contains_key("system"))
 }
 
 fn label(object: &mut Map<String, Value>) {
@@ -243,6 +269,29 @@ mod tests {
         assert_eq!(p["managingOrganization"]["reference"], "Organization/org-a");
         assert_eq!(p["meta"]["security"][0]["code"], PSEUDED);
         assert_eq!(p["contained"][0]["meta"]["security"][0]["code"], PSEUDED);
+    }
+
+    #[test]
+    fn references_extensions_and_primitive_siblings_lose_what_names_a_person() {
+        let mut observation = json!({
+            "resourceType": "Observation",
+            "performer": [{"display": "Dr. Maria Huber"}],
+            "subject": {"identifier": {"system": "urn:oid:1.2.40.0.10.1.4.3.1", "value": "1234010180"}},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+            "extension": [{"url": "urn:x", "valueHumanName": {"family": "Muster"}}]
+        });
+        pseudonymise(&mut observation, Profile::Crm, SYSTEM);
+        let text = observation.to_string();
+        for secret in ["Huber", "1234010180", "Muster"] {
+            assert!(!text.contains(secret), "{secret} left in {text}");
+        }
+        assert_eq!(observation["code"]["coding"][0]["display"], "Heart rate", "codings keep their display");
+        let mut patient = patient();
+        patient["_birthDate"] = json!({"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime", "valueDateTime": "1980-01-01T04:30:00+01:00"}]});
+        patient["extension"] = json!([{"url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName", "valueString": "Geheim"}]);
+        pseudonymise(&mut patient, Profile::Crm, SYSTEM);
+        let text = patient.to_string();
+        assert!(!text.contains("04:30") && !text.contains("Geheim"), "{text}");
     }
 
     #[test]

@@ -98,8 +98,20 @@ const CRM_TYPES: &[&str] = &["Patient", "Observation", "DiagnosticReport", "Devi
 const INSURANCE_TYPES: &[&str] =
     &["Coverage", "Claim", "ClaimResponse", "CoverageEligibilityRequest", "CoverageEligibilityResponse"];
 
-/// What an insurer writes: its decisions, never the provider's claim.
-const INSURER_WRITES: &[&str] = &["Coverage", "ClaimResponse", "CoverageEligibilityResponse"];
+/// What an insurer writes: its decision on a claim. Not Coverage or eligibility responses: the
+/// insurer's reach over Patients is derived from those, so writing them would let it grant
+/// itself any patient.
+const INSURER_WRITES: &[&str] = &["ClaimResponse"];
+
+/// Shared reference data outside any patient's compartment that clinicians read: who and where,
+/// not about whom. Every other type outside the compartment (Bundle, Binary, Linkage, …) may
+/// hold a whole record and is the admin's.
+const REFERENCE_DATA: &[&str] = &[
+    "Organization", "Practitioner", "PractitionerRole", "Location", "HealthcareService", "Endpoint",
+    "Medication", "Substance", "ActivityDefinition", "PlanDefinition", "Questionnaire",
+    "StructureDefinition", "ValueSet", "CodeSystem", "ConceptMap", "NamingSystem", "SearchParameter",
+    "CapabilityStatement", "OperationDefinition", "CompartmentDefinition", "ImplementationGuide",
+];
 
 /// The policy table: may `role` use `permission` on `resource_type`, and how far does it reach?
 /// `in_patient_compartment` says whether the type belongs to the Patient compartment.
@@ -108,13 +120,13 @@ pub fn reach(role: Role, resource_type: &str, permission: Permission, in_patient
     match role {
         Role::Admin => Some(Reach::Everything),
         Role::Clinician => {
-            if resource_type == "AuditEvent" {
-                None
+            if AUDIT_TYPES.contains(&resource_type) {
+                // The trail of who did what: its own Provenance it may read, never rewrite.
+                (resource_type == "Provenance" && reads).then_some(Reach::PatientsOfOrganization)
             } else if in_patient_compartment {
                 Some(Reach::PatientsOfOrganization)
             } else {
-                // Organizations, practitioners, terminology: shared reference data, read only.
-                reads.then_some(Reach::Everything)
+                (reads && REFERENCE_DATA.contains(&resource_type)).then_some(Reach::Everything)
             }
         }
         Role::Crm => (reads && CRM_TYPES.contains(&resource_type)).then_some(Reach::Everything),
@@ -164,12 +176,17 @@ mod tests {
         assert_eq!(reach(Role::Clinician, "Organization", Read, false), Some(Reach::Everything));
         assert_eq!(reach(Role::Clinician, "Organization", Update, false), None);
         assert_eq!(reach(Role::Clinician, "AuditEvent", Read, true), None);
+        assert_eq!(reach(Role::Clinician, "Provenance", Read, true), Some(Reach::PatientsOfOrganization));
+        assert_eq!(reach(Role::Clinician, "Provenance", Delete, true), None);
+        assert_eq!(reach(Role::Clinician, "Bundle", Read, false), None);
+        assert_eq!(reach(Role::Clinician, "Binary", Read, false), None);
         assert_eq!(reach(Role::Crm, "Observation", Search, true), Some(Reach::Everything));
         assert_eq!(reach(Role::Crm, "Observation", Create, true), None);
         assert_eq!(reach(Role::Crm, "Claim", Read, true), None);
         assert_eq!(reach(Role::Insurer, "Claim", Read, true), Some(Reach::InsuredByOrganization));
         assert_eq!(reach(Role::Insurer, "Claim", Update, true), None);
         assert_eq!(reach(Role::Insurer, "ClaimResponse", Create, true), Some(Reach::InsuredByOrganization));
+        assert_eq!(reach(Role::Insurer, "Coverage", Create, true), None);
         assert_eq!(reach(Role::Insurer, "Patient", Read, true), Some(Reach::InsuredByOrganization));
         assert_eq!(reach(Role::Insurer, "Observation", Read, true), None);
         assert_eq!(reach(Role::Patient, "Observation", Read, true), Some(Reach::OwnCompartment));

@@ -145,8 +145,8 @@ pub fn searchset(
 }
 
 /// A history Bundle: each version with its request method and response status.
-pub fn history(base_url: &str, versions: &[VersionedResource], total: i64, links: &[Link]) -> Value {
-    let mut bundle = new_bundle("history", Some(total), links);
+pub fn history(base_url: &str, versions: &[VersionedResource], total: Option<i64>, links: &[Link]) -> Value {
+    let mut bundle = new_bundle("history", total, links);
     let entries: Vec<Value> = versions
         .iter()
         .map(|v| {

@@ -27,6 +27,11 @@ impl Service {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(criteria.trim_start_matches('?'))
             .map_err(|_| ApiError::bad_request("the conditional criteria are not a valid query string"))?;
         let mut request = self.parse_search(resource_type, &pairs, true)?;
+        // The answer (none, one, several) is information too: the same searches are refused as
+        // in a pseudonymous caller's own searches.
+        if self.view(caller).is_some() {
+            crate::auth::pseudonymise::check_search(&request, &self.registry, &self.config.pseudonym_system)?;
+        }
         request.visibility = visibility(caller, &self.registry, permission);
         if !request.has_criteria() {
             return Err(ApiError::PreconditionFailed(

@@ -25,9 +25,11 @@ impl Service {
             self.committer.create(write).await?;
             return Ok(WriteOutcome { stored, created: true, changed: true });
         }
-        let (this, caller, resource_type, criteria) = (self.clone(), caller.clone(), resource_type.to_string(), if_none_exist.map(str::to_string));
-        self.write(move |conn| Box::pin(async move { this.create_in(conn, &caller, &resource_type, id.as_str(), body, criteria.as_deref()).await }))
-            .await
+        let (this, writer, resource_type, criteria) = (self.clone(), caller.clone(), resource_type.to_string(), if_none_exist.map(str::to_string));
+        let outcome = self
+            .write(move |conn| Box::pin(async move { this.create_in(conn, &writer, &resource_type, id.as_str(), body, criteria.as_deref()).await }))
+            .await?;
+        Ok(self.present_outcome(caller, outcome))
     }
 
     /// Create with the given new id inside a transaction. The body was checked by the caller.

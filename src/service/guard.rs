@@ -14,7 +14,10 @@ use serde_json::Value;
 
 use super::Service;
 use super::search::matching_ids;
-use crate::auth::access::{require, visibility};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::auth::access::{patient_links, require, visibility};
+use crate::search::extract::{IndexValue, param_values};
 use crate::auth::pseudonymise::{self, Profile};
 use crate::auth::{Caller, Permission, Role};
 use crate::error::{ApiError, ApiResult};
@@ -118,11 +121,17 @@ impl Service {
         head: Option<Head>,
     ) -> ApiResult<()> {
         let live = head.is_some_and(|h| !h.deleted);
-        // Writing where nothing lives is a create, whatever the HTTP method.
-        let permission = if live || permission == Permission::Delete { permission } else { Permission::Create };
+        if caller.is_unrestricted() {
+            // Writing where nothing lives is a create, whatever the HTTP method.
+            let permission = if live || permission == Permission::Delete { permission } else { Permission::Create };
+            return self.require(caller, resource_type, permission);
+        }
         self.require(caller, resource_type, permission)?;
-        if caller.is_unrestricted() || !live {
-            return Ok(());
+        if !live {
+            // A restricted caller creates with POST (server-assigned ids) only: updating,
+            // re-creating or deleting an id that is absent, deleted or out of reach all answer
+            // alike, so none of them tells it whether the id was ever used.
+            return Err(super::read::not_found(resource_type, id));
         }
         let one = [id.to_string()];
         if !self.visible_ids(conn, caller, permission, resource_type, &one).await?.is_empty() {
@@ -152,6 +161,23 @@ impl Service {
         Ok(())
     }
 
+    /// A pseudonymous caller may not patch: JSON Patch `copy`, `move` and `test` operate on the
+    /// stored resource, elements its view hides included.
+    pub fn guard_patch(&self, caller: &Caller) -> ApiResult<()> {
+        match self.view(caller) {
+            Some(_) => Err(ApiError::Forbidden("this token sees pseudonymised data and may not use PATCH; send the whole resource with PUT".into())),
+            None => Ok(()),
+        }
+    }
+
+    /// A write's answer in the caller's view.
+    pub fn present_outcome(&self, caller: &Caller, mut outcome: super::WriteOutcome) -> super::WriteOutcome {
+        if let Some(resource) = outcome.stored.resource.as_mut() {
+            self.present(self.view(caller), resource);
+        }
+        outcome
+    }
+
     /// Security labels (`meta.security`) are set by admins only: for anyone else the labels of
     /// the current version are kept, and sending different ones is refused.
     pub async fn guard_security_labels(&self, conn: &mut Conn, caller: &Caller, resource_type: &str, id: &str, head: Option<Head>, body: &mut Value) -> ApiResult<()> {
@@ -178,6 +204,53 @@ impl Service {
             meta.insert("security".into(), labels);
         }
         Ok(())
+    }
+
+    /// Older versions in the caller's view. Access rules are evaluated on the current version;
+    /// a version from before the resource was moved to another patient (a corrected subject)
+    /// belongs to that other patient, so restricted callers get only the versions that name
+    /// the same patients as the current one. Delete markers carry nothing and stay.
+    pub async fn without_moved_versions(&self, conn: &mut Conn, caller: &Caller, versions: Vec<super::VersionedResource>) -> ApiResult<Vec<super::VersionedResource>> {
+        if caller.is_unrestricted() {
+            return Ok(versions);
+        }
+        let mut by_type: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for v in &versions {
+            by_type.entry(v.resource_type.clone()).or_default().push(v.id.clone());
+        }
+        let mut current: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+        for (resource_type, mut ids) in by_type {
+            ids.dedup();
+            for stored in versions::read_current_many(conn, &resource_type, &ids).await? {
+                let opened = self.open_version(stored)?;
+                let patients = opened.resource.as_ref().map(|r| self.patients_named(&resource_type, r)).unwrap_or_default();
+                current.insert((resource_type.clone(), opened.id), patients);
+            }
+        }
+        Ok(versions
+            .into_iter()
+            .filter(|v| match &v.resource {
+                None => true,
+                Some(resource) => current.get(&(v.resource_type.clone(), v.id.clone())) == Some(&self.patients_named(&v.resource_type, resource)),
+            })
+            .collect())
+    }
+
+    /// The Patients a resource of `resource_type` belongs to (its Patient-compartment links).
+    fn patients_named(&self, resource_type: &str, resource: &Value) -> BTreeSet<String> {
+        let mut patients = BTreeSet::new();
+        for code in patient_links(&self.registry, resource_type) {
+            let Some(param) = self.registry.get(resource_type, &code) else { continue };
+            let Some(expression) = param.expression_for(resource_type) else { continue };
+            for value in param_values(param, expression, resource).unwrap_or_default() {
+                if let IndexValue::Reference { target_type: Some(target), target_id: Some(id), .. } = value
+                    && target == "Patient"
+                {
+                    patients.insert(id);
+                }
+            }
+        }
+        patients
     }
 
     /// The condition (over `resource_heads h`) that limits a type- or system-level history to

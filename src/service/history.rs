@@ -13,7 +13,9 @@ use crate::store::versions::{self, HistoryQuery};
 
 pub struct HistoryPage {
     pub entries: Vec<VersionedResource>,
-    pub total: i64,
+    /// `None` for restricted callers: their pages leave out versions they may not see, which a
+    /// count of the version table would still include.
+    pub total: Option<i64>,
     /// Cursor of the next page, if there is one.
     pub next_page: Option<i64>,
     /// The parameters the client gave, for the links.
@@ -68,6 +70,8 @@ impl Service {
             None
         };
         let entries = rows.into_iter().map(|row| self.open_for(caller, row)).collect::<ApiResult<Vec<_>>>()?;
+        let entries = self.without_moved_versions(&mut conn, caller, entries).await?;
+        let total = caller.is_unrestricted().then_some(total);
         Ok(HistoryPage { entries, total, next_page, used })
     }
 }

@@ -54,6 +54,11 @@ impl Service {
                 }
             }
             wanted.retain(|key| seen.insert(key.clone()));
+            // What the caller may not see is never included, nor counted against the cap (the
+            // matches were filtered by the search itself).
+            if let Some(visibility) = &request.visibility {
+                wanted = self.visible_keys(conn, visibility, wanted).await?;
+            }
             if wanted.is_empty() {
                 break;
             }
@@ -66,12 +71,6 @@ impl Service {
                 by_type.entry(resource_type).or_default().push(id);
             }
             for (resource_type, ids) in by_type {
-                // What the caller may not see is never included (the matches were filtered by
-                // the search itself).
-                let ids = match &request.visibility {
-                    Some(visibility) => self.filter_visible(conn, visibility, &resource_type, &ids).await?,
-                    None => ids,
-                };
                 for stored in versions::read_current_many(conn, &resource_type, &ids).await? {
                     included.push(self.open_version(stored)?);
                 }
@@ -87,6 +86,21 @@ impl Service {
             }
         }
         Ok((included, None))
+    }
+
+    /// Those of `keys` that `visibility` lets through, in their order.
+    async fn visible_keys(&self, conn: &mut Conn, visibility: &std::sync::Arc<dyn crate::search::query::Visibility>, keys: Vec<Key>) -> ApiResult<Vec<Key>> {
+        let mut by_type: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (resource_type, id) in &keys {
+            by_type.entry(resource_type.clone()).or_default().push(id.clone());
+        }
+        let mut visible: HashSet<Key> = HashSet::new();
+        for (resource_type, ids) in by_type {
+            for id in self.filter_visible(conn, visibility, &resource_type, &ids).await? {
+                visible.insert((resource_type.clone(), id));
+            }
+        }
+        Ok(keys.into_iter().filter(|key| visible.contains(key)).collect())
     }
 
     /// The reference parameters a directive follows on `resource_type`.

@@ -15,6 +15,7 @@ use crate::store::{Conn, versions};
 
 impl Service {
     pub async fn patch(&self, caller: &Arc<Caller>, resource_type: &str, id: &str, patch: Value, if_match: Option<i64>) -> ApiResult<WriteOutcome> {
+        self.guard_patch(caller)?;
         let operations = parse_patch(patch)?;
         let (this, caller, resource_type, id) = (self.clone(), caller.clone(), resource_type.to_string(), id.to_string());
         self.write(move |conn| Box::pin(async move { this.patch_in(conn, &caller, &resource_type, &id, operations, if_match).await }))
@@ -31,6 +32,7 @@ impl Service {
         if_match: Option<i64>,
     ) -> ApiResult<WriteOutcome> {
         self.check_writable(resource_type, id)?;
+        self.guard_patch(caller)?;
         let head = versions::head(conn, self.store.backend(), resource_type, id, true)
             .await?
             .ok_or_else(|| super::read::not_found(resource_type, id))?;

@@ -41,7 +41,11 @@ impl Service {
         if stored.deleted {
             return Err(ApiError::Gone(format!("version {version} of {resource_type}/{id} is a deletion")));
         }
-        self.open_for(caller, stored)
+        let opened = self.open_for(caller, stored)?;
+        self.without_moved_versions(&mut conn, caller, vec![opened])
+            .await?
+            .pop()
+            .ok_or_else(|| ApiError::NotFound(format!("{resource_type}/{id} has no version {version}")))
     }
 }
 

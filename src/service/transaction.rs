@@ -169,6 +169,17 @@ impl Service {
     }
 
     async fn run_transaction_in(&self, conn: &mut Conn, caller: &Arc<Caller>, entries: &mut [Entry]) -> ApiResult<Vec<EntryResponse>> {
+        // Every entry's interaction first, before anything is looked up on its behalf (a
+        // conditional reference answers "none, one, several" even when the write is refused).
+        for entry in entries.iter() {
+            let permission = match entry.method {
+                Method::Post => Permission::Create,
+                Method::Put | Method::Patch => Permission::Update,
+                Method::Delete => Permission::Delete,
+                Method::Get | Method::Head => continue,
+            };
+            self.require(caller, resource_type_of(&entry.target), permission).map_err(|e| in_entry(entry.index, e))?;
+        }
         let mut ids = self.assign_ids(conn, caller, entries).await?;
         for entry in entries.iter() {
             if let Some(resource) = &entry.resource {
@@ -310,38 +321,41 @@ impl Service {
                     .await?
                     .filter(|s| !s.deleted)
                     .ok_or_else(|| ApiError::NotFound(format!("{t}/{id} has no version {version}")))?;
-                Ok(read_entry_response(&self.open_for(caller, stored)?))
+                let opened = self.open_for(caller, stored)?;
+                let shown = self.without_moved_versions(conn, caller, vec![opened]).await?;
+                let version = shown.first().ok_or_else(|| ApiError::NotFound(format!("{t}/{id} has no version {version}")))?;
+                Ok(read_entry_response(version))
             }
             (Method::Get | Method::Head, Target::Type(t)) => self.search_entry(conn, caller, &t, "").await,
             (Method::Get | Method::Head, Target::Conditional(t, query)) => self.search_entry(conn, caller, &t, &query).await,
             (Method::Post, Target::Instance(t, id)) => {
                 let body = entry.resource.ok_or(ApiError::Internal)?;
                 let outcome = self.create_in(conn, caller, &t, &id, body, entry.if_none_exist.as_deref()).await?;
-                Ok(write_entry_response(&outcome, base))
+                Ok(write_entry_response(&self.present_outcome(caller, outcome), base))
             }
             (Method::Put, Target::Instance(t, id)) => {
                 let body = entry.resource.ok_or(ApiError::Internal)?;
                 check_body_id(&body, &id)?;
                 let outcome: WriteOutcome = self.update_in(conn, caller, &t, &id, body, entry.if_match, "PUT").await?;
-                Ok(write_entry_response(&outcome, base))
+                Ok(write_entry_response(&self.present_outcome(caller, outcome), base))
             }
             (Method::Put, Target::Conditional(t, criteria)) => {
                 let body = entry.resource.ok_or(ApiError::Internal)?;
                 let outcome = self.conditional_update_in(conn, caller, &t, &criteria, body).await?;
-                Ok(write_entry_response(&outcome, base))
+                Ok(write_entry_response(&self.present_outcome(caller, outcome), base))
             }
             (Method::Patch, Target::Instance(t, id)) => {
                 let operations = parse_patch(entry.resource.ok_or(ApiError::Internal)?)?;
                 let outcome = self.patch_in(conn, caller, &t, &id, operations, entry.if_match).await?;
-                Ok(write_entry_response(&outcome, base))
+                Ok(write_entry_response(&self.present_outcome(caller, outcome), base))
             }
             (Method::Delete, Target::Instance(t, id)) => {
                 let outcome = self.delete_in(conn, caller, &t, &id).await?;
-                Ok(write_entry_response(&outcome, base))
+                Ok(write_entry_response(&self.present_outcome(caller, outcome), base))
             }
             (Method::Delete, Target::Conditional(t, criteria)) => {
                 let outcome = self.conditional_delete_in(conn, caller, &t, &criteria).await?;
-                Ok(write_entry_response(&outcome, base))
+                Ok(write_entry_response(&self.present_outcome(caller, outcome), base))
             }
             _ => Err(ApiError::bad_request("this method cannot be applied to this request.url")),
         }

@@ -18,8 +18,13 @@ impl Service {
         self.check_resource(resource_type, &body)?;
         check_body_id(&body, id)?;
         let (this, caller, resource_type, id) = (self.clone(), caller.clone(), resource_type.to_string(), id.to_string());
-        self.write(move |conn| Box::pin(async move { this.update_in(conn, &caller, &resource_type, &id, body, if_match, "PUT").await }))
-            .await
+        let outcome = self
+            .write({
+                let caller = caller.clone();
+                move |conn| Box::pin(async move { this.update_in(conn, &caller, &resource_type, &id, body, if_match, "PUT").await })
+            })
+            .await?;
+        Ok(self.present_outcome(&caller, outcome))
     }
 
     /// Write a new version of `id` (or its first one). `if_match` is the version the client last
@@ -66,14 +71,25 @@ impl Service {
     /// PUT `[type]?criteria`: no match creates, one match is updated, several are a 412.
     pub async fn conditional_update(&self, caller: &Arc<Caller>, resource_type: &str, criteria: &str, body: Value) -> ApiResult<WriteOutcome> {
         self.check_resource(resource_type, &body)?;
-        let (this, caller, resource_type, criteria) = (self.clone(), caller.clone(), resource_type.to_string(), criteria.to_string());
-        self.write(move |conn| Box::pin(async move { this.conditional_update_in(conn, &caller, &resource_type, &criteria, body).await }))
-            .await
+        let (this, writer, resource_type, criteria) = (self.clone(), caller.clone(), resource_type.to_string(), criteria.to_string());
+        let outcome = self
+            .write(move |conn| Box::pin(async move { this.conditional_update_in(conn, &writer, &resource_type, &criteria, body).await }))
+            .await?;
+        Ok(self.present_outcome(caller, outcome))
     }
 
     pub async fn conditional_update_in(&self, conn: &mut Conn, caller: &Arc<Caller>, resource_type: &str, criteria: &str, body: Value) -> ApiResult<WriteOutcome> {
+        self.require(caller, resource_type, Permission::Update)?;
         let body_id = body.get("id").and_then(Value::as_str).map(str::to_string);
         match self.conditional_matches(conn, caller, Permission::Update, resource_type, criteria).await? {
+            Matches::None if body_id.is_some() && !caller.is_unrestricted() => Err(ApiError::bad_request(
+                "a conditional update that matches nothing creates the resource with a server-assigned id; leave out Resource.id",
+            )),
+            Matches::None if !caller.is_unrestricted() => {
+                self.require(caller, resource_type, Permission::Create)?;
+                let id = FhirId::generate();
+                self.create_in(conn, caller, resource_type, id.as_str(), body, None).await
+            }
             Matches::None => {
                 let id = match body_id {
                     Some(id) => self.unmatched_body_id(conn, resource_type, &id).await?,

@@ -211,7 +211,8 @@ async fn clinician_sees_its_organisation_only(backend: Backend) {
     assert_eq!(count.body["total"], 2);
     // History at type and system level.
     let history = server.request_as(c, Method::GET, "Observation/_history", None).await;
-    assert_eq!(history.body["total"], 2, "{}", history.text);
+    assert_eq!(history.body["entry"].as_array().map(Vec::len), Some(2), "{}", history.text);
+    assert!(history.body.get("total").is_none(), "a restricted history page has no total that could count hidden versions");
     assert!(!history.text.contains("hr-b") && !history.text.contains("Quellenhof"));
     // Writes stay inside the clinic: no writing for the other clinic's patient, nor moving one there.
     let mut for_b = observation("new-b", "pat-b", "vital-signs", "x");
@@ -240,6 +241,44 @@ async fn clinician_sees_its_organisation_only(backend: Backend) {
     labelled["meta"] = json!({"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "N"}]});
     server.request_as(c, Method::PUT, "Patient/pat-a", Some(&labelled)).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "meta.security");
     server.request_as(c, Method::GET, "AuditEvent", None).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "AuditEvent");
+    // Types outside the compartment that may hold whole records are not reference data.
+    for admin_only in ["Bundle", "Binary", "Linkage"] {
+        assert_eq!(server.request_as(c, Method::GET, admin_only, None).await.status, StatusCode::FORBIDDEN, "{admin_only}");
+    }
+    server.request_as(c, Method::DELETE, "Provenance/prov-a", None).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "Provenance");
+    // Absent, deleted and unreachable ids answer alike: no update-as-create, no delete of nothing.
+    let absent = observation("never-was", "pat-a", "vital-signs", "x");
+    server.request_as(c, Method::PUT, "Observation/never-was", Some(&absent)).await.assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
+    server.request_as(c, Method::DELETE, "Observation/never-was", None).await.assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
+    let mut with_id = observation("chosen", "pat-a", "vital-signs", "x");
+    with_id["identifier"] = json!([{"system": "urn:test:obs", "value": "fresh"}]);
+    server.request_as(c, Method::PUT, "Observation?identifier=urn:test:obs|fresh", Some(&with_id)).await.assert_outcome(
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        "server-assigned id",
+    );
+    // A token whose context claim would widen a rule is refused.
+    let widened = server.token("clinician", "user/*.rs", None, Some("org-a,Organization/org-b"));
+    server.request_as(&widened, Method::GET, "Patient", None).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "org");
+}
+
+/// Versions from before a resource was moved to another patient stay with that patient.
+async fn moved_resources_keep_their_past(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    let t = tokens(&server);
+    // Recorded for the wrong patient (b), then corrected to patient a.
+    let wrong = observation("moved", "pat-b", "vital-signs", "Bertram Quellenhof");
+    assert!(server.put("Observation/moved", &wrong).await.status.is_success());
+    assert!(server.put("Observation/moved", &observation("moved", "pat-a", "vital-signs", "x")).await.status.is_success());
+    let c = t.clinician_a.as_str();
+    assert_eq!(server.request_as(c, Method::GET, "Observation/moved/_history/2", None).await.status, StatusCode::OK);
+    assert_eq!(server.request_as(c, Method::GET, "Observation/moved/_history/1", None).await.status, StatusCode::NOT_FOUND);
+    let history = server.request_as(c, Method::GET, "Observation/moved/_history", None).await;
+    assert_eq!(history.body["entry"].as_array().map(Vec::len), Some(1), "{}", history.text);
+    assert!(!history.text.contains("Quellenhof"));
+    let all = server.request_as(c, Method::GET, "_history", None).await;
+    assert!(!all.text.contains("Quellenhof") && !all.text.contains("pat-b"), "{}", all.text);
 }
 
 async fn transactions_are_authorised_entry_by_entry(backend: Backend) {
@@ -297,6 +336,10 @@ async fn crm_sees_pseudonyms_only(backend: Backend) {
         let reply = server.request_as(crm, Method::GET, &refused, None).await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{refused}: {}", reply.text);
     }
+    let patch = json!([{"op": "copy", "from": "/birthDate", "path": "/gender"}]);
+    let request = server.client.patch(server.url("Patient/pat-a")).bearer_auth(crm).header("content-type", "application/json-patch+json");
+    let reply = Reply::from(request.body(patch.to_string()).send().await.expect("sent")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
     for denied in ["Claim", "Coverage", "Consent", "AuditEvent", "Provenance"] {
         assert_eq!(server.request_as(crm, Method::GET, denied, None).await.status, StatusCode::FORBIDDEN, "{denied}");
     }
@@ -357,6 +400,11 @@ async fn insurer_sees_what_it_pays_for(backend: Backend) {
     assert_eq!(server.request_as(i, Method::GET, "Patient/pat-b", None).await.status, StatusCode::NOT_FOUND);
     assert_eq!(server.request_as(i, Method::GET, "Claim/claim-b", None).await.status, StatusCode::NOT_FOUND);
     assert_eq!(server.request_as(i, Method::GET, "Observation", None).await.status, StatusCode::FORBIDDEN);
+    // It cannot grant itself a patient by writing a Coverage that names one.
+    let grab = json!({"resourceType": "Coverage", "status": "active", "beneficiary": {"reference": "Patient/pat-b"},
+        "payor": [{"reference": "Organization/ins-1"}]});
+    assert_eq!(server.request_as(i, Method::POST, "Coverage", Some(&grab)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(server.request_as(i, Method::GET, "Patient/pat-b", None).await.status, StatusCode::NOT_FOUND);
     let reply = server.request_as(i, Method::GET, "Claim?_include=Claim:patient&_include=Claim:insurer", None).await;
     assert!(!reply.text.contains("pat-b") && !reply.text.contains("Zirbenwald"), "{}", reply.text);
 }
@@ -460,6 +508,7 @@ async fn limits_are_clear_errors(backend: Backend) {
 
 both_backends!(
     limits_are_clear_errors,
+    moved_resources_keep_their_past,
     tokens_are_required,
     clinician_sees_its_organisation_only,
     transactions_are_authorised_entry_by_entry,
