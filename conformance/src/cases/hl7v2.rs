@@ -114,7 +114,7 @@ fn oru_stored(ctx: &Ctx) -> Outcome {
     let found = observations_of(ctx, &patient)?;
     ensure(found.len() == 1, || format!("expected 1 Observation for the message's patient, found {}", found.len()))?;
     let value = &found[0]["valueQuantity"];
-    ensure(value["value"].to_string() == "72" && value["code"] == "/min", || format!("expected 72 /min, got {value}"))
+    ensure(value["value"] == 72 && value["code"] == "/min", || format!("expected 72 /min, got {value}"))
 }
 
 fn resend_same_answer(ctx: &Ctx) -> Outcome {
