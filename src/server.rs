@@ -106,7 +106,7 @@ pub fn app(service: Service, ingestor: Ingestor) -> axum::Router {
         env!("CARGO_PKG_VERSION"),
     );
     let rate_limiter = Arc::new(crate::api::rate_limit::RateLimiter::new(service.config.rate_limit_per_second, service.config.rate_limit_burst));
-    router(AppState { service, capability: Arc::new(capability), ingestor, rate_limiter })
+    router(AppState { service, capability: Arc::new(capability), ingestor, rate_limiter, token_cache: Arc::default() })
 }
 
 /// The listeners of one server, already bound.

@@ -26,30 +26,38 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
 
 fn caller_of(state: &AppState, request: &Request) -> ApiResult<Arc<Caller>> {
     let caller = match hub_of(request) {
-        Some(hub) if !request.headers().contains_key(axum::http::header::AUTHORIZATION) => hub,
-        _ => {
-            // Refused tokens count against the sender's address, and an address that keeps
-            // sending them is turned away before any signature is checked.
-            let address = request.extensions().get::<crate::tls::Peer>().map(|peer| format!("refused:{}", peer.addr.ip()));
-            if let Some(address) = &address {
-                state.rate_limiter.check_not_exhausted(address)?;
-            }
-            let verified = bearer_token(request.headers())
-                .and_then(|token| Ok(state.service.verifier.verify(token, chrono::Utc::now().timestamp())?))
-                .and_then(caller_from_claims);
-            match verified {
-                Ok(caller) => caller,
-                Err(refusal) => {
-                    if let Some(address) = &address {
-                        let _ = state.rate_limiter.check(address);
-                    }
-                    return Err(refusal);
-                }
-            }
-        }
+        Some(hub) if !request.headers().contains_key(axum::http::header::AUTHORIZATION) => Arc::new(hub),
+        _ => token_caller(state, request)?,
     };
     state.rate_limiter.check(&caller.fingerprint())?;
-    Ok(Arc::new(caller))
+    Ok(caller)
+}
+
+/// The caller of the request's bearer token. Refused tokens count against the sender's address,
+/// and an address that keeps sending them is turned away before any signature is checked.
+fn token_caller(state: &AppState, request: &Request) -> ApiResult<Arc<Caller>> {
+    let address = request.extensions().get::<crate::tls::Peer>().map(|peer| format!("refused:{}", peer.addr.ip()));
+    if let Some(address) = &address {
+        state.rate_limiter.check_not_exhausted(address)?;
+    }
+    bearer_token(request.headers()).and_then(|token| verified_caller(state, token)).inspect_err(|_| {
+        if let Some(address) = &address {
+            let _ = state.rate_limiter.check(address);
+        }
+    })
+}
+
+/// The caller of a bearer token: from the cache of recently verified tokens, or verified now.
+fn verified_caller(state: &AppState, token: &str) -> ApiResult<Arc<Caller>> {
+    let now = chrono::Utc::now().timestamp();
+    if let Some(caller) = state.token_cache.get(token, now) {
+        return Ok(caller);
+    }
+    let claims = state.service.verifier.verify(token, now)?;
+    let expires = claims.exp;
+    let caller = Arc::new(caller_from_claims(claims)?);
+    state.token_cache.insert(token, caller.clone(), expires);
+    Ok(caller)
 }
 
 /// A device hub that presented a configured client certificate: it may ingest HL7 v2 and read

@@ -9,6 +9,9 @@
 //! - [`hl7v2`]: `POST /hl7v2`, HL7 v2 messages in, ACKs out.
 //! - [`smart`]: `.well-known/smart-configuration` and the key ring's `jwks.json`.
 //! - [`access_log`]: a PHI-free log line per request.
+//! - [`authenticate`]: the middleware that turns a bearer token (or a hub's certificate) into
+//!   the request's caller; [`caller`] is its extractor, [`token_cache`] remembers verified
+//!   tokens, [`rate_limit`] caps requests per caller.
 
 pub mod access_log;
 pub mod authenticate;
@@ -20,6 +23,7 @@ pub mod rate_limit;
 pub mod paths;
 pub mod respond;
 pub mod routes;
+pub mod token_cache;
 pub mod smart;
 
 use std::sync::Arc;
@@ -38,6 +42,8 @@ pub struct AppState {
     pub ingestor: crate::hl7v2::ingest::Ingestor,
     /// Requests per caller.
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
+    /// Callers of recently verified tokens.
+    pub token_cache: Arc<token_cache::TokenCache>,
 }
 
 pub use routes::router;

@@ -109,6 +109,24 @@ impl Visibility for Access {
         }
         Ok(if criteria.is_empty() { Restriction::Everything } else { Restriction::Where(criteria) })
     }
+
+    /// Under the compartment rules (a clinician's patients, a patient's own compartment) a
+    /// resource linked to a visible Patient through one of its patient links is visible, unless
+    /// a scope narrows the source type further.
+    fn implied_by_target(&self, source_type: &str, reference: &str, target_type: &str) -> bool {
+        if target_type != "Patient" {
+            return false;
+        }
+        let links = patient_links(&self.registry, source_type);
+        if !links.iter().any(|l| l == reference) {
+            return false;
+        }
+        let source = role::reach(self.caller.role, source_type, self.permission, true);
+        let patient = role::reach(self.caller.role, "Patient", self.permission, true);
+        let compartment_rule = matches!(source, Some(Reach::PatientsOfOrganization | Reach::OwnCompartment));
+        let unnarrowed = self.caller.covering(source_type, self.permission).any(|s| s.query.is_none() && s.context != Context::Patient);
+        compartment_rule && source == patient && unnarrowed
+    }
 }
 
 impl Access {

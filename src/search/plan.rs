@@ -254,13 +254,15 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
             let local = local_reference(b, &c);
             let (id, ty) = (&scope.id, &scope.type_bind);
             if scope.probe {
-                let (source, matches) = live_target(b, source_type, &format!("{c}.id"), inner)?;
+                let implied = b.visibility.is_some_and(|v| v.implied_by_target(source_type, reference, &scope.resource_type));
+                let (source, matches) = with_visibility_unless(b, implied, |b| live_target(b, source_type, &format!("{c}.id"), inner))?;
                 Ok(format!(
                     "EXISTS (SELECT 1 FROM search_reference {c} WHERE {c}.resource_type = {source} AND {c}.param = {param} \
                      AND {c}.target_id = {id} AND {c}.target_type = {ty} AND {local} AND {matches})"
                 ))
             } else {
-                let (source, sources) = live_ids(b, source_type, inner)?;
+                let implied = b.visibility.is_some_and(|v| v.implied_by_target(source_type, reference, &scope.resource_type));
+                let (source, sources) = with_visibility_unless(b, implied, |b| live_ids(b, source_type, inner))?;
                 Ok(format!(
                     "{id} IN (SELECT {c}.target_id FROM search_reference {c} WHERE {c}.resource_type = {source} AND {c}.param = {param} \
                      AND {c}.target_type = {ty} AND {c}.id IN ({sources}) AND {local})"
@@ -350,6 +352,18 @@ fn local_reference(b: &mut Builder, c: &str) -> String {
 
 /// `SELECT` of the ids of live `resource_type` resources that match `criterion`, and the
 /// placeholder holding `resource_type`.
+/// Run `compile` without the caller's visibility when `implied` (the planner's only way to skip
+/// a rule it knows holds); the visibility is back in place afterwards either way.
+fn with_visibility_unless<T>(b: &mut Builder, implied: bool, compile: impl FnOnce(&mut Builder) -> ApiResult<T>) -> ApiResult<T> {
+    if !implied {
+        return compile(b);
+    }
+    let saved = b.visibility.take();
+    let compiled = compile(b);
+    b.visibility = saved;
+    compiled
+}
+
 fn live_ids(b: &mut Builder, resource_type: &str, criterion: &Criterion) -> ApiResult<(String, String)> {
     let type_bind = b.text(resource_type.to_string());
     let h = b.alias("h");

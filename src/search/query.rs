@@ -43,6 +43,14 @@ pub enum Criterion {
 /// through a join. Implemented by the access-control layer ([`crate::auth`]).
 pub trait Visibility: std::fmt::Debug + Send + Sync {
     fn restriction(&self, resource_type: &str) -> ApiResult<Restriction>;
+
+    /// Whether a `source_type` resource that points through `reference` at a `target_type`
+    /// resource the caller may see is itself one the caller may see, so that `_has` need not
+    /// check it again (an Observation whose subject is a visible patient is in that patient's
+    /// compartment). `false` when unsure.
+    fn implied_by_target(&self, _source_type: &str, _reference: &str, _target_type: &str) -> bool {
+        false
+    }
 }
 
 /// The part of a type a caller may see.

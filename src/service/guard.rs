@@ -97,6 +97,18 @@ impl Service {
         Ok(visible)
     }
 
+    /// The current version of a resource the caller may read, in one query with its access rule;
+    /// `None` when it does not exist, is deleted, or is out of reach (alike, on purpose).
+    pub async fn read_visible(&self, conn: &mut Conn, caller: &Arc<Caller>, resource_type: &str, id: &str) -> ApiResult<Option<versions::StoredVersion>> {
+        self.require(caller, resource_type, Permission::Read)?;
+        let mut request = self.parse_search(resource_type, &[("_id".into(), escape(id))], true)?;
+        request.visibility = visibility(caller, &self.registry, Permission::Read);
+        let plan = plan(&request, &self.registry, &self.validator, &self.keys.current(), &self.config.base_url)?;
+        let mut binds = plan.binds;
+        binds.truncate(plan.where_binds);
+        Ok(versions::read_current_where(conn, &plan.where_sql, binds).await?)
+    }
+
     /// A single-resource read: allowed interaction, and the resource within reach. What the
     /// caller cannot see does not exist for it (404), so that a refusal never confirms that a
     /// resource exists.

@@ -3,7 +3,7 @@
 use super::{Service, VersionedResource};
 use std::sync::Arc;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::validation::ConformanceResource;
 use crate::store::versions;
@@ -15,7 +15,11 @@ impl Service {
             return Ok(conformance_version(found));
         }
         let mut conn = self.reader().await?;
-        self.guard_read(&mut conn, caller, resource_type, id).await?;
+        if !caller.is_unrestricted() {
+            let stored = self.read_visible(&mut conn, caller, resource_type, id).await?.ok_or_else(|| not_found(resource_type, id))?;
+            return self.open_for(caller, stored);
+        }
+        self.require(caller, resource_type, Permission::Read)?;
         let stored = versions::read_current(&mut conn, resource_type, id)
             .await?
             .ok_or_else(|| not_found(resource_type, id))?;

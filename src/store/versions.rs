@@ -73,6 +73,18 @@ pub async fn read_current(conn: &mut Conn, resource_type: &str, id: &str) -> Res
     row.as_ref().map(stored_version).transpose()
 }
 
+/// The current version if it is live and its head row meets `condition` (SQL over
+/// `resource_heads h` whose placeholders are numbered from `$1` for `binds`): a read and the
+/// caller's access rule in one statement.
+pub async fn read_current_where(conn: &mut Conn, condition: &str, binds: Vec<Bind>) -> Result<Option<StoredVersion>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {VERSION_COLUMNS} FROM resource_heads h JOIN resource_versions v \
+         ON v.resource_type = h.resource_type AND v.id = h.id AND v.version = h.version WHERE {condition}"
+    );
+    let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(stored_version).transpose()
+}
+
 /// Current versions of many resources of one type, in no particular order; deleted ones left out.
 pub async fn read_current_many(conn: &mut Conn, resource_type: &str, ids: &[String]) -> Result<Vec<StoredVersion>, sqlx::Error> {
     if ids.is_empty() {
