@@ -10,7 +10,8 @@
 //! 2. one of its scopes covers T and P, within that scope's query (if any) and, for a
 //!    `patient/` scope, within the token patient's compartment.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use super::caller::Caller;
 use super::role::{self, Reach};
@@ -25,7 +26,7 @@ pub fn visibility(caller: &Arc<Caller>, registry: &Arc<SearchParamRegistry>, per
     if caller.is_unrestricted() {
         return None;
     }
-    Some(Arc::new(Access { caller: caller.clone(), registry: registry.clone(), permission }))
+    Some(Arc::new(Access { caller: caller.clone(), fingerprint: caller.fingerprint(), registry: registry.clone(), permission }))
 }
 
 /// Refuse outright what no rule could allow: the role does not reach the type, or no scope
@@ -89,25 +90,33 @@ fn letter_hint(resource_type: &str, permission: Permission) -> String {
 #[derive(Debug)]
 struct Access {
     caller: Arc<Caller>,
+    /// The caller's [`Caller::fingerprint`], the key of its compiled rules.
+    fingerprint: String,
     registry: Arc<SearchParamRegistry>,
     permission: Permission,
 }
 
+/// Compiled rules by caller fingerprint, type and permission: a caller sends many requests, and
+/// parsing its rules again for each (several searches per type) would cost more than checking
+/// them. The fingerprint covers everything a rule depends on (role, scopes, patient, org).
+static COMPILED: LazyLock<Mutex<HashMap<String, Restriction>>> = LazyLock::new(Mutex::default);
+
+/// Rules remembered at most; when full, the cache starts over.
+const MAX_COMPILED: usize = 10_000;
+
 impl Visibility for Access {
     fn restriction(&self, resource_type: &str) -> ApiResult<Restriction> {
-        let links = patient_links(&self.registry, resource_type);
-        let Some(reach) = role::reach(self.caller.role, resource_type, self.permission, !links.is_empty()) else {
-            return Ok(Restriction::Nothing);
-        };
-        let Some(mut criteria) = self.reach_criteria(reach, resource_type, &links)? else {
-            return Ok(Restriction::Nothing);
-        };
-        match self.scope_groups(resource_type, &links)? {
-            None => return Ok(Restriction::Nothing),
-            Some(groups) if groups.iter().any(Vec::is_empty) => {}
-            Some(groups) => criteria.push(Criterion::AnyOf(groups)),
+        let key = format!("{}|{resource_type}|{:?}", self.fingerprint, self.permission);
+        if let Some(found) = COMPILED.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(found.clone());
         }
-        Ok(if criteria.is_empty() { Restriction::Everything } else { Restriction::Where(criteria) })
+        let compiled = self.compile(resource_type)?;
+        let mut cache = COMPILED.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_COMPILED {
+            cache.clear();
+        }
+        cache.insert(key, compiled.clone());
+        Ok(compiled)
     }
 
     /// Under the compartment rules (a clinician's patients, a patient's own compartment) a
@@ -126,6 +135,25 @@ impl Visibility for Access {
         let compartment_rule = matches!(source, Some(Reach::PatientsOfOrganization | Reach::OwnCompartment));
         let unnarrowed = self.caller.covering(source_type, self.permission).any(|s| s.query.is_none() && s.context != Context::Patient);
         compartment_rule && source == patient && unnarrowed
+    }
+}
+
+impl Access {
+    /// The rule for `resource_type`: the role's reach and the scopes, combined.
+    fn compile(&self, resource_type: &str) -> ApiResult<Restriction> {
+        let links = patient_links(&self.registry, resource_type);
+        let Some(reach) = role::reach(self.caller.role, resource_type, self.permission, !links.is_empty()) else {
+            return Ok(Restriction::Nothing);
+        };
+        let Some(mut criteria) = self.reach_criteria(reach, resource_type, &links)? else {
+            return Ok(Restriction::Nothing);
+        };
+        match self.scope_groups(resource_type, &links)? {
+            None => return Ok(Restriction::Nothing),
+            Some(groups) if groups.iter().any(Vec::is_empty) => {}
+            Some(groups) => criteria.push(Criterion::AnyOf(groups)),
+        }
+        Ok(if criteria.is_empty() { Restriction::Everything } else { Restriction::Where(criteria) })
     }
 }
 
