@@ -667,6 +667,12 @@ mod tests {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
+    /// No temp file was left behind: the directory holds the key file only.
+    fn assert_only_the_key_file(dir: &std::path::Path) {
+        let names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["keys.json"]);
+    }
+
     #[test]
     fn keyring_is_send_sync_clone() {
         fn assert_traits<T: Send + Sync + Clone + 'static>() {}
@@ -846,12 +852,7 @@ mod tests {
         );
         assert_eq!(reloaded.blind_token("Patient.family", "muller", 32), token);
 
-        // No temp files left behind.
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["keys.json"]);
+        assert_only_the_key_file(dir.path());
     }
 
     #[test]
@@ -1022,11 +1023,7 @@ mod tests {
         // Added once: the next start keeps it.
         let (again, _) = KeyRing::load_or_create(&path).unwrap();
         assert_eq!(again.signing_key().unwrap().public_key(), public);
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["keys.json"]);
+        assert_only_the_key_file(dir.path());
     }
 
     #[test]
