@@ -108,7 +108,10 @@ fn apply(object: &mut Map<String, Value>, element: &str, action: Action, pseudon
         }
         Action::YearOnly => {
             if let Some(Value::String(date)) = object.get_mut(element) {
-                date.truncate(4);
+                // By characters: `truncate` at a byte index would panic inside a multi-byte one.
+                if let Some((end, _)) = date.char_indices().nth(4) {
+                    date.truncate(end);
+                }
             }
         }
         Action::PseudonymOnly => {
