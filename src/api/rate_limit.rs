@@ -92,6 +92,15 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_bucket_is_seen_without_taking_from_it() {
+        let limiter = RateLimiter::new(1, 2);
+        assert!(limiter.check_not_exhausted("refused:10.0.0.1").is_ok(), "unknown keys are not exhausted");
+        assert!(limiter.check("refused:10.0.0.1").is_ok() && limiter.check("refused:10.0.0.1").is_ok());
+        assert!(matches!(limiter.check_not_exhausted("refused:10.0.0.1"), Err(ApiError::TooManyRequests { .. })));
+        assert!(limiter.check_not_exhausted("refused:10.0.0.2").is_ok());
+    }
+
+    #[test]
     fn zero_turns_it_off() {
         let limiter = RateLimiter::new(0, 0);
         let now = Instant::now();
