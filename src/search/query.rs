@@ -120,8 +120,11 @@ pub struct SearchRequest {
     pub types: Vec<String>,
     pub count: usize,
     pub offset: usize,
-    /// `_cursor`: where this page lies (from a page link); it replaces `_offset`.
+    /// `_cursor`: where this page lies (from a page link); it replaces `_offset`. Opened from
+    /// [`SearchRequest::cursor_token`] by the service, which holds the keys it is sealed with.
     pub cursor: Option<Cursor>,
+    /// The `_cursor` parameter as sent: a sealed [`Cursor`].
+    pub cursor_token: Option<String>,
     pub sort: Vec<SortKey>,
     pub total: TotalMode,
     pub summary_count: bool,
@@ -171,6 +174,7 @@ impl SearchRequest {
             count: default_count,
             offset: 0,
             cursor: None,
+            cursor_token: None,
             sort: Vec::new(),
             total: TotalMode::Accurate,
             summary_count: false,
@@ -261,7 +265,7 @@ impl SearchRequest {
                 self.count = count;
                 self.used.push((name.into(), self.count.to_string()));
             }
-            "_cursor" => self.cursor = Some(Cursor::decode(value)?),
+            "_cursor" => self.cursor_token = Some(value.to_string()),
             "_offset" => {
                 self.offset = value
                     .parse()

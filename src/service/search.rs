@@ -16,6 +16,12 @@ use crate::search::plan::{Plan, plan};
 use crate::search::query::{Compartment, SYSTEM, SearchRequest, TotalMode};
 use crate::search::cursor::{Cursor, Direction, KeyKind, OrderKey, order_sql};
 use crate::store::{Bind, Conn, bind_all, versions};
+use crate::crypto::Aad;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// The AAD purpose of sealed page cursors.
+const CURSOR_PURPOSE: &str = "page-cursor";
 
 /// One page of matches.
 pub struct SearchPage {
@@ -80,7 +86,8 @@ impl Service {
     }
 
     /// Search on `conn`: inside a transaction it sees the transaction's own writes.
-    pub async fn search_in(&self, conn: &mut Conn, request: SearchRequest) -> ApiResult<SearchPage> {
+    pub async fn search_in(&self, conn: &mut Conn, mut request: SearchRequest) -> ApiResult<SearchPage> {
+        self.open_cursor(&mut request)?;
         let plan = plan(&request, &self.registry, &self.validator, &self.keys.current(), &self.config.base_url)?;
         if request.summary_count {
             let total = Some(count(conn, &plan).await?);
@@ -145,6 +152,29 @@ impl Service {
 }
 
 impl Service {
+    /// Page cursors travel sealed with the key ring (bound to the searched type): the sort-key
+    /// values they carry (a family name under `_sort=family`) never appear in a URL, and no one
+    /// can forge or edit one, the caller it was issued to included.
+    fn seal_cursor(&self, resource_type: &str, cursor: &Cursor) -> ApiResult<String> {
+        let aad = Aad::Blob { purpose: CURSOR_PURPOSE, key: resource_type };
+        Ok(URL_SAFE_NO_PAD.encode(self.keys.current().seal(&aad, cursor.encode().as_bytes())?))
+    }
+
+    /// Open the request's `_cursor`; a cursor issued to another caller is refused.
+    fn open_cursor(&self, request: &mut SearchRequest) -> ApiResult<()> {
+        let Some(token) = &request.cursor_token else { return Ok(()) };
+        let invalid = || ApiError::bad_request("_cursor is not a page cursor this server issued for this search");
+        let sealed = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+        let aad = Aad::Blob { purpose: CURSOR_PURPOSE, key: &request.resource_type };
+        let plain = self.keys.open(&aad, &sealed).map_err(|_| invalid())?;
+        let cursor = Cursor::decode(std::str::from_utf8(&plain).map_err(|_| invalid())?)?;
+        if cursor.owner != request.owner {
+            return Err(ApiError::Forbidden("this page link was issued to another caller; run the search again".into()));
+        }
+        request.cursor = Some(cursor);
+        Ok(())
+    }
+
     /// The searchset Bundle of a page, with `self`, `first`, `previous` and `next` links.
     pub fn searchset(&self, page: &SearchPage) -> Value {
         let base = &self.config.base_url;
@@ -162,10 +192,11 @@ impl Service {
         };
         let cursor = |direction, values: &Option<Vec<Value>>| {
             let values = values.clone().unwrap_or_default();
-            Some(("_cursor", Cursor { direction, values, owner: request.owner.clone() }.encode()))
+            let cursor = Cursor { direction, values, owner: request.owner.clone() };
+            self.seal_cursor(&request.resource_type, &cursor).ok().map(|sealed| ("_cursor", sealed))
         };
-        let this_page = match (&request.cursor, request.offset) {
-            (Some(c), _) => Some(("_cursor", c.encode())),
+        let this_page = match (&request.cursor_token, request.offset) {
+            (Some(token), _) => Some(("_cursor", token.clone())),
             (None, 0) => None,
             (None, offset) => Some(("_offset", offset.to_string())),
         };

@@ -435,6 +435,16 @@ async fn patient_sees_its_own_compartment(backend: Backend) {
     let next = page.body["link"].as_array().expect("links").iter().find(|l| l["relation"] == "next").expect("next")["url"].as_str().expect("url").to_string();
     assert_eq!(server.request_as(p, Method::GET, &next, None).await.status, StatusCode::OK);
     server.request_as(&t.clinician_a, Method::GET, &next, None).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "another caller");
+    // Page links are sealed: an edited one is refused, and sort values never show in a URL.
+    let edited = next.replacen("_cursor=", "_cursor=A", 1);
+    server.request_as(p, Method::GET, &edited, None).await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_cursor");
+    let by_date = server.get("Observation?_sort=-date&_count=1").await;
+    let link = by_date.body["link"].as_array().expect("links").iter().find(|l| l["relation"] == "next").expect("next")["url"].as_str().expect("url").to_string();
+    let token = link.split("_cursor=").nth(1).expect("cursor").split('&').next().expect("value");
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).expect("base64url");
+    let inner = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&bytes).unwrap_or_default();
+    assert!(serde_json::from_slice::<Value>(&bytes).is_err() && serde_json::from_slice::<Value>(&inner).is_err(), "a readable cursor");
 }
 
 async fn scopes_narrow_what_roles_allow(backend: Backend) {
