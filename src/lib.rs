@@ -12,13 +12,12 @@
 //! - [`search`]: the search-parameter registry built from the spec, the FHIRPath subset that
 //!   extracts index values at write time, query parsing and SQL planning.
 //! - [`store`]: the database (SQLite embedded, PostgreSQL for scale) behind one [`store::Store`].
-//! - [`auth`]: callers, SMART scopes, roles, the access rules that become query conditions,
-//!   and the pseudonymous views.
+//! - [`auth`]: access control: bearer JWTs verified and issued ([`auth::token`]), callers,
+//!   SMART scopes, roles, the access rules that become query conditions, and the pseudonymous
+//!   views.
 //! - [`service`]: the rules of each FHIR interaction, one file each; the one write path.
 //! - [`hl7v2`]: HL7 v2 ORU^R01 ingestion over MLLP and HTTP: parsing, mapping to FHIR, ACKs,
 //!   resend detection and dead letters.
-//! - [`auth`]: access control; [`auth::token`] verifies bearer JWTs and issues them from the key
-//!   ring.
 //! - [`api`]: axum routes and thin handlers: extract, call the service, render.
 //! - [`server`]: serving (our HTTP accept loop, the MLLP listener) and graceful shutdown,
 //!   shared by `main` and the tests.
