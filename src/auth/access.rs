@@ -57,7 +57,7 @@ pub fn require(caller: &Caller, registry: &SearchParamRegistry, resource_type: &
 const EXTRA_PATIENT_LINKS: &[(&str, &[&str])] = &[("Device", &["patient"])];
 
 /// The parameters that put a resource of `resource_type` with a Patient: the Patient
-/// compartment definition's, and [`EXTRA_PATIENT_LINKS`].
+/// compartment definition's, and the extra links (`Device.patient`).
 pub fn patient_links(registry: &SearchParamRegistry, resource_type: &str) -> Vec<String> {
     let mut params = registry.patient_compartment_params(resource_type).to_vec();
     for (_, extra) in EXTRA_PATIENT_LINKS.iter().filter(|(t, _)| *t == resource_type) {
