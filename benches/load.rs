@@ -91,6 +91,24 @@ async fn create(client: &reqwest::Client, url: &str, body: &Arc<Vec<u8>>) -> Res
     Ok(Some(id.to_string()))
 }
 
+/// A read phase: `requests` reads by `clients` tasks over `ids`, in turn.
+async fn read_all(
+    name: &'static str,
+    client: &reqwest::Client,
+    url: &Arc<String>,
+    ids: &Arc<Vec<String>>,
+    clients: usize,
+    requests: usize,
+    cap: Duration,
+) -> Phase {
+    let (client, url, ids) = (client.clone(), url.clone(), ids.clone());
+    run_phase(name, clients, requests, cap, move |i| {
+        let (client, url) = (client.clone(), format!("{url}/{}", ids[i % ids.len()]));
+        async move { read(&client, url).await }
+    })
+    .await
+}
+
 async fn read(client: &reqwest::Client, url: String) -> Result<Option<String>, String> {
     let response = client.get(url).send().await.map_err(|e| format!("read: {e}"))?;
     let status = response.status();
@@ -279,24 +297,10 @@ async fn main() {
         print(&raw_phase);
 
         created.extend(create_phase.results.iter().flatten().cloned());
-        let read_phase = {
-            let (client, url, ids) = (client.clone(), url.clone(), Arc::new(created.clone()));
-            run_phase("read", clients, settings.requests, cap, move |i| {
-                let (client, url) = (client.clone(), format!("{url}/{}", ids[i % ids.len()]));
-                async move { read(&client, url).await }
-            })
-            .await
-        };
+        let ids = Arc::new(created.clone());
+        let read_phase = read_all("read", &client, &url, &ids, clients, settings.requests, cap).await;
         print(&read_phase);
-
-        let clinician_read_phase = {
-            let (client, url, ids) = (clinician_client.clone(), url.clone(), Arc::new(created.clone()));
-            run_phase("read-c", clients, settings.requests, cap, move |i| {
-                let (client, url) = (client.clone(), format!("{url}/{}", ids[i % ids.len()]));
-                async move { read(&client, url).await }
-            })
-            .await
-        };
+        let clinician_read_phase = read_all("read-c", &clinician_client, &url, &ids, clients, settings.requests, cap).await;
         print(&clinician_read_phase);
 
         let ratio = create_phase.rate() / raw_phase.rate();
