@@ -22,11 +22,7 @@ impl Service {
     pub async fn delete_in(&self, conn: &mut Conn, caller: &Arc<Caller>, resource_type: &str, id: &str) -> ApiResult<WriteOutcome> {
         self.check_writable(resource_type, id)?;
         let head = versions::head(conn, self.store.backend(), resource_type, id, true).await?;
-        if !caller.is_unrestricted() || head.is_some_and(|h| !h.deleted) {
-            self.guard_before_write(conn, caller, Permission::Delete, resource_type, id, head).await?;
-        } else {
-            self.require(caller, resource_type, Permission::Delete)?;
-        }
+        self.guard_before_write(conn, caller, Permission::Delete, resource_type, id, head).await?;
         match head {
             Some(head) if !head.deleted => {
                 let stored = self.store_delete(conn, resource_type, id, head).await?;
