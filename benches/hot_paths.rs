@@ -226,6 +226,7 @@ fn authorization(c: &mut Criterion) {
         patient: None,
         org: Some("org-a".into()),
         subject: None,
+        purpose: None,
         ttl: Duration::from_secs(3600),
     };
     let token = issuer.issue(&request).expect("token");

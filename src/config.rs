@@ -89,6 +89,7 @@ struct FileConfig {
     fhir_resources: Option<PathBuf>,
     pseudonym_system: Option<String>,
     insurer_pseudonymised: Option<bool>,
+    consent_default: Option<String>,
     rate_limit_per_second: Option<u32>,
     rate_limit_burst: Option<u32>,
     max_bundle_entries: Option<usize>,
@@ -420,6 +421,8 @@ pub struct Config {
     pub pseudonym_system: String,
     /// Whether insurers get the pseudonymous view (docs/security.md); default true.
     pub insurer_pseudonymised: bool,
+    /// What insurers and the CRM see of a patient without a Consent (docs/consent.md).
+    pub consent_default: crate::auth::consent::ConsentDefault,
     /// Requests per second each caller may make, sustained (0: no limit), and at once.
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
@@ -531,6 +534,10 @@ impl Config {
             fhir_resources,
             pseudonym_system,
             insurer_pseudonymised: file.insurer_pseudonymised.unwrap_or(true),
+            consent_default: match file.consent_default.as_deref() {
+                Some(text) => text.parse().map_err(|why: String| ConfigError::new("consent_default", why))?,
+                None => Default::default(),
+            },
             rate_limit_per_second: file.rate_limit_per_second.unwrap_or(DEFAULT_RATE_PER_SECOND),
             rate_limit_burst: file.rate_limit_burst.unwrap_or(DEFAULT_RATE_BURST),
             max_bundle_entries: file.max_bundle_entries.unwrap_or(DEFAULT_MAX_BUNDLE_ENTRIES).max(1),
@@ -552,6 +559,7 @@ impl Config {
             fhir_resources: default_fhir_resources_dir(),
             pseudonym_system: DEFAULT_PSEUDONYM_SYSTEM.to_string(),
             insurer_pseudonymised: true,
+            consent_default: Default::default(),
             rate_limit_per_second: DEFAULT_RATE_PER_SECOND,
             rate_limit_burst: DEFAULT_RATE_BURST,
             max_bundle_entries: DEFAULT_MAX_BUNDLE_ENTRIES,

@@ -77,6 +77,9 @@ struct IssueArgs {
     /// The sub claim. Default: fhirvault-cli/ROLE.
     #[arg(long)]
     subject: Option<String>,
+    /// The purpose claim: a v3 PurposeOfUse code the token is limited to (e.g. HPAYMT).
+    #[arg(long)]
+    purpose: Option<String>,
     /// How long the token is valid: 90s, 15m, 1h, 7d (at most 30d).
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     ttl: std::time::Duration,
@@ -200,7 +203,7 @@ fn issue_token(config: Config, args: IssueArgs) -> anyhow::Result<()> {
         None => KeyRing::load_or_create(&config.key_file).context("opening the key ring")?.0,
     };
     let issuer = TokenIssuer::from_config(&config.auth, &ring)?;
-    let request = IssueRequest { role: args.role, scope, patient: args.patient, org: args.org, subject: args.subject, ttl: args.ttl };
+    let request = IssueRequest { role: args.role, scope, patient: args.patient, org: args.org, subject: args.subject, purpose: args.purpose, ttl: args.ttl };
     println!("{}", issuer.issue(&request)?);
     Ok(())
 }

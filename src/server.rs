@@ -85,6 +85,7 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
     let committer = crate::service::group_commit::GroupCommitter::start(store.writer_pool(), store.backend())
         .context("starting the writer thread")?;
     let verifier = crate::auth::token::TokenVerifier::from_config(&config.auth, &keys)?;
+    let purposes = crate::auth::consent::PurposesOfUse::load(&config.fhir_resources)?;
     Ok(Service {
         config: Arc::new(config),
         store,
@@ -93,6 +94,7 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
         registry,
         committer,
         verifier: Arc::new(verifier),
+        purposes: Arc::new(purposes),
     })
 }
 

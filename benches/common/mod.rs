@@ -257,6 +257,7 @@ pub fn token(service: &fhirvault::service::Service, role: &str, scope: &str, org
         patient: None,
         org: org.map(str::to_string),
         subject: None,
+        purpose: None,
         ttl: std::time::Duration::from_secs(24 * 3600),
     };
     issuer.issue(&request).expect("token")

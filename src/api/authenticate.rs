@@ -24,13 +24,22 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     }
 }
 
+/// The header a request declares its purpose of use in (a v3 PurposeOfUse code).
+pub const PURPOSE_HEADER: &str = "x-purpose-of-use";
+
 fn caller_of(state: &AppState, request: &Request) -> ApiResult<Arc<Caller>> {
     let caller = match hub_of(request) {
         Some(hub) if !request.headers().contains_key(axum::http::header::AUTHORIZATION) => Arc::new(hub),
         _ => token_caller(state, request)?,
     };
     state.rate_limiter.check(&caller.fingerprint())?;
-    Ok(caller)
+    let declared = match request.headers().get(PURPOSE_HEADER) {
+        Some(value) => Some(value.to_str().map_err(|_| ApiError::bad_request("X-Purpose-Of-Use must be a v3 PurposeOfUse code"))?),
+        None => None,
+    };
+    let address = request.extensions().get::<crate::tls::Peer>().map(|peer| peer.addr.ip().to_string());
+    let service = &state.service;
+    Ok(Arc::new(caller.for_request(declared, address, &service.purposes, service.config.consent_default)?))
 }
 
 /// The caller of the request's bearer token. Refused tokens count against the sender's address,
@@ -73,6 +82,9 @@ fn hub_of(request: &Request) -> Option<Caller> {
         patient: None,
         org: hub.org.as_deref().map(|org| crate::auth::caller::claim_id(org, "Organization")),
         purpose: None,
+        consent: None,
+        break_glass: false,
+        address: None,
     })
 }
 
@@ -95,6 +107,9 @@ pub fn caller_from_claims(claims: Claims) -> ApiResult<Caller> {
         patient: claims.patient.as_deref().map(|p| context_id(p, "Patient", "patient")).transpose()?,
         org: claims.org.as_deref().map(|o| context_id(o, "Organization", "org")).transpose()?,
         purpose: claims.purpose,
+        consent: None,
+        break_glass: false,
+        address: None,
     })
 }
 

@@ -8,7 +8,8 @@
 //! A caller sees a resource of type T for interaction P when
 //! 1. its role reaches T for P ([`role::reach`]), within the reach's rule, and
 //! 2. one of its scopes covers T and P, within that scope's query (if any) and, for a
-//!    `patient/` scope, within the token patient's compartment.
+//!    `patient/` scope, within the token patient's compartment, and
+//! 3. the Consents of the resource's patient allow it ([`super::consent`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -51,19 +52,10 @@ pub fn require(caller: &Caller, registry: &SearchParamRegistry, resource_type: &
     Ok(())
 }
 
-/// Parameters that tie a resource of this type to a Patient but that the R4 compartment
-/// definition leaves out. A Holter recorder assigned to a patient (`Device.patient`) is that
-/// patient's data all the same.
-const EXTRA_PATIENT_LINKS: &[(&str, &[&str])] = &[("Device", &["patient"])];
-
-/// The parameters that put a resource of `resource_type` with a Patient: the Patient
-/// compartment definition's, and the extra links (`Device.patient`).
+/// The parameters that put a resource of `resource_type` with a Patient
+/// ([`SearchParamRegistry::patient_links`]).
 pub fn patient_links(registry: &SearchParamRegistry, resource_type: &str) -> Vec<String> {
-    let mut params = registry.patient_compartment_params(resource_type).to_vec();
-    for (_, extra) in EXTRA_PATIENT_LINKS.iter().filter(|(t, _)| *t == resource_type) {
-        params.extend(extra.iter().map(|p| p.to_string()));
-    }
-    params
+    registry.patient_links(resource_type)
 }
 
 fn verb(permission: Permission) -> &'static str {
@@ -123,7 +115,8 @@ impl Visibility for Access {
     /// resource linked to a visible Patient through one of its patient links is visible, unless
     /// a scope narrows the source type further.
     fn implied_by_target(&self, source_type: &str, reference: &str, target_type: &str) -> bool {
-        if target_type != "Patient" {
+        // A Consent may deny some types of a patient's data and not others.
+        if target_type != "Patient" || self.caller.consent.is_some() {
             return false;
         }
         let links = patient_links(&self.registry, source_type);
@@ -152,6 +145,14 @@ impl Access {
             None => return Ok(Restriction::Nothing),
             Some(groups) if groups.iter().any(Vec::is_empty) => {}
             Some(groups) => criteria.push(Criterion::AnyOf(groups)),
+        }
+        // A Consent stays visible to those it names, denials included: a clinic must be able
+        // to see that, and why, a patient's data is no longer shared with it.
+        if let Some(consent) = &self.caller.consent
+            && !links.is_empty()
+            && resource_type != "Consent"
+        {
+            criteria.push(Criterion::Consent(consent.clone()));
         }
         Ok(if criteria.is_empty() { Restriction::Everything } else { Restriction::Where(criteria) })
     }

@@ -5,7 +5,9 @@ use std::sync::{Arc, LazyLock};
 
 use ring::digest;
 
+use super::consent::{self, ConsentDefault, ConsentFilter, PurposesOfUse};
 use super::role::Role;
+use crate::error::{ApiError, ApiResult};
 use super::scope::{Context, Permission, Scope};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +22,17 @@ pub struct Caller {
     pub patient: Option<String>,
     /// The id of the token's organisation (`org` claim).
     pub org: Option<String>,
-    /// The purpose of use the caller declared (v3 PurposeOfUse code).
+    /// The purpose of use (v3 PurposeOfUse code): the token's `purpose` claim; for a request,
+    /// what it declared (`X-Purpose-Of-Use`) or its role's default ([`Caller::for_request`]).
     pub purpose: Option<String>,
+    /// What the patients' Consents allow this caller, for this request's purpose; `None` when
+    /// consent does not limit it ([`crate::auth::consent`]).
+    pub consent: Option<ConsentFilter>,
+    /// Emergency access (purpose ETREAT) by a clinician: consent does not filter, and every
+    /// audit record of the request is flagged.
+    pub break_glass: bool,
+    /// The network address the request came from (for the audit trail).
+    pub address: Option<String>,
 }
 
 impl Caller {
@@ -36,6 +47,9 @@ impl Caller {
             patient: None,
             org: None,
             purpose: None,
+            consent: None,
+            break_glass: false,
+            address: None,
         }
     }
 
@@ -43,6 +57,40 @@ impl Caller {
     pub fn server_shared() -> Arc<Caller> {
         static SERVER: LazyLock<Arc<Caller>> = LazyLock::new(|| Arc::new(Caller::server()));
         SERVER.clone()
+    }
+
+    /// This caller for one request: its purpose of use (declared in the request, else the
+    /// token's, else the role's default), the consent filter for that purpose, and the address.
+    /// A request may not declare another purpose than the token fixes, and only clinicians may
+    /// declare emergency treatment (break-the-glass).
+    pub fn for_request(&self, declared: Option<&str>, address: Option<String>, purposes: &PurposesOfUse, default: ConsentDefault) -> ApiResult<Caller> {
+        let declared = match declared {
+            Some(text) => Some(purposes.parse(text.trim()).ok_or_else(|| {
+                ApiError::bad_request("X-Purpose-Of-Use must be a v3 PurposeOfUse code (e.g. TREAT, HPAYMT, ETREAT)")
+            })?),
+            None => None,
+        };
+        let claimed = match self.purpose.as_deref() {
+            Some(text) => Some(purposes.parse(text).ok_or_else(|| ApiError::Forbidden("the token's `purpose` claim is not a v3 PurposeOfUse code".into()))?),
+            None => None,
+        };
+        let purpose = match (declared, claimed) {
+            (Some(d), Some(c)) if d != c => {
+                return Err(ApiError::Forbidden(format!("this token is for purpose of use {c}; the request may not declare {d}")));
+            }
+            (Some(p), _) | (None, Some(p)) => p.to_string(),
+            (None, None) => consent::default_purpose(self.role).to_string(),
+        };
+        let emergency = purposes.is_emergency(&purpose);
+        if emergency && self.role != Role::Clinician {
+            return Err(ApiError::Forbidden("emergency access (purpose of use ETREAT, break-the-glass) is for clinicians only".into()));
+        }
+        let mut caller = self.clone();
+        caller.consent = consent::filter_for(self, &purpose, purposes, default);
+        caller.break_glass = emergency;
+        caller.purpose = Some(purpose);
+        caller.address = address;
+        Ok(caller)
     }
 
     /// Admin with a scope over every type and interaction: nothing to filter.
@@ -69,6 +117,7 @@ impl Caller {
             &scopes.join(" "),
             self.patient.as_deref().unwrap_or(""),
             self.org.as_deref().unwrap_or(""),
+            &self.consent.as_ref().map(ConsentFilter::describe).unwrap_or_default(),
         ]
         .join("\u{1f}");
         let hash = digest::digest(&digest::SHA256, facts.as_bytes());

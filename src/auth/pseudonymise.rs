@@ -214,6 +214,7 @@ fn check_criterion(criterion: &Criterion, resource_type: &str, registry: &Search
         Criterion::AnyOf(groups) => {
             groups.iter().flatten().try_for_each(|c| check_criterion(c, resource_type, registry, pseudonym_system))
         }
+        Criterion::Consent(_) => Ok(()),
     }
 }
 

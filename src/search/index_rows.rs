@@ -111,7 +111,7 @@ pub fn patient_compartment(registry: &SearchParamRegistry, resource_type: &str, 
     if resource_type == "Patient" {
         return Some(id.to_string());
     }
-    let params = registry.patient_compartment_params(resource_type);
+    let params = registry.patient_links(resource_type);
     rows.iter().find_map(|row| match row {
         IndexRow::Reference { param, target_type: Some(t), target_id: Some(target), .. }
             if t == "Patient" && params.iter().any(|p| p == param) =>

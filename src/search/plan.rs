@@ -108,7 +108,7 @@ impl Scope {
 fn driver_rank(registry: &SearchParamRegistry, resource_type: &str, criterion: &Criterion) -> Option<u8> {
     match criterion {
         Criterion::Chain { .. } => Some(1),
-        Criterion::Has { .. } | Criterion::AnyOf(_) => None,
+        Criterion::Has { .. } | Criterion::AnyOf(_) | Criterion::Consent(_) => None,
         Criterion::Param(filter) => match (filter.code.as_str(), filter.modifier.as_deref()) {
             (_, Some("not" | "missing" | "not-in")) | ("_lastUpdated", _) => None,
             ("_id", _) => Some(0),
@@ -279,6 +279,42 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
             }
             Ok(if alternatives.is_empty() { "1 = 0".into() } else { format!("({})", alternatives.join(" OR ")) })
         }
+        Criterion::Consent(filter) => Ok(consent_condition(b, scope, filter)),
+    }
+}
+
+/// The patient's Consents let the caller see the resource (`crate::auth::consent` has the rule):
+/// its patient is its compartment; the rows of that patient that match the caller's actors and
+/// purposes, the resource's type and id, and now are ranked by (recorded, depth), deny before
+/// permit, and the first decides. Written as "a row of the other effect that no row of this
+/// effect outranks", so that it needs no window functions and stays one index probe by patient
+/// for the many patients without Consents.
+fn consent_condition(b: &mut Builder, scope: &Scope, filter: &crate::auth::consent::ConsentFilter) -> String {
+    let head = &scope.head;
+    let now = b.bind(Bind::Int(crate::fhir::instant::now_micros()));
+    let actors: Vec<String> = filter.actors.iter().map(|a| b.text(a.clone())).collect();
+    let purposes: Vec<String> = filter.purposes.iter().map(|p| b.text(p.clone())).collect();
+    let (actors, purposes, ty) = (actors.join(", "), purposes.join(", "), &scope.type_bind);
+    let matching = |a: &str| {
+        format!(
+            "{a}.actor IN ({actors}) AND {a}.purpose IN ({purposes}) AND {a}.class IN ('*', {ty}) \
+             AND ({a}.data_id = '' OR ({a}.data_type = {ty} AND {a}.data_id = {head}.id)) AND {a}.starts <= {now} AND {a}.ends > {now}"
+        )
+    };
+    let (d, p) = (b.alias("cd"), b.alias("cp"));
+    let (deny, permit) = (matching(&d), matching(&p));
+    if filter.default_permit {
+        format!(
+            "({head}.compartment IS NULL OR NOT EXISTS (SELECT 1 FROM consent_rules {d} WHERE {d}.patient_id = {head}.compartment AND {d}.permit = 0 AND {deny} \
+             AND NOT EXISTS (SELECT 1 FROM consent_rules {p} WHERE {p}.patient_id = {d}.patient_id AND {p}.permit = 1 AND {permit} \
+             AND ({p}.recorded > {d}.recorded OR ({p}.recorded = {d}.recorded AND {p}.depth > {d}.depth)))))"
+        )
+    } else {
+        format!(
+            "({head}.compartment IS NULL OR EXISTS (SELECT 1 FROM consent_rules {p} WHERE {p}.patient_id = {head}.compartment AND {p}.permit = 1 AND {permit} \
+             AND NOT EXISTS (SELECT 1 FROM consent_rules {d} WHERE {d}.patient_id = {p}.patient_id AND {d}.permit = 0 AND {deny} \
+             AND ({d}.recorded > {p}.recorded OR ({d}.recorded = {p}.recorded AND {d}.depth >= {p}.depth)))))"
+        )
     }
 }
 

@@ -35,6 +35,9 @@ pub enum Criterion {
     /// matches everything, no groups match nothing). Never parsed from a query: access rules
     /// use it ([`Visibility`]).
     AnyOf(Vec<Vec<Criterion>>),
+    /// The patient's Consents let the caller see the resource. Never parsed from a query: access
+    /// rules use it ([`crate::auth::consent`]).
+    Consent(crate::auth::consent::ConsentFilter),
 }
 
 /// Which resources of a type the caller may see. A search ANDs this to its own criteria at

@@ -150,6 +150,11 @@ pub enum RegistryError {
     Invalid(String),
 }
 
+/// Parameters that tie a resource of this type to a Patient but that the R4 compartment
+/// definition leaves out. A Holter recorder assigned to a patient (`Device.patient`) is that
+/// patient's data all the same (for access rules, consent and the compartment column).
+const EXTRA_PATIENT_LINKS: &[(&str, &[&str])] = &[("Device", &["patient"])];
+
 /// The compartment whose membership we track: patients (the sharding key, see DESIGN.md).
 const PATIENT: &str = "Patient";
 /// Stands for "the compartment's own resource" among a type's compartment params.
@@ -361,6 +366,16 @@ impl SearchParamRegistry {
         self.patient_compartment
             .get(resource_type)
             .map_or(&[], Vec::as_slice)
+    }
+
+    /// The parameters that put a resource of `resource_type` with a Patient: the Patient
+    /// compartment definition's, and the links it leaves out ([`EXTRA_PATIENT_LINKS`]).
+    pub fn patient_links(&self, resource_type: &str) -> Vec<String> {
+        let mut params = self.patient_compartment_params(resource_type).to_vec();
+        for (_, extra) in EXTRA_PATIENT_LINKS.iter().filter(|(t, _)| *t == resource_type) {
+            params.extend(extra.iter().map(|p| p.to_string()));
+        }
+        params
     }
 
     /// All parameters, in load order.

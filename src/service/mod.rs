@@ -50,6 +50,8 @@ pub struct Service {
     pub committer: group_commit::GroupCommitter,
     /// Checks bearer tokens (the HTTP layer turns them into callers).
     pub verifier: Arc<crate::auth::token::TokenVerifier>,
+    /// The v3 PurposeOfUse codes and their hierarchy, for consent and audit.
+    pub purposes: Arc<crate::auth::consent::PurposesOfUse>,
 }
 
 /// A resource version as the client sees it: decrypted, with `meta` set.

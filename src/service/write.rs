@@ -16,6 +16,7 @@ use crate::search::index_rows;
 use crate::store::versions::{self, Head};
 use crate::store::write::{VersionWrite, write_versions};
 use crate::store::Conn;
+use crate::store::index::IndexRow;
 
 impl Service {
     /// Check a resource a client sent for `resource_type`: JSON object, matching `resourceType`,
@@ -46,6 +47,11 @@ impl Service {
                 format!("{path}: control characters other than tab, carriage return and line feed are not allowed in FHIR strings"),
             )
             .at(path)]));
+        }
+        if resource_type == "Consent"
+            && let Err(why) = crate::auth::consent::rules::rows_of(body, 0, &self.config.base_url)
+        {
+            return Err(ApiError::Invalid(vec![Issue::error(IssueCode::NotSupported, why)]));
         }
         let issues = match profile {
             Some(url) => self.validator.validate_against(body, url),
@@ -105,8 +111,13 @@ impl Service {
         }
 
         let keys = self.keys.current();
-        let rows = index_rows::rows_for(&self.registry, &keys, resource_type, &body);
+        let mut rows = index_rows::rows_for(&self.registry, &keys, resource_type, &body);
         let compartment = index_rows::patient_compartment(&self.registry, resource_type, id, &rows);
+        if resource_type == "Consent" {
+            let rules = crate::auth::consent::rules::rows_of(&body, last_updated, &self.config.base_url)
+                .map_err(|why| ApiError::Invalid(vec![Issue::error(IssueCode::NotSupported, why)]))?;
+            rows.extend(rules.into_iter().map(IndexRow::Consent));
+        }
         let plain = serde_json::to_vec(&body).map_err(|_| ApiError::Internal)?;
         let sealed = keys.seal(&Aad::Resource { resource_type, id, version }, &plain)?;
         let write = VersionWrite {

@@ -17,11 +17,21 @@ pub enum IndexRow {
     Number { param: String, low: f64, high: f64, system: Option<String>, code: Option<String> },
     Uri { param: String, value: String },
     Blind { param: String, token: String },
+    /// A rule of a privacy Consent (only Consents have these).
+    Consent(crate::auth::consent::rules::ConsentRow),
 }
 
-/// The index tables, in the order rows are deleted and inserted.
+/// The search index tables, in the order rows are deleted and inserted.
 pub const TABLES: [&str; 7] =
     ["search_token", "search_string", "search_reference", "search_date", "search_number", "search_uri", "search_blind"];
+
+/// The rules of privacy Consents ([`crate::auth::consent`]): index rows of Consents only.
+pub const CONSENT_TABLE: &str = "consent_rules";
+
+/// The tables that may hold rows of a resource of `resource_type`.
+fn tables_of(resource_type: &str) -> impl Iterator<Item = &'static str> {
+    TABLES.into_iter().chain((resource_type == "Consent").then_some(CONSENT_TABLE))
+}
 
 impl IndexRow {
     /// The index table this row belongs in.
@@ -34,6 +44,7 @@ impl IndexRow {
             IndexRow::Number { .. } => "search_number",
             IndexRow::Uri { .. } => "search_uri",
             IndexRow::Blind { .. } => "search_blind",
+            IndexRow::Consent(_) => CONSENT_TABLE,
         }
     }
 
@@ -54,6 +65,19 @@ impl IndexRow {
             }
             IndexRow::Uri { param, value } => vec![text(param), text(value)],
             IndexRow::Blind { param, token } => vec![text(param), text(token)],
+            IndexRow::Consent(rule) => vec![
+                text(&rule.patient),
+                Bind::Int(rule.recorded),
+                Bind::Int(rule.depth),
+                Bind::Int(i64::from(rule.permit)),
+                text(&rule.actor),
+                text(&rule.purpose),
+                text(&rule.class),
+                text(&rule.data.0),
+                text(&rule.data.1),
+                Bind::Int(rule.starts),
+                Bind::Int(rule.ends),
+            ],
         }
     }
 }
@@ -87,13 +111,14 @@ fn key_columns(table: &str) -> &'static [&'static str] {
         "search_date" => &["param", "start_us", "end_us"],
         "search_number" => &["param", "low", "high", "system", "code"],
         "search_uri" => &["param", "value"],
+        CONSENT_TABLE => &["patient_id", "recorded", "depth", "permit", "actor", "purpose", "class", "data_type", "data_id", "starts", "ends"],
         _ => &["param", "token"],
     }
 }
 
 /// Remove every index row of (`resource_type`, `id`), through each table's owner index.
 pub async fn delete_rows(conn: &mut Conn, resource_type: &str, id: &str) -> Result<(), sqlx::Error> {
-    for table in TABLES {
+    for table in tables_of(resource_type) {
         sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE resource_type = $1 AND id = $2")))
             .bind(resource_type)
             .bind(id)
@@ -105,7 +130,7 @@ pub async fn delete_rows(conn: &mut Conn, resource_type: &str, id: &str) -> Resu
 
 /// Insert the index rows of many resources: one multi-row INSERT per table (per chunk).
 pub async fn insert_rows(conn: &mut Conn, resources: &[(&str, &str, &[IndexRow])]) -> Result<(), sqlx::Error> {
-    for table in TABLES {
+    for table in TABLES.into_iter().chain([CONSENT_TABLE]) {
         let of_table: Vec<(&str, &str, &IndexRow)> = resources
             .iter()
             .flat_map(|(t, id, rows)| rows.iter().filter(|row| row.table() == table).map(move |row| (*t, *id, row)))

@@ -149,6 +149,7 @@ async fn tokens_are_required(backend: Backend) {
         patient: None,
         org: None,
         subject: None,
+        purpose: None,
         ttl: std::time::Duration::from_secs(600),
     };
     let expired = server.issuer.issue_at(&request, now - 7200).expect("token");

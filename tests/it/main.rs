@@ -7,6 +7,7 @@ mod common;
 
 mod access;
 mod cli;
+mod consent;
 mod encryption;
 mod hl7v2;
 mod profiles;

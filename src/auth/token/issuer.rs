@@ -29,6 +29,8 @@ pub struct IssueRequest {
     pub org: Option<String>,
     /// `sub`; default `fhirvault-cli/<role>`.
     pub subject: Option<String>,
+    /// `purpose`: the v3 PurposeOfUse code the token is limited to.
+    pub purpose: Option<String>,
     pub ttl: Duration,
 }
 
@@ -81,7 +83,7 @@ impl TokenIssuer {
             patient: request.patient.clone(),
             org: request.org.clone(),
             client_id: Some(ISSUER_CLIENT_ID.to_string()),
-            purpose: None,
+            purpose: request.purpose.clone(),
         };
         let header = json!({"alg": "ES256", "typ": "JWT", "kid": self.kid});
         jwt::encode(&header, &json!(claims), |input| self.key.sign(input))

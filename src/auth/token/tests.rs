@@ -419,6 +419,7 @@ fn admin() -> IssueRequest {
         patient: None,
         org: None,
         subject: None,
+        purpose: None,
         ttl: Duration::from_secs(3600),
     }
 }

@@ -291,6 +291,7 @@ fn issue(issuer: &TokenIssuer, role: &str, scope: &str, patient: Option<&str>, o
         patient: patient.map(str::to_string),
         org: org.map(str::to_string),
         subject: None,
+        purpose: None,
         ttl: std::time::Duration::from_secs(3600),
     };
     issuer.issue(&request).expect("token")

@@ -1,0 +1,19 @@
+-- The rules of active patient-privacy Consents (src/auth/consent/), one row per provision and
+-- (actor, purpose, class, data) combination, maintained like search index rows: replaced in the
+-- transaction of every Consent version, removed with it. Queries probe them by patient.
+-- '*' in actor, purpose or class means "any"; data_type/data_id are '' for "all data".
+CREATE TABLE consent_rules (
+    resource_type TEXT NOT NULL, -- always 'Consent' (the index tables' owner columns)
+    patient_id TEXT NOT NULL,
+    recorded INTEGER NOT NULL,     -- Consent.dateTime, µs since the Unix epoch: the newest wins
+    depth INTEGER NOT NULL,        -- provision nesting: the most specific wins
+    permit INTEGER NOT NULL,       -- 1 permit, 0 deny
+    actor TEXT NOT NULL,         -- '*', 'Organization/<id>' or 'role:<name>'
+    purpose TEXT NOT NULL,       -- '*' or a v3 PurposeOfUse code
+    class TEXT NOT NULL,         -- '*' or a resource type
+    data_type TEXT NOT NULL, data_id TEXT NOT NULL,
+    starts INTEGER NOT NULL, ends INTEGER NOT NULL, -- [starts, ends), µs
+    id TEXT NOT NULL,            -- the Consent
+    CONSTRAINT consent_rules_key PRIMARY KEY (patient_id, permit, actor, purpose, class, data_type, data_id, recorded, depth, starts, ends, id)
+) WITHOUT ROWID;
+CREATE INDEX consent_rules_owner ON consent_rules (resource_type, id);
