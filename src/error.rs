@@ -162,9 +162,15 @@ impl IntoResponse for ApiError {
         if let ApiError::TooManyRequests { retry_after_secs } = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
+        response.extensions_mut().insert(ErrorSummary(self.to_string()));
         response
     }
 }
+
+/// The one-line text of the error a response carries, for the audit trail's `outcomeDesc`
+/// (the summary, not the issues: the variants' texts never quote submitted values).
+#[derive(Debug, Clone)]
+pub struct ErrorSummary(pub String);
 
 /// The realm of this server's bearer challenges.
 const REALM: &str = "fhirvault";

@@ -9,6 +9,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 use super::AppState;
+use super::audit::AuditFacts;
 use super::caller::Authenticated;
 use crate::auth::Caller;
 use super::negotiate::{FhirJson, JsonPatchBody, Prefer, query_pairs, read_form};
@@ -37,50 +38,52 @@ pub async fn read(State(state): State<AppState>, Authenticated(caller): Authenti
     let unmodified = header_text(&headers, header::IF_MODIFIED_SINCE)
         .and_then(|since| parse_http_date(&since))
         .is_some_and(|since| stored.last_updated / 1_000_000 <= since / 1_000_000);
+    let facts = AuditFacts { entities: state.service.audit_entities([&stored], true), ..AuditFacts::default() };
     if etag_matches || (unmodified && !headers.contains_key(header::IF_NONE_MATCH)) {
-        return Ok(respond::not_modified(&stored));
+        return Ok(facts.attach(respond::not_modified(&stored)));
     }
-    Ok(respond::resource(&stored))
+    Ok(facts.attach(respond::resource(&stored)))
 }
 
 pub async fn vread(State(state): State<AppState>, Authenticated(caller): Authenticated, path: VersionPath) -> ApiResult<Response> {
     let stored = state.service.vread(&caller, &path.resource_type, path.id.as_str(), path.version).await?;
-    Ok(respond::resource(&stored))
+    let facts = AuditFacts { entities: state.service.audit_entities([&stored], true), ..AuditFacts::default() };
+    Ok(facts.attach(respond::resource(&stored)))
 }
 
 pub async fn create(State(state): State<AppState>, Authenticated(caller): Authenticated, TypePath(resource_type): TypePath, prefer: Prefer, headers: HeaderMap, FhirJson(body): FhirJson) -> ApiResult<Response> {
     let if_none_exist = header_text(&headers, "if-none-exist");
     let outcome = state.service.create(&caller, &resource_type, body, if_none_exist.as_deref()).await?;
-    Ok(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference))
+    Ok(AuditFacts::recorded().attach(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference)))
 }
 
 pub async fn update(State(state): State<AppState>, Authenticated(caller): Authenticated, path: InstancePath, prefer: Prefer, headers: HeaderMap, FhirJson(body): FhirJson) -> ApiResult<Response> {
     let if_match = if_match(&headers)?;
     let outcome = state.service.update(&caller, &path.resource_type, path.id.as_str(), body, if_match).await?;
-    Ok(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference))
+    Ok(AuditFacts::recorded().attach(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference)))
 }
 
 pub async fn conditional_update(State(state): State<AppState>, Authenticated(caller): Authenticated, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, prefer: Prefer, FhirJson(body): FhirJson) -> ApiResult<Response> {
     let criteria = query.ok_or_else(|| ApiError::MethodNotAllowed("PUT needs an id in the path, or search criteria for a conditional update".into()))?;
     let outcome = state.service.conditional_update(&caller, &resource_type, &criteria, body).await?;
-    Ok(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference))
+    Ok(AuditFacts::recorded().attach(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference)))
 }
 
 pub async fn patch(State(state): State<AppState>, Authenticated(caller): Authenticated, path: InstancePath, prefer: Prefer, headers: HeaderMap, JsonPatchBody(body): JsonPatchBody) -> ApiResult<Response> {
     let if_match = if_match(&headers)?;
     let outcome = state.service.patch(&caller, &path.resource_type, path.id.as_str(), body, if_match).await?;
-    Ok(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference))
+    Ok(AuditFacts::recorded().attach(respond::written(&outcome, &state.service.config.base_url, prefer.return_preference)))
 }
 
 pub async fn delete(State(state): State<AppState>, Authenticated(caller): Authenticated, path: InstancePath, prefer: Prefer) -> ApiResult<Response> {
     let outcome = state.service.delete(&caller, &path.resource_type, path.id.as_str()).await?;
-    Ok(respond::deleted(&outcome, prefer.return_preference))
+    Ok(AuditFacts::recorded().attach(respond::deleted(&outcome, prefer.return_preference)))
 }
 
 pub async fn conditional_delete(State(state): State<AppState>, Authenticated(caller): Authenticated, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
     let criteria = query.ok_or_else(|| ApiError::MethodNotAllowed("DELETE needs an id in the path, or search criteria for a conditional delete".into()))?;
     let outcome = state.service.conditional_delete(&caller, &resource_type, &criteria).await?;
-    Ok(respond::deleted(&outcome, prefer.return_preference))
+    Ok(AuditFacts::recorded().attach(respond::deleted(&outcome, prefer.return_preference)))
 }
 
 pub async fn search_get(State(state): State<AppState>, Authenticated(caller): Authenticated, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, prefer: Prefer) -> ApiResult<Response> {
@@ -112,7 +115,7 @@ async fn search_system(state: &AppState, caller: &Arc<Caller>, pairs: Vec<(Strin
     let mut request = state.service.parse_system_search(&pairs, prefer.strict)?;
     state.service.restrict_search(caller, &mut request)?;
     let page = state.service.search(request).await?;
-    Ok(respond::json(StatusCode::OK, &state.service.searchset(&page)))
+    Ok(searched(state, caller, &pairs, &page))
 }
 
 /// `GET [compartment type]/[id]/[type]?…`: a search confined to one compartment (R4 compartmentdefinition.html).
@@ -122,14 +125,27 @@ pub async fn compartment_search(State(state): State<AppState>, Authenticated(cal
     state.service.confine_to_compartment(&mut request, &path.compartment_type, path.id.as_str())?;
     state.service.restrict_search(&caller, &mut request)?;
     let page = state.service.search(request).await?;
-    Ok(respond::json(StatusCode::OK, &state.service.searchset(&page)))
+    Ok(searched(&state, &caller, &pairs, &page))
+}
+
+/// A searchset, with what the audit trail records of it: the query and the patients whose data
+/// it returned (a search by pseudonym from someone who sees names re-identifies).
+fn searched(state: &AppState, caller: &Caller, pairs: &[(String, String)], page: &crate::service::search::SearchPage) -> Response {
+    let service = &state.service;
+    let facts = AuditFacts {
+        entities: service.audit_entities(page.matches.iter().chain(&page.included), false),
+        query: serde_urlencoded::to_string(pairs).ok(),
+        recorded: false,
+        reidentified: service.view(caller).is_none() && pairs.iter().any(|(_, v)| v.contains(service.config.pseudonym_system.as_str())),
+    };
+    facts.attach(respond::json(StatusCode::OK, &service.searchset(page)))
 }
 
 async fn search(state: &AppState, caller: &Arc<Caller>, resource_type: &str, pairs: Vec<(String, String)>, prefer: Prefer) -> ApiResult<Response> {
     let mut request = state.service.parse_search(resource_type, &pairs, prefer.strict)?;
     state.service.restrict_search(caller, &mut request)?;
     let page = state.service.search(request).await?;
-    Ok(respond::json(StatusCode::OK, &state.service.searchset(&page)))
+    Ok(searched(state, caller, &pairs, &page))
 }
 
 pub async fn history_instance(State(state): State<AppState>, Authenticated(caller): Authenticated, path: InstancePath, RawQuery(query): RawQuery) -> ApiResult<Response> {
@@ -166,12 +182,15 @@ async fn history(state: &AppState, caller: &Arc<Caller>, resource_type: Option<&
     if let Some(next) = page.next_page {
         links.push(Link { relation: "next", url: link(Some(next)) });
     }
-    Ok(respond::json(StatusCode::OK, &bundle::history(base, &page.entries, page.total, &links)))
+    let facts = AuditFacts { entities: state.service.audit_entities(&page.entries, false), ..AuditFacts::default() };
+    Ok(facts.attach(respond::json(StatusCode::OK, &bundle::history(base, &page.entries, page.total, &links))))
 }
 
 pub async fn process_bundle(State(state): State<AppState>, Authenticated(caller): Authenticated, FhirJson(body): FhirJson) -> ApiResult<Response> {
     let result = state.service.process_bundle(&caller, body).await?;
-    Ok(respond::json(StatusCode::OK, &bundle::response_bundle(result.bundle_type, &result.entries)))
+    let returned = result.entries.iter().filter_map(|entry| entry.resource.as_ref());
+    let facts = AuditFacts { entities: state.service.audit_entities_of_json(returned), ..AuditFacts::default() };
+    Ok(facts.attach(respond::json(StatusCode::OK, &bundle::response_bundle(result.bundle_type, &result.entries))))
 }
 
 pub async fn validate(State(state): State<AppState>, Authenticated(caller): Authenticated, TypePath(resource_type): TypePath, RawQuery(query): RawQuery, FhirJson(body): FhirJson) -> ApiResult<Response> {

@@ -14,6 +14,7 @@
 //!   tokens, [`rate_limit`] caps requests per caller.
 
 pub mod access_log;
+pub mod audit;
 pub mod authenticate;
 pub mod caller;
 pub mod handlers;

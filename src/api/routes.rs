@@ -28,6 +28,8 @@ pub fn router(state: AppState) -> Router {
         .route("/hl7v2", post(super::hl7v2::ingest_message))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(require_json_accept))
+        // Inside authentication (it needs the caller): the audit record of every request.
+        .route_layer(middleware::from_fn_with_state(state.clone(), super::audit::audit))
         // Outermost: nothing of a protected route runs for a caller without a verified token.
         .route_layer(middleware::from_fn_with_state(state.clone(), super::authenticate::authenticate));
 

@@ -34,6 +34,11 @@ pub fn visibility(caller: &Arc<Caller>, registry: &Arc<SearchParamRegistry>, per
 /// covers the interaction. (Whether one particular resource is within reach is the query's to
 /// decide.)
 pub fn require(caller: &Caller, registry: &SearchParamRegistry, resource_type: &str, permission: Permission) -> ApiResult<()> {
+    if resource_type == role::AUDIT_EVENT && matches!(permission, Permission::Create | Permission::Update | Permission::Delete) {
+        return Err(ApiError::MethodNotAllowed(
+            "AuditEvents are written by the server only: they cannot be created, changed or deleted through the API".into(),
+        ));
+    }
     let in_compartment = !patient_links(registry, resource_type).is_empty();
     if role::reach(caller.role, resource_type, permission, in_compartment).is_none() {
         return Err(ApiError::Forbidden(format!(

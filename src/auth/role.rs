@@ -88,7 +88,10 @@ pub enum Reach {
 }
 
 /// Resource types only the auditor (and admin) reads: the trail of who saw what.
-const AUDIT_TYPES: &[&str] = &["AuditEvent", "Provenance"];
+const AUDIT_TYPES: &[&str] = &[AUDIT_EVENT, "Provenance"];
+
+/// The audit trail's type ([`crate::audit`]).
+pub const AUDIT_EVENT: &str = "AuditEvent";
 
 /// What the CRM may see (pseudonymised): the patients and their device data, not claims,
 /// consents or the audit trail.
@@ -117,6 +120,11 @@ const REFERENCE_DATA: &[&str] = &[
 /// `in_patient_compartment` says whether the type belongs to the Patient compartment.
 pub fn reach(role: Role, resource_type: &str, permission: Permission, in_patient_compartment: bool) -> Option<Reach> {
     let reads = matches!(permission, Permission::Read | Permission::Search);
+    if resource_type == AUDIT_EVENT {
+        // The audit trail is written by the server alone, and read by auditors alone: an admin
+        // who runs the server does not get to read (or rewrite) the record of what it did.
+        return (role == Role::Auditor && reads).then_some(Reach::Everything);
+    }
     match role {
         Role::Admin => Some(Reach::Everything),
         Role::Clinician => {
@@ -171,7 +179,10 @@ mod tests {
 
     #[test]
     fn the_table() {
-        assert_eq!(reach(Role::Admin, "AuditEvent", Delete, true), Some(Reach::Everything));
+        assert_eq!(reach(Role::Admin, "AuditEvent", Delete, true), None);
+        assert_eq!(reach(Role::Admin, "AuditEvent", Read, true), None);
+        assert_eq!(reach(Role::Auditor, "AuditEvent", Search, true), Some(Reach::Everything));
+        assert_eq!(reach(Role::Auditor, "AuditEvent", Create, true), None);
         assert_eq!(reach(Role::Clinician, "Observation", Update, true), Some(Reach::PatientsOfOrganization));
         assert_eq!(reach(Role::Clinician, "Organization", Read, false), Some(Reach::Everything));
         assert_eq!(reach(Role::Clinician, "Organization", Update, false), None);

@@ -167,6 +167,7 @@ impl Ingestor {
             matches.into_iter().flat_map(|g| g.patient.into_iter().chain(g.devices)).collect();
         let service = self.service.clone();
         let key = message_key.to_string();
+        let record = self.ingest_record(sender.control_id, &writes);
         let result = self
             .service
             .write(move |conn| {
@@ -178,6 +179,7 @@ impl Ingestor {
                     }
                     write_versions(conn, &writes).await?;
                     rows::insert_message(conn, &key, &row, now_micros()).await?;
+                    crate::audit::append(&service, conn, &[record]).await?;
                     Ok(Some(writes.len()))
                 })
             })
@@ -188,6 +190,17 @@ impl Ingestor {
             Err(ApiError::Unavailable(_) | ApiError::Internal) => Err(Failure::Unavailable),
             Err(error) => Err(Failure::Refused(vec![store_error(&error)])),
         }
+    }
+
+    /// The audit record of a stored message: the message, every resource it created or updated,
+    /// and the patients they concern (their compartments).
+    fn ingest_record(&self, control_id: &str, writes: &[crate::store::write::VersionWrite]) -> crate::audit::AuditRecord {
+        use crate::audit::{Entity, Event, Outcome};
+        let patients: std::collections::BTreeSet<&String> = writes.iter().filter_map(|w| w.compartment.as_ref()).collect();
+        let mut entities: Vec<Entity> = vec![Entity::Message { control_id: control_id.to_string() }];
+        entities.extend(patients.into_iter().map(|id| Entity::Patient { id: id.clone() }));
+        entities.extend(writes.iter().map(|w| Entity::Resource { reference: format!("{}/{}/_history/{}", w.resource_type, w.id, w.version) }));
+        self.service.audit_record(&crate::auth::Caller::server_shared(), Event::Ingest, Outcome::Success, None, entities)
     }
 
     /// Match every group's patient (by PID identifier, or through its devices) and devices.

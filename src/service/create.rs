@@ -7,6 +7,7 @@ use super::conditional::Matches;
 use super::{Service, WriteOutcome};
 use std::sync::Arc;
 
+use crate::audit::RestInteraction;
 use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::FhirId;
@@ -51,7 +52,9 @@ impl Service {
                     let stored = versions::read_current(conn, resource_type, &existing)
                         .await?
                         .ok_or(ApiError::Internal)?;
-                    return Ok(WriteOutcome { stored: self.open_version(stored)?, created: false, changed: false });
+                    let stored = self.open_version(stored)?;
+                    self.audit_change_in(conn, caller, RestInteraction::Create, &stored).await?;
+                    return Ok(WriteOutcome { stored, created: false, changed: false });
                 }
                 Matches::Many(n) => {
                     return Err(ApiError::MultipleMatches(format!(
@@ -63,6 +66,7 @@ impl Service {
         self.guard_security_labels(conn, caller, resource_type, id, None, &mut body).await?;
         let stored = self.store_version(conn, resource_type, id, body, None, "POST").await?;
         self.guard_after_write(conn, caller, true, resource_type, id).await?;
+        self.audit_change_in(conn, caller, RestInteraction::Create, &stored).await?;
         Ok(WriteOutcome { stored, created: true, changed: true })
     }
 }

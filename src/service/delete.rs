@@ -7,6 +7,7 @@ use super::conditional::Matches;
 use super::{Service, VersionedResource, WriteOutcome};
 use std::sync::Arc;
 
+use crate::audit::{Entity, Event, Outcome, RestInteraction};
 use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Conn, versions};
@@ -25,10 +26,18 @@ impl Service {
         self.guard_before_write(conn, caller, Permission::Delete, resource_type, id, head).await?;
         match head {
             Some(head) if !head.deleted => {
+                // The patient a deleted resource concerned is known from its last content only.
+                let last = versions::read_current(conn, resource_type, id).await?.ok_or(ApiError::Internal)?;
+                let last = self.open_version(last)?;
                 let stored = self.store_delete(conn, resource_type, id, head).await?;
+                self.audit_delete_in(conn, caller, &last, &stored).await?;
                 Ok(WriteOutcome { stored, created: false, changed: true })
             }
-            _ => Ok(WriteOutcome { stored: unchanged(resource_type, id, head), created: false, changed: false }),
+            _ => {
+                let stored = unchanged(resource_type, id, head);
+                self.audit_delete_in(conn, caller, &stored, &stored).await?;
+                Ok(WriteOutcome { stored, created: false, changed: false })
+            }
         }
     }
 
@@ -43,12 +52,31 @@ impl Service {
     pub async fn conditional_delete_in(&self, conn: &mut Conn, caller: &Arc<Caller>, resource_type: &str, criteria: &str) -> ApiResult<WriteOutcome> {
         self.require(caller, resource_type, Permission::Delete)?;
         match self.conditional_matches(conn, caller, Permission::Delete, resource_type, criteria).await? {
-            Matches::None => Ok(WriteOutcome { stored: unchanged(resource_type, "", None), created: false, changed: false }),
+            Matches::None => {
+                let record = self.audit_record(caller, Event::Rest(RestInteraction::Delete), Outcome::Success, None, Vec::new());
+                crate::audit::append(self, conn, &[record]).await?;
+                Ok(WriteOutcome { stored: unchanged(resource_type, "", None), created: false, changed: false })
+            }
             Matches::One(id) => self.delete_in(conn, caller, resource_type, &id).await,
             Matches::Many(n) => Err(ApiError::MultipleMatches(format!(
                 "the conditional delete matched {n} or more resources; this server deletes at most one per request"
             ))),
         }
+    }
+}
+
+impl Service {
+    /// A delete's record: the delete marker, and the patients of the content it removed.
+    async fn audit_delete_in(&self, conn: &mut Conn, caller: &Arc<Caller>, last: &VersionedResource, marker: &VersionedResource) -> ApiResult<()> {
+        let mut entities = self.audit_entities([last], false);
+        match marker.version {
+            _ if marker.id.is_empty() => {}
+            0 => entities.push(Entity::Resource { reference: format!("{}/{}", marker.resource_type, marker.id) }),
+            version => entities.push(Entity::Resource { reference: format!("{}/{}/_history/{version}", marker.resource_type, marker.id) }),
+        }
+        let record = self.audit_record(caller, Event::Rest(RestInteraction::Delete), Outcome::Success, None, entities);
+        crate::audit::append(self, conn, &[record]).await?;
+        Ok(())
     }
 }
 

@@ -246,7 +246,7 @@ impl Service {
     }
 
     /// The Patients a resource of `resource_type` belongs to (its Patient-compartment links).
-    fn patients_named(&self, resource_type: &str, resource: &Value) -> BTreeSet<String> {
+    pub(crate) fn patients_named(&self, resource_type: &str, resource: &Value) -> BTreeSet<String> {
         let mut patients = BTreeSet::new();
         for code in patient_links(&self.registry, resource_type) {
             let Some(param) = self.registry.get(resource_type, &code) else { continue };
@@ -265,10 +265,13 @@ impl Service {
     /// The condition (over `resource_heads h`) that limits a type- or system-level history to
     /// what the caller may see; `None` for an unrestricted caller.
     pub fn history_visibility(&self, caller: &Arc<Caller>, resource_type: Option<&str>) -> ApiResult<Option<(String, Vec<Bind>)>> {
-        let Some(visibility) = visibility(caller, &self.registry, Permission::Search) else { return Ok(None) };
         if let Some(t) = resource_type {
             self.require(caller, t, Permission::Search)?;
         }
+        let Some(visibility) = visibility(caller, &self.registry, Permission::Search) else {
+            // Unrestricted (an admin): everything but the audit trail, which is the auditors'.
+            return Ok(resource_type.is_none().then(|| (format!("h.resource_type <> '{}'", crate::auth::role::AUDIT_EVENT), Vec::new())));
+        };
         let mut request = self.parse_search(resource_type.unwrap_or(SYSTEM), &[], true)?;
         request.visibility = Some(visibility);
         let plan = plan(&request, &self.registry, &self.validator, &self.keys.current(), &self.config.base_url)?;

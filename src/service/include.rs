@@ -56,8 +56,10 @@ impl Service {
             wanted.retain(|key| seen.insert(key.clone()));
             // What the caller may not see is never included, nor counted against the cap (the
             // matches were filtered by the search itself).
-            if let Some(visibility) = &request.visibility {
-                wanted = self.visible_keys(conn, visibility, wanted).await?;
+            match &request.visibility {
+                Some(visibility) => wanted = self.visible_keys(conn, visibility, wanted).await?,
+                // Unrestricted (an admin): everything but the audit trail, which is the auditors'.
+                None => wanted.retain(|(resource_type, _)| resource_type != crate::auth::role::AUDIT_EVENT),
             }
             if wanted.is_empty() {
                 break;

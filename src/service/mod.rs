@@ -8,6 +8,7 @@
 //!
 //! Callers use [`Service`] and the request/response types of each interaction file.
 
+pub mod audit;
 pub mod conditional;
 pub mod create;
 pub mod delete;

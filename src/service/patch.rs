@@ -9,6 +9,7 @@ use super::write::check_body_id;
 use super::{Service, WriteOutcome};
 use std::sync::Arc;
 
+use crate::audit::RestInteraction;
 use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Conn, versions};
@@ -64,6 +65,7 @@ impl Service {
         self.guard_security_labels(conn, caller, resource_type, id, Some(head), &mut resource).await?;
         let stored = self.store_version(conn, resource_type, id, resource, Some(head), "PATCH").await?;
         self.guard_after_write(conn, caller, false, resource_type, id).await?;
+        self.audit_change_in(conn, caller, RestInteraction::Patch, &stored).await?;
         Ok(WriteOutcome { stored, created: false, changed: true })
     }
 }

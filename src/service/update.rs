@@ -8,6 +8,7 @@ use super::write::check_body_id;
 use super::{Service, WriteOutcome};
 use std::sync::Arc;
 
+use crate::audit::RestInteraction;
 use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::FhirId;
@@ -65,6 +66,7 @@ impl Service {
         self.guard_security_labels(conn, caller, resource_type, id, head, &mut body).await?;
         let stored = self.store_version(conn, resource_type, id, body, head, method).await?;
         self.guard_after_write(conn, caller, created, resource_type, id).await?;
+        self.audit_change_in(conn, caller, RestInteraction::Update, &stored).await?;
         Ok(WriteOutcome { stored, created, changed: true })
     }
 
