@@ -32,6 +32,22 @@ pub struct StoreArgs {
     /// Time zone of HL7 v2 timestamps sent without an offset (IANA name). Default Europe/Vienna.
     #[arg(long, env = "FHIRVAULT_FACILITY_TIME_ZONE", global = true)]
     pub facility_time_zone: Option<String>,
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+/// Audit-trail settings that flags and variables can set (see [`AuditConfig`]).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuditArgs {
+    /// Hash chains AuditEvents are spread over (concurrent writers each take one). Default 4.
+    #[arg(long = "audit-chains", env = "FHIRVAULT_AUDIT_CHAINS", global = true)]
+    pub chains: Option<u32>,
+    /// Days AuditEvents are kept before `fhirvault audit prune` removes them. Default 2190 (six years).
+    #[arg(long = "audit-retention-days", env = "FHIRVAULT_AUDIT_RETENTION_DAYS", global = true)]
+    pub retention_days: Option<u32>,
+    /// What a read does when its AuditEvent cannot be written: `fail` (default) or `queue`.
+    #[arg(long = "audit-on-write-failure", env = "FHIRVAULT_AUDIT_ON_WRITE_FAILURE", global = true)]
+    pub on_write_failure: Option<String>,
 }
 
 /// Settings only the server needs.
@@ -102,6 +118,70 @@ struct FileConfig {
     auth: AuthFileConfig,
     #[serde(default)]
     tls: TlsFileConfig,
+    #[serde(default)]
+    audit: AuditFileConfig,
+}
+
+/// The `[audit]` table of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditFileConfig {
+    chains: Option<u32>,
+    retention_days: Option<u32>,
+    on_write_failure: Option<String>,
+}
+
+/// The audit trail (`crate::audit`): how AuditEvents are chained, kept and, when the database
+/// refuses them, queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Number of hash chains. Each append locks one chain's head, so more chains let more
+    /// PostgreSQL transactions append at once; verification walks each chain on its own.
+    pub chains: u32,
+    /// Age (days since `recorded`) after which `fhirvault audit prune` exports and removes an
+    /// AuditEvent.
+    pub retention_days: u32,
+    pub on_write_failure: OnWriteFailure,
+}
+
+/// What `Service::audit` does when the database cannot take the AuditEvents of a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnWriteFailure {
+    /// The read fails: nothing is shown that was not recorded.
+    Fail,
+    /// The AuditEvents go to a sealed, fsynced spool under the data directory, and are written
+    /// into the chain once the database takes writes again.
+    Queue,
+}
+
+pub const DEFAULT_AUDIT_CHAINS: u32 = 4;
+const MAX_AUDIT_CHAINS: u32 = 1024;
+/// Six years, the retention HIPAA asks of audit documentation (45 CFR 164.316(b)(2)).
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 2190;
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { chains: DEFAULT_AUDIT_CHAINS, retention_days: DEFAULT_AUDIT_RETENTION_DAYS, on_write_failure: OnWriteFailure::Fail }
+    }
+}
+
+impl AuditConfig {
+    fn resolve(file: AuditFileConfig, args: &AuditArgs) -> Result<AuditConfig, ConfigError> {
+        let chains = args.chains.or(file.chains).unwrap_or(DEFAULT_AUDIT_CHAINS);
+        if !(1..=MAX_AUDIT_CHAINS).contains(&chains) {
+            return Err(ConfigError::new("audit.chains", format!("must be between 1 and {MAX_AUDIT_CHAINS}")));
+        }
+        let retention_days = args.retention_days.or(file.retention_days).unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS);
+        if retention_days == 0 {
+            return Err(ConfigError::new("audit.retention_days", "must be at least 1"));
+        }
+        let on_write_failure = match args.on_write_failure.clone().or(file.on_write_failure).as_deref() {
+            None | Some("fail") => OnWriteFailure::Fail,
+            Some("queue") => OnWriteFailure::Queue,
+            Some(_) => return Err(ConfigError::new("audit.on_write_failure", "must be `fail` or `queue`")),
+        };
+        Ok(AuditConfig { chains, retention_days, on_write_failure })
+    }
 }
 
 /// The `[tls]` table of the TOML file.
@@ -436,6 +516,7 @@ pub struct Config {
     /// HTTPS and MLLP over TLS; `None` serves plain text, which [`Config::check_transport`]
     /// allows on loopback addresses only.
     pub tls: Option<TlsConfig>,
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -521,11 +602,13 @@ impl Config {
 
         let hl7v2 = Hl7Config::resolve(file.hl7v2, store, serve)?;
         let auth = AuthConfig::resolve(file.auth, &serve.auth, &base_url)?;
+        let audit = AuditConfig::resolve(file.audit, &store.audit)?;
 
         Ok(Config {
             hl7v2,
             auth,
             tls,
+            audit,
             listen,
             base_url,
             data_dir,
@@ -569,6 +652,7 @@ impl Config {
             hl7v2: Hl7Config::default(),
             auth: AuthConfig::for_base_url(base_url),
             tls: None,
+            audit: AuditConfig::default(),
         }
     }
 
@@ -677,6 +761,24 @@ mod tests {
         for (toml, setting) in cases {
             let err = resolve_with_toml(toml, AuthArgs::default()).unwrap_err();
             assert_eq!(err.setting, setting, "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn audit_settings_from_toml_and_flags() {
+        let (_dir, store) = with_file("[audit]\nchains = 8\nretention_days = 30\non_write_failure = \"queue\"\n");
+        let audit = Config::resolve(&store, &ServeArgs::default()).unwrap().audit;
+        assert_eq!(audit, AuditConfig { chains: 8, retention_days: 30, on_write_failure: OnWriteFailure::Queue });
+        let flags = StoreArgs { audit: AuditArgs { chains: Some(2), ..AuditArgs::default() }, ..store };
+        assert_eq!(Config::resolve(&flags, &ServeArgs::default()).unwrap().audit.chains, 2, "flags win over the file");
+        assert_eq!(Config::resolve(&StoreArgs::default(), &ServeArgs::default()).unwrap().audit, AuditConfig::default());
+        for (toml, setting) in [
+            ("[audit]\nchains = 0\n", "audit.chains"),
+            ("[audit]\nretention_days = 0\n", "audit.retention_days"),
+            ("[audit]\non_write_failure = \"drop\"\n", "audit.on_write_failure"),
+        ] {
+            let (_dir, store) = with_file(toml);
+            assert_eq!(Config::resolve(&store, &ServeArgs::default()).unwrap_err().setting, setting, "{toml}");
         }
     }
 

@@ -16,6 +16,8 @@
 //!   SMART scopes, roles, the access rules that become query conditions, and the pseudonymous
 //!   views.
 //! - [`service`]: the rules of each FHIR interaction, one file each; the one write path.
+//! - [`audit`]: AuditEvents in hash chains: recording, verifying, pruning, and the spool for
+//!   when the database refuses them.
 //! - [`hl7v2`]: HL7 v2 ORU^R01 ingestion over MLLP and HTTP: parsing, mapping to FHIR, ACKs,
 //!   resend detection and dead letters.
 //! - [`api`]: axum routes and thin handlers: extract, call the service, render.
@@ -26,6 +28,7 @@
 //! - [`import`]: bulk loading of NDJSON and Bundle files through the service.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod crypto;

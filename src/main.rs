@@ -1,5 +1,5 @@
 //! The `fhirvault` command line: `serve`, `keys` (init, status, rotate), `import`, `ingest`,
-//! `hl7 dead-letters` (list, replay) and `token issue`.
+//! `hl7 dead-letters` (list, replay), `token issue` and `audit` (verify, prune).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,9 +8,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use fhirvault::audit::retention::{default_cutoff, parse_cutoff, prune};
+use fhirvault::audit::verify::verify;
 use fhirvault::auth::token::{IssueRequest, TokenIssuer, default_scope, parse_ttl};
 use fhirvault::config::{Config, ServeArgs, StoreArgs};
 use fhirvault::crypto::{Aad, KeyRing};
+use fhirvault::fhir::instant::{format_instant, now_micros};
 use fhirvault::hl7v2::files::{IngestSummary, dead_letter_lines, ingest_file};
 use fhirvault::hl7v2::ingest::{Disposition, Ingestor};
 use fhirvault::import::{BATCH_SIZE, ImportSummary, resources_in};
@@ -50,6 +53,27 @@ enum Command {
     /// Bearer tokens signed by the key ring, for deployments without an identity provider.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The hash-chained audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every hash chain from its anchor; prints each chain's head hash (keep them
+    /// somewhere else) and exits with status 1 when a chain is broken.
+    Verify,
+    /// Export the AuditEvents recorded before the cutoff to a new NDJSON file, then remove them
+    /// (each chain's unbroken prefix only); the prune itself is audited.
+    Prune {
+        /// The NDJSON file to create (mode 0600); it must not exist yet.
+        #[arg(long)]
+        export: PathBuf,
+        /// Cutoff instant (2020-01-01T00:00:00Z or 2020-01-01). Default: now minus
+        /// audit.retention_days.
+        #[arg(long, value_parser = parse_cutoff)]
+        before: Option<i64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -145,6 +169,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest { files } => ingest(Config::resolve(&cli.store, &ServeArgs::default())?, files).await,
         Command::Hl7(Hl7Command::DeadLetters(command)) => dead_letters(Config::resolve(&cli.store, &ServeArgs::default())?, command).await,
         Command::Token(TokenCommand::Issue(args)) => issue_token(Config::resolve(&cli.store, &args.serve)?, args),
+        Command::Audit(AuditCommand::Verify) => verify_audit(Config::resolve(&cli.store, &ServeArgs::default())?).await,
+        Command::Audit(AuditCommand::Prune { export, before }) => {
+            prune_audit(Config::resolve(&cli.store, &ServeArgs::default())?, export, before).await
+        }
     }
 }
 
@@ -197,9 +225,8 @@ fn issue_token(config: Config, args: IssueArgs) -> anyhow::Result<()> {
         Some(scope) => scope,
         None => anyhow::bail!("--scope is required for role `{}` (e.g. --scope \"patient/*.rs\"); only admin has a default", args.role),
     };
-    let from_environment = std::env::var(fhirvault::server::KEY_RING_VARIABLE).ok().filter(|v| !v.trim().is_empty());
-    let ring = match from_environment {
-        Some(encoded) => KeyRing::from_env_base64(&encoded)?,
+    let ring = match fhirvault::server::key_ring_from_environment()? {
+        Some(ring) => ring,
         None => KeyRing::load_or_create(&config.key_file).context("opening the key ring")?.0,
     };
     let issuer = TokenIssuer::from_config(&config.auth, &ring)?;
@@ -379,4 +406,56 @@ async fn dead_letters(config: Config, command: DeadLetterCommand) -> anyhow::Res
     };
     service.store.close().await;
     result
+}
+
+/// `audit verify`: reads only, so the key ring is loaded, never created.
+async fn verify_audit(config: Config) -> anyhow::Result<()> {
+    let ring = match fhirvault::server::key_ring_from_environment()? {
+        Some(ring) => ring,
+        None => KeyRing::load(&config.key_file)?,
+    };
+    let store = Store::open(&config.database).await?;
+    store.migrate().await?;
+    let report = match store.reader().await {
+        Ok(mut conn) => verify(&mut conn, &ring).await,
+        Err(error) => Err(error),
+    };
+    store.close().await;
+    let report = report?;
+    for line in report.lines() {
+        println!("{line}");
+    }
+    let broken = report.chains.iter().filter(|chain| chain.broken.is_some()).count();
+    if broken > 0 {
+        anyhow::bail!("the audit trail is broken in {broken} of {} chains", report.chains.len());
+    }
+    Ok(())
+}
+
+async fn prune_audit(config: Config, export: PathBuf, before: Option<i64>) -> anyhow::Result<()> {
+    let cutoff = before.unwrap_or_else(|| default_cutoff(&config.audit, now_micros()));
+    let service = fhirvault::server::open_service(config, None).await?;
+    let result = prune(&service, &export, cutoff).await;
+    service.store.close().await;
+    let summary = result?;
+    let Some(sha256) = summary.export_sha256 else {
+        println!("nothing recorded before {} to prune; no export written", format_instant(cutoff));
+        return Ok(());
+    };
+    println!("exported {} AuditEvents recorded before {} to {}", summary.pruned, format_instant(cutoff), export.display());
+    println!("export SHA-256: {sha256}");
+    for chain in &summary.chains {
+        println!(
+            "chain {}: pruned seq {}..={}, new anchor seq {} hash {}",
+            chain.chain,
+            chain.old_anchor_seq + 1,
+            chain.anchor_seq,
+            chain.anchor_seq,
+            hex::encode(&chain.anchor_hash)
+        );
+    }
+    if let Some(id) = summary.event_id {
+        println!("the prune is recorded as AuditEvent/{id}");
+    }
+    Ok(())
 }

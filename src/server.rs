@@ -61,13 +61,19 @@ pub fn profiles_dir(definitions: &Path) -> PathBuf {
 /// where mounting a 0600 file is awkward. It wins over the key file.
 pub const KEY_RING_VARIABLE: &str = "FHIRVAULT_KEY_RING";
 
+/// The key ring in [`KEY_RING_VARIABLE`], if that is set.
+pub fn key_ring_from_environment() -> anyhow::Result<Option<KeyRing>> {
+    match std::env::var(KEY_RING_VARIABLE).ok().filter(|v| !v.trim().is_empty()) {
+        Some(encoded) => Ok(Some(KeyRing::from_env_base64(&encoded).with_context(|| format!("reading {KEY_RING_VARIABLE}"))?)),
+        None => Ok(None),
+    }
+}
+
 /// Open everything the server needs, from `config`. `keys` overrides the key file (tests).
 pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Result<Service> {
-    let from_environment = std::env::var(KEY_RING_VARIABLE).ok().filter(|v| !v.trim().is_empty());
-    let (keys, key_path) = match (keys, from_environment) {
+    let (keys, key_path) = match (keys, key_ring_from_environment()?) {
         (Some(ring), _) => (ring, None),
-        (None, Some(encoded)) => {
-            let ring = KeyRing::from_env_base64(&encoded).with_context(|| format!("reading {KEY_RING_VARIABLE}"))?;
+        (None, Some(ring)) => {
             tracing::info!("key ring taken from {KEY_RING_VARIABLE}; no key file is used");
             (ring, None)
         }
@@ -155,6 +161,8 @@ pub async fn serve_listeners(
             keys.reload_if_changed();
         }
     });
+    // AuditEvents queued while the database refused them go into the chain once it takes them.
+    let spool_drain = crate::audit::spool::spawn_drain(service.clone());
     let store = service.store.clone();
     let mllp_task = mllp.map(|listener| {
         let (tls, ingestor, shutdown) = (tls.clone(), ingestor.clone(), shutdown.clone());
@@ -170,6 +178,7 @@ pub async fn serve_listeners(
         }
     }
     watcher.abort();
+    spool_drain.abort();
     store.close().await;
     result
 }

@@ -18,6 +18,15 @@ use crate::store::write::{VersionWrite, write_versions};
 use crate::store::Conn;
 use crate::store::index::IndexRow;
 
+/// A version ready to be written, from [`Service::seal_version`].
+pub struct PreparedVersion {
+    pub write: VersionWrite,
+    /// What the client will see.
+    pub stored: VersionedResource,
+    /// The plaintext that `write.ciphertext` seals: the body as stored, byte for byte.
+    pub plain: Vec<u8>,
+}
+
 impl Service {
     /// Check a resource a client sent for `resource_type`: JSON object, matching `resourceType`,
     /// valid against the spec's schema and required bindings, and against every profile of
@@ -92,11 +101,26 @@ impl Service {
         &self,
         resource_type: &str,
         id: &str,
-        mut body: Value,
+        body: Value,
         head: Option<Head>,
         method: &str,
         previous_pseudonym: Option<String>,
     ) -> ApiResult<(VersionWrite, VersionedResource)> {
+        let prepared = self.seal_version(resource_type, id, body, head, method, previous_pseudonym)?;
+        Ok((prepared.write, prepared.stored))
+    }
+
+    /// [`Service::prepare_version`], also handing back the exact bytes that were sealed (the
+    /// audit chain hashes them, so that re-sealing under a new key keeps the chain valid).
+    pub fn seal_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        mut body: Value,
+        head: Option<Head>,
+        method: &str,
+        previous_pseudonym: Option<String>,
+    ) -> ApiResult<PreparedVersion> {
         let (version, last_updated) = next_version(head);
         if let Some(reference) = unresolved_conditional_reference(&body) {
             return Err(ApiError::bad_request(format!(
@@ -141,7 +165,7 @@ impl Service {
             resource: Some(body),
             method: method.to_string(),
         };
-        Ok((write, stored))
+        Ok(PreparedVersion { write, stored, plain })
     }
 
     /// Write a delete marker after `head` and drop the resource's index rows.

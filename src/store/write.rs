@@ -46,7 +46,7 @@ pub async fn write_versions(conn: &mut Conn, writes: &[VersionWrite]) -> Result<
 }
 
 /// `(…), (…)` with placeholders for `rows` tuples of `width` values, bound in order.
-fn placeholders(backend: Backend, rows: usize, width: usize) -> String {
+pub(super) fn placeholders(backend: Backend, rows: usize, width: usize) -> String {
     (0..rows)
         .map(|r| format!("({})", (1..=width).map(|c| backend.placeholder(r * width + c)).collect::<Vec<_>>().join(", ")))
         .collect::<Vec<_>>()

@@ -1,0 +1,22 @@
+-- Hash chains over AuditEvents. The AuditEvents themselves are ordinary resources (sealed in
+-- resource_versions, indexed like any other); a link ties one of them into a chain:
+-- hash = SHA-256(previous hash | chain | seq | id | the AuditEvent's sealed plaintext), see
+-- src/audit/chain.rs. Several chains let concurrent writers append without waiting for one lock.
+CREATE TABLE audit_chain (
+    chain INTEGER NOT NULL,
+    seq   INTEGER NOT NULL,                -- 1, 2, … per chain, without gaps
+    id    TEXT    NOT NULL,                -- the AuditEvent's id (its version 1 is what was hashed)
+    hash  BLOB    NOT NULL,                -- 32 bytes
+    PRIMARY KEY (chain, seq),
+    CONSTRAINT audit_chain_id UNIQUE (id)
+) WITHOUT ROWID;
+
+-- The last link of each chain, and where the chain starts after pruning (the anchor: the last
+-- pruned link; seq 0 and the zero hash before any pruning).
+CREATE TABLE audit_chain_heads (
+    chain       INTEGER NOT NULL PRIMARY KEY,
+    seq         INTEGER NOT NULL,
+    hash        BLOB    NOT NULL,
+    anchor_seq  INTEGER NOT NULL DEFAULT 0,
+    anchor_hash BLOB    NOT NULL
+);
