@@ -5,6 +5,8 @@
 
 use serde_json::Value;
 
+use crate::audit::{Event, Outcome};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::{FhirId, is_valid_id};
 use crate::service::Service;
@@ -61,6 +63,9 @@ impl Service {
             let checked = parsed.and_then(|resource| {
                 let resource_type = resource.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string();
                 self.check_type(&resource_type).map_err(|e| e.to_string())?;
+                if resource_type == crate::auth::role::AUDIT_EVENT {
+                    return Err("AuditEvents are written by the server only; a legacy audit trail cannot be imported into its chains".to_string());
+                }
                 self.check_resource(&resource_type, &resource).map_err(|e| describe(&e))?;
                 let id = match resource.get("id").and_then(Value::as_str) {
                     Some(id) if is_valid_id(id) => id.to_string(),
@@ -78,9 +83,14 @@ impl Service {
         let this = self.clone();
         self.write(move |conn| {
             Box::pin(async move {
+                let mut imported = Vec::with_capacity(valid.len());
                 for (resource_type, id, resource) in valid {
-                    this.import_one(conn, &resource_type, &id, resource).await?;
+                    imported.push(this.import_one(conn, &resource_type, &id, resource).await?);
                 }
+                // One record per batch, in the batch's transaction: what was imported, and whose.
+                let entities = this.audit_entities(&imported, true);
+                let record = this.audit_record(&Caller::server_shared(), Event::Ingest, Outcome::Success, None, entities);
+                crate::audit::append(&this, conn, &[record]).await?;
                 Ok(())
             })
         })
@@ -90,11 +100,10 @@ impl Service {
 }
 
 impl Service {
-    async fn import_one(&self, conn: &mut crate::store::Conn, resource_type: &str, id: &str, resource: Value) -> ApiResult<()> {
+    async fn import_one(&self, conn: &mut crate::store::Conn, resource_type: &str, id: &str, resource: Value) -> ApiResult<crate::service::VersionedResource> {
         let head = versions::head(conn, self.store.backend(), resource_type, id, true).await?;
         let method = if head.is_some() { "PUT" } else { "POST" };
-        self.store_version(conn, resource_type, id, resource, head, method).await?;
-        Ok(())
+        self.store_version(conn, resource_type, id, resource, head, method).await
     }
 }
 

@@ -88,7 +88,7 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
     let (validator, registry) = load_definitions(&config.fhir_resources)?;
     let store = Store::open(&config.database).await.with_context(|| format!("opening {}", config.database.redacted()))?;
     store.migrate().await.context("migrating the database schema")?;
-    let committer = crate::service::group_commit::GroupCommitter::start(store.writer_pool(), store.backend())
+    let committer = crate::service::group_commit::GroupCommitter::start(store.writer_pool(), store.backend(), config.audit.chains)
         .context("starting the writer thread")?;
     let verifier = crate::auth::token::TokenVerifier::from_config(&config.auth, &keys)?;
     let purposes = crate::auth::consent::PurposesOfUse::load(&config.fhir_resources)?;

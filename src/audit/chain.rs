@@ -77,30 +77,54 @@ pub async fn append(service: &Service, conn: &mut Conn, records: &[AuditRecord])
 
 /// Write and link AuditEvents whose ids are already chosen.
 pub(super) async fn append_events(service: &Service, conn: &mut Conn, events: Vec<PendingEvent>) -> ApiResult<Vec<String>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut writes: Vec<VersionWrite> = Vec::with_capacity(events.len());
-    let mut sealed: Vec<(String, Vec<u8>)> = Vec::with_capacity(events.len());
+    let sealed = seal_events(service, events)?;
+    let ids = sealed.iter().map(|s| s.write.id.clone()).collect();
+    write_versions(conn, &sealed.iter().map(|s| s.write.clone()).collect::<Vec<_>>()).await?;
+    link(conn, service.config.audit.chains, &sealed).await?;
+    Ok(ids)
+}
+
+/// An AuditEvent sealed and indexed, ready to be written and linked: everything that needs no
+/// database, so that it can be done off the writer ([`crate::service::group_commit`]).
+#[derive(Debug, Clone)]
+pub struct SealedEvent {
+    pub write: VersionWrite,
+    /// The exact bytes sealed into `write`, which the link hashes.
+    plain: Vec<u8>,
+}
+
+/// Seal and index the AuditEvents of `records`.
+pub fn seal(service: &Service, records: &[AuditRecord]) -> ApiResult<Vec<SealedEvent>> {
+    seal_events(service, records.iter().map(|record| PendingEvent::new(record, &service.config.base_url)).collect())
+}
+
+fn seal_events(service: &Service, events: Vec<PendingEvent>) -> ApiResult<Vec<SealedEvent>> {
+    let mut sealed = Vec::with_capacity(events.len());
     for event in events {
         let prepared = service.seal_version(AUDIT_EVENT, &event.id, event.body, None, "POST", None)?;
-        writes.push(prepared.write);
-        sealed.push((event.id, prepared.plain));
+        sealed.push(SealedEvent { write: prepared.write, plain: prepared.plain });
     }
-    write_versions(conn, &writes).await?;
-    // The head is taken last: on PostgreSQL it stays locked until the commit.
-    let head = take_head(conn, service.config.audit.chains).await?;
+    Ok(sealed)
+}
+
+/// Link AuditEvents whose versions this transaction wrote into one of `chains` chains. Call it
+/// last in the transaction: on PostgreSQL the chain's head stays locked until the commit.
+pub async fn link(conn: &mut Conn, chains: u32, sealed: &[SealedEvent]) -> ApiResult<()> {
+    if sealed.is_empty() {
+        return Ok(());
+    }
+    let head = take_head(conn, chains).await?;
     let (mut seq, mut previous) = (head.seq, head.hash);
     let mut links = Vec::with_capacity(sealed.len());
-    for (id, plain) in &sealed {
+    for event in sealed {
         seq += 1;
-        let hash = link_hash(&previous, head.chain, seq, id, plain).to_vec();
-        links.push(Link { chain: head.chain, seq, id: id.clone(), hash: hash.clone() });
+        let hash = link_hash(&previous, head.chain, seq, &event.write.id, &event.plain).to_vec();
+        links.push(Link { chain: head.chain, seq, id: event.write.id.clone(), hash: hash.clone() });
         previous = hash;
     }
     rows::insert_links(conn, &links).await?;
     rows::set_head(conn, head.chain, seq, &previous).await?;
-    Ok(sealed.into_iter().map(|(id, _)| id).collect())
+    Ok(())
 }
 
 /// Chains are taken in turn where a choice is not made by the database.
@@ -141,7 +165,11 @@ impl Service {
         let events: Vec<PendingEvent> = records.iter().map(|record| PendingEvent::new(record, &self.config.base_url)).collect();
         let spare = (self.config.audit.on_write_failure == OnWriteFailure::Queue).then(|| events.clone());
         let this = self.clone();
-        let written = self.write(move |conn| Box::pin(async move { append_events(&this, conn, events).await.map(drop) })).await;
+        // Batched with other audit records and plain creates: one multi-row insert per table.
+        let written = match seal_events(&this, events) {
+            Ok(sealed) => self.committer.create(Vec::new(), sealed).await,
+            Err(error) => Err(error),
+        };
         match (written, spare) {
             (Err(error), Some(events)) => match self.write_to_spool(&events).await {
                 Ok(()) => {

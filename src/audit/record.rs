@@ -371,6 +371,9 @@ mod tests {
             patient: None,
             org: Some("Organization/org-a".into()),
             purpose: Some("TREAT".into()),
+            consent: None,
+            break_glass: false,
+            address: Some("10.0.0.7".into()),
         })
     }
 

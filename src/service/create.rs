@@ -7,7 +7,7 @@ use super::conditional::Matches;
 use super::{Service, WriteOutcome};
 use std::sync::Arc;
 
-use crate::audit::RestInteraction;
+use crate::audit::{Event, Outcome, RestInteraction};
 use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::FhirId;
@@ -23,7 +23,10 @@ impl Service {
             // A plain create reads nothing: prepare it here, off the writer, and let the group
             // committer insert it with everything else that is waiting.
             let (write, stored) = self.prepare_version(resource_type, id.as_str(), body, None, "POST", None)?;
-            self.committer.create(write).await?;
+            let entities = self.audit_entities([&stored], true);
+            let record = self.audit_record(caller, Event::Rest(RestInteraction::Create), Outcome::Success, None, entities);
+            let audits = crate::audit::chain::seal(self, &[record])?;
+            self.committer.create(vec![write], audits).await?;
             return Ok(WriteOutcome { stored, created: true, changed: true });
         }
         let (this, writer, resource_type, criteria) = (self.clone(), caller.clone(), resource_type.to_string(), if_none_exist.map(str::to_string));

@@ -272,13 +272,15 @@ async fn clinicians_and_break_the_glass(backend: Backend) {
     get(&server, &fixed, "Coverage", Some("HOPERAT")).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "purpose of use HPAYMT");
 }
 
-async fn unenforceable_consents_are_refused(backend: Backend) {
+async fn unenforceable_consents_fail_safe(backend: Backend) {
     let server = start(backend, ConsentDefault::OptOut).await;
-    let reply = server
-        .post("Consent", &consent("pat-a", "2026-01-01T00:00:00Z", json!({"type": "deny",
-            "code": [{"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}]})))
-        .await;
-    reply.assert_outcome(StatusCode::UNPROCESSABLE_ENTITY, "not-supported", "cannot be enforced");
+    let c = callers(&server);
+    // A deny on codes (not indexed for consent) denies the whole class instead.
+    record(&server, &consent("pat-a", "2026-01-01T00:00:00Z", json!({"type": "deny", "actor": [role_actor("crm")],
+        "class": [class("Observation")], "code": [{"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}]}))).await;
+    assert!(found(&server, &c.crm, "Observation?subject=Patient/pat-a").await.is_empty());
+    assert_eq!(status(&server, &c.crm, "Patient/pat-a").await, StatusCode::OK);
+    // An actor no token can be matched to is refused, saying what would work.
     let reply = server
         .post("Consent", &consent("pat-a", "2026-01-01T00:00:00Z", json!({"type": "deny",
             "actor": [{"role": {"text": "x"}, "reference": {"reference": "Practitioner/dr-x"}}]})))
@@ -326,6 +328,6 @@ both_backends!(
     opt_in_shares_only_what_is_permitted,
     the_newest_consent_wins_where_they_conflict,
     clinicians_and_break_the_glass,
-    unenforceable_consents_are_refused,
+    unenforceable_consents_fail_safe,
     signed_documents_are_stored_encrypted,
 );

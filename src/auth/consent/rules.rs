@@ -3,9 +3,12 @@
 //! data, period, depth). At access time the deepest matching row of the newest Consent decides
 //! (see [`super`] for the rule); here is only what a Consent says.
 //!
-//! A Consent this server cannot enforce faithfully (an actor it cannot recognise in a token, a
-//! provision on codes or security labels, which are not indexed) is refused when written, never
-//! stored and then silently half-applied.
+//! Conditions this server cannot evaluate in a query (`code`, `securityLabel`, `dataPeriod`,
+//! `data` other than single instances, classes and purposes of other systems) are handled
+//! fail-safe: a deny that names them applies without them (it denies more), a permit that names
+//! them does not apply (it permits less). An actor it cannot recognise in a token (a
+//! Practitioner, a CareTeam) is refused when the Consent is written: dropping it would turn
+//! "deny Dr X" into "deny everyone", keeping it would match no one.
 
 use std::collections::BTreeSet;
 
@@ -127,6 +130,9 @@ fn local_id(reference: &str, resource_type: &str, base_url: &str) -> Option<Stri
 /// What a provision and its ancestors require; `None` in a dimension is "any".
 #[derive(Debug, Clone)]
 struct Conditions {
+    /// Some condition could not be expressed (see the module documentation): a permit under it
+    /// does not apply, a deny applies without it.
+    partial: bool,
     actors: Option<BTreeSet<String>>,
     purposes: Option<BTreeSet<String>>,
     classes: Option<BTreeSet<String>>,
@@ -137,7 +143,7 @@ struct Conditions {
 
 impl Conditions {
     fn any() -> Conditions {
-        Conditions { actors: None, purposes: None, classes: None, data: None, starts: i64::MIN, ends: i64::MAX }
+        Conditions { partial: false, actors: None, purposes: None, classes: None, data: None, starts: i64::MIN, ends: i64::MAX }
     }
 
     /// Both `self` and `own`; `None` when nothing can meet both.
@@ -154,6 +160,7 @@ impl Conditions {
             }
         }
         let joined = Conditions {
+            partial: self.partial || own.partial,
             actors: both(&self.actors, own.actors)?,
             purposes: both(&self.purposes, own.purposes)?,
             classes: both(&self.classes, own.classes)?,
@@ -175,13 +182,6 @@ struct Flattener<'a> {
 impl Flattener<'_> {
     fn walk(&mut self, provision: &Value, inherited: &Conditions, depth: i64, inherited_effect: Option<bool>) -> Result<(), String> {
         let at = format!("Consent.provision{}", ".provision".repeat(depth as usize));
-        for unsupported in ["code", "securityLabel", "dataPeriod"] {
-            if provision.get(unsupported).is_some() {
-                return Err(format!(
-                    "{at}.{unsupported} cannot be enforced by this server (provisions may restrict actor, purpose, class, data and period)"
-                ));
-            }
-        }
         if !governs_access(provision) {
             return Ok(());
         }
@@ -192,8 +192,10 @@ impl Flattener<'_> {
             None => inherited_effect,
         };
         let Some(conditions) = inherited.and(self.conditions(provision, &at)?) else { return Ok(()) };
-        if let Some(permit) = effect {
-            self.emit(&conditions, depth, permit)?;
+        match effect {
+            Some(true) if conditions.partial => {}
+            Some(permit) => self.emit(&conditions, depth, permit)?,
+            None => {}
         }
         for child in provision.get("provision").and_then(Value::as_array).into_iter().flatten() {
             self.walk(child, &conditions, depth + 1, effect)?;
@@ -204,35 +206,48 @@ impl Flattener<'_> {
     /// The conditions a provision states itself.
     fn conditions(&self, provision: &Value, at: &str) -> Result<Conditions, String> {
         let mut own = Conditions::any();
+        own.partial = ["code", "securityLabel", "dataPeriod"].iter().any(|element| provision.get(*element).is_some());
         if let Some(actors) = provision.get("actor").and_then(Value::as_array) {
             let keys: Result<BTreeSet<String>, String> = actors.iter().map(|a| self.actor_key(a, at)).collect();
             own.actors = Some(keys?);
         }
         if let Some(purposes) = provision.get("purpose").and_then(Value::as_array) {
-            let mut codes = BTreeSet::new();
+            let (mut codes, mut unknown) = (BTreeSet::new(), false);
             for purpose in purposes {
                 match (purpose.get("system").and_then(Value::as_str), purpose.get("code").and_then(Value::as_str)) {
-                    (None | Some(PURPOSE_SYSTEM), Some(code)) => codes.insert(code.to_string()),
-                    _ => return Err(format!("{at}.purpose: only v3 PurposeOfUse codes ({PURPOSE_SYSTEM}) can be enforced")),
-                };
+                    (None | Some(PURPOSE_SYSTEM), Some(code)) => {
+                        codes.insert(code.to_string());
+                    }
+                    _ => unknown = true,
+                }
             }
-            own.purposes = Some(codes);
+            own.partial |= unknown;
+            // Only purposes of other systems: which purposes it is about, this server cannot tell.
+            if !(codes.is_empty() && unknown) {
+                own.purposes = Some(codes);
+            }
         }
         if let Some(classes) = provision.get("class").and_then(Value::as_array) {
-            let mut types = BTreeSet::new();
+            let (mut types, mut unknown) = (BTreeSet::new(), false);
             for class in classes {
                 match (class.get("system").and_then(Value::as_str), class.get("code").and_then(Value::as_str)) {
-                    (Some(RESOURCE_TYPES), Some(code)) => types.insert(code.to_string()),
-                    _ => return Err(format!("{at}.class: only resource types ({RESOURCE_TYPES}) can be enforced")),
-                };
+                    (Some(RESOURCE_TYPES), Some(code)) => {
+                        types.insert(code.to_string());
+                    }
+                    _ => unknown = true,
+                }
             }
-            own.classes = Some(types);
+            own.partial |= unknown;
+            if !(types.is_empty() && unknown) {
+                own.classes = Some(types);
+            }
         }
         if let Some(data) = provision.get("data").and_then(Value::as_array) {
-            let mut instances = BTreeSet::new();
+            let (mut instances, mut unknown) = (BTreeSet::new(), false);
             for item in data {
                 if item.get("meaning").and_then(Value::as_str) != Some("instance") {
-                    return Err(format!("{at}.data: only meaning `instance` can be enforced"));
+                    unknown = true;
+                    continue;
                 }
                 let reference = item.pointer("/reference/reference").and_then(Value::as_str).unwrap_or_default();
                 let local = reference.strip_prefix(self.base_url.trim_end_matches('/')).map_or(reference, |r| r.trim_start_matches('/'));
@@ -241,7 +256,10 @@ impl Flattener<'_> {
                     _ => return Err(format!("{at}.data.reference must be a local reference (Type/id)")),
                 };
             }
-            own.data = Some(instances);
+            own.partial |= unknown;
+            if !(instances.is_empty() && unknown) {
+                own.data = Some(instances);
+            }
         }
         if let Some(period) = provision.get("period") {
             if let Some(start) = period.get("start").and_then(Value::as_str) {

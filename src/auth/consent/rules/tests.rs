@@ -124,19 +124,36 @@ fn missing_date_time_falls_back_to_last_updated() {
 }
 
 #[test]
-fn what_cannot_be_enforced_is_refused() {
-    for provision in [
-        json!({"type": "deny", "code": [{"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}]}),
-        json!({"type": "deny", "securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]}),
-        json!({"type": "deny", "actor": [{"role": {"text": "x"}, "reference": {"reference": "Practitioner/x"}}]}),
-        json!({"type": "deny", "actor": [role("no-such-role")]}),
-        json!({"type": "deny", "class": [{"system": "http://example.org", "code": "x"}]}),
-        json!({"type": "deny", "data": [{"meaning": "related", "reference": {"reference": "Observation/o1"}}]}),
-        json!({"type": "deny", "purpose": [{"system": "http://example.org", "code": "TREAT"}]}),
-    ] {
-        assert!(rows_of(&consent(provision.clone()), 0, BASE).is_err(), "{provision}");
+fn conditions_that_cannot_be_queried_fail_safe() {
+    let unqueryable = [
+        json!({"code": [{"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}]}),
+        json!({"securityLabel": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]}),
+        json!({"class": [{"system": "http://example.org", "code": "x"}]}),
+        json!({"data": [{"meaning": "related", "reference": {"reference": "Observation/o1"}}]}),
+        json!({"purpose": [{"system": "http://example.org", "code": "TREAT"}]}),
+    ];
+    for condition in unqueryable {
+        // A deny applies without the condition: it denies more.
+        let mut deny = json!({"type": "deny", "actor": [role("crm")]});
+        deny.as_object_mut().unwrap().extend(condition.as_object().unwrap().clone());
+        assert_eq!(summary(&rows_of(&consent(deny), 0, BASE).unwrap()), [(0, false, "role:crm", "*", "*")], "{condition}");
+        // A permit does not apply at all (its nested denies still do): it permits less.
+        let mut permit = json!({"type": "permit", "actor": [role("crm")], "provision": [{"type": "deny", "class": [class("Claim")]}]});
+        permit.as_object_mut().unwrap().extend(condition.as_object().unwrap().clone());
+        assert_eq!(summary(&rows_of(&consent(permit), 0, BASE).unwrap()), [(1, false, "role:crm", "*", "Claim")], "{condition}");
+    }
+}
+
+#[test]
+fn actors_that_cannot_be_matched_are_refused() {
+    for actor in [json!({"role": {"text": "x"}, "reference": {"reference": "Practitioner/x"}}), role("no-such-role")] {
+        assert!(rows_of(&consent(json!({"type": "deny", "actor": [actor.clone()]})), 0, BASE).is_err(), "{actor}");
     }
     let mut foreign = consent(json!({"type": "deny"}));
     foreign["patient"] = json!({"reference": "https://elsewhere.example/fhir/Patient/p1"});
     assert!(rows_of(&foreign, 0, BASE).is_err());
+}
+
+fn class(resource_type: &str) -> Value {
+    json!({"system": RESOURCE_TYPES, "code": resource_type})
 }
