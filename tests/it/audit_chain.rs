@@ -263,6 +263,14 @@ async fn chains_verify_and_tampering_is_located(backend: Backend) {
         assert!(stderr.contains("broken in 1 of 4 chains"), "{name}: {stderr}");
         assert_no_marker("verify's output", &stdout);
     }
+
+    // Key rotation re-seals every AuditEvent; the chains hash plaintext and stay valid.
+    let (code, stdout, stderr) = fhirvault(dir.path(), &database, &["keys", "rotate"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("re-encrypted {total} rows under key 2")), "{stdout}");
+    let (code, stdout, stderr) = fhirvault(dir.path(), &database, &["audit", "verify"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("4 chains, {total} links checked, 0 broken")), "{stdout}");
 }
 
 async fn audit_events_are_found_by_patient_and_other_parameters(backend: Backend) {
@@ -383,7 +391,7 @@ async fn prune_exports_the_old_prefix_of_each_chain(backend: Backend) {
     assert_eq!(row.get::<i64, _>(0) as usize, total - expected.len() + 1);
     conn.close().await.expect("close");
     let service = open(dir.path(), &database, |_| {}).await;
-    let stored = fhirvault::store::versions::read_current(&mut *service.reader().await.expect("reader"), "AuditEvent", &event_id)
+    let stored = fhirvault::store::versions::read_current(&mut service.reader().await.expect("reader"), "AuditEvent", &event_id)
         .await
         .expect("read")
         .expect("the prune event exists");
