@@ -88,6 +88,7 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
     let (validator, registry) = load_definitions(&config.fhir_resources)?;
     let store = Store::open(&config.database).await.with_context(|| format!("opening {}", config.database.redacted()))?;
     store.migrate().await.context("migrating the database schema")?;
+    crate::audit::chain::ensure_chains(&store, config.audit.chains).await.map_err(|e| anyhow::anyhow!("creating the audit chains: {e}"))?;
     let committer = crate::service::group_commit::GroupCommitter::start(store.writer_pool(), store.backend(), config.audit.chains)
         .context("starting the writer thread")?;
     let verifier = crate::auth::token::TokenVerifier::from_config(&config.auth, &keys)?;

@@ -127,6 +127,15 @@ pub async fn link(conn: &mut Conn, chains: u32, sealed: &[SealedEvent]) -> ApiRe
     Ok(())
 }
 
+/// Create the heads of the configured chains that do not exist yet (at start-up, so that a
+/// raised `audit.chains` takes effect at once; appending also creates them on first use).
+pub async fn ensure_chains(store: &crate::store::Store, chains: u32) -> ApiResult<()> {
+    let mut tx = store.begin().await?;
+    rows::ensure_heads(&mut tx, chains, &ZERO_HASH).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Chains are taken in turn where a choice is not made by the database.
 static NEXT_CHAIN: AtomicU64 = AtomicU64::new(0);
 

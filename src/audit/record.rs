@@ -287,20 +287,22 @@ impl AuditRecord {
     /// The caller (requestor), its organisation, and this server as the receiving side.
     fn agents(&self, base_url: &str, purpose_of_use: &[Value]) -> Vec<Value> {
         let caller = &*self.caller;
-        let is_server = *caller == Caller::server();
+        let is_server = *caller == *Caller::server_shared();
         let mut user = Map::new();
+        let recipient = || coding(PARTICIPATION_TYPE, "IRCP", "information recipient");
         let (kind, who) = if is_server {
             (coding(DCM, "110150", "Application"), server_reference(base_url))
         } else {
             let identifier = json!({"system": printable(&caller.issuer), "value": printable(&caller.subject)});
-            match caller.role {
-                Role::DeviceHub => (coding(SECURITY_ROLE_TYPE, "datacollector", "data collector"), json!({"type": "Device", "identifier": identifier})),
+            match (caller.role, caller.patient.as_deref()) {
+                (Role::DeviceHub, _) => {
+                    (coding(SECURITY_ROLE_TYPE, "datacollector", "data collector"), json!({"type": "Device", "identifier": identifier}))
+                }
                 // A patient reading their own record is findable with `AuditEvent?patient=`.
-                Role::Patient if caller.patient.is_some() => (
-                    coding(PARTICIPATION_TYPE, "IRCP", "information recipient"),
-                    json!({"reference": format!("Patient/{}", caller.patient.as_deref().map(|p| claim_id(p, "Patient")).unwrap_or_default()), "identifier": identifier}),
-                ),
-                _ => (coding(PARTICIPATION_TYPE, "IRCP", "information recipient"), json!({"identifier": identifier})),
+                (Role::Patient, Some(patient)) => {
+                    (recipient(), json!({"reference": format!("Patient/{}", claim_id(patient, "Patient")), "identifier": identifier}))
+                }
+                _ => (recipient(), json!({"identifier": identifier})),
             }
         };
         user.insert("type".into(), json!({"coding": [kind]}));

@@ -110,7 +110,7 @@ impl Report {
         let broken = self.chains.iter().filter(|c| c.broken.is_some()).count();
         lines.push(format!("{} chains, {links} links checked, {broken} broken", self.chains.len()));
         if self.unchained > 0 {
-            lines.push(format!("note: {} AuditEvents are in no chain (written around the audit trail)", self.unchained));
+            lines.push(format!("note: {} AuditEvent(s) in no chain (written around the audit trail)", self.unchained));
         }
         lines
     }

@@ -131,19 +131,22 @@ pub async fn links_after(conn: &mut Conn, chain: i64, after_seq: i64, limit: i64
         .collect()
 }
 
-/// `SELECT {columns} FROM {table} WHERE resource_type = 'AuditEvent' AND id IN (ids) {extra}`,
-/// in chunks of few shapes.
+/// `resource_type = 'AuditEvent' AND id IN (…)` over `ids`, with its binds.
+fn audit_events_in(backend: Backend, ids: &[String]) -> (String, Vec<Bind>) {
+    let list: Vec<String> = (0..ids.len()).map(|i| backend.placeholder(i + 2)).collect();
+    let condition = format!("resource_type = {} AND id IN ({})", backend.placeholder(1), list.join(", "));
+    let binds = std::iter::once(Bind::Text(AUDIT_EVENT.into())).chain(ids.iter().cloned().map(Bind::Text)).collect();
+    (condition, binds)
+}
+
+/// `SELECT {columns} FROM {table}` for the AuditEvents `ids` (and `extra` conditions), in
+/// chunks of few shapes.
 async fn by_ids(conn: &mut Conn, columns: &str, table: &str, extra: &str, ids: &[String]) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
     let backend = Backend::of(conn);
     let mut rows = Vec::with_capacity(ids.len());
     for chunk in fixed_chunks(ids) {
-        let list: Vec<String> = (0..chunk.len()).map(|i| backend.placeholder(i + 2)).collect();
-        let sql = format!(
-            "SELECT {columns} FROM {table} WHERE resource_type = {} AND id IN ({}){extra}",
-            backend.placeholder(1),
-            list.join(", ")
-        );
-        let binds = std::iter::once(Bind::Text(AUDIT_EVENT.into())).chain(chunk.iter().cloned().map(Bind::Text)).collect();
+        let (condition, binds) = audit_events_in(backend, chunk);
+        let sql = format!("SELECT {columns} FROM {table} WHERE {condition}{extra}");
         rows.extend(bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_all(&mut *conn).await?);
     }
     Ok(rows)
@@ -197,9 +200,8 @@ pub async fn purge(conn: &mut Conn, ids: &[String]) -> Result<(), sqlx::Error> {
     let backend = Backend::of(conn);
     for table in ["resource_versions", "resource_heads"].into_iter().chain(TABLES) {
         for chunk in fixed_chunks(ids) {
-            let list: Vec<String> = (0..chunk.len()).map(|i| backend.placeholder(i + 2)).collect();
-            let sql = format!("DELETE FROM {table} WHERE resource_type = {} AND id IN ({})", backend.placeholder(1), list.join(", "));
-            let binds = std::iter::once(Bind::Text(AUDIT_EVENT.into())).chain(chunk.iter().cloned().map(Bind::Text)).collect();
+            let (condition, binds) = audit_events_in(backend, chunk);
+            let sql = format!("DELETE FROM {table} WHERE {condition}");
             bind_all(sqlx::query(AssertSqlSafe(sql)), binds).execute(&mut *conn).await?;
         }
     }
