@@ -609,12 +609,24 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Create the key file; fails with `AlreadyExists` if someone else got there first. Writing in
 /// place (not temp + rename) is what makes that race detectable: a rename would silently replace
 /// a key another process may already be sealing with.
+/// Create the key file only if there is none, whole: the contents go to a temporary file first
+/// and are hard-linked into place, which fails if the file exists. A process starting at the same
+/// moment (a server and `token issue`) never reads a half-written file.
 fn write_new(path: &Path, contents: &[u8]) -> io::Result<()> {
     let dir = parent_dir(path);
     create_parent(&dir)?;
-    let mut file = new_file_options().open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
+    let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
+    let mut suffix = [0u8; 8];
+    SystemRandom::new().fill(&mut suffix).map_err(|_| io::Error::other("no randomness"))?;
+    let tmp = dir.join(format!(".{}.{}.new", name.to_string_lossy(), hex::encode(suffix)));
+    let result = (|| {
+        let mut file = new_file_options().open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::hard_link(&tmp, path)
+    })();
+    let _ = fs::remove_file(&tmp);
+    result?;
     sync_dir(&dir)
 }
 

@@ -43,6 +43,9 @@ fn clinician() -> Arc<Caller> {
         patient: None,
         org: Some("org-a".into()),
         purpose: Some("TREAT".into()),
+        consent: None,
+        break_glass: false,
+        address: Some("127.0.0.1".into()),
     })
 }
 
@@ -275,6 +278,8 @@ async fn chains_verify_and_tampering_is_located(backend: Backend) {
 
 async fn audit_events_are_found_by_patient_and_other_parameters(backend: Backend) {
     let server = TestServer::start(backend).await;
+    // The audit trail is the auditors' to search (not even an admin's).
+    let auditor = server.token("auditor", "user/*.rs", None, None);
     let service = open(server.dir.path(), &server.database, |_| {}).await;
     let about_patient = append_alone(
         &service,
@@ -294,9 +299,9 @@ async fn audit_events_are_found_by_patient_and_other_parameters(backend: Backend
         ids
     };
     let found = |query: &'static str| {
-        let server = &server;
+        let (server, auditor) = (&server, &auditor);
         async move {
-            let reply = server.get(query).await;
+            let reply = server.request_as(auditor, reqwest::Method::GET, query, None).await;
             assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.text);
             sorted(match_ids(&reply.body))
         }
@@ -314,7 +319,7 @@ async fn audit_events_are_found_by_patient_and_other_parameters(backend: Backend
     assert!(contains_all(&found("AuditEvent?agent-role=urn:fhirvault:role|clinician").await, &about_patient));
     assert!(contains_all(&found("AuditEvent?type=rest").await, &about_patient));
     // Read back as stored.
-    let read = server.get(&format!("AuditEvent/{}", other[0])).await;
+    let read = server.request_as(&auditor, reqwest::Method::GET, &format!("AuditEvent/{}", other[0]), None).await;
     assert_eq!(read.status, StatusCode::OK, "{}", read.text);
     assert_eq!(read.body["outcomeDesc"], "403: the crm role may not read Claim resources");
     assert_eq!(read.body["meta"]["versionId"], "1");
