@@ -142,6 +142,10 @@ pub struct AuditConfig {
     /// AuditEvent.
     pub retention_days: u32,
     pub on_write_failure: OnWriteFailure,
+    /// Whether AuditEvents are written at all. Always true in a deployment: no file setting,
+    /// flag or variable turns it off. Benchmarks switch it off through the library, to measure
+    /// what the trail costs against the same server without it.
+    pub enabled: bool,
 }
 
 /// What `Service::audit` does when the database cannot take the AuditEvents of a read.
@@ -161,7 +165,7 @@ pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 2190;
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { chains: DEFAULT_AUDIT_CHAINS, retention_days: DEFAULT_AUDIT_RETENTION_DAYS, on_write_failure: OnWriteFailure::Fail }
+        AuditConfig { chains: DEFAULT_AUDIT_CHAINS, retention_days: DEFAULT_AUDIT_RETENTION_DAYS, on_write_failure: OnWriteFailure::Fail, enabled: true }
     }
 }
 
@@ -180,7 +184,7 @@ impl AuditConfig {
             Some("queue") => OnWriteFailure::Queue,
             Some(_) => return Err(ConfigError::new("audit.on_write_failure", "must be `fail` or `queue`")),
         };
-        Ok(AuditConfig { chains, retention_days, on_write_failure })
+        Ok(AuditConfig { chains, retention_days, on_write_failure, enabled: true })
     }
 }
 
@@ -768,7 +772,7 @@ mod tests {
     fn audit_settings_from_toml_and_flags() {
         let (_dir, store) = with_file("[audit]\nchains = 8\nretention_days = 30\non_write_failure = \"queue\"\n");
         let audit = Config::resolve(&store, &ServeArgs::default()).unwrap().audit;
-        assert_eq!(audit, AuditConfig { chains: 8, retention_days: 30, on_write_failure: OnWriteFailure::Queue });
+        assert_eq!(audit, AuditConfig { chains: 8, retention_days: 30, on_write_failure: OnWriteFailure::Queue, enabled: true });
         let flags = StoreArgs { audit: AuditArgs { chains: Some(2), ..AuditArgs::default() }, ..store };
         assert_eq!(Config::resolve(&flags, &ServeArgs::default()).unwrap().audit.chains, 2, "flags win over the file");
         assert_eq!(Config::resolve(&StoreArgs::default(), &ServeArgs::default()).unwrap().audit, AuditConfig::default());

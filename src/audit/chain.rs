@@ -99,6 +99,9 @@ pub fn seal(service: &Service, records: &[AuditRecord]) -> ApiResult<Vec<SealedE
 }
 
 fn seal_events(service: &Service, events: Vec<PendingEvent>) -> ApiResult<Vec<SealedEvent>> {
+    if !service.config.audit.enabled {
+        return Ok(Vec::new());
+    }
     let mut sealed = Vec::with_capacity(events.len());
     for event in events {
         let prepared = service.seal_version(AUDIT_EVENT, &event.id, event.body, None, "POST", None)?;
@@ -163,12 +166,12 @@ async fn take_head(conn: &mut Conn, chains: u32) -> ApiResult<ChainHead> {
 }
 
 impl Service {
-    /// Record `records` (the AuditEvents of a read) in a transaction of their own, shared with
-    /// concurrent writes on SQLite, and return once it committed. When they cannot be written the
+    /// Record `records` (the AuditEvents of a read) in a transaction of their own, batched by the
+    /// group committer with other AuditEvents and plain creates, and return once it committed. When they cannot be written the
     /// error comes back, so the read fails too, unless `audit.on_write_failure = "queue"`: then
     /// they go to the sealed spool ([`super::spool`]) and are written later.
     pub async fn audit(&self, records: Vec<AuditRecord>) -> ApiResult<()> {
-        if records.is_empty() {
+        if records.is_empty() || !self.config.audit.enabled {
             return Ok(());
         }
         let events: Vec<PendingEvent> = records.iter().map(|record| PendingEvent::new(record, &self.config.base_url)).collect();
