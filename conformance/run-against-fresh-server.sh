@@ -51,11 +51,12 @@ FHIRVAULT_CONFORMANCE_TOKEN="$(issue --role admin)"
 export FHIRVAULT_CONFORMANCE_TOKEN
 clinician="$(issue --role clinician --scope 'user/*.cruds' --org conformance-org-a)"
 crm="$(issue --role crm --scope 'user/*.rs')"
-patient="$(issue --role patient --scope 'patient/*.rs' --patient conformance-pat-a)"
+patient="$(issue --role patient --scope 'patient/*.rs patient/Consent.cud' --patient conformance-pat-a)"
+auditor="$(issue --role auditor --scope 'user/*.rs')"
 mkdir -p target/conformance
 status=0
 "$target/debug/fhirvault-conformance" --base-url "http://127.0.0.1:$port/fhir" \
-    --as "clinician=$clinician" --as "crm=$crm" --as "patient=$patient" \
+    --as "clinician=$clinician" --as "crm=$crm" --as "patient=$patient" --as "auditor=$auditor" \
     --junit "target/conformance/$backend.xml" --json "target/conformance/$backend.json" || status=$?
 if [ "$status" != 0 ]; then
     echo "conformance suite failed on $backend; server log:" >&2

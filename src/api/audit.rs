@@ -5,8 +5,9 @@
 //! Changes are audited by the service inside their own transaction (so a change and its record
 //! commit together); this layer records everything else — reads, searches, history, bundles
 //! as a whole, operations — and every request that failed or was refused, changes included.
-//! Handlers tell it what they touched through an [`AuditFacts`] response extension; without
-//! one (an error answered before the handler knew anything) the path says what was asked for.
+//! Handlers tell it what they touched through an [`AuditFacts`] response extension; the path
+//! adds what was asked for (all there is when an error was answered before the handler knew
+//! anything).
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub struct AuditFacts {
     pub recorded: bool,
     /// A search by the pseudonym identifier: turning a pseudonym back into a person.
     pub reidentified: bool,
+    /// How it ended, when the status does not say (an HL7 v2 message refused with a 200 ACK).
+    pub outcome: Option<Outcome>,
 }
 
 impl AuditFacts {
@@ -63,15 +66,21 @@ pub async fn audit(State(state): State<AppState>, request: Request, next: Next) 
         Asked::Ingest => Event::Ingest,
     };
     let mut entities = facts.entities;
-    if entities.is_empty() {
-        entities = asked_for(&route, &path);
+    // What the path names, unless the handler named the resource itself (with its version).
+    if !entities.iter().any(|e| matches!(e, Entity::Resource { .. })) {
+        for named in asked_for(&route, &path) {
+            if !entities.iter().any(|e| same_entity(e, &named)) {
+                entities.push(named);
+            }
+        }
     }
     if let Some(query) = facts.query.or(query).filter(|q| !q.is_empty()) {
         let resource_type = path_segments(&path).first().filter(|t| !t.starts_with('_') && !t.is_empty()).map(|t| t.to_string());
         entities.push(Entity::Query { query, resource_type });
     }
     let summary = response.extensions().get::<ErrorSummary>().map(|s| format!("{status}: {}", s.0));
-    let record = state.service.audit_record(&caller, event, Outcome::from_status(status), summary, entities);
+    let outcome = facts.outcome.unwrap_or_else(|| Outcome::from_status(status));
+    let record = state.service.audit_record(&caller, event, outcome, summary, entities);
     match state.service.audit(vec![record]).await {
         Ok(()) => response,
         Err(error) => {
@@ -115,6 +124,14 @@ fn interaction_of(method: &Method, route: &str) -> Option<Asked> {
 /// The path's segments after `/fhir`.
 fn path_segments(path: &str) -> Vec<&str> {
     path.trim_start_matches("/fhir").split('/').filter(|s| !s.is_empty()).collect()
+}
+
+fn same_entity(a: &Entity, b: &Entity) -> bool {
+    match (a, b) {
+        (Entity::Patient { id: x }, Entity::Patient { id: y }) => x == y,
+        (Entity::Resource { reference: x }, Entity::Resource { reference: y }) => x == y,
+        _ => false,
+    }
 }
 
 /// What the path names, for a request whose handler said nothing: `Type/id[/_history/v]`, and

@@ -69,23 +69,10 @@ fn verified_caller(state: &AppState, token: &str) -> ApiResult<Arc<Caller>> {
     Ok(caller)
 }
 
-/// A device hub that presented a configured client certificate: it may ingest HL7 v2 and read
-/// its organisation's Devices, nothing else.
+/// A device hub that presented a configured client certificate ([`Caller::of_hub`]).
 fn hub_of(request: &Request) -> Option<Caller> {
     let hub = request.extensions().get::<crate::tls::Peer>()?.hub.as_ref()?;
-    Some(Caller {
-        subject: hub.name.clone(),
-        issuer: "mtls".into(),
-        client_id: Some(hub.name.clone()),
-        role: Role::DeviceHub,
-        scopes: parse_scopes("system/Device.rs system/Observation.c").unwrap_or_default(),
-        patient: None,
-        org: hub.org.as_deref().map(|org| crate::auth::caller::claim_id(org, "Organization")),
-        purpose: None,
-        consent: None,
-        break_glass: false,
-        address: None,
-    })
+    Some(Caller::of_hub(hub))
 }
 
 /// The caller a verified token describes. A token without a known role, or with a malformed

@@ -136,6 +136,7 @@ fn searched(state: &AppState, caller: &Caller, pairs: &[(String, String)], page:
         entities: service.audit_entities(page.matches.iter().chain(&page.included), false),
         query: serde_urlencoded::to_string(pairs).ok(),
         recorded: false,
+        outcome: None,
         reidentified: service.view(caller).is_none() && pairs.iter().any(|(_, v)| v.contains(service.config.pseudonym_system.as_str())),
     };
     facts.attach(respond::json(StatusCode::OK, &service.searchset(page)))

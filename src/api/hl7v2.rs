@@ -11,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::audit::AuditFacts;
 use super::caller::Authenticated;
 use super::negotiate::read_limited;
 use crate::error::ApiError;
@@ -41,13 +42,20 @@ pub async fn ingest_message(State(state): State<AppState>, Authenticated(caller)
     }
     let limit = state.ingestor.service().config.hl7v2.max_message_bytes;
     let body = read_limited(request.into_body(), limit).await?;
-    let answer = state.ingestor.ingest(&body).await;
+    let answer = state.ingestor.ingest_from(&body, &caller).await;
+    // A stored message was audited in its transaction; any other fate is recorded by the audit
+    // layer, as a failure when the message was not taken.
+    let facts = match answer.disposition {
+        Disposition::Stored => AuditFacts::recorded(),
+        Disposition::Duplicate => AuditFacts::default(),
+        _ => AuditFacts { outcome: Some(crate::audit::Outcome::MinorFailure), ..AuditFacts::default() },
+    };
     if answer.disposition == Disposition::Unavailable {
         return Err(ApiError::Unavailable("the message could not be stored now and was not acknowledged; resend it".into()));
     }
     if answer.frames.is_empty() {
-        return Ok(StatusCode::NO_CONTENT.into_response());
+        return Ok(facts.attach(StatusCode::NO_CONTENT.into_response()));
     }
     let body = answer.frames.concat();
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, format!("{ER7_MEDIA_TYPE}; charset=utf-8"))], body).into_response())
+    Ok(facts.attach((StatusCode::OK, [(header::CONTENT_TYPE, format!("{ER7_MEDIA_TYPE}; charset=utf-8"))], body).into_response()))
 }

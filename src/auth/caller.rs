@@ -59,6 +59,20 @@ impl Caller {
         SERVER.clone()
     }
 
+    /// A device hub that presented a configured client certificate: it may ingest HL7 v2 and
+    /// read its organisation's Devices, nothing else.
+    pub fn of_hub(hub: &crate::tls::HubIdentity) -> Caller {
+        Caller {
+            subject: hub.name.clone(),
+            issuer: "mtls".into(),
+            client_id: Some(hub.name.clone()),
+            role: Role::DeviceHub,
+            scopes: super::scope::parse_scopes("system/Device.rs system/Observation.c").unwrap_or_default(),
+            org: hub.org.as_deref().map(|org| claim_id(org, "Organization")),
+            ..Caller::server()
+        }
+    }
+
     /// This caller for one request: its purpose of use (declared in the request, else the
     /// token's, else the role's default), the consent filter for that purpose, and the address.
     /// A request may not declare another purpose than the token fixes, and only clinicians may

@@ -14,6 +14,9 @@ use crate::search::registry::{ParamType, SearchParam, SearchParamRegistry};
 pub const TYPE_INTERACTIONS: &[&str] =
     ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"].as_slice();
 
+/// The audit trail is written by the server alone ([`crate::audit`]): clients read and search it.
+const AUDIT_INTERACTIONS: &[&str] = ["read", "vread", "history-instance", "history-type", "search-type"].as_slice();
+
 /// Search parameters the planner handles: every type but `special`, and the composites of a
 /// code and a second value (see `search::query::composite_value_kind`).
 pub fn is_searchable(param: &SearchParam) -> bool {
@@ -76,10 +79,11 @@ pub fn capability_statement(
                         .map(move |p| format!("{source}:{}", p.code))
                 })
                 .collect();
+            let interactions = if resource_type == crate::auth::role::AUDIT_EVENT { AUDIT_INTERACTIONS } else { TYPE_INTERACTIONS };
             let mut resource = json!({
                 "type": resource_type,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{resource_type}"),
-                "interaction": TYPE_INTERACTIONS.iter().map(|code| json!({"code": code})).collect::<Vec<_>>(),
+                "interaction": interactions.iter().map(|code| json!({"code": code})).collect::<Vec<_>>(),
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": true,
@@ -92,6 +96,12 @@ pub fn capability_statement(
                 "searchParam": params,
                 "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
             });
+            if resource_type == crate::auth::role::AUDIT_EVENT {
+                for flag in ["updateCreate", "conditionalCreate", "conditionalUpdate"] {
+                    resource[flag] = json!(false);
+                }
+                resource["conditionalDelete"] = json!("not-supported");
+            }
             if let Some(profiles) = supported_profiles.get(resource_type) {
                 resource["supportedProfile"] = json!(profiles);
             }

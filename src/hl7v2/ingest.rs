@@ -87,7 +87,14 @@ impl Ingestor {
     }
 
     /// Ingest one message (the bytes between MLLP framing, or an HTTP body).
+    /// [`Ingestor::ingest_from`] on the server's own behalf (message files, replays).
     pub async fn ingest(&self, raw: &[u8]) -> Answer {
+        self.ingest_from(raw, &crate::auth::Caller::server_shared()).await
+    }
+
+    /// Ingest one message sent by `sender` (the hub or token that delivered it, which the audit
+    /// record of a stored message names).
+    pub async fn ingest_from(&self, raw: &[u8], delivered_by: &std::sync::Arc<crate::auth::Caller>) -> Answer {
         let message = match Message::parse(raw) {
             Ok(message) => message,
             Err(error) => {
@@ -126,7 +133,7 @@ impl Ingestor {
         // A match made before the write can go stale (another message created the same patient
         // meanwhile); the write notices and the message is planned again.
         for _ in 0..MAX_ATTEMPTS {
-            match self.store(&mapped, &sender_ref, &message_key, stored.clone()).await {
+            match self.store(&mapped, &sender_ref, delivered_by, &message_key, stored.clone()).await {
                 Ok(Some(resources)) => {
                     tracing::info!(resources, "HL7 v2 message stored");
                     return Answer { frames, disposition: Disposition::Stored, dead_letter: None };
@@ -150,7 +157,14 @@ impl Ingestor {
     /// Match, plan, validate, index and seal outside the write lock; then confirm the matches and
     /// write everything with the message's bookkeeping row in one transaction. `Ok(None)` when a
     /// match went stale.
-    async fn store(&self, mapped: &Mapped, sender: &Sender<'_>, message_key: &str, mut row: StoredMessage) -> Result<Option<usize>, Failure> {
+    async fn store(
+        &self,
+        mapped: &Mapped,
+        sender: &Sender<'_>,
+        delivered_by: &std::sync::Arc<crate::auth::Caller>,
+        message_key: &str,
+        mut row: StoredMessage,
+    ) -> Result<Option<usize>, Failure> {
         let matches = self.match_groups(mapped).await?;
         let planned = plan(mapped, &matches, sender);
         let mut writes = Vec::with_capacity(planned.len());
@@ -167,7 +181,7 @@ impl Ingestor {
             matches.into_iter().flat_map(|g| g.patient.into_iter().chain(g.devices)).collect();
         let service = self.service.clone();
         let key = message_key.to_string();
-        let record = self.ingest_record(sender.control_id, &writes);
+        let record = self.ingest_record(delivered_by, sender.control_id, &writes);
         let result = self
             .service
             .write(move |conn| {
@@ -194,13 +208,13 @@ impl Ingestor {
 
     /// The audit record of a stored message: the message, every resource it created or updated,
     /// and the patients they concern (their compartments).
-    fn ingest_record(&self, control_id: &str, writes: &[crate::store::write::VersionWrite]) -> crate::audit::AuditRecord {
+    fn ingest_record(&self, delivered_by: &std::sync::Arc<crate::auth::Caller>, control_id: &str, writes: &[crate::store::write::VersionWrite]) -> crate::audit::AuditRecord {
         use crate::audit::{Entity, Event, Outcome};
         let patients: std::collections::BTreeSet<&String> = writes.iter().filter_map(|w| w.compartment.as_ref()).collect();
         let mut entities: Vec<Entity> = vec![Entity::Message { control_id: control_id.to_string() }];
         entities.extend(patients.into_iter().map(|id| Entity::Patient { id: id.clone() }));
         entities.extend(writes.iter().map(|w| Entity::Resource { reference: format!("{}/{}/_history/{}", w.resource_type, w.id, w.version) }));
-        self.service.audit_record(&crate::auth::Caller::server_shared(), Event::Ingest, Outcome::Success, None, entities)
+        self.service.audit_record(delivered_by, Event::Ingest, Outcome::Success, None, entities)
     }
 
     /// Match every group's patient (by PID identifier, or through its devices) and devices.

@@ -14,7 +14,7 @@ use crate::tls::{Acceptor, ServerTls};
 ///
 /// Each call gets the connection's [`Peer`]: with client certificates configured, the listener
 /// has already refused connections without a known hub, so `peer.hub` names the sending hub.
-/// The ingest itself does not depend on it yet; it is logged with each answer.
+/// The audit record of a stored message names it (the hub, or the address of an unnamed sender).
 pub struct MllpIngest {
     pub ingestor: Ingestor,
 }
@@ -23,8 +23,11 @@ impl Handler for MllpIngest {
     fn message(&self, payload: Vec<u8>, peer: &Peer) -> BoxFuture<'static, Reply> {
         let ingestor = self.ingestor.clone();
         let (addr, hub) = (peer.addr, hub_name(peer));
+        let mut sender = peer.hub.as_ref().map_or_else(crate::auth::Caller::server, crate::auth::Caller::of_hub);
+        sender.address = Some(addr.ip().to_string());
+        let sender = Arc::new(sender);
         Box::pin(async move {
-            let answer = ingestor.ingest(&payload).await;
+            let answer = ingestor.ingest_from(&payload, &sender).await;
             tracing::debug!(peer = %addr, hub, disposition = ?answer.disposition, "MLLP message answered");
             reply(answer.disposition, answer.frames)
         })

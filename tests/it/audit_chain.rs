@@ -82,7 +82,7 @@ async fn append_alone(service: &Service, records: Vec<AuditRecord>) -> Vec<Strin
 }
 
 /// Run `fhirvault` on `database` with the key file of `dir`: (exit code, stdout, stderr).
-fn fhirvault(dir: &Path, database: &DatabaseUrl, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn fhirvault(dir: &Path, database: &DatabaseUrl, args: &[&str]) -> (i32, String, String) {
     let url = match database {
         DatabaseUrl::Sqlite(path) => format!("sqlite:{}", path.display()),
         DatabaseUrl::Postgres(url) => url.clone(),

@@ -6,6 +6,7 @@
 mod common;
 
 mod access;
+mod audit;
 mod audit_chain;
 mod cli;
 mod consent;

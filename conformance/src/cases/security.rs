@@ -1,7 +1,8 @@
 //! Access control, black-box: tokens in, what each caller may see out.
 //!
 //! The cases take their tokens from `--as NAME=TOKEN` (see the README): `clinician` for
-//! organisation `conformance-org-a`, `crm`, and `patient` for patient `conformance-pat-a`. The
+//! organisation `conformance-org-a`, `crm`, `patient` for patient `conformance-pat-a` (with
+//! `patient/Consent.cud` to record its Consents) and `auditor`. The
 //! main `--token` (an admin's) writes the fixture: two organisations, a patient in each, and an
 //! Observation per patient, at fixed ids, so the tokens can be issued before the run. A case
 //! whose token was not given is skipped.
@@ -21,6 +22,10 @@ pub fn cases() -> Vec<Case> {
         Case::new("sec-005", "clinician cannot write an Observation for the other organisation's patient (403)", clinician_writes),
         Case::new("sec-006", "crm reads pseudonymised Patients (PSEUDED, no name) and may not search by name", crm_view),
         Case::new("sec-007", "patient sees its own compartment; its page links do not work for others", patient_compartment),
+        Case::new("sec-008", "a patient's Consent denying the CRM hides its data from the CRM's next request; withdrawn, it shows again", consent_withdrawal),
+        Case::new("sec-009", "a Consent denying the clinic applies to its clinicians; ETREAT breaks the glass; other purposes are checked", break_the_glass),
+        Case::new("sec-010", "a read leaves an AuditEvent the auditor finds by patient, entity and subtype", audit_of_a_read),
+        Case::new("sec-011", "AuditEvents are never written through the API and are the auditor's alone to read", audit_is_read_only),
     ]
 }
 
@@ -157,4 +162,90 @@ fn patient_compartment(ctx: &Ctx) -> Outcome {
     check::status(&get_as(ctx, patient, &next)?, &[200])?;
     // The admin's token is a different caller: the patient's page link is not its to follow.
     check::error(&ctx.get(&next).send()?, &[403])
+}
+
+/// An active privacy Consent of `patient` that denies `actor` (an Organization reference or a
+/// `urn:fhirvault:role` identifier).
+fn denying(patient: &str, actor: Value) -> Value {
+    json!({"resourceType": "Consent", "status": "active", "dateTime": "2026-11-23T10:00:00Z",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{patient}")},
+        "provision": {"type": "deny", "actor": [{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+            "reference": actor}]}})
+}
+
+/// Send `request` as the caller of `token`.
+fn with_token<'r>(request: crate::client::Request<'r>, token: &str) -> crate::client::Request<'r> {
+    request.header("Authorization", &format!("Bearer {token}"))
+}
+
+fn consent_withdrawal(ctx: &Ctx) -> Outcome {
+    let (crm, patient) = (token(ctx, "crm")?, token(ctx, "patient")?);
+    fixture(ctx)?;
+    let path = format!("Observation/{PAT_A}-hr");
+    check::status(&get_as(ctx, crm, &path)?, &[200])?;
+    let refusal = denying(PAT_A, json!({"identifier": {"system": "urn:fhirvault:role", "value": "crm"}}));
+    let response = with_token(ctx.post("Consent"), patient).json(&refusal).send()?;
+    check::status(&response, &[201])?;
+    let stored = check::resource(&response, "Consent")?;
+    let id = stored["id"].as_str().ok_or("the created Consent has no id")?.to_string();
+    let denied = get_as(ctx, crm, &path);
+    let found = get_as(ctx, crm, &format!("Observation?subject=Patient/{PAT_A}"));
+    let mut withdrawn = stored.clone();
+    withdrawn["status"] = json!("inactive");
+    let withdrawal = with_token(ctx.put(&format!("Consent/{id}")), patient).json(&withdrawn).send()?;
+    // Checked after the withdrawal, so that a failure leaves no refusal behind for other cases.
+    check::status(&withdrawal, &[200])?;
+    check::error(&denied?, &[404])?;
+    let found = found?;
+    let bundle = searchset(&found)?;
+    ensure(check::entries(&bundle).is_empty(), || format!("{}: expected nothing while denied, got {:?}", found.label, ids(&bundle)))?;
+    check::status(&get_as(ctx, crm, &path)?, &[200])
+}
+
+fn break_the_glass(ctx: &Ctx) -> Outcome {
+    let clinician = token(ctx, "clinician")?;
+    fixture(ctx)?;
+    let refusal = denying(PAT_A, json!({"reference": format!("Organization/{ORG_A}")}));
+    let response = ctx.post("Consent").json(&refusal).send()?;
+    check::status(&response, &[201])?;
+    let id = check::resource(&response, "Consent")?["id"].as_str().unwrap_or_default().to_string();
+    let path = format!("Patient/{PAT_A}");
+    let denied = get_as(ctx, clinician, &path);
+    let emergency = with_token(ctx.get(&path), clinician).header("X-Purpose-Of-Use", "ETREAT").send();
+    let nonsense = with_token(ctx.get(&path), clinician).header("X-Purpose-Of-Use", "NOT-A-PURPOSE").send();
+    check::status(&ctx.delete(&format!("Consent/{id}")).send()?, &[200, 204])?;
+    check::error(&denied?, &[404])?;
+    check::status(&emergency?, &[200])?;
+    check::error(&nonsense?, &[400])
+}
+
+fn audit_of_a_read(ctx: &Ctx) -> Outcome {
+    let auditor = token(ctx, "auditor")?;
+    fixture(ctx)?;
+    check::status(&ctx.get(&format!("Patient/{PAT_A}")).send()?, &[200])?;
+    let response = get_as(ctx, auditor, &format!("AuditEvent?patient=Patient/{PAT_A}&entity=Patient/{PAT_A}&subtype=read&_sort=-date&_count=1"))?;
+    let bundle = searchset(&response)?;
+    let event = check::entries(&bundle).first().map(|e| e["resource"].clone()).ok_or_else(|| format!("{}: no AuditEvent for the read", response.label))?;
+    ensure(event["action"] == "R" && event["outcome"] == "0", || format!("{}: expected action R, outcome 0: {event}", response.label))?;
+    let requestor = event["agent"].as_array().and_then(|agents| agents.iter().find(|a| a["requestor"] == true)).cloned().unwrap_or_default();
+    ensure(requestor["network"]["address"].is_string(), || format!("{}: the requesting agent has no network address", response.label))
+}
+
+fn audit_is_read_only(ctx: &Ctx) -> Outcome {
+    let auditor = token(ctx, "auditor")?;
+    let event = json!({"resourceType": "AuditEvent", "recorded": "2026-01-01T00:00:00Z",
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+        "agent": [{"requestor": true, "who": {"display": "forger"}}], "source": {"observer": {"display": "forger"}}});
+    check::error(&ctx.post("AuditEvent").json(&event).send()?, &[405])?;
+    check::error(&with_token(ctx.post("AuditEvent"), auditor).json(&event).send()?, &[403, 405])?;
+    check::error(&ctx.get("AuditEvent").send()?, &[403])?;
+    let response = get_as(ctx, auditor, "AuditEvent?_count=1")?;
+    let bundle = searchset(&response)?;
+    let Some(id) = check::entries(&bundle).first().and_then(|e| e["resource"]["id"].as_str()).map(str::to_string) else {
+        return Err(format!("{}: the auditor found no AuditEvent at all", response.label));
+    };
+    check::error(&ctx.delete(&format!("AuditEvent/{id}")).send()?, &[405])?;
+    check::error(&with_token(ctx.delete(&format!("AuditEvent/{id}")), auditor).send()?, &[403, 405])
 }
