@@ -93,7 +93,7 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
         .context("starting the writer thread")?;
     let verifier = crate::auth::token::TokenVerifier::from_config(&config.auth, &keys)?;
     let purposes = crate::auth::consent::PurposesOfUse::load(&config.fhir_resources)?;
-    Ok(Service {
+    let service = Service {
         config: Arc::new(config),
         store,
         keys: SharedKeys::new(keys, key_path),
@@ -102,7 +102,9 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
         committer,
         verifier: Arc::new(verifier),
         purposes: Arc::new(purposes),
-    })
+    };
+    service.fill_missing_consent_rules().await.map_err(|e| anyhow::anyhow!("writing the rules of stored Consents: {e}"))?;
+    Ok(service)
 }
 
 /// The axum application for `service`.

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod conditional;
+pub mod consent_rules;
 pub mod create;
 pub mod delete;
 pub mod guard;

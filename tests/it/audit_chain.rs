@@ -100,7 +100,7 @@ pub(crate) fn fhirvault(dir: &Path, database: &DatabaseUrl, args: &[&str]) -> (i
     (code, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-async fn connect(database: &DatabaseUrl) -> AnyConnection {
+pub(crate) async fn connect(database: &DatabaseUrl) -> AnyConnection {
     sqlx::any::install_default_drivers();
     let url = match database {
         DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),

@@ -288,6 +288,24 @@ async fn unenforceable_consents_fail_safe(backend: Backend) {
     reply.assert_outcome(StatusCode::UNPROCESSABLE_ENTITY, "not-supported", "actor");
 }
 
+/// Consents stored before enforcement existed (their rules missing) are enforced after the next
+/// start, which writes their rules.
+async fn consents_stored_before_an_upgrade_are_enforced(backend: Backend) {
+    let server = start(backend, ConsentDefault::OptOut).await;
+    record(&server, &consent("pat-a", "2026-01-01T00:00:00Z", json!({"type": "deny", "actor": [role_actor("crm")]}))).await;
+    let (dir, database) = server.stop().await;
+    {
+        use sqlx::Connection;
+        let mut conn = crate::audit_chain::connect(&database).await;
+        sqlx::query("DELETE FROM consent_rules").execute(&mut conn).await.expect("rules removed, as before the upgrade");
+        conn.close().await.expect("closed");
+    }
+    let server = TestServer::start_with(backend, dir, database, |_| {}).await;
+    let c = callers(&server); // a new port is a new issuer
+    assert_eq!(status(&server, &c.crm, "Patient/pat-a").await, StatusCode::NOT_FOUND);
+    assert_eq!(status(&server, &c.crm, "Patient/pat-b").await, StatusCode::OK);
+}
+
 /// A signed consent document travels as the Consent's sourceAttachment: stored sealed like any
 /// resource, read back byte for byte; or referenced by URL and hash.
 async fn signed_documents_are_stored_encrypted(backend: Backend) {
@@ -330,4 +348,5 @@ both_backends!(
     clinicians_and_break_the_glass,
     unenforceable_consents_fail_safe,
     signed_documents_are_stored_encrypted,
+    consents_stored_before_an_upgrade_are_enforced,
 );
