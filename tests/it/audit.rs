@@ -138,7 +138,7 @@ async fn the_trail_is_the_auditors_and_never_written_through_the_api(backend: Ba
         assert!(!types.contains(&"AuditEvent") && !types.is_empty(), "{query}: {types:?}");
     }
     let reply = server.get(&format!("Patient?_id={patient}&_revinclude=AuditEvent:patient")).await;
-    assert_eq!(match_ids(&reply.body), [patient.clone()]);
+    assert_eq!(match_ids(&reply.body), std::slice::from_ref(&patient));
     assert_eq!(reply.body["entry"].as_array().unwrap().len(), 1, "no AuditEvent included");
     // The auditor's own reads are recorded like anyone's.
     let read = server.request_as(&auditor, Method::GET, &format!("AuditEvent/{id}"), None).await;
@@ -166,7 +166,7 @@ async fn break_the_glass_reidentification_and_ingestion_are_recorded(backend: Ba
     let pseudonym = stored["identifier"].as_array().unwrap().iter().find(|i| i["system"] == "urn:fhirvault:pseudonym").unwrap()["value"].as_str().unwrap().to_string();
     let query = format!("Patient?identifier=urn:fhirvault:pseudonym|{pseudonym}");
     let reply = server.request_as(&clinician, Method::GET, &query, None).await;
-    assert_eq!(match_ids(&reply.body), [patient.clone()]);
+    assert_eq!(match_ids(&reply.body), std::slice::from_ref(&patient));
     let reidentified = as_auditor(&server, &format!("AuditEvent?patient=Patient/{patient}&subtype=reidentify")).await;
     assert_eq!(reidentified.len(), 1, "{reidentified:#?}");
     // An HL7 v2 message: one record, in the transaction that stored what it mapped to.
