@@ -115,7 +115,7 @@ fn interaction_of(method: &Method, route: &str) -> Option<Asked> {
         ("GET", "/fhir/{type}/{id}") => Read,
         ("GET", "/fhir/{type}/{id}/_history") => HistoryInstance,
         ("GET", "/fhir/{type}/{id}/_history/{vid}") => Vread,
-        ("POST", "/fhir/{type}/$validate") => Operation,
+        ("POST", "/fhir/{type}/$validate") | ("GET", "/fhir/Patient/{id}/$everything") => Operation,
         _ => return None,
     };
     Some(Asked::Rest(rest))
@@ -141,6 +141,7 @@ fn asked_for(route: &str, path: &str) -> Vec<Entity> {
     let named = match (route.trim_end_matches('/'), segments.as_slice()) {
         ("/fhir/{type}/{id}/_history/{vid}", [t, id, _, v]) => Some(format!("{t}/{id}/_history/{v}")),
         ("/fhir/{type}/{id}" | "/fhir/{type}/{id}/_history" | "/fhir/{type}/{id}/{search_type}", [t, id, ..]) => Some(format!("{t}/{id}")),
+        ("/fhir/Patient/{id}/$everything", [_, id, ..]) => Some(format!("Patient/{id}")),
         _ => None,
     };
     let mut entities = Vec::new();

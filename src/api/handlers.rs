@@ -142,6 +142,14 @@ fn searched(state: &AppState, caller: &Caller, pairs: &[(String, String)], page:
     facts.attach(respond::json(StatusCode::OK, &service.searchset(page)))
 }
 
+/// `GET Patient/[id]/$everything`.
+pub async fn everything(State(state): State<AppState>, Authenticated(caller): Authenticated, axum::extract::Path(id): axum::extract::Path<String>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+    let pairs = query_pairs(query.as_deref())?;
+    let id = crate::fhir::id::FhirId::parse(&id)?;
+    let page = state.service.everything(&caller, id.as_str(), &pairs).await?;
+    Ok(searched(&state, &caller, &pairs, &page))
+}
+
 async fn search(state: &AppState, caller: &Arc<Caller>, resource_type: &str, pairs: Vec<(String, String)>, prefer: Prefer) -> ApiResult<Response> {
     let mut request = state.service.parse_search(resource_type, &pairs, prefer.strict)?;
     state.service.restrict_search(caller, &mut request)?;

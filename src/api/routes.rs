@@ -22,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/{type}/$validate", post(validate))
         .route("/fhir/{type}/{id}", get(read).put(update).patch(patch).delete(delete))
         .route("/fhir/{type}/{id}/_history", get(history_instance))
+        .route("/fhir/Patient/{id}/$everything", get(everything))
         .route("/fhir/{type}/{id}/{search_type}", get(compartment_search))
         .route("/fhir/{type}/{id}/_history/{vid}", get(vread))
         // HL7 v2 over HTTP: analysis stations and device hubs that cannot speak MLLP.

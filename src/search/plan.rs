@@ -156,6 +156,9 @@ pub fn plan(
     if let Some(compartment) = &request.compartment {
         conditions.push(compartment_condition(&mut builder, &scope, compartment));
     }
+    if let Some(patient) = &request.patient_of {
+        conditions.push(format!("h.compartment = {}", builder.text(patient.clone())));
+    }
     if request.is_system() {
         conditions.extend(system_restriction(&mut builder, request)?);
     } else {

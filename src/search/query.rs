@@ -119,6 +119,9 @@ pub struct SearchRequest {
     pub criteria: Vec<Criterion>,
     pub includes: Vec<Include>,
     pub compartment: Option<Compartment>,
+    /// `Patient/[id]/$everything`: only resources whose patient (their compartment column) is
+    /// this Patient, and the Patient itself.
+    pub patient_of: Option<String>,
     /// `_type` of a system-level search: the types searched (empty: all).
     pub types: Vec<String>,
     pub count: usize,
@@ -173,6 +176,7 @@ impl SearchRequest {
             criteria: Vec::new(),
             includes: Vec::new(),
             compartment: None,
+            patient_of: None,
             types: Vec::new(),
             count: default_count,
             offset: 0,

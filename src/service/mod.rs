@@ -13,6 +13,7 @@ pub mod conditional;
 pub mod consent_rules;
 pub mod create;
 pub mod delete;
+pub mod everything;
 pub mod guard;
 pub mod group_commit;
 pub mod history;

@@ -179,10 +179,11 @@ impl Service {
     pub fn searchset(&self, page: &SearchPage) -> Value {
         let base = &self.config.base_url;
         let request = &page.request;
-        let path = match &request.compartment {
-            Some(c) => format!("/{}/{}/{}", c.resource_type, c.id, request.resource_type),
-            None if request.is_system() => String::new(),
-            None => format!("/{}", request.resource_type),
+        let path = match (&request.compartment, &request.patient_of) {
+            (_, Some(patient)) => format!("/Patient/{patient}/$everything"),
+            (Some(c), None) => format!("/{}/{}/{}", c.resource_type, c.id, request.resource_type),
+            (None, None) if request.is_system() => String::new(),
+            (None, None) => format!("/{}", request.resource_type),
         };
         let link = |extra: Option<(&str, String)>| {
             let mut pairs = request.used.clone();

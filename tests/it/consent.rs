@@ -288,6 +288,30 @@ async fn unenforceable_consents_fail_safe(backend: Backend) {
     reply.assert_outcome(StatusCode::UNPROCESSABLE_ENTITY, "not-supported", "actor");
 }
 
+/// `Patient/[id]/$everything`: the patient's resources, each type within the caller's reach,
+/// and nothing at all of a patient whose Consent denies the caller.
+async fn everything_honours_roles_and_consent(backend: Backend) {
+    let server = start(backend, ConsentDefault::OptOut).await;
+    let c = callers(&server);
+    assert_eq!(found(&server, &server_admin(&server), "Patient/pat-a/$everything").await, ["claim-a", "cov-a", "dev-a", "hr-a", "lab-a", "pat-a"]);
+    assert_eq!(found(&server, &c.insurer, "Patient/pat-a/$everything").await, ["claim-a", "cov-a", "pat-a"]);
+    assert_eq!(found(&server, &c.crm, "Patient/pat-a/$everything?_type=Observation,Device").await, ["dev-a", "hr-a", "lab-a"]);
+    // Paged: the next link carries on where the first page stopped.
+    let first = get(&server, &c.clinician, "Patient/pat-a/$everything?_count=4", None).await;
+    assert_eq!(first.body["entry"].as_array().map(Vec::len), Some(4), "{}", first.text);
+    let next = first.body["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").expect("next link")["url"].as_str().unwrap().to_string();
+    let next = next.split_once("/fhir/").unwrap().1.to_string();
+    assert_eq!(get(&server, &c.clinician, &next, None).await.body["entry"].as_array().map(Vec::len), Some(2));
+    record(&server, &consent("pat-a", "2026-01-01T00:00:00Z", json!({"type": "deny", "actor": [org_actor("ins-1")]}))).await;
+    assert_eq!(status(&server, &c.insurer, "Patient/pat-a/$everything").await, StatusCode::NOT_FOUND);
+    assert_eq!(found(&server, &c.insurer, "Patient/pat-b/$everything").await, ["claim-b", "cov-b", "pat-b"]);
+    get(&server, &c.clinician, "Patient/pat-a/$everything?start=2026-01-01", None).await.assert_outcome(StatusCode::BAD_REQUEST, "not-supported", "_since");
+}
+
+fn server_admin(server: &TestServer) -> String {
+    server.token("admin", "user/*.cruds", None, None)
+}
+
 /// Consents stored before enforcement existed (their rules missing) are enforced after the next
 /// start, which writes their rules.
 async fn consents_stored_before_an_upgrade_are_enforced(backend: Backend) {
@@ -349,4 +373,5 @@ both_backends!(
     unenforceable_consents_fail_safe,
     signed_documents_are_stored_encrypted,
     consents_stored_before_an_upgrade_are_enforced,
+    everything_honours_roles_and_consent,
 );
