@@ -96,6 +96,12 @@ pub fn capability_statement(
                 "searchParam": params,
                 "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
             });
+            if resource_type == "Patient" {
+                resource["operation"]
+                    .as_array_mut()
+                    .into_iter()
+                    .for_each(|ops| ops.push(json!({"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})));
+            }
             if resource_type == crate::auth::role::AUDIT_EVENT {
                 for flag in ["updateCreate", "conditionalCreate", "conditionalUpdate"] {
                     resource[flag] = json!(false);
