@@ -14,6 +14,8 @@ CREATE TABLE consent_rules (
     data_type TEXT NOT NULL, data_id TEXT NOT NULL,
     starts BIGINT NOT NULL, ends BIGINT NOT NULL, -- [starts, ends), µs
     id TEXT NOT NULL,            -- the Consent
-    CONSTRAINT consent_rules_key PRIMARY KEY (patient_id, permit, actor, purpose, class, data_type, data_id, recorded, depth, starts, ends, id)
+    -- Probes seek on (patient_id, permit) and filter that patient's few rows: with actor, purpose
+    -- and class next in the key, SQLite would expand their IN lists into a seek per combination.
+    CONSTRAINT consent_rules_key PRIMARY KEY (patient_id, permit, recorded, depth, actor, purpose, class, data_type, data_id, starts, ends, id)
 );
 CREATE INDEX consent_rules_owner ON consent_rules (resource_type, id);
