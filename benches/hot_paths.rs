@@ -186,6 +186,7 @@ fn hl7v2(c: &mut Criterion) {
                 IndexRow::Token { param, .. } | IndexRow::String { param, .. } | IndexRow::Reference { param, .. } => param,
                 IndexRow::Date { param, .. } | IndexRow::Number { param, .. } | IndexRow::Uri { param, .. } => param,
                 IndexRow::Blind { param, .. } => param,
+                // Only Consents have these.
                 IndexRow::Consent(_) => continue,
             };
             *by_param.entry(format!("{}:{}", row.table(), param.replace('\u{1f}', "/"))).or_default() += 1;

@@ -6,7 +6,14 @@
 //! - `raw`:    one `INSERT INTO bench_raw (id, body)` per transaction of a body sealed with
 //!   `KeyRing::seal` from the same stored Observation JSON, through a second sqlx pool to the same
 //!   database with the same pool size and durability settings as the server's writer;
-//! - `read`:   `GET /fhir/Observation/{id}` of ids created before (expects 200).
+//! - `read`:   `GET /fhir/Observation/{id}` of ids created before (expects 200);
+//! - `read-c`: the same reads as the clinician of the patient's organisation (the access rule).
+//!
+//! The audit trail: `create` and `read` run against the server as deployed (an AuditEvent per
+//! create, in its transaction, and per read, batched through the group committer), and the same
+//! phases against the same service with `Config.audit.enabled = false` on a second listener
+//! (`create-off`, `read-off`, `read-c-off`: same store, same data, same writer). The variants run
+//! in two alternating rounds (on, off, then off, on), and the bench reports on ÷ off.
 //!
 //! Each phase stops after FHIRVAULT_BENCH_REQUESTS requests (default 3000) or
 //! FHIRVAULT_BENCH_SECONDS seconds (default 10), whichever comes first. Prints a table and
@@ -27,14 +34,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::run_phase;
+use common::{run_alternating, run_phase};
 
 use fhirvault::config::{Config, DatabaseUrl};
 use fhirvault::crypto::{Aad, KeyRing};
 use serde_json::{Value, json};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
-use tokio::sync::oneshot;
 
 struct Settings {
     requests: usize,
@@ -89,24 +95,6 @@ async fn create(client: &reqwest::Client, url: &str, body: &Arc<Vec<u8>>) -> Res
         .and_then(|rest| rest.split('/').next())
         .ok_or("create: no Location header")?;
     Ok(Some(id.to_string()))
-}
-
-/// A read phase: `requests` reads by `clients` tasks over `ids`, in turn.
-async fn read_all(
-    name: &'static str,
-    client: &reqwest::Client,
-    url: &Arc<String>,
-    ids: &Arc<Vec<String>>,
-    clients: usize,
-    requests: usize,
-    cap: Duration,
-) -> Phase {
-    let (client, url, ids) = (client.clone(), url.clone(), ids.clone());
-    run_phase(name, clients, requests, cap, move |i| {
-        let (client, url) = (client.clone(), format!("{url}/{}", ids[i % ids.len()]));
-        async move { read(&client, url).await }
-    })
-    .await
 }
 
 async fn read(client: &reqwest::Client, url: String) -> Result<Option<String>, String> {
@@ -185,14 +173,14 @@ async fn main() {
     // The clinic's clinician reads the same Observations through the access rule (its patients'
     // compartments) that admin reads without one: the difference is the cost of authorization.
     let clinician = common::token(&service, "clinician", "user/*.cruds", Some(CLINIC));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        fhirvault::server::serve(listener, service, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("server runs");
-    });
+    // The same service without the audit trail, on a second listener (same base URL, store and
+    // writer): the `-off` phases.
+    let quiet_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let quiet_base = format!("http://{}/fhir", quiet_listener.local_addr().expect("addr"));
+    let servers = [
+        common::spawn_server(quiet_listener, common::without_audit(&service)),
+        common::spawn_server(listener, service),
+    ];
 
     let client = common::client_with(&admin, Duration::from_secs(30));
     let clinician_client = common::client_with(&clinician, Duration::from_secs(30));
@@ -214,6 +202,9 @@ async fn main() {
     let patient_id = patient["id"].as_str().expect("patient id").to_string();
     let observation = Arc::new(serde_json::to_vec(&common::holter_observation(&patient_id)).expect("json"));
     let url = Arc::new(format!("{base}/Observation"));
+    let quiet_url = Arc::new(format!("{quiet_base}/Observation"));
+    // Per audit variant (on, off): where creates and reads go.
+    let urls = Arc::new([url.clone(), quiet_url.clone()]);
     let first = create(&client, &url, &observation).await.expect("first create").expect("id");
     let stored: Value = client.get(format!("{url}/{first}")).send().await.expect("read").json().await.expect("json");
     let plain = serde_json::to_vec(&stored).expect("json");
@@ -229,8 +220,8 @@ async fn main() {
         .await
         .expect("create bench_raw");
 
-    // Warm-up (not measured): connections, caches, the JIT-free but cold paths.
-    {
+    // Warm-up (not measured): connections, caches, the JIT-free but cold paths, both servers.
+    for url in urls.iter() {
         let (client, url, body) = (client.clone(), url.clone(), observation.clone());
         run_phase("warmup", 4, 100, cap, move |_| {
             let (client, url, body) = (client.clone(), url.clone(), body.clone());
@@ -251,7 +242,7 @@ async fn main() {
     );
     println!();
     println!(
-        "{:>7}  {:<6}  {:>6}  {:>4}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}",
+        "{:>7}  {:<10}  {:>6}  {:>4}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}",
         "clients", "phase", "ok", "err", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"
     );
 
@@ -260,7 +251,7 @@ async fn main() {
     let mut ratios = Vec::new();
     let print = |p: &Phase| {
         println!(
-            "{:>7}  {:<6}  {:>6}  {:>4}  {:>9.1}  {:>8.2}  {:>8.2}  {:>8.2}  {:>8.2}",
+            "{:>7}  {:<10}  {:>6}  {:>4}  {:>9.1}  {:>8.2}  {:>8.2}  {:>8.2}  {:>8.2}",
             p.clients,
             p.name,
             p.ok(),
@@ -276,15 +267,18 @@ async fn main() {
         }
     };
     for &clients in &settings.clients {
-        let create_phase = {
-            let (client, url, body) = (client.clone(), url.clone(), observation.clone());
-            run_phase("create", clients, settings.requests, cap, move |_| {
-                let (client, url, body) = (client.clone(), url.clone(), body.clone());
-                async move { create(&client, &url, &body).await }
+        let [create_phase, create_off] = two(
+            run_alternating(&["create", "create-off"], clients, settings.requests, AUDIT_ROUNDS, cap, {
+                let (client, urls, body) = (client.clone(), urls.clone(), observation.clone());
+                move |v, _| {
+                    let (client, url, body) = (client.clone(), urls[v].clone(), body.clone());
+                    async move { create(&client, &url, &body).await }
+                }
             })
-            .await
-        };
+            .await,
+        );
         print(&create_phase);
+        print(&create_off);
 
         let raw_phase = {
             let (pool, body) = (raw.clone(), sealed.clone());
@@ -296,21 +290,41 @@ async fn main() {
         };
         print(&raw_phase);
 
-        created.extend(create_phase.results.iter().flatten().cloned());
+        created.extend(create_phase.results.iter().chain(&create_off.results).flatten().cloned());
         let ids = Arc::new(created.clone());
-        let read_phase = read_all("read", &client, &url, &ids, clients, settings.requests, cap).await;
-        print(&read_phase);
-        let clinician_read_phase = read_all("read-c", &clinician_client, &url, &ids, clients, settings.requests, cap).await;
-        print(&clinician_read_phase);
+        // Admin and clinician reads, each against both servers, taking turns.
+        let reads = run_alternating(&["read", "read-off", "read-c", "read-c-off"], clients, settings.requests, AUDIT_ROUNDS, cap, {
+            let targets = Arc::new([
+                (client.clone(), url.clone()),
+                (client.clone(), quiet_url.clone()),
+                (clinician_client.clone(), url.clone()),
+                (clinician_client.clone(), quiet_url.clone()),
+            ]);
+            let ids = ids.clone();
+            move |v, i| {
+                let (client, url) = (targets[v].0.clone(), format!("{}/{}", targets[v].1, ids[i % ids.len()]));
+                async move { read(&client, url).await }
+            }
+        })
+        .await;
+        let Ok([read_phase, read_off, clinician_read_phase, clinician_read_off]) = <[Phase; 4]>::try_from(reads) else {
+            panic!("four read phases")
+        };
+        for phase in [&read_phase, &read_off, &clinician_read_phase, &clinician_read_off] {
+            print(phase);
+        }
 
         let ratio = create_phase.rate() / raw_phase.rate();
-        let read_ratio = clinician_read_phase.rate() / read_phase.rate();
         ratios.push(json!({
             "clients": clients,
             "create_per_raw": common::round(ratio, 3),
-            "clinician_reads_per_admin_reads": common::round(read_ratio, 3),
+            "clinician_reads_per_admin_reads": common::round(clinician_read_phase.rate() / read_phase.rate(), 3),
+            "clinician_reads_per_admin_reads_audit_off": common::round(clinician_read_off.rate() / read_off.rate(), 3),
+            "creates_audit_on_per_off": common::round(create_phase.rate() / create_off.rate(), 3),
+            "reads_audit_on_per_off": common::round(read_phase.rate() / read_off.rate(), 3),
+            "clinician_reads_audit_on_per_off": common::round(clinician_read_phase.rate() / clinician_read_off.rate(), 3),
         }));
-        for phase in [create_phase, raw_phase, read_phase, clinician_read_phase] {
+        for phase in [create_phase, create_off, raw_phase, read_phase, read_off, clinician_read_phase, clinician_read_off] {
             rows.push(Value::Object(phase.timing_json("phase")));
         }
     }
@@ -322,7 +336,17 @@ async fn main() {
     }
     println!("reads/s as the clinic's clinician (access rule checked per read) ÷ reads/s as admin (none), same run:");
     for r in &ratios {
-        println!("  {:>2} clients: {}", r["clients"], r["clinician_reads_per_admin_reads"]);
+        println!(
+            "  {:>2} clients: {} with the audit trail, {} without",
+            r["clients"], r["clinician_reads_per_admin_reads"], r["clinician_reads_per_admin_reads_audit_off"]
+        );
+    }
+    println!("the audit trail, same run and data: with ÷ without (Config.audit.enabled), creates/s, admin reads/s, clinician reads/s:");
+    for r in &ratios {
+        println!(
+            "  {:>2} clients: creates {}, reads {}, clinician reads {}",
+            r["clients"], r["creates_audit_on_per_off"], r["reads_audit_on_per_off"], r["clinician_reads_audit_on_per_off"]
+        );
     }
 
     let report = json!({
@@ -347,6 +371,22 @@ async fn main() {
 
     raw.execute("DROP TABLE IF EXISTS bench_raw").await.expect("drop bench_raw");
     raw.close().await;
-    let _ = stop.send(());
-    let _ = server.await;
+    let stopping: Vec<_> = servers
+        .into_iter()
+        .map(|(stop, server)| {
+            let _ = stop.send(());
+            server
+        })
+        .collect();
+    for server in stopping {
+        let _ = server.await;
+    }
+}
+
+/// Rounds of the audit on/off pairs: on, off, then off, on.
+const AUDIT_ROUNDS: usize = 2;
+
+/// The two phases of an on/off pair.
+fn two(phases: Vec<Phase>) -> [Phase; 2] {
+    phases.try_into().unwrap_or_else(|_| panic!("two phases"))
 }

@@ -8,15 +8,26 @@
 //!    SQLite database lives in that folder and a later run that finds the same data set there
 //!    (same counts per type) skips the load. On PostgreSQL the same check runs against the
 //!    database.
-//! 2. Runs each query type FHIRVAULT_BENCH_QUERIES times (default 200) for each client count of
+//! 2. Gives one patient in ten a privacy Consent, written through the API as admin
+//!    (`search_data::consent`); one patient in a hundred denies the clinic.
+//! 3. Runs each query type FHIRVAULT_BENCH_QUERIES times (default 200) for each client count of
 //!    FHIRVAULT_BENCH_CLIENTS (default `1,8`), with random parameters (a random patient, date
 //!    bound, …), and reports p50/p95/p99/max latency, queries/s and the average number of matches,
 //!    included resources and `Bundle.total`, so a query that matches nothing shows up.
-//! 3. Before that (unless FHIRVAULT_BENCH_EXPLAIN=0), for one sample of each query type, it
-//!    rebuilds the server's SQL with `search::plan` (the page query, and the COUNT behind
-//!    `Bundle.total` that the server runs when the first page is full, in the shape of
-//!    `service/search.rs`), prints the database's plan for the page query and times both
-//!    statements on their own.
+//!    Every query type runs as each caller of FHIRVAULT_BENCH_CALLERS (default all three):
+//!    `admin` (no access rule), `clinician` (the clinic's clinician: access rule and consent
+//!    condition in every query) and `etreat` (the same clinician with `X-Purpose-Of-Use: ETREAT`:
+//!    the same access rule, no consent condition), against each server of FHIRVAULT_BENCH_AUDIT
+//!    (default `on,off`): the service as deployed, and the same service with
+//!    `Config.audit.enabled = false` on a second listener (same store, same data). The variants
+//!    take turns in FHIRVAULT_BENCH_ROUNDS alternating rounds (default 2), with the same random
+//!    parameters. Three tables compare them: clinician ÷ admin (authorization), clinician ÷
+//!    etreat (consent) and audit on ÷ off.
+//! 4. Before the queries (unless FHIRVAULT_BENCH_EXPLAIN=0), for one sample of each query type
+//!    and caller, it rebuilds the server's SQL with `search::plan` and the caller's restrictions
+//!    (the page query, and the COUNT behind `Bundle.total` that the server runs when the first
+//!    page is full, in the shape of `service/search.rs`), prints the database's plan for the page
+//!    query (the clinician's) and times both statements on their own.
 //!
 //! Prints a table and writes the same figures as JSON to `$CARGO_TARGET_DIR/bench-search.json`
 //! (or target/bench-search.json). Backend: SQLite (temp dir, or FHIRVAULT_BENCH_DATA_DIR), or
@@ -33,16 +44,16 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fhirvault::auth::Caller;
 use fhirvault::config::{Config, DatabaseUrl};
 use fhirvault::crypto::KeyRing;
 use fhirvault::service::Service;
 use fhirvault::store::{Bind, bind_all};
 use futures::StreamExt;
-use common::{round, run_phase};
+use common::{round, run_alternating};
 use search_data::{Kind, Rng, Sizes};
 use serde_json::{Value, json};
 use sqlx::Row;
-use tokio::sync::oneshot;
 
 struct Settings {
     observations: usize,
@@ -54,9 +65,17 @@ struct Settings {
     import_concurrency: usize,
     explain: bool,
     only: Option<Vec<String>>,
-    /// Who searches: `admin` (no access rule in the query) and `clinician` (the clinic's
-    /// clinician, who sees the same resources through the access rule in every query).
+    /// Who searches: `admin` (no access rule in the query), `clinician` (the clinic's clinician,
+    /// who sees the same resources through the access rule and the consent condition in every
+    /// query) and `etreat` (the same clinician declaring `X-Purpose-Of-Use: ETREAT`: the same
+    /// access rule, no consent condition).
     callers: Vec<String>,
+    /// Which servers answer: `on` (the audit trail written, as deployed) and `off` (the same
+    /// service with `Config.audit.enabled = false`, on a second listener).
+    audit: Vec<String>,
+    /// Each measurement is split into this many rounds, the variants taking turns in alternating
+    /// order (A B C, C B A, …), so that the machine's drift falls on all of them alike.
+    rounds: usize,
 }
 
 impl Settings {
@@ -87,14 +106,24 @@ impl Settings {
             explain: var("FHIRVAULT_BENCH_EXPLAIN", 1u8) != 0,
             only: list("FHIRVAULT_BENCH_ONLY").map(|v| v.split(',').map(|s| s.trim().to_string()).collect()),
             callers: list("FHIRVAULT_BENCH_CALLERS")
-                .unwrap_or_else(|| "admin,clinician".into())
+                .unwrap_or_else(|| CALLERS.join(","))
                 .split(',')
                 .map(|c| c.trim().to_string())
-                .inspect(|c| assert!(c == "admin" || c == "clinician", "FHIRVAULT_BENCH_CALLERS: admin and/or clinician"))
+                .inspect(|c| assert!(CALLERS.contains(&c.as_str()), "FHIRVAULT_BENCH_CALLERS: some of {}", CALLERS.join(", ")))
                 .collect(),
+            audit: list("FHIRVAULT_BENCH_AUDIT")
+                .unwrap_or_else(|| "on,off".into())
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .inspect(|c| assert!(c == "on" || c == "off", "FHIRVAULT_BENCH_AUDIT: on and/or off"))
+                .collect(),
+            rounds: var("FHIRVAULT_BENCH_ROUNDS", 2usize).max(1),
         }
     }
 }
+
+/// The callers a run can search as, in the order they take turns.
+const CALLERS: [&str; 3] = ["admin", "clinician", "etreat"];
 
 // ---------------------------------------------------------------------------------------------
 // The query mix
@@ -328,11 +357,33 @@ fn file_size(path: &Path) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Plans: the server's SQL rebuilt with `search::plan`, explained and timed on its own
 
-async fn explain(service: &Service, query: &QueryType, pairs: &Pairs, postgres: bool) -> Value {
-    let request = match service.parse_search(query.resource_type, pairs, false) {
+/// A bind value as JSON, so that a statement of the report can be replayed (blobs as hex).
+fn bind_json(bind: &Bind) -> Value {
+    match bind {
+        Bind::Text(t) => json!(t),
+        Bind::Int(i) => json!(i),
+        Bind::Real(r) => json!(r),
+        Bind::Blob(b) => json!({"hex": hex::encode(b)}),
+        Bind::Null | Bind::NullBlob => Value::Null,
+    }
+}
+
+/// The caller a token names, for one request that declares `purpose` (as the HTTP layer makes it).
+fn caller_of(service: &Service, token: &str, purpose: Option<&str>) -> Arc<Caller> {
+    let claims = service.verifier.verify(token, chrono::Utc::now().timestamp()).expect("bench token verifies");
+    let caller = fhirvault::api::authenticate::caller_from_claims(claims).expect("bench token's caller");
+    Arc::new(caller.for_request(purpose, None, &service.purposes, service.config.consent_default).expect("bench caller"))
+}
+
+async fn explain(service: &Service, query: &QueryType, pairs: &Pairs, postgres: bool, caller: &Arc<Caller>) -> Value {
+    let mut request = match service.parse_search(query.resource_type, pairs, false) {
         Ok(r) => r,
         Err(e) => return json!({"query": query.name, "error": e.to_string()}),
     };
+    // The caller's access rule and consent condition, as the server puts them into the query.
+    if let Err(e) = service.restrict_search(caller, &mut request) {
+        return json!({"query": query.name, "error": e.to_string()});
+    }
     let plan = match fhirvault::search::plan::plan(
         &request,
         &service.registry,
@@ -393,6 +444,7 @@ async fn explain(service: &Service, query: &QueryType, pairs: &Pairs, postgres: 
         "sample": serde_urlencoded::to_string(pairs).unwrap_or_default(),
         "page_sql": page_sql,
         "count_sql": count_sql,
+        "binds": plan.binds.iter().map(bind_json).collect::<Vec<_>>(),
         "plan": lines,
         "page_ms_median_of_3": round(page_ms, 2),
         "page_rows": page_rows,
@@ -402,29 +454,124 @@ async fn explain(service: &Service, query: &QueryType, pairs: &Pairs, postgres: 
     })
 }
 
-/// For each (clients, query) measured as both callers: the clinician's figures over the admin's.
-fn authorization_overhead(rows: &[Value]) -> Vec<Value> {
-    let find = |caller: &str, clients: &Value, name: &Value| {
-        rows.iter().find(|r| r["caller"] == caller && &r["clients"] == clients && &r["query"] == name)
-    };
+/// What tells the rows of a run apart.
+const DIMENSIONS: [&str; 4] = ["clients", "query", "caller", "audit"];
+
+/// For each pair of rows that differ only in `key`, `slow` against `fast`: slow's p50, p95 and
+/// q/s over fast's, and the overhead q/s(fast) ÷ q/s(slow) (1.10: the slow variant answers 10 %
+/// fewer queries per second).
+fn compare(rows: &[Value], key: &str, slow: &str, fast: &str) -> Vec<Value> {
     rows.iter()
-        .filter(|r| r["caller"] == "admin")
-        .filter_map(|admin| {
-            let clinician = find("clinician", &admin["clients"], &admin["query"])?;
-            let ratio = |key: &str| clinician[key].as_f64().unwrap_or(f64::NAN) / admin[key].as_f64().unwrap_or(f64::NAN);
-            Some(json!({
-                "clients": admin["clients"], "query": admin["query"],
-                "p50_ratio": round(ratio("p50_ms"), 3), "p95_ratio": round(ratio("p95_ms"), 3), "rate_ratio": round(ratio("per_second"), 3),
-            }))
+        .filter(|r| r[key] == slow)
+        .filter_map(|s| {
+            let f = rows.iter().find(|r| r[key] == fast && DIMENSIONS.iter().filter(|d| **d != key).all(|d| r[*d] == s[*d]))?;
+            let ratio = |k: &str| s[k].as_f64().unwrap_or(f64::NAN) / f[k].as_f64().unwrap_or(f64::NAN);
+            let mut out = serde_json::Map::new();
+            for d in DIMENSIONS.iter().filter(|d| **d != key) {
+                out.insert(d.to_string(), s[*d].clone());
+            }
+            out.insert("p50_ratio".into(), round(ratio("p50_ms"), 3));
+            out.insert("p95_ratio".into(), round(ratio("p95_ms"), 3));
+            out.insert("rate_ratio".into(), round(ratio("per_second"), 3));
+            out.insert("overhead".into(), round(1.0 / ratio("per_second"), 3));
+            Some(Value::Object(out))
         })
         .collect()
+}
+
+/// Print a [`compare`] table; `other` is the dimension that is neither compared nor the query.
+fn print_comparison(title: &str, other: &str, table: &[Value]) {
+    if table.is_empty() {
+        return;
+    }
+    println!();
+    println!("{title}");
+    println!(
+        "{:>7}  {:<9}  {:<22}  {:>10}  {:>10}  {:>10}  {:>9}",
+        "clients", other, "query", "p50 ratio", "p95 ratio", "q/s ratio", "overhead"
+    );
+    for row in table {
+        let figure = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{:>7}  {:<9}  {:<22}  {:>10.3}  {:>10.3}  {:>10.3}  {:>9.3}",
+            row["clients"].as_u64().unwrap_or_default(),
+            row[other].as_str().unwrap_or_default(),
+            row["query"].as_str().unwrap_or_default(),
+            figure("p50_ratio"),
+            figure("p95_ratio"),
+            figure("rate_ratio"),
+            figure("overhead")
+        );
+    }
+}
+
+/// Write the data set's privacy Consents ([`search_data::consent`]) through the API, as admin
+/// with PUT and the bench's ids, 8 at a time, so `consent_rules` is filled by the server's own
+/// write path. A database that already holds them all (a reused data set) is left as it is.
+async fn write_consents(service: &Service, client: &reqwest::Client, base: &str, sizes: &Sizes) -> Value {
+    let (holders, deny_clinic) = search_data::consent_counts(sizes);
+    let url = format!("{base}/Consent?_summary=count");
+    let found: Value = client.get(&url).send().await.expect("count Consents").json().await.expect("count json");
+    let found = found["total"].as_i64().expect("Bundle.total");
+    let started = Instant::now();
+    let written = if found == holders as i64 {
+        eprintln!("the database already holds the {holders} Consents; not writing them");
+        0
+    } else {
+        let results: Vec<Result<(), String>> = futures::stream::iter((0..sizes.patients).filter_map(|i| search_data::consent(i, sizes)))
+            .map(|consent| {
+                let url = format!("{base}/Consent/{}", consent["id"].as_str().expect("id"));
+                let client = client.clone();
+                async move {
+                    let response = client
+                        .put(&url)
+                        .header("content-type", "application/fhir+json")
+                        .body(serde_json::to_vec(&consent).expect("json"))
+                        .send()
+                        .await
+                        .map_err(|e| format!("PUT Consent: {e}"))?;
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    if status.is_success() { Ok(()) } else { Err(format!("PUT Consent: {status}: {body}")) }
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            panic!("writing the Consents: {e}");
+        }
+        results.len()
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let mut conn = service.store.reader().await.expect("reader");
+    let (rules, patients): (i64, i64) = sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT patient_id) FROM consent_rules")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("count consent_rules");
+    eprintln!("Consents: {holders} patients of {} ({deny_clinic} deny the clinic); {rules} consent_rules rows", sizes.patients);
+    json!({
+        "patients_with_consent": holders,
+        "deny_clinic": deny_clinic,
+        "written": written,
+        "write_seconds": round(seconds, 2),
+        "consent_rules_rows": rules,
+        "consent_rules_patients": patients,
+    })
+}
+
+/// One way of sending the workload: which server (audit on or off) and which caller.
+struct Variant {
+    audit: String,
+    caller: String,
+    base: Arc<String>,
+    client: reqwest::Client,
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let settings = Settings::from_env();
     let sizes = Sizes::for_observations(settings.observations);
-    let cap = Duration::from_secs(settings.seconds);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let query_types: Vec<&QueryType> = QUERY_TYPES
         .iter()
@@ -457,20 +604,29 @@ async fn main() {
     config.rate_limit_per_second = 0;
     let base = config.base_url.clone();
     let service = fhirvault::server::open_service(config, Some(keys.clone())).await.expect("service starts");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = {
-        let service = service.clone();
-        tokio::spawn(async move {
-            fhirvault::server::serve(listener, service, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server runs");
-        })
-    };
-    let client = common::client_with(&common::token(&service, "admin", "user/*.cruds", None), Duration::from_secs(300));
+    // The same service without the audit trail, on a second listener: same store, same data,
+    // same base URL (so the same SQL); only `Config.audit.enabled` differs.
+    let mut servers = vec![common::spawn_server(listener, service.clone())];
+    let mut bases = vec![("on", Arc::new(base.clone()))];
+    if settings.audit.iter().any(|a| a == "off") {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let quiet_base = format!("http://{}/fhir", listener.local_addr().expect("addr"));
+        servers.push(common::spawn_server(listener, common::without_audit(&service)));
+        bases.push(("off", Arc::new(quiet_base)));
+    }
+    let admin = common::token(&service, "admin", "user/*.cruds", None);
     let clinician = common::token(&service, "clinician", "user/*.cruds", Some(&search_data::clinic_id(&sizes)));
-    let client_for = |caller: &str| if caller == "admin" { client.clone() } else { common::client_with(&clinician, Duration::from_secs(300)) };
+    let client = common::client_with(&admin, Duration::from_secs(300));
+    let client_for = |caller: &str| match caller {
+        "admin" => client.clone(),
+        "clinician" => common::client_with(&clinician, Duration::from_secs(300)),
+        _ => common::client_with_headers(&clinician, &[("x-purpose-of-use", "ETREAT")], Duration::from_secs(300)),
+    };
+    let token_and_purpose = |caller: &str| match caller {
+        "admin" => (admin.as_str(), None),
+        "clinician" => (clinician.as_str(), None),
+        _ => (clinician.as_str(), Some("ETREAT")),
+    };
 
     // The data set: reuse it if it is there, load it if the database is empty.
     let found = counts(&client, &base, &sizes).await;
@@ -507,6 +663,12 @@ async fn main() {
             found.join(", ")
         );
     };
+    let consents = write_consents(&service, &client, &base, &sizes).await;
+    if postgres {
+        // The planner's statistics for the consent_rules rows just written.
+        let mut conn = service.store.reader().await.expect("reader");
+        sqlx::Executor::execute(&mut *conn, "ANALYZE consent_rules").await.expect("ANALYZE consent_rules");
+    }
 
     let ctx = Arc::new(Ctx { sizes, keys: keys.clone(), pseudonym_system: service.config.pseudonym_system.clone() });
 
@@ -549,6 +711,10 @@ async fn main() {
         "data set: {} Observations, {} Patients, {} Devices, {} Coverages, {} Claims, {} Organizations ({} resources)",
         sizes.observations, sizes.patients, sizes.devices, sizes.coverages, sizes.claims, sizes.organizations, sizes.total()
     );
+    println!(
+        "consents: {} patients hold a privacy Consent, {} of them deny the clinic; {} consent_rules rows",
+        consents["patients_with_consent"], consents["deny_clinic"], consents["consent_rules_rows"]
+    );
     if let Some(rate) = import["per_second"].as_f64() {
         println!("import: {} s, {rate} resources/s", import["seconds"]);
     } else if let Some(rate) = import.pointer("/loading_run/per_second").and_then(Value::as_f64) {
@@ -561,20 +727,36 @@ async fn main() {
         literal_claim["diagnostics"].as_str().unwrap_or_default()
     );
 
-    // Warm-up (not measured): caches and connections, a few queries of each type (at most 10 s
-    // of them per type).
-    for (t, query) in query_types.iter().enumerate() {
-        let warm = (settings.queries / 10).clamp(1, 20);
-        let started = Instant::now();
-        for i in 0..warm {
-            if started.elapsed() > Duration::from_secs(10) {
-                break;
-            }
-            let mut rng = Rng::new(0xFFFF_0000 ^ ((t as u64) << 20) ^ i as u64);
-            let url = url_of(&base, query.resource_type, &(query.make)(&mut rng, &ctx));
-            if let Err(e) = search(&client, url).await {
-                println!("warm-up {}: {e}", query.name);
-                break;
+    // Every (server, caller) the run measures, in the order they take turns.
+    let variants: Vec<Variant> = bases
+        .iter()
+        .filter(|(audit, _)| settings.audit.iter().any(|a| a == audit))
+        .flat_map(|(audit, base)| {
+            settings.callers.iter().map(|caller| Variant {
+                audit: audit.to_string(),
+                caller: caller.clone(),
+                base: base.clone(),
+                client: client_for(caller),
+            })
+        })
+        .collect();
+
+    // Warm-up (not measured): caches, connections and each server's token cache, a few queries
+    // of each type per variant (at most 5 s of them per type and variant).
+    for variant in &variants {
+        for (t, query) in query_types.iter().enumerate() {
+            let warm = (settings.queries / 10).clamp(1, 10);
+            let started = Instant::now();
+            for i in 0..warm {
+                if started.elapsed() > Duration::from_secs(5) {
+                    break;
+                }
+                let mut rng = Rng::new(0xFFFF_0000 ^ ((t as u64) << 20) ^ i as u64);
+                let url = url_of(&variant.base, query.resource_type, &(query.make)(&mut rng, &ctx));
+                if let Err(e) = search(&variant.client, url).await {
+                    println!("warm-up {} as {} (audit {}): {e}", query.name, variant.caller, variant.audit);
+                    break;
+                }
             }
         }
     }
@@ -582,98 +764,131 @@ async fn main() {
     let mut plans = Vec::new();
     if settings.explain {
         println!();
-        println!("the server's SQL for one sample of each query, timed on its own (median of 3):");
+        println!("the server's SQL for one sample of each query and caller, timed on its own (median of 3);");
+        println!("the plan shown is the clinician's (access rule and consent condition) when it is measured:");
+        let callers: Vec<(String, Arc<Caller>)> = settings
+            .callers
+            .iter()
+            .map(|c| {
+                let (token, purpose) = token_and_purpose(c);
+                (c.clone(), caller_of(&service, token, purpose))
+            })
+            .collect();
         for (t, query) in query_types.iter().enumerate() {
             let mut rng = Rng::new(0xEEEE_0000 ^ t as u64);
             let sample = (query.make)(&mut rng, &ctx);
-            let explained = explain(&service, query, &sample, postgres).await;
-            println!(
-                "\n{}  page query {} ms ({} rows), COUNT {} ms ({})",
-                query.name,
-                explained["page_ms_median_of_3"],
-                explained["page_rows"],
-                explained["count_ms_median_of_3"],
-                if explained["server_runs_count"] == true { "run for Bundle.total: the page is full" } else { "not run: the page holds every match" }
-            );
-            for line in explained["plan"].as_array().into_iter().flatten() {
+            println!("\n{}", query.name);
+            let mut shown = None;
+            for (name, caller) in &callers {
+                let mut explained = explain(&service, query, &sample, postgres, caller).await;
+                explained["caller"] = json!(name);
+                println!(
+                    "  {:<9}  page query {} ms ({} rows), COUNT {} ms ({})",
+                    name,
+                    explained["page_ms_median_of_3"],
+                    explained["page_rows"],
+                    explained["count_ms_median_of_3"],
+                    if explained["server_runs_count"] == true { "run for Bundle.total: the page is full" } else { "not run: the page holds every match" }
+                );
+                if let Some(e) = explained.get("error") {
+                    println!("    error: {e}");
+                }
+                if shown.is_none() || name == "clinician" {
+                    shown = Some(plans.len());
+                }
+                plans.push(explained);
+            }
+            for line in shown.and_then(|n| plans[n]["plan"].as_array()).into_iter().flatten() {
                 println!("    {}", line.as_str().unwrap_or_default());
             }
-            if let Some(e) = explained.get("error") {
-                println!("    error: {e}");
-            }
-            plans.push(explained);
         }
     }
 
     println!();
     println!(
-        "{} queries per type and client count, cap {} s per phase; latency = request sent to Bundle parsed",
-        settings.queries, settings.seconds
+        "{} queries per type, client count and variant, in {} alternating rounds, cap {} s per variant; \
+         latency = request sent to Bundle parsed",
+        settings.queries, settings.rounds, settings.seconds
     );
+    println!("callers: admin (no access rule), clinician (access rule + consent), etreat (clinician with X-Purpose-Of-Use: ETREAT: access rule, no consent)");
+    println!("audit: on (an AuditEvent per search, as deployed), off (the same service with Config.audit.enabled = false)");
     println!();
     println!(
-        "{:>7}  {:<9}  {:<22}  {:>5}  {:>3}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>7}  {:>6}  {:>8}",
-        "clients", "caller", "query", "ok", "err", "q/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "matches", "incl", "total"
+        "{:>7}  {:<5}  {:<9}  {:<22}  {:>5}  {:>3}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>7}  {:>6}  {:>8}",
+        "clients", "audit", "caller", "query", "ok", "err", "q/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "matches", "incl", "total"
     );
+    let cap = Duration::from_secs(settings.seconds);
     let mut rows = Vec::new();
     for &clients in &settings.clients {
         for (t, query) in query_types.iter().enumerate() {
-          for caller in &settings.callers {
-            let phase = {
-                let (client, base, ctx) = (client_for(caller), Arc::new(base.clone()), ctx.clone());
-                let (resource_type, make) = (query.resource_type, query.make);
-                run_phase(query.name, clients, settings.queries, cap, move |i| {
+            let phases = {
+                // The same parameters for every variant: the seed depends on the query type, the
+                // client count and the request's number only.
+                let targets: Arc<Vec<(reqwest::Client, Arc<String>)>> =
+                    Arc::new(variants.iter().map(|v| (v.client.clone(), v.base.clone())).collect());
+                let (ctx, resource_type, make) = (ctx.clone(), query.resource_type, query.make);
+                let names = vec![query.name; variants.len()];
+                run_alternating(&names, clients, settings.queries, settings.rounds, cap, move |v, i| {
                     let mut rng = Rng::new(((t as u64) << 40) ^ ((clients as u64) << 32) ^ i as u64);
+                    let (client, base) = targets[v].clone();
                     let url = url_of(&base, resource_type, &make(&mut rng, &ctx));
-                    let client = client.clone();
                     async move { search(&client, url).await }
                 })
                 .await
             };
-            let mut row = outcome_json(&phase);
-            let figure = |key: &str| row[key].as_f64().unwrap_or(f64::NAN);
-            println!(
-                "{:>7}  {:<9}  {:<22}  {:>5}  {:>3}  {:>8.1}  {:>8.2}  {:>8.2}  {:>8.2}  {:>8.2}  {:>7.1}  {:>6.1}  {:>8.0}",
-                phase.clients,
-                caller,
-                phase.name,
-                phase.ok(),
-                phase.errors,
-                phase.rate(),
-                phase.percentile_ms(50.0),
-                phase.percentile_ms(95.0),
-                phase.percentile_ms(99.0),
-                phase.max_ms(),
-                figure("avg_matches"),
-                figure("avg_included"),
-                figure("avg_total"),
-            );
-            if let Some(e) = &phase.first_error {
-                println!("         first error: {e}");
+            for (variant, phase) in variants.iter().zip(phases) {
+                let mut row = outcome_json(&phase);
+                let figure = |key: &str| row[key].as_f64().unwrap_or(f64::NAN);
+                println!(
+                    "{:>7}  {:<5}  {:<9}  {:<22}  {:>5}  {:>3}  {:>8.1}  {:>8.2}  {:>8.2}  {:>8.2}  {:>8.2}  {:>7.1}  {:>6.1}  {:>8.0}",
+                    phase.clients,
+                    variant.audit,
+                    variant.caller,
+                    phase.name,
+                    phase.ok(),
+                    phase.errors,
+                    phase.rate(),
+                    phase.percentile_ms(50.0),
+                    phase.percentile_ms(95.0),
+                    phase.percentile_ms(99.0),
+                    phase.max_ms(),
+                    figure("avg_matches"),
+                    figure("avg_included"),
+                    figure("avg_total"),
+                );
+                if let Some(e) = &phase.first_error {
+                    println!("         first error: {e}");
+                }
+                let empty = row["empty_pages"].as_u64().unwrap_or(0);
+                if empty > 0 {
+                    println!("         {empty} of {} pages had no match", phase.ok());
+                }
+                row["shape"] = json!(query.shape);
+                row["caller"] = json!(variant.caller);
+                row["audit"] = json!(variant.audit);
+                rows.push(row);
             }
-            let empty = row["empty_pages"].as_u64().unwrap_or(0);
-            if empty > 0 {
-                println!("         {empty} of {} pages had no match", phase.ok());
-            }
-            row["shape"] = json!(query.shape);
-            row["caller"] = json!(caller);
-            rows.push(row);
-          }
         }
     }
-    let overhead = authorization_overhead(&rows);
-    if !overhead.is_empty() {
-        println!();
-        println!("authorization overhead (same run): clinician (access rule in every query) ÷ admin (none)");
-        println!("{:>7}  {:<22}  {:>10}  {:>10}  {:>10}", "clients", "query", "p50 ratio", "p95 ratio", "q/s ratio");
-        for row in &overhead {
-            println!(
-                "{:>7}  {:<22}  {:>10.3}  {:>10.3}  {:>10.3}",
-                row["clients"], row["query"].as_str().unwrap_or_default(), row["p50_ratio"].as_f64().unwrap_or(f64::NAN),
-                row["p95_ratio"].as_f64().unwrap_or(f64::NAN), row["rate_ratio"].as_f64().unwrap_or(f64::NAN)
-            );
-        }
-    }
+
+    let authorization = compare(&rows, "caller", "clinician", "admin");
+    let consent = compare(&rows, "caller", "clinician", "etreat");
+    let audit = compare(&rows, "audit", "on", "off");
+    print_comparison(
+        "authorization overhead (same run): clinician (access rule + consent in every query) ÷ admin (none)",
+        "audit",
+        &authorization,
+    );
+    print_comparison(
+        "consent overhead (same run): clinician (consent condition) ÷ the same clinician with ETREAT (none); overhead = q/s(ETREAT) ÷ q/s(consent)",
+        "audit",
+        &consent,
+    );
+    print_comparison(
+        "audit trail (same run, same data): audit on ÷ audit off (Config.audit.enabled); overhead = q/s(off) ÷ q/s(on)",
+        "caller",
+        &audit,
+    );
 
     let report = json!({
         "date": date,
@@ -689,12 +904,16 @@ async fn main() {
             "total": sizes.total(),
         },
         "import": import,
+        "consents": consents,
         "queries_per_phase": settings.queries,
+        "rounds": settings.rounds,
         "seconds_cap": settings.seconds,
         "literal_claim_coverage": literal_claim,
         "plans": plans,
         "phases": rows,
-        "authorization_overhead": overhead,
+        "authorization_overhead": authorization,
+        "consent_overhead": consent,
+        "audit_overhead": audit,
     });
     let out = common::target_dir().join("bench-search.json");
     if let Some(parent) = out.parent() {
@@ -705,7 +924,15 @@ async fn main() {
         Err(e) => eprintln!("\ncould not write {}: {e}", out.display()),
     }
 
-    let _ = stop.send(());
-    let _ = server.await;
+    let stopping: Vec<_> = servers
+        .into_iter()
+        .map(|(stop, server)| {
+            let _ = stop.send(());
+            server
+        })
+        .collect();
+    for server in stopping {
+        let _ = server.await;
+    }
     service.store.close().await;
 }

@@ -122,6 +122,20 @@ impl<T> Phase<T> {
         self.latencies.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
     }
 
+    /// Add `later`, a later round of the same operation, to this phase: its requests, errors and
+    /// time. Alternating rounds of two variants (A B B A …) cancels a drift of the machine's speed
+    /// that back-to-back phases would book on one of them.
+    pub fn absorb(&mut self, later: Phase<T>) {
+        self.errors += later.errors;
+        if self.first_error.is_none() {
+            self.first_error = later.first_error;
+        }
+        self.elapsed += later.elapsed;
+        self.latencies.extend(later.latencies);
+        self.latencies.sort_unstable();
+        self.results.extend(later.results);
+    }
+
     /// The timing fields every phase reports, under `label` for its name.
     pub fn timing_json(&self, label: &str) -> serde_json::Map<String, Value> {
         let value = json!({
@@ -216,6 +230,47 @@ where
     phase
 }
 
+/// Run variants of one operation (`op(variant, i)`, variant in 0..names.len()) with the same
+/// `requests` each, in `rounds` rounds whose order alternates (A B, B A, A B, …), and merge each
+/// variant's rounds into one phase. Request `i` has the same number in every variant, so variants
+/// that derive their parameters from it do the same work. `cap` is the time cap per variant,
+/// shared out over the rounds.
+pub async fn run_alternating<T, F, Fut>(
+    names: &[&'static str],
+    clients: usize,
+    requests: usize,
+    rounds: usize,
+    cap: std::time::Duration,
+    op: F,
+) -> Vec<Phase<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize, usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T, String>> + Send,
+{
+    let rounds = rounds.max(1);
+    let per_round = requests.div_ceil(rounds);
+    let cap = (cap / rounds as u32).max(std::time::Duration::from_secs(1));
+    let mut phases: Vec<Option<Phase<T>>> = names.iter().map(|_| None).collect();
+    for round in 0..rounds {
+        let offset = round * per_round;
+        let count = per_round.min(requests.saturating_sub(offset));
+        if count == 0 {
+            break;
+        }
+        let order: Vec<usize> = if round % 2 == 0 { (0..names.len()).collect() } else { (0..names.len()).rev().collect() };
+        for v in order {
+            let op = op.clone();
+            let phase = run_phase(names[v], clients, count, cap, move |i| op(v, offset + i)).await;
+            match &mut phases[v] {
+                Some(merged) => merged.absorb(phase),
+                slot => *slot = Some(phase),
+            }
+        }
+    }
+    phases.into_iter().flatten().collect()
+}
+
 /// Where cargo builds (`CARGO_TARGET_DIR`, else `target/`): the benches write their JSON there.
 pub fn target_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -265,7 +320,42 @@ pub fn token(service: &fhirvault::service::Service, role: &str, scope: &str, org
 
 /// An HTTP client that sends `token` with every request.
 pub fn client_with(token: &str, timeout: std::time::Duration) -> reqwest::Client {
+    client_with_headers(token, &[], timeout)
+}
+
+/// An HTTP client that sends `token` and `extra` headers (`X-Purpose-Of-Use`, …) with every request.
+pub fn client_with_headers(token: &str, extra: &[(&'static str, &str)], timeout: std::time::Duration) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().expect("header"));
+    for (name, value) in extra {
+        headers.insert(*name, value.parse().expect("header value"));
+    }
     reqwest::Client::builder().timeout(timeout).default_headers(headers).build().expect("http client")
+}
+
+/// The same service with the audit trail off (`Config.audit.enabled = false`, a switch the
+/// library offers for benchmarks only). It shares the store, the writer, the keys and the caches
+/// with `service`, so serving both side by side compares the trail and nothing else.
+pub fn without_audit(service: &fhirvault::service::Service) -> fhirvault::service::Service {
+    let mut config = (*service.config).clone();
+    config.audit.enabled = false;
+    fhirvault::service::Service { config: std::sync::Arc::new(config), ..service.clone() }
+}
+
+/// Serve `service` over plain HTTP on `listener` in a task of its own, until the returned sender
+/// fires (or is dropped). The server closes the store when it stops: stop every server that
+/// shares it together, at the end.
+pub fn spawn_server(
+    listener: tokio::net::TcpListener,
+    service: fhirvault::service::Service,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        fhirvault::server::serve(listener, service, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    (stop, task)
 }

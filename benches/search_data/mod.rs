@@ -11,6 +11,11 @@
 //!
 //! Ids are chosen here (`p000001`, `d000001`, `o00000001`, …) and kept by the import path, so
 //! references are written before their targets exist.
+//!
+//! Privacy Consents ([`consent`]) are not part of the import: the bench writes them through the
+//! HTTP API after the load, so `consent_rules` is filled by the server's own write path. One
+//! patient in ten holds one; most deny parties other than the clinic (the CRM, an insurer,
+//! marketing use by anyone), and one patient in a hundred denies the clinic itself.
 
 #![allow(dead_code)]
 
@@ -356,4 +361,66 @@ pub fn observation(i: usize, sizes: &Sizes) -> Value {
             "valueQuantity": {"value": rng.below(300), "unit": "beats", "system": UCUM, "code": "{beats}"}
         })
     }
+}
+
+/// Whether patient `i` holds a privacy Consent: one patient in ten.
+pub fn has_consent(i: usize) -> bool {
+    i % 10 == 3
+}
+
+/// Whether patient `i`'s Consent denies the clinic (the search bench's clinician): one patient
+/// in a hundred, so the consent filter really removes something from the clinician's results.
+pub fn denies_clinic(i: usize) -> bool {
+    i % 100 == 3
+}
+
+pub fn consent_id(i: usize) -> String {
+    format!("cons{:06}", i + 1)
+}
+
+/// The patients holding a Consent, and how many of them deny the clinic.
+pub fn consent_counts(sizes: &Sizes) -> (usize, usize) {
+    let holders = (0..sizes.patients).filter(|&i| has_consent(i)).count();
+    let clinic = (0..sizes.patients).filter(|&i| denies_clinic(i)).count();
+    (holders, clinic)
+}
+
+/// Patient `i`'s active patient-privacy Consent (docs/consent.md), or `None`. The clinic's
+/// patients who deny it deny everything to `Organization/<clinic>`; the others deny, in turn:
+/// the CRM role everything; their insurer the Observations; anyone marketing use (actor "any",
+/// purpose HMARKT: rows the clinician's probe reaches and must reject on purpose); the insurer
+/// role Observations and Devices.
+pub fn consent(i: usize, sizes: &Sizes) -> Option<Value> {
+    if !has_consent(i) {
+        return None;
+    }
+    let actor = |reference: Value| json!([{
+        "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+        "reference": reference
+    }]);
+    let organization = |id: String| actor(json!({"reference": format!("Organization/{id}")}));
+    let role = |name: &str| actor(json!({"identifier": {"system": "urn:fhirvault:role", "value": name}}));
+    let class = |types: &[&str]| -> Value {
+        types.iter().map(|t| json!({"system": "http://hl7.org/fhir/resource-types", "code": t})).collect()
+    };
+    let provision = if denies_clinic(i) {
+        json!({"type": "deny", "actor": organization(clinic_id(sizes))})
+    } else {
+        match (i / 10) % 4 {
+            0 => json!({"type": "deny", "actor": role("crm")}),
+            1 => json!({"type": "deny", "actor": organization(organization_id(insurer_of(i))), "class": class(&["Observation"])}),
+            2 => json!({"type": "deny", "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HMARKT"}]}),
+            _ => json!({"type": "deny", "actor": role("insurer"), "class": class(&["Observation", "Device"])}),
+        }
+    };
+    Some(json!({
+        "resourceType": "Consent",
+        "id": consent_id(i),
+        "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{}", patient_id(i))},
+        "dateTime": "2026-01-01T00:00:00Z",
+        "provision": provision
+    }))
 }
