@@ -371,16 +371,7 @@ async fn main() {
 
     raw.execute("DROP TABLE IF EXISTS bench_raw").await.expect("drop bench_raw");
     raw.close().await;
-    let stopping: Vec<_> = servers
-        .into_iter()
-        .map(|(stop, server)| {
-            let _ = stop.send(());
-            server
-        })
-        .collect();
-    for server in stopping {
-        let _ = server.await;
-    }
+    common::stop_servers(servers).await;
 }
 
 /// Rounds of the audit on/off pairs: on, off, then off, on.

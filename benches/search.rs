@@ -924,15 +924,6 @@ async fn main() {
         Err(e) => eprintln!("\ncould not write {}: {e}", out.display()),
     }
 
-    let stopping: Vec<_> = servers
-        .into_iter()
-        .map(|(stop, server)| {
-            let _ = stop.send(());
-            server
-        })
-        .collect();
-    for server in stopping {
-        let _ = server.await;
-    }
+    common::stop_servers(servers).await;
     service.store.close().await;
 }

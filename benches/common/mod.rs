@@ -359,3 +359,17 @@ pub fn spawn_server(
     });
     (stop, task)
 }
+
+/// Stop every server [`spawn_server`] started (all asked first, then each awaited).
+pub async fn stop_servers(servers: impl IntoIterator<Item = (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>) {
+    let stopping: Vec<_> = servers
+        .into_iter()
+        .map(|(stop, server)| {
+            let _ = stop.send(());
+            server
+        })
+        .collect();
+    for server in stopping {
+        let _ = server.await;
+    }
+}

@@ -122,9 +122,36 @@ fn codings(value: Option<&Value>) -> impl Iterator<Item = (Option<&str>, &str)> 
 /// The id of `reference` if it points at a local `resource_type` (relative, or absolute under
 /// this server's base).
 fn local_id(reference: &str, resource_type: &str, base_url: &str) -> Option<String> {
+    local_reference(reference, base_url).filter(|(t, _)| t == resource_type).map(|(_, id)| id)
+}
+
+/// (type, id) of a local reference: relative, or absolute under this server's base.
+fn local_reference(reference: &str, base_url: &str) -> Option<(String, String)> {
     let relative = reference.strip_prefix(base_url.trim_end_matches('/')).map_or(reference, |r| r.trim_start_matches('/'));
-    let id = relative.strip_prefix(resource_type)?.strip_prefix('/')?;
-    crate::fhir::id::is_valid_id(id).then(|| id.to_string())
+    let (resource_type, id) = relative.split_once('/')?;
+    (!resource_type.is_empty() && crate::fhir::id::is_valid_id(id)).then(|| (resource_type.to_string(), id.to_string()))
+}
+
+/// The codes of `codings` whose system `known` accepts, and whether any had another system.
+fn known_codes(codings: &[Value], known: impl Fn(Option<&str>) -> bool) -> (BTreeSet<String>, bool) {
+    let (mut codes, mut unknown) = (BTreeSet::new(), false);
+    for coding in codings {
+        match (coding.get("system").and_then(Value::as_str), coding.get("code").and_then(Value::as_str)) {
+            (system, Some(code)) if known(system) => {
+                codes.insert(code.to_string());
+            }
+            _ => unknown = true,
+        }
+    }
+    (codes, unknown)
+}
+
+/// A condition from what could be read of it. Values this server cannot tell make the provision
+/// `partial`; when they are all there is, the dimension is "any" (which values it is about is
+/// unknown), and the fail-safe handling of partial provisions applies.
+fn narrowed<T: Ord>(known: BTreeSet<T>, unknown: bool, partial: &mut bool) -> Option<BTreeSet<T>> {
+    *partial |= unknown;
+    (!(known.is_empty() && unknown)).then_some(known)
 }
 
 /// What a provision and its ancestors require; `None` in a dimension is "any".
@@ -212,35 +239,12 @@ impl Flattener<'_> {
             own.actors = Some(keys?);
         }
         if let Some(purposes) = provision.get("purpose").and_then(Value::as_array) {
-            let (mut codes, mut unknown) = (BTreeSet::new(), false);
-            for purpose in purposes {
-                match (purpose.get("system").and_then(Value::as_str), purpose.get("code").and_then(Value::as_str)) {
-                    (None | Some(PURPOSE_SYSTEM), Some(code)) => {
-                        codes.insert(code.to_string());
-                    }
-                    _ => unknown = true,
-                }
-            }
-            own.partial |= unknown;
-            // Only purposes of other systems: which purposes it is about, this server cannot tell.
-            if !(codes.is_empty() && unknown) {
-                own.purposes = Some(codes);
-            }
+            let (codes, unknown) = known_codes(purposes, |system| matches!(system, None | Some(PURPOSE_SYSTEM)));
+            own.purposes = narrowed(codes, unknown, &mut own.partial);
         }
         if let Some(classes) = provision.get("class").and_then(Value::as_array) {
-            let (mut types, mut unknown) = (BTreeSet::new(), false);
-            for class in classes {
-                match (class.get("system").and_then(Value::as_str), class.get("code").and_then(Value::as_str)) {
-                    (Some(RESOURCE_TYPES), Some(code)) => {
-                        types.insert(code.to_string());
-                    }
-                    _ => unknown = true,
-                }
-            }
-            own.partial |= unknown;
-            if !(types.is_empty() && unknown) {
-                own.classes = Some(types);
-            }
+            let (types, unknown) = known_codes(classes, |system| system == Some(RESOURCE_TYPES));
+            own.classes = narrowed(types, unknown, &mut own.partial);
         }
         if let Some(data) = provision.get("data").and_then(Value::as_array) {
             let (mut instances, mut unknown) = (BTreeSet::new(), false);
@@ -250,16 +254,10 @@ impl Flattener<'_> {
                     continue;
                 }
                 let reference = item.pointer("/reference/reference").and_then(Value::as_str).unwrap_or_default();
-                let local = reference.strip_prefix(self.base_url.trim_end_matches('/')).map_or(reference, |r| r.trim_start_matches('/'));
-                match local.split_once('/') {
-                    Some((t, id)) if crate::fhir::id::is_valid_id(id) && !t.is_empty() => instances.insert((t.to_string(), id.to_string())),
-                    _ => return Err(format!("{at}.data.reference must be a local reference (Type/id)")),
-                };
+                let instance = local_reference(reference, self.base_url).ok_or_else(|| format!("{at}.data.reference must be a local reference (Type/id)"))?;
+                instances.insert(instance);
             }
-            own.partial |= unknown;
-            if !(instances.is_empty() && unknown) {
-                own.data = Some(instances);
-            }
+            own.data = narrowed(instances, unknown, &mut own.partial);
         }
         if let Some(period) = provision.get("period") {
             if let Some(start) = period.get("start").and_then(Value::as_str) {
