@@ -32,24 +32,45 @@ fn fixtures() -> Vec<(&'static str, &'static str, Value, Vec<u8>)> {
     let codes_only = holter_observation_codes_only("f001");
     let patient = patient();
     vec![
-        ("observation", "Observation", observation.clone(), serde_json::to_vec(&observation).expect("json")),
-        ("observation_codes_only", "Observation", codes_only.clone(), serde_json::to_vec(&codes_only).expect("json")),
-        ("patient", "Patient", patient.clone(), serde_json::to_vec(&patient).expect("json")),
+        (
+            "observation",
+            "Observation",
+            observation.clone(),
+            serde_json::to_vec(&observation).expect("json"),
+        ),
+        (
+            "observation_codes_only",
+            "Observation",
+            codes_only.clone(),
+            serde_json::to_vec(&codes_only).expect("json"),
+        ),
+        (
+            "patient",
+            "Patient",
+            patient.clone(),
+            serde_json::to_vec(&patient).expect("json"),
+        ),
     ]
 }
 
 fn steps(c: &mut Criterion) {
-    let (validator, registry) = fhirvault::server::load_definitions(Path::new(DEFINITIONS)).expect("definitions load");
+    let (validator, registry) =
+        fhirvault::server::load_definitions(Path::new(DEFINITIONS)).expect("definitions load");
     let keys = keys();
     let fixtures = fixtures();
     for (name, _, value, _) in &fixtures {
         let issues = validator.validate(value);
-        assert!(!issues.iter().any(|i| i.is_error()), "the {name} fixture must be valid: {issues:?}");
+        assert!(
+            !issues.iter().any(|i| i.is_error()),
+            "the {name} fixture must be valid: {issues:?}"
+        );
     }
 
     let mut group = c.benchmark_group("parse");
     for (name, _, _, bytes) in &fixtures {
-        group.bench_function(*name, |b| b.iter(|| serde_json::from_slice::<Value>(black_box(bytes)).expect("json")));
+        group.bench_function(*name, |b| {
+            b.iter(|| serde_json::from_slice::<Value>(black_box(bytes)).expect("json"))
+        });
     }
     group.finish();
 
@@ -69,23 +90,38 @@ fn steps(c: &mut Criterion) {
             if let IndexRow::Blind { param, .. } = row {
                 *blind_params.entry(param.as_str()).or_default() += 1;
             }
-            *per_table.entry(row.table().trim_start_matches("search_")).or_default() += 1;
+            *per_table
+                .entry(row.table().trim_start_matches("search_"))
+                .or_default() += 1;
         }
-        eprintln!("{name}: {} index rows {per_table:?}; blind rows by parameter {blind_params:?}", rows.len());
-        group.bench_function(*name, |b| b.iter(|| rows_for(&registry, &keys, resource_type, black_box(value))));
+        eprintln!(
+            "{name}: {} index rows {per_table:?}; blind rows by parameter {blind_params:?}",
+            rows.len()
+        );
+        group.bench_function(*name, |b| {
+            b.iter(|| rows_for(&registry, &keys, resource_type, black_box(value)))
+        });
     }
     group.finish();
 
     let mut group = c.benchmark_group("serialize");
     for (name, _, value, _) in &fixtures {
-        group.bench_function(*name, |b| b.iter(|| serde_json::to_vec(black_box(value)).expect("json")));
+        group.bench_function(*name, |b| {
+            b.iter(|| serde_json::to_vec(black_box(value)).expect("json"))
+        });
     }
     group.finish();
 
     let mut group = c.benchmark_group("seal");
     for (name, resource_type, _, bytes) in &fixtures {
-        let aad = Aad::Resource { resource_type, id: "0196f3b2-5c1e-7a3d-9e4f-1a2b3c4d5e6f", version: 1 };
-        group.bench_function(*name, |b| b.iter(|| keys.seal(black_box(&aad), black_box(bytes)).expect("seal")));
+        let aad = Aad::Resource {
+            resource_type,
+            id: "0196f3b2-5c1e-7a3d-9e4f-1a2b3c4d5e6f",
+            version: 1,
+        };
+        group.bench_function(*name, |b| {
+            b.iter(|| keys.seal(black_box(&aad), black_box(bytes)).expect("seal"))
+        });
     }
     group.finish();
 
@@ -99,7 +135,11 @@ fn steps(c: &mut Criterion) {
                 let issues = validator.validate(&value);
                 let rows = rows_for(&registry, &keys, resource_type, &value);
                 let plain = serde_json::to_vec(&value).expect("json");
-                let aad = Aad::Resource { resource_type, id: "0196f3b2-5c1e-7a3d-9e4f-1a2b3c4d5e6f", version: 1 };
+                let aad = Aad::Resource {
+                    resource_type,
+                    id: "0196f3b2-5c1e-7a3d-9e4f-1a2b3c4d5e6f",
+                    version: 1,
+                };
                 let sealed = keys.seal(&aad, &plain).expect("seal");
                 black_box((issues, rows, sealed))
             })
@@ -111,17 +151,34 @@ fn steps(c: &mut Criterion) {
 /// The whole create through the service into SQLite: validation, stamping, pseudonym (Patient),
 /// index rows, sealing, the version/head/index INSERTs and the fsync'd commit.
 fn create(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     // On the same disk as the checkout here (not tmpfs), so the commit's fsync is real.
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config::for_dir(dir.path(), None);
-    let service = runtime.block_on(fhirvault::server::open_service(config, Some(keys()))).expect("service opens");
+    let service = runtime
+        .block_on(fhirvault::server::open_service(config, Some(keys())))
+        .expect("service opens");
 
     let mut group = c.benchmark_group("create_sqlite");
-    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
     for (name, resource_type, value, _) in fixtures() {
         group.bench_function(name, |b| {
-            b.iter(|| runtime.block_on(service.create(&fhirvault::auth::Caller::server_shared(), resource_type, value.clone(), None)).expect("create"))
+            b.iter(|| {
+                runtime
+                    .block_on(service.create(
+                        &fhirvault::auth::Caller::server_shared(),
+                        resource_type,
+                        value.clone(),
+                        None,
+                    ))
+                    .expect("create")
+            })
         });
     }
     group.finish();
@@ -129,14 +186,26 @@ fn create(c: &mut Criterion) {
     // 32 creates at once, as 32 clients would send them: what the group committer makes of a
     // full queue (one iteration = 32 creates; divide by 32 for the cost of one).
     let mut group = c.benchmark_group("create_sqlite_32_concurrent");
-    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
     for (name, resource_type, value, _) in fixtures() {
         group.bench_function(name, |b| {
             b.iter(|| {
                 runtime.block_on(async {
                     let creates = (0..32).map(|_| {
                         let (service, value) = (service.clone(), value.clone());
-                        tokio::spawn(async move { service.create(&fhirvault::auth::Caller::server_shared(), resource_type, value, None).await.map(|_| ()) })
+                        tokio::spawn(async move {
+                            service
+                                .create(
+                                    &fhirvault::auth::Caller::server_shared(),
+                                    resource_type,
+                                    value,
+                                    None,
+                                )
+                                .await
+                                .map(|_| ())
+                        })
                     });
                     for create in futures::future::join_all(creates).await {
                         create.expect("task").expect("create");
@@ -158,57 +227,99 @@ fn hl7v2(c: &mut Criterion) {
     use fhirvault::hl7v2::map::{MapContext, map_message};
     use fhirvault::hl7v2::plan::{GroupMatches, Match, Resolved, Sender, criteria, plan};
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config::for_dir(dir.path(), None);
-    let service = runtime.block_on(fhirvault::server::open_service(config, Some(keys()))).expect("service opens");
+    let service = runtime
+        .block_on(fhirvault::server::open_service(config, Some(keys())))
+        .expect("service opens");
     let codes = CodeTable::load().expect("code tables");
     let text = common::holter_message(1, 1, &codes);
-    let context = MapContext { codes: &codes, config: &service.config.hl7v2 };
+    let context = MapContext {
+        codes: &codes,
+        config: &service.config.hl7v2,
+    };
     let message = Message::parse(text.as_bytes()).expect("parses");
     let mapped = map_message(&message, &context).expect("maps");
     let matches: Vec<GroupMatches> = criteria(&mapped)
         .into_iter()
         .map(|(patient, devices)| GroupMatches {
-            patient: patient.map(|criteria| Match { resource_type: "Patient", criteria, resolved: Resolved::New("p1".into()) }),
+            patient: patient.map(|criteria| Match {
+                resource_type: "Patient",
+                criteria,
+                resolved: Resolved::New("p1".into()),
+            }),
             patient_through_device: None,
-            devices: devices.into_iter().map(|criteria| Match { resource_type: "Device", criteria, resolved: Resolved::New("d1".into()) }).collect(),
+            devices: devices
+                .into_iter()
+                .map(|criteria| Match {
+                    resource_type: "Device",
+                    criteria,
+                    resolved: Resolved::New("d1".into()),
+                })
+                .collect(),
         })
         .collect();
-    let sender = Sender { sender: "HOLTER-ANALYSER|CARDIO WIEN", control_id: "BENCH" };
+    let sender = Sender {
+        sender: "HOLTER-ANALYSER|CARDIO WIEN",
+        control_id: "BENCH",
+    };
     let planned = plan(&mapped, &matches, &sender);
     println!("hl7v2: one message plans {} resources", planned.len());
     if let Some(observation) = planned.iter().find(|p| p.resource_type == "Observation") {
         let rows = rows_for(&service.registry, &keys(), "Observation", &observation.body);
-        let mut by_param: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        let mut by_param: std::collections::BTreeMap<String, usize> =
+            std::collections::BTreeMap::new();
         for row in &rows {
             let param = match row {
-                IndexRow::Token { param, .. } | IndexRow::String { param, .. } | IndexRow::Reference { param, .. } => param,
-                IndexRow::Date { param, .. } | IndexRow::Number { param, .. } | IndexRow::Uri { param, .. } => param,
+                IndexRow::Token { param, .. }
+                | IndexRow::String { param, .. }
+                | IndexRow::Reference { param, .. } => param,
+                IndexRow::Date { param, .. }
+                | IndexRow::Number { param, .. }
+                | IndexRow::Uri { param, .. } => param,
                 IndexRow::Blind { param, .. } => param,
                 // Only Consents have these.
                 IndexRow::Consent(_) => continue,
             };
-            *by_param.entry(format!("{}:{}", row.table(), param.replace('\u{1f}', "/"))).or_default() += 1;
+            *by_param
+                .entry(format!("{}:{}", row.table(), param.replace('\u{1f}', "/")))
+                .or_default() += 1;
         }
-        println!("hl7v2: a Holter Observation has {} index rows: {by_param:?}", rows.len());
+        println!(
+            "hl7v2: a Holter Observation has {} index rows: {by_param:?}",
+            rows.len()
+        );
     }
 
     let mut group = c.benchmark_group("hl7v2_message");
-    group.bench_function("parse", |b| b.iter(|| Message::parse(black_box(text.as_bytes())).expect("parses")));
-    group.bench_function("map", |b| b.iter(|| map_message(black_box(&message), &context).expect("maps")));
-    group.bench_function("plan", |b| b.iter(|| plan(black_box(&mapped), &matches, &sender)));
+    group.bench_function("parse", |b| {
+        b.iter(|| Message::parse(black_box(text.as_bytes())).expect("parses"))
+    });
+    group.bench_function("map", |b| {
+        b.iter(|| map_message(black_box(&message), &context).expect("maps"))
+    });
+    group.bench_function("plan", |b| {
+        b.iter(|| plan(black_box(&mapped), &matches, &sender))
+    });
     group.bench_function("validate_all", |b| {
         b.iter(|| {
             for p in &planned {
-                service.check_resource(p.resource_type, black_box(&p.body)).expect("valid");
+                service
+                    .check_resource(p.resource_type, black_box(&p.body))
+                    .expect("valid");
             }
         })
     });
     group.bench_function("prepare_all", |b| {
         b.iter(|| {
             for p in &planned {
-                service.prepare_version(p.resource_type, &p.id, p.body.clone(), None, "POST", None).expect("prepared");
+                service
+                    .prepare_version(p.resource_type, &p.id, p.body.clone(), None, "POST", None)
+                    .expect("prepared");
             }
         })
     });
@@ -221,7 +332,8 @@ fn authorization(c: &mut Criterion) {
     let ring = keys();
     let config = fhirvault::config::AuthConfig::for_base_url("http://127.0.0.1:8080/fhir");
     let issuer = fhirvault::auth::token::TokenIssuer::from_config(&config, &ring).expect("issuer");
-    let verifier = fhirvault::auth::token::TokenVerifier::from_config(&config, &ring).expect("verifier");
+    let verifier =
+        fhirvault::auth::token::TokenVerifier::from_config(&config, &ring).expect("verifier");
     let request = fhirvault::auth::token::IssueRequest {
         role: "clinician".into(),
         scope: "user/*.cruds patient/Observation.rs?category=vital-signs".into(),
@@ -234,7 +346,9 @@ fn authorization(c: &mut Criterion) {
     let token = issuer.issue(&request).expect("token");
     let now = chrono::Utc::now().timestamp();
     let mut group = c.benchmark_group("authorization");
-    group.bench_function("token_verify", |b| b.iter(|| verifier.verify(black_box(&token), now).expect("valid")));
+    group.bench_function("token_verify", |b| {
+        b.iter(|| verifier.verify(black_box(&token), now).expect("valid"))
+    });
     group.bench_function("token_to_caller", |b| {
         b.iter(|| {
             let claims = verifier.verify(black_box(&token), now).expect("valid");

@@ -43,7 +43,10 @@ struct Settings {
 impl Settings {
     fn from_env() -> Settings {
         fn var<T: FromStr>(name: &str, default: T) -> T {
-            std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
         }
         Settings {
             messages: var("FHIRVAULT_BENCH_MESSAGES", 600),
@@ -64,22 +67,40 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Send `messages` over one connection with up to `window` in flight; the ACK latency of each.
-async fn stream(addr: std::net::SocketAddr, messages: Vec<String>, window: usize) -> Result<Vec<Duration>, String> {
-    let mut client = MllpClient::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+async fn stream(
+    addr: std::net::SocketAddr,
+    messages: Vec<String>,
+    window: usize,
+) -> Result<Vec<Duration>, String> {
+    let mut client = MllpClient::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let mut pending: VecDeque<Instant> = VecDeque::new();
     let mut latencies = Vec::with_capacity(messages.len());
     let mut next = messages.into_iter();
     loop {
         while pending.len() < window {
             let Some(message) = next.next() else { break };
-            client.send(message.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+            client
+                .send(message.as_bytes())
+                .await
+                .map_err(|e| format!("send: {e}"))?;
             pending.push_back(Instant::now());
         }
-        let Some(sent) = pending.pop_front() else { return Ok(latencies) };
-        let ack = client.receive().await.map_err(|e| format!("receive: {e}"))?.ok_or("connection closed")?;
+        let Some(sent) = pending.pop_front() else {
+            return Ok(latencies);
+        };
+        let ack = client
+            .receive()
+            .await
+            .map_err(|e| format!("receive: {e}"))?
+            .ok_or("connection closed")?;
         latencies.push(sent.elapsed());
         let parsed = Message::parse(&ack).map_err(|e| format!("ACK does not parse: {e}"))?;
-        let code = parsed.first("MSA").map(|m| m.text(1).to_string()).unwrap_or_default();
+        let code = parsed
+            .first("MSA")
+            .map(|m| m.text(1).to_string())
+            .unwrap_or_default();
         if code != "AA" {
             let errors: Vec<String> = parsed.all("ERR").map(|e| e.text(8).to_string()).collect();
             return Err(format!("ACK {code}: {errors:?}"));
@@ -88,7 +109,12 @@ async fn stream(addr: std::net::SocketAddr, messages: Vec<String>, window: usize
 }
 
 /// Send `messages` over `connections` connections at once; (elapsed, latencies sorted).
-async fn run(addr: std::net::SocketAddr, messages: Vec<String>, connections: usize, window: usize) -> (Duration, Vec<Duration>) {
+async fn run(
+    addr: std::net::SocketAddr,
+    messages: Vec<String>,
+    connections: usize,
+    window: usize,
+) -> (Duration, Vec<Duration>) {
     let queue = Arc::new(Mutex::new(messages));
     let per_connection = queue.lock().unwrap().len().div_ceil(connections);
     let started = Instant::now();
@@ -103,7 +129,11 @@ async fn run(addr: std::net::SocketAddr, messages: Vec<String>, connections: usi
     }
     let mut latencies = Vec::new();
     for task in tasks {
-        latencies.extend(task.await.expect("sender task").expect("every message acknowledged AA"));
+        latencies.extend(
+            task.await
+                .expect("sender task")
+                .expect("every message acknowledged AA"),
+        );
     }
     let elapsed = started.elapsed();
     latencies.sort();
@@ -121,15 +151,28 @@ async fn main() {
         Some(url) => DatabaseUrl::parse(url).expect("FHIRVAULT_BENCH_DATABASE_URL"),
         None => DatabaseUrl::Sqlite(dir.path().join("fhirvault.db")),
     };
-    let backend = if matches!(database, DatabaseUrl::Sqlite(_)) { "sqlite" } else { "postgres" };
+    let backend = if matches!(database, DatabaseUrl::Sqlite(_)) {
+        "sqlite"
+    } else {
+        "postgres"
+    };
     let keys = KeyRing::from_master_secret([7; 32]);
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let mllp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind MLLP");
-    let (addr, mllp_addr) = (http.local_addr().expect("addr"), mllp.local_addr().expect("MLLP addr"));
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mllp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind MLLP");
+    let (addr, mllp_addr) = (
+        http.local_addr().expect("addr"),
+        mllp.local_addr().expect("MLLP addr"),
+    );
     let mut config = Config::for_dir(dir.path(), Some(database.clone()));
     config.listen = addr;
     config.base_url = format!("http://{addr}/fhir");
-    let service = fhirvault::server::open_service(config, Some(keys.clone())).await.expect("service starts");
+    let service = fhirvault::server::open_service(config, Some(keys.clone()))
+        .await
+        .expect("service starts");
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         fhirvault::server::serve_with_mllp(http, Some(mllp), service, async {
@@ -140,18 +183,27 @@ async fn main() {
     });
 
     // Warm-up, not measured: the first message of every patient creates the Patient and Device.
-    let warmup: Vec<String> = (0..settings.patients).map(|p| holter_message(p, p, &codes)).collect();
+    let warmup: Vec<String> = (0..settings.patients)
+        .map(|p| holter_message(p, p, &codes))
+        .collect();
     run(mllp_addr, warmup, settings.connections, 1).await;
 
-    let messages: Vec<String> =
-        (0..settings.messages).map(|i| holter_message(settings.patients + i, i % settings.patients, &codes)).collect();
+    let messages: Vec<String> = (0..settings.messages)
+        .map(|i| holter_message(settings.patients + i, i % settings.patients, &codes))
+        .collect();
     let message_bytes = messages.iter().map(String::len).sum::<usize>() / messages.len().max(1);
-    let (elapsed, latencies) = run(mllp_addr, messages, settings.connections, settings.window).await;
+    let (elapsed, latencies) =
+        run(mllp_addr, messages, settings.connections, settings.window).await;
     let message_rate = latencies.len() as f64 / elapsed.as_secs_f64();
     let observation_rate = message_rate * OBX_PER_MESSAGE as f64;
 
     // The baseline: the same number of sealed Observation rows, batched raw INSERTs.
-    let stored: Value = reqwest::get(format!("http://{addr}/fhir/Observation?_count=1")).await.expect("read").json().await.expect("json");
+    let stored: Value = reqwest::get(format!("http://{addr}/fhir/Observation?_count=1"))
+        .await
+        .expect("read")
+        .json()
+        .await
+        .expect("json");
     let body = serde_json::to_vec(&stored["entry"][0]["resource"]).expect("json");
     let rows = settings.messages * OBX_PER_MESSAGE;
     let raw_rate = raw_insert(&database, &keys, &body, rows).await;
@@ -161,7 +213,9 @@ async fn main() {
 
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
     println!();
-    println!("fhirvault HL7 v2 ingest benchmark — {backend} — {date} — {cores} cores, server and senders in one process");
+    println!(
+        "fhirvault HL7 v2 ingest benchmark — {backend} — {date} — {cores} cores, server and senders in one process"
+    );
     println!(
         "{} messages × {OBX_PER_MESSAGE} OBX ({message_bytes} B each) over {} MLLP connections, {} in flight each, {} patients",
         settings.messages, settings.connections, settings.window, settings.patients
@@ -169,9 +223,18 @@ async fn main() {
     println!();
     println!("  messages/s        {message_rate:>10.1}");
     println!("  Observations/s    {observation_rate:>10.1}");
-    println!("  ACK p50 ms        {:>10.2}", percentile_ms(&latencies, 50.0));
-    println!("  ACK p99 ms        {:>10.2}", percentile_ms(&latencies, 99.0));
-    println!("  raw sealed rows/s {raw_rate:>10.1}   ({} B per row, 500 rows per transaction)", body.len());
+    println!(
+        "  ACK p50 ms        {:>10.2}",
+        percentile_ms(&latencies, 50.0)
+    );
+    println!(
+        "  ACK p99 ms        {:>10.2}",
+        percentile_ms(&latencies, 99.0)
+    );
+    println!(
+        "  raw sealed rows/s {raw_rate:>10.1}   ({} B per row, 500 rows per transaction)",
+        body.len()
+    );
     println!("  ingest ÷ raw      {:>10.3}", observation_rate / raw_rate);
 
     let report = json!({
@@ -201,26 +264,63 @@ async fn main() {
 async fn raw_insert(database: &DatabaseUrl, keys: &KeyRing, body: &[u8], rows: usize) -> f64 {
     let pool = match database {
         DatabaseUrl::Sqlite(path) => {
-            let options = AnyConnectOptions::from_str(&format!("sqlite://{}?mode=rwc", path.display())).expect("sqlite url");
-            fhirvault::store::sqlite_pool(1).connect_with(options).await.expect("raw sqlite pool")
+            let options =
+                AnyConnectOptions::from_str(&format!("sqlite://{}?mode=rwc", path.display()))
+                    .expect("sqlite url");
+            fhirvault::store::sqlite_pool(1)
+                .connect_with(options)
+                .await
+                .expect("raw sqlite pool")
         }
-        DatabaseUrl::Postgres(url) => AnyPoolOptions::new().max_connections(2).connect(url).await.expect("raw postgres pool"),
+        DatabaseUrl::Postgres(url) => AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(url)
+            .await
+            .expect("raw postgres pool"),
     };
-    let blob = if matches!(database, DatabaseUrl::Sqlite(_)) { "BLOB" } else { "BYTEA" };
-    pool.execute("DROP TABLE IF EXISTS bench_raw_ingest").await.expect("drop");
-    pool.execute(sqlx::AssertSqlSafe(format!("CREATE TABLE bench_raw_ingest (id TEXT PRIMARY KEY, body {blob})"))).await.expect("create");
+    let blob = if matches!(database, DatabaseUrl::Sqlite(_)) {
+        "BLOB"
+    } else {
+        "BYTEA"
+    };
+    pool.execute("DROP TABLE IF EXISTS bench_raw_ingest")
+        .await
+        .expect("drop");
+    pool.execute(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE bench_raw_ingest (id TEXT PRIMARY KEY, body {blob})"
+    )))
+    .await
+    .expect("create");
     let postgres = matches!(database, DatabaseUrl::Postgres(_));
     let started = Instant::now();
     for chunk_start in (0..rows).step_by(500) {
         let chunk = (chunk_start..(chunk_start + 500).min(rows)).collect::<Vec<_>>();
         let placeholders: Vec<String> = (0..chunk.len())
-            .map(|i| if postgres { format!("(${}, ${})", 2 * i + 1, 2 * i + 2) } else { "(?, ?)".to_string() })
+            .map(|i| {
+                if postgres {
+                    format!("(${}, ${})", 2 * i + 1, 2 * i + 2)
+                } else {
+                    "(?, ?)".to_string()
+                }
+            })
             .collect();
-        let sql = format!("INSERT INTO bench_raw_ingest (id, body) VALUES {}", placeholders.join(", "));
+        let sql = format!(
+            "INSERT INTO bench_raw_ingest (id, body) VALUES {}",
+            placeholders.join(", ")
+        );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for i in &chunk {
             let id = format!("raw-{i}");
-            let sealed = keys.seal(&Aad::Resource { resource_type: "Observation", id: &id, version: 1 }, body).expect("seal");
+            let sealed = keys
+                .seal(
+                    &Aad::Resource {
+                        resource_type: "Observation",
+                        id: &id,
+                        version: 1,
+                    },
+                    body,
+                )
+                .expect("seal");
             query = query.bind(id).bind(sealed);
         }
         let mut tx = pool.begin().await.expect("begin");

@@ -53,21 +53,30 @@ impl Settings {
     fn from_env() -> Settings {
         fn var<T: FromStr>(name: &str, default: T) -> T {
             match std::env::var(name) {
-                Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+                Ok(v) => v
+                    .trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
                 Err(_) => default,
             }
         }
         let clients = std::env::var("FHIRVAULT_BENCH_CLIENTS")
             .unwrap_or_else(|_| "1,8,32".into())
             .split(',')
-            .map(|c| c.trim().parse::<usize>().expect("FHIRVAULT_BENCH_CLIENTS: comma-separated numbers"))
+            .map(|c| {
+                c.trim()
+                    .parse::<usize>()
+                    .expect("FHIRVAULT_BENCH_CLIENTS: comma-separated numbers")
+            })
             .filter(|&c| c > 0)
             .collect();
         Settings {
             requests: var("FHIRVAULT_BENCH_REQUESTS", 3000usize),
             seconds: var("FHIRVAULT_BENCH_SECONDS", 10u64),
             clients,
-            database_url: std::env::var("FHIRVAULT_BENCH_DATABASE_URL").ok().filter(|u| !u.is_empty()),
+            database_url: std::env::var("FHIRVAULT_BENCH_DATABASE_URL")
+                .ok()
+                .filter(|u| !u.is_empty()),
         }
     }
 }
@@ -75,7 +84,11 @@ impl Settings {
 type Phase = common::Phase<Option<String>>;
 
 /// POST one Observation; the new id from the Location header (`…/Observation/{id}/_history/1`).
-async fn create(client: &reqwest::Client, url: &str, body: &Arc<Vec<u8>>) -> Result<Option<String>, String> {
+async fn create(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Arc<Vec<u8>>,
+) -> Result<Option<String>, String> {
     let response = client
         .post(url)
         .header("content-type", "application/fhir+json")
@@ -84,10 +97,20 @@ async fn create(client: &reqwest::Client, url: &str, body: &Arc<Vec<u8>>) -> Res
         .await
         .map_err(|e| format!("create: {e}"))?;
     let status = response.status();
-    let location = response.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_string);
-    let text = response.bytes().await.map_err(|e| format!("create body: {e}"))?;
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .map(str::to_string);
+    let text = response
+        .bytes()
+        .await
+        .map_err(|e| format!("create body: {e}"))?;
     if status != reqwest::StatusCode::CREATED {
-        return Err(format!("create: {status}: {}", String::from_utf8_lossy(&text[..text.len().min(300)])));
+        return Err(format!(
+            "create: {status}: {}",
+            String::from_utf8_lossy(&text[..text.len().min(300)])
+        ));
     }
     let id = location
         .as_deref()
@@ -98,9 +121,16 @@ async fn create(client: &reqwest::Client, url: &str, body: &Arc<Vec<u8>>) -> Res
 }
 
 async fn read(client: &reqwest::Client, url: String) -> Result<Option<String>, String> {
-    let response = client.get(url).send().await.map_err(|e| format!("read: {e}"))?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("read: {e}"))?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| format!("read body: {e}"))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("read body: {e}"))?;
     if status != reqwest::StatusCode::OK || body.is_empty() {
         return Err(format!("read: {status}"));
     }
@@ -113,7 +143,8 @@ async fn raw_pool(database: &DatabaseUrl) -> AnyPool {
     match database {
         DatabaseUrl::Sqlite(path) => {
             let options =
-                AnyConnectOptions::from_str(&format!("sqlite://{}?mode=rwc", path.display())).expect("sqlite url");
+                AnyConnectOptions::from_str(&format!("sqlite://{}?mode=rwc", path.display()))
+                    .expect("sqlite url");
             // Exactly the server's writer settings.
             fhirvault::store::sqlite_pool(1)
                 .connect_with(options)
@@ -129,7 +160,11 @@ async fn raw_pool(database: &DatabaseUrl) -> AnyPool {
     }
 }
 
-async fn raw_insert(pool: &AnyPool, id: String, body: &Arc<Vec<u8>>) -> Result<Option<String>, String> {
+async fn raw_insert(
+    pool: &AnyPool,
+    id: String,
+    body: &Arc<Vec<u8>>,
+) -> Result<Option<String>, String> {
     let mut tx = pool.begin().await.map_err(|e| format!("raw begin: {e}"))?;
     sqlx::query("INSERT INTO bench_raw (id, body) VALUES ($1, $2)")
         .bind(id)
@@ -159,7 +194,9 @@ async fn main() {
         DatabaseUrl::Postgres(_) => "postgres",
     };
     let keys = KeyRing::from_master_secret([7; 32]);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let mut config = Config::for_dir(dir.path(), Some(database.clone()));
     config.listen = addr;
@@ -168,14 +205,18 @@ async fn main() {
     // One caller sends everything here: no per-caller limit.
     config.rate_limit_per_second = 0;
     let base = config.base_url.clone();
-    let service = fhirvault::server::open_service(config, Some(keys.clone())).await.expect("service starts");
+    let service = fhirvault::server::open_service(config, Some(keys.clone()))
+        .await
+        .expect("service starts");
     let admin = common::token(&service, "admin", "user/*.cruds", None);
     // The clinic's clinician reads the same Observations through the access rule (its patients'
     // compartments) that admin reads without one: the difference is the cost of authorization.
     let clinician = common::token(&service, "clinician", "user/*.cruds", Some(CLINIC));
     // The same service without the audit trail, on a second listener (same base URL, store and
     // writer): the `-off` phases.
-    let quiet_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let quiet_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let quiet_base = format!("http://{}/fhir", quiet_listener.local_addr().expect("addr"));
     let servers = [
         common::spawn_server(quiet_listener, common::without_audit(&service)),
@@ -189,36 +230,71 @@ async fn main() {
     let patient = client
         .post(format!("{base}/Patient"))
         .header("content-type", "application/fhir+json")
-        .body(serde_json::to_vec(&{
-            let mut patient = common::patient();
-            patient["managingOrganization"] = json!({"reference": format!("Organization/{CLINIC}")});
-            patient
-        }).expect("json"))
+        .body(
+            serde_json::to_vec(&{
+                let mut patient = common::patient();
+                patient["managingOrganization"] =
+                    json!({"reference": format!("Organization/{CLINIC}")});
+                patient
+            })
+            .expect("json"),
+        )
         .send()
         .await
         .expect("create patient");
-    assert_eq!(patient.status(), reqwest::StatusCode::CREATED, "patient create");
+    assert_eq!(
+        patient.status(),
+        reqwest::StatusCode::CREATED,
+        "patient create"
+    );
     let patient: Value = patient.json().await.expect("patient json");
     let patient_id = patient["id"].as_str().expect("patient id").to_string();
-    let observation = Arc::new(serde_json::to_vec(&common::holter_observation(&patient_id)).expect("json"));
+    let observation =
+        Arc::new(serde_json::to_vec(&common::holter_observation(&patient_id)).expect("json"));
     let url = Arc::new(format!("{base}/Observation"));
     let quiet_url = Arc::new(format!("{quiet_base}/Observation"));
     // Per audit variant (on, off): where creates and reads go.
     let urls = Arc::new([url.clone(), quiet_url.clone()]);
-    let first = create(&client, &url, &observation).await.expect("first create").expect("id");
-    let stored: Value = client.get(format!("{url}/{first}")).send().await.expect("read").json().await.expect("json");
+    let first = create(&client, &url, &observation)
+        .await
+        .expect("first create")
+        .expect("id");
+    let stored: Value = client
+        .get(format!("{url}/{first}"))
+        .send()
+        .await
+        .expect("read")
+        .json()
+        .await
+        .expect("json");
     let plain = serde_json::to_vec(&stored).expect("json");
     let sealed = Arc::new(
-        keys.seal(&Aad::Resource { resource_type: "Observation", id: &first, version: 1 }, &plain).expect("seal"),
+        keys.seal(
+            &Aad::Resource {
+                resource_type: "Observation",
+                id: &first,
+                version: 1,
+            },
+            &plain,
+        )
+        .expect("seal"),
     );
 
     // The raw-insert baseline: a scratch table in the same database.
     let raw = raw_pool(&database).await;
-    let blob = if backend == "postgres" { "BYTEA" } else { "BLOB" };
-    raw.execute("DROP TABLE IF EXISTS bench_raw").await.expect("drop bench_raw");
-    raw.execute(sqlx::AssertSqlSafe(format!("CREATE TABLE bench_raw (id TEXT PRIMARY KEY, body {blob})")))
+    let blob = if backend == "postgres" {
+        "BYTEA"
+    } else {
+        "BLOB"
+    };
+    raw.execute("DROP TABLE IF EXISTS bench_raw")
         .await
-        .expect("create bench_raw");
+        .expect("drop bench_raw");
+    raw.execute(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE bench_raw (id TEXT PRIMARY KEY, body {blob})"
+    )))
+    .await
+    .expect("create bench_raw");
 
     // Warm-up (not measured): connections, caches, the JIT-free but cold paths, both servers.
     for url in urls.iter() {
@@ -232,7 +308,9 @@ async fn main() {
 
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
     println!();
-    println!("fhirvault load benchmark — {backend} — {date} — {cores} cores, server and clients in one process");
+    println!(
+        "fhirvault load benchmark — {backend} — {date} — {cores} cores, server and clients in one process"
+    );
     println!(
         "{} requests per phase, cap {} s; Observation body {} B, sealed {} B",
         settings.requests,
@@ -260,23 +338,30 @@ async fn main() {
             p.percentile_ms(50.0),
             p.percentile_ms(95.0),
             p.percentile_ms(99.0),
-            p.latencies.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+            p.latencies
+                .last()
+                .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
         );
         if let Some(e) = &p.first_error {
             println!("         first error: {e}");
         }
     };
     for &clients in &settings.clients {
-        let [create_phase, create_off] = two(
-            run_alternating(&["create", "create-off"], clients, settings.requests, AUDIT_ROUNDS, cap, {
+        let [create_phase, create_off] = two(run_alternating(
+            &["create", "create-off"],
+            clients,
+            settings.requests,
+            AUDIT_ROUNDS,
+            cap,
+            {
                 let (client, urls, body) = (client.clone(), urls.clone(), observation.clone());
                 move |v, _| {
                     let (client, url, body) = (client.clone(), urls[v].clone(), body.clone());
                     async move { create(&client, &url, &body).await }
                 }
-            })
-            .await,
-        );
+            },
+        )
+        .await);
         print(&create_phase);
         print(&create_off);
 
@@ -290,27 +375,57 @@ async fn main() {
         };
         print(&raw_phase);
 
-        created.extend(create_phase.results.iter().chain(&create_off.results).flatten().cloned());
+        created.extend(
+            create_phase
+                .results
+                .iter()
+                .chain(&create_off.results)
+                .flatten()
+                .cloned(),
+        );
         let ids = Arc::new(created.clone());
         // Admin and clinician reads, each against both servers, taking turns.
-        let reads = run_alternating(&["read", "read-off", "read-c", "read-c-off"], clients, settings.requests, AUDIT_ROUNDS, cap, {
-            let targets = Arc::new([
-                (client.clone(), url.clone()),
-                (client.clone(), quiet_url.clone()),
-                (clinician_client.clone(), url.clone()),
-                (clinician_client.clone(), quiet_url.clone()),
-            ]);
-            let ids = ids.clone();
-            move |v, i| {
-                let (client, url) = (targets[v].0.clone(), format!("{}/{}", targets[v].1, ids[i % ids.len()]));
-                async move { read(&client, url).await }
-            }
-        })
+        let reads = run_alternating(
+            &["read", "read-off", "read-c", "read-c-off"],
+            clients,
+            settings.requests,
+            AUDIT_ROUNDS,
+            cap,
+            {
+                let targets = Arc::new([
+                    (client.clone(), url.clone()),
+                    (client.clone(), quiet_url.clone()),
+                    (clinician_client.clone(), url.clone()),
+                    (clinician_client.clone(), quiet_url.clone()),
+                ]);
+                let ids = ids.clone();
+                move |v, i| {
+                    let (client, url) = (
+                        targets[v].0.clone(),
+                        format!("{}/{}", targets[v].1, ids[i % ids.len()]),
+                    );
+                    async move { read(&client, url).await }
+                }
+            },
+        )
         .await;
-        let Ok([read_phase, read_off, clinician_read_phase, clinician_read_off]) = <[Phase; 4]>::try_from(reads) else {
+        let Ok(
+            [
+                read_phase,
+                read_off,
+                clinician_read_phase,
+                clinician_read_off,
+            ],
+        ) = <[Phase; 4]>::try_from(reads)
+        else {
             panic!("four read phases")
         };
-        for phase in [&read_phase, &read_off, &clinician_read_phase, &clinician_read_off] {
+        for phase in [
+            &read_phase,
+            &read_off,
+            &clinician_read_phase,
+            &clinician_read_off,
+        ] {
             print(phase);
         }
 
@@ -324,28 +439,47 @@ async fn main() {
             "reads_audit_on_per_off": common::round(read_phase.rate() / read_off.rate(), 3),
             "clinician_reads_audit_on_per_off": common::round(clinician_read_phase.rate() / clinician_read_off.rate(), 3),
         }));
-        for phase in [create_phase, create_off, raw_phase, read_phase, read_off, clinician_read_phase, clinician_read_off] {
+        for phase in [
+            create_phase,
+            create_off,
+            raw_phase,
+            read_phase,
+            read_off,
+            clinician_read_phase,
+            clinician_read_off,
+        ] {
             rows.push(Value::Object(phase.timing_json("phase")));
         }
     }
 
     println!();
-    println!("our creates/s ÷ raw inserts/s of the same sealed bytes (one row per transaction, same database):");
+    println!(
+        "our creates/s ÷ raw inserts/s of the same sealed bytes (one row per transaction, same database):"
+    );
     for r in &ratios {
         println!("  {:>2} clients: {}", r["clients"], r["create_per_raw"]);
     }
-    println!("reads/s as the clinic's clinician (access rule checked per read) ÷ reads/s as admin (none), same run:");
+    println!(
+        "reads/s as the clinic's clinician (access rule checked per read) ÷ reads/s as admin (none), same run:"
+    );
     for r in &ratios {
         println!(
             "  {:>2} clients: {} with the audit trail, {} without",
-            r["clients"], r["clinician_reads_per_admin_reads"], r["clinician_reads_per_admin_reads_audit_off"]
+            r["clients"],
+            r["clinician_reads_per_admin_reads"],
+            r["clinician_reads_per_admin_reads_audit_off"]
         );
     }
-    println!("the audit trail, same run and data: with ÷ without (Config.audit.enabled), creates/s, admin reads/s, clinician reads/s:");
+    println!(
+        "the audit trail, same run and data: with ÷ without (Config.audit.enabled), creates/s, admin reads/s, clinician reads/s:"
+    );
     for r in &ratios {
         println!(
             "  {:>2} clients: creates {}, reads {}, clinician reads {}",
-            r["clients"], r["creates_audit_on_per_off"], r["reads_audit_on_per_off"], r["clinician_reads_audit_on_per_off"]
+            r["clients"],
+            r["creates_audit_on_per_off"],
+            r["reads_audit_on_per_off"],
+            r["clinician_reads_audit_on_per_off"]
         );
     }
 
@@ -369,7 +503,9 @@ async fn main() {
         Err(e) => eprintln!("\ncould not write {}: {e}", out.display()),
     }
 
-    raw.execute("DROP TABLE IF EXISTS bench_raw").await.expect("drop bench_raw");
+    raw.execute("DROP TABLE IF EXISTS bench_raw")
+        .await
+        .expect("drop bench_raw");
     raw.close().await;
     common::stop_servers(servers).await;
 }

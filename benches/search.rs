@@ -44,13 +44,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{round, run_alternating};
 use fhirvault::auth::Caller;
 use fhirvault::config::{Config, DatabaseUrl};
 use fhirvault::crypto::KeyRing;
 use fhirvault::service::Service;
 use fhirvault::store::{Bind, bind_all};
 use futures::StreamExt;
-use common::{round, run_alternating};
 use search_data::{Kind, Rng, Sizes};
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -82,9 +82,10 @@ impl Settings {
     fn from_env() -> Settings {
         fn var<T: FromStr>(name: &str, default: T) -> T {
             match std::env::var(name) {
-                Ok(v) if !v.trim().is_empty() => {
-                    v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value"))
-                }
+                Ok(v) if !v.trim().is_empty() => v
+                    .trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
                 _ => default,
             }
         }
@@ -92,7 +93,11 @@ impl Settings {
         let clients = list("FHIRVAULT_BENCH_CLIENTS")
             .unwrap_or_else(|| "1,8".into())
             .split(',')
-            .map(|c| c.trim().parse::<usize>().expect("FHIRVAULT_BENCH_CLIENTS: comma-separated numbers"))
+            .map(|c| {
+                c.trim()
+                    .parse::<usize>()
+                    .expect("FHIRVAULT_BENCH_CLIENTS: comma-separated numbers")
+            })
             .filter(|&c| c > 0)
             .collect();
         Settings {
@@ -104,18 +109,30 @@ impl Settings {
             data_dir: list("FHIRVAULT_BENCH_DATA_DIR").map(PathBuf::from),
             import_concurrency: var("FHIRVAULT_BENCH_IMPORT_CONCURRENCY", 2usize).max(1),
             explain: var("FHIRVAULT_BENCH_EXPLAIN", 1u8) != 0,
-            only: list("FHIRVAULT_BENCH_ONLY").map(|v| v.split(',').map(|s| s.trim().to_string()).collect()),
+            only: list("FHIRVAULT_BENCH_ONLY")
+                .map(|v| v.split(',').map(|s| s.trim().to_string()).collect()),
             callers: list("FHIRVAULT_BENCH_CALLERS")
                 .unwrap_or_else(|| CALLERS.join(","))
                 .split(',')
                 .map(|c| c.trim().to_string())
-                .inspect(|c| assert!(CALLERS.contains(&c.as_str()), "FHIRVAULT_BENCH_CALLERS: some of {}", CALLERS.join(", ")))
+                .inspect(|c| {
+                    assert!(
+                        CALLERS.contains(&c.as_str()),
+                        "FHIRVAULT_BENCH_CALLERS: some of {}",
+                        CALLERS.join(", ")
+                    )
+                })
                 .collect(),
             audit: list("FHIRVAULT_BENCH_AUDIT")
                 .unwrap_or_else(|| "on,off".into())
                 .split(',')
                 .map(|c| c.trim().to_string())
-                .inspect(|c| assert!(c == "on" || c == "off", "FHIRVAULT_BENCH_AUDIT: on and/or off"))
+                .inspect(|c| {
+                    assert!(
+                        c == "on" || c == "off",
+                        "FHIRVAULT_BENCH_AUDIT: on and/or off"
+                    )
+                })
                 .collect(),
             rounds: var("FHIRVAULT_BENCH_ROUNDS", 2usize).max(1),
         }
@@ -146,7 +163,10 @@ struct QueryType {
 }
 
 fn pairs(items: &[(&str, String)]) -> Pairs {
-    items.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    items
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 fn random_patient(rng: &mut Rng, ctx: &Ctx) -> usize {
@@ -164,7 +184,10 @@ const QUERY_TYPES: &[QueryType] = &[
             let bound = search_data::date(rng.below(search_data::YEAR_SECONDS * 3 / 4));
             pairs(&[
                 ("subject", format!("Patient/{}", search_data::patient_id(p))),
-                ("code", format!("{}|{}", search_data::LOINC, search_data::HEART_RATE)),
+                (
+                    "code",
+                    format!("{}|{}", search_data::LOINC, search_data::HEART_RATE),
+                ),
                 ("date", format!("ge{bound}")),
                 ("_sort", "-date".into()),
                 ("_count", "50".into()),
@@ -179,7 +202,10 @@ const QUERY_TYPES: &[QueryType] = &[
             let p = random_patient(rng, ctx);
             let pseudonym = ctx.keys.pseudonym(&search_data::pseudonym_identity(p));
             pairs(&[
-                ("subject:Patient.identifier", format!("{}|{pseudonym}", ctx.pseudonym_system)),
+                (
+                    "subject:Patient.identifier",
+                    format!("{}|{pseudonym}", ctx.pseudonym_system),
+                ),
                 ("_count", "50".into()),
             ])
         },
@@ -196,7 +222,10 @@ const QUERY_TYPES: &[QueryType] = &[
         resource_type: "Patient",
         make: |rng, ctx| {
             let p = random_patient(rng, ctx);
-            pairs(&[("identifier", format!("{}|{}", search_data::SVNR_SYSTEM, search_data::svnr(p)))])
+            pairs(&[(
+                "identifier",
+                format!("{}|{}", search_data::SVNR_SYSTEM, search_data::svnr(p)),
+            )])
         },
     },
     QueryType {
@@ -219,14 +248,24 @@ const QUERY_TYPES: &[QueryType] = &[
         shape: "Patient?_has:Observation:subject:code=http://loinc.org|C (C: 8867-4 or 8894-5)",
         resource_type: "Patient",
         make: |rng, _| {
-            let code = if rng.below(2) == 0 { search_data::HEART_RATE } else { search_data::PVC_COUNT };
-            pairs(&[("_has:Observation:subject:code", format!("{}|{code}", search_data::LOINC))])
+            let code = if rng.below(2) == 0 {
+                search_data::HEART_RATE
+            } else {
+                search_data::PVC_COUNT
+            };
+            pairs(&[(
+                "_has:Observation:subject:code",
+                format!("{}|{code}", search_data::LOINC),
+            )])
         },
     },
 ];
 
 fn url_of(base: &str, resource_type: &str, pairs: &Pairs) -> String {
-    format!("{base}/{resource_type}?{}", serde_urlencoded::to_string(pairs).expect("query string"))
+    format!(
+        "{base}/{resource_type}?{}",
+        serde_urlencoded::to_string(pairs).expect("query string")
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,27 +288,51 @@ fn outcome_json(phase: &Phase) -> Value {
     let matches: usize = phase.results.iter().map(|o| o.matches).sum();
     let included: usize = phase.results.iter().map(|o| o.included).sum();
     let totals: Vec<i64> = phase.results.iter().filter_map(|o| o.total).collect();
-    let average_total = if totals.is_empty() { f64::NAN } else { totals.iter().sum::<i64>() as f64 / totals.len() as f64 };
+    let average_total = if totals.is_empty() {
+        f64::NAN
+    } else {
+        totals.iter().sum::<i64>() as f64 / totals.len() as f64
+    };
     let mut row = phase.timing_json("query");
     row.insert("avg_matches".into(), round(matches as f64 / ok, 2));
     row.insert("avg_included".into(), round(included as f64 / ok, 2));
     row.insert("avg_total".into(), round(average_total, 1));
-    row.insert("empty_pages".into(), json!(phase.results.iter().filter(|o| o.matches == 0).count()));
+    row.insert(
+        "empty_pages".into(),
+        json!(phase.results.iter().filter(|o| o.matches == 0).count()),
+    );
     Value::Object(row)
 }
 
-
 /// GET a search; the whole body is read and parsed (part of the measured latency).
 async fn search(client: &reqwest::Client, url: String) -> Result<Outcome, String> {
-    let response = client.get(&url).send().await.map_err(|e| format!("search: {e}"))?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("search: {e}"))?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| format!("search body: {e}"))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("search body: {e}"))?;
     if status != reqwest::StatusCode::OK {
-        return Err(format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
+        return Err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        ));
     }
     let bundle: Value = serde_json::from_slice(&body).map_err(|e| format!("bundle json: {e}"))?;
-    let mut outcome = Outcome { total: bundle.get("total").and_then(Value::as_i64), ..Outcome::default() };
-    for entry in bundle.get("entry").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+    let mut outcome = Outcome {
+        total: bundle.get("total").and_then(Value::as_i64),
+        ..Outcome::default()
+    };
+    for entry in bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         match entry.pointer("/search/mode").and_then(Value::as_str) {
             Some("match") => outcome.matches += 1,
             Some("include") => outcome.included += 1,
@@ -287,8 +350,19 @@ async fn counts(client: &reqwest::Client, base: &str, sizes: &Sizes) -> Vec<(Kin
     let mut out = Vec::new();
     for (kind, expected) in sizes.kinds() {
         let url = format!("{base}/{}?_summary=count", kind.resource_type());
-        let bundle: Value = client.get(&url).send().await.expect("count").json().await.expect("count json");
-        out.push((kind, expected, bundle["total"].as_i64().expect("Bundle.total")));
+        let bundle: Value = client
+            .get(&url)
+            .send()
+            .await
+            .expect("count")
+            .json()
+            .await
+            .expect("count json");
+        out.push((
+            kind,
+            expected,
+            bundle["total"].as_i64().expect("Bundle.total"),
+        ));
     }
     out
 }
@@ -300,7 +374,10 @@ async fn load(service: &Service, sizes: Sizes, concurrency: usize) -> Value {
     let batch_size = fhirvault::import::BATCH_SIZE;
     let started = Instant::now();
     let mut per_type = Vec::new();
-    eprintln!("loading {} resources through Service::import_batch ({batch_size} per batch, {concurrency} in flight)", sizes.total());
+    eprintln!(
+        "loading {} resources through Service::import_batch ({batch_size} per batch, {concurrency} in flight)",
+        sizes.total()
+    );
     for (kind, count) in sizes.kinds() {
         let kind_started = Instant::now();
         let batches = count.div_ceil(batch_size);
@@ -310,27 +387,49 @@ async fn load(service: &Service, sizes: Sizes, concurrency: usize) -> Value {
             .map(|b| {
                 let service = service.clone();
                 tokio::spawn(async move {
-                    let batch: Vec<(String, Result<Value, String>)> = (b * batch_size..((b + 1) * batch_size).min(count))
-                        .map(|i| (format!("{} {i}", kind.resource_type()), Ok(search_data::resource(kind, i, &sizes))))
+                    let batch: Vec<(String, Result<Value, String>)> = (b * batch_size
+                        ..((b + 1) * batch_size).min(count))
+                        .map(|i| {
+                            (
+                                format!("{} {i}", kind.resource_type()),
+                                Ok(search_data::resource(kind, i, &sizes)),
+                            )
+                        })
                         .collect();
                     service.import_batch(batch).await
                 })
             })
             .buffer_unordered(concurrency);
         while let Some(result) = stream.next().await {
-            let (summary, rejections) = result.expect("import task").unwrap_or_else(|e| panic!("import failed: {e}"));
+            let (summary, rejections) = result
+                .expect("import task")
+                .unwrap_or_else(|e| panic!("import failed: {e}"));
             if let Some(first) = rejections.first() {
-                panic!("{} {} rejected, first: {}: {}", summary.rejected, kind.resource_type(), first.position, first.reason);
+                panic!(
+                    "{} {} rejected, first: {}: {}",
+                    summary.rejected,
+                    kind.resource_type(),
+                    first.position,
+                    first.reason
+                );
             }
             done += summary.stored as usize;
             if last_report.elapsed() > Duration::from_secs(15) {
                 last_report = Instant::now();
                 let s = kind_started.elapsed().as_secs_f64();
-                eprintln!("  {:<12} {done:>9}/{count} ({:.0}/s)", kind.resource_type(), done as f64 / s);
+                eprintln!(
+                    "  {:<12} {done:>9}/{count} ({:.0}/s)",
+                    kind.resource_type(),
+                    done as f64 / s
+                );
             }
         }
         let seconds = kind_started.elapsed().as_secs_f64();
-        eprintln!("  {:<12} {count:>9} in {seconds:.1} s ({:.0}/s)", kind.resource_type(), count as f64 / seconds);
+        eprintln!(
+            "  {:<12} {count:>9} in {seconds:.1} s ({:.0}/s)",
+            kind.resource_type(),
+            count as f64 / seconds
+        );
         per_type.push(json!({
             "type": kind.resource_type(),
             "count": count,
@@ -339,7 +438,11 @@ async fn load(service: &Service, sizes: Sizes, concurrency: usize) -> Value {
         }));
     }
     let seconds = started.elapsed().as_secs_f64();
-    eprintln!("loaded {} resources in {seconds:.1} s ({:.0}/s)", sizes.total(), sizes.total() as f64 / seconds);
+    eprintln!(
+        "loaded {} resources in {seconds:.1} s ({:.0}/s)",
+        sizes.total(),
+        sizes.total() as f64 / seconds
+    );
     json!({
         "resources": sizes.total(),
         "seconds": round(seconds, 1),
@@ -370,12 +473,31 @@ fn bind_json(bind: &Bind) -> Value {
 
 /// The caller a token names, for one request that declares `purpose` (as the HTTP layer makes it).
 fn caller_of(service: &Service, token: &str, purpose: Option<&str>) -> Arc<Caller> {
-    let claims = service.verifier.verify(token, chrono::Utc::now().timestamp()).expect("bench token verifies");
-    let caller = fhirvault::api::authenticate::caller_from_claims(claims).expect("bench token's caller");
-    Arc::new(caller.for_request(purpose, None, &service.purposes, service.config.consent_default).expect("bench caller"))
+    let claims = service
+        .verifier
+        .verify(token, chrono::Utc::now().timestamp())
+        .expect("bench token verifies");
+    let caller =
+        fhirvault::api::authenticate::caller_from_claims(claims).expect("bench token's caller");
+    Arc::new(
+        caller
+            .for_request(
+                purpose,
+                None,
+                &service.purposes,
+                service.config.consent_default,
+            )
+            .expect("bench caller"),
+    )
 }
 
-async fn explain(service: &Service, query: &QueryType, pairs: &Pairs, postgres: bool, caller: &Arc<Caller>) -> Value {
+async fn explain(
+    service: &Service,
+    query: &QueryType,
+    pairs: &Pairs,
+    postgres: bool,
+    caller: &Arc<Caller>,
+) -> Value {
     let mut request = match service.parse_search(query.resource_type, pairs, false) {
         Ok(r) => r,
         Err(e) => return json!({"query": query.name, "error": e.to_string()}),
@@ -395,8 +517,15 @@ async fn explain(service: &Service, query: &QueryType, pairs: &Pairs, postgres: 
         Err(e) => return json!({"query": query.name, "error": e.to_string()}),
     };
     // The shape of service/search.rs `matching_rows` (first page, no cursor) and `count`.
-    let keys: String = plan.sort_keys.iter().enumerate().map(|(n, key)| format!(", {key} AS k{n}")).collect();
-    let columns: String = (0..plan.sort_keys.len()).map(|n| format!(", k{n}")).collect();
+    let keys: String = plan
+        .sort_keys
+        .iter()
+        .enumerate()
+        .map(|(n, key)| format!(", {key} AS k{n}"))
+        .collect();
+    let columns: String = (0..plan.sort_keys.len())
+        .map(|n| format!(", k{n}"))
+        .collect();
     let page_sql = format!(
         "SELECT id, resource_type{columns} FROM (SELECT h.id AS id, h.resource_type AS resource_type{keys} FROM resource_heads h \
          WHERE {}) s ORDER BY {} LIMIT {} OFFSET 0",
@@ -404,21 +533,35 @@ async fn explain(service: &Service, query: &QueryType, pairs: &Pairs, postgres: 
         fhirvault::search::cursor::order_sql(&plan.order, false),
         request.count + 1
     );
-    let count_sql = format!("SELECT COUNT(*) FROM resource_heads h WHERE {}", plan.where_sql);
+    let count_sql = format!(
+        "SELECT COUNT(*) FROM resource_heads h WHERE {}",
+        plan.where_sql
+    );
     let mut conn = service.store.reader().await.expect("reader");
-    let explain_sql = if postgres { format!("EXPLAIN {page_sql}") } else { format!("EXPLAIN QUERY PLAN {page_sql}") };
-    let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(explain_sql)), plan.binds.clone())
-        .fetch_all(&mut *conn)
-        .await
-        .expect("explain");
+    let explain_sql = if postgres {
+        format!("EXPLAIN {page_sql}")
+    } else {
+        format!("EXPLAIN QUERY PLAN {page_sql}")
+    };
+    let rows = bind_all(
+        sqlx::query(sqlx::AssertSqlSafe(explain_sql)),
+        plan.binds.clone(),
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("explain");
     let lines: Vec<String> = rows
         .iter()
         .map(|row| {
             if postgres {
                 row.try_get::<String, _>(0).unwrap_or_default()
             } else {
-                let (id, parent): (i64, i64) = (row.try_get(0).unwrap_or(0), row.try_get(1).unwrap_or(0));
-                format!("{id:>3} {parent:>3} {}", row.try_get::<String, _>(3).unwrap_or_default())
+                let (id, parent): (i64, i64) =
+                    (row.try_get(0).unwrap_or(0), row.try_get(1).unwrap_or(0));
+                format!(
+                    "{id:>3} {parent:>3} {}",
+                    row.try_get::<String, _>(3).unwrap_or_default()
+                )
             }
         })
         .collect();
@@ -427,11 +570,14 @@ async fn explain(service: &Service, query: &QueryType, pairs: &Pairs, postgres: 
         let mut n = 0;
         for _ in 0..3 {
             let t = Instant::now();
-            n = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.to_string())), binds.to_vec())
-                .fetch_all(&mut *conn)
-                .await
-                .expect("timed query")
-                .len();
+            n = bind_all(
+                sqlx::query(sqlx::AssertSqlSafe(sql.to_string())),
+                binds.to_vec(),
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .expect("timed query")
+            .len();
             best.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         best.sort_by(f64::total_cmp);
@@ -464,8 +610,15 @@ fn compare(rows: &[Value], key: &str, slow: &str, fast: &str) -> Vec<Value> {
     rows.iter()
         .filter(|r| r[key] == slow)
         .filter_map(|s| {
-            let f = rows.iter().find(|r| r[key] == fast && DIMENSIONS.iter().filter(|d| **d != key).all(|d| r[*d] == s[*d]))?;
-            let ratio = |k: &str| s[k].as_f64().unwrap_or(f64::NAN) / f[k].as_f64().unwrap_or(f64::NAN);
+            let f = rows.iter().find(|r| {
+                r[key] == fast
+                    && DIMENSIONS
+                        .iter()
+                        .filter(|d| **d != key)
+                        .all(|d| r[*d] == s[*d])
+            })?;
+            let ratio =
+                |k: &str| s[k].as_f64().unwrap_or(f64::NAN) / f[k].as_f64().unwrap_or(f64::NAN);
             let mut out = serde_json::Map::new();
             for d in DIMENSIONS.iter().filter(|d| **d != key) {
                 out.insert(d.to_string(), s[*d].clone());
@@ -508,36 +661,54 @@ fn print_comparison(title: &str, other: &str, table: &[Value]) {
 /// Write the data set's privacy Consents ([`search_data::consent`]) through the API, as admin
 /// with PUT and the bench's ids, 8 at a time, so `consent_rules` is filled by the server's own
 /// write path. A database that already holds them all (a reused data set) is left as it is.
-async fn write_consents(service: &Service, client: &reqwest::Client, base: &str, sizes: &Sizes) -> Value {
+async fn write_consents(
+    service: &Service,
+    client: &reqwest::Client,
+    base: &str,
+    sizes: &Sizes,
+) -> Value {
     let (holders, deny_clinic) = search_data::consent_counts(sizes);
     let url = format!("{base}/Consent?_summary=count");
-    let found: Value = client.get(&url).send().await.expect("count Consents").json().await.expect("count json");
+    let found: Value = client
+        .get(&url)
+        .send()
+        .await
+        .expect("count Consents")
+        .json()
+        .await
+        .expect("count json");
     let found = found["total"].as_i64().expect("Bundle.total");
     let started = Instant::now();
     let written = if found == holders as i64 {
         eprintln!("the database already holds the {holders} Consents; not writing them");
         0
     } else {
-        let results: Vec<Result<(), String>> = futures::stream::iter((0..sizes.patients).filter_map(|i| search_data::consent(i, sizes)))
-            .map(|consent| {
-                let url = format!("{base}/Consent/{}", consent["id"].as_str().expect("id"));
-                let client = client.clone();
-                async move {
-                    let response = client
-                        .put(&url)
-                        .header("content-type", "application/fhir+json")
-                        .body(serde_json::to_vec(&consent).expect("json"))
-                        .send()
-                        .await
-                        .map_err(|e| format!("PUT Consent: {e}"))?;
-                    let status = response.status();
-                    let body = response.text().await.unwrap_or_default();
-                    if status.is_success() { Ok(()) } else { Err(format!("PUT Consent: {status}: {body}")) }
+        let results: Vec<Result<(), String>> = futures::stream::iter(
+            (0..sizes.patients).filter_map(|i| search_data::consent(i, sizes)),
+        )
+        .map(|consent| {
+            let url = format!("{base}/Consent/{}", consent["id"].as_str().expect("id"));
+            let client = client.clone();
+            async move {
+                let response = client
+                    .put(&url)
+                    .header("content-type", "application/fhir+json")
+                    .body(serde_json::to_vec(&consent).expect("json"))
+                    .send()
+                    .await
+                    .map_err(|e| format!("PUT Consent: {e}"))?;
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("PUT Consent: {status}: {body}"))
                 }
-            })
-            .buffer_unordered(8)
-            .collect()
-            .await;
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
             panic!("writing the Consents: {e}");
         }
@@ -545,11 +716,15 @@ async fn write_consents(service: &Service, client: &reqwest::Client, base: &str,
     };
     let seconds = started.elapsed().as_secs_f64();
     let mut conn = service.store.reader().await.expect("reader");
-    let (rules, patients): (i64, i64) = sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT patient_id) FROM consent_rules")
-        .fetch_one(&mut *conn)
-        .await
-        .expect("count consent_rules");
-    eprintln!("Consents: {holders} patients of {} ({deny_clinic} deny the clinic); {rules} consent_rules rows", sizes.patients);
+    let (rules, patients): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT patient_id) FROM consent_rules")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("count consent_rules");
+    eprintln!(
+        "Consents: {holders} patients of {} ({deny_clinic} deny the clinic); {rules} consent_rules rows",
+        sizes.patients
+    );
     json!({
         "patients_with_consent": holders,
         "deny_clinic": deny_clinic,
@@ -575,7 +750,12 @@ async fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let query_types: Vec<&QueryType> = QUERY_TYPES
         .iter()
-        .filter(|q| settings.only.as_ref().is_none_or(|only| only.iter().any(|o| o == q.name)))
+        .filter(|q| {
+            settings
+                .only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|o| o == q.name))
+        })
         .collect();
 
     // The server, as benches/load.rs starts it.
@@ -594,7 +774,9 @@ async fn main() {
     let postgres = matches!(database, DatabaseUrl::Postgres(_));
     let backend = if postgres { "postgres" } else { "sqlite" };
     let keys = KeyRing::from_master_secret([7; 32]);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let mut config = Config::for_dir(&dir, Some(database.clone()));
     config.listen = addr;
@@ -603,24 +785,40 @@ async fn main() {
     // One caller sends everything here: no per-caller limit.
     config.rate_limit_per_second = 0;
     let base = config.base_url.clone();
-    let service = fhirvault::server::open_service(config, Some(keys.clone())).await.expect("service starts");
+    let service = fhirvault::server::open_service(config, Some(keys.clone()))
+        .await
+        .expect("service starts");
     // The same service without the audit trail, on a second listener: same store, same data,
     // same base URL (so the same SQL); only `Config.audit.enabled` differs.
     let mut servers = vec![common::spawn_server(listener, service.clone())];
     let mut bases = vec![("on", Arc::new(base.clone()))];
     if settings.audit.iter().any(|a| a == "off") {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let quiet_base = format!("http://{}/fhir", listener.local_addr().expect("addr"));
-        servers.push(common::spawn_server(listener, common::without_audit(&service)));
+        servers.push(common::spawn_server(
+            listener,
+            common::without_audit(&service),
+        ));
         bases.push(("off", Arc::new(quiet_base)));
     }
     let admin = common::token(&service, "admin", "user/*.cruds", None);
-    let clinician = common::token(&service, "clinician", "user/*.cruds", Some(&search_data::clinic_id(&sizes)));
+    let clinician = common::token(
+        &service,
+        "clinician",
+        "user/*.cruds",
+        Some(&search_data::clinic_id(&sizes)),
+    );
     let client = common::client_with(&admin, Duration::from_secs(300));
     let client_for = |caller: &str| match caller {
         "admin" => client.clone(),
         "clinician" => common::client_with(&clinician, Duration::from_secs(300)),
-        _ => common::client_with_headers(&clinician, &[("x-purpose-of-use", "ETREAT")], Duration::from_secs(300)),
+        _ => common::client_with_headers(
+            &clinician,
+            &[("x-purpose-of-use", "ETREAT")],
+            Duration::from_secs(300),
+        ),
     };
     let token_and_purpose = |caller: &str| match caller {
         "admin" => (admin.as_str(), None),
@@ -632,8 +830,13 @@ async fn main() {
     let found = counts(&client, &base, &sizes).await;
     let import_file = dir.join("bench-search-import.json");
     let import = if found.iter().all(|(_, expected, n)| *n == *expected as i64) {
-        eprintln!("the database already holds this data set ({} resources); not loading", sizes.total());
-        let previous = std::fs::read(&import_file).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        eprintln!(
+            "the database already holds this data set ({} resources); not loading",
+            sizes.total()
+        );
+        let previous = std::fs::read(&import_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
         json!({"reused": true, "loading_run": previous})
     } else if found.iter().all(|(_, _, n)| *n == 0) {
         let mut report = load(&service, sizes, settings.import_concurrency).await;
@@ -643,7 +846,9 @@ async fn main() {
             // Measured with ANALYZE alone, the first run right after the load had
             // obs_subject_code_date p95 355 ms against 8 ms in a second run on the same database.
             let mut conn = service.store.reader().await.expect("reader");
-            sqlx::Executor::execute(&mut *conn, "VACUUM ANALYZE").await.expect("VACUUM ANALYZE");
+            sqlx::Executor::execute(&mut *conn, "VACUUM ANALYZE")
+                .await
+                .expect("VACUUM ANALYZE");
             eprintln!("ran VACUUM ANALYZE");
         }
         if !postgres {
@@ -653,11 +858,17 @@ async fn main() {
             report["sqlite_bytes"] = json!(file_size(&db) + file_size(Path::new(&wal)));
         }
         if settings.data_dir.is_some() {
-            let _ = std::fs::write(&import_file, serde_json::to_vec_pretty(&report).expect("json"));
+            let _ = std::fs::write(
+                &import_file,
+                serde_json::to_vec_pretty(&report).expect("json"),
+            );
         }
         report
     } else {
-        let found: Vec<String> = found.iter().map(|(k, e, n)| format!("{} {n} (want {e})", k.resource_type())).collect();
+        let found: Vec<String> = found
+            .iter()
+            .map(|(k, e, n)| format!("{} {n} (want {e})", k.resource_type()))
+            .collect();
         panic!(
             "the database holds a different data set: {}. Use an empty database or another FHIRVAULT_BENCH_DATA_DIR.",
             found.join(", ")
@@ -667,10 +878,16 @@ async fn main() {
     if postgres {
         // The planner's statistics for the consent_rules rows just written.
         let mut conn = service.store.reader().await.expect("reader");
-        sqlx::Executor::execute(&mut *conn, "ANALYZE consent_rules").await.expect("ANALYZE consent_rules");
+        sqlx::Executor::execute(&mut *conn, "ANALYZE consent_rules")
+            .await
+            .expect("ANALYZE consent_rules");
     }
 
-    let ctx = Arc::new(Ctx { sizes, keys: keys.clone(), pseudonym_system: service.config.pseudonym_system.clone() });
+    let ctx = Arc::new(Ctx {
+        sizes,
+        keys: keys.clone(),
+        pseudonym_system: service.config.pseudonym_system.clone(),
+    });
 
     // The pseudonyms the chain query looks for are computed here; check one against the server.
     {
@@ -684,11 +901,18 @@ async fn main() {
             .expect("patient json");
         let stored = patient["identifier"]
             .as_array()
-            .and_then(|ids| ids.iter().find(|i| i["system"] == ctx.pseudonym_system.as_str()))
+            .and_then(|ids| {
+                ids.iter()
+                    .find(|i| i["system"] == ctx.pseudonym_system.as_str())
+            })
             .and_then(|i| i["value"].as_str())
             .expect("Patient has a pseudonym identifier")
             .to_string();
-        assert_eq!(stored, keys.pseudonym(&search_data::pseudonym_identity(0)), "pseudonym as the server assigns it");
+        assert_eq!(
+            stored,
+            keys.pseudonym(&search_data::pseudonym_identity(0)),
+            "pseudonym as the server assigns it"
+        );
     }
 
     // The issue's literal Claim query, once.
@@ -700,16 +924,28 @@ async fn main() {
         let response = client.get(&url).send().await.expect("claim probe");
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        let diagnostics = body.pointer("/issue/0/diagnostics").and_then(Value::as_str).unwrap_or("").to_string();
+        let diagnostics = body
+            .pointer("/issue/0/diagnostics")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         json!({"query": "Claim?patient=Patient/p000001&_include=Claim:coverage", "status": status, "diagnostics": diagnostics})
     };
 
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
     println!();
-    println!("fhirvault search benchmark — {backend} — {date} — {cores} cores, server and clients in one process");
+    println!(
+        "fhirvault search benchmark — {backend} — {date} — {cores} cores, server and clients in one process"
+    );
     println!(
         "data set: {} Observations, {} Patients, {} Devices, {} Coverages, {} Claims, {} Organizations ({} resources)",
-        sizes.observations, sizes.patients, sizes.devices, sizes.coverages, sizes.claims, sizes.organizations, sizes.total()
+        sizes.observations,
+        sizes.patients,
+        sizes.devices,
+        sizes.coverages,
+        sizes.claims,
+        sizes.organizations,
+        sizes.total()
     );
     println!(
         "consents: {} patients hold a privacy Consent, {} of them deny the clinic; {} consent_rules rows",
@@ -717,8 +953,14 @@ async fn main() {
     );
     if let Some(rate) = import["per_second"].as_f64() {
         println!("import: {} s, {rate} resources/s", import["seconds"]);
-    } else if let Some(rate) = import.pointer("/loading_run/per_second").and_then(Value::as_f64) {
-        println!("import (earlier run that loaded this data set): {} s, {rate} resources/s", import["loading_run"]["seconds"]);
+    } else if let Some(rate) = import
+        .pointer("/loading_run/per_second")
+        .and_then(Value::as_f64)
+    {
+        println!(
+            "import (earlier run that loaded this data set): {} s, {rate} resources/s",
+            import["loading_run"]["seconds"]
+        );
     }
     println!(
         "literal `{}`: HTTP {} {}",
@@ -752,9 +994,16 @@ async fn main() {
                     break;
                 }
                 let mut rng = Rng::new(0xFFFF_0000 ^ ((t as u64) << 20) ^ i as u64);
-                let url = url_of(&variant.base, query.resource_type, &(query.make)(&mut rng, &ctx));
+                let url = url_of(
+                    &variant.base,
+                    query.resource_type,
+                    &(query.make)(&mut rng, &ctx),
+                );
                 if let Err(e) = search(&variant.client, url).await {
-                    println!("warm-up {} as {} (audit {}): {e}", query.name, variant.caller, variant.audit);
+                    println!(
+                        "warm-up {} as {} (audit {}): {e}",
+                        query.name, variant.caller, variant.audit
+                    );
                     break;
                 }
             }
@@ -764,8 +1013,12 @@ async fn main() {
     let mut plans = Vec::new();
     if settings.explain {
         println!();
-        println!("the server's SQL for one sample of each query and caller, timed on its own (median of 3);");
-        println!("the plan shown is the clinician's (access rule and consent condition) when it is measured:");
+        println!(
+            "the server's SQL for one sample of each query and caller, timed on its own (median of 3);"
+        );
+        println!(
+            "the plan shown is the clinician's (access rule and consent condition) when it is measured:"
+        );
         let callers: Vec<(String, Arc<Caller>)> = settings
             .callers
             .iter()
@@ -788,7 +1041,11 @@ async fn main() {
                     explained["page_ms_median_of_3"],
                     explained["page_rows"],
                     explained["count_ms_median_of_3"],
-                    if explained["server_runs_count"] == true { "run for Bundle.total: the page is full" } else { "not run: the page holds every match" }
+                    if explained["server_runs_count"] == true {
+                        "run for Bundle.total: the page is full"
+                    } else {
+                        "not run: the page holds every match"
+                    }
                 );
                 if let Some(e) = explained.get("error") {
                     println!("    error: {e}");
@@ -798,7 +1055,11 @@ async fn main() {
                 }
                 plans.push(explained);
             }
-            for line in shown.and_then(|n| plans[n]["plan"].as_array()).into_iter().flatten() {
+            for line in shown
+                .and_then(|n| plans[n]["plan"].as_array())
+                .into_iter()
+                .flatten()
+            {
                 println!("    {}", line.as_str().unwrap_or_default());
             }
         }
@@ -810,12 +1071,29 @@ async fn main() {
          latency = request sent to Bundle parsed",
         settings.queries, settings.rounds, settings.seconds
     );
-    println!("callers: admin (no access rule), clinician (access rule + consent), etreat (clinician with X-Purpose-Of-Use: ETREAT: access rule, no consent)");
-    println!("audit: on (an AuditEvent per search, as deployed), off (the same service with Config.audit.enabled = false)");
+    println!(
+        "callers: admin (no access rule), clinician (access rule + consent), etreat (clinician with X-Purpose-Of-Use: ETREAT: access rule, no consent)"
+    );
+    println!(
+        "audit: on (an AuditEvent per search, as deployed), off (the same service with Config.audit.enabled = false)"
+    );
     println!();
     println!(
         "{:>7}  {:<5}  {:<9}  {:<22}  {:>5}  {:>3}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>7}  {:>6}  {:>8}",
-        "clients", "audit", "caller", "query", "ok", "err", "q/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "matches", "incl", "total"
+        "clients",
+        "audit",
+        "caller",
+        "query",
+        "ok",
+        "err",
+        "q/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "matches",
+        "incl",
+        "total"
     );
     let cap = Duration::from_secs(settings.seconds);
     let mut rows = Vec::new();
@@ -824,16 +1102,28 @@ async fn main() {
             let phases = {
                 // The same parameters for every variant: the seed depends on the query type, the
                 // client count and the request's number only.
-                let targets: Arc<Vec<(reqwest::Client, Arc<String>)>> =
-                    Arc::new(variants.iter().map(|v| (v.client.clone(), v.base.clone())).collect());
+                let targets: Arc<Vec<(reqwest::Client, Arc<String>)>> = Arc::new(
+                    variants
+                        .iter()
+                        .map(|v| (v.client.clone(), v.base.clone()))
+                        .collect(),
+                );
                 let (ctx, resource_type, make) = (ctx.clone(), query.resource_type, query.make);
                 let names = vec![query.name; variants.len()];
-                run_alternating(&names, clients, settings.queries, settings.rounds, cap, move |v, i| {
-                    let mut rng = Rng::new(((t as u64) << 40) ^ ((clients as u64) << 32) ^ i as u64);
-                    let (client, base) = targets[v].clone();
-                    let url = url_of(&base, resource_type, &make(&mut rng, &ctx));
-                    async move { search(&client, url).await }
-                })
+                run_alternating(
+                    &names,
+                    clients,
+                    settings.queries,
+                    settings.rounds,
+                    cap,
+                    move |v, i| {
+                        let mut rng =
+                            Rng::new(((t as u64) << 40) ^ ((clients as u64) << 32) ^ i as u64);
+                        let (client, base) = targets[v].clone();
+                        let url = url_of(&base, resource_type, &make(&mut rng, &ctx));
+                        async move { search(&client, url).await }
+                    },
+                )
                 .await
             };
             for (variant, phase) in variants.iter().zip(phases) {

@@ -43,10 +43,18 @@ pub struct AuditArgs {
     #[arg(long = "audit-chains", env = "FHIRVAULT_AUDIT_CHAINS", global = true)]
     pub chains: Option<u32>,
     /// Days AuditEvents are kept before `fhirvault audit prune` removes them. Default 2190 (six years).
-    #[arg(long = "audit-retention-days", env = "FHIRVAULT_AUDIT_RETENTION_DAYS", global = true)]
+    #[arg(
+        long = "audit-retention-days",
+        env = "FHIRVAULT_AUDIT_RETENTION_DAYS",
+        global = true
+    )]
     pub retention_days: Option<u32>,
     /// What a read does when its AuditEvent cannot be written: `fail` (default) or `queue`.
-    #[arg(long = "audit-on-write-failure", env = "FHIRVAULT_AUDIT_ON_WRITE_FAILURE", global = true)]
+    #[arg(
+        long = "audit-on-write-failure",
+        env = "FHIRVAULT_AUDIT_ON_WRITE_FAILURE",
+        global = true
+    )]
     pub on_write_failure: Option<String>,
 }
 
@@ -165,7 +173,12 @@ pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 2190;
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { chains: DEFAULT_AUDIT_CHAINS, retention_days: DEFAULT_AUDIT_RETENTION_DAYS, on_write_failure: OnWriteFailure::Fail, enabled: true }
+        AuditConfig {
+            chains: DEFAULT_AUDIT_CHAINS,
+            retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
+            on_write_failure: OnWriteFailure::Fail,
+            enabled: true,
+        }
     }
 }
 
@@ -173,18 +186,42 @@ impl AuditConfig {
     fn resolve(file: AuditFileConfig, args: &AuditArgs) -> Result<AuditConfig, ConfigError> {
         let chains = args.chains.or(file.chains).unwrap_or(DEFAULT_AUDIT_CHAINS);
         if !(1..=MAX_AUDIT_CHAINS).contains(&chains) {
-            return Err(ConfigError::new("audit.chains", format!("must be between 1 and {MAX_AUDIT_CHAINS}")));
+            return Err(ConfigError::new(
+                "audit.chains",
+                format!("must be between 1 and {MAX_AUDIT_CHAINS}"),
+            ));
         }
-        let retention_days = args.retention_days.or(file.retention_days).unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS);
+        let retention_days = args
+            .retention_days
+            .or(file.retention_days)
+            .unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS);
         if retention_days == 0 {
-            return Err(ConfigError::new("audit.retention_days", "must be at least 1"));
+            return Err(ConfigError::new(
+                "audit.retention_days",
+                "must be at least 1",
+            ));
         }
-        let on_write_failure = match args.on_write_failure.clone().or(file.on_write_failure).as_deref() {
+        let on_write_failure = match args
+            .on_write_failure
+            .clone()
+            .or(file.on_write_failure)
+            .as_deref()
+        {
             None | Some("fail") => OnWriteFailure::Fail,
             Some("queue") => OnWriteFailure::Queue,
-            Some(_) => return Err(ConfigError::new("audit.on_write_failure", "must be `fail` or `queue`")),
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "audit.on_write_failure",
+                    "must be `fail` or `queue`",
+                ));
+            }
         };
-        Ok(AuditConfig { chains, retention_days, on_write_failure, enabled: true })
+        Ok(AuditConfig {
+            chains,
+            retention_days,
+            on_write_failure,
+            enabled: true,
+        })
     }
 }
 
@@ -249,29 +286,59 @@ impl AuthConfig {
         }
     }
 
-    fn resolve(file: AuthFileConfig, args: &AuthArgs, base_url: &str) -> Result<AuthConfig, ConfigError> {
-        let issuer = args.issuer.clone().or(file.issuer).unwrap_or_else(|| base_url.to_string());
-        let audience = args.audience.clone().or(file.audience).unwrap_or_else(|| base_url.to_string());
+    fn resolve(
+        file: AuthFileConfig,
+        args: &AuthArgs,
+        base_url: &str,
+    ) -> Result<AuthConfig, ConfigError> {
+        let issuer = args
+            .issuer
+            .clone()
+            .or(file.issuer)
+            .unwrap_or_else(|| base_url.to_string());
+        let audience = args
+            .audience
+            .clone()
+            .or(file.audience)
+            .unwrap_or_else(|| base_url.to_string());
         for (setting, value) in [("auth.issuer", &issuer), ("auth.audience", &audience)] {
             if value.is_empty() || value.contains(char::is_whitespace) {
-                return Err(ConfigError::new(setting, "must be a non-empty string without spaces"));
+                return Err(ConfigError::new(
+                    setting,
+                    "must be a non-empty string without spaces",
+                ));
             }
         }
         let jwks_file = args.jwks_file.clone().or(file.jwks_file);
         if let Some(path) = &jwks_file
             && !path.is_file()
         {
-            return Err(ConfigError::new("auth.jwks_file", format!("{} is not a readable file", path.display())));
+            return Err(ConfigError::new(
+                "auth.jwks_file",
+                format!("{} is not a readable file", path.display()),
+            ));
         }
         let trust_key_ring = file.trust_key_ring.unwrap_or(jwks_file.is_none());
         if !trust_key_ring && jwks_file.is_none() {
-            return Err(ConfigError::new("auth.trust_key_ring", "is false and no auth.jwks_file is set: no key would verify tokens"));
+            return Err(ConfigError::new(
+                "auth.trust_key_ring",
+                "is false and no auth.jwks_file is set: no key would verify tokens",
+            ));
         }
-        let leeway_seconds = args.leeway_seconds.or(file.leeway_seconds).unwrap_or(DEFAULT_LEEWAY_SECONDS);
+        let leeway_seconds = args
+            .leeway_seconds
+            .or(file.leeway_seconds)
+            .unwrap_or(DEFAULT_LEEWAY_SECONDS);
         if leeway_seconds > MAX_LEEWAY_SECONDS {
-            return Err(ConfigError::new("auth.leeway_seconds", format!("must be at most {MAX_LEEWAY_SECONDS}")));
+            return Err(ConfigError::new(
+                "auth.leeway_seconds",
+                format!("must be at most {MAX_LEEWAY_SECONDS}"),
+            ));
         }
-        for (setting, url) in [("auth.authorization_endpoint", &file.authorization_endpoint), ("auth.token_endpoint", &file.token_endpoint)] {
+        for (setting, url) in [
+            ("auth.authorization_endpoint", &file.authorization_endpoint),
+            ("auth.token_endpoint", &file.token_endpoint),
+        ] {
             if let Some(url) = url
                 && !(url.starts_with("https://") || url.starts_with("http://"))
             {
@@ -330,44 +397,76 @@ impl Default for Hl7Config {
             idle_timeout: Duration::from_secs(60),
             max_connections: 256,
             facility_time_zone: chrono_tz::Europe::Vienna,
-            identifier_systems: BTreeMap::from([("SVNR".to_string(), AUSTRIAN_SVNR_SYSTEM.to_string())]),
+            identifier_systems: BTreeMap::from([(
+                "SVNR".to_string(),
+                AUSTRIAN_SVNR_SYSTEM.to_string(),
+            )]),
         }
     }
 }
 
 impl Hl7Config {
-    fn resolve(file: Hl7FileConfig, store: &StoreArgs, serve: &ServeArgs) -> Result<Hl7Config, ConfigError> {
+    fn resolve(
+        file: Hl7FileConfig,
+        store: &StoreArgs,
+        serve: &ServeArgs,
+    ) -> Result<Hl7Config, ConfigError> {
         let defaults = Hl7Config::default();
         let mllp_listen = match serve.mllp_listen.clone().or(file.mllp_listen) {
             Some(text) => Some(text.parse().map_err(|_| {
-                ConfigError::new("mllp_listen", format!("`{text}` is not an address like 127.0.0.1:2575"))
+                ConfigError::new(
+                    "mllp_listen",
+                    format!("`{text}` is not an address like 127.0.0.1:2575"),
+                )
             })?),
             None => None,
         };
         let zone_name = store.facility_time_zone.clone().or(file.facility_time_zone);
         let facility_time_zone = match zone_name {
             Some(name) => name.parse().map_err(|_| {
-                ConfigError::new("facility_time_zone", format!("`{name}` is not an IANA time zone name like Europe/Vienna"))
+                ConfigError::new(
+                    "facility_time_zone",
+                    format!("`{name}` is not an IANA time zone name like Europe/Vienna"),
+                )
             })?,
             None => defaults.facility_time_zone,
         };
         let max_message_bytes = file.max_message_bytes.unwrap_or(defaults.max_message_bytes);
         if max_message_bytes < 1024 {
-            return Err(ConfigError::new("hl7v2.max_message_bytes", "must be at least 1024"));
+            return Err(ConfigError::new(
+                "hl7v2.max_message_bytes",
+                "must be at least 1024",
+            ));
         }
         let max_connections = file.max_connections.unwrap_or(defaults.max_connections);
         if max_connections == 0 {
-            return Err(ConfigError::new("hl7v2.max_connections", "must be at least 1"));
+            return Err(ConfigError::new(
+                "hl7v2.max_connections",
+                "must be at least 1",
+            ));
         }
-        let idle_timeout = file.idle_timeout_seconds.map(Duration::from_secs).unwrap_or(defaults.idle_timeout);
+        let idle_timeout = file
+            .idle_timeout_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.idle_timeout);
         let mut identifier_systems = defaults.identifier_systems;
         for (authority, system) in file.identifier_systems.unwrap_or_default() {
             if system.is_empty() || system.contains(char::is_whitespace) {
-                return Err(ConfigError::new("hl7v2.identifier_systems", format!("the system for `{authority}` must be a URI without spaces")));
+                return Err(ConfigError::new(
+                    "hl7v2.identifier_systems",
+                    format!("the system for `{authority}` must be a URI without spaces"),
+                ));
             }
             identifier_systems.insert(authority, system);
         }
-        Ok(Hl7Config { mllp_listen, max_message_bytes, idle_timeout, max_connections, facility_time_zone, identifier_systems })
+        Ok(Hl7Config {
+            mllp_listen,
+            max_message_bytes,
+            idle_timeout,
+            max_connections,
+            facility_time_zone,
+            identifier_systems,
+        })
     }
 }
 
@@ -406,23 +505,47 @@ impl TlsConfig {
         let client_ca_file = serve.tls_client_ca.clone().or(file.client_ca_file);
         let (cert_file, key_file) = match (cert_file, key_file) {
             (Some(cert), Some(key)) => (cert, key),
-            (Some(_), None) => return Err(ConfigError::new("tls.key_file", "is needed with tls.cert_file (--tls-key)")),
-            (None, Some(_)) => return Err(ConfigError::new("tls.cert_file", "is needed with tls.key_file (--tls-cert)")),
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "tls.key_file",
+                    "is needed with tls.cert_file (--tls-key)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "tls.cert_file",
+                    "is needed with tls.key_file (--tls-cert)",
+                ));
+            }
             (None, None) => {
                 if client_ca_file.is_some() {
-                    return Err(ConfigError::new("tls.client_ca_file", "needs tls.cert_file and tls.key_file: client certificates are a TLS feature"));
+                    return Err(ConfigError::new(
+                        "tls.client_ca_file",
+                        "needs tls.cert_file and tls.key_file: client certificates are a TLS feature",
+                    ));
                 }
                 if !file.hubs.is_empty() {
-                    return Err(ConfigError::new("tls.hubs", "needs tls.cert_file, tls.key_file and tls.client_ca_file"));
+                    return Err(ConfigError::new(
+                        "tls.hubs",
+                        "needs tls.cert_file, tls.key_file and tls.client_ca_file",
+                    ));
                 }
                 return Ok(None);
             }
         };
         if !file.hubs.is_empty() && client_ca_file.is_none() {
-            return Err(ConfigError::new("tls.hubs", "needs tls.client_ca_file: hubs are known by client certificates issued under it"));
+            return Err(ConfigError::new(
+                "tls.hubs",
+                "needs tls.client_ca_file: hubs are known by client certificates issued under it",
+            ));
         }
         check_hubs(&file.hubs)?;
-        Ok(Some(TlsConfig { cert_file, key_file, client_ca_file, hubs: file.hubs }))
+        Ok(Some(TlsConfig {
+            cert_file,
+            key_file,
+            client_ca_file,
+            hubs: file.hubs,
+        }))
     }
 }
 
@@ -433,23 +556,43 @@ fn check_hubs(hubs: &[HubConfig]) -> Result<(), ConfigError> {
     let mut subjects = std::collections::BTreeSet::new();
     for hub in hubs {
         if hub.name.trim().is_empty() || hub.name.chars().any(char::is_control) {
-            return Err(ConfigError::new("tls.hubs", "every hub needs a name without control characters"));
+            return Err(ConfigError::new(
+                "tls.hubs",
+                "every hub needs a name without control characters",
+            ));
         }
         let name = &hub.name;
         if rustls_pki_types::DnsName::try_from(hub.subject.as_str()).is_err() {
-            return Err(ConfigError::new("tls.hubs", format!("hub `{name}`: subject `{}` is not a DNS name (wildcards are not allowed)", hub.subject)));
+            return Err(ConfigError::new(
+                "tls.hubs",
+                format!(
+                    "hub `{name}`: subject `{}` is not a DNS name (wildcards are not allowed)",
+                    hub.subject
+                ),
+            ));
         }
         if let Some(org) = &hub.org {
-            let valid = org.strip_prefix("Organization/").is_some_and(crate::fhir::id::is_valid_id);
+            let valid = org
+                .strip_prefix("Organization/")
+                .is_some_and(crate::fhir::id::is_valid_id);
             if !valid {
-                return Err(ConfigError::new("tls.hubs", format!("hub `{name}`: org must be a reference like Organization/org-a")));
+                return Err(ConfigError::new(
+                    "tls.hubs",
+                    format!("hub `{name}`: org must be a reference like Organization/org-a"),
+                ));
             }
         }
         if !names.insert(name.as_str()) {
-            return Err(ConfigError::new("tls.hubs", format!("hub name `{name}` is used twice")));
+            return Err(ConfigError::new(
+                "tls.hubs",
+                format!("hub name `{name}` is used twice"),
+            ));
         }
         if !subjects.insert(hub.subject.to_ascii_lowercase()) {
-            return Err(ConfigError::new("tls.hubs", format!("subject `{}` is used by two hubs", hub.subject)));
+            return Err(ConfigError::new(
+                "tls.hubs",
+                format!("subject `{}` is used by two hubs", hub.subject),
+            ));
         }
     }
     Ok(())
@@ -463,16 +606,25 @@ pub enum DatabaseUrl {
 
 impl DatabaseUrl {
     pub fn parse(value: &str) -> Result<Self, ConfigError> {
-        if let Some(path) = value.strip_prefix("sqlite://").or_else(|| value.strip_prefix("sqlite:")) {
+        if let Some(path) = value
+            .strip_prefix("sqlite://")
+            .or_else(|| value.strip_prefix("sqlite:"))
+        {
             let path = path.split('?').next().unwrap_or_default();
             if path.is_empty() {
-                return Err(ConfigError::new("database_url", "sqlite: needs a file path, e.g. sqlite:./fhirvault-data/fhirvault.db"));
+                return Err(ConfigError::new(
+                    "database_url",
+                    "sqlite: needs a file path, e.g. sqlite:./fhirvault-data/fhirvault.db",
+                ));
             }
             Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
         } else if value.starts_with("postgres://") || value.starts_with("postgresql://") {
             Ok(DatabaseUrl::Postgres(value.to_string()))
         } else {
-            Err(ConfigError::new("database_url", "must start with sqlite: or postgres://"))
+            Err(ConfigError::new(
+                "database_url",
+                "must start with sqlite: or postgres://",
+            ))
         }
     }
 
@@ -532,7 +684,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn new(setting: &'static str, message: impl Into<String>) -> Self {
-        ConfigError { setting, message: message.into() }
+        ConfigError {
+            setting,
+            message: message.into(),
+        }
     }
 }
 
@@ -550,18 +705,27 @@ impl Config {
     pub fn resolve(store: &StoreArgs, serve: &ServeArgs) -> Result<Config, ConfigError> {
         let file = match &store.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
-                toml::from_str::<FileConfig>(&text)
-                    .map_err(|e| ConfigError::new("config", format!("{}: {}", path.display(), e.message())))?
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    ConfigError::new("config", format!("{}: {}", path.display(), e.message()))
+                })?
             }
             None => FileConfig::default(),
         };
 
-        let listen_text = serve.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .map_err(|_| ConfigError::new("listen", format!("`{listen_text}` is not an address like 127.0.0.1:8080")))?;
+        let listen_text = serve
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            ConfigError::new(
+                "listen",
+                format!("`{listen_text}` is not an address like 127.0.0.1:8080"),
+            )
+        })?;
 
         let tls = TlsConfig::resolve(file.tls, serve)?;
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -571,16 +735,27 @@ impl Config {
             .or(file.base_url)
             .unwrap_or_else(|| format!("{scheme}://{listen}/fhir"));
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(ConfigError::new("base_url", "must be an absolute http(s) URL"));
+            return Err(ConfigError::new(
+                "base_url",
+                "must be an absolute http(s) URL",
+            ));
         }
         let base_url = base_url.trim_end_matches('/').to_string();
 
-        let data_dir = store.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("fhirvault-data"));
+        let data_dir = store
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("fhirvault-data"));
         let database = match store.database_url.clone().or(file.database_url) {
             Some(url) => DatabaseUrl::parse(&url)?,
             None => DatabaseUrl::Sqlite(data_dir.join("fhirvault.db")),
         };
-        let key_file = store.key_file.clone().or(file.key_file).unwrap_or_else(|| data_dir.join("keys.json"));
+        let key_file = store
+            .key_file
+            .clone()
+            .or(file.key_file)
+            .unwrap_or_else(|| data_dir.join("keys.json"));
         let fhir_resources = store
             .fhir_resources
             .clone()
@@ -589,19 +764,30 @@ impl Config {
         if !fhir_resources.join("search-parameters.json").is_file() {
             return Err(ConfigError::new(
                 "fhir_resources",
-                format!("{} does not hold the FHIR R4 definitions (search-parameters.json missing)", fhir_resources.display()),
+                format!(
+                    "{} does not hold the FHIR R4 definitions (search-parameters.json missing)",
+                    fhir_resources.display()
+                ),
             ));
         }
 
-        let pseudonym_system = file.pseudonym_system.unwrap_or_else(|| DEFAULT_PSEUDONYM_SYSTEM.to_string());
+        let pseudonym_system = file
+            .pseudonym_system
+            .unwrap_or_else(|| DEFAULT_PSEUDONYM_SYSTEM.to_string());
         if pseudonym_system.is_empty() || pseudonym_system.contains(char::is_whitespace) {
-            return Err(ConfigError::new("pseudonym_system", "must be a URI without spaces"));
+            return Err(ConfigError::new(
+                "pseudonym_system",
+                "must be a URI without spaces",
+            ));
         }
         let max_body_bytes = file.max_body_bytes.unwrap_or(16 * 1024 * 1024);
         let default_page_size = file.default_page_size.unwrap_or(50);
         let max_page_size = file.max_page_size.unwrap_or(1000);
         if default_page_size == 0 || default_page_size > max_page_size {
-            return Err(ConfigError::new("default_page_size", "must be between 1 and max_page_size"));
+            return Err(ConfigError::new(
+                "default_page_size",
+                "must be between 1 and max_page_size",
+            ));
         }
 
         let hl7v2 = Hl7Config::resolve(file.hl7v2, store, serve)?;
@@ -622,12 +808,19 @@ impl Config {
             pseudonym_system,
             insurer_pseudonymised: file.insurer_pseudonymised.unwrap_or(true),
             consent_default: match file.consent_default.as_deref() {
-                Some(text) => text.parse().map_err(|why: String| ConfigError::new("consent_default", why))?,
+                Some(text) => text
+                    .parse()
+                    .map_err(|why: String| ConfigError::new("consent_default", why))?,
                 None => Default::default(),
             },
-            rate_limit_per_second: file.rate_limit_per_second.unwrap_or(DEFAULT_RATE_PER_SECOND),
+            rate_limit_per_second: file
+                .rate_limit_per_second
+                .unwrap_or(DEFAULT_RATE_PER_SECOND),
             rate_limit_burst: file.rate_limit_burst.unwrap_or(DEFAULT_RATE_BURST),
-            max_bundle_entries: file.max_bundle_entries.unwrap_or(DEFAULT_MAX_BUNDLE_ENTRIES).max(1),
+            max_bundle_entries: file
+                .max_bundle_entries
+                .unwrap_or(DEFAULT_MAX_BUNDLE_ENTRIES)
+                .max(1),
             max_body_bytes,
             default_page_size,
             max_page_size,
@@ -674,7 +867,9 @@ impl Config {
             } else {
                 Err(ConfigError::new(
                     setting,
-                    format!("{address} is not a loopback address; serving beyond this machine needs TLS (tls.cert_file and tls.key_file, or --tls-cert and --tls-key)"),
+                    format!(
+                        "{address} is not a loopback address; serving beyond this machine needs TLS (tls.cert_file and tls.key_file, or --tls-cert and --tls-key)"
+                    ),
                 ))
             }
         };
@@ -702,17 +897,28 @@ mod tests {
 
     #[test]
     fn database_urls() {
-        assert_eq!(DatabaseUrl::parse("sqlite:a.db").unwrap(), DatabaseUrl::Sqlite("a.db".into()));
-        assert!(matches!(DatabaseUrl::parse("postgres://u@h/db"), Ok(DatabaseUrl::Postgres(_))));
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:a.db").unwrap(),
+            DatabaseUrl::Sqlite("a.db".into())
+        );
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://u@h/db"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
         let err = DatabaseUrl::parse("mysql://x").unwrap_err();
         assert_eq!(err.setting, "database_url");
-        let redacted = DatabaseUrl::parse("postgres://me:secret@h:5432/db").unwrap().redacted();
+        let redacted = DatabaseUrl::parse("postgres://me:secret@h:5432/db")
+            .unwrap()
+            .redacted();
         assert_eq!(redacted, "postgres://me:***@h:5432/db");
     }
 
     #[test]
     fn bad_listen_names_the_setting() {
-        let serve = ServeArgs { listen: Some("nonsense".into()), ..ServeArgs::default() };
+        let serve = ServeArgs {
+            listen: Some("nonsense".into()),
+            ..ServeArgs::default()
+        };
         let err = Config::resolve(&StoreArgs::default(), &serve).unwrap_err();
         assert_eq!(err.setting, "listen");
     }
@@ -721,13 +927,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fhirvault.toml");
         std::fs::write(&path, toml).unwrap();
-        let store = StoreArgs { config: Some(path), ..StoreArgs::default() };
-        Config::resolve(&store, &ServeArgs { auth, ..ServeArgs::default() })
+        let store = StoreArgs {
+            config: Some(path),
+            ..StoreArgs::default()
+        };
+        Config::resolve(
+            &store,
+            &ServeArgs {
+                auth,
+                ..ServeArgs::default()
+            },
+        )
     }
 
     #[test]
     fn auth_defaults_follow_the_base_url() {
-        let serve = ServeArgs { base_url: Some("https://fhir.example/fhir/".into()), ..ServeArgs::default() };
+        let serve = ServeArgs {
+            base_url: Some("https://fhir.example/fhir/".into()),
+            ..ServeArgs::default()
+        };
         let auth = Config::resolve(&StoreArgs::default(), &serve).unwrap().auth;
         assert_eq!(auth.issuer, "https://fhir.example/fhir");
         assert_eq!(auth.audience, "https://fhir.example/fhir");
@@ -742,13 +960,22 @@ mod tests {
             "[auth]\nissuer = \"https://idp.example/realms/x\"\naudience = \"file\"\njwks_file = \"{}\"\nleeway_seconds = 5\ntoken_endpoint = \"https://idp.example/token\"\n",
             jwks.path().display()
         );
-        let flags = AuthArgs { audience: Some("fhirvault".into()), ..AuthArgs::default() };
+        let flags = AuthArgs {
+            audience: Some("fhirvault".into()),
+            ..AuthArgs::default()
+        };
         let auth = resolve_with_toml(&toml, flags).unwrap().auth;
         assert_eq!(auth.issuer, "https://idp.example/realms/x");
         assert_eq!(auth.audience, "fhirvault", "flags win over the file");
         assert_eq!(auth.leeway_seconds, 5);
-        assert!(!auth.trust_key_ring, "an identity provider replaces the key ring unless asked");
-        assert_eq!(auth.token_endpoint.as_deref(), Some("https://idp.example/token"));
+        assert!(
+            !auth.trust_key_ring,
+            "an identity provider replaces the key ring unless asked"
+        );
+        assert_eq!(
+            auth.token_endpoint.as_deref(),
+            Some("https://idp.example/token")
+        );
     }
 
     #[test]
@@ -756,10 +983,16 @@ mod tests {
         let cases = [
             ("[auth]\nissuer = \"\"\n", "auth.issuer"),
             ("[auth]\naudience = \"a b\"\n", "auth.audience"),
-            ("[auth]\njwks_file = \"/nonexistent/jwks.json\"\n", "auth.jwks_file"),
+            (
+                "[auth]\njwks_file = \"/nonexistent/jwks.json\"\n",
+                "auth.jwks_file",
+            ),
             ("[auth]\ntrust_key_ring = false\n", "auth.trust_key_ring"),
             ("[auth]\nleeway_seconds = 3600\n", "auth.leeway_seconds"),
-            ("[auth]\ntoken_endpoint = \"idp/token\"\n", "auth.token_endpoint"),
+            (
+                "[auth]\ntoken_endpoint = \"idp/token\"\n",
+                "auth.token_endpoint",
+            ),
             ("[auth]\nunknown = 1\n", "config"),
         ];
         for (toml, setting) in cases {
@@ -770,60 +1003,153 @@ mod tests {
 
     #[test]
     fn audit_settings_from_toml_and_flags() {
-        let (_dir, store) = with_file("[audit]\nchains = 8\nretention_days = 30\non_write_failure = \"queue\"\n");
-        let audit = Config::resolve(&store, &ServeArgs::default()).unwrap().audit;
-        assert_eq!(audit, AuditConfig { chains: 8, retention_days: 30, on_write_failure: OnWriteFailure::Queue, enabled: true });
-        let flags = StoreArgs { audit: AuditArgs { chains: Some(2), ..AuditArgs::default() }, ..store };
-        assert_eq!(Config::resolve(&flags, &ServeArgs::default()).unwrap().audit.chains, 2, "flags win over the file");
-        assert_eq!(Config::resolve(&StoreArgs::default(), &ServeArgs::default()).unwrap().audit, AuditConfig::default());
+        let (_dir, store) =
+            with_file("[audit]\nchains = 8\nretention_days = 30\non_write_failure = \"queue\"\n");
+        let audit = Config::resolve(&store, &ServeArgs::default())
+            .unwrap()
+            .audit;
+        assert_eq!(
+            audit,
+            AuditConfig {
+                chains: 8,
+                retention_days: 30,
+                on_write_failure: OnWriteFailure::Queue,
+                enabled: true
+            }
+        );
+        let flags = StoreArgs {
+            audit: AuditArgs {
+                chains: Some(2),
+                ..AuditArgs::default()
+            },
+            ..store
+        };
+        assert_eq!(
+            Config::resolve(&flags, &ServeArgs::default())
+                .unwrap()
+                .audit
+                .chains,
+            2,
+            "flags win over the file"
+        );
+        assert_eq!(
+            Config::resolve(&StoreArgs::default(), &ServeArgs::default())
+                .unwrap()
+                .audit,
+            AuditConfig::default()
+        );
         for (toml, setting) in [
             ("[audit]\nchains = 0\n", "audit.chains"),
             ("[audit]\nretention_days = 0\n", "audit.retention_days"),
-            ("[audit]\non_write_failure = \"drop\"\n", "audit.on_write_failure"),
+            (
+                "[audit]\non_write_failure = \"drop\"\n",
+                "audit.on_write_failure",
+            ),
         ] {
             let (_dir, store) = with_file(toml);
-            assert_eq!(Config::resolve(&store, &ServeArgs::default()).unwrap_err().setting, setting, "{toml}");
+            assert_eq!(
+                Config::resolve(&store, &ServeArgs::default())
+                    .unwrap_err()
+                    .setting,
+                setting,
+                "{toml}"
+            );
         }
     }
 
     #[test]
     fn bad_hl7_settings_name_the_setting() {
-        let serve = ServeArgs { mllp_listen: Some("port 2575".into()), ..ServeArgs::default() };
-        assert_eq!(Config::resolve(&StoreArgs::default(), &serve).unwrap_err().setting, "mllp_listen");
-        let store = StoreArgs { facility_time_zone: Some("Mars/Olympus".into()), ..StoreArgs::default() };
-        assert_eq!(Config::resolve(&store, &ServeArgs::default()).unwrap_err().setting, "facility_time_zone");
+        let serve = ServeArgs {
+            mllp_listen: Some("port 2575".into()),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            Config::resolve(&StoreArgs::default(), &serve)
+                .unwrap_err()
+                .setting,
+            "mllp_listen"
+        );
+        let store = StoreArgs {
+            facility_time_zone: Some("Mars/Olympus".into()),
+            ..StoreArgs::default()
+        };
+        assert_eq!(
+            Config::resolve(&store, &ServeArgs::default())
+                .unwrap_err()
+                .setting,
+            "facility_time_zone"
+        );
     }
 
     fn tls_args() -> ServeArgs {
-        ServeArgs { tls_cert: Some("cert.pem".into()), tls_key: Some("key.pem".into()), ..ServeArgs::default() }
+        ServeArgs {
+            tls_cert: Some("cert.pem".into()),
+            tls_key: Some("key.pem".into()),
+            ..ServeArgs::default()
+        }
     }
 
     fn with_file(toml: &str) -> (tempfile::TempDir, StoreArgs) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fhirvault.toml");
         std::fs::write(&path, toml).unwrap();
-        (dir, StoreArgs { config: Some(path), ..StoreArgs::default() })
+        (
+            dir,
+            StoreArgs {
+                config: Some(path),
+                ..StoreArgs::default()
+            },
+        )
     }
 
     #[test]
     fn plain_text_is_served_on_loopback_only() {
-        for listen in ["127.0.0.1:8080", "127.8.9.10:80", "[::1]:8080", "[::ffff:127.0.0.1]:8080"] {
-            let serve = ServeArgs { listen: Some(listen.into()), ..ServeArgs::default() };
+        for listen in [
+            "127.0.0.1:8080",
+            "127.8.9.10:80",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:8080",
+        ] {
+            let serve = ServeArgs {
+                listen: Some(listen.into()),
+                ..ServeArgs::default()
+            };
             let config = Config::resolve(&StoreArgs::default(), &serve).unwrap();
             assert!(config.check_transport().is_ok(), "{listen}");
         }
         for listen in ["0.0.0.0:8080", "[::]:8080", "10.1.2.3:8080"] {
-            let serve = ServeArgs { listen: Some(listen.into()), ..ServeArgs::default() };
-            let error = Config::resolve(&StoreArgs::default(), &serve).unwrap().check_transport().unwrap_err();
+            let serve = ServeArgs {
+                listen: Some(listen.into()),
+                ..ServeArgs::default()
+            };
+            let error = Config::resolve(&StoreArgs::default(), &serve)
+                .unwrap()
+                .check_transport()
+                .unwrap_err();
             assert_eq!(error.setting, "listen", "{listen}");
             assert!(error.message.contains("needs TLS"), "{error}");
         }
-        let serve = ServeArgs { mllp_listen: Some("0.0.0.0:2575".into()), ..ServeArgs::default() };
-        let error = Config::resolve(&StoreArgs::default(), &serve).unwrap().check_transport().unwrap_err();
+        let serve = ServeArgs {
+            mllp_listen: Some("0.0.0.0:2575".into()),
+            ..ServeArgs::default()
+        };
+        let error = Config::resolve(&StoreArgs::default(), &serve)
+            .unwrap()
+            .check_transport()
+            .unwrap_err();
         assert_eq!(error.setting, "mllp_listen");
         // With TLS, any address.
-        let serve = ServeArgs { listen: Some("0.0.0.0:8443".into()), mllp_listen: Some("0.0.0.0:2575".into()), ..tls_args() };
-        assert!(Config::resolve(&StoreArgs::default(), &serve).unwrap().check_transport().is_ok());
+        let serve = ServeArgs {
+            listen: Some("0.0.0.0:8443".into()),
+            mllp_listen: Some("0.0.0.0:2575".into()),
+            ..tls_args()
+        };
+        assert!(
+            Config::resolve(&StoreArgs::default(), &serve)
+                .unwrap()
+                .check_transport()
+                .is_ok()
+        );
     }
 
     #[test]
@@ -831,7 +1157,10 @@ mod tests {
         let config = Config::resolve(&StoreArgs::default(), &tls_args()).unwrap();
         assert_eq!(config.base_url, "https://127.0.0.1:8080/fhir");
         let tls = config.tls.unwrap();
-        assert_eq!((tls.cert_file, tls.key_file), (PathBuf::from("cert.pem"), PathBuf::from("key.pem")));
+        assert_eq!(
+            (tls.cert_file, tls.key_file),
+            (PathBuf::from("cert.pem"), PathBuf::from("key.pem"))
+        );
         let config = Config::resolve(&StoreArgs::default(), &ServeArgs::default()).unwrap();
         assert_eq!(config.base_url, "http://127.0.0.1:8080/fhir");
         assert!(config.tls.is_none());
@@ -851,35 +1180,92 @@ mod tests {
             org = "Organization/org-a"
             "#,
         );
-        let tls = Config::resolve(&store, &ServeArgs::default()).unwrap().tls.unwrap();
+        let tls = Config::resolve(&store, &ServeArgs::default())
+            .unwrap()
+            .tls
+            .unwrap();
         assert_eq!(tls.client_ca_file, Some(PathBuf::from("hubs-ca.pem")));
-        assert_eq!(tls.hubs, vec![HubConfig { name: "hub-vienna-1".into(), subject: "hub-vienna-1.devices.example".into(), org: Some("Organization/org-a".into()) }]);
+        assert_eq!(
+            tls.hubs,
+            vec![HubConfig {
+                name: "hub-vienna-1".into(),
+                subject: "hub-vienna-1.devices.example".into(),
+                org: Some("Organization/org-a".into())
+            }]
+        );
         let tls = Config::resolve(&store, &tls_args()).unwrap().tls.unwrap();
         assert_eq!(tls.cert_file, PathBuf::from("cert.pem"));
     }
 
     #[test]
     fn incomplete_tls_settings_name_the_setting() {
-        let resolve = |serve: ServeArgs| Config::resolve(&StoreArgs::default(), &serve).unwrap_err().setting;
-        assert_eq!(resolve(ServeArgs { tls_key: None, ..tls_args() }), "tls.key_file");
-        assert_eq!(resolve(ServeArgs { tls_cert: None, ..tls_args() }), "tls.cert_file");
-        assert_eq!(resolve(ServeArgs { tls_client_ca: Some("ca.pem".into()), ..ServeArgs::default() }), "tls.client_ca_file");
+        let resolve = |serve: ServeArgs| {
+            Config::resolve(&StoreArgs::default(), &serve)
+                .unwrap_err()
+                .setting
+        };
+        assert_eq!(
+            resolve(ServeArgs {
+                tls_key: None,
+                ..tls_args()
+            }),
+            "tls.key_file"
+        );
+        assert_eq!(
+            resolve(ServeArgs {
+                tls_cert: None,
+                ..tls_args()
+            }),
+            "tls.cert_file"
+        );
+        assert_eq!(
+            resolve(ServeArgs {
+                tls_client_ca: Some("ca.pem".into()),
+                ..ServeArgs::default()
+            }),
+            "tls.client_ca_file"
+        );
         let (_dir, store) = with_file("[[tls.hubs]]\nname = \"h\"\nsubject = \"h.example\"\n");
-        assert_eq!(Config::resolve(&store, &tls_args()).unwrap_err().setting, "tls.hubs");
+        assert_eq!(
+            Config::resolve(&store, &tls_args()).unwrap_err().setting,
+            "tls.hubs"
+        );
     }
 
     #[test]
     fn bad_hubs_are_refused() {
-        let hub = |name: &str, subject: &str, org: Option<&str>| HubConfig { name: name.into(), subject: subject.into(), org: org.map(Into::into) };
-        assert!(check_hubs(&[hub("a", "a.example", Some("Organization/x")), hub("b", "B.example", None)]).is_ok());
+        let hub = |name: &str, subject: &str, org: Option<&str>| HubConfig {
+            name: name.into(),
+            subject: subject.into(),
+            org: org.map(Into::into),
+        };
+        assert!(
+            check_hubs(&[
+                hub("a", "a.example", Some("Organization/x")),
+                hub("b", "B.example", None)
+            ])
+            .is_ok()
+        );
         for (hubs, text) in [
             (vec![hub("a", "*.example", None)], "not a DNS name"),
             (vec![hub("a", "a b.example", None)], "not a DNS name"),
             (vec![hub("", "a.example", None)], "needs a name"),
-            (vec![hub("a", "a.example", Some("Patient/x"))], "org must be"),
-            (vec![hub("a", "a.example", Some("Organization/"))], "org must be"),
-            (vec![hub("a", "a.example", None), hub("a", "b.example", None)], "used twice"),
-            (vec![hub("a", "a.example", None), hub("b", "A.EXAMPLE", None)], "used by two hubs"),
+            (
+                vec![hub("a", "a.example", Some("Patient/x"))],
+                "org must be",
+            ),
+            (
+                vec![hub("a", "a.example", Some("Organization/"))],
+                "org must be",
+            ),
+            (
+                vec![hub("a", "a.example", None), hub("a", "b.example", None)],
+                "used twice",
+            ),
+            (
+                vec![hub("a", "a.example", None), hub("b", "A.EXAMPLE", None)],
+                "used by two hubs",
+            ),
         ] {
             let error = check_hubs(&hubs).unwrap_err();
             assert_eq!(error.setting, "tls.hubs");

@@ -100,7 +100,9 @@ impl ApiError {
             ApiError::NotFound(_) => IssueCode::NotFound,
             ApiError::Gone(_) => IssueCode::Deleted,
             ApiError::MethodNotAllowed(_) | ApiError::NotAcceptable(_) => IssueCode::NotSupported,
-            ApiError::UnsupportedMediaType(_) | ApiError::NotImplemented(_) => IssueCode::NotSupported,
+            ApiError::UnsupportedMediaType(_) | ApiError::NotImplemented(_) => {
+                IssueCode::NotSupported
+            }
             ApiError::Conflict(_) | ApiError::PreconditionFailed(_) => IssueCode::Conflict,
             ApiError::MultipleMatches(_) => IssueCode::MultipleMatches,
             ApiError::PayloadTooLarge(_) => IssueCode::TooLong,
@@ -155,14 +157,22 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&self.outcome()).unwrap_or_default();
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::fhir::FHIR_JSON_UTF8));
-        if let Some(challenge) = self.www_authenticate().and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::fhir::FHIR_JSON_UTF8),
+        );
+        if let Some(challenge) = self
+            .www_authenticate()
+            .and_then(|c| HeaderValue::from_str(&c).ok())
+        {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         if let ApiError::TooManyRequests { retry_after_secs } = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
-        response.extensions_mut().insert(ErrorSummary(self.to_string()));
+        response
+            .extensions_mut()
+            .insert(ErrorSummary(self.to_string()));
         response
     }
 }
@@ -178,7 +188,15 @@ const REALM: &str = "fhirvault";
 /// `text` as the inside of an RFC 6750 quoted `error_description`: printable ASCII without `"`
 /// and `\`; anything else becomes a space.
 fn quotable(text: &str) -> String {
-    text.chars().map(|c| if (' '..='~').contains(&c) && c != '"' && c != '\\' { c } else { ' ' }).collect()
+    text.chars()
+        .map(|c| {
+            if (' '..='~').contains(&c) && c != '"' && c != '\\' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect()
 }
 
 impl From<crate::auth::token::TokenError> for ApiError {
@@ -197,7 +215,9 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 // Two writers raced for the same version row; the loser retries from a fresh read.
                 tracing::info!(constraint = ?db.constraint(), "concurrent write conflict");
-                ApiError::Conflict("the resource was changed concurrently; read it again and retry".into())
+                ApiError::Conflict(
+                    "the resource was changed concurrently; read it again and retry".into(),
+                )
             }
             _ => {
                 tracing::error!(error = %error, "database error");

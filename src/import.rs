@@ -37,18 +37,31 @@ pub fn resources_in(text: &str) -> Vec<(String, Result<Value, String>)> {
         if document.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
             return vec![("resource".into(), Ok(document))];
         }
-        let entries = document.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
+        let entries = document
+            .get("entry")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         return entries
             .into_iter()
             .enumerate()
-            .map(|(i, entry)| (format!("entry {i}"), entry.get("resource").cloned().ok_or_else(|| "entry has no resource".to_string())))
+            .map(|(i, entry)| {
+                (
+                    format!("entry {i}"),
+                    entry
+                        .get("resource")
+                        .cloned()
+                        .ok_or_else(|| "entry has no resource".to_string()),
+                )
+            })
             .collect();
     }
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(n, line)| {
-            let parsed = crate::api::negotiate::parse_json(line.as_bytes()).map_err(|e| e.to_string());
+            let parsed =
+                crate::api::negotiate::parse_json(line.as_bytes()).map_err(|e| e.to_string());
             (format!("line {}", n + 1), parsed)
         })
         .collect()
@@ -56,7 +69,10 @@ pub fn resources_in(text: &str) -> Vec<(String, Result<Value, String>)> {
 
 impl Service {
     /// Import one batch: every resource checked, the valid ones written in one transaction.
-    pub async fn import_batch(&self, batch: Vec<(String, Result<Value, String>)>) -> ApiResult<(ImportSummary, Vec<Rejection>)> {
+    pub async fn import_batch(
+        &self,
+        batch: Vec<(String, Result<Value, String>)>,
+    ) -> ApiResult<(ImportSummary, Vec<Rejection>)> {
         let mut rejections = Vec::new();
         let mut valid = Vec::with_capacity(batch.len());
         for (position, parsed) in batch {
@@ -89,24 +105,48 @@ impl Service {
                 }
                 // One record per batch, in the batch's transaction: what was imported, and whose.
                 let entities = this.audit_entities(&imported, true);
-                let record = this.audit_record(&Caller::server_shared(), Event::Ingest, Outcome::Success, None, entities);
+                let record = this.audit_record(
+                    &Caller::server_shared(),
+                    Event::Ingest,
+                    Outcome::Success,
+                    None,
+                    entities,
+                );
                 crate::audit::append(&this, conn, &[record]).await?;
                 Ok(())
             })
         })
         .await?;
-        Ok((ImportSummary { stored, rejected: rejections.len() as u64 }, rejections))
+        Ok((
+            ImportSummary {
+                stored,
+                rejected: rejections.len() as u64,
+            },
+            rejections,
+        ))
     }
 }
 
 impl Service {
-    async fn import_one(&self, conn: &mut crate::store::Conn, resource_type: &str, id: &str, resource: Value) -> ApiResult<crate::service::VersionedResource> {
+    async fn import_one(
+        &self,
+        conn: &mut crate::store::Conn,
+        resource_type: &str,
+        id: &str,
+        resource: Value,
+    ) -> ApiResult<crate::service::VersionedResource> {
         let head = versions::head(conn, self.store.backend(), resource_type, id, true).await?;
         let method = if head.is_some() { "PUT" } else { "POST" };
-        self.store_version(conn, resource_type, id, resource, head, method).await
+        self.store_version(conn, resource_type, id, resource, head, method)
+            .await
     }
 }
 
 fn describe(error: &ApiError) -> String {
-    error.issues().iter().map(|issue| issue.diagnostics.clone()).collect::<Vec<_>>().join("; ")
+    error
+        .issues()
+        .iter()
+        .map(|issue| issue.diagnostics.clone())
+        .collect::<Vec<_>>()
+        .join("; ")
 }

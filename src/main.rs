@@ -20,7 +20,11 @@ use fhirvault::import::{BATCH_SIZE, ImportSummary, resources_in};
 use fhirvault::store::{Store, keys as key_rows};
 
 #[derive(Parser)]
-#[command(name = "fhirvault", version, about = "FHIR R4 server with encrypted storage")]
+#[command(
+    name = "fhirvault",
+    version,
+    about = "FHIR R4 server with encrypted storage"
+)]
 struct Cli {
     #[command(flatten)]
     store: StoreArgs,
@@ -141,11 +145,17 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FHIRVAULT_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FHIRVAULT_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -164,14 +174,31 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(serve_args) => serve(Config::resolve(&cli.store, &serve_args)?).await,
-        Command::Keys(command) => keys(Config::resolve(&cli.store, &ServeArgs::default())?, command).await,
-        Command::Import { files } => import(Config::resolve(&cli.store, &ServeArgs::default())?, files).await,
-        Command::Ingest { files } => ingest(Config::resolve(&cli.store, &ServeArgs::default())?, files).await,
-        Command::Hl7(Hl7Command::DeadLetters(command)) => dead_letters(Config::resolve(&cli.store, &ServeArgs::default())?, command).await,
-        Command::Token(TokenCommand::Issue(args)) => issue_token(Config::resolve(&cli.store, &args.serve)?, args),
-        Command::Audit(AuditCommand::Verify) => verify_audit(Config::resolve(&cli.store, &ServeArgs::default())?).await,
+        Command::Keys(command) => {
+            keys(Config::resolve(&cli.store, &ServeArgs::default())?, command).await
+        }
+        Command::Import { files } => {
+            import(Config::resolve(&cli.store, &ServeArgs::default())?, files).await
+        }
+        Command::Ingest { files } => {
+            ingest(Config::resolve(&cli.store, &ServeArgs::default())?, files).await
+        }
+        Command::Hl7(Hl7Command::DeadLetters(command)) => {
+            dead_letters(Config::resolve(&cli.store, &ServeArgs::default())?, command).await
+        }
+        Command::Token(TokenCommand::Issue(args)) => {
+            issue_token(Config::resolve(&cli.store, &args.serve)?, args)
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            verify_audit(Config::resolve(&cli.store, &ServeArgs::default())?).await
+        }
         Command::Audit(AuditCommand::Prune { export, before }) => {
-            prune_audit(Config::resolve(&cli.store, &ServeArgs::default())?, export, before).await
+            prune_audit(
+                Config::resolve(&cli.store, &ServeArgs::default())?,
+                export,
+                before,
+            )
+            .await
         }
     }
 }
@@ -189,19 +216,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let key_file = config.key_file.clone();
     let service = fhirvault::server::open_service(config, None).await?;
     if first_start && key_file.exists() {
-        tracing::info!("get an admin token with `fhirvault token issue --role admin` (same settings as serve)");
+        tracing::info!(
+            "get an admin token with `fhirvault token issue --role admin` (same settings as serve)"
+        );
     }
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let mllp = match mllp_listen {
         Some(address) => {
-            let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen for MLLP on {address}"))?;
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for MLLP on {address}"))?;
             tracing::info!(%address, "accepting HL7 v2 over MLLP");
             Some(listener)
         }
         None => None,
     };
     match &tls {
-        None => tracing::warn!("plain HTTP and MLLP without TLS, on loopback: for development only"),
+        None => {
+            tracing::warn!("plain HTTP and MLLP without TLS, on loopback: for development only")
+        }
         Some(tls) if mllp.is_some() && !tls.client_auth() => tracing::warn!(
             "MLLP over TLS without client certificates: anyone who reaches the port can send messages (set tls.client_ca_file and tls.hubs)"
         ),
@@ -209,7 +244,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let tls_on = tls.is_some();
     tracing::info!(%listen, %base_url, tls = tls_on, database = %backend, "fhirvault is serving FHIR R4");
-    let listeners = fhirvault::server::Listeners { http: listener, mllp, tls };
+    let listeners = fhirvault::server::Listeners {
+        http: listener,
+        mllp,
+        tls,
+    };
     fhirvault::server::serve_listeners(listeners, service, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(())
@@ -221,16 +260,34 @@ fn issue_token(config: Config, args: IssueArgs) -> anyhow::Result<()> {
     if args.role.is_empty() || args.role.contains(char::is_whitespace) {
         anyhow::bail!("--role must be one word, e.g. admin");
     }
-    let scope = match args.scope.or_else(|| default_scope(&args.role).map(str::to_string)) {
+    let scope = match args
+        .scope
+        .or_else(|| default_scope(&args.role).map(str::to_string))
+    {
         Some(scope) => scope,
-        None => anyhow::bail!("--scope is required for role `{}` (e.g. --scope \"patient/*.rs\"); only admin has a default", args.role),
+        None => anyhow::bail!(
+            "--scope is required for role `{}` (e.g. --scope \"patient/*.rs\"); only admin has a default",
+            args.role
+        ),
     };
     let ring = match fhirvault::server::key_ring_from_environment()? {
         Some(ring) => ring,
-        None => KeyRing::load_or_create(&config.key_file).context("opening the key ring")?.0,
+        None => {
+            KeyRing::load_or_create(&config.key_file)
+                .context("opening the key ring")?
+                .0
+        }
     };
     let issuer = TokenIssuer::from_config(&config.auth, &ring)?;
-    let request = IssueRequest { role: args.role, scope, patient: args.patient, org: args.org, subject: args.subject, purpose: args.purpose, ttl: args.ttl };
+    let request = IssueRequest {
+        role: args.role,
+        scope,
+        patient: args.patient,
+        org: args.org,
+        subject: args.subject,
+        purpose: args.purpose,
+        ttl: args.ttl,
+    };
     println!("{}", issuer.issue(&request)?);
     Ok(())
 }
@@ -260,7 +317,15 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Init => {
             let (_, created) = KeyRing::load_or_create(&config.key_file)?;
-            println!("{} {}", if created { "created" } else { "already present:" }, config.key_file.display());
+            println!(
+                "{} {}",
+                if created {
+                    "created"
+                } else {
+                    "already present:"
+                },
+                config.key_file.display()
+            );
         }
         KeysCommand::Status => {
             let ring = KeyRing::load(&config.key_file)?;
@@ -269,11 +334,21 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             let counts = key_rows::rows_per_key(&mut *store.reader().await?).await?;
             println!("key file: {}", config.key_file.display());
             for id in ring.key_ids() {
-                let rows = counts.iter().find(|(k, _)| *k == i64::from(id)).map_or(0, |(_, n)| *n);
-                let active = if id == ring.active_key_id() { " (active)" } else { "" };
+                let rows = counts
+                    .iter()
+                    .find(|(k, _)| *k == i64::from(id))
+                    .map_or(0, |(_, n)| *n);
+                let active = if id == ring.active_key_id() {
+                    " (active)"
+                } else {
+                    ""
+                };
                 println!("key {id}{active}: {rows} rows");
             }
-            for (id, rows) in counts.iter().filter(|(k, _)| !ring.key_ids().contains(&(*k as u32))) {
+            for (id, rows) in counts
+                .iter()
+                .filter(|(k, _)| !ring.key_ids().contains(&(*k as u32)))
+            {
                 println!("key {id} (MISSING from the key file): {rows} rows");
             }
         }
@@ -302,17 +377,26 @@ async fn rotate(config: Config) -> anyhow::Result<()> {
 }
 
 /// Re-seal every row not under `key`, in batches of one transaction each.
-async fn reseal_all(store: &Store, ring: &KeyRing, key: fhirvault::crypto::KeyId) -> anyhow::Result<u64> {
+async fn reseal_all(
+    store: &Store,
+    ring: &KeyRing,
+    key: fhirvault::crypto::KeyId,
+) -> anyhow::Result<u64> {
     let active = i64::from(key);
     let (mut moved, mut after) = (0_u64, 0_i64);
     loop {
-        let batch = key_rows::rows_not_under(&mut *store.reader().await?, active, after, 500).await?;
+        let batch =
+            key_rows::rows_not_under(&mut *store.reader().await?, active, after, 500).await?;
         if batch.is_empty() {
             return Ok(moved);
         }
         let mut tx = store.begin().await?;
         for row in &batch {
-            let aad = Aad::Resource { resource_type: &row.resource_type, id: &row.id, version: row.version };
+            let aad = Aad::Resource {
+                resource_type: &row.resource_type,
+                id: &row.id,
+                version: row.version,
+            };
             let plain = ring.open(&aad, &row.ciphertext)?;
             let sealed = ring.seal(&aad, &plain)?;
             if key_rows::rewrap(&mut tx, row.seq, row.key_id, active, sealed).await? {
@@ -328,7 +412,8 @@ async fn import(config: Config, files: Vec<PathBuf>) -> anyhow::Result<()> {
     let service = fhirvault::server::open_service(config, None).await?;
     let mut total = ImportSummary::default();
     for file in files {
-        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
         let resources = resources_in(&text);
         let progress = ProgressBar::new(resources.len() as u64);
         progress.set_style(
@@ -343,9 +428,19 @@ async fn import(config: Config, files: Vec<PathBuf>) -> anyhow::Result<()> {
                 break;
             }
             let count = batch.len() as u64;
-            let (summary, rejections) = service.import_batch(batch).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (summary, rejections) = service
+                .import_batch(batch)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             for rejection in rejections {
-                progress.suspend(|| eprintln!("{}: {}: {}", file.display(), rejection.position, rejection.reason));
+                progress.suspend(|| {
+                    eprintln!(
+                        "{}: {}: {}",
+                        file.display(),
+                        rejection.position,
+                        rejection.reason
+                    )
+                });
             }
             total.stored += summary.stored;
             total.rejected += summary.rejected;
@@ -353,7 +448,10 @@ async fn import(config: Config, files: Vec<PathBuf>) -> anyhow::Result<()> {
         }
         progress.finish_and_clear();
     }
-    println!("imported {} resources, rejected {}", total.stored, total.rejected);
+    println!(
+        "imported {} resources, rejected {}",
+        total.stored, total.rejected
+    );
     service.store.close().await;
     if total.rejected > 0 {
         anyhow::bail!("{} resources were rejected", total.rejected);
@@ -372,11 +470,17 @@ async fn ingest(config: Config, files: Vec<PathBuf>) -> anyhow::Result<()> {
             break;
         }
     }
-    println!("stored {} messages, {} already stored before, rejected {}", summary.stored, summary.duplicates, summary.rejected);
+    println!(
+        "stored {} messages, {} already stored before, rejected {}",
+        summary.stored, summary.duplicates, summary.rejected
+    );
     service.store.close().await;
     result?;
     if summary.rejected > 0 {
-        anyhow::bail!("{} messages were not stored; see `fhirvault hl7 dead-letters list`", summary.rejected);
+        anyhow::bail!(
+            "{} messages were not stored; see `fhirvault hl7 dead-letters list`",
+            summary.rejected
+        );
     }
     Ok(())
 }
@@ -399,7 +503,9 @@ async fn dead_letters(config: Config, command: DeadLetterCommand) -> anyhow::Res
                     println!("dead letter {id} is stored now ({:?})", answer.disposition);
                     Ok(())
                 }
-                other => Err(anyhow::anyhow!("dead letter {id} was not stored again ({other:?}); `hl7 dead-letters list` shows the reason")),
+                other => Err(anyhow::anyhow!(
+                    "dead letter {id} was not stored again ({other:?}); `hl7 dead-letters list` shows the reason"
+                )),
             },
             Err(error) => Err(anyhow::anyhow!("{error}")),
         },
@@ -425,9 +531,16 @@ async fn verify_audit(config: Config) -> anyhow::Result<()> {
     for line in report.lines() {
         println!("{line}");
     }
-    let broken = report.chains.iter().filter(|chain| chain.broken.is_some()).count();
+    let broken = report
+        .chains
+        .iter()
+        .filter(|chain| chain.broken.is_some())
+        .count();
     if broken > 0 {
-        anyhow::bail!("the audit trail is broken in {broken} of {} chains", report.chains.len());
+        anyhow::bail!(
+            "the audit trail is broken in {broken} of {} chains",
+            report.chains.len()
+        );
     }
     Ok(())
 }
@@ -439,10 +552,18 @@ async fn prune_audit(config: Config, export: PathBuf, before: Option<i64>) -> an
     service.store.close().await;
     let summary = result?;
     let Some(sha256) = summary.export_sha256 else {
-        println!("nothing recorded before {} to prune; no export written", format_instant(cutoff));
+        println!(
+            "nothing recorded before {} to prune; no export written",
+            format_instant(cutoff)
+        );
         return Ok(());
     };
-    println!("exported {} AuditEvents recorded before {} to {}", summary.pruned, format_instant(cutoff), export.display());
+    println!(
+        "exported {} AuditEvents recorded before {} to {}",
+        summary.pruned,
+        format_instant(cutoff),
+        export.display()
+    );
     println!("export SHA-256: {sha256}");
     for chain in &summary.chains {
         println!(

@@ -34,18 +34,30 @@ type Definitions = (Arc<Validator>, Arc<SearchParamRegistry>);
 static DEFINITIONS: Mutex<Option<HashMap<PathBuf, Definitions>>> = Mutex::new(None);
 
 pub fn load_definitions(dir: &Path) -> anyhow::Result<Definitions> {
-    let mut cache = DEFINITIONS.lock().map_err(|_| anyhow::anyhow!("definitions cache poisoned"))?;
+    let mut cache = DEFINITIONS
+        .lock()
+        .map_err(|_| anyhow::anyhow!("definitions cache poisoned"))?;
     let cache = cache.get_or_insert_with(HashMap::new);
     if let Some(found) = cache.get(dir) {
         return Ok(found.clone());
     }
     let profiles = profiles_dir(dir);
-    let validator = Validator::load_with_profiles(dir, Some(&profiles))
-        .with_context(|| format!("loading FHIR definitions from {} and profiles from {}", dir.display(), profiles.display()))?;
-    let mut registry = SearchParamRegistry::load(&dir.join("search-parameters.json"), &dir.join("compartmentdefinition-patient.json"))
-        .with_context(|| format!("loading search parameters from {}", dir.display()))?;
-    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("fhir.schema.json"))?)?;
-    registry.datatypes = ParamDatatypes::from_schema(&schema, &registry, validator.resource_types());
+    let validator = Validator::load_with_profiles(dir, Some(&profiles)).with_context(|| {
+        format!(
+            "loading FHIR definitions from {} and profiles from {}",
+            dir.display(),
+            profiles.display()
+        )
+    })?;
+    let mut registry = SearchParamRegistry::load(
+        &dir.join("search-parameters.json"),
+        &dir.join("compartmentdefinition-patient.json"),
+    )
+    .with_context(|| format!("loading search parameters from {}", dir.display()))?;
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("fhir.schema.json"))?)?;
+    registry.datatypes =
+        ParamDatatypes::from_schema(&schema, &registry, validator.resource_types());
     let loaded = (Arc::new(validator), Arc::new(registry));
     cache.insert(dir.to_path_buf(), loaded.clone());
     Ok(loaded)
@@ -54,7 +66,10 @@ pub fn load_definitions(dir: &Path) -> anyhow::Result<Definitions> {
 /// This project's profiles: the `profiles` folder next to the definitions folder (a checkout's
 /// `profiles/` beside `fhir-resources/`). Without one, no profiles are loaded.
 pub fn profiles_dir(definitions: &Path) -> PathBuf {
-    definitions.parent().unwrap_or(Path::new("")).join("profiles")
+    definitions
+        .parent()
+        .unwrap_or(Path::new(""))
+        .join("profiles")
 }
 
 /// Environment variable that may carry the key file's content, base64-encoded, for deployments
@@ -63,8 +78,14 @@ pub const KEY_RING_VARIABLE: &str = "FHIRVAULT_KEY_RING";
 
 /// The key ring in [`KEY_RING_VARIABLE`], if that is set.
 pub fn key_ring_from_environment() -> anyhow::Result<Option<KeyRing>> {
-    match std::env::var(KEY_RING_VARIABLE).ok().filter(|v| !v.trim().is_empty()) {
-        Some(encoded) => Ok(Some(KeyRing::from_env_base64(&encoded).with_context(|| format!("reading {KEY_RING_VARIABLE}"))?)),
+    match std::env::var(KEY_RING_VARIABLE)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        Some(encoded) => Ok(Some(
+            KeyRing::from_env_base64(&encoded)
+                .with_context(|| format!("reading {KEY_RING_VARIABLE}"))?,
+        )),
         None => Ok(None),
     }
 }
@@ -78,7 +99,8 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
             (ring, None)
         }
         (None, None) => {
-            let (ring, created) = KeyRing::load_or_create(&config.key_file).context("opening the key ring")?;
+            let (ring, created) =
+                KeyRing::load_or_create(&config.key_file).context("opening the key ring")?;
             if created {
                 tracing::warn!(path = %config.key_file.display(), "created a new key ring; back this file up: without it the data cannot be read");
             }
@@ -86,11 +108,22 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
         }
     };
     let (validator, registry) = load_definitions(&config.fhir_resources)?;
-    let store = Store::open(&config.database).await.with_context(|| format!("opening {}", config.database.redacted()))?;
-    store.migrate().await.context("migrating the database schema")?;
-    crate::audit::chain::ensure_chains(&store, config.audit.chains).await.map_err(|e| anyhow::anyhow!("creating the audit chains: {e}"))?;
-    let committer = crate::service::group_commit::GroupCommitter::start(store.writer_pool(), store.backend(), config.audit.chains)
-        .context("starting the writer thread")?;
+    let store = Store::open(&config.database)
+        .await
+        .with_context(|| format!("opening {}", config.database.redacted()))?;
+    store
+        .migrate()
+        .await
+        .context("migrating the database schema")?;
+    crate::audit::chain::ensure_chains(&store, config.audit.chains)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the audit chains: {e}"))?;
+    let committer = crate::service::group_commit::GroupCommitter::start(
+        store.writer_pool(),
+        store.backend(),
+        config.audit.chains,
+    )
+    .context("starting the writer thread")?;
     let verifier = crate::auth::token::TokenVerifier::from_config(&config.auth, &keys)?;
     let purposes = crate::auth::consent::PurposesOfUse::load(&config.fhir_resources)?;
     let service = Service {
@@ -103,7 +136,10 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
         verifier: Arc::new(verifier),
         purposes: Arc::new(purposes),
     };
-    service.fill_missing_consent_rules().await.map_err(|e| anyhow::anyhow!("writing the rules of stored Consents: {e}"))?;
+    service
+        .fill_missing_consent_rules()
+        .await
+        .map_err(|e| anyhow::anyhow!("writing the rules of stored Consents: {e}"))?;
     Ok(service)
 }
 
@@ -116,8 +152,17 @@ pub fn app(service: Service, ingestor: Ingestor) -> axum::Router {
         &service.validator.supported_profiles(),
         env!("CARGO_PKG_VERSION"),
     );
-    let rate_limiter = Arc::new(crate::api::rate_limit::RateLimiter::new(service.config.rate_limit_per_second, service.config.rate_limit_burst));
-    router(AppState { service, capability: Arc::new(capability), ingestor, rate_limiter, token_cache: Arc::default() })
+    let rate_limiter = Arc::new(crate::api::rate_limit::RateLimiter::new(
+        service.config.rate_limit_per_second,
+        service.config.rate_limit_burst,
+    ));
+    router(AppState {
+        service,
+        capability: Arc::new(capability),
+        ingestor,
+        rate_limiter,
+        token_cache: Arc::default(),
+    })
 }
 
 /// The listeners of one server, already bound.
@@ -131,7 +176,11 @@ pub struct Listeners {
 }
 
 /// Serve plain HTTP until `shutdown` completes, then finish in-flight requests and close the store.
-pub async fn serve(listener: TcpListener, service: Service, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    service: Service,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     serve_with_mllp(listener, None, service, shutdown).await
 }
 
@@ -142,7 +191,16 @@ pub async fn serve_with_mllp(
     service: Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_listeners(Listeners { http: listener, mllp, tls: None }, service, shutdown).await
+    serve_listeners(
+        Listeners {
+            http: listener,
+            mllp,
+            tls: None,
+        },
+        service,
+        shutdown,
+    )
+    .await
 }
 
 /// Serve HTTP, and MLLP when configured, over TLS when configured, until `shutdown` completes;
@@ -153,7 +211,11 @@ pub async fn serve_listeners(
     service: Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let Listeners { http: listener, mllp, tls } = listeners;
+    let Listeners {
+        http: listener,
+        mllp,
+        tls,
+    } = listeners;
     let ingestor = Ingestor::new(service.clone()).map_err(std::io::Error::other)?;
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let keys = service.keys.clone();
@@ -169,9 +231,13 @@ pub async fn serve_listeners(
     let store = service.store.clone();
     let mllp_task = mllp.map(|listener| {
         let (tls, ingestor, shutdown) = (tls.clone(), ingestor.clone(), shutdown.clone());
-        tokio::spawn(async move { crate::hl7v2::transport::serve_mllp(listener, tls.as_ref(), ingestor, shutdown).await })
+        tokio::spawn(async move {
+            crate::hl7v2::transport::serve_mllp(listener, tls.as_ref(), ingestor, shutdown).await
+        })
     });
-    let acceptor = tls.as_ref().map_or_else(Acceptor::plain, ServerTls::http_acceptor);
+    let acceptor = tls
+        .as_ref()
+        .map_or_else(Acceptor::plain, ServerTls::http_acceptor);
     let result = http::serve(listener, acceptor, app(service, ingestor), shutdown).await;
     if let Some(task) = mllp_task {
         match task.await {

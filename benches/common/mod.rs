@@ -41,7 +41,10 @@ pub fn holter_observation(patient_id: &str) -> Value {
 /// indexed as blind prefix tokens (one row per prefix), so this shows what that text costs.
 pub fn holter_observation_codes_only(patient_id: &str) -> Value {
     let mut observation = holter_observation(patient_id);
-    observation["category"][0]["coding"][0].as_object_mut().expect("coding").remove("display");
+    observation["category"][0]["coding"][0]
+        .as_object_mut()
+        .expect("coding")
+        .remove("display");
     let code = observation["code"].as_object_mut().expect("code");
     code.remove("text");
     for coding in code["coding"].as_array_mut().expect("codings") {
@@ -119,7 +122,9 @@ impl<T> Phase<T> {
     }
 
     pub fn max_ms(&self) -> f64 {
-        self.latencies.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+        self.latencies
+            .last()
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
     }
 
     /// Add `later`, a later round of the same operation, to this phase: its requests, errors and
@@ -170,7 +175,13 @@ pub fn round(x: f64, digits: i32) -> Value {
 
 /// Run `op(i)` for i in 0..requests from `clients` concurrent tasks, each its own loop, until the
 /// requests are used up or `cap` has passed. `op` returns what the request produced, or an error.
-pub async fn run_phase<T, F, Fut>(name: &'static str, clients: usize, requests: usize, cap: std::time::Duration, op: F) -> Phase<T>
+pub async fn run_phase<T, F, Fut>(
+    name: &'static str,
+    clients: usize,
+    requests: usize,
+    cap: std::time::Duration,
+    op: F,
+) -> Phase<T>
 where
     T: Send + 'static,
     F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
@@ -258,7 +269,11 @@ where
         if count == 0 {
             break;
         }
-        let order: Vec<usize> = if round % 2 == 0 { (0..names.len()).collect() } else { (0..names.len()).rev().collect() };
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..names.len()).collect()
+        } else {
+            (0..names.len()).rev().collect()
+        };
         for v in order {
             let op = op.clone();
             let phase = run_phase(names[v], clients, count, cap, move |i| op(v, offset + i)).await;
@@ -282,12 +297,23 @@ pub fn target_dir() -> std::path::PathBuf {
 pub const OBX_PER_MESSAGE: usize = 25;
 
 /// A Holter analyser's result message for patient `patient`: one study, 25 numeric OBX.
-pub fn holter_message(sequence: usize, patient: usize, codes: &fhirvault::hl7v2::codes::CodeTable) -> String {
+pub fn holter_message(
+    sequence: usize,
+    patient: usize,
+    codes: &fhirvault::hl7v2::codes::CodeTable,
+) -> String {
     let eui = format!("00{:014X}", 0x1000 + patient);
     let mut segments = vec![
-        format!("MSH|^~\\&|HOLTER-ANALYSER|CARDIO WIEN|FHIRVAULT|HOLTER-CO|20260314123000+0100||ORU^R01^ORU_R01|BENCH-{sequence:08}|P|2.6"),
-        format!("PID|1||{:010}^^^SVNR^SS||Patient{patient}^Bench||19800101|F", 5_000_000_000u64 + patient as u64),
-        format!("OBR|1||FIL-{sequence}|18754-2^Holter study^LN|||20260313080000+0100|20260314080000+0100|||||||||||||||||F"),
+        format!(
+            "MSH|^~\\&|HOLTER-ANALYSER|CARDIO WIEN|FHIRVAULT|HOLTER-CO|20260314123000+0100||ORU^R01^ORU_R01|BENCH-{sequence:08}|P|2.6"
+        ),
+        format!(
+            "PID|1||{:010}^^^SVNR^SS||Patient{patient}^Bench||19800101|F",
+            5_000_000_000u64 + patient as u64
+        ),
+        format!(
+            "OBR|1||FIL-{sequence}|18754-2^Holter study^LN|||20260313080000+0100|20260314080000+0100|||||||||||||||||F"
+        ),
     ];
     let mut obx = 0;
     let measures = codes.measures().iter().filter(|m| m.ucum.is_some()).cycle();
@@ -304,8 +330,17 @@ pub fn holter_message(sequence: usize, patient: usize, codes: &fhirvault::hl7v2:
 }
 
 /// A token for `role` signed by the server's key ring, as `fhirvault token issue` makes them.
-pub fn token(service: &fhirvault::service::Service, role: &str, scope: &str, org: Option<&str>) -> String {
-    let issuer = fhirvault::auth::token::TokenIssuer::from_config(&service.config.auth, &service.keys.current()).expect("token issuer");
+pub fn token(
+    service: &fhirvault::service::Service,
+    role: &str,
+    scope: &str,
+    org: Option<&str>,
+) -> String {
+    let issuer = fhirvault::auth::token::TokenIssuer::from_config(
+        &service.config.auth,
+        &service.keys.current(),
+    )
+    .expect("token issuer");
     let request = fhirvault::auth::token::IssueRequest {
         role: role.to_string(),
         scope: scope.to_string(),
@@ -324,13 +359,24 @@ pub fn client_with(token: &str, timeout: std::time::Duration) -> reqwest::Client
 }
 
 /// An HTTP client that sends `token` and `extra` headers (`X-Purpose-Of-Use`, …) with every request.
-pub fn client_with_headers(token: &str, extra: &[(&'static str, &str)], timeout: std::time::Duration) -> reqwest::Client {
+pub fn client_with_headers(
+    token: &str,
+    extra: &[(&'static str, &str)],
+    timeout: std::time::Duration,
+) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().expect("header"));
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header"),
+    );
     for (name, value) in extra {
         headers.insert(*name, value.parse().expect("header value"));
     }
-    reqwest::Client::builder().timeout(timeout).default_headers(headers).build().expect("http client")
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .default_headers(headers)
+        .build()
+        .expect("http client")
 }
 
 /// The same service with the audit trail off (`Config.audit.enabled = false`, a switch the
@@ -339,7 +385,10 @@ pub fn client_with_headers(token: &str, extra: &[(&'static str, &str)], timeout:
 pub fn without_audit(service: &fhirvault::service::Service) -> fhirvault::service::Service {
     let mut config = (*service.config).clone();
     config.audit.enabled = false;
-    fhirvault::service::Service { config: std::sync::Arc::new(config), ..service.clone() }
+    fhirvault::service::Service {
+        config: std::sync::Arc::new(config),
+        ..service.clone()
+    }
 }
 
 /// Serve `service` over plain HTTP on `listener` in a task of its own, until the returned sender
@@ -348,7 +397,10 @@ pub fn without_audit(service: &fhirvault::service::Service) -> fhirvault::servic
 pub fn spawn_server(
     listener: tokio::net::TcpListener,
     service: fhirvault::service::Service,
-) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         fhirvault::server::serve(listener, service, async {
@@ -361,7 +413,14 @@ pub fn spawn_server(
 }
 
 /// Stop every server [`spawn_server`] started (all asked first, then each awaited).
-pub async fn stop_servers(servers: impl IntoIterator<Item = (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>) {
+pub async fn stop_servers(
+    servers: impl IntoIterator<
+        Item = (
+            tokio::sync::oneshot::Sender<()>,
+            tokio::task::JoinHandle<()>,
+        ),
+    >,
+) {
     let stopping: Vec<_> = servers
         .into_iter()
         .map(|(stop, server)| {

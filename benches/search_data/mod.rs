@@ -37,19 +37,79 @@ pub const YEAR_SECONDS: u64 = 365 * 86_400;
 
 /// Family names; 4 of 40 start with "Mei", so `Patient?name=mei` matches about 10 % of patients.
 const FAMILY: [&str; 40] = [
-    "Meier", "Meindl", "Meissner", "Meixner", "Gruber", "Huber", "Bauer", "Wagner", "Müller", "Pichler",
-    "Steiner", "Moser", "Mayer", "Hofer", "Leitner", "Berger", "Fuchs", "Eder", "Fischer", "Schmid",
-    "Winkler", "Weber", "Schwarz", "Maier", "Schneider", "Reiter", "Mayr", "Schmidt", "Wimmer", "Egger",
-    "Brunner", "Lang", "Baumgartner", "Auer", "Binder", "Lechner", "Wolf", "Wallner", "Aigner", "Ebner",
+    "Meier",
+    "Meindl",
+    "Meissner",
+    "Meixner",
+    "Gruber",
+    "Huber",
+    "Bauer",
+    "Wagner",
+    "Müller",
+    "Pichler",
+    "Steiner",
+    "Moser",
+    "Mayer",
+    "Hofer",
+    "Leitner",
+    "Berger",
+    "Fuchs",
+    "Eder",
+    "Fischer",
+    "Schmid",
+    "Winkler",
+    "Weber",
+    "Schwarz",
+    "Maier",
+    "Schneider",
+    "Reiter",
+    "Mayr",
+    "Schmidt",
+    "Wimmer",
+    "Egger",
+    "Brunner",
+    "Lang",
+    "Baumgartner",
+    "Auer",
+    "Binder",
+    "Lechner",
+    "Wolf",
+    "Wallner",
+    "Aigner",
+    "Ebner",
 ];
 /// Given names; none starts with "mei".
 const GIVEN: [&str; 20] = [
-    "Maria", "Anna", "Elisabeth", "Theresia", "Johanna", "Sophie", "Lena", "Hannah", "Julia", "Katharina",
-    "Johann", "Josef", "Franz", "Karl", "Lukas", "Tobias", "David", "Florian", "Paul", "Jakob",
+    "Maria",
+    "Anna",
+    "Elisabeth",
+    "Theresia",
+    "Johanna",
+    "Sophie",
+    "Lena",
+    "Hannah",
+    "Julia",
+    "Katharina",
+    "Johann",
+    "Josef",
+    "Franz",
+    "Karl",
+    "Lukas",
+    "Tobias",
+    "David",
+    "Florian",
+    "Paul",
+    "Jakob",
 ];
 const CITIES: [(&str, &str); 8] = [
-    ("Wien", "1060"), ("Graz", "8010"), ("Linz", "4020"), ("Salzburg", "5020"),
-    ("Innsbruck", "6020"), ("Klagenfurt", "9020"), ("Villach", "9500"), ("Wels", "4600"),
+    ("Wien", "1060"),
+    ("Graz", "8010"),
+    ("Linz", "4020"),
+    ("Salzburg", "5020"),
+    ("Innsbruck", "6020"),
+    ("Klagenfurt", "9020"),
+    ("Villach", "9500"),
+    ("Wels", "4600"),
 ];
 
 pub const INSURERS: usize = 10;
@@ -79,7 +139,12 @@ impl Sizes {
     }
 
     pub fn total(&self) -> usize {
-        self.observations + self.patients + self.devices + self.coverages + self.claims + self.organizations
+        self.observations
+            + self.patients
+            + self.devices
+            + self.coverages
+            + self.claims
+            + self.organizations
     }
 
     /// The resource types in load order (targets first, though the server does not require it),
@@ -199,7 +264,8 @@ pub fn pseudonym_identity(i: usize) -> String {
 
 /// An instant in 2026, RFC 3339 with a UTC offset.
 pub fn instant(seconds_into_year: u64) -> String {
-    let t = chrono::DateTime::from_timestamp(YEAR_START + seconds_into_year as i64, 0).expect("valid time");
+    let t = chrono::DateTime::from_timestamp(YEAR_START + seconds_into_year as i64, 0)
+        .expect("valid time");
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
@@ -219,7 +285,11 @@ pub fn resource(kind: Kind, index: usize, sizes: &Sizes) -> Value {
 }
 
 pub fn organization(i: usize, sizes: &Sizes) -> Value {
-    let name = if i + 1 == sizes.organizations { "Holter Diagnostics Clinic".to_string() } else { format!("Insurer {:02}", i + 1) };
+    let name = if i + 1 == sizes.organizations {
+        "Holter Diagnostics Clinic".to_string()
+    } else {
+        format!("Insurer {:02}", i + 1)
+    };
     json!({
         "resourceType": "Organization",
         "id": organization_id(i),
@@ -235,7 +305,8 @@ pub fn patient(i: usize, sizes: &Sizes) -> Value {
     let family = *rng.pick(&FAMILY);
     let given = *rng.pick(&GIVEN);
     let (city, postal) = *rng.pick(&CITIES);
-    let birth = chrono::NaiveDate::from_ymd_opt(1930, 1, 1).expect("date") + chrono::Days::new(rng.below(70 * 365));
+    let birth = chrono::NaiveDate::from_ymd_opt(1930, 1, 1).expect("date")
+        + chrono::Days::new(rng.below(70 * 365));
     json!({
         "resourceType": "Patient",
         "id": patient_id(i),
@@ -394,23 +465,35 @@ pub fn consent(i: usize, sizes: &Sizes) -> Option<Value> {
     if !has_consent(i) {
         return None;
     }
-    let actor = |reference: Value| json!([{
-        "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
-        "reference": reference
-    }]);
+    let actor = |reference: Value| {
+        json!([{
+            "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+            "reference": reference
+        }])
+    };
     let organization = |id: String| actor(json!({"reference": format!("Organization/{id}")}));
-    let role = |name: &str| actor(json!({"identifier": {"system": "urn:fhirvault:role", "value": name}}));
+    let role =
+        |name: &str| actor(json!({"identifier": {"system": "urn:fhirvault:role", "value": name}}));
     let class = |types: &[&str]| -> Value {
-        types.iter().map(|t| json!({"system": "http://hl7.org/fhir/resource-types", "code": t})).collect()
+        types
+            .iter()
+            .map(|t| json!({"system": "http://hl7.org/fhir/resource-types", "code": t}))
+            .collect()
     };
     let provision = if denies_clinic(i) {
         json!({"type": "deny", "actor": organization(clinic_id(sizes))})
     } else {
         match (i / 10) % 4 {
             0 => json!({"type": "deny", "actor": role("crm")}),
-            1 => json!({"type": "deny", "actor": organization(organization_id(insurer_of(i))), "class": class(&["Observation"])}),
-            2 => json!({"type": "deny", "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HMARKT"}]}),
-            _ => json!({"type": "deny", "actor": role("insurer"), "class": class(&["Observation", "Device"])}),
+            1 => {
+                json!({"type": "deny", "actor": organization(organization_id(insurer_of(i))), "class": class(&["Observation"])})
+            }
+            2 => {
+                json!({"type": "deny", "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HMARKT"}]})
+            }
+            _ => {
+                json!({"type": "deny", "actor": role("insurer"), "class": class(&["Observation", "Device"])})
+            }
         }
     };
     Some(json!({

@@ -11,10 +11,10 @@ use axum::response::Response;
 pub async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "(no route)".to_string(), |path| path.as_str().to_string());
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || "(no route)".to_string(),
+        |path| path.as_str().to_string(),
+    );
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;

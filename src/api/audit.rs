@@ -37,7 +37,10 @@ pub struct AuditFacts {
 
 impl AuditFacts {
     pub fn recorded() -> AuditFacts {
-        AuditFacts { recorded: true, ..AuditFacts::default() }
+        AuditFacts {
+            recorded: true,
+            ..AuditFacts::default()
+        }
     }
 
     /// Attach to `response`.
@@ -48,18 +51,30 @@ impl AuditFacts {
 }
 
 pub async fn audit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(caller) = request.extensions().get::<Arc<Caller>>().cloned() else { return next.run(request).await };
+    let Some(caller) = request.extensions().get::<Arc<Caller>>().cloned() else {
+        return next.run(request).await;
+    };
     let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
     let path = request.uri().path().to_string();
     let query = request.uri().query().map(str::to_string);
     let response = next.run(request).await;
-    let facts = response.extensions().get::<AuditFacts>().cloned().unwrap_or_default();
+    let facts = response
+        .extensions()
+        .get::<AuditFacts>()
+        .cloned()
+        .unwrap_or_default();
     if facts.recorded {
         return response;
     }
     let status = response.status().as_u16();
-    let Some(interaction) = interaction_of(&method, &route) else { return response };
+    let Some(interaction) = interaction_of(&method, &route) else {
+        return response;
+    };
     let event = match interaction {
         Asked::Rest(_) if facts.reidentified => Event::Reidentify,
         Asked::Rest(rest) => Event::Rest(rest),
@@ -67,7 +82,10 @@ pub async fn audit(State(state): State<AppState>, request: Request, next: Next) 
     };
     let mut entities = facts.entities;
     // What the path names, unless the handler named the resource itself (with its version).
-    if !entities.iter().any(|e| matches!(e, Entity::Resource { .. })) {
+    if !entities
+        .iter()
+        .any(|e| matches!(e, Entity::Resource { .. }))
+    {
         for named in asked_for(&route, &path) {
             if !entities.iter().any(|e| same_entity(e, &named)) {
                 entities.push(named);
@@ -75,17 +93,34 @@ pub async fn audit(State(state): State<AppState>, request: Request, next: Next) 
         }
     }
     if let Some(query) = facts.query.or(query).filter(|q| !q.is_empty()) {
-        let resource_type = path_segments(&path).first().filter(|t| !t.starts_with('_') && !t.is_empty()).map(|t| t.to_string());
-        entities.push(Entity::Query { query, resource_type });
+        let resource_type = path_segments(&path)
+            .first()
+            .filter(|t| !t.starts_with('_') && !t.is_empty())
+            .map(|t| t.to_string());
+        entities.push(Entity::Query {
+            query,
+            resource_type,
+        });
     }
-    let summary = response.extensions().get::<ErrorSummary>().map(|s| format!("{status}: {}", s.0));
-    let outcome = facts.outcome.unwrap_or_else(|| Outcome::from_status(status));
-    let record = state.service.audit_record(&caller, event, outcome, summary, entities);
+    let summary = response
+        .extensions()
+        .get::<ErrorSummary>()
+        .map(|s| format!("{status}: {}", s.0));
+    let outcome = facts
+        .outcome
+        .unwrap_or_else(|| Outcome::from_status(status));
+    let record = state
+        .service
+        .audit_record(&caller, event, outcome, summary, entities);
     match state.service.audit(vec![record]).await {
         Ok(()) => response,
         Err(error) => {
             tracing::error!(%error, status, route, "the audit record of a request could not be written; the request fails");
-            ApiError::Unavailable("the audit trail cannot be written right now; nothing was returned (retry later)".into()).into_response()
+            ApiError::Unavailable(
+                "the audit trail cannot be written right now; nothing was returned (retry later)"
+                    .into(),
+            )
+            .into_response()
         }
     }
 }
@@ -106,7 +141,9 @@ fn interaction_of(method: &Method, route: &str) -> Option<Asked> {
         ("GET", "/fhir") | ("POST", "/fhir/_search") => SearchSystem,
         ("POST", "/fhir") => Transaction,
         ("GET", "/fhir/_history") => HistorySystem,
-        ("GET", "/fhir/{type}") | ("POST", "/fhir/{type}/_search") | ("GET", "/fhir/{type}/{id}/{search_type}") => SearchType,
+        ("GET", "/fhir/{type}")
+        | ("POST", "/fhir/{type}/_search")
+        | ("GET", "/fhir/{type}/{id}/{search_type}") => SearchType,
         ("POST", "/fhir/{type}") => Create,
         ("PUT", "/fhir/{type}" | "/fhir/{type}/{id}") => Update,
         ("DELETE", "/fhir/{type}" | "/fhir/{type}/{id}") => Delete,
@@ -123,7 +160,10 @@ fn interaction_of(method: &Method, route: &str) -> Option<Asked> {
 
 /// The path's segments after `/fhir`.
 fn path_segments(path: &str) -> Vec<&str> {
-    path.trim_start_matches("/fhir").split('/').filter(|s| !s.is_empty()).collect()
+    path.trim_start_matches("/fhir")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn same_entity(a: &Entity, b: &Entity) -> bool {
@@ -139,14 +179,22 @@ fn same_entity(a: &Entity, b: &Entity) -> bool {
 fn asked_for(route: &str, path: &str) -> Vec<Entity> {
     let segments = path_segments(path);
     let named = match (route.trim_end_matches('/'), segments.as_slice()) {
-        ("/fhir/{type}/{id}/_history/{vid}", [t, id, _, v]) => Some(format!("{t}/{id}/_history/{v}")),
-        ("/fhir/{type}/{id}" | "/fhir/{type}/{id}/_history" | "/fhir/{type}/{id}/{search_type}", [t, id, ..]) => Some(format!("{t}/{id}")),
+        ("/fhir/{type}/{id}/_history/{vid}", [t, id, _, v]) => {
+            Some(format!("{t}/{id}/_history/{v}"))
+        }
+        (
+            "/fhir/{type}/{id}" | "/fhir/{type}/{id}/_history" | "/fhir/{type}/{id}/{search_type}",
+            [t, id, ..],
+        ) => Some(format!("{t}/{id}")),
         ("/fhir/Patient/{id}/$everything", [_, id, ..]) => Some(format!("Patient/{id}")),
         _ => None,
     };
     let mut entities = Vec::new();
     if let Some(reference) = named {
-        if let Some(id) = reference.strip_prefix("Patient/").and_then(|rest| rest.split('/').next()) {
+        if let Some(id) = reference
+            .strip_prefix("Patient/")
+            .and_then(|rest| rest.split('/').next())
+        {
             entities.push(Entity::Patient { id: id.to_string() });
         }
         entities.push(Entity::Resource { reference });
@@ -163,23 +211,40 @@ mod tests {
         use RestInteraction::*;
         for (method, route, expected) in [
             (Method::GET, "/fhir/{type}/{id}", Asked::Rest(Read)),
-            (Method::GET, "/fhir/{type}/{id}/_history/{vid}", Asked::Rest(Vread)),
-            (Method::POST, "/fhir/{type}/_search", Asked::Rest(SearchType)),
+            (
+                Method::GET,
+                "/fhir/{type}/{id}/_history/{vid}",
+                Asked::Rest(Vread),
+            ),
+            (
+                Method::POST,
+                "/fhir/{type}/_search",
+                Asked::Rest(SearchType),
+            ),
             (Method::GET, "/fhir/", Asked::Rest(SearchSystem)),
             (Method::POST, "/fhir", Asked::Rest(Transaction)),
             (Method::PUT, "/fhir/{type}", Asked::Rest(Update)),
             (Method::POST, "/hl7v2", Asked::Ingest),
         ] {
-            assert_eq!(interaction_of(&method, route), Some(expected), "{method} {route}");
+            assert_eq!(
+                interaction_of(&method, route),
+                Some(expected),
+                "{method} {route}"
+            );
         }
         assert_eq!(interaction_of(&Method::GET, "/health"), None);
     }
 
     #[test]
     fn paths_name_their_resource_and_patient() {
-        let entities = asked_for("/fhir/{type}/{id}/_history/{vid}", "/fhir/Patient/p1/_history/2");
+        let entities = asked_for(
+            "/fhir/{type}/{id}/_history/{vid}",
+            "/fhir/Patient/p1/_history/2",
+        );
         assert!(matches!(&entities[0], Entity::Patient { id } if id == "p1"));
-        assert!(matches!(&entities[1], Entity::Resource { reference } if reference == "Patient/p1/_history/2"));
+        assert!(
+            matches!(&entities[1], Entity::Resource { reference } if reference == "Patient/p1/_history/2")
+        );
         assert!(asked_for("/fhir/{type}", "/fhir/Observation").is_empty());
     }
 }

@@ -14,7 +14,11 @@ use crate::auth::token::{Claims, bearer_token};
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
 
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     match caller_of(&state, &request) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
@@ -29,31 +33,52 @@ pub const PURPOSE_HEADER: &str = "x-purpose-of-use";
 
 fn caller_of(state: &AppState, request: &Request) -> ApiResult<Arc<Caller>> {
     let caller = match hub_of(request) {
-        Some(hub) if !request.headers().contains_key(axum::http::header::AUTHORIZATION) => Arc::new(hub),
+        Some(hub)
+            if !request
+                .headers()
+                .contains_key(axum::http::header::AUTHORIZATION) =>
+        {
+            Arc::new(hub)
+        }
         _ => token_caller(state, request)?,
     };
     state.rate_limiter.check(&caller.fingerprint())?;
     let declared = match request.headers().get(PURPOSE_HEADER) {
-        Some(value) => Some(value.to_str().map_err(|_| ApiError::bad_request("X-Purpose-Of-Use must be a v3 PurposeOfUse code"))?),
+        Some(value) => Some(value.to_str().map_err(|_| {
+            ApiError::bad_request("X-Purpose-Of-Use must be a v3 PurposeOfUse code")
+        })?),
         None => None,
     };
-    let address = request.extensions().get::<crate::tls::Peer>().map(|peer| peer.addr.ip().to_string());
+    let address = request
+        .extensions()
+        .get::<crate::tls::Peer>()
+        .map(|peer| peer.addr.ip().to_string());
     let service = &state.service;
-    Ok(Arc::new(caller.for_request(declared, address, &service.purposes, service.config.consent_default)?))
+    Ok(Arc::new(caller.for_request(
+        declared,
+        address,
+        &service.purposes,
+        service.config.consent_default,
+    )?))
 }
 
 /// The caller of the request's bearer token. Refused tokens count against the sender's address,
 /// and an address that keeps sending them is turned away before any signature is checked.
 fn token_caller(state: &AppState, request: &Request) -> ApiResult<Arc<Caller>> {
-    let address = request.extensions().get::<crate::tls::Peer>().map(|peer| format!("refused:{}", peer.addr.ip()));
+    let address = request
+        .extensions()
+        .get::<crate::tls::Peer>()
+        .map(|peer| format!("refused:{}", peer.addr.ip()));
     if let Some(address) = &address {
         state.rate_limiter.check_not_exhausted(address)?;
     }
-    bearer_token(request.headers()).and_then(|token| verified_caller(state, token)).inspect_err(|_| {
-        if let Some(address) = &address {
-            let _ = state.rate_limiter.check(address);
-        }
-    })
+    bearer_token(request.headers())
+        .and_then(|token| verified_caller(state, token))
+        .inspect_err(|_| {
+            if let Some(address) = &address {
+                let _ = state.rate_limiter.check(address);
+            }
+        })
 }
 
 /// The caller of a bearer token: from the cache of recently verified tokens, or verified now.
@@ -71,7 +96,11 @@ fn verified_caller(state: &AppState, token: &str) -> ApiResult<Arc<Caller>> {
 
 /// A device hub that presented a configured client certificate ([`Caller::of_hub`]).
 fn hub_of(request: &Request) -> Option<Caller> {
-    let hub = request.extensions().get::<crate::tls::Peer>()?.hub.as_ref()?;
+    let hub = request
+        .extensions()
+        .get::<crate::tls::Peer>()?
+        .hub
+        .as_ref()?;
     Some(Caller::of_hub(hub))
 }
 
@@ -81,18 +110,31 @@ pub fn caller_from_claims(claims: Claims) -> ApiResult<Caller> {
     let role: Role = claims
         .role
         .as_deref()
-        .ok_or_else(|| ApiError::Forbidden("the token carries no `role` claim; see docs/security.md for the roles".into()))?
+        .ok_or_else(|| {
+            ApiError::Forbidden(
+                "the token carries no `role` claim; see docs/security.md for the roles".into(),
+            )
+        })?
         .parse()
         .map_err(|why: String| ApiError::Forbidden(format!("the token's role claim: {why}")))?;
-    let scopes = parse_scopes(&claims.scope).map_err(|error| ApiError::Forbidden(error.to_string()))?;
+    let scopes =
+        parse_scopes(&claims.scope).map_err(|error| ApiError::Forbidden(error.to_string()))?;
     Ok(Caller {
         subject: claims.sub,
         issuer: claims.iss,
         client_id: claims.client_id,
         role,
         scopes,
-        patient: claims.patient.as_deref().map(|p| context_id(p, "Patient", "patient")).transpose()?,
-        org: claims.org.as_deref().map(|o| context_id(o, "Organization", "org")).transpose()?,
+        patient: claims
+            .patient
+            .as_deref()
+            .map(|p| context_id(p, "Patient", "patient"))
+            .transpose()?,
+        org: claims
+            .org
+            .as_deref()
+            .map(|o| context_id(o, "Organization", "org"))
+            .transpose()?,
         purpose: claims.purpose,
         consent: None,
         break_glass: false,
@@ -107,6 +149,8 @@ fn context_id(value: &str, resource_type: &str, claim: &str) -> ApiResult<String
     if crate::fhir::id::is_valid_id(&id) {
         Ok(id)
     } else {
-        Err(ApiError::Forbidden(format!("the token's `{claim}` claim is not a {resource_type} id")))
+        Err(ApiError::Forbidden(format!(
+            "the token's `{claim}` claim is not a {resource_type} id"
+        )))
     }
 }

@@ -18,6 +18,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Arc<Caller>>().cloned().map(Authenticated).ok_or(ApiError::MissingToken)
+        parts
+            .extensions
+            .get::<Arc<Caller>>()
+            .cloned()
+            .map(Authenticated)
+            .ok_or(ApiError::MissingToken)
     }
 }

@@ -20,22 +20,42 @@ use crate::hl7v2::ingest::Disposition;
 /// The media type of ER7-encoded HL7 v2 over HTTP.
 pub const ER7_MEDIA_TYPE: &str = "x-application/hl7-v2+er7";
 
-pub async fn ingest_message(State(state): State<AppState>, Authenticated(caller): Authenticated, request: Request) -> Result<Response, ApiError> {
+pub async fn ingest_message(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    request: Request,
+) -> Result<Response, ApiError> {
     // Ingestion creates Patients, Devices and Observations on the server's behalf: only the
     // roles made for it may send, and their token must allow creating Observations.
     if !caller.role.may_ingest() {
-        return Err(ApiError::Forbidden(format!("the {} role may not send HL7 v2 messages", caller.role)));
+        return Err(ApiError::Forbidden(format!(
+            "the {} role may not send HL7 v2 messages",
+            caller.role
+        )));
     }
-    if caller.covering("Observation", crate::auth::Permission::Create).next().is_none() {
+    if caller
+        .covering("Observation", crate::auth::Permission::Create)
+        .next()
+        .is_none()
+    {
         return Err(ApiError::Forbidden("sending HL7 v2 needs a scope that allows creating Observations (e.g. system/Observation.c)".into()));
     }
     let media_type = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
-    if !matches!(media_type.as_str(), ER7_MEDIA_TYPE | "text/plain" | "application/hl7-v2") {
+    if !matches!(
+        media_type.as_str(),
+        ER7_MEDIA_TYPE | "text/plain" | "application/hl7-v2"
+    ) {
         return Err(ApiError::UnsupportedMediaType(format!(
             "POST /hl7v2 takes an HL7 v2 message as {ER7_MEDIA_TYPE} (or text/plain)"
         )));
@@ -48,14 +68,29 @@ pub async fn ingest_message(State(state): State<AppState>, Authenticated(caller)
     let facts = match answer.disposition {
         Disposition::Stored => AuditFacts::recorded(),
         Disposition::Duplicate => AuditFacts::default(),
-        _ => AuditFacts { outcome: Some(crate::audit::Outcome::MinorFailure), ..AuditFacts::default() },
+        _ => AuditFacts {
+            outcome: Some(crate::audit::Outcome::MinorFailure),
+            ..AuditFacts::default()
+        },
     };
     if answer.disposition == Disposition::Unavailable {
-        return Err(ApiError::Unavailable("the message could not be stored now and was not acknowledged; resend it".into()));
+        return Err(ApiError::Unavailable(
+            "the message could not be stored now and was not acknowledged; resend it".into(),
+        ));
     }
     if answer.frames.is_empty() {
         return Ok(facts.attach(StatusCode::NO_CONTENT.into_response()));
     }
     let body = answer.frames.concat();
-    Ok(facts.attach((StatusCode::OK, [(header::CONTENT_TYPE, format!("{ER7_MEDIA_TYPE}; charset=utf-8"))], body).into_response()))
+    Ok(facts.attach(
+        (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                format!("{ER7_MEDIA_TYPE}; charset=utf-8"),
+            )],
+            body,
+        )
+            .into_response(),
+    ))
 }

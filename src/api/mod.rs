@@ -20,12 +20,12 @@ pub mod caller;
 pub mod handlers;
 pub mod hl7v2;
 pub mod negotiate;
-pub mod rate_limit;
 pub mod paths;
+pub mod rate_limit;
 pub mod respond;
 pub mod routes;
-pub mod token_cache;
 pub mod smart;
+pub mod token_cache;
 
 use std::sync::Arc;
 

@@ -34,13 +34,24 @@ pub struct Prefer {
 
 impl Prefer {
     pub fn from_headers(headers: &HeaderMap) -> Prefer {
-        let mut prefer = Prefer { return_preference: ReturnPreference::Representation, strict: false };
-        for value in headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()) {
+        let mut prefer = Prefer {
+            return_preference: ReturnPreference::Representation,
+            strict: false,
+        };
+        for value in headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
             for token in value.split([',', ';']).map(str::trim) {
                 match token {
                     "return=minimal" => prefer.return_preference = ReturnPreference::Minimal,
-                    "return=representation" => prefer.return_preference = ReturnPreference::Representation,
-                    "return=OperationOutcome" => prefer.return_preference = ReturnPreference::OperationOutcome,
+                    "return=representation" => {
+                        prefer.return_preference = ReturnPreference::Representation
+                    }
+                    "return=OperationOutcome" => {
+                        prefer.return_preference = ReturnPreference::OperationOutcome
+                    }
                     "handling=strict" => prefer.strict = true,
                     "handling=lenient" => prefer.strict = false,
                     _ => {}
@@ -61,10 +72,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Prefer {
 
 /// Middleware for the FHIR routes: refuse `Accept` and `_format` values we cannot produce.
 pub async fn require_json_accept(request: Request, next: Next) -> Response {
-    if let Some(accept) = request.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok())
+    if let Some(accept) = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
         && !accepts_json(accept)
     {
-        return ApiError::NotAcceptable("this server produces FHIR JSON only; accept application/fhir+json".into()).into_response();
+        return ApiError::NotAcceptable(
+            "this server produces FHIR JSON only; accept application/fhir+json".into(),
+        )
+        .into_response();
     }
     if let Some(query) = request.uri().query() {
         let format = serde_urlencoded::from_str::<Vec<(String, String)>>(query)
@@ -72,10 +89,15 @@ pub async fn require_json_accept(request: Request, next: Next) -> Response {
             .into_iter()
             .find(|(name, _)| name == "_format");
         if let Some((_, format)) = format
-            && !matches!(format.as_str(), "json" | "application/json" | "application/fhir+json")
+            && !matches!(
+                format.as_str(),
+                "json" | "application/json" | "application/fhir+json"
+            )
         {
-            return ApiError::NotAcceptable("_format: this server produces FHIR JSON only (json, application/fhir+json)".into())
-                .into_response();
+            return ApiError::NotAcceptable(
+                "_format: this server produces FHIR JSON only (json, application/fhir+json)".into(),
+            )
+            .into_response();
         }
     }
     next.run(request).await
@@ -83,8 +105,21 @@ pub async fn require_json_accept(request: Request, next: Next) -> Response {
 
 fn accepts_json(accept: &str) -> bool {
     accept.split(',').any(|range| {
-        let media = range.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-        matches!(media.as_str(), "*/*" | "application/*" | "application/json" | "application/fhir+json" | "application/json+fhir" | "")
+        let media = range
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        matches!(
+            media.as_str(),
+            "*/*"
+                | "application/*"
+                | "application/json"
+                | "application/fhir+json"
+                | "application/json+fhir"
+                | ""
+        )
     })
 }
 
@@ -92,7 +127,13 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
 }
 
 /// A FHIR JSON request body.
@@ -106,14 +147,17 @@ impl FromRequest<AppState> for FhirJson {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         match media_type(request.headers()).as_deref() {
-            None | Some("application/fhir+json" | "application/json" | "application/json+fhir") => {}
+            None | Some("application/fhir+json" | "application/json" | "application/json+fhir") => {
+            }
             Some(_) => {
                 return Err(ApiError::UnsupportedMediaType(
                     "send resources as application/fhir+json (or application/json); XML and other formats are not supported".into(),
                 ));
             }
         }
-        Ok(FhirJson(read_json(request.into_body(), state.service.config.max_body_bytes).await?))
+        Ok(FhirJson(
+            read_json(request.into_body(), state.service.config.max_body_bytes).await?,
+        ))
     }
 }
 
@@ -128,9 +172,15 @@ impl FromRequest<AppState> for JsonPatchBody {
                     "PATCH takes a JSON Patch document as application/json-patch+json (FHIRPath Patch is not supported)".into(),
                 ));
             }
-            _ => return Err(ApiError::UnsupportedMediaType("PATCH takes application/json-patch+json".into())),
+            _ => {
+                return Err(ApiError::UnsupportedMediaType(
+                    "PATCH takes application/json-patch+json".into(),
+                ));
+            }
         }
-        Ok(JsonPatchBody(read_json(request.into_body(), state.service.config.max_body_bytes).await?))
+        Ok(JsonPatchBody(
+            read_json(request.into_body(), state.service.config.max_body_bytes).await?,
+        ))
     }
 }
 
@@ -142,7 +192,9 @@ pub async fn read_json(body: Body, limit: usize) -> Result<Value, ApiError> {
 
 pub async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::PayloadTooLarge(format!("the request body is larger than this server accepts ({limit} bytes)"))
+        ApiError::PayloadTooLarge(format!(
+            "the request body is larger than this server accepts ({limit} bytes)"
+        ))
     })
 }
 
@@ -150,7 +202,9 @@ pub async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes,
 /// recursion limit (128) is refused the same way, so a hostile body cannot exhaust the stack.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("the request body is empty; send a FHIR JSON resource"));
+        return Err(ApiError::bad_request(
+            "the request body is empty; send a FHIR JSON resource",
+        ));
     }
     serde_json::from_slice(bytes).map_err(|error| {
         let what = if error.to_string().contains("recursion limit") {
@@ -160,7 +214,11 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
         } else {
             "the body is not valid JSON"
         };
-        ApiError::bad_request(format!("{what} (line {}, column {})", error.line(), error.column()))
+        ApiError::bad_request(format!(
+            "{what} (line {}, column {})",
+            error.line(),
+            error.column()
+        ))
     })
 }
 
@@ -168,17 +226,23 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
 pub async fn read_form(request: Request, limit: usize) -> Result<Vec<(String, String)>, ApiError> {
     match media_type(request.headers()).as_deref() {
         Some("application/x-www-form-urlencoded") | None => {}
-        Some(_) => return Err(ApiError::UnsupportedMediaType("_search takes application/x-www-form-urlencoded".into())),
+        Some(_) => {
+            return Err(ApiError::UnsupportedMediaType(
+                "_search takes application/x-www-form-urlencoded".into(),
+            ));
+        }
     }
     let bytes = read_limited(request.into_body(), limit).await?;
-    serde_urlencoded::from_bytes(&bytes).map_err(|_| ApiError::bad_request("the form body is not valid x-www-form-urlencoded"))
+    serde_urlencoded::from_bytes(&bytes)
+        .map_err(|_| ApiError::bad_request("the form body is not valid x-www-form-urlencoded"))
 }
 
 /// Query pairs in order (repeated names kept: they AND).
 pub fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     match query {
         None | Some("") => Ok(Vec::new()),
-        Some(query) => serde_urlencoded::from_str(query).map_err(|_| ApiError::bad_request("the query string is malformed")),
+        Some(query) => serde_urlencoded::from_str(query)
+            .map_err(|_| ApiError::bad_request("the query string is malformed")),
     }
 }
 
@@ -200,6 +264,11 @@ mod tests {
         let error = parse_json(br#"{"name": "Secret Person"#).unwrap_err();
         assert!(!error.to_string().contains("Secret"));
         let deep = "[".repeat(10_000);
-        assert!(parse_json(deep.as_bytes()).unwrap_err().to_string().contains("nested too deeply"));
+        assert!(
+            parse_json(deep.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("nested too deeply")
+        );
     }
 }

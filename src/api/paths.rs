@@ -45,7 +45,10 @@ async fn segments(parts: &mut Parts, state: &AppState) -> Result<Vec<String>, Ap
 impl FromRequestParts<AppState> for TypePath {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let segments = segments(parts, state).await?;
         Ok(TypePath(segments.into_iter().next().unwrap_or_default()))
     }
@@ -54,11 +57,19 @@ impl FromRequestParts<AppState> for TypePath {
 impl FromRequestParts<AppState> for InstancePath {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let segments = segments(parts, state).await?;
         match segments.as_slice() {
-            [resource_type, id, ..] => Ok(InstancePath { resource_type: resource_type.clone(), id: FhirId::parse(id)? }),
-            _ => Err(ApiError::bad_request("the request path needs a resource type and an id")),
+            [resource_type, id, ..] => Ok(InstancePath {
+                resource_type: resource_type.clone(),
+                id: FhirId::parse(id)?,
+            }),
+            _ => Err(ApiError::bad_request(
+                "the request path needs a resource type and an id",
+            )),
         }
     }
 }
@@ -66,7 +77,10 @@ impl FromRequestParts<AppState> for InstancePath {
 impl FromRequestParts<AppState> for VersionPath {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let segments = segments(parts, state).await?;
         match segments.as_slice() {
             [resource_type, id, version] => Ok(VersionPath {
@@ -74,7 +88,9 @@ impl FromRequestParts<AppState> for VersionPath {
                 id: FhirId::parse(id)?,
                 version: parse_version(version)?,
             }),
-            _ => Err(ApiError::bad_request("the request path needs a resource type, an id and a version")),
+            _ => Err(ApiError::bad_request(
+                "the request path needs a resource type, an id and a version",
+            )),
         }
     }
 }
@@ -82,14 +98,23 @@ impl FromRequestParts<AppState> for VersionPath {
 impl FromRequestParts<AppState> for CompartmentPath {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let segments = segments(parts, state).await?;
         match segments.as_slice() {
             [compartment_type, id, resource_type] => {
                 state.service.check_type(resource_type)?;
-                Ok(CompartmentPath { compartment_type: compartment_type.clone(), id: FhirId::parse(id)?, resource_type: resource_type.clone() })
+                Ok(CompartmentPath {
+                    compartment_type: compartment_type.clone(),
+                    id: FhirId::parse(id)?,
+                    resource_type: resource_type.clone(),
+                })
             }
-            _ => Err(ApiError::bad_request("the request path needs a compartment type, an id and a resource type")),
+            _ => Err(ApiError::bad_request(
+                "the request path needs a compartment type, an id and a resource type",
+            )),
         }
     }
 }

@@ -27,7 +27,11 @@ struct Bucket {
 
 impl RateLimiter {
     pub fn new(per_second: u32, burst: u32) -> RateLimiter {
-        RateLimiter { per_second: f64::from(per_second), burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
+        RateLimiter {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Take one request from `caller`'s bucket.
@@ -41,10 +45,19 @@ impl RateLimiter {
             return Ok(());
         }
         let now = Instant::now();
-        let buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match buckets.get(key) {
-            Some(bucket) if bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * self.per_second < 1.0 => {
-                Err(ApiError::TooManyRequests { retry_after_secs: (1.0 / self.per_second).ceil().max(1.0) as u64 })
+            Some(bucket)
+                if bucket.tokens
+                    + now.duration_since(bucket.updated).as_secs_f64() * self.per_second
+                    < 1.0 =>
+            {
+                Err(ApiError::TooManyRequests {
+                    retry_after_secs: (1.0 / self.per_second).ceil().max(1.0) as u64,
+                })
             }
             _ => Ok(()),
         }
@@ -54,12 +67,20 @@ impl RateLimiter {
         if self.per_second <= 0.0 {
             return Ok(());
         }
-        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if buckets.len() >= MAX_TRACKED {
             let (rate, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, b| b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst);
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
+            });
         }
-        let bucket = buckets.entry(caller.to_string()).or_insert(Bucket { tokens: self.burst, updated: now });
+        let bucket = buckets.entry(caller.to_string()).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
         let refill = now.duration_since(bucket.updated).as_secs_f64() * self.per_second;
         bucket.tokens = (bucket.tokens + refill).min(self.burst);
         bucket.updated = now;
@@ -68,7 +89,9 @@ impl RateLimiter {
             return Ok(());
         }
         let wait = ((1.0 - bucket.tokens) / self.per_second).ceil().max(1.0) as u64;
-        Err(ApiError::TooManyRequests { retry_after_secs: wait })
+        Err(ApiError::TooManyRequests {
+            retry_after_secs: wait,
+        })
     }
 }
 
@@ -85,18 +108,35 @@ mod tests {
         for _ in 0..3 {
             assert!(limiter.check_at("a", start).is_ok());
         }
-        assert!(matches!(limiter.check_at("a", start), Err(ApiError::TooManyRequests { retry_after_secs: 1 })));
+        assert!(matches!(
+            limiter.check_at("a", start),
+            Err(ApiError::TooManyRequests {
+                retry_after_secs: 1
+            })
+        ));
         // Another caller has its own bucket.
         assert!(limiter.check_at("b", start).is_ok());
-        assert!(limiter.check_at("a", start + Duration::from_millis(600)).is_ok());
+        assert!(
+            limiter
+                .check_at("a", start + Duration::from_millis(600))
+                .is_ok()
+        );
     }
 
     #[test]
     fn an_empty_bucket_is_seen_without_taking_from_it() {
         let limiter = RateLimiter::new(1, 2);
-        assert!(limiter.check_not_exhausted("refused:10.0.0.1").is_ok(), "unknown keys are not exhausted");
-        assert!(limiter.check("refused:10.0.0.1").is_ok() && limiter.check("refused:10.0.0.1").is_ok());
-        assert!(matches!(limiter.check_not_exhausted("refused:10.0.0.1"), Err(ApiError::TooManyRequests { .. })));
+        assert!(
+            limiter.check_not_exhausted("refused:10.0.0.1").is_ok(),
+            "unknown keys are not exhausted"
+        );
+        assert!(
+            limiter.check("refused:10.0.0.1").is_ok() && limiter.check("refused:10.0.0.1").is_ok()
+        );
+        assert!(matches!(
+            limiter.check_not_exhausted("refused:10.0.0.1"),
+            Err(ApiError::TooManyRequests { .. })
+        ));
         assert!(limiter.check_not_exhausted("refused:10.0.0.2").is_ok());
     }
 

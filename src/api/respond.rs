@@ -13,7 +13,10 @@ use crate::service::{VersionedResource, WriteOutcome};
 pub fn json(status: StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = (status, bytes).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON_UTF8));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(FHIR_JSON_UTF8),
+    );
     response
 }
 
@@ -44,25 +47,47 @@ pub fn not_modified(stored: &VersionedResource) -> Response {
 /// The answer to a create, update or patch, shaped by `Prefer: return=`.
 pub fn written(outcome: &WriteOutcome, base_url: &str, preference: ReturnPreference) -> Response {
     let stored = &outcome.stored;
-    let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let mut response = match preference {
-        ReturnPreference::Representation => json(status, stored.resource.as_ref().unwrap_or(&Value::Null)),
+        ReturnPreference::Representation => {
+            json(status, stored.resource.as_ref().unwrap_or(&Value::Null))
+        }
         ReturnPreference::Minimal => status.into_response(),
         ReturnPreference::OperationOutcome => {
             let text = match (outcome.created, outcome.changed) {
-                (true, _) => format!("created {}/{} version {}", stored.resource_type, stored.id, stored.version),
-                (false, true) => format!("updated {}/{} to version {}", stored.resource_type, stored.id, stored.version),
-                (false, false) => format!("{}/{} already matched; nothing was written", stored.resource_type, stored.id),
+                (true, _) => format!(
+                    "created {}/{} version {}",
+                    stored.resource_type, stored.id, stored.version
+                ),
+                (false, true) => format!(
+                    "updated {}/{} to version {}",
+                    stored.resource_type, stored.id, stored.version
+                ),
+                (false, false) => format!(
+                    "{}/{} already matched; nothing was written",
+                    stored.resource_type, stored.id
+                ),
             };
             json(status, &success_outcome(text))
         }
     };
     version_headers(response.headers_mut(), stored);
-    let location = format!("{base_url}/{}/{}/_history/{}", stored.resource_type, stored.id, stored.version);
+    let location = format!(
+        "{base_url}/{}/{}/_history/{}",
+        stored.resource_type, stored.id, stored.version
+    );
     if let Ok(location) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, location.clone());
+        response
+            .headers_mut()
+            .insert(header::LOCATION, location.clone());
         if outcome.created {
-            response.headers_mut().insert(header::CONTENT_LOCATION, location);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LOCATION, location);
         }
     }
     response

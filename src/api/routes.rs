@@ -16,11 +16,20 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/", get(search_system_get).post(process_bundle))
         .route("/fhir/_search", post(search_system_post))
         .route("/fhir/_history", get(history_system))
-        .route("/fhir/{type}", get(search_get).post(create).put(conditional_update).delete(conditional_delete))
+        .route(
+            "/fhir/{type}",
+            get(search_get)
+                .post(create)
+                .put(conditional_update)
+                .delete(conditional_delete),
+        )
         .route("/fhir/{type}/_search", post(search_post))
         .route("/fhir/{type}/_history", get(history_type))
         .route("/fhir/{type}/$validate", post(validate))
-        .route("/fhir/{type}/{id}", get(read).put(update).patch(patch).delete(delete))
+        .route(
+            "/fhir/{type}/{id}",
+            get(read).put(update).patch(patch).delete(delete),
+        )
         .route("/fhir/{type}/{id}/_history", get(history_instance))
         .route("/fhir/Patient/{id}/$everything", get(everything))
         .route("/fhir/{type}/{id}/{search_type}", get(compartment_search))
@@ -30,9 +39,15 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(require_json_accept))
         // Inside authentication (it needs the caller): the audit record of every request.
-        .route_layer(middleware::from_fn_with_state(state.clone(), super::audit::audit))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::audit::audit,
+        ))
         // Outermost: nothing of a protected route runs for a caller without a verified token.
-        .route_layer(middleware::from_fn_with_state(state.clone(), super::authenticate::authenticate));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::authenticate::authenticate,
+        ));
 
     Router::new()
         // Operations: load balancers and monitoring.
@@ -40,8 +55,14 @@ pub fn router(state: AppState) -> Router {
         // The CapabilityStatement, without a token (R4 http.html#capabilities).
         .route("/fhir/metadata", get(metadata))
         // Discovery, without a token: SMART apps, and verifiers of the key ring's tokens.
-        .route("/.well-known/smart-configuration", get(smart::get_smart_configuration))
-        .route("/fhir/.well-known/smart-configuration", get(smart::get_smart_configuration))
+        .route(
+            "/.well-known/smart-configuration",
+            get(smart::get_smart_configuration),
+        )
+        .route(
+            "/fhir/.well-known/smart-configuration",
+            get(smart::get_smart_configuration),
+        )
         .route("/fhir/.well-known/jwks.json", get(smart::get_jwks))
         .merge(fhir)
         .fallback(not_found)

@@ -41,8 +41,11 @@ pub async fn get_jwks(State(state): State<AppState>) -> Response {
         Some(key) if state.service.config.auth.trust_key_ring => {
             json_response(&JwkSet::new(vec![Jwk::from_signing_key(&key)]).to_json())
         }
-        _ => ApiError::NotFound("this server publishes no signing keys; its tokens come from the identity provider".into())
-            .into_response(),
+        _ => ApiError::NotFound(
+            "this server publishes no signing keys; its tokens come from the identity provider"
+                .into(),
+        )
+        .into_response(),
     }
 }
 
@@ -58,7 +61,10 @@ pub fn smart_configuration(config: &Config) -> Value {
     if auth.trust_key_ring && auth.jwks_file.is_none() {
         document["jwks_uri"] = json!(format!("{}{JWKS_PATH}", config.base_url));
     }
-    for (name, url) in [("authorization_endpoint", &auth.authorization_endpoint), ("token_endpoint", &auth.token_endpoint)] {
+    for (name, url) in [
+        ("authorization_endpoint", &auth.authorization_endpoint),
+        ("token_endpoint", &auth.token_endpoint),
+    ] {
         if let Some(url) = url {
             document[name] = json!(url);
         }
@@ -68,7 +74,10 @@ pub fn smart_configuration(config: &Config) -> Value {
 
 fn json_response(body: &Value) -> Response {
     let mut response = (StatusCode::OK, body.to_string()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -82,9 +91,22 @@ mod tests {
         let mut config = Config::for_dir(dir.path(), None);
         let own = smart_configuration(&config);
         assert_eq!(own["issuer"], config.base_url);
-        assert_eq!(own["jwks_uri"], format!("{}/.well-known/jwks.json", config.base_url));
-        assert!(own["capabilities"].as_array().unwrap().contains(&json!("permission-v2")));
-        for absent in ["token_endpoint", "authorization_endpoint", "code_challenge_methods_supported", "grant_types_supported"] {
+        assert_eq!(
+            own["jwks_uri"],
+            format!("{}/.well-known/jwks.json", config.base_url)
+        );
+        assert!(
+            own["capabilities"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("permission-v2"))
+        );
+        for absent in [
+            "token_endpoint",
+            "authorization_endpoint",
+            "code_challenge_methods_supported",
+            "grant_types_supported",
+        ] {
             assert!(own.get(absent).is_none(), "{absent}");
         }
 

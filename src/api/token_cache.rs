@@ -31,13 +31,22 @@ impl TokenCache {
     /// The caller of `token` if it was verified before and has not expired at `now`.
     pub fn get(&self, token: &str, now: i64) -> Option<Arc<Caller>> {
         let key = key(token);
-        let entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        entries.get(&key).filter(|entry| entry.expires > now).map(|entry| entry.caller.clone())
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries
+            .get(&key)
+            .filter(|entry| entry.expires > now)
+            .map(|entry| entry.caller.clone())
     }
 
     /// Remember the caller of a token that was just verified.
     pub fn insert(&self, token: &str, caller: Arc<Caller>, expires: i64) {
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }

@@ -63,23 +63,41 @@ pub(super) struct PendingEvent {
 
 impl PendingEvent {
     fn new(record: &AuditRecord, base_url: &str) -> PendingEvent {
-        PendingEvent { id: FhirId::generate().into_string(), body: record.to_audit_event(base_url) }
+        PendingEvent {
+            id: FhirId::generate().into_string(),
+            body: record.to_audit_event(base_url),
+        }
     }
 }
 
 /// Write `records` as new AuditEvents and link them into a chain, inside the caller's
 /// transaction, so that they commit (or roll back) with whatever else it writes. Returns the
 /// AuditEvent ids, in order.
-pub async fn append(service: &Service, conn: &mut Conn, records: &[AuditRecord]) -> ApiResult<Vec<String>> {
-    let events = records.iter().map(|record| PendingEvent::new(record, &service.config.base_url)).collect();
+pub async fn append(
+    service: &Service,
+    conn: &mut Conn,
+    records: &[AuditRecord],
+) -> ApiResult<Vec<String>> {
+    let events = records
+        .iter()
+        .map(|record| PendingEvent::new(record, &service.config.base_url))
+        .collect();
     append_events(service, conn, events).await
 }
 
 /// Write and link AuditEvents whose ids are already chosen.
-pub(super) async fn append_events(service: &Service, conn: &mut Conn, events: Vec<PendingEvent>) -> ApiResult<Vec<String>> {
+pub(super) async fn append_events(
+    service: &Service,
+    conn: &mut Conn,
+    events: Vec<PendingEvent>,
+) -> ApiResult<Vec<String>> {
     let sealed = seal_events(service, events)?;
     let ids = sealed.iter().map(|s| s.write.id.clone()).collect();
-    write_versions(conn, &sealed.iter().map(|s| s.write.clone()).collect::<Vec<_>>()).await?;
+    write_versions(
+        conn,
+        &sealed.iter().map(|s| s.write.clone()).collect::<Vec<_>>(),
+    )
+    .await?;
     link(conn, service.config.audit.chains, &sealed).await?;
     Ok(ids)
 }
@@ -95,7 +113,13 @@ pub struct SealedEvent {
 
 /// Seal and index the AuditEvents of `records`.
 pub fn seal(service: &Service, records: &[AuditRecord]) -> ApiResult<Vec<SealedEvent>> {
-    seal_events(service, records.iter().map(|record| PendingEvent::new(record, &service.config.base_url)).collect())
+    seal_events(
+        service,
+        records
+            .iter()
+            .map(|record| PendingEvent::new(record, &service.config.base_url))
+            .collect(),
+    )
 }
 
 fn seal_events(service: &Service, events: Vec<PendingEvent>) -> ApiResult<Vec<SealedEvent>> {
@@ -104,8 +128,12 @@ fn seal_events(service: &Service, events: Vec<PendingEvent>) -> ApiResult<Vec<Se
     }
     let mut sealed = Vec::with_capacity(events.len());
     for event in events {
-        let prepared = service.seal_version(AUDIT_EVENT, &event.id, event.body, None, "POST", None)?;
-        sealed.push(SealedEvent { write: prepared.write, plain: prepared.plain });
+        let prepared =
+            service.seal_version(AUDIT_EVENT, &event.id, event.body, None, "POST", None)?;
+        sealed.push(SealedEvent {
+            write: prepared.write,
+            plain: prepared.plain,
+        });
     }
     Ok(sealed)
 }
@@ -122,7 +150,12 @@ pub async fn link(conn: &mut Conn, chains: u32, sealed: &[SealedEvent]) -> ApiRe
     for event in sealed {
         seq += 1;
         let hash = link_hash(&previous, head.chain, seq, &event.write.id, &event.plain).to_vec();
-        links.push(Link { chain: head.chain, seq, id: event.write.id.clone(), hash: hash.clone() });
+        links.push(Link {
+            chain: head.chain,
+            seq,
+            id: event.write.id.clone(),
+            hash: hash.clone(),
+        });
         previous = hash;
     }
     rows::insert_links(conn, &links).await?;
@@ -174,8 +207,12 @@ impl Service {
         if records.is_empty() || !self.config.audit.enabled {
             return Ok(());
         }
-        let events: Vec<PendingEvent> = records.iter().map(|record| PendingEvent::new(record, &self.config.base_url)).collect();
-        let spare = (self.config.audit.on_write_failure == OnWriteFailure::Queue).then(|| events.clone());
+        let events: Vec<PendingEvent> = records
+            .iter()
+            .map(|record| PendingEvent::new(record, &self.config.base_url))
+            .collect();
+        let spare =
+            (self.config.audit.on_write_failure == OnWriteFailure::Queue).then(|| events.clone());
         let this = self.clone();
         // Batched with other audit records and plain creates: one multi-row insert per table.
         let written = match seal_events(&this, events) {
@@ -205,7 +242,11 @@ mod tests {
     #[test]
     fn link_hashes_cover_every_input() {
         let base = link_hash(&ZERO_HASH, 1, 1, "a", b"{}");
-        assert_eq!(base, link_hash(&ZERO_HASH, 1, 1, "a", b"{}"), "deterministic");
+        assert_eq!(
+            base,
+            link_hash(&ZERO_HASH, 1, 1, "a", b"{}"),
+            "deterministic"
+        );
         let mut other_previous = ZERO_HASH;
         other_previous[31] = 1;
         for changed in [
@@ -231,6 +272,9 @@ mod tests {
         input.extend_from_slice(b"id");
         input.extend_from_slice(br#"{"resourceType":"AuditEvent"}"#);
         let expected = digest::digest(&digest::SHA256, &input);
-        assert_eq!(link_hash(&[7; 32], 3, 42, "id", br#"{"resourceType":"AuditEvent"}"#).as_slice(), expected.as_ref());
+        assert_eq!(
+            link_hash(&[7; 32], 3, 42, "id", br#"{"resourceType":"AuditEvent"}"#).as_slice(),
+            expected.as_ref()
+        );
     }
 }

@@ -191,7 +191,10 @@ pub enum Entity {
     /// The patient the data is about.
     Patient { id: String },
     /// A search: the query string as sent, and the searched type (none for a system search).
-    Query { query: String, resource_type: Option<String> },
+    Query {
+        query: String,
+        resource_type: Option<String>,
+    },
     /// An HL7 v2 message, by its control id (MSH-10).
     Message { control_id: String },
 }
@@ -209,14 +212,18 @@ impl Entity {
                 "type": coding(ENTITY_TYPE, "1", "Person"),
                 "role": coding(OBJECT_ROLE, "1", "Patient"),
             }),
-            Entity::Query { query, resource_type } => {
+            Entity::Query {
+                query,
+                resource_type,
+            } => {
                 let mut entity = json!({
                     "type": coding(ENTITY_TYPE, "2", "System Object"),
                     "role": coding(OBJECT_ROLE, "24", "Query"),
                     "query": BASE64.encode(query.as_bytes()),
                 });
                 if let Some(resource_type) = resource_type {
-                    entity["detail"] = json!([{"type": "resource-type", "valueString": resource_type}]);
+                    entity["detail"] =
+                        json!([{"type": "resource-type", "valueString": resource_type}]);
                 }
                 entity
             }
@@ -235,14 +242,42 @@ impl Event {
         let (kind, subtype, action) = match self {
             Event::Rest(interaction) => {
                 let kind = coding(AUDIT_EVENT_TYPE, "rest", "RESTful Operation");
-                return (kind, json!([coding(RESTFUL_INTERACTION, interaction.code(), interaction.code())]), interaction.action());
+                return (
+                    kind,
+                    json!([coding(
+                        RESTFUL_INTERACTION,
+                        interaction.code(),
+                        interaction.code()
+                    )]),
+                    interaction.action(),
+                );
             }
-            Event::Ingest => (coding(DCM, "110107", "Import"), ("receive", "Receive/Retain Record Lifecycle Event"), "C"),
-            Event::Export => (coding(DCM, "110106", "Export"), ("disclose", "Disclose Record Lifecycle Event"), "R"),
-            Event::Reidentify => (coding(DCM, "110110", "Patient Record"), ("reidentify", "Re-identify Record Lifecycle Event"), "R"),
-            Event::Prune => (coding(DCM, "110101", "Audit Log Used"), ("destroy", "Destroy/Delete Record Lifecycle Event"), "D"),
+            Event::Ingest => (
+                coding(DCM, "110107", "Import"),
+                ("receive", "Receive/Retain Record Lifecycle Event"),
+                "C",
+            ),
+            Event::Export => (
+                coding(DCM, "110106", "Export"),
+                ("disclose", "Disclose Record Lifecycle Event"),
+                "R",
+            ),
+            Event::Reidentify => (
+                coding(DCM, "110110", "Patient Record"),
+                ("reidentify", "Re-identify Record Lifecycle Event"),
+                "R",
+            ),
+            Event::Prune => (
+                coding(DCM, "110101", "Audit Log Used"),
+                ("destroy", "Destroy/Delete Record Lifecycle Event"),
+                "D",
+            ),
         };
-        (kind, json!([coding(LIFECYCLE, subtype.0, subtype.1)]), action)
+        (
+            kind,
+            json!([coding(LIFECYCLE, subtype.0, subtype.1)]),
+            action,
+        )
     }
 }
 
@@ -255,7 +290,10 @@ impl AuditRecord {
         if self.break_glass && !purposes.iter().any(|p| p == "ETREAT") {
             purposes.push("ETREAT".into());
         }
-        let purpose_of_use: Vec<Value> = purposes.iter().map(|code| json!({"coding": [{"system": ACT_REASON, "code": printable(code)}]})).collect();
+        let purpose_of_use: Vec<Value> = purposes
+            .iter()
+            .map(|code| json!({"coding": [{"system": ACT_REASON, "code": printable(code)}]}))
+            .collect();
 
         let mut event = Map::new();
         event.insert("resourceType".into(), json!("AuditEvent"));
@@ -267,19 +305,29 @@ impl AuditRecord {
         event.insert("action".into(), json!(action));
         event.insert("recorded".into(), json!(format_instant(self.recorded)));
         event.insert("outcome".into(), json!(self.outcome.code()));
-        if let Some(description) = self.outcome_desc.as_deref().filter(|d| !d.trim().is_empty()) {
+        if let Some(description) = self
+            .outcome_desc
+            .as_deref()
+            .filter(|d| !d.trim().is_empty())
+        {
             event.insert("outcomeDesc".into(), json!(printable(description)));
         }
         if !purpose_of_use.is_empty() {
             event.insert("purposeOfEvent".into(), json!(purpose_of_use));
         }
-        event.insert("agent".into(), json!(self.agents(base_url, &purpose_of_use)));
+        event.insert(
+            "agent".into(),
+            json!(self.agents(base_url, &purpose_of_use)),
+        );
         event.insert(
             "source".into(),
             json!({"observer": server_reference(base_url), "type": [coding(SOURCE_TYPE, "4", "Application Server")]}),
         );
         if !self.entities.is_empty() {
-            event.insert("entity".into(), Value::Array(self.entities.iter().map(Entity::to_json).collect()));
+            event.insert(
+                "entity".into(),
+                Value::Array(self.entities.iter().map(Entity::to_json).collect()),
+            );
         }
         Value::Object(event)
     }
@@ -291,29 +339,41 @@ impl AuditRecord {
         let mut user = Map::new();
         let recipient = || coding(PARTICIPATION_TYPE, "IRCP", "information recipient");
         let (kind, who) = if is_server {
-            (coding(DCM, "110150", "Application"), server_reference(base_url))
+            (
+                coding(DCM, "110150", "Application"),
+                server_reference(base_url),
+            )
         } else {
-            let identifier = json!({"system": printable(&caller.issuer), "value": printable(&caller.subject)});
+            let identifier =
+                json!({"system": printable(&caller.issuer), "value": printable(&caller.subject)});
             match (caller.role, caller.patient.as_deref()) {
-                (Role::DeviceHub, _) => {
-                    (coding(SECURITY_ROLE_TYPE, "datacollector", "data collector"), json!({"type": "Device", "identifier": identifier}))
-                }
+                (Role::DeviceHub, _) => (
+                    coding(SECURITY_ROLE_TYPE, "datacollector", "data collector"),
+                    json!({"type": "Device", "identifier": identifier}),
+                ),
                 // A patient reading their own record is findable with `AuditEvent?patient=`.
-                (Role::Patient, Some(patient)) => {
-                    (recipient(), json!({"reference": format!("Patient/{}", claim_id(patient, "Patient")), "identifier": identifier}))
-                }
+                (Role::Patient, Some(patient)) => (
+                    recipient(),
+                    json!({"reference": format!("Patient/{}", claim_id(patient, "Patient")), "identifier": identifier}),
+                ),
                 _ => (recipient(), json!({"identifier": identifier})),
             }
         };
         user.insert("type".into(), json!({"coding": [kind]}));
-        user.insert("role".into(), json!([{"coding": [{"system": ROLE_SYSTEM, "code": caller.role.name()}]}]));
+        user.insert(
+            "role".into(),
+            json!([{"coding": [{"system": ROLE_SYSTEM, "code": caller.role.name()}]}]),
+        );
         user.insert("who".into(), who);
         if let Some(client_id) = caller.client_id.as_deref().filter(|c| !c.is_empty()) {
             user.insert("altId".into(), json!(printable(client_id)));
         }
         user.insert("requestor".into(), json!(true));
         if let Some(address) = self.address.as_deref().filter(|a| !a.is_empty()) {
-            user.insert("network".into(), json!({"address": printable(address), "type": "2"}));
+            user.insert(
+                "network".into(),
+                json!({"address": printable(address), "type": "2"}),
+            );
         }
         if !purpose_of_use.is_empty() {
             user.insert("purposeOfUse".into(), json!(purpose_of_use));
@@ -345,7 +405,9 @@ fn server_reference(base_url: &str) -> Value {
 /// `text` without control characters (FHIR strings allow none but tab, CR and LF; an
 /// AuditEvent is written whatever the caller sent).
 fn printable(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -360,7 +422,10 @@ mod tests {
 
     fn validator() -> &'static Validator {
         static VALIDATOR: OnceLock<Validator> = OnceLock::new();
-        VALIDATOR.get_or_init(|| Validator::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fhir-resources")).expect("definitions load"))
+        VALIDATOR.get_or_init(|| {
+            Validator::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fhir-resources"))
+                .expect("definitions load")
+        })
     }
 
     fn clinician() -> Arc<Caller> {
@@ -395,21 +460,36 @@ mod tests {
 
     fn assert_valid(event: &Value) {
         let issues = validator().validate(event);
-        assert!(issues.iter().all(|i| !i.is_error()), "{event:#}\n{issues:#?}");
+        assert!(
+            issues.iter().all(|i| !i.is_error()),
+            "{event:#}\n{issues:#?}"
+        );
     }
 
     fn every_entity() -> Vec<Entity> {
         vec![
-            Entity::Resource { reference: "Observation/obs-1/_history/2".into() },
+            Entity::Resource {
+                reference: "Observation/obs-1/_history/2".into(),
+            },
             Entity::Patient { id: "p-1".into() },
-            Entity::Query { query: "name=Muster&birthdate=1980".into(), resource_type: Some("Patient".into()) },
-            Entity::Message { control_id: "MSG-0001".into() },
+            Entity::Query {
+                query: "name=Muster&birthdate=1980".into(),
+                resource_type: Some("Patient".into()),
+            },
+            Entity::Message {
+                control_id: "MSG-0001".into(),
+            },
         ]
     }
 
     #[test]
     fn every_event_kind_is_a_valid_audit_event() {
-        let events = RestInteraction::ALL.into_iter().map(Event::Rest).chain([Event::Ingest, Event::Export, Event::Reidentify, Event::Prune]);
+        let events = RestInteraction::ALL.into_iter().map(Event::Rest).chain([
+            Event::Ingest,
+            Event::Export,
+            Event::Reidentify,
+            Event::Prune,
+        ]);
         for event in events {
             let json = record(event, clinician(), every_entity()).to_audit_event(BASE);
             assert_valid(&json);
@@ -419,35 +499,75 @@ mod tests {
         broken["action"] = json!("X");
         broken.as_object_mut().unwrap().remove("agent");
         let issues = validator().validate(&broken);
-        let at = |path: &str| issues.iter().any(|i| i.is_error() && i.expression.as_deref() == Some(path));
-        assert!(at("AuditEvent.action") && at("AuditEvent.agent"), "{issues:#?}");
+        let at = |path: &str| {
+            issues
+                .iter()
+                .any(|i| i.is_error() && i.expression.as_deref() == Some(path))
+        };
+        assert!(
+            at("AuditEvent.action") && at("AuditEvent.agent"),
+            "{issues:#?}"
+        );
     }
 
     #[test]
     fn a_read_in_balp_shape() {
-        let json = record(Event::Rest(RestInteraction::Read), clinician(), vec![Entity::Resource { reference: "Observation/obs-1".into() }, Entity::Patient { id: "p-1".into() }])
-            .to_audit_event(BASE);
+        let json = record(
+            Event::Rest(RestInteraction::Read),
+            clinician(),
+            vec![
+                Entity::Resource {
+                    reference: "Observation/obs-1".into(),
+                },
+                Entity::Patient { id: "p-1".into() },
+            ],
+        )
+        .to_audit_event(BASE);
         assert_eq!(json["type"]["code"], "rest");
-        assert_eq!(json["subtype"][0], json!({"system": RESTFUL_INTERACTION, "code": "read", "display": "read"}));
+        assert_eq!(
+            json["subtype"][0],
+            json!({"system": RESTFUL_INTERACTION, "code": "read", "display": "read"})
+        );
         assert_eq!(json["action"], "R");
         assert_eq!(json["recorded"], "2023-11-14T22:13:20.123456Z");
         assert_eq!(json["outcome"], "0");
         assert_eq!(json["purposeOfEvent"][0]["coding"][0]["code"], "TREAT");
         let user = &json["agent"][0];
-        assert_eq!(user["who"]["identifier"], json!({"system": "https://idp.example/realms/clinic", "value": "dr-huber"}));
+        assert_eq!(
+            user["who"]["identifier"],
+            json!({"system": "https://idp.example/realms/clinic", "value": "dr-huber"})
+        );
         assert_eq!(user["requestor"], true);
         assert_eq!(user["altId"], "ehr-app");
-        assert_eq!(user["role"][0]["coding"][0], json!({"system": ROLE_SYSTEM, "code": "clinician"}));
+        assert_eq!(
+            user["role"][0]["coding"][0],
+            json!({"system": ROLE_SYSTEM, "code": "clinician"})
+        );
         assert_eq!(user["network"], json!({"address": "10.1.2.3", "type": "2"}));
         assert_eq!(user["purposeOfUse"][0]["coding"][0]["code"], "TREAT");
-        assert_eq!(json["agent"][1], json!({"who": {"reference": "Organization/org-a"}, "requestor": false}));
+        assert_eq!(
+            json["agent"][1],
+            json!({"who": {"reference": "Organization/org-a"}, "requestor": false})
+        );
         assert_eq!(json["agent"][2]["type"]["coding"][0]["code"], "110152");
         assert_eq!(json["source"]["observer"]["identifier"]["value"], BASE);
         assert_eq!(json["source"]["type"][0]["code"], "4");
         assert_eq!(json["entity"][0]["what"]["reference"], "Observation/obs-1");
-        assert_eq!((json["entity"][0]["type"]["code"].clone(), json["entity"][0]["role"]["code"].clone()), (json!("2"), json!("4")));
+        assert_eq!(
+            (
+                json["entity"][0]["type"]["code"].clone(),
+                json["entity"][0]["role"]["code"].clone()
+            ),
+            (json!("2"), json!("4"))
+        );
         assert_eq!(json["entity"][1]["what"]["reference"], "Patient/p-1");
-        assert_eq!((json["entity"][1]["type"]["code"].clone(), json["entity"][1]["role"]["code"].clone()), (json!("1"), json!("1")));
+        assert_eq!(
+            (
+                json["entity"][1]["type"]["code"].clone(),
+                json["entity"][1]["role"]["code"].clone()
+            ),
+            (json!("1"), json!("1"))
+        );
         assert!(json.get("meta").is_none() && json.get("outcomeDesc").is_none());
     }
 
@@ -460,8 +580,20 @@ mod tests {
             (Event::Prune, "110101", "destroy", "D"),
         ] {
             let json = record(event, clinician(), Vec::new()).to_audit_event(BASE);
-            assert_eq!((json["type"]["system"].as_str(), json["type"]["code"].as_str()), (Some(DCM), Some(kind)));
-            assert_eq!((json["subtype"][0]["system"].as_str(), json["subtype"][0]["code"].as_str()), (Some(LIFECYCLE), Some(subtype)));
+            assert_eq!(
+                (
+                    json["type"]["system"].as_str(),
+                    json["type"]["code"].as_str()
+                ),
+                (Some(DCM), Some(kind))
+            );
+            assert_eq!(
+                (
+                    json["subtype"][0]["system"].as_str(),
+                    json["subtype"][0]["code"].as_str()
+                ),
+                (Some(LIFECYCLE), Some(subtype))
+            );
             assert_eq!(json["action"], action);
         }
         for (interaction, action) in [
@@ -473,26 +605,53 @@ mod tests {
             (RestInteraction::SearchSystem, "E"),
             (RestInteraction::Transaction, "E"),
         ] {
-            assert_eq!(record(Event::Rest(interaction), clinician(), Vec::new()).to_audit_event(BASE)["action"], action);
+            assert_eq!(
+                record(Event::Rest(interaction), clinician(), Vec::new()).to_audit_event(BASE)["action"],
+                action
+            );
         }
     }
 
     #[test]
     fn entities_of_queries_and_messages() {
-        let json = record(Event::Rest(RestInteraction::SearchType), clinician(), every_entity()).to_audit_event(BASE);
+        let json = record(
+            Event::Rest(RestInteraction::SearchType),
+            clinician(),
+            every_entity(),
+        )
+        .to_audit_event(BASE);
         let query = &json["entity"][2];
         assert_eq!(query["role"]["code"], "24");
-        assert_eq!(BASE64.decode(query["query"].as_str().unwrap()).unwrap(), b"name=Muster&birthdate=1980");
-        assert_eq!(query["detail"][0], json!({"type": "resource-type", "valueString": "Patient"}));
-        assert!(!json.to_string().contains("Muster"), "the query travels base64-encoded only");
+        assert_eq!(
+            BASE64.decode(query["query"].as_str().unwrap()).unwrap(),
+            b"name=Muster&birthdate=1980"
+        );
+        assert_eq!(
+            query["detail"][0],
+            json!({"type": "resource-type", "valueString": "Patient"})
+        );
+        assert!(
+            !json.to_string().contains("Muster"),
+            "the query travels base64-encoded only"
+        );
         let message = &json["entity"][3];
         assert_eq!(message["what"]["identifier"]["value"], "MSG-0001");
-        assert_eq!((message["type"]["code"].clone(), message["role"]["code"].clone()), (json!("2"), json!("20")));
+        assert_eq!(
+            (
+                message["type"]["code"].clone(),
+                message["role"]["code"].clone()
+            ),
+            (json!("2"), json!("20"))
+        );
     }
 
     #[test]
     fn break_glass_is_labelled_and_keeps_etreat() {
-        let mut emergency = record(Event::Rest(RestInteraction::Read), clinician(), vec![Entity::Patient { id: "p-1".into() }]);
+        let mut emergency = record(
+            Event::Rest(RestInteraction::Read),
+            clinician(),
+            vec![Entity::Patient { id: "p-1".into() }],
+        );
         emergency.break_glass = true;
         emergency.purpose = vec![];
         emergency.outcome = Outcome::from_status(200);
@@ -501,7 +660,10 @@ mod tests {
         assert_eq!(json["meta"]["security"][0]["code"], "BTG");
         assert_eq!(json["meta"]["security"][0]["system"], ACT_REASON);
         assert_eq!(json["purposeOfEvent"][0]["coding"][0]["code"], "ETREAT");
-        assert_eq!(json["agent"][0]["purposeOfUse"][0]["coding"][0]["code"], "ETREAT");
+        assert_eq!(
+            json["agent"][0]["purposeOfUse"][0]["coding"][0]["code"],
+            "ETREAT"
+        );
     }
 
     #[test]
@@ -512,7 +674,10 @@ mod tests {
         let json = refused.to_audit_event(BASE);
         assert_valid(&json);
         assert_eq!(json["outcome"], "4");
-        assert_eq!(json["outcomeDesc"], "403: the crm role may not read  Claim resources");
+        assert_eq!(
+            json["outcomeDesc"],
+            "403: the crm role may not read  Claim resources"
+        );
         assert_eq!(Outcome::from_status(304), Outcome::Success);
         assert_eq!(Outcome::from_status(503).code(), "8");
         assert_eq!(Outcome::MajorFailure.code(), "12");
@@ -520,16 +685,41 @@ mod tests {
 
     #[test]
     fn device_hubs_patients_and_the_server_as_agents() {
-        let hub = Arc::new(Caller { role: Role::DeviceHub, org: None, client_id: None, ..(*clinician()).clone() });
-        let json = record(Event::Ingest, hub, vec![Entity::Message { control_id: "1".into() }]).to_audit_event(BASE);
+        let hub = Arc::new(Caller {
+            role: Role::DeviceHub,
+            org: None,
+            client_id: None,
+            ..(*clinician()).clone()
+        });
+        let json = record(
+            Event::Ingest,
+            hub,
+            vec![Entity::Message {
+                control_id: "1".into(),
+            }],
+        )
+        .to_audit_event(BASE);
         assert_valid(&json);
         assert_eq!(json["agent"][0]["who"]["type"], "Device");
-        assert_eq!(json["agent"][0]["type"]["coding"][0]["code"], "datacollector");
+        assert_eq!(
+            json["agent"][0]["type"]["coding"][0]["code"],
+            "datacollector"
+        );
         assert!(json["agent"][0].get("altId").is_none());
-        assert_eq!(json["agent"].as_array().unwrap().len(), 2, "no organisation agent without an org");
+        assert_eq!(
+            json["agent"].as_array().unwrap().len(),
+            2,
+            "no organisation agent without an org"
+        );
 
-        let patient = Arc::new(Caller { role: Role::Patient, patient: Some("p-7".into()), org: None, ..(*clinician()).clone() });
-        let json = record(Event::Rest(RestInteraction::Read), patient, Vec::new()).to_audit_event(BASE);
+        let patient = Arc::new(Caller {
+            role: Role::Patient,
+            patient: Some("p-7".into()),
+            org: None,
+            ..(*clinician()).clone()
+        });
+        let json =
+            record(Event::Rest(RestInteraction::Read), patient, Vec::new()).to_audit_event(BASE);
         assert_valid(&json);
         assert_eq!(json["agent"][0]["who"]["reference"], "Patient/p-7");
 
@@ -537,8 +727,15 @@ mod tests {
         pruned.address = None;
         let json = pruned.to_audit_event(BASE);
         assert_valid(&json);
-        assert_eq!(json["agent"].as_array().unwrap().len(), 1, "the server is not listed twice");
-        assert_eq!(json["agent"][0]["who"]["identifier"], json!({"system": URI_SYSTEM, "value": BASE}));
+        assert_eq!(
+            json["agent"].as_array().unwrap().len(),
+            1,
+            "the server is not listed twice"
+        );
+        assert_eq!(
+            json["agent"][0]["who"]["identifier"],
+            json!({"system": URI_SYSTEM, "value": BASE})
+        );
         assert_eq!(json["agent"][0]["type"]["coding"][0]["code"], "110150");
         assert!(json["agent"][0].get("network").is_none());
     }

@@ -76,7 +76,11 @@ pub struct PruneSummary {
 
 /// Export to `export_path` (a new file) and remove every AuditEvent recorded before `cutoff` that
 /// starts its chain, then record the prune. Nothing is written when nothing is old enough.
-pub async fn prune(service: &Service, export_path: &Path, cutoff: Micros) -> anyhow::Result<PruneSummary> {
+pub async fn prune(
+    service: &Service,
+    export_path: &Path,
+    cutoff: Micros,
+) -> anyhow::Result<PruneSummary> {
     let keys = service.keys.current();
     let mut conn = service.reader().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut file: Option<Export> = None;
@@ -95,7 +99,8 @@ pub async fn prune(service: &Service, export_path: &Path, cutoff: Micros) -> any
                     broken.problem
                 ),
             };
-            let recorded = recorded(&link.plain).with_context(|| format!("chain {} seq {}", head.chain, link.seq))?;
+            let recorded = recorded(&link.plain)
+                .with_context(|| format!("chain {} seq {}", head.chain, link.seq))?;
             if recorded >= cutoff {
                 break;
             }
@@ -119,7 +124,13 @@ pub async fn prune(service: &Service, export_path: &Path, cutoff: Micros) -> any
     }
     drop(conn);
     let Some(file) = file else {
-        return Ok(PruneSummary { cutoff, pruned: 0, export_sha256: None, chains, event_id: None });
+        return Ok(PruneSummary {
+            cutoff,
+            pruned: 0,
+            export_sha256: None,
+            chains,
+            event_id: None,
+        });
     };
     let export_sha256 = file.finish()?;
     let pruned = ids.len();
@@ -142,25 +153,54 @@ pub async fn prune(service: &Service, export_path: &Path, cutoff: Micros) -> any
         .write(move |conn| {
             Box::pin(async move {
                 for chain in &plan {
-                    if !rows::move_anchor(conn, chain.chain, chain.old_anchor_seq, chain.anchor_seq, &chain.anchor_hash).await? {
-                        return Err(ApiError::Conflict(format!("chain {} was pruned by someone else meanwhile", chain.chain)));
+                    if !rows::move_anchor(
+                        conn,
+                        chain.chain,
+                        chain.old_anchor_seq,
+                        chain.anchor_seq,
+                        &chain.anchor_hash,
+                    )
+                    .await?
+                    {
+                        return Err(ApiError::Conflict(format!(
+                            "chain {} was pruned by someone else meanwhile",
+                            chain.chain
+                        )));
                     }
                     rows::delete_links(conn, chain.chain, chain.anchor_seq).await?;
                 }
                 rows::purge(conn, &ids).await?;
-                Ok(append(&this, conn, std::slice::from_ref(&record)).await?.pop())
+                Ok(append(&this, conn, std::slice::from_ref(&record))
+                    .await?
+                    .pop())
             })
         })
         .await
-        .map_err(|error| anyhow::anyhow!("nothing was pruned: {error} (the export file stays; delete it before trying again)"))?;
-    Ok(PruneSummary { cutoff, pruned, export_sha256: Some(export_sha256), chains, event_id })
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "nothing was pruned: {error} (the export file stays; delete it before trying again)"
+            )
+        })?;
+    Ok(PruneSummary {
+        cutoff,
+        pruned,
+        export_sha256: Some(export_sha256),
+        chains,
+        event_id,
+    })
 }
 
 /// `AuditEvent.recorded` of a sealed plaintext.
 fn recorded(plain: &[u8]) -> anyhow::Result<Micros> {
-    let event: serde_json::Value = serde_json::from_slice(plain).context("the AuditEvent is not JSON")?;
-    let text = event.get("recorded").and_then(|r| r.as_str()).context("the AuditEvent has no recorded instant")?;
-    Ok(chrono::DateTime::parse_from_rfc3339(text).context("AuditEvent.recorded is not an instant")?.timestamp_micros())
+    let event: serde_json::Value =
+        serde_json::from_slice(plain).context("the AuditEvent is not JSON")?;
+    let text = event
+        .get("recorded")
+        .and_then(|r| r.as_str())
+        .context("the AuditEvent has no recorded instant")?;
+    Ok(chrono::DateTime::parse_from_rfc3339(text)
+        .context("AuditEvent.recorded is not an instant")?
+        .timestamp_micros())
 }
 
 /// The export file being written, and the SHA-256 of what was written.
@@ -178,13 +218,24 @@ impl Export {
             .create_new(true)
             .mode(0o600)
             .open(path)
-            .with_context(|| format!("cannot create the export file {} (it must not exist yet)", path.display()))?;
-        Ok(Export { path: path.to_path_buf(), out: BufWriter::new(file), digest: digest::Context::new(&digest::SHA256) })
+            .with_context(|| {
+                format!(
+                    "cannot create the export file {} (it must not exist yet)",
+                    path.display()
+                )
+            })?;
+        Ok(Export {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            digest: digest::Context::new(&digest::SHA256),
+        })
     }
 
     fn line(&mut self, plain: &[u8]) -> anyhow::Result<()> {
         for bytes in [plain, b"\n"] {
-            self.out.write_all(bytes).with_context(|| format!("writing {}", self.path.display()))?;
+            self.out
+                .write_all(bytes)
+                .with_context(|| format!("writing {}", self.path.display()))?;
             self.digest.update(bytes);
         }
         Ok(())
@@ -193,10 +244,20 @@ impl Export {
     /// Flush and fsync the file and its directory; the SHA-256 of the file, hex.
     fn finish(self) -> anyhow::Result<String> {
         let context = || format!("writing {}", self.path.display());
-        let file = self.out.into_inner().map_err(|e| e.into_error()).with_context(context)?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(context)?;
         file.sync_all().with_context(context)?;
-        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        File::open(dir).and_then(|d| d.sync_all()).with_context(context)?;
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(context)?;
         Ok(hex::encode(self.digest.finish()))
     }
 }
@@ -207,17 +268,29 @@ mod tests {
 
     #[test]
     fn cutoffs() {
-        assert_eq!(parse_cutoff("2020-01-01T00:00:00Z"), Ok(1_577_836_800_000_000));
-        assert_eq!(parse_cutoff("2020-01-01T01:00:00+01:00"), Ok(1_577_836_800_000_000));
+        assert_eq!(
+            parse_cutoff("2020-01-01T00:00:00Z"),
+            Ok(1_577_836_800_000_000)
+        );
+        assert_eq!(
+            parse_cutoff("2020-01-01T01:00:00+01:00"),
+            Ok(1_577_836_800_000_000)
+        );
         assert_eq!(parse_cutoff("2020-01-01"), Ok(1_577_836_800_000_000));
         assert!(parse_cutoff("last year").unwrap_err().contains("last year"));
-        let config = AuditConfig { retention_days: 2, ..AuditConfig::default() };
+        let config = AuditConfig {
+            retention_days: 2,
+            ..AuditConfig::default()
+        };
         assert_eq!(default_cutoff(&config, 3 * MICROS_PER_DAY), MICROS_PER_DAY);
     }
 
     #[test]
     fn recorded_instants() {
-        assert_eq!(recorded(br#"{"recorded":"2020-01-01T00:00:00.000001Z"}"#).unwrap(), 1_577_836_800_000_001);
+        assert_eq!(
+            recorded(br#"{"recorded":"2020-01-01T00:00:00.000001Z"}"#).unwrap(),
+            1_577_836_800_000_001
+        );
         assert!(recorded(br#"{"resourceType":"AuditEvent"}"#).is_err());
     }
 }

@@ -46,9 +46,17 @@ impl Service {
     pub(super) async fn write_to_spool(&self, events: &[PendingEvent]) -> ApiResult<()> {
         let name = FhirId::generate().into_string();
         let plain = serde_json::to_vec(events).map_err(|_| ApiError::Internal)?;
-        let sealed = self.keys.current().seal(&Aad::Blob { purpose: PURPOSE, key: &name }, &plain)?;
+        let sealed = self.keys.current().seal(
+            &Aad::Blob {
+                purpose: PURPOSE,
+                key: &name,
+            },
+            &plain,
+        )?;
         let dir = self.audit_spool_dir();
-        let written = tokio::task::spawn_blocking(move || write_durably(&dir, &name, &sealed)).await.map_err(|_| ApiError::Internal)?;
+        let written = tokio::task::spawn_blocking(move || write_durably(&dir, &name, &sealed))
+            .await
+            .map_err(|_| ApiError::Internal)?;
         written.map_err(|error| {
             tracing::error!(%error, "cannot write to the audit spool");
             ApiError::Internal
@@ -58,9 +66,16 @@ impl Service {
 
 /// Write `bytes` as `<dir>/<name>.spool` so that it survives a crash once this returns.
 fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let temporary = dir.join(format!("{name}.tmp"));
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     fs::rename(&temporary, dir.join(format!("{name}.{EXTENSION}")))?;
@@ -93,9 +108,13 @@ pub async fn drain(service: &Service) -> ApiResult<usize> {
     })?;
     let mut written = 0;
     for path in files {
-        let Some(events) = read_batch(service, &path) else { continue };
+        let Some(events) = read_batch(service, &path) else {
+            continue;
+        };
         let this = service.clone();
-        written += service.write(move |conn| Box::pin(async move { append_new(&this, conn, events).await })).await?;
+        written += service
+            .write(move |conn| Box::pin(async move { append_new(&this, conn, events).await }))
+            .await?;
         let removed = fs::remove_file(&path).and_then(|()| File::open(&dir)?.sync_all());
         if let Err(error) = removed {
             // Written already: the next drain recognises the ids and only removes the file.
@@ -103,18 +122,37 @@ pub async fn drain(service: &Service) -> ApiResult<usize> {
         }
     }
     if written > 0 {
-        tracing::info!(count = written, "spooled AuditEvents written to the audit chain");
+        tracing::info!(
+            count = written,
+            "spooled AuditEvents written to the audit chain"
+        );
     }
     Ok(written)
 }
 
 /// The batch in a spool file, or `None` (logged) when it cannot be read or opened.
 fn read_batch(service: &Service, path: &Path) -> Option<Vec<PendingEvent>> {
-    let name = path.file_stem().and_then(|stem| stem.to_str()).unwrap_or_default();
+    let name = path
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or_default();
     let opened = fs::read(path)
         .map_err(|error| error.to_string())
-        .and_then(|sealed| service.keys.open(&Aad::Blob { purpose: PURPOSE, key: name }, &sealed).map_err(|error| error.to_string()))
-        .and_then(|plain| serde_json::from_slice(&plain).map_err(|_| "not a spooled batch".to_string()));
+        .and_then(|sealed| {
+            service
+                .keys
+                .open(
+                    &Aad::Blob {
+                        purpose: PURPOSE,
+                        key: name,
+                    },
+                    &sealed,
+                )
+                .map_err(|error| error.to_string())
+        })
+        .and_then(|plain| {
+            serde_json::from_slice(&plain).map_err(|_| "not a spooled batch".to_string())
+        });
     match opened {
         Ok(events) => Some(events),
         Err(error) => {
@@ -125,10 +163,21 @@ fn read_batch(service: &Service, path: &Path) -> Option<Vec<PendingEvent>> {
 }
 
 /// Append the events of a batch that are not stored yet.
-async fn append_new(service: &Service, conn: &mut crate::store::Conn, events: Vec<PendingEvent>) -> ApiResult<usize> {
+async fn append_new(
+    service: &Service,
+    conn: &mut crate::store::Conn,
+    events: Vec<PendingEvent>,
+) -> ApiResult<usize> {
     let ids: Vec<String> = events.iter().map(|event| event.id.clone()).collect();
-    let stored: std::collections::HashSet<String> = rows::current_versions(conn, &ids).await?.into_iter().map(|(id, _)| id).collect();
-    let fresh: Vec<PendingEvent> = events.into_iter().filter(|event| !stored.contains(&event.id)).collect();
+    let stored: std::collections::HashSet<String> = rows::current_versions(conn, &ids)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let fresh: Vec<PendingEvent> = events
+        .into_iter()
+        .filter(|event| !stored.contains(&event.id))
+        .collect();
     Ok(append_events(service, conn, fresh).await?.len())
 }
 
@@ -139,7 +188,9 @@ pub fn spawn_drain(service: Service) -> tokio::task::JoinHandle<()> {
         let mut failing = false;
         loop {
             tick.tick().await;
-            let waiting = spooled(&service.audit_spool_dir()).map(|files| !files.is_empty()).unwrap_or(true);
+            let waiting = spooled(&service.audit_spool_dir())
+                .map(|files| !files.is_empty())
+                .unwrap_or(true);
             if !waiting {
                 continue;
             }

@@ -43,14 +43,27 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::Gap => f.write_str("gap: the link is missing"),
-            Problem::MissingVersion => f.write_str("missing row: the AuditEvent's version 1 is not in the database"),
-            Problem::CannotDecrypt => f.write_str("cannot decrypt: the AuditEvent's stored bytes were altered"),
-            Problem::HashMismatch => f.write_str("hash mismatch: the AuditEvent or the link was altered"),
-            Problem::Rewritten { version } => write!(f, "rewritten: the AuditEvent has a later version {version}"),
-            Problem::HeadMismatch { head_seq, last_seq } => {
-                write!(f, "head mismatch: the head names seq {head_seq}, the chain ends at seq {last_seq} (or its hash differs)")
+            Problem::MissingVersion => {
+                f.write_str("missing row: the AuditEvent's version 1 is not in the database")
             }
-            Problem::MissingHead => f.write_str("missing head: the chain has links but no head row"),
+            Problem::CannotDecrypt => {
+                f.write_str("cannot decrypt: the AuditEvent's stored bytes were altered")
+            }
+            Problem::HashMismatch => {
+                f.write_str("hash mismatch: the AuditEvent or the link was altered")
+            }
+            Problem::Rewritten { version } => {
+                write!(f, "rewritten: the AuditEvent has a later version {version}")
+            }
+            Problem::HeadMismatch { head_seq, last_seq } => {
+                write!(
+                    f,
+                    "head mismatch: the head names seq {head_seq}, the chain ends at seq {last_seq} (or its hash differs)"
+                )
+            }
+            Problem::MissingHead => {
+                f.write_str("missing head: the chain has links but no head row")
+            }
         }
     }
 }
@@ -93,14 +106,25 @@ impl Report {
     pub fn lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         for chain in &self.chains {
-            let head = format!("head seq {} hash {}", chain.head_seq, hex::encode(&chain.head_hash));
+            let head = format!(
+                "head seq {} hash {}",
+                chain.head_seq,
+                hex::encode(&chain.head_hash)
+            );
             lines.push(match &chain.broken {
-                None => format!("chain {}: intact, {} links checked from anchor seq {}, {head}", chain.chain, chain.links, chain.anchor_seq),
+                None => format!(
+                    "chain {}: intact, {} links checked from anchor seq {}, {head}",
+                    chain.chain, chain.links, chain.anchor_seq
+                ),
                 Some(broken) => format!(
                     "chain {}: BROKEN at seq {}{}: {}; {} links checked before it, {head}",
                     chain.chain,
                     broken.seq,
-                    broken.id.as_ref().map(|id| format!(" (AuditEvent {id})")).unwrap_or_default(),
+                    broken
+                        .id
+                        .as_ref()
+                        .map(|id| format!(" (AuditEvent {id})"))
+                        .unwrap_or_default(),
                     broken.problem,
                     chain.links,
                 ),
@@ -108,9 +132,15 @@ impl Report {
         }
         let links: u64 = self.chains.iter().map(|c| c.links).sum();
         let broken = self.chains.iter().filter(|c| c.broken.is_some()).count();
-        lines.push(format!("{} chains, {links} links checked, {broken} broken", self.chains.len()));
+        lines.push(format!(
+            "{} chains, {links} links checked, {broken} broken",
+            self.chains.len()
+        ));
         if self.unchained > 0 {
-            lines.push(format!("note: {} AuditEvent(s) in no chain (written around the audit trail)", self.unchained));
+            lines.push(format!(
+                "note: {} AuditEvent(s) in no chain (written around the audit trail)",
+                self.unchained
+            ));
         }
         lines
     }
@@ -118,7 +148,10 @@ impl Report {
 
 /// Check every chain. `conn` reads; nothing is written.
 pub async fn verify(conn: &mut Conn, keys: &KeyRing) -> Result<Report, sqlx::Error> {
-    let mut report = Report { chains: Vec::new(), unchained: rows::count_unchained(conn).await? };
+    let mut report = Report {
+        chains: Vec::new(),
+        unchained: rows::count_unchained(conn).await?,
+    };
     for head in rows::heads(conn).await? {
         report.chains.push(check_chain(conn, keys, head).await?);
     }
@@ -126,7 +159,10 @@ pub async fn verify(conn: &mut Conn, keys: &KeyRing) -> Result<Report, sqlx::Err
         if report.chains.iter().any(|checked| checked.chain == chain) {
             continue;
         }
-        let first = rows::links_after(conn, chain, i64::MIN, 1).await?.into_iter().next();
+        let first = rows::links_after(conn, chain, i64::MIN, 1)
+            .await?
+            .into_iter()
+            .next();
         report.chains.push(ChainReport {
             chain,
             anchor_seq: 0,
@@ -144,7 +180,11 @@ pub async fn verify(conn: &mut Conn, keys: &KeyRing) -> Result<Report, sqlx::Err
     Ok(report)
 }
 
-async fn check_chain(conn: &mut Conn, keys: &KeyRing, head: ChainHead) -> Result<ChainReport, sqlx::Error> {
+async fn check_chain(
+    conn: &mut Conn,
+    keys: &KeyRing,
+    head: ChainHead,
+) -> Result<ChainReport, sqlx::Error> {
     let mut report = ChainReport {
         chain: head.chain,
         anchor_seq: head.anchor_seq,
@@ -167,9 +207,16 @@ async fn check_chain(conn: &mut Conn, keys: &KeyRing, head: ChainHead) -> Result
     if last_seq != head.seq || last_hash != head.hash.as_slice() {
         report.broken = Some(Break {
             // The first seq where the links and the head disagree.
-            seq: if last_seq == head.seq { last_seq } else { last_seq.min(head.seq) + 1 },
+            seq: if last_seq == head.seq {
+                last_seq
+            } else {
+                last_seq.min(head.seq) + 1
+            },
             id: None,
-            problem: Problem::HeadMismatch { head_seq: head.seq, last_seq },
+            problem: Problem::HeadMismatch {
+                head_seq: head.seq,
+                last_seq,
+            },
         });
     }
     Ok(report)
@@ -215,30 +262,60 @@ impl Walk {
 
     /// The next link, checked; `Err` is the chain's first break (the walk ends there); `None`
     /// once the chain ends.
-    pub async fn next(&mut self, conn: &mut Conn, keys: &KeyRing) -> Result<Option<Result<CheckedLink, Break>>, sqlx::Error> {
+    pub async fn next(
+        &mut self,
+        conn: &mut Conn,
+        keys: &KeyRing,
+    ) -> Result<Option<Result<CheckedLink, Break>>, sqlx::Error> {
         if self.stopped {
             return Ok(None);
         }
         if self.buffered.is_empty() && !self.exhausted {
             self.fill(conn).await?;
         }
-        let Some((link, sealed, current)) = self.buffered.pop_front() else { return Ok(None) };
+        let Some((link, sealed, current)) = self.buffered.pop_front() else {
+            return Ok(None);
+        };
         let expected = self.seq + 1;
-        let broken = |seq, id: Option<&str>, problem| Break { seq, id: id.map(str::to_string), problem };
+        let broken = |seq, id: Option<&str>, problem| Break {
+            seq,
+            id: id.map(str::to_string),
+            problem,
+        };
         let checked = if link.seq != expected {
             Err(broken(expected, None, Problem::Gap))
         } else {
             match sealed {
                 None => Err(broken(link.seq, Some(&link.id), Problem::MissingVersion)),
-                Some(sealed) => match keys.open(&Aad::Resource { resource_type: AUDIT_EVENT, id: &link.id, version: 1 }, &sealed) {
+                Some(sealed) => match keys.open(
+                    &Aad::Resource {
+                        resource_type: AUDIT_EVENT,
+                        id: &link.id,
+                        version: 1,
+                    },
+                    &sealed,
+                ) {
                     Err(_) => Err(broken(link.seq, Some(&link.id), Problem::CannotDecrypt)),
-                    Ok(plain) if link_hash(&self.hash, self.chain, link.seq, &link.id, &plain).as_slice() != link.hash.as_slice() => {
+                    Ok(plain)
+                        if link_hash(&self.hash, self.chain, link.seq, &link.id, &plain)
+                            .as_slice()
+                            != link.hash.as_slice() =>
+                    {
                         Err(broken(link.seq, Some(&link.id), Problem::HashMismatch))
                     }
-                    Ok(_) if current.is_some_and(|version| version != 1) => {
-                        Err(broken(link.seq, Some(&link.id), Problem::Rewritten { version: current.unwrap_or_default() }))
-                    }
-                    Ok(plain) => Ok(CheckedLink { seq: link.seq, id: link.id, hash: link.hash, plain }),
+                    Ok(_) if current.is_some_and(|version| version != 1) => Err(broken(
+                        link.seq,
+                        Some(&link.id),
+                        Problem::Rewritten {
+                            version: current.unwrap_or_default(),
+                        },
+                    )),
+                    Ok(plain) => Ok(CheckedLink {
+                        seq: link.seq,
+                        id: link.id,
+                        hash: link.hash,
+                        plain,
+                    }),
                 },
             }
         };
@@ -254,12 +331,21 @@ impl Walk {
 
     /// Read the next page of links with their AuditEvents' version 1 and current version.
     async fn fill(&mut self, conn: &mut Conn) -> Result<(), sqlx::Error> {
-        let after = self.buffered.back().map_or(self.seq, |(link, _, _)| link.seq);
+        let after = self
+            .buffered
+            .back()
+            .map_or(self.seq, |(link, _, _)| link.seq);
         let links = rows::links_after(conn, self.chain, after, PAGE).await?;
         self.exhausted = (links.len() as i64) < PAGE;
         let ids: Vec<String> = links.iter().map(|link| link.id.clone()).collect();
-        let mut sealed: HashMap<String, Option<Vec<u8>>> = rows::first_versions(conn, &ids).await?.into_iter().collect();
-        let current: HashMap<String, i64> = rows::current_versions(conn, &ids).await?.into_iter().collect();
+        let mut sealed: HashMap<String, Option<Vec<u8>>> = rows::first_versions(conn, &ids)
+            .await?
+            .into_iter()
+            .collect();
+        let current: HashMap<String, i64> = rows::current_versions(conn, &ids)
+            .await?
+            .into_iter()
+            .collect();
         for link in links {
             let body = sealed.remove(&link.id).flatten();
             let version = current.get(&link.id).copied();

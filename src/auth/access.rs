@@ -23,18 +23,37 @@ use crate::search::registry::{COMPARTMENT_SELF, SearchParamRegistry};
 
 /// What `caller` may see for `permission`, as the [`Visibility`] of its searches; `None` for an
 /// unrestricted caller (nothing to add to any query).
-pub fn visibility(caller: &Arc<Caller>, registry: &Arc<SearchParamRegistry>, permission: Permission) -> Option<Arc<dyn Visibility>> {
+pub fn visibility(
+    caller: &Arc<Caller>,
+    registry: &Arc<SearchParamRegistry>,
+    permission: Permission,
+) -> Option<Arc<dyn Visibility>> {
     if caller.is_unrestricted() {
         return None;
     }
-    Some(Arc::new(Access { caller: caller.clone(), fingerprint: caller.fingerprint(), registry: registry.clone(), permission }))
+    Some(Arc::new(Access {
+        caller: caller.clone(),
+        fingerprint: caller.fingerprint(),
+        registry: registry.clone(),
+        permission,
+    }))
 }
 
 /// Refuse outright what no rule could allow: the role does not reach the type, or no scope
 /// covers the interaction. (Whether one particular resource is within reach is the query's to
 /// decide.)
-pub fn require(caller: &Caller, registry: &SearchParamRegistry, resource_type: &str, permission: Permission) -> ApiResult<()> {
-    if resource_type == role::AUDIT_EVENT && matches!(permission, Permission::Create | Permission::Update | Permission::Delete) {
+pub fn require(
+    caller: &Caller,
+    registry: &SearchParamRegistry,
+    resource_type: &str,
+    permission: Permission,
+) -> ApiResult<()> {
+    if resource_type == role::AUDIT_EVENT
+        && matches!(
+            permission,
+            Permission::Create | Permission::Update | Permission::Delete
+        )
+    {
         return Err(ApiError::MethodNotAllowed(
             "AuditEvents are written by the server only: they cannot be created, changed or deleted through the API".into(),
         ));
@@ -130,8 +149,14 @@ impl Visibility for Access {
         }
         let source = role::reach(self.caller.role, source_type, self.permission, true);
         let patient = role::reach(self.caller.role, "Patient", self.permission, true);
-        let compartment_rule = matches!(source, Some(Reach::PatientsOfOrganization | Reach::OwnCompartment));
-        let unnarrowed = self.caller.covering(source_type, self.permission).any(|s| s.query.is_none() && s.context != Context::Patient);
+        let compartment_rule = matches!(
+            source,
+            Some(Reach::PatientsOfOrganization | Reach::OwnCompartment)
+        );
+        let unnarrowed = self
+            .caller
+            .covering(source_type, self.permission)
+            .any(|s| s.query.is_none() && s.context != Context::Patient);
         compartment_rule && source == patient && unnarrowed
     }
 }
@@ -140,7 +165,12 @@ impl Access {
     /// The rule for `resource_type`: the role's reach and the scopes, combined.
     fn compile(&self, resource_type: &str) -> ApiResult<Restriction> {
         let links = patient_links(&self.registry, resource_type);
-        let Some(reach) = role::reach(self.caller.role, resource_type, self.permission, !links.is_empty()) else {
+        let Some(reach) = role::reach(
+            self.caller.role,
+            resource_type,
+            self.permission,
+            !links.is_empty(),
+        ) else {
             return Ok(Restriction::Nothing);
         };
         let Some(mut criteria) = self.reach_criteria(reach, resource_type, &links)? else {
@@ -159,21 +189,35 @@ impl Access {
         {
             criteria.push(Criterion::Consent(consent.clone()));
         }
-        Ok(if criteria.is_empty() { Restriction::Everything } else { Restriction::Where(criteria) })
+        Ok(if criteria.is_empty() {
+            Restriction::Everything
+        } else {
+            Restriction::Where(criteria)
+        })
     }
 }
 
 impl Access {
     /// The role's rule for `resource_type`; `None` when the token lacks the claim the rule
     /// needs (an insurer without `org` sees nothing).
-    fn reach_criteria(&self, reach: Reach, resource_type: &str, compartment: &[String]) -> ApiResult<Option<Vec<Criterion>>> {
+    fn reach_criteria(
+        &self,
+        reach: Reach,
+        resource_type: &str,
+        compartment: &[String],
+    ) -> ApiResult<Option<Vec<Criterion>>> {
         let org = self.caller.org.as_deref();
         let rule = match reach {
             Reach::Everything => return Ok(Some(Vec::new())),
             Reach::PatientsOfOrganization => {
                 let Some(org) = org else { return Ok(None) };
                 let organization = format!("Organization/{org}");
-                let mut searches = self.in_compartment_of(resource_type, compartment, "organization", &organization);
+                let mut searches = self.in_compartment_of(
+                    resource_type,
+                    compartment,
+                    "organization",
+                    &organization,
+                );
                 if resource_type == "Device" {
                     // Recorders the clinic owns, assigned to a patient or not.
                     searches.push(("organization".into(), organization));
@@ -181,7 +225,9 @@ impl Access {
                 self.any_of(resource_type, &searches)?
             }
             Reach::OwnCompartment => {
-                let Some(patient) = self.caller.patient.as_deref() else { return Ok(None) };
+                let Some(patient) = self.caller.patient.as_deref() else {
+                    return Ok(None);
+                };
                 self.own_compartment(resource_type, compartment, patient)?
             }
             Reach::InsuredByOrganization => {
@@ -189,8 +235,13 @@ impl Access {
                 let payer = format!("Organization/{org}");
                 let searches: Vec<(String, String)> = match resource_type {
                     "Coverage" => vec![("payor".into(), payer)],
-                    "Claim" | "ClaimResponse" | "CoverageEligibilityResponse" => vec![("insurer".into(), payer)],
-                    "CoverageEligibilityRequest" => vec![("_has:CoverageEligibilityResponse:request:insurer".into(), payer)],
+                    "Claim" | "ClaimResponse" | "CoverageEligibilityResponse" => {
+                        vec![("insurer".into(), payer)]
+                    }
+                    "CoverageEligibilityRequest" => vec![(
+                        "_has:CoverageEligibilityResponse:request:insurer".into(),
+                        payer,
+                    )],
                     "Patient" => ["beneficiary", "subscriber", "policy-holder"]
                         .iter()
                         .map(|p| (format!("_has:Coverage:{p}:payor"), payer.clone()))
@@ -202,7 +253,11 @@ impl Access {
             }
             Reach::OwnedDevices => {
                 let Some(org) = org else { return Ok(None) };
-                self.criterion(resource_type, "organization", &format!("Organization/{org}"))?
+                self.criterion(
+                    resource_type,
+                    "organization",
+                    &format!("Organization/{org}"),
+                )?
             }
         };
         Ok(Some(vec![rule]))
@@ -210,15 +265,30 @@ impl Access {
 
     /// The searches for resources in the compartment of a Patient matching `code=value` (and,
     /// on Patient, for such Patients).
-    fn in_compartment_of(&self, resource_type: &str, compartment: &[String], code: &str, value: &str) -> Vec<(String, String)> {
+    fn in_compartment_of(
+        &self,
+        resource_type: &str,
+        compartment: &[String],
+        code: &str,
+        value: &str,
+    ) -> Vec<(String, String)> {
         if resource_type == "Patient" {
             return vec![(code.to_string(), value.to_string())];
         }
-        compartment.iter().filter(|p| *p != COMPARTMENT_SELF).map(|p| (format!("{p}:Patient.{code}"), value.to_string())).collect()
+        compartment
+            .iter()
+            .filter(|p| *p != COMPARTMENT_SELF)
+            .map(|p| (format!("{p}:Patient.{code}"), value.to_string()))
+            .collect()
     }
 
     /// Resources in Patient `patient`'s compartment (and that Patient).
-    fn own_compartment(&self, resource_type: &str, compartment: &[String], patient: &str) -> ApiResult<Criterion> {
+    fn own_compartment(
+        &self,
+        resource_type: &str,
+        compartment: &[String],
+        patient: &str,
+    ) -> ApiResult<Criterion> {
         let mut searches = Vec::new();
         for param in compartment {
             if param == COMPARTMENT_SELF {
@@ -233,22 +303,32 @@ impl Access {
     /// For each covering scope, the criteria it adds (its query; the token patient's
     /// compartment for a `patient/` scope). `None` when no scope covers the type; a group that
     /// is empty means a scope covers the type without restriction.
-    fn scope_groups(&self, resource_type: &str, compartment: &[String]) -> ApiResult<Option<Vec<Vec<Criterion>>>> {
+    fn scope_groups(
+        &self,
+        resource_type: &str,
+        compartment: &[String],
+    ) -> ApiResult<Option<Vec<Vec<Criterion>>>> {
         let mut groups = Vec::new();
         for scope in self.caller.covering(resource_type, self.permission) {
             let mut group = Vec::new();
             if let Some(query) = &scope.query {
-                let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else { continue };
+                let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else {
+                    continue;
+                };
                 match SearchRequest::parse(&self.registry, resource_type, &pairs, true, 1, 1) {
                     // Only selecting parameters narrow; a query of result parameters alone
                     // (`?_sort=date`) selects nothing and must not count as "no restriction".
-                    Ok(request) if request.criteria.len() == pairs.len() => group.extend(request.criteria),
+                    Ok(request) if request.criteria.len() == pairs.len() => {
+                        group.extend(request.criteria)
+                    }
                     // A scope whose query does not parse grants nothing (never everything).
                     _ => continue,
                 }
             }
             if scope.context == Context::Patient {
-                let Some(patient) = self.caller.patient.as_deref() else { continue };
+                let Some(patient) = self.caller.patient.as_deref() else {
+                    continue;
+                };
                 if compartment.is_empty() {
                     continue;
                 }
@@ -265,7 +345,9 @@ impl Access {
         let mut groups = Vec::new();
         for (code, value) in searches {
             let pairs = [(code.clone(), value.clone())];
-            if let Ok(request) = SearchRequest::parse(&self.registry, resource_type, &pairs, true, 1, 1) {
+            if let Ok(request) =
+                SearchRequest::parse(&self.registry, resource_type, &pairs, true, 1, 1)
+            {
                 groups.push(request.criteria);
             }
         }
@@ -274,7 +356,8 @@ impl Access {
 
     fn criterion(&self, resource_type: &str, code: &str, value: &str) -> ApiResult<Criterion> {
         let pairs = [(code.to_string(), value.to_string())];
-        let mut request = SearchRequest::parse(&self.registry, resource_type, &pairs, true, 1, 1).map_err(|error| {
+        let mut request = SearchRequest::parse(&self.registry, resource_type, &pairs, true, 1, 1)
+            .map_err(|error| {
             tracing::error!(resource_type, code, %error, "an access rule does not parse");
             ApiError::Internal
         })?;

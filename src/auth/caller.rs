@@ -7,8 +7,8 @@ use ring::digest;
 
 use super::consent::{self, ConsentDefault, ConsentFilter, PurposesOfUse};
 use super::role::Role;
-use crate::error::{ApiError, ApiResult};
 use super::scope::{Context, Permission, Scope};
+use crate::error::{ApiError, ApiResult};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -43,7 +43,12 @@ impl Caller {
             issuer: "fhirvault".into(),
             client_id: None,
             role: Role::Admin,
-            scopes: vec![Scope { context: Context::System, resource_type: None, permissions: Permission::ALL.to_vec(), query: None }],
+            scopes: vec![Scope {
+                context: Context::System,
+                resource_type: None,
+                permissions: Permission::ALL.to_vec(),
+                query: None,
+            }],
             patient: None,
             org: None,
             purpose: None,
@@ -67,7 +72,8 @@ impl Caller {
             issuer: "mtls".into(),
             client_id: Some(hub.name.clone()),
             role: Role::DeviceHub,
-            scopes: super::scope::parse_scopes("system/Device.rs system/Observation.c").unwrap_or_default(),
+            scopes: super::scope::parse_scopes("system/Device.rs system/Observation.c")
+                .unwrap_or_default(),
             org: hub.org.as_deref().map(|org| claim_id(org, "Organization")),
             ..Caller::server()
         }
@@ -77,27 +83,44 @@ impl Caller {
     /// token's, else the role's default), the consent filter for that purpose, and the address.
     /// A request may not declare another purpose than the token fixes, and only clinicians may
     /// declare emergency treatment (break-the-glass).
-    pub fn for_request(&self, declared: Option<&str>, address: Option<String>, purposes: &PurposesOfUse, default: ConsentDefault) -> ApiResult<Caller> {
+    pub fn for_request(
+        &self,
+        declared: Option<&str>,
+        address: Option<String>,
+        purposes: &PurposesOfUse,
+        default: ConsentDefault,
+    ) -> ApiResult<Caller> {
         let declared = match declared {
             Some(text) => Some(purposes.parse(text.trim()).ok_or_else(|| {
-                ApiError::bad_request("X-Purpose-Of-Use must be a v3 PurposeOfUse code (e.g. TREAT, HPAYMT, ETREAT)")
+                ApiError::bad_request(
+                    "X-Purpose-Of-Use must be a v3 PurposeOfUse code (e.g. TREAT, HPAYMT, ETREAT)",
+                )
             })?),
             None => None,
         };
         let claimed = match self.purpose.as_deref() {
-            Some(text) => Some(purposes.parse(text).ok_or_else(|| ApiError::Forbidden("the token's `purpose` claim is not a v3 PurposeOfUse code".into()))?),
+            Some(text) => Some(purposes.parse(text).ok_or_else(|| {
+                ApiError::Forbidden(
+                    "the token's `purpose` claim is not a v3 PurposeOfUse code".into(),
+                )
+            })?),
             None => None,
         };
         let purpose = match (declared, claimed) {
             (Some(d), Some(c)) if d != c => {
-                return Err(ApiError::Forbidden(format!("this token is for purpose of use {c}; the request may not declare {d}")));
+                return Err(ApiError::Forbidden(format!(
+                    "this token is for purpose of use {c}; the request may not declare {d}"
+                )));
             }
             (Some(p), _) | (None, Some(p)) => p.to_string(),
             (None, None) => consent::default_purpose(self.role).to_string(),
         };
         let emergency = purposes.is_emergency(&purpose);
         if emergency && self.role != Role::Clinician {
-            return Err(ApiError::Forbidden("emergency access (purpose of use ETREAT, break-the-glass) is for clinicians only".into()));
+            return Err(ApiError::Forbidden(
+                "emergency access (purpose of use ETREAT, break-the-glass) is for clinicians only"
+                    .into(),
+            ));
         }
         let mut caller = self.clone();
         caller.consent = consent::filter_for(self, &purpose, purposes, default);
@@ -111,13 +134,22 @@ impl Caller {
     pub fn is_unrestricted(&self) -> bool {
         self.role == Role::Admin
             && self.scopes.iter().any(|s| {
-                s.context != Context::Patient && s.resource_type.is_none() && s.query.is_none() && s.permissions.len() == Permission::ALL.len()
+                s.context != Context::Patient
+                    && s.resource_type.is_none()
+                    && s.query.is_none()
+                    && s.permissions.len() == Permission::ALL.len()
             })
     }
 
     /// The scopes that cover `permission` on `resource_type`.
-    pub fn covering(&self, resource_type: &str, permission: Permission) -> impl Iterator<Item = &Scope> {
-        self.scopes.iter().filter(move |s| s.covers(resource_type, permission))
+    pub fn covering(
+        &self,
+        resource_type: &str,
+        permission: Permission,
+    ) -> impl Iterator<Item = &Scope> {
+        self.scopes
+            .iter()
+            .filter(move |s| s.covers(resource_type, permission))
     }
 
     /// A short fingerprint of everything that decides what this caller sees. Page links carry
@@ -131,7 +163,11 @@ impl Caller {
             &scopes.join(" "),
             self.patient.as_deref().unwrap_or(""),
             self.org.as_deref().unwrap_or(""),
-            &self.consent.as_ref().map(ConsentFilter::describe).unwrap_or_default(),
+            &self
+                .consent
+                .as_ref()
+                .map(ConsentFilter::describe)
+                .unwrap_or_default(),
         ]
         .join("\u{1f}");
         let hash = digest::digest(&digest::SHA256, facts.as_bytes());
@@ -141,7 +177,11 @@ impl Caller {
 
 /// The id of a claim that may be a reference (`Organization/abc`) or a bare id (`abc`).
 pub fn claim_id(value: &str, resource_type: &str) -> String {
-    value.strip_prefix(resource_type).and_then(|rest| rest.strip_prefix('/')).unwrap_or(value).to_string()
+    value
+        .strip_prefix(resource_type)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .unwrap_or(value)
+        .to_string()
 }
 
 #[cfg(test)]

@@ -48,26 +48,107 @@ const ANY: &[&str] = &["*"];
 /// person, so they go for every type; references lose their `display` (often a name) and their
 /// `identifier` (often a real identifier).
 pub const RULES: &[Rule] = &[
-    Rule { types: ANY, element: "text", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
-    Rule { types: ANY, element: "note", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
-    Rule { types: PEOPLE, element: "name", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
-    Rule { types: PEOPLE, element: "telecom", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
-    Rule { types: PEOPLE, element: "address", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
-    Rule { types: PEOPLE, element: "photo", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
-    Rule { types: PEOPLE, element: "contact", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
-    Rule { types: PEOPLE, element: "identifier", crm: Some(Action::PseudonymOnly), insurer: None },
-    Rule { types: PEOPLE, element: "birthDate", crm: Some(Action::YearOnly), insurer: None },
-    Rule { types: PEOPLE, element: "deceasedDateTime", crm: Some(Action::YearOnly), insurer: None },
-    Rule { types: &["Patient"], element: "link", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
+    Rule {
+        types: ANY,
+        element: "text",
+        crm: Some(Action::Remove),
+        insurer: Some(Action::Remove),
+    },
+    Rule {
+        types: ANY,
+        element: "note",
+        crm: Some(Action::Remove),
+        insurer: Some(Action::Remove),
+    },
+    Rule {
+        types: PEOPLE,
+        element: "name",
+        crm: Some(Action::Remove),
+        insurer: Some(Action::Remove),
+    },
+    Rule {
+        types: PEOPLE,
+        element: "telecom",
+        crm: Some(Action::Remove),
+        insurer: Some(Action::Remove),
+    },
+    Rule {
+        types: PEOPLE,
+        element: "address",
+        crm: Some(Action::Remove),
+        insurer: Some(Action::Remove),
+    },
+    Rule {
+        types: PEOPLE,
+        element: "photo",
+        crm: Some(Action::Remove),
+        insurer: Some(Action::Remove),
+    },
+    Rule {
+        types: PEOPLE,
+        element: "contact",
+        crm: Some(Action::Remove),
+        insurer: Some(Action::Remove),
+    },
+    Rule {
+        types: PEOPLE,
+        element: "identifier",
+        crm: Some(Action::PseudonymOnly),
+        insurer: None,
+    },
+    Rule {
+        types: PEOPLE,
+        element: "birthDate",
+        crm: Some(Action::YearOnly),
+        insurer: None,
+    },
+    Rule {
+        types: PEOPLE,
+        element: "deceasedDateTime",
+        crm: Some(Action::YearOnly),
+        insurer: None,
+    },
+    Rule {
+        types: &["Patient"],
+        element: "link",
+        crm: Some(Action::Remove),
+        insurer: Some(Action::Remove),
+    },
     // Extensions on people carry mothers' maiden names, birth places, birth times, …
-    Rule { types: PEOPLE, element: "extension", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
-    Rule { types: &["DiagnosticReport"], element: "conclusion", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
-    Rule { types: &["DiagnosticReport"], element: "presentedForm", crm: Some(Action::Remove), insurer: Some(Action::Remove) },
+    Rule {
+        types: PEOPLE,
+        element: "extension",
+        crm: Some(Action::Remove),
+        insurer: Some(Action::Remove),
+    },
+    Rule {
+        types: &["DiagnosticReport"],
+        element: "conclusion",
+        crm: Some(Action::Remove),
+        insurer: Some(Action::Remove),
+    },
+    Rule {
+        types: &["DiagnosticReport"],
+        element: "presentedForm",
+        crm: Some(Action::Remove),
+        insurer: Some(Action::Remove),
+    },
 ];
 
 /// Elements of a person a pseudonymous caller may not search or sort by: the elements that the
 /// table removes or generalises for it (searching them would re-identify through the answers).
-const IDENTIFYING: &[&str] = &["name", "telecom", "address", "photo", "contact", "identifier", "birthDate", "deceased", "link", "extension"];
+const IDENTIFYING: &[&str] = &[
+    "name",
+    "telecom",
+    "address",
+    "photo",
+    "contact",
+    "identifier",
+    "birthDate",
+    "deceased",
+    "link",
+    "extension",
+];
 
 /// Extension value types that describe a person wherever they appear.
 const PERSONAL_VALUES: &[&str] = &["valueHumanName", "valueAddress", "valueContactPoint"];
@@ -78,9 +159,18 @@ const OBSERVATION_VALUE: &str = "http://terminology.hl7.org/CodeSystem/v3-Observ
 
 /// Apply the table to `resource` (and its contained resources) for `profile`.
 pub fn pseudonymise(resource: &mut Value, profile: Profile, pseudonym_system: &str) {
-    let Some(object) = resource.as_object_mut() else { return };
-    let resource_type = object.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string();
-    for rule in RULES.iter().filter(|r| r.types == ANY || r.types.contains(&resource_type.as_str())) {
+    let Some(object) = resource.as_object_mut() else {
+        return;
+    };
+    let resource_type = object
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    for rule in RULES
+        .iter()
+        .filter(|r| r.types == ANY || r.types.contains(&resource_type.as_str()))
+    {
         let action = match profile {
             Profile::Crm => rule.crm,
             Profile::Insurer => rule.insurer,
@@ -166,26 +256,41 @@ fn drop_personal_extensions(object: &mut Map<String, Value>) {
 fn is_reference(object: &Map<String, Value>) -> bool {
     object.contains_key("reference")
         || object.get("identifier").is_some_and(Value::is_object)
-        || (object.contains_key("display") && !object.contains_key("code") && !object.contains_key("system"))
+        || (object.contains_key("display")
+            && !object.contains_key("code")
+            && !object.contains_key("system"))
 }
 
 fn label(object: &mut Map<String, Value>) {
     let meta = object.entry("meta").or_insert_with(|| json!({}));
-    let Some(meta) = meta.as_object_mut() else { return };
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
     let security = meta.entry("security").or_insert_with(|| json!([]));
     if let Some(labels) = security.as_array_mut()
         && !labels.iter().any(|l| l["code"] == PSEUDED)
     {
-        labels.push(json!({"system": OBSERVATION_VALUE, "code": PSEUDED, "display": "pseudonymized"}));
+        labels.push(
+            json!({"system": OBSERVATION_VALUE, "code": PSEUDED, "display": "pseudonymized"}),
+        );
     }
 }
 
 /// Refuse a search that a pseudonymous caller could use to re-identify: one that filters or
 /// sorts people by an element the view hides, at any depth of chains and `_has`. Searching by
 /// the pseudonym (`identifier=<pseudonym system>|…`) is what the view is for, and allowed.
-pub fn check_search(request: &SearchRequest, registry: &SearchParamRegistry, pseudonym_system: &str) -> ApiResult<()> {
+pub fn check_search(
+    request: &SearchRequest,
+    registry: &SearchParamRegistry,
+    pseudonym_system: &str,
+) -> ApiResult<()> {
     for criterion in &request.criteria {
-        check_criterion(criterion, &request.resource_type, registry, pseudonym_system)?;
+        check_criterion(
+            criterion,
+            &request.resource_type,
+            registry,
+            pseudonym_system,
+        )?;
     }
     for key in &request.sort {
         if identifying(registry, &request.resource_type, &key.code) {
@@ -195,25 +300,39 @@ pub fn check_search(request: &SearchRequest, registry: &SearchParamRegistry, pse
     Ok(())
 }
 
-fn check_criterion(criterion: &Criterion, resource_type: &str, registry: &SearchParamRegistry, pseudonym_system: &str) -> ApiResult<()> {
+fn check_criterion(
+    criterion: &Criterion,
+    resource_type: &str,
+    registry: &SearchParamRegistry,
+    pseudonym_system: &str,
+) -> ApiResult<()> {
     match criterion {
         Criterion::Param(filter) => {
             let by_pseudonym = filter.code == "identifier"
                 && filter.modifier.is_none()
-                && filter.values.iter().all(|v| v.split_once('|').is_some_and(|(system, _)| system == pseudonym_system));
+                && filter.values.iter().all(|v| {
+                    v.split_once('|')
+                        .is_some_and(|(system, _)| system == pseudonym_system)
+                });
             let hidden_detail = matches!(filter.modifier.as_deref(), Some("text" | "identifier"));
-            if matches!(filter.code.as_str(), "_text" | "_content") || hidden_detail || (identifying(registry, resource_type, &filter.code) && !by_pseudonym) {
+            if matches!(filter.code.as_str(), "_text" | "_content")
+                || hidden_detail
+                || (identifying(registry, resource_type, &filter.code) && !by_pseudonym)
+            {
                 return Err(refusal(resource_type, &filter.code));
             }
             Ok(())
         }
-        Criterion::Chain { branches, .. } => {
-            branches.iter().try_for_each(|(target, inner)| check_criterion(inner, target, registry, pseudonym_system))
-        }
-        Criterion::Has { source_type, inner, .. } => check_criterion(inner, source_type, registry, pseudonym_system),
-        Criterion::AnyOf(groups) => {
-            groups.iter().flatten().try_for_each(|c| check_criterion(c, resource_type, registry, pseudonym_system))
-        }
+        Criterion::Chain { branches, .. } => branches.iter().try_for_each(|(target, inner)| {
+            check_criterion(inner, target, registry, pseudonym_system)
+        }),
+        Criterion::Has {
+            source_type, inner, ..
+        } => check_criterion(inner, source_type, registry, pseudonym_system),
+        Criterion::AnyOf(groups) => groups
+            .iter()
+            .flatten()
+            .try_for_each(|c| check_criterion(c, resource_type, registry, pseudonym_system)),
         Criterion::Consent(_) => Ok(()),
     }
 }
@@ -223,10 +342,16 @@ fn identifying(registry: &SearchParamRegistry, resource_type: &str, code: &str) 
     if !PEOPLE.contains(&resource_type) {
         return false;
     }
-    let Some(param) = registry.get(resource_type, code) else { return false };
-    let Some(expression) = param.expressions.get(resource_type) else { return false };
+    let Some(param) = registry.get(resource_type, code) else {
+        return false;
+    };
+    let Some(expression) = param.expressions.get(resource_type) else {
+        return false;
+    };
     IDENTIFYING.iter().any(|element| {
-        expression.match_indices(element).any(|(at, _)| at > 0 && expression.as_bytes()[at - 1] == b'.')
+        expression
+            .match_indices(element)
+            .any(|(at, _)| at > 0 && expression.as_bytes()[at - 1] == b'.')
     })
 }
 
@@ -267,7 +392,10 @@ mod tests {
         for secret in ["Muster", "1234010180", "+43", "Wien", "1980-01-01", "Huber"] {
             assert!(!text.contains(secret), "{secret} left in {text}");
         }
-        assert_eq!(p["identifier"], json!([{"system": SYSTEM, "value": "psn-1"}]));
+        assert_eq!(
+            p["identifier"],
+            json!([{"system": SYSTEM, "value": "psn-1"}])
+        );
         assert_eq!(p["birthDate"], "1980");
         assert_eq!(p["gender"], "female");
         assert_eq!(p["managingOrganization"]["reference"], "Organization/org-a");
@@ -289,13 +417,19 @@ mod tests {
         for secret in ["Huber", "1234010180", "Muster"] {
             assert!(!text.contains(secret), "{secret} left in {text}");
         }
-        assert_eq!(observation["code"]["coding"][0]["display"], "Heart rate", "codings keep their display");
+        assert_eq!(
+            observation["code"]["coding"][0]["display"], "Heart rate",
+            "codings keep their display"
+        );
         let mut patient = patient();
         patient["_birthDate"] = json!({"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime", "valueDateTime": "1980-01-01T04:30:00+01:00"}]});
         patient["extension"] = json!([{"url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName", "valueString": "Geheim"}]);
         pseudonymise(&mut patient, Profile::Crm, SYSTEM);
         let text = patient.to_string();
-        assert!(!text.contains("04:30") && !text.contains("Geheim"), "{text}");
+        assert!(
+            !text.contains("04:30") && !text.contains("Geheim"),
+            "{text}"
+        );
     }
 
     #[test]

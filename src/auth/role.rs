@@ -28,7 +28,15 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 7] = [Role::Admin, Role::Clinician, Role::Crm, Role::Insurer, Role::Patient, Role::DeviceHub, Role::Auditor];
+    pub const ALL: [Role; 7] = [
+        Role::Admin,
+        Role::Clinician,
+        Role::Crm,
+        Role::Insurer,
+        Role::Patient,
+        Role::DeviceHub,
+        Role::Auditor,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -66,7 +74,12 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|role| role.name() == text)
-            .ok_or_else(|| format!("unknown role; the roles are {}", Role::ALL.map(Role::name).join(", ")))
+            .ok_or_else(|| {
+                format!(
+                    "unknown role; the roles are {}",
+                    Role::ALL.map(Role::name).join(", ")
+                )
+            })
     }
 }
 
@@ -95,11 +108,22 @@ pub const AUDIT_EVENT: &str = "AuditEvent";
 
 /// What the CRM may see (pseudonymised): the patients and their device data, not claims,
 /// consents or the audit trail.
-const CRM_TYPES: &[&str] = &["Patient", "Observation", "DiagnosticReport", "Device", "Organization"];
+const CRM_TYPES: &[&str] = &[
+    "Patient",
+    "Observation",
+    "DiagnosticReport",
+    "Device",
+    "Organization",
+];
 
 /// The insurer's own resources.
-const INSURANCE_TYPES: &[&str] =
-    &["Coverage", "Claim", "ClaimResponse", "CoverageEligibilityRequest", "CoverageEligibilityResponse"];
+const INSURANCE_TYPES: &[&str] = &[
+    "Coverage",
+    "Claim",
+    "ClaimResponse",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+];
 
 /// What an insurer writes: its decision on a claim. Not Coverage or eligibility responses: the
 /// insurer's reach over Patients is derived from those, so writing them would let it grant
@@ -110,15 +134,37 @@ const INSURER_WRITES: &[&str] = &["ClaimResponse"];
 /// not about whom. Every other type outside the compartment (Bundle, Binary, Linkage, …) may
 /// hold a whole record and is the admin's.
 const REFERENCE_DATA: &[&str] = &[
-    "Organization", "Practitioner", "PractitionerRole", "Location", "HealthcareService", "Endpoint",
-    "Medication", "Substance", "ActivityDefinition", "PlanDefinition", "Questionnaire",
-    "StructureDefinition", "ValueSet", "CodeSystem", "ConceptMap", "NamingSystem", "SearchParameter",
-    "CapabilityStatement", "OperationDefinition", "CompartmentDefinition", "ImplementationGuide",
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Location",
+    "HealthcareService",
+    "Endpoint",
+    "Medication",
+    "Substance",
+    "ActivityDefinition",
+    "PlanDefinition",
+    "Questionnaire",
+    "StructureDefinition",
+    "ValueSet",
+    "CodeSystem",
+    "ConceptMap",
+    "NamingSystem",
+    "SearchParameter",
+    "CapabilityStatement",
+    "OperationDefinition",
+    "CompartmentDefinition",
+    "ImplementationGuide",
 ];
 
 /// The policy table: may `role` use `permission` on `resource_type`, and how far does it reach?
 /// `in_patient_compartment` says whether the type belongs to the Patient compartment.
-pub fn reach(role: Role, resource_type: &str, permission: Permission, in_patient_compartment: bool) -> Option<Reach> {
+pub fn reach(
+    role: Role,
+    resource_type: &str,
+    permission: Permission,
+    in_patient_compartment: bool,
+) -> Option<Reach> {
     let reads = matches!(permission, Permission::Read | Permission::Search);
     if resource_type == AUDIT_EVENT {
         // The audit trail is written by the server alone, and read by auditors alone: an admin
@@ -140,7 +186,9 @@ pub fn reach(role: Role, resource_type: &str, permission: Permission, in_patient
         Role::Crm => (reads && CRM_TYPES.contains(&resource_type)).then_some(Reach::Everything),
         Role::Insurer => {
             if INSURANCE_TYPES.contains(&resource_type) {
-                (reads || (INSURER_WRITES.contains(&resource_type) && permission != Permission::Delete))
+                (reads
+                    || (INSURER_WRITES.contains(&resource_type)
+                        && permission != Permission::Delete))
                     .then_some(Reach::InsuredByOrganization)
             } else if resource_type == "Patient" {
                 reads.then_some(Reach::InsuredByOrganization)
@@ -160,7 +208,9 @@ pub fn reach(role: Role, resource_type: &str, permission: Permission, in_patient
             }
         }
         Role::DeviceHub => (reads && resource_type == "Device").then_some(Reach::OwnedDevices),
-        Role::Auditor => (reads && AUDIT_TYPES.contains(&resource_type)).then_some(Reach::Everything),
+        Role::Auditor => {
+            (reads && AUDIT_TYPES.contains(&resource_type)).then_some(Reach::Everything)
+        }
     }
 }
 
@@ -181,33 +231,69 @@ mod tests {
     fn the_table() {
         assert_eq!(reach(Role::Admin, "AuditEvent", Delete, true), None);
         assert_eq!(reach(Role::Admin, "AuditEvent", Read, true), None);
-        assert_eq!(reach(Role::Auditor, "AuditEvent", Search, true), Some(Reach::Everything));
+        assert_eq!(
+            reach(Role::Auditor, "AuditEvent", Search, true),
+            Some(Reach::Everything)
+        );
         assert_eq!(reach(Role::Auditor, "AuditEvent", Create, true), None);
-        assert_eq!(reach(Role::Clinician, "Observation", Update, true), Some(Reach::PatientsOfOrganization));
-        assert_eq!(reach(Role::Clinician, "Organization", Read, false), Some(Reach::Everything));
+        assert_eq!(
+            reach(Role::Clinician, "Observation", Update, true),
+            Some(Reach::PatientsOfOrganization)
+        );
+        assert_eq!(
+            reach(Role::Clinician, "Organization", Read, false),
+            Some(Reach::Everything)
+        );
         assert_eq!(reach(Role::Clinician, "Organization", Update, false), None);
         assert_eq!(reach(Role::Clinician, "AuditEvent", Read, true), None);
-        assert_eq!(reach(Role::Clinician, "Provenance", Read, true), Some(Reach::PatientsOfOrganization));
+        assert_eq!(
+            reach(Role::Clinician, "Provenance", Read, true),
+            Some(Reach::PatientsOfOrganization)
+        );
         assert_eq!(reach(Role::Clinician, "Provenance", Delete, true), None);
         assert_eq!(reach(Role::Clinician, "Bundle", Read, false), None);
         assert_eq!(reach(Role::Clinician, "Binary", Read, false), None);
-        assert_eq!(reach(Role::Crm, "Observation", Search, true), Some(Reach::Everything));
+        assert_eq!(
+            reach(Role::Crm, "Observation", Search, true),
+            Some(Reach::Everything)
+        );
         assert_eq!(reach(Role::Crm, "Observation", Create, true), None);
         assert_eq!(reach(Role::Crm, "Claim", Read, true), None);
-        assert_eq!(reach(Role::Insurer, "Claim", Read, true), Some(Reach::InsuredByOrganization));
+        assert_eq!(
+            reach(Role::Insurer, "Claim", Read, true),
+            Some(Reach::InsuredByOrganization)
+        );
         assert_eq!(reach(Role::Insurer, "Claim", Update, true), None);
-        assert_eq!(reach(Role::Insurer, "ClaimResponse", Create, true), Some(Reach::InsuredByOrganization));
+        assert_eq!(
+            reach(Role::Insurer, "ClaimResponse", Create, true),
+            Some(Reach::InsuredByOrganization)
+        );
         assert_eq!(reach(Role::Insurer, "Coverage", Create, true), None);
-        assert_eq!(reach(Role::Insurer, "Patient", Read, true), Some(Reach::InsuredByOrganization));
+        assert_eq!(
+            reach(Role::Insurer, "Patient", Read, true),
+            Some(Reach::InsuredByOrganization)
+        );
         assert_eq!(reach(Role::Insurer, "Observation", Read, true), None);
-        assert_eq!(reach(Role::Patient, "Observation", Read, true), Some(Reach::OwnCompartment));
+        assert_eq!(
+            reach(Role::Patient, "Observation", Read, true),
+            Some(Reach::OwnCompartment)
+        );
         assert_eq!(reach(Role::Patient, "Observation", Create, true), None);
-        assert_eq!(reach(Role::Patient, "Consent", Create, true), Some(Reach::OwnCompartment));
+        assert_eq!(
+            reach(Role::Patient, "Consent", Create, true),
+            Some(Reach::OwnCompartment)
+        );
         assert_eq!(reach(Role::Patient, "AuditEvent", Read, true), None);
         assert_eq!(reach(Role::Patient, "Organization", Read, false), None);
-        assert_eq!(reach(Role::DeviceHub, "Device", Read, true), Some(Reach::OwnedDevices));
+        assert_eq!(
+            reach(Role::DeviceHub, "Device", Read, true),
+            Some(Reach::OwnedDevices)
+        );
         assert_eq!(reach(Role::DeviceHub, "Observation", Read, true), None);
-        assert_eq!(reach(Role::Auditor, "Provenance", Search, true), Some(Reach::Everything));
+        assert_eq!(
+            reach(Role::Auditor, "Provenance", Search, true),
+            Some(Reach::Everything)
+        );
         assert_eq!(reach(Role::Auditor, "Patient", Read, true), None);
     }
 }

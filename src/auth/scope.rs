@@ -21,7 +21,13 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 5] = [Permission::Create, Permission::Read, Permission::Update, Permission::Delete, Permission::Search];
+    pub const ALL: [Permission; 5] = [
+        Permission::Create,
+        Permission::Read,
+        Permission::Update,
+        Permission::Delete,
+        Permission::Search,
+    ];
 
     fn letter(self) -> char {
         match self {
@@ -60,7 +66,10 @@ pub struct Scope {
 
 impl Scope {
     pub fn covers(&self, resource_type: &str, permission: Permission) -> bool {
-        self.resource_type.as_deref().is_none_or(|t| t == resource_type) && self.permissions.contains(&permission)
+        self.resource_type
+            .as_deref()
+            .is_none_or(|t| t == resource_type)
+            && self.permissions.contains(&permission)
     }
 }
 
@@ -72,7 +81,11 @@ impl fmt::Display for Scope {
             Context::System => "system",
         };
         let permissions: String = self.permissions.iter().map(|p| p.letter()).collect();
-        write!(f, "{context}/{}.{permissions}", self.resource_type.as_deref().unwrap_or("*"))?;
+        write!(
+            f,
+            "{context}/{}.{permissions}",
+            self.resource_type.as_deref().unwrap_or("*")
+        )?;
         if let Some(query) = &self.query {
             write!(f, "?{query}")?;
         }
@@ -83,7 +96,9 @@ impl fmt::Display for Scope {
 /// Why a scope string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
-    #[error("scope `{0}` has permissions that are neither SMART v2 (`cruds`, in that order) nor v1 (`read`, `write`, `*`)")]
+    #[error(
+        "scope `{0}` has permissions that are neither SMART v2 (`cruds`, in that order) nor v1 (`read`, `write`, `*`)"
+    )]
     Permissions(String),
     #[error("scope `{0}` names no resource type")]
     NoType(String),
@@ -105,7 +120,9 @@ pub fn parse_scopes(claim: &str) -> Result<Vec<Scope>, ScopeError> {
 }
 
 fn parse_scope(word: &str) -> Result<Option<Scope>, ScopeError> {
-    let Some((context, rest)) = word.split_once('/') else { return Ok(None) };
+    let Some((context, rest)) = word.split_once('/') else {
+        return Ok(None);
+    };
     let context = match context {
         "patient" => Context::Patient,
         "user" => Context::User,
@@ -126,15 +143,26 @@ fn parse_scope(word: &str) -> Result<Option<Scope>, ScopeError> {
     }
     let (permissions, v1) = match permissions {
         "read" => (vec![Permission::Read, Permission::Search], true),
-        "write" => (vec![Permission::Create, Permission::Update, Permission::Delete], true),
+        "write" => (
+            vec![Permission::Create, Permission::Update, Permission::Delete],
+            true,
+        ),
         "*" => (Permission::ALL.to_vec(), true),
-        letters => (v2_permissions(letters).ok_or_else(|| ScopeError::Permissions(shown()))?, false),
+        letters => (
+            v2_permissions(letters).ok_or_else(|| ScopeError::Permissions(shown()))?,
+            false,
+        ),
     };
     if v1 && query.is_some() {
         return Err(ScopeError::QueryOnV1(shown()));
     }
     let resource_type = (resource_type != "*").then(|| resource_type.to_string());
-    Ok(Some(Scope { context, resource_type, permissions, query: query.filter(|q| !q.is_empty()) }))
+    Ok(Some(Scope {
+        context,
+        resource_type,
+        permissions,
+        query: query.filter(|q| !q.is_empty()),
+    }))
 }
 
 /// `cruds` letters, each at most once and in that order (SMART v2 requires the order).
@@ -163,8 +191,14 @@ mod tests {
         let scope = one("patient/Observation.rs");
         assert_eq!(scope.context, Context::Patient);
         assert_eq!(scope.resource_type.as_deref(), Some("Observation"));
-        assert!(scope.covers("Observation", Permission::Read) && scope.covers("Observation", Permission::Search));
-        assert!(!scope.covers("Observation", Permission::Create) && !scope.covers("Patient", Permission::Read));
+        assert!(
+            scope.covers("Observation", Permission::Read)
+                && scope.covers("Observation", Permission::Search)
+        );
+        assert!(
+            !scope.covers("Observation", Permission::Create)
+                && !scope.covers("Patient", Permission::Read)
+        );
         let all = one("user/*.cruds");
         assert!(Permission::ALL.iter().all(|p| all.covers("Claim", *p)));
         assert_eq!(one("system/Claim.r").permissions, vec![Permission::Read]);
@@ -173,8 +207,14 @@ mod tests {
 
     #[test]
     fn v1_scopes_map_to_v2() {
-        assert_eq!(one("patient/Observation.read").permissions, vec![Permission::Read, Permission::Search]);
-        assert_eq!(one("user/Patient.write").permissions, vec![Permission::Create, Permission::Update, Permission::Delete]);
+        assert_eq!(
+            one("patient/Observation.read").permissions,
+            vec![Permission::Read, Permission::Search]
+        );
+        assert_eq!(
+            one("user/Patient.write").permissions,
+            vec![Permission::Create, Permission::Update, Permission::Delete]
+        );
         assert_eq!(one("user/*.*").permissions, Permission::ALL.to_vec());
     }
 
@@ -182,19 +222,39 @@ mod tests {
     fn queries_narrow_v2_scopes() {
         let scope = one("patient/Observation.rs?category=vital-signs");
         assert_eq!(scope.query.as_deref(), Some("category=vital-signs"));
-        assert_eq!(scope.to_string(), "patient/Observation.rs?category=vital-signs");
-        assert!(matches!(parse_scopes("patient/Observation.read?category=x"), Err(ScopeError::QueryOnV1(_))));
+        assert_eq!(
+            scope.to_string(),
+            "patient/Observation.rs?category=vital-signs"
+        );
+        assert!(matches!(
+            parse_scopes("patient/Observation.read?category=x"),
+            Err(ScopeError::QueryOnV1(_))
+        ));
     }
 
     #[test]
     fn non_resource_scopes_are_skipped() {
-        assert!(parse_scopes("openid fhirUser launch/patient offline_access").expect("valid").is_empty());
-        assert_eq!(parse_scopes("openid user/Patient.r").expect("valid").len(), 1);
+        assert!(
+            parse_scopes("openid fhirUser launch/patient offline_access")
+                .expect("valid")
+                .is_empty()
+        );
+        assert_eq!(
+            parse_scopes("openid user/Patient.r").expect("valid").len(),
+            1
+        );
     }
 
     #[test]
     fn malformed_resource_scopes_are_refused() {
-        for bad in ["user/Patient.sr", "user/Patient.rr", "user/Patient.x", "user/Patient.", "user/.r", "user/Patient"] {
+        for bad in [
+            "user/Patient.sr",
+            "user/Patient.rr",
+            "user/Patient.x",
+            "user/Patient.",
+            "user/.r",
+            "user/Patient",
+        ] {
             assert!(parse_scopes(bad).is_err(), "{bad}");
         }
     }

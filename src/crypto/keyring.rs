@@ -615,10 +615,18 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 fn write_new(path: &Path, contents: &[u8]) -> io::Result<()> {
     let dir = parent_dir(path);
     create_parent(&dir)?;
-    let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
     let mut suffix = [0u8; 8];
-    SystemRandom::new().fill(&mut suffix).map_err(|_| io::Error::other("no randomness"))?;
-    let tmp = dir.join(format!(".{}.{}.new", name.to_string_lossy(), hex::encode(suffix)));
+    SystemRandom::new()
+        .fill(&mut suffix)
+        .map_err(|_| io::Error::other("no randomness"))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.new",
+        name.to_string_lossy(),
+        hex::encode(suffix)
+    ));
     let result = (|| {
         let mut file = new_file_options().open(&tmp)?;
         file.write_all(contents)?;
@@ -681,7 +689,10 @@ mod tests {
 
     /// No temp file was left behind: the directory holds the key file only.
     fn assert_only_the_key_file(dir: &std::path::Path) {
-        let names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["keys.json"]);
     }
 

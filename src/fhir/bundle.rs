@@ -22,7 +22,11 @@ impl EntryResponse {
     pub fn from_error(error: &ApiError) -> Self {
         let status = error.status();
         EntryResponse {
-            status: format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or_default()),
+            status: format!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or_default()
+            ),
             location: None,
             etag: None,
             last_modified: None,
@@ -57,7 +61,10 @@ impl EntryResponse {
 
 /// Location of a version: `Type/id/_history/n` (relative, as Bundle responses use).
 pub fn version_location(stored: &VersionedResource) -> String {
-    format!("{}/{}/_history/{}", stored.resource_type, stored.id, stored.version)
+    format!(
+        "{}/{}/_history/{}",
+        stored.resource_type, stored.id, stored.version
+    )
 }
 
 pub fn read_entry_response(stored: &VersionedResource) -> EntryResponse {
@@ -97,14 +104,22 @@ pub struct Link {
 }
 
 fn links_json(links: &[Link]) -> Value {
-    Value::Array(links.iter().map(|l| json!({"relation": l.relation, "url": l.url})).collect())
+    Value::Array(
+        links
+            .iter()
+            .map(|l| json!({"relation": l.relation, "url": l.url}))
+            .collect(),
+    )
 }
 
 fn new_bundle(kind: &str, total: Option<i64>, links: &[Link]) -> Map<String, Value> {
     let mut bundle = Map::new();
     bundle.insert("resourceType".into(), json!("Bundle"));
     bundle.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
-    bundle.insert("meta".into(), json!({"lastUpdated": format_instant(now_micros())}));
+    bundle.insert(
+        "meta".into(),
+        json!({"lastUpdated": format_instant(now_micros())}),
+    );
     bundle.insert("type".into(), json!(kind));
     if let Some(total) = total {
         bundle.insert("total".into(), json!(total));
@@ -145,7 +160,12 @@ pub fn searchset(
 }
 
 /// A history Bundle: each version with its request method and response status.
-pub fn history(base_url: &str, versions: &[VersionedResource], total: Option<i64>, links: &[Link]) -> Value {
+pub fn history(
+    base_url: &str,
+    versions: &[VersionedResource],
+    total: Option<i64>,
+    links: &[Link],
+) -> Value {
     let mut bundle = new_bundle("history", total, links);
     let entries: Vec<Value> = versions
         .iter()
@@ -180,6 +200,9 @@ pub fn history(base_url: &str, versions: &[VersionedResource], total: Option<i64
 /// A batch-response or transaction-response Bundle.
 pub fn response_bundle(kind: &str, entries: &[EntryResponse]) -> Value {
     let mut bundle = new_bundle(kind, None, &[]);
-    bundle.insert("entry".into(), Value::Array(entries.iter().map(EntryResponse::to_json).collect()));
+    bundle.insert(
+        "entry".into(),
+        Value::Array(entries.iter().map(EntryResponse::to_json).collect()),
+    );
     Value::Object(bundle)
 }

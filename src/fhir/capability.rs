@@ -11,11 +11,28 @@ use super::FHIR_VERSION;
 use crate::search::registry::{ParamType, SearchParam, SearchParamRegistry};
 
 /// Type-level interactions every resource type offers.
-pub const TYPE_INTERACTIONS: &[&str] =
-    ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"].as_slice();
+pub const TYPE_INTERACTIONS: &[&str] = [
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+]
+.as_slice();
 
 /// The audit trail is written by the server alone ([`crate::audit`]): clients read and search it.
-const AUDIT_INTERACTIONS: &[&str] = ["read", "vread", "history-instance", "history-type", "search-type"].as_slice();
+const AUDIT_INTERACTIONS: &[&str] = [
+    "read",
+    "vread",
+    "history-instance",
+    "history-type",
+    "search-type",
+]
+.as_slice();
 
 /// Search parameters the planner handles: every type but `special`, and the composites of a
 /// code and a second value (see `search::query::composite_value_kind`).

@@ -41,16 +41,19 @@ impl std::fmt::Display for FhirId {
 
 pub fn is_valid_id(value: &str) -> bool {
     (1..=64).contains(&value.len())
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// A version id in a `_history/{vid}` path: a positive integer (the server only issues those).
 pub fn parse_version(value: &str) -> Result<i64, ApiError> {
-    value
-        .parse::<i64>()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| ApiError::NotFound(format!("version `{}` does not exist; versions are positive integers", truncate(value))))
+    value.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "version `{}` does not exist; versions are positive integers",
+            truncate(value)
+        ))
+    })
 }
 
 /// Quote client text in a message without letting it grow without bound.

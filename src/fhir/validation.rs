@@ -61,9 +61,15 @@ const MAX_DEPTH: usize = 100;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{} is not valid JSON of the expected shape: {source}", path.display())]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("unexpected content in the definitions: {0}")]
     Definitions(&'static str),
     #[error("{}: {message}", path.display())]
@@ -96,7 +102,8 @@ impl Validator {
         let started = Instant::now();
         // The largest file parses on a second thread while this one reads the rest.
         let (schema, types, resources, value_sets) = std::thread::scope(|scope| {
-            let resources = scope.spawn(|| read_json::<Bundle>(&dir.join("profiles-resources.json")));
+            let resources =
+                scope.spawn(|| read_json::<Bundle>(&dir.join("profiles-resources.json")));
             let schema = read_json::<Value>(&dir.join("fhir.schema.json"));
             let types = read_json::<Bundle>(&dir.join("profiles-types.json"));
             let value_sets = [
@@ -104,9 +111,9 @@ impl Validator {
                 read_optional_bundle(dir.join("v3-codesystems.json")),
                 read_optional_bundle(dir.join("v2-tables.json")),
             ];
-            let resources = resources
-                .join()
-                .unwrap_or(Err(LoadError::Definitions("reading profiles-resources.json failed unexpectedly")));
+            let resources = resources.join().unwrap_or(Err(LoadError::Definitions(
+                "reading profiles-resources.json failed unexpectedly",
+            )));
             (schema, types, resources, value_sets)
         });
 
@@ -118,11 +125,16 @@ impl Validator {
             }
         }
         let resource_types: HashSet<String> = schemas.types().iter().cloned().collect();
-        let definitions: Vec<_> = types?.into_resources().chain(resources?.into_resources()).collect();
+        let definitions: Vec<_> = types?
+            .into_resources()
+            .chain(resources?.into_resources())
+            .collect();
         let elements = ElementRules::build(&definitions, &resource_types, &mut terminology);
         let summary = ElementSummary::build(&definitions);
         let profiles = match profiles {
-            Some(folder) if folder.is_dir() => Profiles::load(folder, &mut terminology, &resource_types)?,
+            Some(folder) if folder.is_dir() => {
+                Profiles::load(folder, &mut terminology, &resource_types)?
+            }
             _ => Profiles::default(),
         };
 
@@ -134,8 +146,13 @@ impl Validator {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "loaded FHIR R4 definitions"
         );
-        let validator =
-            Validator { schemas, elements, summary, profiles, terminology: std::sync::Mutex::new(terminology) };
+        let validator = Validator {
+            schemas,
+            elements,
+            summary,
+            profiles,
+            terminology: std::sync::Mutex::new(terminology),
+        };
         validator.check_conformance_resources()?;
         Ok(validator)
     }
@@ -143,8 +160,15 @@ impl Validator {
     /// The profiles folder's resources are served as they are, so they must be valid R4.
     fn check_conformance_resources(&self) -> Result<(), LoadError> {
         for resource in self.profiles.conformance() {
-            if let Some(issue) = self.validate(&resource.resource).into_iter().find(Issue::is_error) {
-                return Err(LoadError::Profile { path: resource.source.clone(), message: issue.diagnostics });
+            if let Some(issue) = self
+                .validate(&resource.resource)
+                .into_iter()
+                .find(Issue::is_error)
+            {
+                return Err(LoadError::Profile {
+                    path: resource.source.clone(),
+                    message: issue.diagnostics,
+                });
             }
         }
         Ok(())
@@ -154,7 +178,12 @@ impl Validator {
     /// cannot enumerate it (filters, external terminologies such as LOINC or SNOMED CT).
     pub fn value_set_codes(&self, url: &str) -> Option<Vec<(String, Vec<String>)>> {
         let expanded = self.terminology.lock().ok()?.expand(url)?;
-        Some(expanded.systems().map(|(system, codes)| (system.to_string(), codes.iter().cloned().collect())).collect())
+        Some(
+            expanded
+                .systems()
+                .map(|(system, codes)| (system.to_string(), codes.iter().cloned().collect()))
+                .collect(),
+        )
     }
 
     /// Summary and mandatory elements per type, for `_summary` and `_elements` (read from the
@@ -166,7 +195,9 @@ impl Validator {
     /// The resource type the profile at `url` constrains, or `None` for a profile this server
     /// does not know.
     pub fn profile_type(&self, url: &str) -> Option<&str> {
-        self.profiles.get(url).map(|profile| profile.resource_type.as_str())
+        self.profiles
+            .get(url)
+            .map(|profile| profile.resource_type.as_str())
     }
 
     /// The loaded profiles' URLs by the resource type they constrain (for the
@@ -176,7 +207,11 @@ impl Validator {
     }
 
     /// A StructureDefinition, ValueSet or CodeSystem of the profiles folder, served read-only.
-    pub fn conformance_resource(&self, resource_type: &str, id: &str) -> Option<&ConformanceResource> {
+    pub fn conformance_resource(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Option<&ConformanceResource> {
         self.profiles.conformance_resource(resource_type, id)
     }
 
@@ -225,7 +260,10 @@ impl Validator {
 
     fn validate_into(&self, resource: &Value, report: &mut Report) {
         if !resource.is_object() {
-            report.push(Issue::error(IssueCode::Structure, "the body must be a JSON object holding one FHIR resource"));
+            report.push(Issue::error(
+                IssueCode::Structure,
+                "the body must be a JSON object holding one FHIR resource",
+            ));
         } else if depth(resource) > MAX_DEPTH {
             report.push(Issue::error(
                 IssueCode::Structure,
@@ -238,7 +276,10 @@ impl Validator {
 
     /// The type named by `resourceType` and its index, or why there is none. The value is never
     /// echoed: it is whatever the client put there.
-    fn resource_type<'v>(&self, object: &'v Map<String, Value>) -> Result<(&'v str, usize), (IssueCode, &'static str)> {
+    fn resource_type<'v>(
+        &self,
+        object: &'v Map<String, Value>,
+    ) -> Result<(&'v str, usize), (IssueCode, &'static str)> {
         match object.get("resourceType") {
             Some(Value::String(name)) => match self.schemas.index_of(name) {
                 Some(index) => Ok((name, index)),
@@ -248,13 +289,18 @@ impl Validator {
                 )),
             },
             Some(_) => Err((IssueCode::Structure, "resourceType must be a string")),
-            None => Err((IssueCode::Required, "resourceType is missing: it names the type of the resource")),
+            None => Err((
+                IssueCode::Required,
+                "resourceType is missing: it names the type of the resource",
+            )),
         }
     }
 
     /// Checks one resource; `at` is its FHIRPath when it is nested in another one.
     fn check_resource(&self, resource: &Value, at: Option<&str>, report: &mut Report) {
-        let Value::Object(object) = resource else { return };
+        let Value::Object(object) = resource else {
+            return;
+        };
         if report.is_full() {
             return;
         }
@@ -274,7 +320,9 @@ impl Validator {
             report.push(
                 Issue::error(
                     IssueCode::Value,
-                    format!("{expression}: not a valid FHIR id (1 to 64 letters, digits, '-' or '.')"),
+                    format!(
+                        "{expression}: not a valid FHIR id (1 to 64 letters, digits, '-' or '.')"
+                    ),
                 )
                 .at(expression),
             );
@@ -282,7 +330,10 @@ impl Validator {
 
         if let Some(validator) = self.schemas.validator(index) {
             // Enough errors to fill the report even after de-duplication, and no more.
-            let mut errors: Vec<_> = validator.iter_errors(resource).take(2 * MAX_ISSUES).collect();
+            let mut errors: Vec<_> = validator
+                .iter_errors(resource)
+                .take(2 * MAX_ISSUES)
+                .collect();
             errors.sort_by_key(schema::priority);
             for error in &errors {
                 for issue in self.schemas.issues(error, resource, base) {
@@ -299,7 +350,9 @@ impl Validator {
                 report.push(
                     Issue::error(
                         IssueCode::Invariant,
-                        format!("{expression}: a contained resource must not contain resources (dom-2)"),
+                        format!(
+                            "{expression}: a contained resource must not contain resources (dom-2)"
+                        ),
                     )
                     .at(expression),
                 );
@@ -312,9 +365,17 @@ impl Validator {
 impl Validator {
     /// Checks a resource against each profile it claims in `meta.profile` that this server
     /// knows; R4 lets a resource claim profiles a server does not know, and those are accepted.
-    fn check_claimed_profiles(&self, type_name: &str, object: &Map<String, Value>, base: &str, report: &mut Report) {
+    fn check_claimed_profiles(
+        &self,
+        type_name: &str,
+        object: &Map<String, Value>,
+        base: &str,
+        report: &mut Report,
+    ) {
         for (index, url) in claimed_profiles(object).enumerate() {
-            let Some(profile) = self.profiles.get(url) else { continue };
+            let Some(profile) = self.profiles.get(url) else {
+                continue;
+            };
             if profile.resource_type == type_name {
                 profile.check(object, base, report);
             } else {
@@ -323,7 +384,10 @@ impl Validator {
                 report.push(
                     Issue::error(
                         IssueCode::Invalid,
-                        format!("{expression}: profile {} constrains {}, not {type_name}", profile.url, profile.resource_type),
+                        format!(
+                            "{expression}: profile {} constrains {}, not {type_name}",
+                            profile.url, profile.resource_type
+                        ),
                     )
                     .at(expression),
                 );
@@ -384,7 +448,9 @@ impl Report {
             self.issues.push(Issue {
                 severity: Severity::Information,
                 code: IssueCode::Informational,
-                diagnostics: format!("more problems were found; only the first {MAX_ISSUES} are listed"),
+                diagnostics: format!(
+                    "more problems were found; only the first {MAX_ISSUES} are listed"
+                ),
                 expression: None,
             });
         }
@@ -428,7 +494,10 @@ pub(super) fn push_index(expression: &mut String, index: usize) {
 
 /// FHIR `id`: 1 to 64 of `[A-Za-z0-9\-\.]`.
 fn is_fhir_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// Nesting depth of a JSON value, without recursion.

@@ -57,7 +57,11 @@ pub struct Hl7Error {
 
 impl Hl7Error {
     pub fn new(code: u16, location: impl Into<String>, message: impl Into<String>) -> Self {
-        Hl7Error { code, location: location.into(), message: message.into() }
+        Hl7Error {
+            code,
+            location: location.into(),
+            message: message.into(),
+        }
     }
 
     /// The text of an HL7 table 0357 code.
@@ -103,7 +107,10 @@ impl Echo {
     pub fn of(message: &Message) -> Echo {
         let delimiters = *message.delimiters();
         let Some(msh) = message.first("MSH") else {
-            return Echo { delimiters: Some(delimiters), ..Echo::default() };
+            return Echo {
+                delimiters: Some(delimiters),
+                ..Echo::default()
+            };
         };
         let encoded = |field: usize| encode_field(msh, field, &delimiters);
         Echo {
@@ -126,7 +133,9 @@ fn encode_field(segment: &super::er7::Segment, field: usize, delimiters: &Delimi
     let Some(first) = segment.repetitions(field).first() else {
         return String::new();
     };
-    let parts: Vec<String> = (1..=first.components().len()).map(|c| escape(first.component(c), delimiters)).collect();
+    let parts: Vec<String> = (1..=first.components().len())
+        .map(|c| escape(first.component(c), delimiters))
+        .collect();
     let joined = parts.join(&delimiters.component.to_string());
     joined.trim_end_matches(delimiters.component).to_string()
 }
@@ -136,7 +145,15 @@ fn encode_field(segment: &super::er7::Segment, field: usize, delimiters: &Delimi
 fn escape(text: &str, delimiters: &Delimiters) -> String {
     super::escape::encode(text, delimiters).unwrap_or_else(|| {
         let d = delimiters;
-        text.chars().map(|c| if [d.field, d.component, d.repetition, d.subcomponent].contains(&c) { ' ' } else { c }).collect()
+        text.chars()
+            .map(|c| {
+                if [d.field, d.component, d.repetition, d.subcomponent].contains(&c) {
+                    ' '
+                } else {
+                    c
+                }
+            })
+            .collect()
     })
 }
 
@@ -144,9 +161,21 @@ fn escape(text: &str, delimiters: &Delimiters) -> String {
 pub fn build_ack(echo: &Echo, code: AckCode, errors: &[Hl7Error]) -> String {
     let d = echo.delimiters.unwrap_or_default();
     let (f, c) = (d.field, d.component);
-    let event = if echo.event.is_empty() { "R01" } else { echo.event.as_str() };
-    let version = if echo.version.is_empty() { "2.5.1" } else { echo.version.as_str() };
-    let processing = if echo.processing_id.is_empty() { "P" } else { echo.processing_id.as_str() };
+    let event = if echo.event.is_empty() {
+        "R01"
+    } else {
+        echo.event.as_str()
+    };
+    let version = if echo.version.is_empty() {
+        "2.5.1"
+    } else {
+        echo.version.as_str()
+    };
+    let processing = if echo.processing_id.is_empty() {
+        "P"
+    } else {
+        echo.processing_id.as_str()
+    };
     let mut out = String::with_capacity(256);
     out.push_str(&format!(
         "MSH{f}{}{f}{}{f}{}{f}{}{f}{}{f}{}{f}{f}ACK{c}{}{c}ACK{f}{}{f}{}{f}{}",
@@ -162,7 +191,11 @@ pub fn build_ack(echo: &Echo, code: AckCode, errors: &[Hl7Error]) -> String {
         escape(version, &d),
     ));
     out.push('\r');
-    out.push_str(&format!("MSA{f}{}{f}{}", code.as_str(), escape(&echo.control_id, &d)));
+    out.push_str(&format!(
+        "MSA{f}{}{f}{}",
+        code.as_str(),
+        escape(&echo.control_id, &d)
+    ));
     for error in errors {
         out.push('\r');
         let severity = "E";
@@ -196,7 +229,10 @@ mod tests {
     const MESSAGE: &str = "MSH|^~\\&|HOLTER^1.2.3^ISO|WARD 3|FHIRVAULT|HOSP|20260314123000+0100||ORU^R01^ORU_R01|MSG00042|P|2.6\rPID|1||123^^^SVNR\r";
 
     fn segments(ack: &str) -> Vec<Vec<String>> {
-        ack.split('\r').filter(|s| !s.is_empty()).map(|s| s.split('|').map(str::to_string).collect()).collect()
+        ack.split('\r')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.split('|').map(str::to_string).collect())
+            .collect()
     }
 
     #[test]
@@ -222,15 +258,26 @@ mod tests {
     #[test]
     fn errors_carry_location_code_severity_and_an_escaped_message() {
         let message = Message::parse(MESSAGE.as_bytes()).unwrap();
-        let error = Hl7Error::new(103, "PID^1^3^1^4", "assigning authority not configured | see README");
+        let error = Hl7Error::new(
+            103,
+            "PID^1^3^1^4",
+            "assigning authority not configured | see README",
+        );
         let ack = build_ack(&Echo::of(&message), AckCode::ApplicationError, &[error]);
         let err = ack.split('\r').find(|s| s.starts_with("ERR")).unwrap();
-        assert_eq!(err, "ERR||PID^1^3^1^4|103^Table value not found^HL70357|E||||assigning authority not configured \\F\\ see README");
+        assert_eq!(
+            err,
+            "ERR||PID^1^3^1^4|103^Table value not found^HL70357|E||||assigning authority not configured \\F\\ see README"
+        );
     }
 
     #[test]
     fn an_unparsed_message_still_gets_a_well_formed_ack() {
-        let ack = build_ack(&Echo::default(), AckCode::ApplicationReject, &[Hl7Error::new(100, "", "no MSH segment")]);
+        let ack = build_ack(
+            &Echo::default(),
+            AckCode::ApplicationReject,
+            &[Hl7Error::new(100, "", "no MSH segment")],
+        );
         let parsed = Message::parse(ack.as_bytes()).unwrap();
         assert_eq!(parsed.first("MSA").unwrap().text(1), "AR");
         assert_eq!(parsed.first("ERR").unwrap().get(3, 0, 1, 1), "100");
@@ -238,6 +285,9 @@ mod tests {
 
     #[test]
     fn timestamps_are_utc_with_an_offset() {
-        assert_eq!(hl7_timestamp(1_773_491_400_123_000), "20260314123000.123+0000");
+        assert_eq!(
+            hl7_timestamp(1_773_491_400_123_000),
+            "20260314123000.123+0000"
+        );
     }
 }

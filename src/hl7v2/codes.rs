@@ -596,13 +596,20 @@ struct Row<'a> {
 impl Row<'_> {
     /// Where a field is, for error messages: `file line N column NAME`.
     fn at(&self, col: usize) -> String {
-        format!("{} line {} column {}", self.file, self.line, self.columns[col])
+        format!(
+            "{} line {} column {}",
+            self.file, self.line, self.columns[col]
+        )
     }
 }
 
 /// Tab-separated rows after a header that must equal `columns`. Blank lines and lines starting with
 /// `#` are skipped; every other row must have exactly the header's number of fields.
-fn parse_tsv<'a>(file: &'a str, text: &'a str, columns: &'a [&'a str]) -> Result<Vec<Row<'a>>, String> {
+fn parse_tsv<'a>(
+    file: &'a str,
+    text: &'a str,
+    columns: &'a [&'a str],
+) -> Result<Vec<Row<'a>>, String> {
     let mut lines = text
         .lines()
         .enumerate()
@@ -625,7 +632,12 @@ fn parse_tsv<'a>(file: &'a str, text: &'a str, columns: &'a [&'a str]) -> Result
                 columns.len()
             ));
         }
-        rows.push(Row { file, columns, line, fields });
+        rows.push(Row {
+            file,
+            columns,
+            line,
+            fields,
+        });
     }
     Ok(rows)
 }

@@ -26,7 +26,9 @@
 
 use std::fmt;
 
-use chrono::{DateTime, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone};
+use chrono::{
+    DateTime, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone,
+};
 use chrono_tz::Tz;
 
 /// The facility time zone when configuration names none.
@@ -80,7 +82,10 @@ pub enum DtmError {
 impl fmt::Display for DtmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DtmError::Syntax(why) => write!(f, "not an HL7 DTM (YYYY[MM[DD[HH[MM[SS[.SSSS]]]]]][+/-ZZZZ]): {why}"),
+            DtmError::Syntax(why) => write!(
+                f,
+                "not an HL7 DTM (YYYY[MM[DD[HH[MM[SS[.SSSS]]]]]][+/-ZZZZ]): {why}"
+            ),
             DtmError::Calendar(why) => write!(f, "not a valid date or time: {why}"),
             DtmError::Offset(why) => write!(f, "invalid time-zone offset: {why}"),
             DtmError::NonexistentLocalTime => write!(
@@ -124,18 +129,28 @@ pub fn parse_dtm(value: &str, facility_zone: Tz) -> Result<FhirDateTime, DtmErro
     let instant = offset
         .from_local_datetime(&local)
         .single()
-        .ok_or(DtmError::Offset("the offset cannot be applied to this time"))?;
+        .ok_or(DtmError::Offset(
+            "the offset cannot be applied to this time",
+        ))?;
     let text = format!(
         "{}{}{}",
         local.format("%Y-%m-%dT%H:%M:%S"),
         parts.fraction.map_or(String::new(), |f| format!(".{f}")),
         offset_text(offset)
     );
-    Ok(FhirDateTime { text, precision, instant: Some(instant) })
+    Ok(FhirDateTime {
+        text,
+        precision,
+        instant: Some(instant),
+    })
 }
 
 fn date_only(text: String, precision: Precision) -> FhirDateTime {
-    FhirDateTime { text, precision, instant: None }
+    FhirDateTime {
+        text,
+        precision,
+        instant: None,
+    }
 }
 
 /// The pieces of a DTM value: the digits before any fraction, the fraction's digits, the offset.
@@ -152,7 +167,9 @@ impl<'a> Parts<'a> {
         }
         // ASCII only from here on, so every byte index below is a char boundary.
         if !value.is_ascii() {
-            return Err(DtmError::Syntax("only the digits 0-9, '.', '+' and '-' may appear"));
+            return Err(DtmError::Syntax(
+                "only the digits 0-9, '.', '+' and '-' may appear",
+            ));
         }
         let (rest, offset) = match value.find(['+', '-']) {
             Some(i) => (&value[..i], Some(&value[i..])),
@@ -160,24 +177,37 @@ impl<'a> Parts<'a> {
         };
         // A sign followed by anything but digits is not an offset at all (an ISO date such as 2026-03-14).
         if offset.is_some_and(|o| !o[1..].bytes().all(|b| b.is_ascii_digit())) {
-            return Err(DtmError::Syntax("a '+' or '-' must be followed by the four digits of an offset"));
+            return Err(DtmError::Syntax(
+                "a '+' or '-' must be followed by the four digits of an offset",
+            ));
         }
         let (digits, fraction) = match rest.split_once('.') {
             Some((digits, fraction)) => (digits, Some(fraction)),
             None => (rest, None),
         };
         if !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(DtmError::Syntax("only the digits 0-9, '.', '+' and '-' may appear"));
+            return Err(DtmError::Syntax(
+                "only the digits 0-9, '.', '+' and '-' may appear",
+            ));
         }
         if let Some(fraction) = fraction {
             if digits.len() != 14 {
-                return Err(DtmError::Syntax("fractional seconds need a full time with seconds before them"));
+                return Err(DtmError::Syntax(
+                    "fractional seconds need a full time with seconds before them",
+                ));
             }
-            if fraction.is_empty() || fraction.len() > 4 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+            if fraction.is_empty()
+                || fraction.len() > 4
+                || !fraction.bytes().all(|b| b.is_ascii_digit())
+            {
                 return Err(DtmError::Syntax("fractional seconds must be 1 to 4 digits"));
             }
         }
-        Ok(Parts { digits, fraction, offset })
+        Ok(Parts {
+            digits,
+            fraction,
+            offset,
+        })
     }
 
     fn precision(&self) -> Result<Precision, DtmError> {
@@ -190,7 +220,11 @@ impl<'a> Parts<'a> {
             (14, None) => Precision::Second,
             // The fraction has 1 to 4 digits (checked in split).
             (14, Some(fraction)) => Precision::Fraction(fraction.len() as u8),
-            _ => return Err(DtmError::Syntax("the date and time must have 4, 6, 8, 10, 12 or 14 digits")),
+            _ => {
+                return Err(DtmError::Syntax(
+                    "the date and time must have 4, 6, 8, 10, 12 or 14 digits",
+                ));
+            }
         })
     }
 }
@@ -198,11 +232,17 @@ impl<'a> Parts<'a> {
 /// The decimal number in `digits[start..start + len]`, 0 where the digits are absent (callers only
 /// read positions that the precision says are present). `digits` is ASCII digits only.
 fn number(digits: &str, start: usize, len: usize) -> u32 {
-    digits.get(start..start + len).map_or(0, |part| part.bytes().fold(0, |n, b| n * 10 + u32::from(b - b'0')))
+    digits.get(start..start + len).map_or(0, |part| {
+        part.bytes().fold(0, |n, b| n * 10 + u32::from(b - b'0'))
+    })
 }
 
 fn time_of_day(parts: &Parts<'_>) -> Result<NaiveTime, DtmError> {
-    let (hour, minute, second) = (number(parts.digits, 8, 2), number(parts.digits, 10, 2), number(parts.digits, 12, 2));
+    let (hour, minute, second) = (
+        number(parts.digits, 8, 2),
+        number(parts.digits, 10, 2),
+        number(parts.digits, 12, 2),
+    );
     if hour > 23 {
         return Err(DtmError::Calendar("the hour must be 00 to 23"));
     }
@@ -210,9 +250,13 @@ fn time_of_day(parts: &Parts<'_>) -> Result<NaiveTime, DtmError> {
         return Err(DtmError::Calendar("the minute must be 00 to 59"));
     }
     if second > 59 {
-        return Err(DtmError::Calendar("the second must be 00 to 59 (leap seconds are not accepted)"));
+        return Err(DtmError::Calendar(
+            "the second must be 00 to 59 (leap seconds are not accepted)",
+        ));
     }
-    let nanos = parts.fraction.map_or(0, |f| number(f, 0, f.len()) * 10u32.pow(9 - f.len() as u32));
+    let nanos = parts
+        .fraction
+        .map_or(0, |f| number(f, 0, f.len()) * 10u32.pow(9 - f.len() as u32));
     NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)
         .ok_or(DtmError::Calendar("the time of day is out of range"))
 }
@@ -221,7 +265,9 @@ fn time_of_day(parts: &Parts<'_>) -> Result<NaiveTime, DtmError> {
 fn parse_offset(text: &str) -> Result<FixedOffset, DtmError> {
     let (sign, digits) = text.split_at(1);
     if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(DtmError::Offset("it must be + or - followed by four digits HHMM"));
+        return Err(DtmError::Offset(
+            "it must be + or - followed by four digits HHMM",
+        ));
     }
     let (hours, minutes) = (number(digits, 0, 2), number(digits, 2, 2));
     if minutes > 59 {
@@ -232,7 +278,11 @@ fn parse_offset(text: &str) -> Result<FixedOffset, DtmError> {
         return Err(DtmError::Offset("it must lie within -14:00 and +14:00"));
     }
     let seconds = seconds as i32;
-    let offset = if sign == "-" { FixedOffset::west_opt(seconds) } else { FixedOffset::east_opt(seconds) };
+    let offset = if sign == "-" {
+        FixedOffset::west_opt(seconds)
+    } else {
+        FixedOffset::east_opt(seconds)
+    };
     offset.ok_or(DtmError::Offset("it must lie within -14:00 and +14:00"))
 }
 
@@ -271,11 +321,15 @@ mod tests {
     }
 
     fn text(value: &str) -> String {
-        vienna(value).unwrap_or_else(|e| panic!("{value}: {e}")).text
+        vienna(value)
+            .unwrap_or_else(|e| panic!("{value}: {e}"))
+            .text
     }
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -287,7 +341,11 @@ mod tests {
             ("0001", "0001", Precision::Year),
         ] {
             let dt = vienna(value).unwrap();
-            assert_eq!((dt.text.as_str(), dt.precision, dt.instant), (expected, precision, None), "{value}");
+            assert_eq!(
+                (dt.text.as_str(), dt.precision, dt.instant),
+                (expected, precision, None),
+                "{value}"
+            );
             assert_eq!(dt.as_instant(), None);
         }
     }
@@ -296,16 +354,48 @@ mod tests {
     fn times_are_padded_and_keep_their_precision() {
         for (value, expected, precision) in [
             ("2026031412", "2026-03-14T12:00:00+01:00", Precision::Hour),
-            ("202603141230", "2026-03-14T12:30:00+01:00", Precision::Minute),
-            ("20260314123005", "2026-03-14T12:30:05+01:00", Precision::Second),
-            ("20260314123005.1", "2026-03-14T12:30:05.1+01:00", Precision::Fraction(1)),
-            ("20260314123005.10", "2026-03-14T12:30:05.10+01:00", Precision::Fraction(2)),
-            ("20260314123005.1234", "2026-03-14T12:30:05.1234+01:00", Precision::Fraction(4)),
-            ("20260714123005", "2026-07-14T12:30:05+02:00", Precision::Second),
+            (
+                "202603141230",
+                "2026-03-14T12:30:00+01:00",
+                Precision::Minute,
+            ),
+            (
+                "20260314123005",
+                "2026-03-14T12:30:05+01:00",
+                Precision::Second,
+            ),
+            (
+                "20260314123005.1",
+                "2026-03-14T12:30:05.1+01:00",
+                Precision::Fraction(1),
+            ),
+            (
+                "20260314123005.10",
+                "2026-03-14T12:30:05.10+01:00",
+                Precision::Fraction(2),
+            ),
+            (
+                "20260314123005.1234",
+                "2026-03-14T12:30:05.1234+01:00",
+                Precision::Fraction(4),
+            ),
+            (
+                "20260714123005",
+                "2026-07-14T12:30:05+02:00",
+                Precision::Second,
+            ),
         ] {
             let dt = vienna(value).unwrap();
-            assert_eq!((dt.text.as_str(), dt.precision), (expected, precision), "{value}");
-            assert_eq!(dt.instant.map(|i| i.with_timezone(&Utc)), Some(utc(expected)), "{value}");
+            assert_eq!(
+                (dt.text.as_str(), dt.precision),
+                (expected, precision),
+                "{value}"
+            );
+            assert_eq!(
+                dt.instant.map(|i| i.with_timezone(&Utc)),
+                Some(utc(expected)),
+                "{value}"
+            );
             assert_eq!(dt.as_instant().as_deref(), Some(expected));
         }
     }
@@ -319,18 +409,54 @@ mod tests {
     #[test]
     fn explicit_offsets_are_exact() {
         for (value, expected, utc_text) in [
-            ("202603141230-0330", "2026-03-14T12:30:00-03:30", "2026-03-14T16:00:00Z"),
-            ("202603141230+0545", "2026-03-14T12:30:00+05:45", "2026-03-14T06:45:00Z"),
-            ("202603141230+0000", "2026-03-14T12:30:00+00:00", "2026-03-14T12:30:00Z"),
-            ("202603141230-0000", "2026-03-14T12:30:00+00:00", "2026-03-14T12:30:00Z"),
-            ("202603141230+1400", "2026-03-14T12:30:00+14:00", "2026-03-13T22:30:00Z"),
-            ("202603141230-1400", "2026-03-14T12:30:00-14:00", "2026-03-15T02:30:00Z"),
-            ("20260314123005.5-0330", "2026-03-14T12:30:05.5-03:30", "2026-03-14T16:00:05.5Z"),
-            ("2026071412+0100", "2026-07-14T12:00:00+01:00", "2026-07-14T11:00:00Z"),
+            (
+                "202603141230-0330",
+                "2026-03-14T12:30:00-03:30",
+                "2026-03-14T16:00:00Z",
+            ),
+            (
+                "202603141230+0545",
+                "2026-03-14T12:30:00+05:45",
+                "2026-03-14T06:45:00Z",
+            ),
+            (
+                "202603141230+0000",
+                "2026-03-14T12:30:00+00:00",
+                "2026-03-14T12:30:00Z",
+            ),
+            (
+                "202603141230-0000",
+                "2026-03-14T12:30:00+00:00",
+                "2026-03-14T12:30:00Z",
+            ),
+            (
+                "202603141230+1400",
+                "2026-03-14T12:30:00+14:00",
+                "2026-03-13T22:30:00Z",
+            ),
+            (
+                "202603141230-1400",
+                "2026-03-14T12:30:00-14:00",
+                "2026-03-15T02:30:00Z",
+            ),
+            (
+                "20260314123005.5-0330",
+                "2026-03-14T12:30:05.5-03:30",
+                "2026-03-14T16:00:05.5Z",
+            ),
+            (
+                "2026071412+0100",
+                "2026-07-14T12:00:00+01:00",
+                "2026-07-14T11:00:00Z",
+            ),
         ] {
             let dt = vienna(value).unwrap();
             assert_eq!(dt.text, expected, "{value}");
-            assert_eq!(dt.instant.unwrap().with_timezone(&Utc), utc(utc_text), "{value}");
+            assert_eq!(
+                dt.instant.unwrap().with_timezone(&Utc),
+                utc(utc_text),
+                "{value}"
+            );
         }
     }
 
@@ -348,7 +474,11 @@ mod tests {
             "20260314+2460",
             "2026-03",
         ] {
-            assert!(matches!(vienna(value), Err(DtmError::Offset(_))), "{value}: {:?}", vienna(value));
+            assert!(
+                matches!(vienna(value), Err(DtmError::Offset(_))),
+                "{value}: {:?}",
+                vienna(value)
+            );
         }
     }
 
@@ -379,7 +509,11 @@ mod tests {
             "20260314123060",
             "20260314996000",
         ] {
-            assert!(matches!(vienna(value), Err(DtmError::Calendar(_))), "{value}: {:?}", vienna(value));
+            assert!(
+                matches!(vienna(value), Err(DtmError::Calendar(_))),
+                "{value}: {:?}",
+                vienna(value)
+            );
         }
     }
 
@@ -410,7 +544,11 @@ mod tests {
             "20260314123005.-1",
             "^2026",
         ] {
-            assert!(matches!(vienna(value), Err(DtmError::Syntax(_))), "{value:?}: {:?}", vienna(value));
+            assert!(
+                matches!(vienna(value), Err(DtmError::Syntax(_))),
+                "{value:?}: {:?}",
+                vienna(value)
+            );
         }
     }
 
@@ -420,7 +558,10 @@ mod tests {
         assert_eq!(text("202603290159"), "2026-03-29T01:59:00+01:00");
         assert_eq!(vienna("202603290200"), Err(DtmError::NonexistentLocalTime));
         assert_eq!(vienna("2026032902"), Err(DtmError::NonexistentLocalTime));
-        assert_eq!(vienna("20260329025959.9999"), Err(DtmError::NonexistentLocalTime));
+        assert_eq!(
+            vienna("20260329025959.9999"),
+            Err(DtmError::NonexistentLocalTime)
+        );
         assert_eq!(text("202603290300"), "2026-03-29T03:00:00+02:00");
         // An explicit offset says which instant was meant: no gap.
         assert_eq!(text("202603290230+0100"), "2026-03-29T02:30:00+01:00");
@@ -463,9 +604,18 @@ mod tests {
 
     #[test]
     fn errors_never_quote_the_value() {
-        for value in ["19800230", "19800101+2460", "1980-01-01", "198001012400", "202603290230"] {
+        for value in [
+            "19800230",
+            "19800101+2460",
+            "1980-01-01",
+            "198001012400",
+            "202603290230",
+        ] {
             let message = vienna(value).unwrap_err().to_string();
-            assert!(!message.contains("1980") && !message.contains("2026"), "{message}");
+            assert!(
+                !message.contains("1980") && !message.contains("2026"),
+                "{message}"
+            );
         }
     }
 
@@ -478,12 +628,17 @@ mod tests {
         let mut accepted = 0;
         for _ in 0..50_000 {
             let len = (next(&mut state) % 24) as usize;
-            let value: String =
-                (0..len).map(|_| char::from(ALPHABET[(next(&mut state) % ALPHABET.len() as u64) as usize])).collect();
+            let value: String = (0..len)
+                .map(|_| char::from(ALPHABET[(next(&mut state) % ALPHABET.len() as u64) as usize]))
+                .collect();
             let Ok(dt) = vienna(&value) else { continue };
             accepted += 1;
             if let Some(instant) = dt.instant {
-                assert_eq!(DateTime::parse_from_rfc3339(&dt.text), Ok(instant), "{value}");
+                assert_eq!(
+                    DateTime::parse_from_rfc3339(&dt.text),
+                    Ok(instant),
+                    "{value}"
+                );
             } else {
                 assert!(matches!(dt.text.len(), 4 | 7 | 10), "{value}");
             }
@@ -495,13 +650,23 @@ mod tests {
     fn every_minute_of_a_dst_year_converts_consistently() {
         // A walk over 2026 in 7-minute steps: every local time either converts to an instant whose
         // Vienna wall-clock time is the input, or lies in the one spring gap.
-        let mut local = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap();
-        let end = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap();
+        let mut local = NaiveDate::from_ymd_opt(2026, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        let end = NaiveDate::from_ymd_opt(2027, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
         let mut gaps = 0;
         while local < end {
             match vienna(&local.format("%Y%m%d%H%M").to_string()) {
                 Ok(dt) => {
-                    let wall = dt.instant.unwrap().with_timezone(&DEFAULT_FACILITY_ZONE).naive_local();
+                    let wall = dt
+                        .instant
+                        .unwrap()
+                        .with_timezone(&DEFAULT_FACILITY_ZONE)
+                        .naive_local();
                     assert_eq!(wall, local);
                 }
                 Err(DtmError::NonexistentLocalTime) => gaps += 1,
@@ -509,6 +674,9 @@ mod tests {
             }
             local += chrono::Duration::minutes(7);
         }
-        assert!((8..=9).contains(&gaps), "60 minutes of gap in 7-minute steps: {gaps}");
+        assert!(
+            (8..=9).contains(&gaps),
+            "60 minutes of gap in 7-minute steps: {gaps}"
+        );
     }
 }

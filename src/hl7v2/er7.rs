@@ -92,13 +92,21 @@ pub struct ParseError {
 
 impl ParseError {
     fn new(code: u16, location: impl Into<String>, message: impl Into<String>) -> Self {
-        ParseError { code, location: location.into(), message: message.into() }
+        ParseError {
+            code,
+            location: location.into(),
+            message: message.into(),
+        }
     }
 }
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HL7 error {} at {}: {}", self.code, self.location, self.message)
+        write!(
+            f,
+            "HL7 error {} at {}: {}",
+            self.code, self.location, self.message
+        )
     }
 }
 
@@ -135,10 +143,16 @@ impl Default for Delimiters {
 impl Delimiters {
     /// The text of MSH-2 for these delimiters.
     pub fn encoding_characters(&self) -> String {
-        [Some(self.component), Some(self.repetition), self.escape, Some(self.subcomponent), self.truncation]
-            .into_iter()
-            .flatten()
-            .collect()
+        [
+            Some(self.component),
+            Some(self.repetition),
+            self.escape,
+            Some(self.subcomponent),
+            self.truncation,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// Reads MSH-2 (`encoding`) given the field separator; checks the rules in the module docs.
@@ -256,14 +270,20 @@ impl Message {
         if bytes.len() > MAX_MESSAGE_BYTES {
             return Err(too_long(
                 "message",
-                format!("the message has {} bytes; the limit is {MAX_MESSAGE_BYTES}", bytes.len()),
+                format!(
+                    "the message has {} bytes; the limit is {MAX_MESSAGE_BYTES}",
+                    bytes.len()
+                ),
             ));
         }
         let (body, bom_len) = match bytes.strip_prefix(UTF8_BOM) {
             Some(rest) => (rest, UTF8_BOM.len()),
             None => (bytes, 0),
         };
-        let body_start = body.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(body.len());
+        let body_start = body
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(body.len());
         let body = &body[body_start..];
         let offset = bom_len + body_start;
         reject_control_bytes(body, offset)?;
@@ -271,7 +291,11 @@ impl Message {
             return Err(ParseError::new(
                 code::SEGMENT_SEQUENCE,
                 "segment 1",
-                if body.is_empty() { "the message is empty" } else { "the message must start with an MSH segment" },
+                if body.is_empty() {
+                    "the message is empty"
+                } else {
+                    "the message must start with an MSH segment"
+                },
             ));
         }
         let charset = resolve_charset(body, bom_len > 0, offset)?;
@@ -322,7 +346,10 @@ impl Message {
         match self.charset {
             Charset::Ascii | Charset::Utf8 => text.into_bytes(),
             // Every char came from one ISO-8859-1 byte (escapes are kept raw), so each fits a byte.
-            Charset::Latin1 => text.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')).collect(),
+            Charset::Latin1 => text
+                .chars()
+                .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+                .collect(),
         }
     }
 }
@@ -396,8 +423,15 @@ impl Field {
 
     /// A field taken as one literal value (MSH-1, MSH-2).
     fn literal(text: &str) -> Field {
-        let component = Component { subcomponents: vec![text.to_owned()] };
-        Field { raw: text.to_owned(), repetitions: vec![Repetition { components: vec![component] }] }
+        let component = Component {
+            subcomponents: vec![text.to_owned()],
+        };
+        Field {
+            raw: text.to_owned(),
+            repetitions: vec![Repetition {
+                components: vec![component],
+            }],
+        }
     }
 }
 
@@ -409,7 +443,9 @@ impl Repetition {
 
     /// Decoded subcomponent `s` of component `c` (both from 1); `""` when absent.
     pub fn sub(&self, c: usize, s: usize) -> &str {
-        c.checked_sub(1).and_then(|c| self.components.get(c)).map_or("", |component| component.sub(s))
+        c.checked_sub(1)
+            .and_then(|c| self.components.get(c))
+            .map_or("", |component| component.sub(s))
     }
 
     pub fn components(&self) -> &[Component] {
@@ -425,7 +461,9 @@ impl Repetition {
 impl Component {
     /// Decoded subcomponent `s` (from 1); `""` when absent.
     pub fn sub(&self, s: usize) -> &str {
-        s.checked_sub(1).and_then(|s| self.subcomponents.get(s)).map_or("", String::as_str)
+        s.checked_sub(1)
+            .and_then(|s| self.subcomponents.get(s))
+            .map_or("", String::as_str)
     }
 
     pub fn subcomponents(&self) -> &[String] {
@@ -445,7 +483,9 @@ fn too_long(location: impl Into<String>, message: impl Into<String>) -> ParseErr
 /// ISO-8859-1 alike a byte below 0x20 is that control character and nothing else, so checking bytes is
 /// enough and gives the exact offset.
 fn reject_control_bytes(body: &[u8], offset: usize) -> Result<(), ParseError> {
-    let bad = body.iter().position(|&b| b < 0x20 && !matches!(b, b'\r' | b'\n' | b'\t'));
+    let bad = body
+        .iter()
+        .position(|&b| b < 0x20 && !matches!(b, b'\r' | b'\n' | b'\t'));
     match bad {
         None => Ok(()),
         Some(i) => Err(ParseError::new(
@@ -464,14 +504,21 @@ fn reject_control_bytes(body: &[u8], offset: usize) -> Result<(), ParseError> {
 fn resolve_charset(body: &[u8], had_bom: bool, offset: usize) -> Result<Charset, ParseError> {
     // MSH-18 is read from the first line, decoded provisionally: a declared charset name is ASCII, so
     // the provisional decoding cannot change it, and the whole text is decoded properly afterwards.
-    let header_end = body.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(body.len());
+    let header_end = body
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(body.len());
     let header = provisional_text(&body[..header_end]);
     let (delimiters, tail) = split_msh(&header)?;
     let msh18 = tail
         .and_then(|t| t.split(delimiters.field).nth(18 - 3))
         .and_then(|f| f.split(delimiters.repetition).next())
         .unwrap_or("");
-    let utf8_error = || std::str::from_utf8(body).err().map(|e| offset + e.valid_up_to());
+    let utf8_error = || {
+        std::str::from_utf8(body)
+            .err()
+            .map(|e| offset + e.valid_up_to())
+    };
     match msh18 {
         "" => match utf8_error() {
             None => Ok(Charset::Utf8),
@@ -522,14 +569,16 @@ fn latin1(bytes: &[u8]) -> String {
 fn decode_text(body: &[u8], charset: Charset, offset: usize) -> Result<String, ParseError> {
     match charset {
         Charset::Latin1 => Ok(latin1(body)),
-        Charset::Ascii | Charset::Utf8 => std::str::from_utf8(body).map(str::to_owned).map_err(|e| {
-            // resolve_charset checked this already; kept as an error rather than an unwrap.
-            ParseError::new(
-                code::APPLICATION_INTERNAL,
-                format!("byte {}", offset + e.valid_up_to()),
-                "the message text could not be decoded",
-            )
-        }),
+        Charset::Ascii | Charset::Utf8 => {
+            std::str::from_utf8(body).map(str::to_owned).map_err(|e| {
+                // resolve_charset checked this already; kept as an error rather than an unwrap.
+                ParseError::new(
+                    code::APPLICATION_INTERNAL,
+                    format!("byte {}", offset + e.valid_up_to()),
+                    "the message text could not be decoded",
+                )
+            })
+        }
     }
 }
 
@@ -568,7 +617,10 @@ impl Budget {
     fn take(&mut self, n: usize, location: &str) -> Result<(), ParseError> {
         self.values += n;
         if self.values > MAX_VALUES {
-            return Err(too_long(location, format!("the message holds more than {MAX_VALUES} values")));
+            return Err(too_long(
+                location,
+                format!("the message holds more than {MAX_VALUES} values"),
+            ));
         }
         Ok(())
     }
@@ -591,26 +643,48 @@ fn tokenize(text: &str, charset: Charset) -> Result<Message, ParseError> {
         }
         segments.push(parse_segment(line, number, &delimiters, &mut budget)?);
     }
-    Ok(Message { delimiters, charset, segments })
+    Ok(Message {
+        delimiters,
+        charset,
+        segments,
+    })
 }
 
 fn parse_msh(line: &str, budget: &mut Budget) -> Result<(Delimiters, Segment), ParseError> {
     if !line.starts_with("MSH") {
-        return Err(ParseError::new(code::SEGMENT_SEQUENCE, "segment 1", "the message must start with an MSH segment"));
+        return Err(ParseError::new(
+            code::SEGMENT_SEQUENCE,
+            "segment 1",
+            "the message must start with an MSH segment",
+        ));
     }
     let (delimiters, tail) = split_msh(line)?;
     let encoding = delimiters.encoding_characters();
-    let mut fields = vec![Field::literal(&delimiters.field.to_string()), Field::literal(&encoding)];
+    let mut fields = vec![
+        Field::literal(&delimiters.field.to_string()),
+        Field::literal(&encoding),
+    ];
     if let Some(tail) = tail {
         parse_fields(tail, "MSH", 1, 3, &delimiters, budget, &mut fields)?;
     }
-    Ok((delimiters, Segment { name: "MSH".to_owned(), fields }))
+    Ok((
+        delimiters,
+        Segment {
+            name: "MSH".to_owned(),
+            fields,
+        },
+    ))
 }
 
 /// Segments that frame messages and batches; inside a message they mean two messages were run together.
 const FRAMING_SEGMENTS: [&str; 5] = ["MSH", "FHS", "BHS", "BTS", "FTS"];
 
-fn parse_segment(line: &str, number: usize, d: &Delimiters, budget: &mut Budget) -> Result<Segment, ParseError> {
+fn parse_segment(
+    line: &str,
+    number: usize,
+    d: &Delimiters,
+    budget: &mut Budget,
+) -> Result<Segment, ParseError> {
     let location = format!("segment {number}");
     let name_bytes = line.as_bytes().get(..3).unwrap_or(&[]);
     if !is_segment_name(name_bytes) {
@@ -647,7 +721,10 @@ fn parse_segment(line: &str, number: usize, d: &Delimiters, budget: &mut Budget)
         };
         parse_fields(tail, name, number, 1, d, budget, &mut fields)?;
     }
-    Ok(Segment { name: name.to_owned(), fields })
+    Ok(Segment {
+        name: name.to_owned(),
+        fields,
+    })
 }
 
 fn is_segment_name(bytes: &[u8]) -> bool {
@@ -674,7 +751,13 @@ fn parse_fields(
                 format!("segment {number} has more than {MAX_FIELDS} fields"),
             ));
         }
-        fields.push(parse_field(raw, &format!("{name}-{position}"), number, d, budget)?);
+        fields.push(parse_field(
+            raw,
+            &format!("{name}-{position}"),
+            number,
+            d,
+            budget,
+        )?);
     }
     Ok(())
 }
@@ -687,10 +770,16 @@ fn parse_field(
     budget: &mut Budget,
 ) -> Result<Field, ParseError> {
     if raw.is_empty() {
-        return Ok(Field { raw: String::new(), repetitions: Vec::new() });
+        return Ok(Field {
+            raw: String::new(),
+            repetitions: Vec::new(),
+        });
     }
     let limit = |what: &str, max: usize| {
-        too_long(location, format!("{location} in segment {number} has more than {max} {what}"))
+        too_long(
+            location,
+            format!("{location} in segment {number} has more than {max} {what}"),
+        )
     };
     let mut repetitions = Vec::new();
     for rep in raw.split(d.repetition) {
@@ -714,7 +803,10 @@ fn parse_field(
         }
         repetitions.push(Repetition { components });
     }
-    Ok(Field { raw: raw.to_owned(), repetitions })
+    Ok(Field {
+        raw: raw.to_owned(),
+        repetitions,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -735,9 +827,19 @@ fn parse_field(
 /// keeps its own bytes and character set for [`Message::parse`].
 pub fn split_batch(bytes: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
     if bytes.len() > MAX_BATCH_BYTES {
-        return Err(too_long("batch", format!("the input has {} bytes; the limit is {MAX_BATCH_BYTES}", bytes.len())));
+        return Err(too_long(
+            "batch",
+            format!(
+                "the input has {} bytes; the limit is {MAX_BATCH_BYTES}",
+                bytes.len()
+            ),
+        ));
     }
-    let start = if bytes.starts_with(UTF8_BOM) { UTF8_BOM.len() } else { 0 };
+    let start = if bytes.starts_with(UTF8_BOM) {
+        UTF8_BOM.len()
+    } else {
+        0
+    };
     let mut splitter = BatchSplitter::default();
     for (number, line) in lines(bytes, start).enumerate() {
         splitter.line(bytes, line, number + 1)?;
@@ -764,7 +866,10 @@ fn lines(bytes: &[u8], start: usize) -> impl Iterator<Item = Line> + '_ {
                 .map_or(bytes.len(), |i| line_start + i);
             position = end + 1;
             if end > line_start {
-                return Some(Line { start: line_start, end });
+                return Some(Line {
+                    start: line_start,
+                    end,
+                });
             }
         }
         None
@@ -814,7 +919,11 @@ impl BatchSplitter {
         let kind = framing(text);
         let location = format!("segment {number}");
         let sequence_error = |message: &str| {
-            Err(ParseError::new(code::SEGMENT_SEQUENCE, location.clone(), format!("segment {number}: {message}")))
+            Err(ParseError::new(
+                code::SEGMENT_SEQUENCE,
+                location.clone(),
+                format!("segment {number}: {message}"),
+            ))
         };
         if self.file_closed {
             return sequence_error("content follows the file trailer (FTS)");
@@ -822,7 +931,10 @@ impl BatchSplitter {
         let first_line = !self.any_lines;
         self.any_lines = true;
         if kind != Framing::Other {
-            if self.separator.is_none() && kind != Framing::BatchTrailer && kind != Framing::FileTrailer {
+            if self.separator.is_none()
+                && kind != Framing::BatchTrailer
+                && kind != Framing::FileTrailer
+            {
                 self.separator = separator_of(text).map(<[u8]>::to_vec);
             }
             if kind != Framing::MessageHeader {
@@ -830,14 +942,16 @@ impl BatchSplitter {
             }
         }
         match kind {
-            Framing::FileHeader if !first_line => sequence_error("a file header (FHS) may only start the input"),
+            Framing::FileHeader if !first_line => {
+                sequence_error("a file header (FHS) may only start the input")
+            }
             Framing::FileHeader => {
                 self.file_header = true;
                 Ok(())
             }
-            Framing::BatchHeader if self.open_batch.is_some() => {
-                sequence_error("a batch header (BHS) inside an open batch; the previous batch lacks its BTS")
-            }
+            Framing::BatchHeader if self.open_batch.is_some() => sequence_error(
+                "a batch header (BHS) inside an open batch; the previous batch lacks its BTS",
+            ),
             Framing::BatchHeader if self.batches == 0 && !self.messages.is_empty() => {
                 sequence_error("a batch header (BHS) after messages outside any batch")
             }
@@ -849,7 +963,9 @@ impl BatchSplitter {
             Framing::BatchTrailer => self.close_batch(text, number),
             Framing::FileTrailer => self.close_file(text, number),
             Framing::Other if self.open_message.is_some() => Ok(()),
-            Framing::Other => sequence_error("content outside any message (every message starts with MSH)"),
+            Framing::Other => {
+                sequence_error("content outside any message (every message starts with MSH)")
+            }
         }
     }
 
@@ -858,7 +974,9 @@ impl BatchSplitter {
             return Err(ParseError::new(
                 code::SEGMENT_SEQUENCE,
                 format!("segment {number}"),
-                format!("segment {number}: a message outside a batch, in a file whose other messages are in batches"),
+                format!(
+                    "segment {number}: a message outside a batch, in a file whose other messages are in batches"
+                ),
             ));
         }
         if let Some(previous) = self.open_message.take() {
@@ -908,19 +1026,37 @@ impl BatchSplitter {
             return Err(ParseError::new(
                 code::SEGMENT_SEQUENCE,
                 location,
-                format!("segment {number}: the file trailer (FTS) comes before the open batch's trailer (BTS)"),
+                format!(
+                    "segment {number}: the file trailer (FTS) comes before the open batch's trailer (BTS)"
+                ),
             ));
         }
         self.file_closed = true;
         // Messages straight inside a file form one implicit batch.
-        let batches = if self.batches == 0 && !self.messages.is_empty() { 1 } else { self.batches };
+        let batches = if self.batches == 0 && !self.messages.is_empty() {
+            1
+        } else {
+            self.batches
+        };
         self.check_count(text, number, "FTS-1", "batches", batches)
     }
 
     /// Compares the count in field 1 of a trailer segment, when given, with the number found.
-    fn check_count(&self, text: &[u8], number: usize, field: &str, what: &str, found: usize) -> Result<(), ParseError> {
-        let Some(declared) = trailer_count(text, self.separator.as_deref())
-            .map_err(|message| ParseError::new(code::DATA_TYPE, field, format!("segment {number}: {message}")))?
+    fn check_count(
+        &self,
+        text: &[u8],
+        number: usize,
+        field: &str,
+        what: &str,
+        found: usize,
+    ) -> Result<(), ParseError> {
+        let Some(declared) = trailer_count(text, self.separator.as_deref()).map_err(|message| {
+            ParseError::new(
+                code::DATA_TYPE,
+                field,
+                format!("segment {number}: {message}"),
+            )
+        })?
         else {
             return Ok(());
         };
@@ -949,14 +1085,23 @@ impl BatchSplitter {
         }
         if self.file_header && !self.file_closed {
             return Err(ParseError {
-                message: "the input ends without the file trailer (FTS), so the file may be truncated".into(),
+                message:
+                    "the input ends without the file trailer (FTS), so the file may be truncated"
+                        .into(),
                 ..end()
             });
         }
         if !self.any_lines {
-            return Err(ParseError { message: "the input is empty".into(), ..end() });
+            return Err(ParseError {
+                message: "the input is empty".into(),
+                ..end()
+            });
         }
-        Ok(self.messages.into_iter().map(|(start, end)| bytes[start..end].to_vec()).collect())
+        Ok(self
+            .messages
+            .into_iter()
+            .map(|(start, end)| bytes[start..end].to_vec())
+            .collect())
     }
 }
 
@@ -971,7 +1116,10 @@ fn separator_of(line: &[u8]) -> Option<&[u8]> {
     let prefix = rest.get(..rest.len().min(4))?;
     let valid = match std::str::from_utf8(prefix) {
         Ok(text) => text,
-        Err(e) => prefix.get(..e.valid_up_to()).and_then(|p| std::str::from_utf8(p).ok()).unwrap_or(""),
+        Err(e) => prefix
+            .get(..e.valid_up_to())
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .unwrap_or(""),
     };
     let width = valid.chars().next().map_or(1, char::len_utf8);
     rest.get(..width)
@@ -985,9 +1133,14 @@ fn trailer_count(line: &[u8], separator: Option<&[u8]>) -> Result<Option<usize>,
     }
     let separator = separator.filter(|s| !s.is_empty()).unwrap_or(b"|");
     let Some(fields) = rest.strip_prefix(separator) else {
-        return Err("the trailer's name must be followed by the field separator of the batch header");
+        return Err(
+            "the trailer's name must be followed by the field separator of the batch header",
+        );
     };
-    let count = fields.windows(separator.len()).position(|w| w == separator).map_or(fields, |i| &fields[..i]);
+    let count = fields
+        .windows(separator.len())
+        .position(|w| w == separator)
+        .map_or(fields, |i| &fields[..i]);
     if count.is_empty() {
         return Ok(None);
     }

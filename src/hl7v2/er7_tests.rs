@@ -43,7 +43,12 @@ const MSH: &str = "MSH|^~\\&|A|B|C|D|20260314||ORU^R01|1|P|2.5";
 #[test]
 fn sample_parses_every_segment() {
     let m = sample();
-    assert_eq!(names(&m), ["MSH", "PID", "PV1", "OBR", "OBX", "OBX", "OBX", "OBX", "OBX", "OBX", "NTE"]);
+    assert_eq!(
+        names(&m),
+        [
+            "MSH", "PID", "PV1", "OBR", "OBX", "OBX", "OBX", "OBX", "OBX", "OBX", "NTE"
+        ]
+    );
     assert_eq!(m.charset(), Charset::Utf8);
     assert_eq!(*m.delimiters(), Delimiters::default());
     assert_eq!(m.all("OBX").count(), 6);
@@ -99,7 +104,10 @@ fn absent_positions_are_empty() {
     assert!(pid.field(0).is_none());
     assert!(pid.field(99).is_none());
     assert!(pid.repetitions(99).is_empty());
-    assert!(pid.repetitions(2).is_empty(), "an empty field has no repetitions");
+    assert!(
+        pid.repetitions(2).is_empty(),
+        "an empty field has no repetitions"
+    );
     assert_eq!(pid.get(3, 5, 1, 1), "");
     assert_eq!(pid.get(3, 0, 0, 1), "");
     assert_eq!(pid.get(3, 0, 1, 0), "");
@@ -117,7 +125,11 @@ fn components_and_subcomponents() {
     assert_eq!(reps.len(), 3);
     assert_eq!(reps[0].sub(1, 1), "a");
     assert_eq!(reps[0].sub(1, 3), "c");
-    assert_eq!(reps[0].component(1), "a", "component() is the first subcomponent");
+    assert_eq!(
+        reps[0].component(1),
+        "a",
+        "component() is the first subcomponent"
+    );
     assert_eq!(reps[0].components()[0].subcomponents(), ["a", "b", "c"]);
     assert_eq!(reps[0].component(2), "d");
     assert!(reps[1].is_empty());
@@ -143,9 +155,15 @@ fn escapes_are_decoded_after_non_ascii_text() {
     let m = sample();
     assert_eq!(m.first("PID").unwrap().get(5, 0, 1, 1), "Müller&Söhne");
     let ft = m.all("OBX").nth(5).unwrap();
-    assert_eq!(ft.get(5, 0, 1, 1), "Sinusrhythmus\nkeine Pausen & keine VES");
+    assert_eq!(
+        ft.get(5, 0, 1, 1),
+        "Sinusrhythmus\nkeine Pausen & keine VES"
+    );
     assert_eq!(ft.get(5, 1, 1, 1), "üü^x");
-    assert_eq!(ft.field(5).unwrap().raw(), "Sinusrhythmus\\.br\\keine Pausen \\T\\ keine VES~üü\\S\\x");
+    assert_eq!(
+        ft.field(5).unwrap().raw(),
+        "Sinusrhythmus\\.br\\keine Pausen \\T\\ keine VES~üü\\S\\x"
+    );
 }
 
 #[test]
@@ -159,9 +177,13 @@ fn escaped_delimiters_do_not_split() {
 
 #[test]
 fn custom_delimiters() {
-    let m = parse("MSH#$~@&#SND#FAC#####ORU$R01#1#P#2.5\nPID###123$$$SVNR##Müller@T@Söhne$Anna\n").unwrap();
+    let m = parse("MSH#$~@&#SND#FAC#####ORU$R01#1#P#2.5\nPID###123$$$SVNR##Müller@T@Söhne$Anna\n")
+        .unwrap();
     let d = m.delimiters();
-    assert_eq!((d.field, d.component, d.repetition, d.escape, d.subcomponent), ('#', '$', '~', Some('@'), '&'));
+    assert_eq!(
+        (d.field, d.component, d.repetition, d.escape, d.subcomponent),
+        ('#', '$', '~', Some('@'), '&')
+    );
     let msh = m.first("MSH").unwrap();
     assert_eq!(msh.text(1), "#");
     assert_eq!(msh.text(2), "$~@&");
@@ -169,7 +191,10 @@ fn custom_delimiters() {
     let pid = m.first("PID").unwrap();
     assert_eq!(pid.get(3, 0, 4, 1), "SVNR");
     assert_eq!(pid.get(5, 0, 1, 1), "Müller&Söhne");
-    assert_eq!(m.to_er7(), "MSH#$~@&#SND#FAC#####ORU$R01#1#P#2.5\rPID###123$$$SVNR##Müller@T@Söhne$Anna\r");
+    assert_eq!(
+        m.to_er7(),
+        "MSH#$~@&#SND#FAC#####ORU$R01#1#P#2.5\rPID###123$$$SVNR##Müller@T@Söhne$Anna\r"
+    );
 }
 
 #[test]
@@ -184,7 +209,8 @@ fn non_ascii_delimiters_work_on_char_boundaries() {
 
 #[test]
 fn truncation_character_from_five_character_msh2() {
-    let m = parse("MSH|^~\\&#|A|B|C|D|20260314||ORU^R01|1|P|2.7\rOBX|1|ST|X||abc#~a\\P\\b").unwrap();
+    let m =
+        parse("MSH|^~\\&#|A|B|C|D|20260314||ORU^R01|1|P|2.7\rOBX|1|ST|X||abc#~a\\P\\b").unwrap();
     let d = m.delimiters();
     assert_eq!(d.truncation, Some('#'));
     assert_eq!(d.encoding_characters(), "^~\\&#");
@@ -192,7 +218,11 @@ fn truncation_character_from_five_character_msh2() {
     assert_eq!(msh.text(2), "^~\\&#");
     assert_eq!(msh.text(3), "A");
     let obx = m.first("OBX").unwrap();
-    assert_eq!(obx.get(5, 0, 1, 1), "abc#", "a truncation character is kept as data");
+    assert_eq!(
+        obx.get(5, 0, 1, 1),
+        "abc#",
+        "a truncation character is kept as data"
+    );
     assert_eq!(obx.get(5, 1, 1, 1), "a#b");
 }
 
@@ -205,7 +235,11 @@ fn cr_lf_crlf_and_mixed_endings_give_the_same_message() {
     for ending in ["\n", "\r\n", "\r"] {
         let text = bare.replace('\r', ending);
         assert_eq!(parse(&text).unwrap(), expected, "ending {ending:?}");
-        assert_eq!(parse(&format!("{text}{ending}")).unwrap(), expected, "with final {ending:?}");
+        assert_eq!(
+            parse(&format!("{text}{ending}")).unwrap(),
+            expected,
+            "with final {ending:?}"
+        );
     }
     let mut mixed = String::new();
     for (i, line) in bare.split('\r').enumerate() {
@@ -236,7 +270,11 @@ fn segment_without_fields_keeps_the_following_segments() {
 fn empty_lines_are_skipped_and_trailing_fields_kept() {
     let m = parse(&format!("\r\n\n{MSH}\r\r\n\nPID|1||\n\n")).unwrap();
     assert_eq!(names(&m), ["MSH", "PID"]);
-    assert_eq!(m.first("PID").unwrap().field_count(), 3, "empty trailing fields are kept");
+    assert_eq!(
+        m.first("PID").unwrap().field_count(),
+        3,
+        "empty trailing fields are kept"
+    );
     assert_eq!(m.to_er7(), format!("{MSH}\rPID|1||\r"));
 }
 
@@ -269,9 +307,19 @@ fn byte_order_mark_is_skipped() {
 
 #[test]
 fn first_segment_must_be_msh() {
-    for text in ["PID|1\rMSH|^~\\&|A", " MSH|^~\\&|A", "msh|^~\\&|A", "MS", "\u{FEFF}\u{FEFF}MSH|^~\\&"] {
+    for text in [
+        "PID|1\rMSH|^~\\&|A",
+        " MSH|^~\\&|A",
+        "msh|^~\\&|A",
+        "MS",
+        "\u{FEFF}\u{FEFF}MSH|^~\\&",
+    ] {
         let e = err(text);
-        assert_eq!((e.code, e.location.as_str()), (100, "segment 1"), "{text:?}");
+        assert_eq!(
+            (e.code, e.location.as_str()),
+            (100, "segment 1"),
+            "{text:?}"
+        );
     }
     for text in ["", "\r\n\r\n", "\u{FEFF}"] {
         let e = err(text);
@@ -329,7 +377,12 @@ fn msh1_and_msh2_errors() {
     ];
     for (text, code, location) in cases {
         let e = err(text);
-        assert_eq!((e.code, e.location.as_str()), (code, location), "{text:?}: {}", e.message);
+        assert_eq!(
+            (e.code, e.location.as_str()),
+            (code, location),
+            "{text:?}: {}",
+            e.message
+        );
     }
     let e = err("MSH|^~\\&#!|A");
     assert!(e.message.contains("holds 6"), "{}", e.message);
@@ -346,7 +399,9 @@ fn msh2_with_field_separator_repeated_is_rejected() {
 // --- Character sets ------------------------------------------------------------------------------
 
 fn latin1_bytes(text: &str) -> Vec<u8> {
-    text.chars().map(|c| u8::try_from(u32::from(c)).unwrap()).collect()
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap())
+        .collect()
 }
 
 #[test]
@@ -373,14 +428,16 @@ fn declared_latin1_is_read_as_latin1_even_when_valid_utf8() {
 
 #[test]
 fn msh18_first_repetition_decides() {
-    let m = parse("MSH|^~\\&|A|B|C|D|2026||ORU^R01|1|P|2.5||||||UNICODE UTF-8~8859/1\rPID|1||ü").unwrap();
+    let m = parse("MSH|^~\\&|A|B|C|D|2026||ORU^R01|1|P|2.5||||||UNICODE UTF-8~8859/1\rPID|1||ü")
+        .unwrap();
     assert_eq!(m.charset(), Charset::Utf8);
     assert_eq!(m.first("PID").unwrap().text(3), "ü");
 }
 
 #[test]
 fn declared_utf8_with_invalid_bytes_is_rejected_with_offset() {
-    let mut bytes = b"MSH|^~\\&|A|B|C|D|2026||ORU^R01|1|P|2.5||||||UNICODE UTF-8\rPID|1||M".to_vec();
+    let mut bytes =
+        b"MSH|^~\\&|A|B|C|D|2026||ORU^R01|1|P|2.5||||||UNICODE UTF-8\rPID|1||M".to_vec();
     let at = bytes.len();
     bytes.extend_from_slice(b"\xFCller");
     let e = Message::parse(&bytes).unwrap_err();
@@ -399,7 +456,9 @@ fn declared_ascii_with_non_ascii_bytes_is_rejected() {
 #[test]
 fn unsupported_charset_is_a_table_error() {
     for charset in ["UNICODE UTF-16", "8859/15", "utf-8", "ISO IR87"] {
-        let e = err(&format!("MSH|^~\\&|A|B|C|D|2026||ORU^R01|1|P|2.5||||||{charset}\rPID|1"));
+        let e = err(&format!(
+            "MSH|^~\\&|A|B|C|D|2026||ORU^R01|1|P|2.5||||||{charset}\rPID|1"
+        ));
         assert_eq!((e.code, e.location.as_str()), (103, "MSH-18"), "{charset}");
         assert!(!e.message.contains(charset));
     }
@@ -425,7 +484,14 @@ fn control_characters_are_rejected_with_their_offset() {
     assert_eq!(e.location, "byte 0");
     assert!(e.message.contains("0x0B"));
     // Tab is text.
-    assert_eq!(parse(&format!("{MSH}\rNTE|1||a\tb")).unwrap().first("NTE").unwrap().text(3), "a\tb");
+    assert_eq!(
+        parse(&format!("{MSH}\rNTE|1||a\tb"))
+            .unwrap()
+            .first("NTE")
+            .unwrap()
+            .text(3),
+        "a\tb"
+    );
 }
 
 // --- Errors never quote input --------------------------------------------------------------------
@@ -440,12 +506,18 @@ fn error_messages_never_quote_input() {
         format!("MSH|^~\\&|A|B|C|D|2026||ORU^R01|1|P|2.5||||||{SECRET}\rPID|1"),
         format!("MSH|{SECRET}|A"),
         format!("{MSH}\rPID|1||{SECRET}\u{7}"),
-        format!("{MSH}\rZAB|{}", format!("{SECRET}^").repeat(MAX_COMPONENTS + 1)),
+        format!(
+            "{MSH}\rZAB|{}",
+            format!("{SECRET}^").repeat(MAX_COMPONENTS + 1)
+        ),
     ];
     for text in &cases {
         let e = err(text);
         for part in [&e.message, &e.location] {
-            assert!(!part.to_lowercase().contains(&SECRET.to_lowercase()[..4]), "{e}");
+            assert!(
+                !part.to_lowercase().contains(&SECRET.to_lowercase()[..4]),
+                "{e}"
+            );
         }
     }
 }
@@ -453,7 +525,10 @@ fn error_messages_never_quote_input() {
 #[test]
 fn parse_error_display() {
     let e = err("PID|1");
-    assert_eq!(e.to_string(), "HL7 error 100 at segment 1: the message must start with an MSH segment");
+    assert_eq!(
+        e.to_string(),
+        "HL7 error 100 at segment 1: the message must start with an MSH segment"
+    );
 }
 
 // --- Limits --------------------------------------------------------------------------------------
@@ -465,21 +540,41 @@ fn too_many_segments() {
     assert_eq!(parse(&text).unwrap().segments().len(), MAX_SEGMENTS);
     text.push_str("\rNTE|1");
     let e = err(&text);
-    assert_eq!((e.code, e.location.clone()), (104, format!("segment {}", MAX_SEGMENTS + 1)));
+    assert_eq!(
+        (e.code, e.location.clone()),
+        (104, format!("segment {}", MAX_SEGMENTS + 1))
+    );
 }
 
 #[test]
 fn too_many_fields_repetitions_components_subcomponents() {
     let fields = format!("{MSH}\rZAB{}", "|".repeat(MAX_FIELDS));
-    assert_eq!(parse(&fields).unwrap().first("ZAB").unwrap().field_count(), MAX_FIELDS);
+    assert_eq!(
+        parse(&fields).unwrap().first("ZAB").unwrap().field_count(),
+        MAX_FIELDS
+    );
     let e = err(&format!("{fields}|"));
-    assert_eq!((e.code, e.location.clone()), (104, format!("ZAB-{}", MAX_FIELDS + 1)));
+    assert_eq!(
+        (e.code, e.location.clone()),
+        (104, format!("ZAB-{}", MAX_FIELDS + 1))
+    );
 
     let msh_fields = format!("MSH|^~\\&{}", "|".repeat(MAX_FIELDS - 2));
-    assert_eq!(parse(&msh_fields).unwrap().first("MSH").unwrap().field_count(), MAX_FIELDS);
+    assert_eq!(
+        parse(&msh_fields)
+            .unwrap()
+            .first("MSH")
+            .unwrap()
+            .field_count(),
+        MAX_FIELDS
+    );
     assert_eq!(err(&format!("{msh_fields}|")).code, 104);
 
-    for (delimiter, max) in [('~', MAX_REPETITIONS), ('^', MAX_COMPONENTS), ('&', MAX_SUBCOMPONENTS)] {
+    for (delimiter, max) in [
+        ('~', MAX_REPETITIONS),
+        ('^', MAX_COMPONENTS),
+        ('&', MAX_SUBCOMPONENTS),
+    ] {
         let at_limit = format!("{MSH}\rZAB|{}", delimiter.to_string().repeat(max - 1));
         assert!(parse(&at_limit).is_ok(), "{delimiter}");
         let e = err(&format!("{at_limit}{delimiter}"));
@@ -515,7 +610,10 @@ fn too_many_bytes() {
 #[test]
 fn to_er7_is_canonical() {
     assert_eq!(sample().to_er7(), SAMPLE_ORU);
-    let messy = format!("\u{FEFF}\n{}\r\n\r\n", SAMPLE_ORU.trim_end_matches('\r').replace('\r', "\r\n"));
+    let messy = format!(
+        "\u{FEFF}\n{}\r\n\r\n",
+        SAMPLE_ORU.trim_end_matches('\r').replace('\r', "\r\n")
+    );
     assert_eq!(parse(&messy).unwrap().to_er7(), SAMPLE_ORU);
 }
 
@@ -608,14 +706,20 @@ fn property_parse_never_panics_and_round_trips() {
             }
             Err(e) => {
                 rejected += 1;
-                assert!([100, 101, 102, 103, 104].contains(&e.code), "mutation {round}: {e}");
+                assert!(
+                    [100, 101, 102, 103, 104].contains(&e.code),
+                    "mutation {round}: {e}"
+                );
                 assert!(!e.message.is_empty() && !e.location.is_empty());
             }
         }
         let _ = split_batch(&bytes);
     }
     // Both outcomes must be exercised, or the mutations are too weak or too strong to test anything.
-    assert!(accepted > 500 && rejected > 500, "accepted {accepted}, rejected {rejected}");
+    assert!(
+        accepted > 500 && rejected > 500,
+        "accepted {accepted}, rejected {rejected}"
+    );
 }
 
 #[test]
@@ -643,7 +747,12 @@ fn message(id: usize) -> String {
 }
 
 fn split(text: &str) -> Result<Vec<String>, ParseError> {
-    split_batch(text.as_bytes()).map(|messages| messages.into_iter().map(|m| String::from_utf8(m).unwrap()).collect())
+    split_batch(text.as_bytes()).map(|messages| {
+        messages
+            .into_iter()
+            .map(|m| String::from_utf8(m).unwrap())
+            .collect()
+    })
 }
 
 fn split_err(text: &str) -> ParseError {
@@ -656,7 +765,10 @@ fn plain_stream_of_messages() {
     let messages = split(&text).unwrap();
     assert_eq!(messages, [message(1), message(2), message(3)]);
     for (i, m) in messages.iter().enumerate() {
-        assert_eq!(parse(m).unwrap().first("MSH").unwrap().text(10), (i + 1).to_string());
+        assert_eq!(
+            parse(m).unwrap().first("MSH").unwrap().text(10),
+            (i + 1).to_string()
+        );
     }
 }
 
@@ -686,7 +798,10 @@ fn empty_counts_and_empty_batches() {
     assert_eq!(split(&text).unwrap().len(), 1);
     let text = format!("BHS|^~\\&\r{}BTS||x\r", message(1));
     assert_eq!(split(&text).unwrap().len(), 1);
-    assert_eq!(split("FHS|^~\\&\rBHS|^~\\&\rBTS|0\rFTS|1").unwrap().len(), 0);
+    assert_eq!(
+        split("FHS|^~\\&\rBHS|^~\\&\rBTS|0\rFTS|1").unwrap().len(),
+        0
+    );
 }
 
 #[test]
@@ -701,8 +816,15 @@ fn file_without_batches_counts_as_one_batch() {
 fn wrong_counts_are_rejected() {
     let e = split_err(&format!("BHS|^~\\&\r{}{}BTS|3\r", message(1), message(2)));
     assert_eq!((e.code, e.location.as_str()), (100, "BTS-1"));
-    assert!(e.message.contains("announces 3 messages but 2 were found"), "{}", e.message);
-    let e = split_err(&format!("FHS|^~\\&\rBHS|^~\\&\r{}BTS|1\rFTS|2\r", message(1)));
+    assert!(
+        e.message.contains("announces 3 messages but 2 were found"),
+        "{}",
+        e.message
+    );
+    let e = split_err(&format!(
+        "FHS|^~\\&\rBHS|^~\\&\r{}BTS|1\rFTS|2\r",
+        message(1)
+    ));
     assert_eq!((e.code, e.location.as_str()), (100, "FTS-1"));
     for count in ["x", "-1", "1.0", "1234567890"] {
         let e = split_err(&format!("BHS|^~\\&\r{}BTS|{count}\r", message(1)));
@@ -726,18 +848,47 @@ fn misplaced_framing_is_rejected() {
         (format!("{}FHS|^~\\&\r", message(1)), "segment 4"),
         (format!("{}BTS|1\r", message(1)), "segment 4"),
         (format!("{}FTS|1\r", message(1)), "segment 4"),
-        (format!("BHS|^~\\&\rBHS|^~\\&\r{}BTS|1\r", message(1)), "segment 2"),
-        (format!("BHS|^~\\&\rPID|1\r{}BTS|1\r", message(1)), "segment 2"),
-        (format!("BHS|^~\\&\r{}BTS|1\r{}", message(1), message(2)), "segment 6"),
-        (format!("{}BHS|^~\\&\r{}BTS|1\r", message(1), message(2)), "segment 4"),
-        (format!("BHS|^~\\&\r{}BTS|1\rPID|1\r", message(1)), "segment 6"),
-        (format!("FHS|^~\\&\r{}FTS|1\r{}", message(1), message(2)), "segment 6"),
-        (format!("FHS|^~\\&\r{}FTS|1\rPID|1", message(1)), "segment 6"),
-        (format!("FHS|^~\\&\rBHS|^~\\&\r{}FTS|1\r", message(1)), "segment 6"),
+        (
+            format!("BHS|^~\\&\rBHS|^~\\&\r{}BTS|1\r", message(1)),
+            "segment 2",
+        ),
+        (
+            format!("BHS|^~\\&\rPID|1\r{}BTS|1\r", message(1)),
+            "segment 2",
+        ),
+        (
+            format!("BHS|^~\\&\r{}BTS|1\r{}", message(1), message(2)),
+            "segment 6",
+        ),
+        (
+            format!("{}BHS|^~\\&\r{}BTS|1\r", message(1), message(2)),
+            "segment 4",
+        ),
+        (
+            format!("BHS|^~\\&\r{}BTS|1\rPID|1\r", message(1)),
+            "segment 6",
+        ),
+        (
+            format!("FHS|^~\\&\r{}FTS|1\r{}", message(1), message(2)),
+            "segment 6",
+        ),
+        (
+            format!("FHS|^~\\&\r{}FTS|1\rPID|1", message(1)),
+            "segment 6",
+        ),
+        (
+            format!("FHS|^~\\&\rBHS|^~\\&\r{}FTS|1\r", message(1)),
+            "segment 6",
+        ),
     ];
     for (text, location) in &cases {
         let e = split_err(text);
-        assert_eq!((e.code, e.location.as_str()), (100, *location), "{text:?}: {}", e.message);
+        assert_eq!(
+            (e.code, e.location.as_str()),
+            (100, *location),
+            "{text:?}: {}",
+            e.message
+        );
     }
 }
 
@@ -767,8 +918,14 @@ fn batches_keep_each_message_s_own_bytes() {
     bytes.extend_from_slice(&latin1_bytes("MSH|^~\\&|A\rPID|1||Jürgen\r"));
     bytes.extend_from_slice("MSH|^~\\&|A\rPID|1||Jürgen\rBTS|2\r".as_bytes());
     let messages = split_batch(&bytes).unwrap();
-    let parsed: Vec<Message> = messages.iter().map(|m| Message::parse(m).unwrap()).collect();
+    let parsed: Vec<Message> = messages
+        .iter()
+        .map(|m| Message::parse(m).unwrap())
+        .collect();
     assert_eq!(parsed[0].charset(), Charset::Latin1);
     assert_eq!(parsed[1].charset(), Charset::Utf8);
-    assert_eq!(parsed[0].first("PID").unwrap().text(3), parsed[1].first("PID").unwrap().text(3));
+    assert_eq!(
+        parsed[0].first("PID").unwrap().text(3),
+        parsed[1].first("PID").unwrap().text(3)
+    );
 }

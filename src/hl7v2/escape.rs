@@ -128,11 +128,15 @@ fn clamp_count(n: i64) -> usize {
 /// `\Xhh…\`: an even, non-zero number of hex digits. The bytes are UTF-8 when they form valid UTF-8
 /// (what a UTF-8 sender means) and ISO-8859-1 otherwise (what a Latin-1 sender means).
 fn decode_hex(hex: &str, out: &mut String) -> bool {
-    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return false;
     }
-    let bytes: Vec<u8> =
-        hex.as_bytes().chunks_exact(2).map(|pair| (hex_value(pair[0]) << 4) | hex_value(pair[1])).collect();
+    let bytes: Vec<u8> = hex
+        .as_bytes()
+        .chunks_exact(2)
+        .map(|pair| (hex_value(pair[0]) << 4) | hex_value(pair[1]))
+        .collect();
     match std::str::from_utf8(&bytes) {
         Ok(text) => out.push_str(text),
         Err(_) => out.extend(bytes.iter().map(|&b| char::from(b))),
@@ -167,7 +171,8 @@ pub fn encode(text: &str, d: &Delimiters) -> Option<String> {
         return Some(text.to_owned());
     }
     let esc = d.escape?;
-    let dot_is_delimiter = [d.field, d.component, d.repetition, esc, d.subcomponent].contains(&'.') || d.truncation == Some('.');
+    let dot_is_delimiter = [d.field, d.component, d.repetition, esc, d.subcomponent].contains(&'.')
+        || d.truncation == Some('.');
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         let code = if c == d.field {
@@ -228,7 +233,10 @@ mod tests {
     #[test]
     fn truncation_escape_needs_a_truncation_character() {
         assert_eq!(dec(r"a\P\b"), r"a\P\b");
-        let d = Delimiters { truncation: Some('#'), ..std_delims() };
+        let d = Delimiters {
+            truncation: Some('#'),
+            ..std_delims()
+        };
         assert_eq!(decode(r"a\P\b", &d), "a#b");
     }
 
@@ -258,7 +266,16 @@ mod tests {
 
     #[test]
     fn malformed_formatting_is_kept_literally() {
-        for raw in [r"\.xx\", r"\.br2\", r"\.sp x\", r"\.\", r"\.b\", r"\.sp 1234567\", r"\.ü\", r"\.bü\"] {
+        for raw in [
+            r"\.xx\",
+            r"\.br2\",
+            r"\.sp x\",
+            r"\.\",
+            r"\.b\",
+            r"\.sp 1234567\",
+            r"\.ü\",
+            r"\.bü\",
+        ] {
             assert_eq!(dec(raw), raw, "{raw}");
         }
     }
@@ -314,14 +331,20 @@ mod tests {
 
     #[test]
     fn non_ascii_escape_character() {
-        let d = Delimiters { escape: Some('§'), ..std_delims() };
+        let d = Delimiters {
+            escape: Some('§'),
+            ..std_delims()
+        };
         assert_eq!(decode("ü§S§ü§F§", &d), "ü^ü|");
         assert_eq!(decode("ü§Sü", &d), "ü§Sü");
     }
 
     #[test]
     fn no_escape_character_means_no_decoding() {
-        let d = Delimiters { escape: None, ..std_delims() };
+        let d = Delimiters {
+            escape: None,
+            ..std_delims()
+        };
         assert_eq!(decode(r"a\S\b", &d), r"a\S\b");
         assert_eq!(encode("plain", &d).as_deref(), Some("plain"));
         assert_eq!(encode("a^b", &d), None);
@@ -330,10 +353,22 @@ mod tests {
     #[test]
     fn encode_examples() {
         let d = std_delims();
-        assert_eq!(encode("Müller & Söhne", &d).as_deref(), Some(r"Müller \T\ Söhne"));
-        assert_eq!(encode("a|b^c~d\\e", &d).as_deref(), Some(r"a\F\b\S\c\R\d\E\e"));
-        assert_eq!(encode("line1\nline2\r\t", &d).as_deref(), Some("line1\\.br\\line2\\X0D\\\t"));
-        let d5 = Delimiters { truncation: Some('#'), ..d };
+        assert_eq!(
+            encode("Müller & Söhne", &d).as_deref(),
+            Some(r"Müller \T\ Söhne")
+        );
+        assert_eq!(
+            encode("a|b^c~d\\e", &d).as_deref(),
+            Some(r"a\F\b\S\c\R\d\E\e")
+        );
+        assert_eq!(
+            encode("line1\nline2\r\t", &d).as_deref(),
+            Some("line1\\.br\\line2\\X0D\\\t")
+        );
+        let d5 = Delimiters {
+            truncation: Some('#'),
+            ..d
+        };
         assert_eq!(encode("#1", &d5).as_deref(), Some(r"\P\1"));
     }
 
@@ -341,11 +376,17 @@ mod tests {
     fn a_line_break_is_hex_when_the_dot_is_a_delimiter() {
         // Found by fuzzing: with `.` as the repetition character, `\.br\` in an ACK's MSH-3 was
         // split into two repetitions when the ACK was parsed.
-        let d = Delimiters { repetition: '.', ..std_delims() };
+        let d = Delimiters {
+            repetition: '.',
+            ..std_delims()
+        };
         let encoded = encode("a\nb.c", &d).unwrap();
         assert_eq!(encoded, r"a\X0A\b\R\c");
         assert_eq!(decode(&encoded, &d), "a\nb.c");
-        let d = Delimiters { escape: Some('.'), ..std_delims() };
+        let d = Delimiters {
+            escape: Some('.'),
+            ..std_delims()
+        };
         assert_eq!(encode("a\nb", &d).as_deref(), Some("a.X0A.b"));
         assert_eq!(encode("a\nb", &std_delims()).as_deref(), Some(r"a\.br\b"));
     }
@@ -355,15 +396,19 @@ mod tests {
     #[test]
     fn property_decode_inverts_encode_and_never_panics() {
         const ALPHABET: &[char] = &[
-            'a', 'Z', '0', ' ', '|', '^', '~', '\\', '&', '#', '\n', '\r', '\t', '\u{1}', 'ü', 'ß', '€', '語', '😀',
-            'X', 'S', '.', 'b', 'r',
+            'a', 'Z', '0', ' ', '|', '^', '~', '\\', '&', '#', '\n', '\r', '\t', '\u{1}', 'ü', 'ß',
+            '€', '語', '😀', 'X', 'S', '.', 'b', 'r',
         ];
-        let d = Delimiters { truncation: Some('#'), ..std_delims() };
+        let d = Delimiters {
+            truncation: Some('#'),
+            ..std_delims()
+        };
         let mut state = 0x9E37_79B9_7F4A_7C15_u64;
         for _ in 0..20_000 {
             let len = (next(&mut state) % 24) as usize;
-            let text: String =
-                (0..len).map(|_| ALPHABET[(next(&mut state) % ALPHABET.len() as u64) as usize]).collect();
+            let text: String = (0..len)
+                .map(|_| ALPHABET[(next(&mut state) % ALPHABET.len() as u64) as usize])
+                .collect();
             let encoded = encode(&text, &d).expect("escape character present");
             assert_eq!(decode(&encoded, &d), text);
             // Decoding arbitrary text (here: the unencoded text) must not panic either.

@@ -21,12 +21,18 @@ pub struct IngestSummary {
 }
 
 /// Ingest every message of `file` (a single message, several, or a batch file).
-pub async fn ingest_file(ingestor: &Ingestor, file: &Path, summary: &mut IngestSummary) -> anyhow::Result<()> {
+pub async fn ingest_file(
+    ingestor: &Ingestor,
+    file: &Path,
+    summary: &mut IngestSummary,
+) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let messages = split_batch(&bytes).map_err(|e| anyhow::anyhow!("{}: {} ({})", file.display(), e.message, e.location))?;
+    let messages = split_batch(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {} ({})", file.display(), e.message, e.location))?;
     let progress = ProgressBar::new(messages.len() as u64);
     progress.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     progress.set_message(file.display().to_string());
     for (index, message) in messages.iter().enumerate() {
@@ -36,13 +42,28 @@ pub async fn ingest_file(ingestor: &Ingestor, file: &Path, summary: &mut IngestS
             Disposition::Duplicate => summary.duplicates += 1,
             Disposition::DeadLettered | Disposition::Rejected => {
                 summary.rejected += 1;
-                let reason = answer.frames.iter().flat_map(|f| err_texts(f)).collect::<Vec<_>>().join("; ");
+                let reason = answer
+                    .frames
+                    .iter()
+                    .flat_map(|f| err_texts(f))
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 let letter = answer.dead_letter.as_deref().unwrap_or("-");
-                progress.suspend(|| eprintln!("{}: message {}: not stored (dead letter {letter}): {reason}", file.display(), index + 1));
+                progress.suspend(|| {
+                    eprintln!(
+                        "{}: message {}: not stored (dead letter {letter}): {reason}",
+                        file.display(),
+                        index + 1
+                    )
+                });
             }
             Disposition::Unavailable => {
                 progress.finish_and_clear();
-                anyhow::bail!("{}: message {}: the database is unavailable; nothing after it was ingested", file.display(), index + 1);
+                anyhow::bail!(
+                    "{}: message {}: the database is unavailable; nothing after it was ingested",
+                    file.display(),
+                    index + 1
+                );
             }
         }
         progress.inc(1);
@@ -54,13 +75,26 @@ pub async fn ingest_file(ingestor: &Ingestor, file: &Path, summary: &mut IngestS
 /// The ERR-8 texts of an ACK (never PHI by construction).
 fn err_texts(ack: &str) -> Vec<String> {
     super::er7::Message::parse(ack.as_bytes())
-        .map(|m| m.segments().iter().filter(|s| s.name() == "ERR").map(|s| format!("{} {}", s.get(3, 0, 1, 1), s.text(8))).collect())
+        .map(|m| {
+            m.segments()
+                .iter()
+                .filter(|s| s.name() == "ERR")
+                .map(|s| format!("{} {}", s.get(3, 0, 1, 1), s.text(8)))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Lines describing the dead letters (id, first and last seen, attempts, code, reason).
-pub async fn dead_letter_lines(ingestor: &Ingestor, include_resolved: bool) -> anyhow::Result<Vec<String>> {
-    let mut conn = ingestor.service().reader().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+pub async fn dead_letter_lines(
+    ingestor: &Ingestor,
+    include_resolved: bool,
+) -> anyhow::Result<Vec<String>> {
+    let mut conn = ingestor
+        .service()
+        .reader()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let letters = rows::list_dead_letters(&mut conn, include_resolved).await?;
     Ok(letters
         .iter()

@@ -27,12 +27,12 @@ use serde_json::Value;
 
 use super::ack::{Echo, Hl7Error};
 use super::codes::CodeTable;
-use super::plan::{GroupMatches, Match, Planned, Resolved, Sender, criteria, plan};
 use super::er7::{Message, split_batch};
 use super::ingest::check_header;
 use super::map::{MapContext, PatientSource, map_message};
 use super::mllp::frame::{END_BLOCK, FrameDecoder, FrameError, START_BLOCK};
 use super::mode::{AckMode, Verdict, answer_frames};
+use super::plan::{GroupMatches, Match, Planned, Resolved, Sender, criteria, plan};
 use crate::config::Hl7Config;
 
 /// Stands in for the patient a device is assigned to (a database lookup in ingestion).
@@ -71,19 +71,41 @@ fn run(bytes: &[u8]) -> Outcome {
         Err(error) => {
             // As `Ingestor::ingest` answers an unparseable message.
             let errors = vec![Hl7Error::new(error.code, error.location, error.message)];
-            let frames = answer_frames(AckMode::Original, &Echo::default(), Verdict::Rejected, &errors);
-            return Outcome { message: None, verdict: Verdict::Rejected, errors, frames };
+            let frames = answer_frames(
+                AckMode::Original,
+                &Echo::default(),
+                Verdict::Rejected,
+                &errors,
+            );
+            return Outcome {
+                message: None,
+                verdict: Verdict::Rejected,
+                errors,
+                frames,
+            };
         }
     };
     let reparsed = Message::parse(&message.to_er7_bytes());
-    assert_eq!(reparsed.as_ref(), Ok(&message), "to_er7_bytes does not parse back to the same message");
+    assert_eq!(
+        reparsed.as_ref(),
+        Ok(&message),
+        "to_er7_bytes does not parse back to the same message"
+    );
 
     let echo = Echo::of(&message);
     let mode = AckMode::of(&message);
     let (verdict, errors) = decide(&message, &echo);
-    assert!(verdict == Verdict::Accepted || !errors.is_empty(), "{verdict:?} without a reason");
+    assert!(
+        verdict == Verdict::Accepted || !errors.is_empty(),
+        "{verdict:?} without a reason"
+    );
     let frames = answer_frames(mode, &echo, verdict, &errors);
-    Outcome { message: Some(message), verdict, errors, frames }
+    Outcome {
+        message: Some(message),
+        verdict,
+        errors,
+        frames,
+    }
 }
 
 /// The header check, the mapping and the plan, as `Ingestor::ingest` runs them.
@@ -102,17 +124,33 @@ fn decide(message: &Message, echo: &Echo) -> (Verdict, Vec<Hl7Error>) {
         .zip(criteria(&mapped))
         .enumerate()
         .map(|(g, (group, (patient, devices)))| GroupMatches {
-            patient: patient.map(|criteria| Match { resource_type: "Patient", criteria, resolved: Resolved::New(format!("p{g}")) }),
-            patient_through_device: matches!(group.patient, PatientSource::Device).then(|| PLACEHOLDER_PATIENT.to_string()),
+            patient: patient.map(|criteria| Match {
+                resource_type: "Patient",
+                criteria,
+                resolved: Resolved::New(format!("p{g}")),
+            }),
+            patient_through_device: matches!(group.patient, PatientSource::Device)
+                .then(|| PLACEHOLDER_PATIENT.to_string()),
             devices: devices
                 .into_iter()
                 .enumerate()
-                .map(|(d, criteria)| Match { resource_type: "Device", criteria, resolved: Resolved::New(format!("d{g}-{d}")) })
+                .map(|(d, criteria)| Match {
+                    resource_type: "Device",
+                    criteria,
+                    resolved: Resolved::New(format!("d{g}-{d}")),
+                })
                 .collect(),
         })
         .collect();
     let sender = format!("{}|{}", echo.sending_application, echo.sending_facility);
-    let planned = plan(&mapped, &matches, &Sender { sender: &sender, control_id: &echo.control_id });
+    let planned = plan(
+        &mapped,
+        &matches,
+        &Sender {
+            sender: &sender,
+            control_id: &echo.control_id,
+        },
+    );
     check_planned(&planned);
     (Verdict::Accepted, Vec::new())
 }
@@ -121,18 +159,30 @@ fn decide(message: &Message, echo: &Echo) -> (Verdict, Vec<Hl7Error>) {
 fn context() -> MapContext<'static> {
     static CONFIG: OnceLock<Hl7Config> = OnceLock::new();
     let codes = CodeTable::shared().expect("the compiled-in code tables load");
-    MapContext { codes, config: CONFIG.get_or_init(Hl7Config::default) }
+    MapContext {
+        codes,
+        config: CONFIG.get_or_init(Hl7Config::default),
+    }
 }
 
 fn check_planned(planned: &[Planned]) {
     for resource in planned {
         let text = serde_json::to_string(&resource.body).expect("resources serialise");
         let back: Value = serde_json::from_str(&text).expect("serialised resources are JSON");
-        assert_eq!(back, resource.body, "a resource changes in a JSON round trip");
-        assert_eq!(resource.body["resourceType"], resource.resource_type, "resourceType of a planned resource");
+        assert_eq!(
+            back, resource.body,
+            "a resource changes in a JSON round trip"
+        );
+        assert_eq!(
+            resource.body["resourceType"], resource.resource_type,
+            "resourceType of a planned resource"
+        );
     }
     let last = planned.last().expect("at least the Provenance");
-    assert_eq!(last.resource_type, "Provenance", "the last resource is the Provenance");
+    assert_eq!(
+        last.resource_type, "Provenance",
+        "the last resource is the Provenance"
+    );
 }
 
 fn check_acks(outcome: &Outcome) {
@@ -144,22 +194,50 @@ fn check_acks(outcome: &Outcome) {
         Verdict::Rejected => &["AR", "CR"],
     };
     for frame in &outcome.frames {
-        let ack = Message::parse(frame.as_bytes()).unwrap_or_else(|e| panic!("an ACK does not parse: {e}"));
+        let ack = Message::parse(frame.as_bytes())
+            .unwrap_or_else(|e| panic!("an ACK does not parse: {e}"));
         let names: Vec<&str> = ack.segments().iter().map(|s| s.name()).collect();
-        assert_eq!(names.get(..2), Some(&["MSH", "MSA"][..]), "an ACK starts with MSH and MSA");
+        assert_eq!(
+            names.get(..2),
+            Some(&["MSH", "MSA"][..]),
+            "an ACK starts with MSH and MSA"
+        );
         let msh = ack.first("MSH").expect("checked above");
         let msa = ack.first("MSA").expect("checked above");
         assert_eq!(msh.get(9, 0, 1, 1), "ACK", "ACK MSH-9");
         let code = msa.text(1);
-        assert!(allowed.contains(&code), "MSA-1 {code} for {:?}", outcome.verdict);
+        assert!(
+            allowed.contains(&code),
+            "MSA-1 {code} for {:?}",
+            outcome.verdict
+        );
         assert_eq!(msa.text(2), control_id, "MSA-2 is not the incoming MSH-10");
         let reports_errors = code != "AA" && code != "CA";
-        assert_eq!(ack.all("ERR").count(), if reports_errors { outcome.errors.len() } else { 0 }, "ERR segments of {code}");
+        assert_eq!(
+            ack.all("ERR").count(),
+            if reports_errors {
+                outcome.errors.len()
+            } else {
+                0
+            },
+            "ERR segments of {code}"
+        );
         if let Some(incoming) = incoming_msh {
             for (ours, theirs) in [(3, 5), (4, 6), (5, 3), (6, 4)] {
-                let width = incoming.repetitions(theirs).first().map_or(0, |r| r.components().len());
-                for c in 1..=width.max(msh.repetitions(ours).first().map_or(0, |r| r.components().len())) {
-                    assert_eq!(msh.get(ours, 0, c, 1), incoming.get(theirs, 0, c, 1), "ACK MSH-{ours}.{c} is not MSH-{theirs}.{c}");
+                let width = incoming
+                    .repetitions(theirs)
+                    .first()
+                    .map_or(0, |r| r.components().len());
+                for c in 1..=width.max(
+                    msh.repetitions(ours)
+                        .first()
+                        .map_or(0, |r| r.components().len()),
+                ) {
+                    assert_eq!(
+                        msh.get(ours, 0, c, 1),
+                        incoming.get(theirs, 0, c, 1),
+                        "ACK MSH-{ours}.{c} is not MSH-{theirs}.{c}"
+                    );
                 }
             }
         }
@@ -199,7 +277,10 @@ fn check_no_pid_text_in_errors(bytes: &[u8], outcome: &Outcome) {
 }
 
 fn error_texts(errors: &[Hl7Error]) -> Vec<String> {
-    errors.iter().map(|e| format!("{}\n{}", e.location, e.message)).collect()
+    errors
+        .iter()
+        .map(|e| format!("{}\n{}", e.location, e.message))
+        .collect()
 }
 
 /// The runs of at least [`MIN_LEAK_LEN`] bytes between delimiters on the input's PID lines, with
@@ -207,11 +288,25 @@ fn error_texts(errors: &[Hl7Error]) -> Vec<String> {
 fn pid_runs(bytes: &[u8], message: Option<&Message>) -> Vec<Vec<u8>> {
     let mut delimiters = b"|^~\\&".to_vec();
     if let Some(d) = message.map(Message::delimiters) {
-        let own = [Some(d.field), Some(d.component), Some(d.repetition), d.escape, Some(d.subcomponent), d.truncation];
-        delimiters.extend(own.into_iter().flatten().filter_map(|c| u8::try_from(c).ok()));
+        let own = [
+            Some(d.field),
+            Some(d.component),
+            Some(d.repetition),
+            d.escape,
+            Some(d.subcomponent),
+            d.truncation,
+        ];
+        delimiters.extend(
+            own.into_iter()
+                .flatten()
+                .filter_map(|c| u8::try_from(c).ok()),
+        );
     }
     let mut runs: Vec<Vec<u8>> = Vec::new();
-    for line in bytes.split(|&b| b == b'\r' || b == b'\n').filter(|l| l.starts_with(b"PID")) {
+    for line in bytes
+        .split(|&b| b == b'\r' || b == b'\n')
+        .filter(|l| l.starts_with(b"PID"))
+    {
         for run in line[3..].split(|b| delimiters.contains(b)) {
             let useful = run.len() >= MIN_LEAK_LEN && run.iter().any(u8::is_ascii_alphanumeric);
             if useful && !runs.iter().any(|r| r == run) {
@@ -268,7 +363,10 @@ fn decode_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Decoded {
         decoder.push(chunk);
         while let Some(item) = decoder.next_frame() {
             out.push(item.map_err(|e| (e, decoder.take_partial())));
-            assert!(decoder.buffered() <= FRAME_LIMIT + chunk.len(), "the MLLP decoder holds too much");
+            assert!(
+                decoder.buffered() <= FRAME_LIMIT + chunk.len(),
+                "the MLLP decoder holds too much"
+            );
         }
         discarded += decoder.discarded();
     }
@@ -289,16 +387,26 @@ fn check_framing(bytes: &[u8]) {
         chunks.push(chunk);
         rest = tail;
     }
-    assert_eq!(decode_chunks(chunks), whole, "the MLLP decoder depends on how the bytes were chunked");
+    assert_eq!(
+        decode_chunks(chunks),
+        whole,
+        "the MLLP decoder depends on how the bytes were chunked"
+    );
     for payload in whole.0.iter().flatten() {
-        assert!(payload.len() <= FRAME_LIMIT && !payload.iter().any(|&b| b == START_BLOCK || b == END_BLOCK));
+        assert!(
+            payload.len() <= FRAME_LIMIT
+                && !payload.iter().any(|&b| b == START_BLOCK || b == END_BLOCK)
+        );
     }
 }
 
 fn check_batch_split(bytes: &[u8]) {
     if let Ok(messages) = split_batch(bytes) {
         for message in &messages {
-            assert!(message.starts_with(b"MSH"), "split_batch gave a message that does not start with MSH");
+            assert!(
+                message.starts_with(b"MSH"),
+                "split_batch gave a message that does not start with MSH"
+            );
         }
     }
 }
@@ -322,9 +430,15 @@ mod tests {
     /// fixtures; any panic names the file.
     #[test]
     fn fuzz_corpus_never_panics() {
-        let fixtures: Vec<_> = fixture_files("").into_iter().filter(|p| p.extension().is_some_and(|e| e == "hl7")).collect();
+        let fixtures: Vec<_> = fixture_files("")
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "hl7"))
+            .collect();
         let corpus = fixture_files("fuzz");
-        assert!(fixtures.len() >= 9 && corpus.len() >= 20, "fixtures or the fuzz corpus went missing");
+        assert!(
+            fixtures.len() >= 9 && corpus.len() >= 20,
+            "fixtures or the fuzz corpus went missing"
+        );
         for path in fixtures.iter().chain(&corpus) {
             let bytes = std::fs::read(path).expect("readable fixture");
             if std::panic::catch_unwind(|| parse_map_ack(&bytes)).is_err() {
@@ -335,11 +449,18 @@ mod tests {
 
     #[test]
     fn a_fixture_is_accepted_and_a_broken_one_rejected() {
-        let holter = std::fs::read(format!("{}/tests/fixtures/hl7v2/holter-pcd01.hl7", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let holter = std::fs::read(format!(
+            "{}/tests/fixtures/hl7v2/holter-pcd01.hl7",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
         let outcome = run(&holter);
         assert_eq!(outcome.verdict, Verdict::Accepted);
         assert_eq!(run(b"PID|1").verdict, Verdict::Rejected);
-        assert_eq!(run(b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5\r").verdict, Verdict::Rejected);
+        assert_eq!(
+            run(b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5\r").verdict,
+            Verdict::Rejected
+        );
     }
 
     #[test]
@@ -348,12 +469,19 @@ mod tests {
         let outcome = Outcome {
             message: None,
             verdict: Verdict::Rejected,
-            errors: vec![Hl7Error::new(100, "", "the message does not start with an MSH segment")],
+            errors: vec![Hl7Error::new(
+                100,
+                "",
+                "the message does not start with an MSH segment",
+            )],
             frames: Vec::new(),
         };
         check_no_pid_text_in_errors(b"PID|1||x||message\r", &outcome);
         assert_eq!(shift(b"Gruber-9z"), b"Hsvcfs-0a");
         assert_eq!(replace_all(b"abcabc", b"bc", b"xyz"), b"axyzaxyz");
-        assert_eq!(pid_runs(b"MSH|x\rPID|1||1234010180^^^SVNR||Gruber^Anna\r", None), [b"1234010180".to_vec(), b"Gruber".to_vec()]);
+        assert_eq!(
+            pid_runs(b"MSH|x\rPID|1||1234010180^^^SVNR||Gruber^Anna\r", None),
+            [b"1234010180".to_vec(), b"Gruber".to_vec()]
+        );
     }
 }

@@ -13,18 +13,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-
 use super::ack::{Echo, Hl7Error};
 use super::codes::CodeTable;
-use super::plan::{GroupMatches, Match, Resolved, Sender, criteria, plan};
 use super::er7::Message;
 use super::map::{MapContext, Mapped, PatientSource, map_message};
 use super::mode::{AckMode, Verdict, answer_frames};
+use super::plan::{GroupMatches, Match, Resolved, Sender, criteria, plan};
 use crate::auth::{Caller, Permission};
 use crate::crypto::Aad;
 use crate::error::{ApiError, ApiResult};
-use crate::fhir::instant::now_micros;
 use crate::fhir::id::FhirId;
+use crate::fhir::instant::now_micros;
 use crate::service::Service;
 use crate::service::conditional::Matches;
 use crate::store::hl7v2::{self as rows, DeadLetter, StoredMessage};
@@ -41,7 +40,9 @@ const DEAD_LETTER_PURPOSE: &str = "hl7v2-dead-letter";
 const MAX_ATTEMPTS: usize = 3;
 
 /// Message versions this mapping was written for.
-const VERSIONS: &[&str] = &["2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9"];
+const VERSIONS: &[&str] = &[
+    "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9",
+];
 
 /// What happened to a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +79,12 @@ pub struct Ingestor {
 
 impl Ingestor {
     pub fn new(service: Service) -> anyhow::Result<Ingestor> {
-        let codes = CodeTable::load().map_err(|e| anyhow::anyhow!("loading the HL7 v2 code tables: {e}"))?;
-        Ok(Ingestor { service, codes: Arc::new(codes) })
+        let codes = CodeTable::load()
+            .map_err(|e| anyhow::anyhow!("loading the HL7 v2 code tables: {e}"))?;
+        Ok(Ingestor {
+            service,
+            codes: Arc::new(codes),
+        })
     }
 
     pub fn service(&self) -> &Service {
@@ -89,57 +94,109 @@ impl Ingestor {
     /// Ingest one message (the bytes between MLLP framing, or an HTTP body).
     /// [`Ingestor::ingest_from`] on the server's own behalf (message files, replays).
     pub async fn ingest(&self, raw: &[u8]) -> Answer {
-        self.ingest_from(raw, &crate::auth::Caller::server_shared()).await
+        self.ingest_from(raw, &crate::auth::Caller::server_shared())
+            .await
     }
 
     /// Ingest one message sent by `sender` (the hub or token that delivered it, which the audit
     /// record of a stored message names).
-    pub async fn ingest_from(&self, raw: &[u8], delivered_by: &std::sync::Arc<crate::auth::Caller>) -> Answer {
+    pub async fn ingest_from(
+        &self,
+        raw: &[u8],
+        delivered_by: &std::sync::Arc<crate::auth::Caller>,
+    ) -> Answer {
         let message = match Message::parse(raw) {
             Ok(message) => message,
             Err(error) => {
                 let error = Hl7Error::new(error.code, error.location, error.message);
-                return self.refuse(raw, &Echo::default(), AckMode::Original, Verdict::Rejected, vec![error]).await;
+                return self
+                    .refuse(
+                        raw,
+                        &Echo::default(),
+                        AckMode::Original,
+                        Verdict::Rejected,
+                        vec![error],
+                    )
+                    .await;
             }
         };
         let echo = Echo::of(&message);
         let mode = AckMode::of(&message);
         if let Err(error) = check_header(&message) {
-            return self.refuse(raw, &echo, mode, Verdict::Rejected, vec![error]).await;
+            return self
+                .refuse(raw, &echo, mode, Verdict::Rejected, vec![error])
+                .await;
         }
         let keys = self.service.keys.current();
         let sender = sender_of(&echo);
-        let message_key = keys.blind_token(MESSAGE_KEY_PARAM, &format!("{sender}|{}", echo.control_id), 128);
+        let message_key = keys.blind_token(
+            MESSAGE_KEY_PARAM,
+            &format!("{sender}|{}", echo.control_id),
+            128,
+        );
         let content_hash = keys.blind_token(CONTENT_PARAM, &message.to_er7(), 256);
 
         match self.earlier_answer(&message_key, &content_hash).await {
             Ok(Some(answer)) => return answer,
             Ok(None) => {}
             Err(Conflicting) => {
-                let error = Hl7Error::new(205, "MSH^1^10", "this message control id was already used for a different message from this sender");
-                return self.refuse(raw, &echo, mode, Verdict::Rejected, vec![error]).await;
+                let error = Hl7Error::new(
+                    205,
+                    "MSH^1^10",
+                    "this message control id was already used for a different message from this sender",
+                );
+                return self
+                    .refuse(raw, &echo, mode, Verdict::Rejected, vec![error])
+                    .await;
             }
         }
 
-        let context = MapContext { codes: &self.codes, config: &self.service.config.hl7v2 };
+        let context = MapContext {
+            codes: &self.codes,
+            config: &self.service.config.hl7v2,
+        };
         let mapped = match map_message(&message, &context) {
             Ok(mapped) => mapped,
             Err(errors) => return self.refuse(raw, &echo, mode, Verdict::Failed, errors).await,
         };
         let frames = answer_frames(mode, &echo, Verdict::Accepted, &[]);
-        let Ok(sealed_frames) = self.seal_frames(&message_key, &frames) else { return unavailable() };
-        let stored = StoredMessage { content_hash: content_hash.clone(), ack: sealed_frames, provenance_id: String::new() };
-        let sender_ref = Sender { sender: &sender, control_id: &echo.control_id };
+        let Ok(sealed_frames) = self.seal_frames(&message_key, &frames) else {
+            return unavailable();
+        };
+        let stored = StoredMessage {
+            content_hash: content_hash.clone(),
+            ack: sealed_frames,
+            provenance_id: String::new(),
+        };
+        let sender_ref = Sender {
+            sender: &sender,
+            control_id: &echo.control_id,
+        };
         // A match made before the write can go stale (another message created the same patient
         // meanwhile); the write notices and the message is planned again.
         for _ in 0..MAX_ATTEMPTS {
-            match self.store(&mapped, &sender_ref, delivered_by, &message_key, stored.clone()).await {
+            match self
+                .store(
+                    &mapped,
+                    &sender_ref,
+                    delivered_by,
+                    &message_key,
+                    stored.clone(),
+                )
+                .await
+            {
                 Ok(Some(resources)) => {
                     tracing::info!(resources, "HL7 v2 message stored");
-                    return Answer { frames, disposition: Disposition::Stored, dead_letter: None };
+                    return Answer {
+                        frames,
+                        disposition: Disposition::Stored,
+                        dead_letter: None,
+                    };
                 }
                 Ok(None) => continue,
-                Err(Failure::Refused(errors)) => return self.refuse(raw, &echo, mode, Verdict::Failed, errors).await,
+                Err(Failure::Refused(errors)) => {
+                    return self.refuse(raw, &echo, mode, Verdict::Failed, errors).await;
+                }
                 // Another connection stored the same message first (a resend racing its original).
                 Err(Failure::AlreadyStored) => {
                     return match self.earlier_answer(&message_key, &content_hash).await {
@@ -169,16 +226,27 @@ impl Ingestor {
         let planned = plan(mapped, &matches, sender);
         let mut writes = Vec::with_capacity(planned.len());
         for resource in planned {
-            self.service.check_resource(resource.resource_type, &resource.body).map_err(|e| Failure::Refused(vec![store_error(&e)]))?;
+            self.service
+                .check_resource(resource.resource_type, &resource.body)
+                .map_err(|e| Failure::Refused(vec![store_error(&e)]))?;
             let (write, _) = self
                 .service
-                .prepare_version(resource.resource_type, &resource.id, resource.body, None, "POST", None)
+                .prepare_version(
+                    resource.resource_type,
+                    &resource.id,
+                    resource.body,
+                    None,
+                    "POST",
+                    None,
+                )
                 .map_err(|e| Failure::Refused(vec![store_error(&e)]))?;
             writes.push(write);
         }
         row.provenance_id = writes.last().map(|w| w.id.clone()).unwrap_or_default();
-        let confirmations: Vec<Match> =
-            matches.into_iter().flat_map(|g| g.patient.into_iter().chain(g.devices)).collect();
+        let confirmations: Vec<Match> = matches
+            .into_iter()
+            .flat_map(|g| g.patient.into_iter().chain(g.devices))
+            .collect();
         let service = self.service.clone();
         let key = message_key.to_string();
         let record = self.ingest_record(delivered_by, sender.control_id, &writes);
@@ -208,28 +276,64 @@ impl Ingestor {
 
     /// The audit record of a stored message: the message, every resource it created or updated,
     /// and the patients they concern (their compartments).
-    fn ingest_record(&self, delivered_by: &std::sync::Arc<crate::auth::Caller>, control_id: &str, writes: &[crate::store::write::VersionWrite]) -> crate::audit::AuditRecord {
+    fn ingest_record(
+        &self,
+        delivered_by: &std::sync::Arc<crate::auth::Caller>,
+        control_id: &str,
+        writes: &[crate::store::write::VersionWrite],
+    ) -> crate::audit::AuditRecord {
         use crate::audit::{Entity, Event, Outcome};
-        let patients: std::collections::BTreeSet<&String> = writes.iter().filter_map(|w| w.compartment.as_ref()).collect();
-        let mut entities: Vec<Entity> = vec![Entity::Message { control_id: control_id.to_string() }];
-        entities.extend(patients.into_iter().map(|id| Entity::Patient { id: id.clone() }));
-        entities.extend(writes.iter().map(|w| Entity::Resource { reference: format!("{}/{}/_history/{}", w.resource_type, w.id, w.version) }));
-        self.service.audit_record(delivered_by, Event::Ingest, Outcome::Success, None, entities)
+        let patients: std::collections::BTreeSet<&String> = writes
+            .iter()
+            .filter_map(|w| w.compartment.as_ref())
+            .collect();
+        let mut entities: Vec<Entity> = vec![Entity::Message {
+            control_id: control_id.to_string(),
+        }];
+        entities.extend(
+            patients
+                .into_iter()
+                .map(|id| Entity::Patient { id: id.clone() }),
+        );
+        entities.extend(writes.iter().map(|w| Entity::Resource {
+            reference: format!("{}/{}/_history/{}", w.resource_type, w.id, w.version),
+        }));
+        self.service.audit_record(
+            delivered_by,
+            Event::Ingest,
+            Outcome::Success,
+            None,
+            entities,
+        )
     }
 
     /// Match every group's patient (by PID identifier, or through its devices) and devices.
     async fn match_groups(&self, mapped: &Mapped) -> Result<Vec<GroupMatches>, Failure> {
         let mut seen: HashMap<(&'static str, String), Resolved> = HashMap::new();
         let mut groups = Vec::with_capacity(mapped.groups.len());
-        for (group, (patient_criteria, device_criteria)) in mapped.groups.iter().zip(criteria(mapped)) {
+        for (group, (patient_criteria, device_criteria)) in
+            mapped.groups.iter().zip(criteria(mapped))
+        {
             let mut matched = GroupMatches::default();
             if let Some(criteria) = patient_criteria {
-                let resolved = self.resolve(&mut seen, "Patient", &criteria, "PID^1^3").await?;
-                matched.patient = Some(Match { resource_type: "Patient", criteria, resolved });
+                let resolved = self
+                    .resolve(&mut seen, "Patient", &criteria, "PID^1^3")
+                    .await?;
+                matched.patient = Some(Match {
+                    resource_type: "Patient",
+                    criteria,
+                    resolved,
+                });
             }
             for criteria in device_criteria {
-                let resolved = self.resolve(&mut seen, "Device", &criteria, "OBX^1^18").await?;
-                matched.devices.push(Match { resource_type: "Device", criteria, resolved });
+                let resolved = self
+                    .resolve(&mut seen, "Device", &criteria, "OBX^1^18")
+                    .await?;
+                matched.devices.push(Match {
+                    resource_type: "Device",
+                    criteria,
+                    resolved,
+                });
             }
             if matches!(group.patient, PatientSource::Device) {
                 let mut found = None;
@@ -237,7 +341,11 @@ impl Ingestor {
                     Resolved::Existing(id) => Some(id),
                     Resolved::New(_) => None,
                 }) {
-                    if let Some(patient) = self.patient_of_device(device).await.map_err(|_| Failure::Unavailable)? {
+                    if let Some(patient) = self
+                        .patient_of_device(device)
+                        .await
+                        .map_err(|_| Failure::Unavailable)?
+                    {
                         found = Some(patient);
                         break;
                     }
@@ -267,15 +375,31 @@ impl Ingestor {
         if let Some(found) = seen.get(&(resource_type, criteria.to_string())) {
             return Ok(found.clone());
         }
-        let mut conn = self.service.reader().await.map_err(|_| Failure::Unavailable)?;
-        let resolved = match self.service.conditional_matches(&mut conn, &Caller::server_shared(), Permission::Search, resource_type, criteria).await {
+        let mut conn = self
+            .service
+            .reader()
+            .await
+            .map_err(|_| Failure::Unavailable)?;
+        let resolved = match self
+            .service
+            .conditional_matches(
+                &mut conn,
+                &Caller::server_shared(),
+                Permission::Search,
+                resource_type,
+                criteria,
+            )
+            .await
+        {
             Ok(Matches::One(id)) => Resolved::Existing(id),
             Ok(Matches::None) => Resolved::New(FhirId::generate().into_string()),
             Ok(Matches::Many(_)) => {
                 return Err(Failure::Refused(vec![Hl7Error::new(
                     207,
                     location,
-                    format!("the identifier matches more than one stored {resource_type}; resolve the duplicates"),
+                    format!(
+                        "the identifier matches more than one stored {resource_type}; resolve the duplicates"
+                    ),
                 )]));
             }
             Err(ApiError::Unavailable(_) | ApiError::Internal) => return Err(Failure::Unavailable),
@@ -286,44 +410,93 @@ impl Ingestor {
     }
 
     /// The stored answer for a resend; `Conflicting` when the key was used for other content.
-    async fn earlier_answer(&self, message_key: &str, content_hash: &str) -> Result<Option<Answer>, Conflicting> {
+    async fn earlier_answer(
+        &self,
+        message_key: &str,
+        content_hash: &str,
+    ) -> Result<Option<Answer>, Conflicting> {
         let found = match self.service.reader().await {
-            Ok(mut conn) => rows::find_message(&mut conn, message_key).await.ok().flatten(),
+            Ok(mut conn) => rows::find_message(&mut conn, message_key)
+                .await
+                .ok()
+                .flatten(),
             Err(_) => None,
         };
         let Some(found) = found else { return Ok(None) };
         if found.content_hash != content_hash {
             return Err(Conflicting);
         }
-        let frames = self.open_frames(message_key, &found.ack).unwrap_or_default();
+        let frames = self
+            .open_frames(message_key, &found.ack)
+            .unwrap_or_default();
         tracing::info!(provenance = %found.provenance_id, "HL7 v2 message was stored before; answered again");
-        Ok(Some(Answer { frames, disposition: Disposition::Duplicate, dead_letter: None }))
+        Ok(Some(Answer {
+            frames,
+            disposition: Disposition::Duplicate,
+            dead_letter: None,
+        }))
     }
 
     /// The `Patient/id` a stored Device is assigned to.
     async fn patient_of_device(&self, device_id: &str) -> ApiResult<Option<String>> {
-        let device = self.service.read(&Caller::server_shared(), "Device", device_id).await?;
-        let reference = device.resource.as_ref().and_then(|d| d["patient"]["reference"].as_str()).map(str::to_string);
+        let device = self
+            .service
+            .read(&Caller::server_shared(), "Device", device_id)
+            .await?;
+        let reference = device
+            .resource
+            .as_ref()
+            .and_then(|d| d["patient"]["reference"].as_str())
+            .map(str::to_string);
         Ok(reference.filter(|r| r.starts_with("Patient/")))
     }
 
     /// Answer a message that will not be stored, after keeping it in the dead-letter store.
-    async fn refuse(&self, raw: &[u8], echo: &Echo, mode: AckMode, verdict: Verdict, errors: Vec<Hl7Error>) -> Answer {
-        let reason = errors.iter().map(|e| format!("{} {}: {}", e.code, e.location, e.message)).collect::<Vec<_>>().join("; ");
+    async fn refuse(
+        &self,
+        raw: &[u8],
+        echo: &Echo,
+        mode: AckMode,
+        verdict: Verdict,
+        errors: Vec<Hl7Error>,
+    ) -> Answer {
+        let reason = errors
+            .iter()
+            .map(|e| format!("{} {}: {}", e.code, e.location, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
         let code = errors.first().map_or(207, |e| e.code);
         let dead_letter = match self.keep_dead_letter(raw, code, &reason).await {
             Ok(id) => id,
             Err(_) => return unavailable(),
         };
         tracing::warn!(dead_letter = %dead_letter, code, ?verdict, "HL7 v2 message not stored; kept as a dead letter");
-        let disposition = if verdict == Verdict::Rejected { Disposition::Rejected } else { Disposition::DeadLettered };
-        Answer { frames: answer_frames(mode, echo, verdict, &errors), disposition, dead_letter: Some(dead_letter) }
+        let disposition = if verdict == Verdict::Rejected {
+            Disposition::Rejected
+        } else {
+            Disposition::DeadLettered
+        };
+        Answer {
+            frames: answer_frames(mode, echo, verdict, &errors),
+            disposition,
+            dead_letter: Some(dead_letter),
+        }
     }
 
     async fn keep_dead_letter(&self, raw: &[u8], code: u16, reason: &str) -> ApiResult<String> {
         let keys = self.service.keys.current();
-        let content_hash = keys.blind_token(CONTENT_PARAM, &hex::encode(ring::digest::digest(&ring::digest::SHA256, raw)), 256);
-        let sealed = keys.seal(&Aad::Blob { purpose: DEAD_LETTER_PURPOSE, key: &content_hash }, raw)?;
+        let content_hash = keys.blind_token(
+            CONTENT_PARAM,
+            &hex::encode(ring::digest::digest(&ring::digest::SHA256, raw)),
+            256,
+        );
+        let sealed = keys.seal(
+            &Aad::Blob {
+                purpose: DEAD_LETTER_PURPOSE,
+                key: &content_hash,
+            },
+            raw,
+        )?;
         let now = now_micros();
         let letter = DeadLetter {
             id: uuid::Uuid::now_v7().to_string(),
@@ -337,7 +510,11 @@ impl Ingestor {
             message: sealed,
             resolved_at: None,
         };
-        self.service.write(move |conn| Box::pin(async move { Ok(rows::keep_dead_letter(conn, &letter).await?) })).await
+        self.service
+            .write(move |conn| {
+                Box::pin(async move { Ok(rows::keep_dead_letter(conn, &letter).await?) })
+            })
+            .await
     }
 
     /// Answer a frame the MLLP layer could not take apart (bad trailer, interrupted, too large):
@@ -347,37 +524,67 @@ impl Ingestor {
         let echo = parsed.as_ref().map(Echo::of).unwrap_or_default();
         let mode = parsed.as_ref().map_or(AckMode::Original, AckMode::of);
         let error = Hl7Error::new(100, "", format!("the MLLP frame was rejected: {reason}"));
-        self.refuse(partial, &echo, mode, Verdict::Rejected, vec![error]).await
+        self.refuse(partial, &echo, mode, Verdict::Rejected, vec![error])
+            .await
     }
 
     /// The raw bytes of a dead letter.
     pub fn open_dead_letter(&self, letter: &DeadLetter) -> ApiResult<Vec<u8>> {
         let keys = self.service.keys.current();
-        Ok(keys.open(&Aad::Blob { purpose: DEAD_LETTER_PURPOSE, key: &letter.content_hash }, &letter.message)?)
+        Ok(keys.open(
+            &Aad::Blob {
+                purpose: DEAD_LETTER_PURPOSE,
+                key: &letter.content_hash,
+            },
+            &letter.message,
+        )?)
     }
 
     /// Ingest a dead letter again (after a mapping or configuration fix); marks it resolved when
     /// the message is now stored (or was stored meanwhile).
     pub async fn replay(&self, id: &str) -> ApiResult<Answer> {
         let mut conn = self.service.reader().await?;
-        let letter = rows::find_dead_letter(&mut conn, id).await?.ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
+        let letter = rows::find_dead_letter(&mut conn, id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
         drop(conn);
         let raw = self.open_dead_letter(&letter)?;
         let answer = self.ingest(&raw).await;
-        if matches!(answer.disposition, Disposition::Stored | Disposition::Duplicate) {
+        if matches!(
+            answer.disposition,
+            Disposition::Stored | Disposition::Duplicate
+        ) {
             let id = id.to_string();
-            self.service.write(move |conn| Box::pin(async move { Ok(rows::resolve_dead_letter(conn, &id, now_micros()).await?) })).await?;
+            self.service
+                .write(move |conn| {
+                    Box::pin(async move {
+                        Ok(rows::resolve_dead_letter(conn, &id, now_micros()).await?)
+                    })
+                })
+                .await?;
         }
         Ok(answer)
     }
 
     fn seal_frames(&self, message_key: &str, frames: &[String]) -> ApiResult<Vec<u8>> {
         let plain = serde_json::to_vec(frames).map_err(|_| ApiError::Internal)?;
-        Ok(self.service.keys.current().seal(&Aad::Blob { purpose: ACK_PURPOSE, key: message_key }, &plain)?)
+        Ok(self.service.keys.current().seal(
+            &Aad::Blob {
+                purpose: ACK_PURPOSE,
+                key: message_key,
+            },
+            &plain,
+        )?)
     }
 
     fn open_frames(&self, message_key: &str, sealed: &[u8]) -> ApiResult<Vec<String>> {
-        let plain = self.service.keys.current().open(&Aad::Blob { purpose: ACK_PURPOSE, key: message_key }, sealed)?;
+        let plain = self.service.keys.current().open(
+            &Aad::Blob {
+                purpose: ACK_PURPOSE,
+                key: message_key,
+            },
+            sealed,
+        )?;
         serde_json::from_slice(&plain).map_err(|_| ApiError::Internal)
     }
 }
@@ -399,15 +606,37 @@ enum Failure {
 async fn still_holds(service: &Service, conn: &mut Conn, found: &Match) -> ApiResult<bool> {
     match &found.resolved {
         Resolved::Existing(id) => {
-            let head = versions::head(conn, service.store.backend(), found.resource_type, id, false).await?;
+            let head = versions::head(
+                conn,
+                service.store.backend(),
+                found.resource_type,
+                id,
+                false,
+            )
+            .await?;
             Ok(head.is_some_and(|h| !h.deleted))
         }
-        Resolved::New(_) => Ok(matches!(service.conditional_matches(conn, &Caller::server_shared(), Permission::Search, found.resource_type, &found.criteria).await?, Matches::None)),
+        Resolved::New(_) => Ok(matches!(
+            service
+                .conditional_matches(
+                    conn,
+                    &Caller::server_shared(),
+                    Permission::Search,
+                    found.resource_type,
+                    &found.criteria
+                )
+                .await?,
+            Matches::None
+        )),
     }
 }
 
 fn unavailable() -> Answer {
-    Answer { frames: Vec::new(), disposition: Disposition::Unavailable, dead_letter: None }
+    Answer {
+        frames: Vec::new(),
+        disposition: Disposition::Unavailable,
+        dead_letter: None,
+    }
 }
 
 /// `MSH-3|MSH-4` as sent.
@@ -418,24 +647,48 @@ fn sender_of(echo: &Echo) -> String {
 /// Message type, event, control id and version must be ones this server takes.
 pub(crate) fn check_header(message: &Message) -> Result<(), Hl7Error> {
     let Some(msh) = message.first("MSH") else {
-        return Err(Hl7Error::new(100, "MSH", "the message does not start with an MSH segment"));
+        return Err(Hl7Error::new(
+            100,
+            "MSH",
+            "the message does not start with an MSH segment",
+        ));
     };
     let (code, event) = (msh.get(9, 0, 1, 1), msh.get(9, 0, 2, 1));
     if code.is_empty() {
-        return Err(Hl7Error::new(101, "MSH^1^9", "MSH-9 (message type) is required"));
+        return Err(Hl7Error::new(
+            101,
+            "MSH^1^9",
+            "MSH-9 (message type) is required",
+        ));
     }
     if code != "ORU" {
-        return Err(Hl7Error::new(200, "MSH^1^9^1^1", "only ORU^R01 result messages are accepted here"));
+        return Err(Hl7Error::new(
+            200,
+            "MSH^1^9^1^1",
+            "only ORU^R01 result messages are accepted here",
+        ));
     }
     if event != "R01" {
-        return Err(Hl7Error::new(201, "MSH^1^9^1^2", "only the R01 event of ORU is accepted here"));
+        return Err(Hl7Error::new(
+            201,
+            "MSH^1^9^1^2",
+            "only the R01 event of ORU is accepted here",
+        ));
     }
     if msh.text(10).is_empty() {
-        return Err(Hl7Error::new(101, "MSH^1^10", "MSH-10 (message control id) is required"));
+        return Err(Hl7Error::new(
+            101,
+            "MSH^1^10",
+            "MSH-10 (message control id) is required",
+        ));
     }
     let version = msh.get(12, 0, 1, 1);
     if !VERSIONS.contains(&version) {
-        return Err(Hl7Error::new(203, "MSH^1^12", "MSH-12 must be an HL7 version from 2.3 to 2.9"));
+        return Err(Hl7Error::new(
+            203,
+            "MSH^1^12",
+            "MSH-12 must be an HL7 version from 2.3 to 2.9",
+        ));
     }
     Ok(())
 }
@@ -445,12 +698,25 @@ pub(crate) fn check_header(message: &Message) -> Result<(), Hl7Error> {
 fn store_error(error: &ApiError) -> Hl7Error {
     match error {
         ApiError::Invalid(issues) | ApiError::Unprocessable(issues) => {
-            let paths: Vec<&str> = issues.iter().filter(|i| i.is_error()).filter_map(|i| i.expression.as_deref()).collect();
-            Hl7Error::new(207, "", format!("the mapped resources are not valid FHIR at: {}", paths.join(", ")))
+            let paths: Vec<&str> = issues
+                .iter()
+                .filter(|i| i.is_error())
+                .filter_map(|i| i.expression.as_deref())
+                .collect();
+            Hl7Error::new(
+                207,
+                "",
+                format!(
+                    "the mapped resources are not valid FHIR at: {}",
+                    paths.join(", ")
+                ),
+            )
         }
-        ApiError::MultipleMatches(_) => {
-            Hl7Error::new(207, "PID^1^3", "the patient or device identifier matches more than one stored resource; resolve the duplicates")
-        }
+        ApiError::MultipleMatches(_) => Hl7Error::new(
+            207,
+            "PID^1^3",
+            "the patient or device identifier matches more than one stored resource; resolve the duplicates",
+        ),
         _ => Hl7Error::new(207, "", "the message could not be stored"),
     }
 }

@@ -21,7 +21,6 @@
 pub mod ack;
 pub mod codes;
 pub mod dtm;
-pub mod plan;
 pub mod er7;
 pub mod escape;
 pub mod files;
@@ -30,6 +29,7 @@ pub mod ingest;
 pub mod map;
 pub mod mllp;
 pub mod mode;
+pub mod plan;
 pub mod tables;
 #[cfg(test)]
 mod test_rng;

@@ -46,12 +46,17 @@ pub enum AckMode {
 
 impl AckMode {
     pub fn of(message: &Message) -> AckMode {
-        let Some(msh) = message.first("MSH") else { return AckMode::Original };
+        let Some(msh) = message.first("MSH") else {
+            return AckMode::Original;
+        };
         let (accept, application) = (msh.text(15), msh.text(16));
         if accept.is_empty() && application.is_empty() {
             AckMode::Original
         } else {
-            AckMode::Enhanced { accept: When::parse(accept), application: When::parse(application) }
+            AckMode::Enhanced {
+                accept: When::parse(accept),
+                application: When::parse(application),
+            }
         }
     }
 }
@@ -68,7 +73,12 @@ pub enum Verdict {
 }
 
 /// The frames to answer with, in order (possibly none in enhanced mode).
-pub fn answer_frames(mode: AckMode, echo: &Echo, verdict: Verdict, errors: &[Hl7Error]) -> Vec<String> {
+pub fn answer_frames(
+    mode: AckMode,
+    echo: &Echo,
+    verdict: Verdict,
+    errors: &[Hl7Error],
+) -> Vec<String> {
     let application = match verdict {
         Verdict::Accepted => AckCode::ApplicationAccept,
         Verdict::Failed => AckCode::ApplicationError,
@@ -76,12 +86,19 @@ pub fn answer_frames(mode: AckMode, echo: &Echo, verdict: Verdict, errors: &[Hl7
     };
     match mode {
         AckMode::Original => vec![build_ack(echo, application, errors)],
-        AckMode::Enhanced { accept, application: application_when } => {
+        AckMode::Enhanced {
+            accept,
+            application: application_when,
+        } => {
             let mut frames = Vec::new();
             // A failed message is kept safely (dead letters): accepted at the commit level.
             let accepted = verdict != Verdict::Rejected;
             if accept.wanted(accepted) {
-                let code = if accepted { AckCode::CommitAccept } else { AckCode::CommitReject };
+                let code = if accepted {
+                    AckCode::CommitAccept
+                } else {
+                    AckCode::CommitReject
+                };
                 let errors = if accepted { &[][..] } else { errors };
                 frames.push(build_ack(echo, code, errors));
             }
@@ -103,7 +120,17 @@ mod tests {
     }
 
     fn codes(frames: &[String]) -> Vec<String> {
-        frames.iter().map(|f| Message::parse(f.as_bytes()).unwrap().first("MSA").unwrap().text(1).to_string()).collect()
+        frames
+            .iter()
+            .map(|f| {
+                Message::parse(f.as_bytes())
+                    .unwrap()
+                    .first("MSA")
+                    .unwrap()
+                    .text(1)
+                    .to_string()
+            })
+            .collect()
     }
 
     #[test]
@@ -111,9 +138,28 @@ mod tests {
         let m = message("", "");
         assert_eq!(AckMode::of(&m), AckMode::Original);
         let echo = Echo::of(&m);
-        assert_eq!(codes(&answer_frames(AckMode::of(&m), &echo, Verdict::Accepted, &[])), ["AA"]);
-        assert_eq!(codes(&answer_frames(AckMode::of(&m), &echo, Verdict::Failed, &[])), ["AE"]);
-        assert_eq!(codes(&answer_frames(AckMode::of(&m), &echo, Verdict::Rejected, &[])), ["AR"]);
+        assert_eq!(
+            codes(&answer_frames(
+                AckMode::of(&m),
+                &echo,
+                Verdict::Accepted,
+                &[]
+            )),
+            ["AA"]
+        );
+        assert_eq!(
+            codes(&answer_frames(AckMode::of(&m), &echo, Verdict::Failed, &[])),
+            ["AE"]
+        );
+        assert_eq!(
+            codes(&answer_frames(
+                AckMode::of(&m),
+                &echo,
+                Verdict::Rejected,
+                &[]
+            )),
+            ["AR"]
+        );
     }
 
     #[test]
@@ -133,7 +179,11 @@ mod tests {
         for (accept, application, verdict, expected) in cases {
             let m = message(accept, application);
             let frames = answer_frames(AckMode::of(&m), &Echo::of(&m), verdict, &[]);
-            assert_eq!(codes(&frames), expected, "{accept}/{application} {verdict:?}");
+            assert_eq!(
+                codes(&frames),
+                expected,
+                "{accept}/{application} {verdict:?}"
+            );
         }
     }
 }

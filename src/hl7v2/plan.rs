@@ -60,10 +60,18 @@ pub fn criteria(mapped: &Mapped) -> Vec<(Option<String>, Vec<String>)> {
         .iter()
         .map(|group| {
             let patient = match &group.patient {
-                PatientSource::Pid(draft) => Some(token_criteria("identifier", &draft.match_identifier.0, &draft.match_identifier.1)),
+                PatientSource::Pid(draft) => Some(token_criteria(
+                    "identifier",
+                    &draft.match_identifier.0,
+                    &draft.match_identifier.1,
+                )),
                 PatientSource::Device => None,
             };
-            let devices = group.devices.iter().map(|d| token_criteria("identifier", &d.system, &d.value)).collect();
+            let devices = group
+                .devices
+                .iter()
+                .map(|d| token_criteria("identifier", &d.system, &d.value))
+                .collect();
             (patient, devices)
         })
         .collect()
@@ -93,12 +101,20 @@ pub fn plan(mapped: &Mapped, matches: &[GroupMatches], sender: &Sender) -> Vec<P
     let mut targets = Vec::new();
     let mut device_agents = Vec::new();
     for (group, matched) in mapped.groups.iter().zip(matches) {
-        let patient_ref = match (&group.patient, &matched.patient, &matched.patient_through_device) {
+        let patient_ref = match (
+            &group.patient,
+            &matched.patient,
+            &matched.patient_through_device,
+        ) {
             (PatientSource::Pid(draft), Some(found), _) => {
                 if let Resolved::New(id) = &found.resolved
                     && created.insert(id.clone())
                 {
-                    planned.push(Planned { resource_type: "Patient", id: id.clone(), body: draft.resource.clone() });
+                    planned.push(Planned {
+                        resource_type: "Patient",
+                        id: id.clone(),
+                        body: draft.resource.clone(),
+                    });
                 }
                 format!("Patient/{}", found.resolved.id())
             }
@@ -113,7 +129,11 @@ pub fn plan(mapped: &Mapped, matches: &[GroupMatches], sender: &Sender) -> Vec<P
             {
                 let mut body = device.resource.clone();
                 body["patient"] = json!({"reference": patient_ref});
-                planned.push(Planned { resource_type: "Device", id: id.clone(), body });
+                planned.push(Planned {
+                    resource_type: "Device",
+                    id: id.clone(),
+                    body,
+                });
             }
             let reference = format!("Device/{}", found.resolved.id());
             device_agents.push(reference.clone());
@@ -130,7 +150,11 @@ pub fn plan(mapped: &Mapped, matches: &[GroupMatches], sender: &Sender) -> Vec<P
                 }
                 results.push(json!({"reference": format!("Observation/{id}")}));
                 targets.push(json!({"reference": format!("Observation/{id}")}));
-                planned.push(Planned { resource_type: "Observation", id, body });
+                planned.push(Planned {
+                    resource_type: "Observation",
+                    id,
+                    body,
+                });
             }
             let id = FhirId::generate().into_string();
             let mut body = report.report.clone();
@@ -139,20 +163,26 @@ pub fn plan(mapped: &Mapped, matches: &[GroupMatches], sender: &Sender) -> Vec<P
                 body["result"] = Value::Array(results);
             }
             targets.push(json!({"reference": format!("DiagnosticReport/{id}")}));
-            planned.push(Planned { resource_type: "DiagnosticReport", id, body });
+            planned.push(Planned {
+                resource_type: "DiagnosticReport",
+                id,
+                body,
+            });
         }
     }
     device_agents.dedup();
     let provenance = provenance(targets, &device_agents, sender);
-    planned.push(Planned { resource_type: "Provenance", id: FhirId::generate().into_string(), body: provenance });
+    planned.push(Planned {
+        resource_type: "Provenance",
+        id: FhirId::generate().into_string(),
+        body: provenance,
+    });
     planned
 }
 
 /// The Provenance of a message: what it created, who sent it, which message it was.
 fn provenance(targets: Vec<Value>, devices: &[String], sender: &Sender) -> Value {
-    let participant = |code: &str| {
-        json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": code}]})
-    };
+    let participant = |code: &str| json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": code}]});
     let mut agents = vec![json!({
         "type": participant("author"),
         "who": {"identifier": {"system": SENDER_SYSTEM, "value": sender.sender}},

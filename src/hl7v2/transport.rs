@@ -23,7 +23,10 @@ impl Handler for MllpIngest {
     fn message(&self, payload: Vec<u8>, peer: &Peer) -> BoxFuture<'static, Reply> {
         let ingestor = self.ingestor.clone();
         let (addr, hub) = (peer.addr, hub_name(peer));
-        let mut sender = peer.hub.as_ref().map_or_else(crate::auth::Caller::server, crate::auth::Caller::of_hub);
+        let mut sender = peer
+            .hub
+            .as_ref()
+            .map_or_else(crate::auth::Caller::server, crate::auth::Caller::of_hub);
         sender.address = Some(addr.ip().to_string());
         let sender = Arc::new(sender);
         Box::pin(async move {
@@ -33,7 +36,12 @@ impl Handler for MllpIngest {
         })
     }
 
-    fn malformed(&self, error: FrameError, partial: Vec<u8>, peer: &Peer) -> BoxFuture<'static, Reply> {
+    fn malformed(
+        &self,
+        error: FrameError,
+        partial: Vec<u8>,
+        peer: &Peer,
+    ) -> BoxFuture<'static, Reply> {
         let ingestor = self.ingestor.clone();
         let (addr, hub) = (peer.addr, hub_name(peer));
         Box::pin(async move {
@@ -46,7 +54,9 @@ impl Handler for MllpIngest {
 
 /// The hub for log lines (a configured name, never certificate content); `-` without one.
 fn hub_name(peer: &Peer) -> String {
-    peer.hub.as_ref().map_or_else(|| "-".to_string(), |hub| hub.name.clone())
+    peer.hub
+        .as_ref()
+        .map_or_else(|| "-".to_string(), |hub| hub.name.clone())
 }
 
 fn reply(disposition: Disposition, frames: Vec<String>) -> Reply {
@@ -76,6 +86,15 @@ pub async fn serve_mllp(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = limits(&ingestor.service().config.hl7v2);
-    let acceptor = tls.map_or_else(Acceptor::plain, |tls| tls.mllp_acceptor(limits.idle_timeout));
-    super::mllp::serve(listener, acceptor, limits, Arc::new(MllpIngest { ingestor }), shutdown).await
+    let acceptor = tls.map_or_else(Acceptor::plain, |tls| {
+        tls.mllp_acceptor(limits.idle_timeout)
+    });
+    super::mllp::serve(
+        listener,
+        acceptor,
+        limits,
+        Arc::new(MllpIngest { ingestor }),
+        shutdown,
+    )
+    .await
 }

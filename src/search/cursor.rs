@@ -84,7 +84,9 @@ impl Cursor {
     }
 
     pub fn decode(text: &str) -> ApiResult<Cursor> {
-        let invalid = || ApiError::bad_request("_cursor is not a page cursor this server issued for this search");
+        let invalid = || {
+            ApiError::bad_request("_cursor is not a page cursor this server issued for this search")
+        };
         let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
         let direction = match value["d"].as_str() {
@@ -95,29 +97,45 @@ impl Cursor {
         };
         let values = value["v"].as_array().cloned().ok_or_else(invalid)?;
         let owner = value["o"].as_str().map(str::to_string);
-        Ok(Cursor { direction, values, owner })
+        Ok(Cursor {
+            direction,
+            values,
+            owner,
+        })
     }
 
     /// The condition selecting the rows on the cursor's side of its row, in the order of
     /// `keys`; `bind` turns a value into a placeholder. `None` when the cursor has no row.
-    pub fn condition(&self, keys: &[OrderKey], bind: &mut dyn FnMut(Bind) -> String) -> ApiResult<Option<String>> {
+    pub fn condition(
+        &self,
+        keys: &[OrderKey],
+        bind: &mut dyn FnMut(Bind) -> String,
+    ) -> ApiResult<Option<String>> {
         if self.direction == Direction::Last {
             return Ok(None);
         }
         if self.values.len() != keys.len() {
-            return Err(ApiError::bad_request("_cursor belongs to a search with a different _sort"));
+            return Err(ApiError::bad_request(
+                "_cursor belongs to a search with a different _sort",
+            ));
         }
         let mut binds = Vec::with_capacity(keys.len());
         for (key, value) in keys.iter().zip(&self.values) {
             binds.push(to_bind(key, value)?);
         }
-        Ok(Some(beyond(keys, &binds, self.direction == Direction::After, bind)))
+        Ok(Some(beyond(
+            keys,
+            &binds,
+            self.direction == Direction::After,
+            bind,
+        )))
     }
 }
 
 /// `Some(bind)` for a value of `key`'s kind, `None` for NULL.
 fn to_bind(key: &OrderKey, value: &Value) -> ApiResult<Option<Bind>> {
-    let invalid = || ApiError::bad_request("_cursor holds a value of the wrong type for its sort key");
+    let invalid =
+        || ApiError::bad_request("_cursor holds a value of the wrong type for its sort key");
     Ok(match (value, key.kind) {
         (Value::Null, _) if key.nullable => None,
         (Value::Number(n), KeyKind::Int) => Some(Bind::Int(n.as_i64().ok_or_else(invalid)?)),
@@ -129,11 +147,22 @@ fn to_bind(key: &OrderKey, value: &Value) -> ApiResult<Option<Bind>> {
 
 /// Rows strictly after (`after`) or before the row with `values`, in the order of `keys`, where
 /// a NULL sorts after every value.
-fn beyond(keys: &[OrderKey], values: &[Option<Bind>], after: bool, bind: &mut dyn FnMut(Bind) -> String) -> String {
-    let Some((key, rest_keys)) = keys.split_first() else { return "1 = 0".into() };
+fn beyond(
+    keys: &[OrderKey],
+    values: &[Option<Bind>],
+    after: bool,
+    bind: &mut dyn FnMut(Bind) -> String,
+) -> String {
+    let Some((key, rest_keys)) = keys.split_first() else {
+        return "1 = 0".into();
+    };
     let (value, rest_values) = (&values[0], &values[1..]);
     let column = &key.column;
-    let rest = if rest_keys.is_empty() { "1 = 0".to_string() } else { beyond(rest_keys, rest_values, after, bind) };
+    let rest = if rest_keys.is_empty() {
+        "1 = 0".to_string()
+    } else {
+        beyond(rest_keys, rest_values, after, bind)
+    };
     let greater = if key.descending == after { "<" } else { ">" };
     match value {
         // Only NULLs come after a NULL; every value comes before it.
@@ -157,7 +186,11 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let cursor = Cursor { direction: Direction::Before, values: vec![json!(12), Value::Null, json!("abc")], owner: None };
+        let cursor = Cursor {
+            direction: Direction::Before,
+            values: vec![json!(12), Value::Null, json!("abc")],
+            owner: None,
+        };
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
         assert!(Cursor::decode("not base64 !").is_err());
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("{\"d\":\"x\",\"v\":[]}")).is_err());
@@ -166,8 +199,18 @@ mod tests {
     #[test]
     fn reverse_order_flips_directions_and_nulls() {
         let keys = [
-            OrderKey { column: "k0".into(), descending: true, nullable: true, kind: KeyKind::Int },
-            OrderKey { column: "id".into(), descending: false, nullable: false, kind: KeyKind::Text },
+            OrderKey {
+                column: "k0".into(),
+                descending: true,
+                nullable: true,
+                kind: KeyKind::Int,
+            },
+            OrderKey {
+                column: "id".into(),
+                descending: false,
+                nullable: false,
+                kind: KeyKind::Text,
+            },
         ];
         assert_eq!(order_sql(&keys, false), "(k0 IS NULL) ASC, k0 DESC, id ASC");
         assert_eq!(order_sql(&keys, true), "(k0 IS NULL) DESC, k0 ASC, id DESC");

@@ -6,7 +6,10 @@ use chrono::{Datelike, TimeZone, Utc};
 use serde_json::Value;
 
 use super::extract::{IndexValue, extract, normalize_string};
-use super::phi::{BLIND_TOKEN_BITS, MAX_PREFIX_CHARS, is_protected, is_unindexed, reference_identifier_param, text_param};
+use super::phi::{
+    BLIND_TOKEN_BITS, MAX_PREFIX_CHARS, is_protected, is_unindexed, reference_identifier_param,
+    text_param,
+};
 use super::registry::SearchParamRegistry;
 use super::ucum;
 use crate::crypto::{KeyRing, prefix_tokens};
@@ -47,16 +50,28 @@ impl BlindTerm<'_> {
 
     /// The token stored for this term of parameter `code` on `resource_type`.
     pub fn token(&self, keys: &KeyRing, resource_type: &str, code: &str) -> String {
-        keys.blind_token(&format!("{resource_type}.{code}"), &self.tagged(), BLIND_TOKEN_BITS)
+        keys.blind_token(
+            &format!("{resource_type}.{code}"),
+            &self.tagged(),
+            BLIND_TOKEN_BITS,
+        )
     }
 }
 
 /// Every index row of `resource`.
-pub fn rows_for(registry: &SearchParamRegistry, keys: &KeyRing, resource_type: &str, resource: &Value) -> Vec<IndexRow> {
+pub fn rows_for(
+    registry: &SearchParamRegistry,
+    keys: &KeyRing,
+    resource_type: &str,
+    resource: &Value,
+) -> Vec<IndexRow> {
     let mut rows = Vec::new();
     let mut blind = |param: &str, term: &OwnedTerm| {
         let token = term.as_term().token(keys, resource_type, param);
-        rows.push(IndexRow::Blind { param: param.to_string(), token });
+        rows.push(IndexRow::Blind {
+            param: param.to_string(),
+            token,
+        });
     };
     let mut plain = Vec::new();
     for entry in extract(registry, resource) {
@@ -64,11 +79,17 @@ pub fn rows_for(registry: &SearchParamRegistry, keys: &KeyRing, resource_type: &
         if is_unindexed(&code) {
             continue;
         }
-        let Some(kind) = registry.get(resource_type, &code).map(|p| p.kind) else { continue };
+        let Some(kind) = registry.get(resource_type, &code).map(|p| p.kind) else {
+            continue;
+        };
         match entry.value {
             // Identifiers inside references and display texts are always protected.
             IndexValue::ReferenceIdentifier { system, value } => {
-                let token = IndexValue::Token { system, code: value, text: None };
+                let token = IndexValue::Token {
+                    system,
+                    code: value,
+                    text: None,
+                };
                 for term in blind_terms(&token) {
                     blind(&reference_identifier_param(&code), &term);
                 }
@@ -77,19 +98,30 @@ pub fn rows_for(registry: &SearchParamRegistry, keys: &KeyRing, resource_type: &
                 for term in blind_terms(&value) {
                     blind(&code, &term);
                 }
-                if let IndexValue::Token { text: Some(text), .. } = &value {
+                if let IndexValue::Token {
+                    text: Some(text), ..
+                } = &value
+                {
                     for term in text_terms(text) {
                         blind(&text_param(&code), &term);
                     }
                 }
             }
-            IndexValue::Token { system, code: token_code, text } => {
+            IndexValue::Token {
+                system,
+                code: token_code,
+                text,
+            } => {
                 if let Some(text) = &text {
                     for term in text_terms(text) {
                         blind(&text_param(&code), &term);
                     }
                 }
-                plain.push(IndexRow::Token { param: code, system, code: token_code });
+                plain.push(IndexRow::Token {
+                    param: code,
+                    system,
+                    code: token_code,
+                });
             }
             value => plain.extend(plain_rows(&code, value)),
         }
@@ -107,17 +139,23 @@ pub fn rows_for(registry: &SearchParamRegistry, keys: &KeyRing, resource_type: &
 
 /// The patient compartment a resource belongs to (its sharding key): a Patient is its own; other
 /// resources take the first Patient their compartment parameters reference.
-pub fn patient_compartment(registry: &SearchParamRegistry, resource_type: &str, id: &str, rows: &[IndexRow]) -> Option<String> {
+pub fn patient_compartment(
+    registry: &SearchParamRegistry,
+    resource_type: &str,
+    id: &str,
+    rows: &[IndexRow],
+) -> Option<String> {
     if resource_type == "Patient" {
         return Some(id.to_string());
     }
     let params = registry.patient_links(resource_type);
     rows.iter().find_map(|row| match row {
-        IndexRow::Reference { param, target_type: Some(t), target_id: Some(target), .. }
-            if t == "Patient" && params.iter().any(|p| p == param) =>
-        {
-            Some(target.clone())
-        }
+        IndexRow::Reference {
+            param,
+            target_type: Some(t),
+            target_id: Some(target),
+            ..
+        } if t == "Patient" && params.iter().any(|p| p == param) => Some(target.clone()),
         _ => None,
     })
 }
@@ -152,12 +190,18 @@ impl OwnedTerm {
 fn blind_terms(value: &IndexValue) -> Vec<OwnedTerm> {
     match value {
         IndexValue::String { normalized, exact } => {
-            let mut terms: Vec<OwnedTerm> =
-                prefix_tokens(normalized, 1, MAX_PREFIX_CHARS).into_iter().map(OwnedTerm::Prefix).collect();
+            let mut terms: Vec<OwnedTerm> = prefix_tokens(normalized, 1, MAX_PREFIX_CHARS)
+                .into_iter()
+                .map(OwnedTerm::Prefix)
+                .collect();
             terms.push(OwnedTerm::Exact(exact.clone()));
             terms
         }
-        IndexValue::Token { system, code: Some(code), .. } => {
+        IndexValue::Token {
+            system,
+            code: Some(code),
+            ..
+        } => {
             let mut terms = vec![OwnedTerm::Code(code.clone())];
             match system {
                 Some(system) => terms.push(OwnedTerm::SystemCode(system.clone(), code.clone())),
@@ -165,7 +209,10 @@ fn blind_terms(value: &IndexValue) -> Vec<OwnedTerm> {
             }
             terms
         }
-        IndexValue::Date { start, end } => date_terms(*start, *end).into_iter().map(OwnedTerm::Date).collect(),
+        IndexValue::Date { start, end } => date_terms(*start, *end)
+            .into_iter()
+            .map(OwnedTerm::Date)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -176,7 +223,10 @@ fn blind_terms(value: &IndexValue) -> Vec<OwnedTerm> {
 /// and all prefixes of "Ambulatory ECG heart rate" would be two dozen rows for one code. `:text`
 /// therefore matches when every word of the query is a word of the text.
 fn text_terms(text: &str) -> Vec<OwnedTerm> {
-    text_words(&normalize_string(text)).into_iter().map(|w| OwnedTerm::Word(w.to_string())).collect()
+    text_words(&normalize_string(text))
+        .into_iter()
+        .map(|w| OwnedTerm::Word(w.to_string()))
+        .collect()
 }
 
 /// The distinct words of a folded text, as `:text` matches them.
@@ -194,7 +244,9 @@ pub fn text_words(normalized: &str) -> Vec<&str> {
 /// written): the range's own precision and every coarser one, so `birthdate=1980` finds
 /// `1980-03-05` while `birthdate=1980-03-05` does not find a value known only as `1980-03`.
 pub fn date_terms(start: i64, end: i64) -> Vec<String> {
-    let Some(first) = Utc.timestamp_micros(start).single() else { return Vec::new() };
+    let Some(first) = Utc.timestamp_micros(start).single() else {
+        return Vec::new();
+    };
     let (y, m, d) = (first.year(), first.month(), first.day());
     let day = 86_400_000_000_i64;
     let span = end - start;
@@ -214,16 +266,24 @@ pub fn date_terms(start: i64, end: i64) -> Vec<String> {
 /// is not indexed.
 pub fn safe_reference_url(url: &str) -> Option<String> {
     let is_id = |s: &str| crate::fhir::id::is_valid_id(s);
-    let is_type = |s: &str| !s.is_empty() && s.starts_with(|c: char| c.is_ascii_uppercase()) && s.chars().all(|c| c.is_ascii_alphanumeric());
+    let is_type = |s: &str| {
+        !s.is_empty()
+            && s.starts_with(|c: char| c.is_ascii_uppercase())
+            && s.chars().all(|c| c.is_ascii_alphanumeric())
+    };
     if let Some(local) = url.strip_prefix('#') {
         return (local.is_empty() || is_id(local)).then(|| url.to_string());
     }
     if url.starts_with("urn:uuid:") || url.starts_with("urn:oid:") {
-        return url.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '.')).then(|| url.to_string());
+        return url
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '.'))
+            .then(|| url.to_string());
     }
     if let Some((scheme, rest)) = url.split_once("://") {
         let without_query = rest.split(['?', '#']).next().unwrap_or_default();
-        let plausible = matches!(scheme, "http" | "https") && !without_query.chars().any(char::is_whitespace);
+        let plausible =
+            matches!(scheme, "http" | "https") && !without_query.chars().any(char::is_whitespace);
         return plausible.then(|| format!("{scheme}://{without_query}"));
     }
     match url.split('/').collect::<Vec<_>>().as_slice() {
@@ -237,19 +297,57 @@ pub fn safe_reference_url(url: &str) -> Option<String> {
 fn plain_rows(code: &str, value: IndexValue) -> Vec<IndexRow> {
     let param = code.to_string();
     match value {
-        IndexValue::String { normalized, exact } => vec![IndexRow::String { param, normalized, exact }],
-        IndexValue::Token { system, code, .. } => vec![IndexRow::Token { param, system, code }],
+        IndexValue::String { normalized, exact } => vec![IndexRow::String {
+            param,
+            normalized,
+            exact,
+        }],
+        IndexValue::Token { system, code, .. } => vec![IndexRow::Token {
+            param,
+            system,
+            code,
+        }],
         // Always protected; handled by `rows_for`.
         IndexValue::ReferenceIdentifier { .. } => Vec::new(),
-        IndexValue::Reference { target_type, target_id, version, url } => match safe_reference_url(&url) {
-            Some(url) => vec![IndexRow::Reference { param, target_type, target_id, target_version: version, url }],
+        IndexValue::Reference {
+            target_type,
+            target_id,
+            version,
+            url,
+        } => match safe_reference_url(&url) {
+            Some(url) => vec![IndexRow::Reference {
+                param,
+                target_type,
+                target_id,
+                target_version: version,
+                url,
+            }],
             None => Vec::new(),
         },
         IndexValue::Date { start, end } => vec![IndexRow::Date { param, start, end }],
-        IndexValue::Number { low, high, .. } => vec![IndexRow::Number { param, low, high, system: None, code: None }],
-        IndexValue::Quantity { low, high, system, code: unit_code, .. } => {
-            let canonical = canonical_quantity(&param, low, high, system.as_deref(), unit_code.as_deref());
-            let mut rows = vec![IndexRow::Number { param, low, high, system, code: unit_code }];
+        IndexValue::Number { low, high, .. } => vec![IndexRow::Number {
+            param,
+            low,
+            high,
+            system: None,
+            code: None,
+        }],
+        IndexValue::Quantity {
+            low,
+            high,
+            system,
+            code: unit_code,
+            ..
+        } => {
+            let canonical =
+                canonical_quantity(&param, low, high, system.as_deref(), unit_code.as_deref());
+            let mut rows = vec![IndexRow::Number {
+                param,
+                low,
+                high,
+                system,
+                code: unit_code,
+            }];
             rows.extend(canonical);
             rows
         }
@@ -260,7 +358,13 @@ fn plain_rows(code: &str, value: IndexValue) -> Vec<IndexRow> {
 
 /// A UCUM quantity also in canonical units (`5 mg` as `0.005 g`), so that quantity searches in
 /// any convertible unit compare like with like (see [`crate::search::ucum`]).
-fn canonical_quantity(param: &str, low: f64, high: f64, system: Option<&str>, code: Option<&str>) -> Option<IndexRow> {
+fn canonical_quantity(
+    param: &str,
+    low: f64,
+    high: f64,
+    system: Option<&str>,
+    code: Option<&str>,
+) -> Option<IndexRow> {
     if system != Some(ucum::UCUM) {
         return None;
     }
@@ -268,7 +372,13 @@ fn canonical_quantity(param: &str, low: f64, high: f64, system: Option<&str>, co
     // An open bound (from a comparator) stays finite: the stored keys must round-trip as JSON.
     let scale = |v: f64| (v * factor).clamp(f64::MIN, f64::MAX);
     let param = ucum::canonical_param(param);
-    Some(IndexRow::Number { param, low: scale(low), high: scale(high), system: Some(ucum::UCUM.into()), code: Some(unit) })
+    Some(IndexRow::Number {
+        param,
+        low: scale(low),
+        high: scale(high),
+        system: Some(ucum::UCUM.into()),
+        code: Some(unit),
+    })
 }
 
 /// A composite of a token and one more value (`code-value-quantity`, `combo-code-value-concept`,
@@ -277,20 +387,39 @@ fn canonical_quantity(param: &str, low: f64, high: f64, system: Option<&str>, co
 /// query forms are a key lookup and the second value uses its own table's comparisons. Other
 /// shapes (three components, a reference first) are not indexed and not offered.
 fn composite_rows(code: &str, components: Vec<IndexValue>) -> Vec<IndexRow> {
-    let [IndexValue::Token { system, code: Some(first), .. }, second] = components.as_slice() else { return Vec::new() };
+    let [
+        IndexValue::Token {
+            system,
+            code: Some(first),
+            ..
+        },
+        second,
+    ] = components.as_slice()
+    else {
+        return Vec::new();
+    };
     if !is_composite_value(second) {
         return Vec::new();
     }
     let system = system.as_deref().unwrap_or_default();
-    [composite_param(code, None, first), composite_param(code, Some(system), first)]
-        .iter()
-        .flat_map(|key| plain_rows(key, second.clone()))
-        .collect()
+    [
+        composite_param(code, None, first),
+        composite_param(code, Some(system), first),
+    ]
+    .iter()
+    .flat_map(|key| plain_rows(key, second.clone()))
+    .collect()
 }
 
 /// Second components a composite is indexed for: never free text (which could be PHI).
 fn is_composite_value(value: &IndexValue) -> bool {
-    matches!(value, IndexValue::Token { .. } | IndexValue::Quantity { .. } | IndexValue::Number { .. } | IndexValue::Date { .. })
+    matches!(
+        value,
+        IndexValue::Token { .. }
+            | IndexValue::Quantity { .. }
+            | IndexValue::Number { .. }
+            | IndexValue::Date { .. }
+    )
 }
 
 /// The stored parameter name of a composite row: the composite's code, then its first (token)
@@ -309,13 +438,25 @@ mod tests {
 
     #[test]
     fn only_safe_reference_forms_are_stored() {
-        assert_eq!(safe_reference_url("Patient/1").as_deref(), Some("Patient/1"));
-        assert_eq!(safe_reference_url("Patient/1/_history/2").as_deref(), Some("Patient/1/_history/2"));
+        assert_eq!(
+            safe_reference_url("Patient/1").as_deref(),
+            Some("Patient/1")
+        );
+        assert_eq!(
+            safe_reference_url("Patient/1/_history/2").as_deref(),
+            Some("Patient/1/_history/2")
+        );
         assert_eq!(safe_reference_url("#c1").as_deref(), Some("#c1"));
-        assert_eq!(safe_reference_url("http://x.org/fhir/Patient/1?name=Jo#f").as_deref(), Some("http://x.org/fhir/Patient/1"));
+        assert_eq!(
+            safe_reference_url("http://x.org/fhir/Patient/1?name=Jo#f").as_deref(),
+            Some("http://x.org/fhir/Patient/1")
+        );
         assert_eq!(safe_reference_url("Patient?identifier=urn:ssn|1234"), None);
         assert_eq!(safe_reference_url("John Smith"), None);
-        assert_eq!(safe_reference_url("urn:uuid:0f1e-2a"), Some("urn:uuid:0f1e-2a".into()));
+        assert_eq!(
+            safe_reference_url("urn:uuid:0f1e-2a"),
+            Some("urn:uuid:0f1e-2a".into())
+        );
     }
 
     #[test]
@@ -327,5 +468,4 @@ mod tests {
         let (s, e) = crate::search::extract::parse_date_range("1980").unwrap();
         assert_eq!(date_terms(s, e), ["1980"]);
     }
-
 }

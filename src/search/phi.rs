@@ -27,20 +27,58 @@ pub const PERSON_DATES: &[(&str, &[&str])] = &[
 
 /// Resource types about no individual: their free text may be indexed in plain text.
 pub const ABOUT_NO_ONE: &[&str] = &[
-    "Organization", "Location", "HealthcareService", "Endpoint", "InsurancePlan", "Medication", "Substance",
-    "ValueSet", "CodeSystem", "ConceptMap", "NamingSystem", "TerminologyCapabilities", "StructureDefinition",
-    "StructureMap", "SearchParameter", "OperationDefinition", "CompartmentDefinition", "CapabilityStatement",
-    "ImplementationGuide", "GraphDefinition", "MessageDefinition", "Questionnaire", "PlanDefinition",
-    "ActivityDefinition", "Library", "Measure", "ObservationDefinition", "SpecimenDefinition",
-    "ChargeItemDefinition", "DeviceDefinition", "EventDefinition", "ResearchDefinition",
-    "ResearchElementDefinition", "EffectEvidenceSynthesis", "RiskEvidenceSynthesis", "Evidence", "EvidenceVariable",
+    "Organization",
+    "Location",
+    "HealthcareService",
+    "Endpoint",
+    "InsurancePlan",
+    "Medication",
+    "Substance",
+    "ValueSet",
+    "CodeSystem",
+    "ConceptMap",
+    "NamingSystem",
+    "TerminologyCapabilities",
+    "StructureDefinition",
+    "StructureMap",
+    "SearchParameter",
+    "OperationDefinition",
+    "CompartmentDefinition",
+    "CapabilityStatement",
+    "ImplementationGuide",
+    "GraphDefinition",
+    "MessageDefinition",
+    "Questionnaire",
+    "PlanDefinition",
+    "ActivityDefinition",
+    "Library",
+    "Measure",
+    "ObservationDefinition",
+    "SpecimenDefinition",
+    "ChargeItemDefinition",
+    "DeviceDefinition",
+    "EventDefinition",
+    "ResearchDefinition",
+    "ResearchElementDefinition",
+    "EffectEvidenceSynthesis",
+    "RiskEvidenceSynthesis",
+    "Evidence",
+    "EvidenceVariable",
 ];
 
 /// Is parameter `code` of `resource_type` (of type `kind`) indexed as blind tokens?
-pub fn is_protected(registry: &SearchParamRegistry, resource_type: &str, code: &str, kind: ParamType) -> bool {
-    let person_date = PERSON_DATES.iter().any(|(t, codes)| *t == resource_type && codes.contains(&code));
+pub fn is_protected(
+    registry: &SearchParamRegistry,
+    resource_type: &str,
+    code: &str,
+    kind: ParamType,
+) -> bool {
+    let person_date = PERSON_DATES
+        .iter()
+        .any(|(t, codes)| *t == resource_type && codes.contains(&code));
     let identifying = registry.datatypes.is_identifying(resource_type, code);
-    let free_text = (kind == ParamType::String || registry.datatypes.is_free_text(resource_type, code))
+    let free_text = (kind == ParamType::String
+        || registry.datatypes.is_free_text(resource_type, code))
         && !ABOUT_NO_ONE.contains(&resource_type)
         && code != "_id";
     person_date || identifying || free_text

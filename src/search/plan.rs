@@ -8,17 +8,20 @@
 //! matches, and `:not` or `:missing` inside a chain mean the same as at the top.
 
 use super::cursor::{KeyKind, OrderKey};
-use super::index_rows::{BlindTerm, composite_param};
 use super::extract::{decimal_range, normalize_string, parse_date_range};
+use super::index_rows::{BlindTerm, composite_param};
 use super::phi::{MAX_PREFIX_CHARS, is_protected, reference_identifier_param, text_param};
-use super::query::{Compartment, Criterion, ParamFilter, Restriction, SearchRequest, Visibility, composite_value_kind, split_unescaped, unescape};
+use super::query::{
+    Compartment, Criterion, ParamFilter, Restriction, SearchRequest, Visibility,
+    composite_value_kind, split_unescaped, unescape,
+};
 use super::registry::{COMPARTMENT_SELF, ParamType, SearchParamRegistry};
 use super::ucum;
 use crate::crypto::KeyRing;
-use crate::fhir::validation::Validator;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::truncate;
 use crate::fhir::instant::now_micros;
+use crate::fhir::validation::Validator;
 use crate::store::Bind;
 
 /// The WHERE clause (over `resource_heads h`) and its binds; `$1` is the resource type.
@@ -85,34 +88,61 @@ struct Scope {
 impl Scope {
     fn new(resource_type: &str, type_bind: String, head: String, probe: bool) -> Scope {
         let id = format!("{head}.id");
-        Scope { resource_type: resource_type.to_string(), type_bind, head, id, probe }
+        Scope {
+            resource_type: resource_type.to_string(),
+            type_bind,
+            head,
+            id,
+            probe,
+        }
     }
 
     fn with_probe(&self, probe: bool) -> Scope {
-        Scope { probe, resource_type: self.resource_type.clone(), type_bind: self.type_bind.clone(), head: self.head.clone(), id: self.id.clone() }
+        Scope {
+            probe,
+            resource_type: self.resource_type.clone(),
+            type_bind: self.type_bind.clone(),
+            head: self.head.clone(),
+            id: self.id.clone(),
+        }
     }
 
     /// The resource has (or, `negate`d, has no) row in `table` (alias `r`) matching `condition`.
     fn has_row(&self, table: &str, condition: &str, negate: bool) -> String {
         let not = if negate { "NOT " } else { "" };
         if self.probe {
-            format!("{not}EXISTS (SELECT 1 FROM {table} r WHERE {condition} AND r.id = {})", self.id)
+            format!(
+                "{not}EXISTS (SELECT 1 FROM {table} r WHERE {condition} AND r.id = {})",
+                self.id
+            )
         } else {
-            format!("{} {not}IN (SELECT r.id FROM {table} r WHERE {condition})", self.id)
+            format!(
+                "{} {not}IN (SELECT r.id FROM {table} r WHERE {condition})",
+                self.id
+            )
         }
     }
 }
 
 /// How likely a criterion is to select few resources: lower drives first; `None` never drives
 /// (negations and `:missing` select most resources; `_has` is cheapest probed per resource).
-fn driver_rank(registry: &SearchParamRegistry, resource_type: &str, criterion: &Criterion) -> Option<u8> {
+fn driver_rank(
+    registry: &SearchParamRegistry,
+    resource_type: &str,
+    criterion: &Criterion,
+) -> Option<u8> {
     match criterion {
         Criterion::Chain { .. } => Some(1),
         Criterion::Has { .. } | Criterion::AnyOf(_) | Criterion::Consent(_) => None,
         Criterion::Param(filter) => match (filter.code.as_str(), filter.modifier.as_deref()) {
             (_, Some("not" | "missing" | "not-in")) | ("_lastUpdated", _) => None,
             ("_id", _) => Some(0),
-            (code, _) if filter.kind == ParamType::Reference || is_protected(registry, resource_type, code, filter.kind) => Some(1),
+            (code, _)
+                if filter.kind == ParamType::Reference
+                    || is_protected(registry, resource_type, code, filter.kind) =>
+            {
+                Some(1)
+            }
             ("identifier", _) | (_, Some("identifier")) => Some(1),
             _ if filter.kind == ParamType::Composite => Some(2),
             _ => Some(3),
@@ -128,20 +158,43 @@ pub fn plan(
     base_url: &str,
 ) -> ApiResult<Plan> {
     let visibility = request.visibility.as_deref();
-    let mut builder = Builder { binds: Vec::new(), keys, value_sets, base_url, registry, aliases: 0, visibility };
+    let mut builder = Builder {
+        binds: Vec::new(),
+        keys,
+        value_sets,
+        base_url,
+        registry,
+        aliases: 0,
+        visibility,
+    };
     // A system-level search compares each index row with its own resource's type.
     let (scope, mut conditions) = if request.is_system() {
-        let scope = Scope::new(&request.resource_type, "h.resource_type".into(), "h".into(), true);
+        let scope = Scope::new(
+            &request.resource_type,
+            "h.resource_type".into(),
+            "h".into(),
+            true,
+        );
         let mut conditions = vec!["h.deleted = 0".to_string()];
         if !request.types.is_empty() {
-            let types: Vec<String> = request.types.iter().map(|t| builder.text(t.clone())).collect();
+            let types: Vec<String> = request
+                .types
+                .iter()
+                .map(|t| builder.text(t.clone()))
+                .collect();
             conditions.push(format!("h.resource_type IN ({})", types.join(", ")));
         }
         (scope, conditions)
     } else {
         let type_bind = builder.text(request.resource_type.clone());
-        let conditions = vec![format!("h.resource_type = {type_bind}"), "h.deleted = 0".to_string()];
-        (Scope::new(&request.resource_type, type_bind, "h".into(), true), conditions)
+        let conditions = vec![
+            format!("h.resource_type = {type_bind}"),
+            "h.deleted = 0".to_string(),
+        ];
+        (
+            Scope::new(&request.resource_type, type_bind, "h".into(), true),
+            conditions,
+        )
     };
     let driver = request
         .criteria
@@ -151,7 +204,11 @@ pub fn plan(
         .min()
         .map(|(_, i)| i);
     for (i, criterion) in request.criteria.iter().enumerate() {
-        conditions.push(criterion_condition(&mut builder, &scope.with_probe(Some(i) != driver), criterion)?);
+        conditions.push(criterion_condition(
+            &mut builder,
+            &scope.with_probe(Some(i) != driver),
+            criterion,
+        )?);
     }
     if let Some(compartment) = &request.compartment {
         conditions.push(compartment_condition(&mut builder, &scope, compartment));
@@ -167,7 +224,12 @@ pub fn plan(
     let where_binds = builder.binds.len();
     let mut sort_keys = Vec::new();
     let mut order = Vec::new();
-    let id_key = |descending| OrderKey { column: "id".into(), descending, nullable: false, kind: KeyKind::Text };
+    let id_key = |descending| OrderKey {
+        column: "id".into(),
+        descending,
+        nullable: false,
+        kind: KeyKind::Text,
+    };
     for key in &request.sort {
         if key.code == "_id" {
             order.push(id_key(key.descending));
@@ -177,24 +239,54 @@ pub fn plan(
         let (sql, kind) = sort_key(&mut builder, &scope, &key.code, key.descending)?;
         sort_keys.push(sql);
         // Resources without a value sort last either way (the two databases disagree on NULLs).
-        order.push(OrderKey { column, descending: key.descending, nullable: key.code != "_lastUpdated", kind });
+        order.push(OrderKey {
+            column,
+            descending: key.descending,
+            nullable: key.code != "_lastUpdated",
+            kind,
+        });
     }
     // Ties broken by id (and type, across types) so that pages never overlap or skip.
     order.push(id_key(false));
     if request.is_system() {
-        order.push(OrderKey { column: "resource_type".into(), descending: false, nullable: false, kind: KeyKind::Text });
+        order.push(OrderKey {
+            column: "resource_type".into(),
+            descending: false,
+            nullable: false,
+            kind: KeyKind::Text,
+        });
     }
-    Ok(Plan { where_sql: conditions.join(" AND "), binds: builder.binds, where_binds, sort_keys, order })
+    Ok(Plan {
+        where_sql: conditions.join(" AND "),
+        binds: builder.binds,
+        where_binds,
+        sort_keys,
+        order,
+    })
 }
 
 /// The value a resource is sorted by for parameter `code`: its lowest value ascending, its
 /// highest descending (a resource can have several), as a subquery on its index rows.
-fn sort_key(b: &mut Builder, scope: &Scope, code: &str, descending: bool) -> ApiResult<(String, KeyKind)> {
+fn sort_key(
+    b: &mut Builder,
+    scope: &Scope,
+    code: &str,
+    descending: bool,
+) -> ApiResult<(String, KeyKind)> {
     if code == "_lastUpdated" {
         return Ok(("h.last_updated".into(), KeyKind::Int));
     }
-    let unknown = || ApiError::bad_request(format!("_sort: {} has no search parameter `{}`", scope.resource_type, truncate(code)));
-    let param = b.registry.get(&scope.resource_type, code).ok_or_else(unknown)?;
+    let unknown = || {
+        ApiError::bad_request(format!(
+            "_sort: {} has no search parameter `{}`",
+            scope.resource_type,
+            truncate(code)
+        ))
+    };
+    let param = b
+        .registry
+        .get(&scope.resource_type, code)
+        .ok_or_else(unknown)?;
     if is_protected(b.registry, &scope.resource_type, code, param.kind) {
         return Err(ApiError::bad_request(format!(
             "_sort: `{}` is protected (stored as keyed tokens), so it has no order to sort by",
@@ -210,7 +302,10 @@ fn sort_key(b: &mut Builder, scope: &Scope, code: &str, descending: bool) -> Api
         ParamType::Reference => ("r.url", KeyKind::Text),
         ParamType::Uri => ("r.value", KeyKind::Text),
         ParamType::Composite | ParamType::Special => {
-            return Err(ApiError::bad_request(format!("_sort: `{}` is not a sortable parameter", truncate(code))));
+            return Err(ApiError::bad_request(format!(
+                "_sort: `{}` is not a sortable parameter",
+                truncate(code)
+            )));
         }
     };
     let aggregate = if descending { "MAX" } else { "MIN" };
@@ -228,7 +323,10 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
         Criterion::Param(filter) => filter_condition(b, scope, filter),
         // Driver: the targets that match, then the references to them. Probe: this resource's
         // references, then whether their target matches.
-        Criterion::Chain { reference, branches } => {
+        Criterion::Chain {
+            reference,
+            branches,
+        } => {
             let mut alternatives = Vec::with_capacity(branches.len());
             for (target_type, inner) in branches {
                 let (c, param) = (b.alias("c"), b.text(reference.clone()));
@@ -252,20 +350,31 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
         }
         // Driver: the sources that match, then what they point to. Probe: the references to this
         // resource, then whether their source matches.
-        Criterion::Has { source_type, reference, inner } => {
+        Criterion::Has {
+            source_type,
+            reference,
+            inner,
+        } => {
             let (c, param) = (b.alias("c"), b.text(reference.clone()));
             let local = local_reference(b, &c);
             let (id, ty) = (&scope.id, &scope.type_bind);
             if scope.probe {
-                let implied = b.visibility.is_some_and(|v| v.implied_by_target(source_type, reference, &scope.resource_type));
-                let (source, matches) = with_visibility_unless(b, implied, |b| live_target(b, source_type, &format!("{c}.id"), inner))?;
+                let implied = b.visibility.is_some_and(|v| {
+                    v.implied_by_target(source_type, reference, &scope.resource_type)
+                });
+                let (source, matches) = with_visibility_unless(b, implied, |b| {
+                    live_target(b, source_type, &format!("{c}.id"), inner)
+                })?;
                 Ok(format!(
                     "EXISTS (SELECT 1 FROM search_reference {c} WHERE {c}.resource_type = {source} AND {c}.param = {param} \
                      AND {c}.target_id = {id} AND {c}.target_type = {ty} AND {local} AND {matches})"
                 ))
             } else {
-                let implied = b.visibility.is_some_and(|v| v.implied_by_target(source_type, reference, &scope.resource_type));
-                let (source, sources) = with_visibility_unless(b, implied, |b| live_ids(b, source_type, inner))?;
+                let implied = b.visibility.is_some_and(|v| {
+                    v.implied_by_target(source_type, reference, &scope.resource_type)
+                });
+                let (source, sources) =
+                    with_visibility_unless(b, implied, |b| live_ids(b, source_type, inner))?;
                 Ok(format!(
                     "{id} IN (SELECT {c}.target_id FROM search_reference {c} WHERE {c}.resource_type = {source} AND {c}.param = {param} \
                      AND {c}.target_type = {ty} AND {c}.id IN ({sources}) AND {local})"
@@ -276,11 +385,22 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
             let probe = scope.with_probe(true);
             let mut alternatives = Vec::with_capacity(groups.len());
             for group in groups {
-                let all: ApiResult<Vec<String>> = group.iter().map(|c| criterion_condition(b, &probe, c)).collect();
+                let all: ApiResult<Vec<String>> = group
+                    .iter()
+                    .map(|c| criterion_condition(b, &probe, c))
+                    .collect();
                 let all = all?;
-                alternatives.push(if all.is_empty() { "1 = 1".to_string() } else { format!("({})", all.join(" AND ")) });
+                alternatives.push(if all.is_empty() {
+                    "1 = 1".to_string()
+                } else {
+                    format!("({})", all.join(" AND "))
+                });
             }
-            Ok(if alternatives.is_empty() { "1 = 0".into() } else { format!("({})", alternatives.join(" OR ")) })
+            Ok(if alternatives.is_empty() {
+                "1 = 0".into()
+            } else {
+                format!("({})", alternatives.join(" OR "))
+            })
         }
         Criterion::Consent(filter) => Ok(consent_condition(b, scope, filter)),
     }
@@ -292,7 +412,11 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
 /// permit, and the first decides. Written as "a row of the other effect that no row of this
 /// effect outranks", so that it needs no window functions and stays one index probe by patient
 /// for the many patients without Consents.
-fn consent_condition(b: &mut Builder, scope: &Scope, filter: &crate::auth::consent::ConsentFilter) -> String {
+fn consent_condition(
+    b: &mut Builder,
+    scope: &Scope,
+    filter: &crate::auth::consent::ConsentFilter,
+) -> String {
     let head = &scope.head;
     let now = b.bind(Bind::Int(crate::fhir::instant::now_micros()));
     let actors: Vec<String> = filter.actors.iter().map(|a| b.text(a.clone())).collect();
@@ -324,7 +448,9 @@ fn consent_condition(b: &mut Builder, scope: &Scope, filter: &crate::auth::conse
 /// What the caller may see of `scope`'s type, as a condition on its head row; `None` when it
 /// may see everything.
 fn restriction_condition(b: &mut Builder, scope: &Scope) -> ApiResult<Option<String>> {
-    let Some(visibility) = b.visibility else { return Ok(None) };
+    let Some(visibility) = b.visibility else {
+        return Ok(None);
+    };
     let criteria = match visibility.restriction(&scope.resource_type)? {
         Restriction::Everything => return Ok(None),
         Restriction::Nothing => return Ok(Some("1 = 0".into())),
@@ -332,7 +458,10 @@ fn restriction_condition(b: &mut Builder, scope: &Scope) -> ApiResult<Option<Str
     };
     b.visibility = None;
     let probe = scope.with_probe(true);
-    let compiled: ApiResult<Vec<String>> = criteria.iter().map(|c| criterion_condition(b, &probe, c)).collect();
+    let compiled: ApiResult<Vec<String>> = criteria
+        .iter()
+        .map(|c| criterion_condition(b, &probe, c))
+        .collect();
     b.visibility = Some(visibility);
     Ok(Some(format!("({})", compiled?.join(" AND "))))
 }
@@ -341,10 +470,17 @@ fn restriction_condition(b: &mut Builder, scope: &Scope) -> ApiResult<Option<Str
 fn system_restriction(b: &mut Builder, request: &SearchRequest) -> ApiResult<Option<String>> {
     if b.visibility.is_none() {
         // Unrestricted (an admin): everything but the audit trail, which is the auditors'.
-        return Ok(Some(format!("h.resource_type <> '{}'", crate::auth::role::AUDIT_EVENT)));
+        return Ok(Some(format!(
+            "h.resource_type <> '{}'",
+            crate::auth::role::AUDIT_EVENT
+        )));
     }
     let types: Vec<String> = if request.types.is_empty() {
-        b.registry.resource_types().iter().map(|t| t.to_string()).collect()
+        b.registry
+            .resource_types()
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
     } else {
         request.types.clone()
     };
@@ -355,10 +491,16 @@ fn system_restriction(b: &mut Builder, request: &SearchRequest) -> ApiResult<Opt
         match restriction_condition(b, &scope)? {
             None => alternatives.push(format!("h.resource_type = {type_bind}")),
             Some(condition) if condition == "1 = 0" => {}
-            Some(condition) => alternatives.push(format!("(h.resource_type = {type_bind} AND {condition})")),
+            Some(condition) => {
+                alternatives.push(format!("(h.resource_type = {type_bind} AND {condition})"))
+            }
         }
     }
-    Ok(Some(if alternatives.is_empty() { "1 = 0".into() } else { format!("({})", alternatives.join(" OR ")) }))
+    Ok(Some(if alternatives.is_empty() {
+        "1 = 0".into()
+    } else {
+        format!("({})", alternatives.join(" OR "))
+    }))
 }
 
 /// Membership of `h` in a compartment: one of the compartment's parameters points at its owner,
@@ -369,7 +511,12 @@ fn compartment_condition(b: &mut Builder, scope: &Scope, compartment: &Compartme
     if compartment.params.iter().any(|p| p == COMPARTMENT_SELF) {
         alternatives.push(format!("h.id = {owner_id}"));
     }
-    let params: Vec<String> = compartment.params.iter().filter(|p| *p != COMPARTMENT_SELF).map(|p| b.text(p.clone())).collect();
+    let params: Vec<String> = compartment
+        .params
+        .iter()
+        .filter(|p| *p != COMPARTMENT_SELF)
+        .map(|p| b.text(p.clone()))
+        .collect();
     if !params.is_empty() {
         let owner_type = b.text(compartment.resource_type.clone());
         let local = local_reference(b, "c");
@@ -380,7 +527,11 @@ fn compartment_condition(b: &mut Builder, scope: &Scope, compartment: &Compartme
             params.join(", ")
         ));
     }
-    if alternatives.is_empty() { "1 = 0".into() } else { format!("({})", alternatives.join(" OR ")) }
+    if alternatives.is_empty() {
+        "1 = 0".into()
+    } else {
+        format!("({})", alternatives.join(" OR "))
+    }
 }
 
 /// Reference row `c` points into this server (relative, or absolute on our base), so a chain
@@ -394,7 +545,11 @@ fn local_reference(b: &mut Builder, c: &str) -> String {
 /// placeholder holding `resource_type`.
 /// Run `compile` without the caller's visibility when `implied` (the planner's only way to skip
 /// a rule it knows holds); the visibility is back in place afterwards either way.
-fn with_visibility_unless<T>(b: &mut Builder, implied: bool, compile: impl FnOnce(&mut Builder) -> ApiResult<T>) -> ApiResult<T> {
+fn with_visibility_unless<T>(
+    b: &mut Builder,
+    implied: bool,
+    compile: impl FnOnce(&mut Builder) -> ApiResult<T>,
+) -> ApiResult<T> {
     if !implied {
         return compile(b);
     }
@@ -404,7 +559,11 @@ fn with_visibility_unless<T>(b: &mut Builder, implied: bool, compile: impl FnOnc
     compiled
 }
 
-fn live_ids(b: &mut Builder, resource_type: &str, criterion: &Criterion) -> ApiResult<(String, String)> {
+fn live_ids(
+    b: &mut Builder,
+    resource_type: &str,
+    criterion: &Criterion,
+) -> ApiResult<(String, String)> {
     let type_bind = b.text(resource_type.to_string());
     let h = b.alias("h");
     let inner = Scope::new(resource_type, type_bind.clone(), h.clone(), false);
@@ -412,13 +571,20 @@ fn live_ids(b: &mut Builder, resource_type: &str, criterion: &Criterion) -> ApiR
     if let Some(visible) = restriction_condition(b, &inner)? {
         condition = format!("{condition} AND {visible}");
     }
-    let sql = format!("SELECT {h}.id FROM resource_heads {h} WHERE {h}.resource_type = {type_bind} AND {h}.deleted = 0 AND {condition}");
+    let sql = format!(
+        "SELECT {h}.id FROM resource_heads {h} WHERE {h}.resource_type = {type_bind} AND {h}.deleted = 0 AND {condition}"
+    );
     Ok((type_bind, sql))
 }
 
 /// Whether the live `resource_type` resource with id `id` (an SQL expression) matches
 /// `criterion`, checked as a probe; and the placeholder holding `resource_type`.
-fn live_target(b: &mut Builder, resource_type: &str, id: &str, criterion: &Criterion) -> ApiResult<(String, String)> {
+fn live_target(
+    b: &mut Builder,
+    resource_type: &str,
+    id: &str,
+    criterion: &Criterion,
+) -> ApiResult<(String, String)> {
     let type_bind = b.text(resource_type.to_string());
     let h = b.alias("h");
     let inner = Scope::new(resource_type, type_bind.clone(), h.clone(), true);
@@ -438,8 +604,17 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
     match filter.modifier.as_deref() {
         Some("text") if filter.kind == ParamType::Token => return text_filter(b, scope, filter),
         Some("identifier") if filter.kind == ParamType::Reference => {
-            let as_token = ParamFilter { kind: ParamType::Token, modifier: None, ..filter.clone() };
-            return blind_filter(b, scope, &as_token, &reference_identifier_param(&filter.code));
+            let as_token = ParamFilter {
+                kind: ParamType::Token,
+                modifier: None,
+                ..filter.clone()
+            };
+            return blind_filter(
+                b,
+                scope,
+                &as_token,
+                &reference_identifier_param(&filter.code),
+            );
         }
         _ => {}
     }
@@ -447,7 +622,11 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
     match (filter.code.as_str(), filter.modifier.as_deref()) {
         ("_id", None | Some("not")) => {
             let ids: Vec<String> = filter.values.iter().map(|v| b.text(unescape(v))).collect();
-            let not = if filter.modifier.is_some() { "NOT " } else { "" };
+            let not = if filter.modifier.is_some() {
+                "NOT "
+            } else {
+                ""
+            };
             return Ok(format!("{} {not}IN ({})", scope.id, ids.join(", ")));
         }
         ("_lastUpdated", None) => {
@@ -459,7 +638,10 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
             return Ok(format!("({})", alternatives.join(" OR ")));
         }
         ("_id" | "_lastUpdated", Some(_)) => {
-            return Err(param_error(filter, "this modifier is not available here; _id takes :not, _lastUpdated none"));
+            return Err(param_error(
+                filter,
+                "this modifier is not available here; _id takes :not, _lastUpdated none",
+            ));
         }
         _ => {}
     }
@@ -467,10 +649,17 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
         return composite_filter(b, scope, filter);
     }
     let phi = is_protected(b.registry, &scope.resource_type, &filter.code, filter.kind);
-    let table = if phi { "search_blind" } else { table_for(filter.kind) };
+    let table = if phi {
+        "search_blind"
+    } else {
+        table_for(filter.kind)
+    };
     if matches!(filter.modifier.as_deref(), Some("in" | "not-in")) {
         if phi {
-            return Err(param_error(filter, "this protected parameter is stored as keyed tokens; :in and :not-in are not available on it"));
+            return Err(param_error(
+                filter,
+                "this protected parameter is stored as keyed tokens; :in and :not-in are not available on it",
+            ));
         }
         return in_value_set(b, scope, filter);
     }
@@ -478,19 +667,32 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
         let missing = match filter.values.as_slice() {
             [v] if v == "true" => true,
             [v] if v == "false" => false,
-            _ => return Err(param_error(filter, "the :missing modifier takes true or false")),
+            _ => {
+                return Err(param_error(
+                    filter,
+                    "the :missing modifier takes true or false",
+                ));
+            }
         };
         let param = b.text(filter.code.clone());
-        let condition = format!("r.resource_type = {} AND r.param = {param}", scope.type_bind);
+        let condition = format!(
+            "r.resource_type = {} AND r.param = {param}",
+            scope.type_bind
+        );
         return Ok(scope.has_row(table, &condition, missing));
     }
     // Values in a UCUM unit that converts are compared against the canonical rows, which are
     // stored under a parameter name of their own.
-    let (canonical, plain): (Vec<&String>, Vec<&String>) =
-        filter.values.iter().partition(|value| !phi && is_canonical_ucum(filter.kind, value));
+    let (canonical, plain): (Vec<&String>, Vec<&String>) = filter
+        .values
+        .iter()
+        .partition(|value| !phi && is_canonical_ucum(filter.kind, value));
     let negate = filter.modifier.as_deref() == Some("not");
     let mut subqueries = Vec::new();
-    for (param, values) in [(filter.code.clone(), plain), (ucum::canonical_param(&filter.code), canonical)] {
+    for (param, values) in [
+        (filter.code.clone(), plain),
+        (ucum::canonical_param(&filter.code), canonical),
+    ] {
         if values.is_empty() {
             continue;
         }
@@ -503,7 +705,11 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
             });
         }
         let param = b.text(param);
-        let condition = format!("r.resource_type = {} AND r.param = {param} AND ({})", scope.type_bind, alternatives.join(" OR "));
+        let condition = format!(
+            "r.resource_type = {} AND r.param = {param} AND ({})",
+            scope.type_bind,
+            alternatives.join(" OR ")
+        );
         subqueries.push(scope.has_row(table, &condition, negate));
     }
     Ok(format!("({})", subqueries.join(" OR ")))
@@ -512,7 +718,11 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
 /// A quantity value whose unit is a UCUM code with a canonical form (`5|http://unitsofmeasure.org|mg`).
 fn is_canonical_ucum(kind: ParamType, value: &str) -> bool {
     match split_unescaped(value, '|').as_slice() {
-        [_, system, code] => kind == ParamType::Quantity && unescape(system) == ucum::UCUM && ucum::canonical(&unescape(code)).is_some(),
+        [_, system, code] => {
+            kind == ParamType::Quantity
+                && unescape(system) == ucum::UCUM
+                && ucum::canonical(&unescape(code)).is_some()
+        }
         _ => false,
     }
 }
@@ -526,24 +736,46 @@ fn composite_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
         .get(&scope.resource_type, &filter.code)
         .and_then(composite_value_kind)
         .ok_or_else(|| param_error(filter, "this composite is not indexed"))?;
-    let second_filter = ParamFilter { kind: second_kind, modifier: None, ..filter.clone() };
+    let second_filter = ParamFilter {
+        kind: second_kind,
+        modifier: None,
+        ..filter.clone()
+    };
     let mut alternatives = Vec::new();
     for value in &filter.values {
         let parts = split_unescaped(value, '$');
         let [first, second] = parts.as_slice() else {
-            return Err(param_error(filter, "a composite value is [system|]code$value; escape a literal $ as \\$"));
+            return Err(param_error(
+                filter,
+                "a composite value is [system|]code$value; escape a literal $ as \\$",
+            ));
         };
         let key = match split_unescaped(first, '|').as_slice() {
             [code] if !code.is_empty() => composite_param(&filter.code, None, &unescape(code)),
-            [system, code] if !code.is_empty() => composite_param(&filter.code, Some(&unescape(system)), &unescape(code)),
-            _ => return Err(param_error(filter, "the first part of a composite value is a code or system|code")),
+            [system, code] if !code.is_empty() => {
+                composite_param(&filter.code, Some(&unescape(system)), &unescape(code))
+            }
+            _ => {
+                return Err(param_error(
+                    filter,
+                    "the first part of a composite value is a code or system|code",
+                ));
+            }
         };
-        let key = if is_canonical_ucum(second_kind, second) { ucum::canonical_param(&key) } else { key };
+        let key = if is_canonical_ucum(second_kind, second) {
+            ucum::canonical_param(&key)
+        } else {
+            key
+        };
         let key = b.text(key);
         let condition = value_condition(b, &second_filter, second)?;
         alternatives.push(format!("(r.param = {key} AND {condition})"));
     }
-    let condition = format!("r.resource_type = {} AND ({})", scope.type_bind, alternatives.join(" OR "));
+    let condition = format!(
+        "r.resource_type = {} AND ({})",
+        scope.type_bind,
+        alternatives.join(" OR ")
+    );
     Ok(scope.has_row(table_for(second_kind), &condition, false))
 }
 
@@ -562,26 +794,46 @@ fn in_value_set(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResu
         })?;
         let size: usize = systems.iter().map(|(_, codes)| codes.len()).sum();
         if size > MAX_VALUE_SET_CODES {
-            return Err(param_error(filter, &format!("the value set has more than {MAX_VALUE_SET_CODES} codes; search by code instead")));
+            return Err(param_error(
+                filter,
+                &format!(
+                    "the value set has more than {MAX_VALUE_SET_CODES} codes; search by code instead"
+                ),
+            ));
         }
         for (system, codes) in systems {
             let system = b.text(system);
             let codes: Vec<String> = codes.into_iter().map(|code| b.text(code)).collect();
             if !codes.is_empty() {
                 // Elements of type `code` are stored without a system: the binding implies it.
-                alternatives.push(format!("(r.system IN ({system}, '') AND r.code IN ({}))", codes.join(", ")));
+                alternatives.push(format!(
+                    "(r.system IN ({system}, '') AND r.code IN ({}))",
+                    codes.join(", ")
+                ));
             }
         }
     }
     let param = b.text(filter.code.clone());
     let negate = filter.modifier.as_deref() == Some("not-in");
-    let codes = if alternatives.is_empty() { "1 = 0".to_string() } else { alternatives.join(" OR ") };
-    let condition = format!("r.resource_type = {} AND r.param = {param} AND ({codes})", scope.type_bind);
+    let codes = if alternatives.is_empty() {
+        "1 = 0".to_string()
+    } else {
+        alternatives.join(" OR ")
+    };
+    let condition = format!(
+        "r.resource_type = {} AND r.param = {param} AND ({codes})",
+        scope.type_bind
+    );
     Ok(scope.has_row("search_token", &condition, negate))
 }
 
 /// `_lastUpdated` lives on the head row of the resource in scope.
-fn last_updated_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter, value: &str) -> ApiResult<String> {
+fn last_updated_condition(
+    b: &mut Builder,
+    scope: &Scope,
+    filter: &ParamFilter,
+    value: &str,
+) -> ApiResult<String> {
     let column = format!("{}.last_updated", scope.head);
     date_condition(b, filter, value, &column, &format!("({column} + 1)"))
 }
@@ -600,7 +852,10 @@ fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResul
         for word in words {
             let token = BlindTerm::Word(word).token(b.keys, &scope.resource_type, &param_name);
             let (param, token) = (b.text(param_name.clone()), b.text(token));
-            let condition = format!("r.resource_type = {} AND r.param = {param} AND r.token = {token}", scope.type_bind);
+            let condition = format!(
+                "r.resource_type = {} AND r.param = {param} AND r.token = {token}",
+                scope.type_bind
+            );
             all.push(scope.has_row("search_blind", &condition, false));
         }
         alternatives.push(format!("({})", all.join(" AND ")));
@@ -609,14 +864,23 @@ fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResul
 }
 
 /// A filter answered from `search_blind` rows stored under `param`.
-fn blind_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter, param: &str) -> ApiResult<String> {
+fn blind_filter(
+    b: &mut Builder,
+    scope: &Scope,
+    filter: &ParamFilter,
+    param: &str,
+) -> ApiResult<String> {
     let alternatives = filter
         .values
         .iter()
         .map(|v| blind_condition(b, &scope.resource_type, filter, param, v))
         .collect::<ApiResult<Vec<_>>>()?;
     let param = b.text(param.to_string());
-    let condition = format!("r.resource_type = {} AND r.param = {param} AND ({})", scope.type_bind, alternatives.join(" OR "));
+    let condition = format!(
+        "r.resource_type = {} AND r.param = {param} AND ({})",
+        scope.type_bind,
+        alternatives.join(" OR ")
+    );
     Ok(scope.has_row("search_blind", &condition, false))
 }
 
@@ -644,8 +908,14 @@ fn value_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> ApiRes
             let normalized = normalize_string(&unescape(value));
             match filter.modifier.as_deref() {
                 Some("exact") => Ok(format!("r.exact = {}", b.text(unescape(value)))),
-                Some("contains") => Ok(format!("r.normalized LIKE {} ESCAPE '\\'", b.text(format!("%{}%", like_escape(&normalized))))),
-                _ => Ok(format!("r.normalized LIKE {} ESCAPE '\\'", b.text(format!("{}%", like_escape(&normalized))))),
+                Some("contains") => Ok(format!(
+                    "r.normalized LIKE {} ESCAPE '\\'",
+                    b.text(format!("%{}%", like_escape(&normalized)))
+                )),
+                _ => Ok(format!(
+                    "r.normalized LIKE {} ESCAPE '\\'",
+                    b.text(format!("{}%", like_escape(&normalized)))
+                )),
             }
         }
         ParamType::Reference => reference_condition(b, filter, value),
@@ -666,7 +936,10 @@ fn value_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> ApiRes
                 _ => Ok(format!("r.value = {}", b.text(uri))),
             }
         }
-        ParamType::Composite | ParamType::Special => Err(param_error(filter, "this parameter type is not supported yet")),
+        ParamType::Composite | ParamType::Special => Err(param_error(
+            filter,
+            "this parameter type is not supported yet",
+        )),
     }
 }
 
@@ -674,23 +947,39 @@ fn token_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> ApiRes
     let parts = split_unescaped(value, '|');
     Ok(match parts.as_slice() {
         [code] => format!("r.code = {}", b.text(unescape(code))),
-        [system, code] if system.is_empty() => format!("(r.system = '' AND r.code = {})", b.text(unescape(code))),
+        [system, code] if system.is_empty() => {
+            format!("(r.system = '' AND r.code = {})", b.text(unescape(code)))
+        }
         [system, code] if code.is_empty() => format!("r.system = {}", b.text(unescape(system))),
         [system, code] => {
             let (s, c) = (b.text(unescape(system)), b.text(unescape(code)));
             format!("(r.system = {s} AND r.code = {c})")
         }
-        _ => return Err(param_error(filter, "a token is [system]|[code]; escape a literal | as \\|")),
+        _ => {
+            return Err(param_error(
+                filter,
+                "a token is [system]|[code]; escape a literal | as \\|",
+            ));
+        }
     })
 }
 
 fn reference_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> ApiResult<String> {
     let value = unescape(value);
-    let local = value.strip_prefix(b.base_url).and_then(|rest| rest.strip_prefix('/')).unwrap_or(&value).to_string();
-    let type_modifier = filter.modifier.clone().filter(|m| m.chars().next().is_some_and(|c| c.is_ascii_uppercase()));
+    let local = value
+        .strip_prefix(b.base_url)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .unwrap_or(&value)
+        .to_string();
+    let type_modifier = filter
+        .modifier
+        .clone()
+        .filter(|m| m.chars().next().is_some_and(|c| c.is_ascii_uppercase()));
     let segments: Vec<&str> = local.split('/').collect();
     let condition = match segments.as_slice() {
-        _ if local.contains("://") || local.starts_with("urn:") => format!("r.url = {}", b.text(local.clone())),
+        _ if local.contains("://") || local.starts_with("urn:") => {
+            format!("r.url = {}", b.text(local.clone()))
+        }
         [id] => match &type_modifier {
             Some(t) => {
                 let (t, id) = (b.text(t.clone()), b.text(id.to_string()));
@@ -703,10 +992,19 @@ fn reference_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> Ap
             format!("(r.target_type = {t} AND r.target_id = {id})")
         }
         [t, id, "_history", version] => {
-            let (t, id, v) = (b.text(t.to_string()), b.text(id.to_string()), b.text(version.to_string()));
+            let (t, id, v) = (
+                b.text(t.to_string()),
+                b.text(id.to_string()),
+                b.text(version.to_string()),
+            );
             format!("(r.target_type = {t} AND r.target_id = {id} AND r.target_version = {v})")
         }
-        _ => return Err(param_error(filter, "a reference is [type]/[id], [id] or an absolute URL")),
+        _ => {
+            return Err(param_error(
+                filter,
+                "a reference is [type]/[id], [id] or an absolute URL",
+            ));
+        }
     };
     Ok(condition)
 }
@@ -723,10 +1021,19 @@ fn split_prefix(value: &str) -> (&str, &str) {
 
 /// Date comparison between the target range [`start`, `end`) and the search range, with the
 /// meanings of R4 search.html#prefix.
-fn date_condition(b: &mut Builder, filter: &ParamFilter, value: &str, start: &str, end: &str) -> ApiResult<String> {
+fn date_condition(
+    b: &mut Builder,
+    filter: &ParamFilter,
+    value: &str,
+    start: &str,
+    end: &str,
+) -> ApiResult<String> {
     let (prefix, text) = split_prefix(value);
     let (qs, qe) = parse_date_range(text).ok_or_else(|| {
-        param_error(filter, "not a valid FHIR date (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss][Z|±hh:mm])")
+        param_error(
+            filter,
+            "not a valid FHIR date (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss][Z|±hh:mm])",
+        )
     })?;
     let (s, e) = (b.bind(Bind::Int(qs)), b.bind(Bind::Int(qe)));
     Ok(match prefix {
@@ -741,7 +1048,10 @@ fn date_condition(b: &mut Builder, filter: &ParamFilter, value: &str, start: &st
         _ => {
             // ap: within 10% of the distance from now (R4), at least the value's own range.
             let slack = ((now_micros() - qs).abs() / 10).max(0);
-            let (s, e) = (b.bind(Bind::Int(qs.saturating_sub(slack))), b.bind(Bind::Int(qe.saturating_add(slack))));
+            let (s, e) = (
+                b.bind(Bind::Int(qs.saturating_sub(slack))),
+                b.bind(Bind::Int(qe.saturating_add(slack))),
+            );
             format!("({start} < {e} AND {end} > {s})")
         }
     })
@@ -753,7 +1063,8 @@ fn number_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> ApiRe
     let mut parts = split_unescaped(value, '|');
     let (prefix, number) = split_prefix(&parts[0]);
     let prefix = prefix.to_string();
-    let (mut q, mut low, mut high) = decimal_range(number).ok_or_else(|| param_error(filter, "not a valid number"))?;
+    let (mut q, mut low, mut high) =
+        decimal_range(number).ok_or_else(|| param_error(filter, "not a valid number"))?;
     // A UCUM unit that converts is compared in canonical form, against the canonical rows.
     if is_canonical_ucum(filter.kind, value)
         && let [_, _, code] = parts.as_mut_slice()
@@ -792,14 +1103,25 @@ fn number_condition(b: &mut Builder, filter: &ParamFilter, value: &str) -> ApiRe
                 condition = format!("{condition} AND r.code = {}", b.text(unescape(code)));
             }
         }
-        _ => return Err(param_error(filter, "a quantity is [prefix]number|[system]|[code]")),
+        _ => {
+            return Err(param_error(
+                filter,
+                "a quantity is [prefix]number|[system]|[code]",
+            ));
+        }
     }
     Ok(format!("({condition})"))
 }
 
 /// One value of a protected parameter, as a condition on blind tokens. Only the semantics that can be
 /// answered from tokens are offered; the rest is a clear 400 rather than a wrong answer.
-fn blind_condition(b: &mut Builder, resource_type: &str, filter: &ParamFilter, param: &str, value: &str) -> ApiResult<String> {
+fn blind_condition(
+    b: &mut Builder,
+    resource_type: &str,
+    filter: &ParamFilter,
+    param: &str,
+    value: &str,
+) -> ApiResult<String> {
     let keys = b.keys;
     let token = |term: BlindTerm| term.token(keys, resource_type, param);
     let unescaped = unescape(value);
@@ -807,16 +1129,30 @@ fn blind_condition(b: &mut Builder, resource_type: &str, filter: &ParamFilter, p
         (ParamType::String, None) => {
             let normalized = normalize_string(&unescaped);
             if normalized.chars().count() > MAX_PREFIX_CHARS {
-                return Err(param_error(filter, &format!("values of this protected parameter are searchable by their first {MAX_PREFIX_CHARS} characters; shorten the value")));
+                return Err(param_error(
+                    filter,
+                    &format!(
+                        "values of this protected parameter are searchable by their first {MAX_PREFIX_CHARS} characters; shorten the value"
+                    ),
+                ));
             }
             token(BlindTerm::Prefix(&normalized))
         }
         (ParamType::String, Some("exact")) => token(BlindTerm::Exact(&unescaped)),
         (ParamType::Token, None) => match split_unescaped(value, '|').as_slice() {
             [code] => token(BlindTerm::Code(&unescape(code))),
-            [system, code] if system.is_empty() => token(BlindTerm::CodeWithoutSystem(&unescape(code))),
-            [system, code] if !code.is_empty() => token(BlindTerm::SystemCode(&unescape(system), &unescape(code))),
-            _ => return Err(param_error(filter, "this protected parameter is searchable by [system]|code or code only")),
+            [system, code] if system.is_empty() => {
+                token(BlindTerm::CodeWithoutSystem(&unescape(code)))
+            }
+            [system, code] if !code.is_empty() => {
+                token(BlindTerm::SystemCode(&unescape(system), &unescape(code)))
+            }
+            _ => {
+                return Err(param_error(
+                    filter,
+                    "this protected parameter is searchable by [system]|code or code only",
+                ));
+            }
         },
         (ParamType::Date, None) => {
             let (prefix, date) = split_prefix(value);
@@ -834,7 +1170,10 @@ fn blind_condition(b: &mut Builder, resource_type: &str, filter: &ParamFilter, p
                 filter,
                 &format!(
                     "{} is not available on this protected parameter: its values are stored as keyed tokens",
-                    modifier.map_or_else(|| "this kind of search".to_string(), |m| format!("the :{} modifier", truncate(m)))
+                    modifier.map_or_else(
+                        || "this kind of search".to_string(),
+                        |m| format!("the :{} modifier", truncate(m))
+                    )
                 ),
             ));
         }

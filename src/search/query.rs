@@ -27,10 +27,17 @@ pub enum Criterion {
     /// `reference[:Type].rest`: the resource that `reference` points to matches `rest`. One
     /// branch per possible target type (all the parameter's targets that define `rest`, or the
     /// one named by `:Type`); any branch may match.
-    Chain { reference: String, branches: Vec<(String, Criterion)> },
+    Chain {
+        reference: String,
+        branches: Vec<(String, Criterion)>,
+    },
     /// `_has:Source:reference:rest`: some `Source` resource whose `reference` points at this
     /// resource matches `rest`.
-    Has { source_type: String, reference: String, inner: Box<Criterion> },
+    Has {
+        source_type: String,
+        reference: String,
+        inner: Box<Criterion>,
+    },
     /// Any of the groups matches; each group is a list of ANDed criteria (an empty group
     /// matches everything, no groups match nothing). Never parsed from a query: access rules
     /// use it ([`Visibility`]).
@@ -157,8 +164,17 @@ pub const MAX_OR_VALUES: usize = 500;
 pub const MAX_OFFSET: usize = 100_000;
 
 /// Parameters that shape the result rather than select resources.
-const RESULT_PARAMS: &[&str] =
-    &["_count", "_offset", "_cursor", "_sort", "_total", "_summary", "_format", "_pretty", "_elements"];
+const RESULT_PARAMS: &[&str] = &[
+    "_count",
+    "_offset",
+    "_cursor",
+    "_sort",
+    "_total",
+    "_summary",
+    "_format",
+    "_pretty",
+    "_elements",
+];
 
 impl SearchRequest {
     /// Parse `pairs` for a search on `resource_type`. With `strict` (`Prefer: handling=strict`),
@@ -208,14 +224,22 @@ impl SearchRequest {
                 if strict {
                     Err(ApiError::bad_request(text))
                 } else {
-                    Ok(Some(Issue { severity: Severity::Warning, code: IssueCode::NotSupported, diagnostics: text, expression: None }))
+                    Ok(Some(Issue {
+                        severity: Severity::Warning,
+                        code: IssueCode::NotSupported,
+                        diagnostics: text,
+                        expression: None,
+                    }))
                 }
             };
             let (code, modifier) = name.split_once(':').unwrap_or((name.as_str(), ""));
             let warning = if name == "_type" && resource_type == SYSTEM {
                 for resource_type in value.split(',').filter(|t| !t.is_empty()) {
                     if !registry.resource_types().contains(&resource_type) {
-                        return Err(ApiError::bad_request(format!("_type: unknown resource type `{}`", truncate(resource_type))));
+                        return Err(ApiError::bad_request(format!(
+                            "_type: unknown resource type `{}`",
+                            truncate(resource_type)
+                        )));
                     }
                     request.types.push(resource_type.to_string());
                 }
@@ -225,10 +249,19 @@ impl SearchRequest {
                 let iterate = match modifier {
                     "" => false,
                     "iterate" | "recurse" => true,
-                    _ => return Err(ApiError::bad_request(format!("{code}: the only modifier is :iterate"))),
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "{code}: the only modifier is :iterate"
+                        )));
+                    }
                 };
                 for value in value.split(',').filter(|v| !v.is_empty()) {
-                    request.includes.push(parse_include(registry, code == "_revinclude", iterate, value)?);
+                    request.includes.push(parse_include(
+                        registry,
+                        code == "_revinclude",
+                        iterate,
+                        value,
+                    )?);
                 }
                 request.used.push((name.clone(), value.clone()));
                 None
@@ -267,7 +300,9 @@ impl SearchRequest {
                     .parse()
                     .map_err(|_| ApiError::bad_request("_count must be a non-negative integer"))?;
                 if count > max_count {
-                    return Err(ApiError::bad_request(format!("_count may be at most {max_count} on this server")));
+                    return Err(ApiError::bad_request(format!(
+                        "_count may be at most {max_count} on this server"
+                    )));
                 }
                 self.count = count;
                 self.used.push((name.into(), self.count.to_string()));
@@ -278,7 +313,11 @@ impl SearchRequest {
                     .parse()
                     .ok()
                     .filter(|offset| *offset <= MAX_OFFSET)
-                    .ok_or_else(|| ApiError::bad_request(format!("_offset must be an integer from 0 to {MAX_OFFSET}")))?;
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "_offset must be an integer from 0 to {MAX_OFFSET}"
+                        ))
+                    })?;
             }
             "_sort" => {
                 for key in value.split(',').filter(|k| !k.is_empty()) {
@@ -287,7 +326,10 @@ impl SearchRequest {
                         None => (key, false),
                     };
                     // Whether `code` can be sorted by is the planner's to say (it knows the type).
-                    self.sort.push(SortKey { code: code.to_string(), descending });
+                    self.sort.push(SortKey {
+                        code: code.to_string(),
+                        descending,
+                    });
                 }
                 self.used.push((name.into(), value.into()));
             }
@@ -296,7 +338,11 @@ impl SearchRequest {
                     "none" => TotalMode::None,
                     "estimate" => TotalMode::Estimate,
                     "accurate" => TotalMode::Accurate,
-                    _ => return Err(ApiError::bad_request("_total must be none, estimate or accurate")),
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "_total must be none, estimate or accurate",
+                        ));
+                    }
                 };
                 self.used.push((name.into(), value.into()));
             }
@@ -307,14 +353,28 @@ impl SearchRequest {
                     "text" => self.subset = Some(Subset::Text),
                     "data" => self.subset = Some(Subset::Data),
                     "false" => {}
-                    _ => return Err(ApiError::bad_request("_summary must be true, text, data, count or false")),
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "_summary must be true, text, data, count or false",
+                        ));
+                    }
                 }
                 self.used.push((name.into(), value.into()));
             }
             "_elements" => {
-                let names: Vec<String> = value.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
-                if names.iter().any(|n| !n.chars().all(|c| c.is_ascii_alphanumeric())) {
-                    return Err(ApiError::bad_request("_elements lists top-level element names (letters and digits), separated by commas"));
+                let names: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if names
+                    .iter()
+                    .any(|n| !n.chars().all(|c| c.is_ascii_alphanumeric()))
+                {
+                    return Err(ApiError::bad_request(
+                        "_elements lists top-level element names (letters and digits), separated by commas",
+                    ));
                 }
                 if self.subset.is_none() {
                     self.subset = Some(Subset::Elements(names));
@@ -322,8 +382,12 @@ impl SearchRequest {
                 self.used.push((name.into(), value.into()));
             }
             // The middleware already refused other formats; JSON is all this server speaks.
-            "_format" if !matches!(value, "json" | "application/json" | "application/fhir+json") => {
-                return Err(ApiError::NotAcceptable("_format: this server speaks JSON only (json, application/fhir+json)".into()));
+            "_format"
+                if !matches!(value, "json" | "application/json" | "application/fhir+json") =>
+            {
+                return Err(ApiError::NotAcceptable(
+                    "_format: this server speaks JSON only (json, application/fhir+json)".into(),
+                ));
             }
             _ => {} // _pretty: accepted, output unchanged
         }
@@ -360,7 +424,9 @@ fn parse_criterion(
     }
     if let Some(rest) = name.strip_prefix("_has:") {
         let mut parts = rest.splitn(3, ':');
-        let (Some(source_type), Some(reference), Some(inner)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(source_type), Some(reference), Some(inner)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
             return Err(Refusal::Invalid(ApiError::bad_request(format!(
                 "search parameter `{}`: _has is _has:[type]:[reference parameter]:[parameter]",
                 truncate(name)
@@ -368,10 +434,16 @@ fn parse_criterion(
         };
         reference_param(registry, source_type, reference, Some(resource_type))?;
         let inner = parse_criterion(registry, source_type, inner, value, depth + 1)?;
-        return Ok(Criterion::Has { source_type: source_type.to_string(), reference: reference.to_string(), inner: Box::new(inner) });
+        return Ok(Criterion::Has {
+            source_type: source_type.to_string(),
+            reference: reference.to_string(),
+            inner: Box::new(inner),
+        });
     }
     if let Some((link, rest)) = name.split_once('.') {
-        let (reference, type_modifier) = link.split_once(':').map_or((link, None), |(r, t)| (r, Some(t)));
+        let (reference, type_modifier) = link
+            .split_once(':')
+            .map_or((link, None), |(r, t)| (r, Some(t)));
         let param = reference_param(registry, resource_type, reference, type_modifier)?;
         let candidates: Vec<&str> = match type_modifier {
             Some(target) => vec![target],
@@ -383,7 +455,10 @@ fn parse_criterion(
             if next_code != "_has" && registry.get(target, next_code).is_none() {
                 continue;
             }
-            branches.push((target.to_string(), parse_criterion(registry, target, rest, value, depth + 1)?));
+            branches.push((
+                target.to_string(),
+                parse_criterion(registry, target, rest, value, depth + 1)?,
+            ));
         }
         if branches.is_empty() {
             return Err(Refusal::Unsupported(format!(
@@ -392,14 +467,24 @@ fn parse_criterion(
                 truncate(next_code)
             )));
         }
-        return Ok(Criterion::Chain { reference: reference.to_string(), branches });
+        return Ok(Criterion::Chain {
+            reference: reference.to_string(),
+            branches,
+        });
     }
-    let (code, modifier) = name.split_once(':').map_or((name, None), |(c, m)| (c, Some(m.to_string())));
-    let param = registry
-        .get(resource_type, code)
-        .ok_or_else(|| Refusal::Unsupported(format!("{resource_type} has no search parameter `{}`", truncate(code))))?;
+    let (code, modifier) = name
+        .split_once(':')
+        .map_or((name, None), |(c, m)| (c, Some(m.to_string())));
+    let param = registry.get(resource_type, code).ok_or_else(|| {
+        Refusal::Unsupported(format!(
+            "{resource_type} has no search parameter `{}`",
+            truncate(code)
+        ))
+    })?;
     if param.kind == ParamType::Special {
-        return Err(Refusal::Unsupported("special parameters (near, …) are not supported".into()));
+        return Err(Refusal::Unsupported(
+            "special parameters (near, …) are not supported".into(),
+        ));
     }
     if param.kind == ParamType::Composite && composite_value_kind(param).is_none() {
         return Err(Refusal::Unsupported(
@@ -407,7 +492,10 @@ fn parse_criterion(
         ));
     }
     if !param.is_indexed() || crate::search::phi::is_unindexed(code) {
-        return Err(Refusal::Unsupported("this parameter has no index here (full-text and phonetic search are not offered)".into()));
+        return Err(Refusal::Unsupported(
+            "this parameter has no index here (full-text and phonetic search are not offered)"
+                .into(),
+        ));
     }
     check_modifier(param.kind, modifier.as_deref(), name)?;
     let values = split_unescaped(value, ',');
@@ -417,7 +505,12 @@ fn parse_criterion(
             truncate(name)
         ))));
     }
-    Ok(Criterion::Param(ParamFilter { code: code.to_string(), modifier, kind: param.kind, values }))
+    Ok(Criterion::Param(ParamFilter {
+        code: code.to_string(),
+        modifier,
+        kind: param.kind,
+        values,
+    }))
 }
 
 /// The reference parameter `code` of `resource_type`, which must be able to point at `target`
@@ -428,9 +521,13 @@ fn reference_param<'r>(
     code: &str,
     target: Option<&str>,
 ) -> Result<&'r SearchParam, Refusal> {
-    let param = registry
-        .get(resource_type, code)
-        .ok_or_else(|| Refusal::Unsupported(format!("{} has no search parameter `{}`", truncate(resource_type), truncate(code))))?;
+    let param = registry.get(resource_type, code).ok_or_else(|| {
+        Refusal::Unsupported(format!(
+            "{} has no search parameter `{}`",
+            truncate(resource_type),
+            truncate(code)
+        ))
+    })?;
     if param.kind != ParamType::Reference {
         return Err(Refusal::Invalid(ApiError::bad_request(format!(
             "`{}` is not a reference parameter of {}, so it cannot be chained or included",
@@ -438,7 +535,9 @@ fn reference_param<'r>(
             truncate(resource_type)
         ))));
     }
-    if let Some(target) = target.filter(|t| !param.targets.is_empty() && !param.targets.iter().any(|p| p == t)) {
+    if let Some(target) =
+        target.filter(|t| !param.targets.is_empty() && !param.targets.iter().any(|p| p == t))
+    {
         return Err(Refusal::Invalid(ApiError::bad_request(format!(
             "`{}` of {} cannot point to {} resources",
             truncate(code),
@@ -450,42 +549,64 @@ fn reference_param<'r>(
 }
 
 /// `[source type]:[parameter or *][:target type]`.
-fn parse_include(registry: &SearchParamRegistry, reverse: bool, iterate: bool, value: &str) -> ApiResult<Include> {
+fn parse_include(
+    registry: &SearchParamRegistry,
+    reverse: bool,
+    iterate: bool,
+    value: &str,
+) -> ApiResult<Include> {
     let which = if reverse { "_revinclude" } else { "_include" };
     let mut parts = value.splitn(3, ':');
     let (Some(source_type), Some(param)) = (parts.next(), parts.next()) else {
-        return Err(ApiError::bad_request(format!("{which} is [type]:[search parameter][:target type], or [type]:*")));
+        return Err(ApiError::bad_request(format!(
+            "{which} is [type]:[search parameter][:target type], or [type]:*"
+        )));
     };
     let target_type = parts.next().map(str::to_string);
     if !registry.resource_types().contains(&source_type) {
-        return Err(ApiError::bad_request(format!("{which}: unknown resource type `{}`", truncate(source_type))));
+        return Err(ApiError::bad_request(format!(
+            "{which}: unknown resource type `{}`",
+            truncate(source_type)
+        )));
     }
     let param = if param == "*" {
         None
     } else {
-        reference_param(registry, source_type, param, target_type.as_deref()).map_err(|refusal| match refusal {
-            Refusal::Invalid(error) => error,
-            Refusal::Unsupported(why) => ApiError::bad_request(format!("{which}: {why}")),
-        })?;
+        reference_param(registry, source_type, param, target_type.as_deref()).map_err(
+            |refusal| match refusal {
+                Refusal::Invalid(error) => error,
+                Refusal::Unsupported(why) => ApiError::bad_request(format!("{which}: {why}")),
+            },
+        )?;
         Some(param.to_string())
     };
-    Ok(Include { reverse, iterate, source_type: source_type.to_string(), param, target_type })
+    Ok(Include {
+        reverse,
+        iterate,
+        source_type: source_type.to_string(),
+        param,
+        target_type,
+    })
 }
 
 /// The type of the second component of a composite this server indexes (a token, then a token,
 /// quantity, number or date), or `None` for other composites.
 pub fn composite_value_kind(param: &SearchParam) -> Option<ParamType> {
     match param.components.as_slice() {
-        [first, second] if first.kind == ParamType::Token => {
-            matches!(second.kind, ParamType::Token | ParamType::Quantity | ParamType::Number | ParamType::Date).then_some(second.kind)
-        }
+        [first, second] if first.kind == ParamType::Token => matches!(
+            second.kind,
+            ParamType::Token | ParamType::Quantity | ParamType::Number | ParamType::Date
+        )
+        .then_some(second.kind),
         _ => None,
     }
 }
 
 /// Modifiers each parameter type accepts here (R4 search.html, "Modifiers").
 fn check_modifier(kind: ParamType, modifier: Option<&str>, name: &str) -> ApiResult<()> {
-    let Some(modifier) = modifier else { return Ok(()) };
+    let Some(modifier) = modifier else {
+        return Ok(());
+    };
     let allowed: &[&str] = match kind {
         ParamType::String => &["missing", "exact", "contains"],
         ParamType::Token => &["missing", "not", "text", "in", "not-in"],
@@ -494,7 +615,11 @@ fn check_modifier(kind: ParamType, modifier: Option<&str>, name: &str) -> ApiRes
         ParamType::Date | ParamType::Number | ParamType::Quantity => &["missing"],
         ParamType::Composite | ParamType::Special => &[],
     };
-    let is_type_modifier = kind == ParamType::Reference && modifier.chars().next().is_some_and(|c| c.is_ascii_uppercase());
+    let is_type_modifier = kind == ParamType::Reference
+        && modifier
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_uppercase());
     if allowed.contains(&modifier) || is_type_modifier {
         Ok(())
     } else {
@@ -547,7 +672,8 @@ pub fn escape(value: &str) -> String {
 
 /// A token criterion `system|value` as a query string (`identifier=…`), escaped and URL-encoded.
 pub fn token_criteria(param: &str, system: &str, value: &str) -> String {
-    serde_urlencoded::to_string([(param, format!("{}|{}", escape(system), escape(value)))]).unwrap_or_default()
+    serde_urlencoded::to_string([(param, format!("{}|{}", escape(system), escape(value)))])
+        .unwrap_or_default()
 }
 
 /// Remove the remaining escapes of a value part.
@@ -577,7 +703,10 @@ mod tests {
         assert_eq!(unescape("a\\|b"), "a|b");
         assert_eq!(unescape(&escape("a|b,c$d\\e")), "a|b,c$d\\e");
         assert_eq!(split_unescaped(&escape("x|y"), '|'), ["x|y"]);
-        assert_eq!(token_criteria("identifier", "urn:oid:1.2", "a&b|c"), "identifier=urn%3Aoid%3A1.2%7Ca%26b%5C%7Cc");
+        assert_eq!(
+            token_criteria("identifier", "urn:oid:1.2", "a&b|c"),
+            "identifier=urn%3Aoid%3A1.2%7Ca%26b%5C%7Cc"
+        );
         assert_eq!(split_unescaped("", ','), [""]);
     }
 }

@@ -372,7 +372,10 @@ impl SearchParamRegistry {
     /// compartment definition's, and the links it leaves out ([`EXTRA_PATIENT_LINKS`]).
     pub fn patient_links(&self, resource_type: &str) -> Vec<String> {
         let mut params = self.patient_compartment_params(resource_type).to_vec();
-        for (_, extra) in EXTRA_PATIENT_LINKS.iter().filter(|(t, _)| *t == resource_type) {
+        for (_, extra) in EXTRA_PATIENT_LINKS
+            .iter()
+            .filter(|(t, _)| *t == resource_type)
+        {
             params.extend(extra.iter().map(|p| p.to_string()));
         }
         params

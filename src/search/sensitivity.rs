@@ -27,9 +27,15 @@ pub struct ParamDatatypes {
 impl ParamDatatypes {
     /// Work out the datatypes of every token and string parameter of every type in `registry`,
     /// from the `definitions` of the official `fhir.schema.json`.
-    pub fn from_schema(schema: &Value, registry: &SearchParamRegistry, resource_types: &[String]) -> ParamDatatypes {
+    pub fn from_schema(
+        schema: &Value,
+        registry: &SearchParamRegistry,
+        resource_types: &[String],
+    ) -> ParamDatatypes {
         let mut result = ParamDatatypes::default();
-        let Some(definitions) = schema.get("definitions").and_then(Value::as_object) else { return result };
+        let Some(definitions) = schema.get("definitions").and_then(Value::as_object) else {
+            return result;
+        };
         for resource_type in resource_types {
             for param in registry.params_for(resource_type) {
                 if !matches!(param.kind, ParamType::Token | ParamType::String) {
@@ -40,14 +46,21 @@ impl ParamDatatypes {
                     .get(resource_type.as_str())
                     .or_else(|| param.expressions.get("Resource"))
                     .or_else(|| param.expressions.get("DomainResource"));
-                let Some(expression) = expression else { continue };
+                let Some(expression) = expression else {
+                    continue;
+                };
                 let types = expression_datatypes(definitions, resource_type, expression);
                 let key = (resource_type.clone(), param.code.clone());
-                if types.iter().any(|t| IDENTIFYING_TYPES.contains(&t.as_str())) {
+                if types
+                    .iter()
+                    .any(|t| IDENTIFYING_TYPES.contains(&t.as_str()))
+                {
                     result.identifying.insert(key.clone());
                 }
                 // A string parameter whose path cannot be resolved is assumed to be free text.
-                if types.iter().any(|t| TEXT_TYPES.contains(&t.as_str())) || (types.is_empty() && param.kind == ParamType::String) {
+                if types.iter().any(|t| TEXT_TYPES.contains(&t.as_str()))
+                    || (types.is_empty() && param.kind == ParamType::String)
+                {
                     result.free_text.insert(key);
                 }
             }
@@ -56,20 +69,30 @@ impl ParamDatatypes {
     }
 
     pub fn is_identifying(&self, resource_type: &str, code: &str) -> bool {
-        self.identifying.contains(&(resource_type.to_string(), code.to_string()))
+        self.identifying
+            .contains(&(resource_type.to_string(), code.to_string()))
     }
 
     pub fn is_free_text(&self, resource_type: &str, code: &str) -> bool {
-        self.free_text.contains(&(resource_type.to_string(), code.to_string()))
+        self.free_text
+            .contains(&(resource_type.to_string(), code.to_string()))
     }
 }
 
 /// The datatypes at the end of each alternative of `expression` on `resource_type`; empty when
 /// no alternative could be resolved.
-pub fn expression_datatypes(definitions: &Map<String, Value>, resource_type: &str, expression: &str) -> Vec<String> {
+pub fn expression_datatypes(
+    definitions: &Map<String, Value>,
+    resource_type: &str,
+    expression: &str,
+) -> Vec<String> {
     let mut out = Vec::new();
     for alternative in split_top_level(expression, '|') {
-        out.extend(path_datatypes(definitions, resource_type, &simplify(alternative)));
+        out.extend(path_datatypes(
+            definitions,
+            resource_type,
+            &simplify(alternative),
+        ));
     }
     out.sort();
     out.dedup();
@@ -90,7 +113,11 @@ fn simplify(expression: &str) -> String {
     let mut i = 0;
     while i < chars.len() {
         let rest: String = chars[i..].iter().collect();
-        if skipping == 0 && (rest.starts_with(".where(") || rest.starts_with(".exists(") || rest.starts_with(".first(")) {
+        if skipping == 0
+            && (rest.starts_with(".where(")
+                || rest.starts_with(".exists(")
+                || rest.starts_with(".first("))
+        {
             skipping = depth + 1;
             i += rest.find('(').unwrap_or(0) + 1;
             depth += 1;
@@ -134,11 +161,21 @@ fn split_top_level(expression: &str, separator: char) -> Vec<&str> {
 }
 
 /// Walk `Type.a.b::Cast` through the schema definitions.
-fn path_datatypes(definitions: &Map<String, Value>, resource_type: &str, path: &str) -> Vec<String> {
+fn path_datatypes(
+    definitions: &Map<String, Value>,
+    resource_type: &str,
+    path: &str,
+) -> Vec<String> {
     let mut steps = path.split('.').map(str::trim).filter(|s| !s.is_empty());
-    let Some(root) = steps.next() else { return Vec::new() };
+    let Some(root) = steps.next() else {
+        return Vec::new();
+    };
     let root = root.split("::").next().unwrap_or(root);
-    let start = if root == "Resource" || root == "DomainResource" { resource_type } else { root };
+    let start = if root == "Resource" || root == "DomainResource" {
+        resource_type
+    } else {
+        root
+    };
     if start != resource_type {
         return Vec::new();
     }
@@ -150,7 +187,11 @@ fn path_datatypes(definitions: &Map<String, Value>, resource_type: &str, path: &
         };
         let mut next = Vec::new();
         for definition in &current {
-            let Some(properties) = definitions.get(definition).and_then(|d| d.get("properties")).and_then(Value::as_object) else {
+            let Some(properties) = definitions
+                .get(definition)
+                .and_then(|d| d.get("properties"))
+                .and_then(Value::as_object)
+            else {
                 continue;
             };
             match properties.get(name) {
@@ -158,7 +199,9 @@ fn path_datatypes(definitions: &Map<String, Value>, resource_type: &str, path: &
                 None => {
                     // A choice element `value[x]`: `valueQuantity`, `valueString`, …
                     for (key, property) in properties {
-                        let is_choice = key.strip_prefix(name).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()));
+                        let is_choice = key
+                            .strip_prefix(name)
+                            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()));
                         if is_choice {
                             next.extend(referenced_type(property));
                         }
@@ -181,8 +224,13 @@ fn path_datatypes(definitions: &Map<String, Value>, resource_type: &str, path: &
 }
 
 fn referenced_type(property: &Value) -> Option<String> {
-    let reference = property.get("$ref").or_else(|| property.get("items").and_then(|i| i.get("$ref")))?;
-    reference.as_str()?.strip_prefix("#/definitions/").map(str::to_string)
+    let reference = property
+        .get("$ref")
+        .or_else(|| property.get("items").and_then(|i| i.get("$ref")))?;
+    reference
+        .as_str()?
+        .strip_prefix("#/definitions/")
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -190,7 +238,10 @@ mod tests {
     use super::*;
 
     fn definitions() -> Map<String, Value> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources/fhir.schema.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fhir-resources/fhir.schema.json"
+        );
         let schema: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         schema["definitions"].as_object().unwrap().clone()
     }
@@ -198,13 +249,38 @@ mod tests {
     #[test]
     fn datatypes_of_real_expressions() {
         let d = definitions();
-        assert_eq!(expression_datatypes(&d, "Specimen", "Specimen.accessionIdentifier"), ["Identifier"]);
-        assert_eq!(expression_datatypes(&d, "Patient", "Patient.name"), ["HumanName"]);
-        assert_eq!(expression_datatypes(&d, "Device", "Device.udiCarrier.carrierHRF"), ["string"]);
-        assert_eq!(expression_datatypes(&d, "ServiceRequest", "ServiceRequest.orderDetail.text"), ["string"]);
-        assert_eq!(expression_datatypes(&d, "Observation", "(Observation.value as CodeableConcept).text"), ["string"]);
-        assert_eq!(expression_datatypes(&d, "Observation", "Observation.code"), ["CodeableConcept"]);
-        assert_eq!(expression_datatypes(&d, "Patient", "Patient.telecom.where(system='phone')"), ["ContactPoint"]);
+        assert_eq!(
+            expression_datatypes(&d, "Specimen", "Specimen.accessionIdentifier"),
+            ["Identifier"]
+        );
+        assert_eq!(
+            expression_datatypes(&d, "Patient", "Patient.name"),
+            ["HumanName"]
+        );
+        assert_eq!(
+            expression_datatypes(&d, "Device", "Device.udiCarrier.carrierHRF"),
+            ["string"]
+        );
+        assert_eq!(
+            expression_datatypes(&d, "ServiceRequest", "ServiceRequest.orderDetail.text"),
+            ["string"]
+        );
+        assert_eq!(
+            expression_datatypes(
+                &d,
+                "Observation",
+                "(Observation.value as CodeableConcept).text"
+            ),
+            ["string"]
+        );
+        assert_eq!(
+            expression_datatypes(&d, "Observation", "Observation.code"),
+            ["CodeableConcept"]
+        );
+        assert_eq!(
+            expression_datatypes(&d, "Patient", "Patient.telecom.where(system='phone')"),
+            ["ContactPoint"]
+        );
         assert_eq!(expression_datatypes(&d, "Patient", "Resource.id"), ["id"]);
         assert!(expression_datatypes(&d, "Patient", "Patient.extension('x').value").is_empty());
     }

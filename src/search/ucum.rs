@@ -12,8 +12,18 @@
 pub const UCUM: &str = "http://unitsofmeasure.org";
 
 /// Metric atoms (which take prefixes) and their canonical atom; all factors are 1.
-const METRIC: &[(&str, &str)] =
-    &[("g", "g"), ("m", "m"), ("L", "L"), ("l", "L"), ("s", "s"), ("mol", "mol"), ("eq", "eq"), ("Pa", "Pa"), ("U", "U"), ("IU", "IU")];
+const METRIC: &[(&str, &str)] = &[
+    ("g", "g"),
+    ("m", "m"),
+    ("L", "L"),
+    ("l", "L"),
+    ("s", "s"),
+    ("mol", "mol"),
+    ("eq", "eq"),
+    ("Pa", "Pa"),
+    ("U", "U"),
+    ("IU", "IU"),
+];
 
 /// Atoms without prefixes: (atom, factor, canonical atom).
 const PLAIN: &[(&str, f64, &str)] = &[
@@ -60,7 +70,11 @@ pub fn canonical(code: &str) -> Option<(f64, String)> {
         Some((n, d)) => (n, Some(d)),
         None => (code, None),
     };
-    let (factor, unit) = if numerator.is_empty() { (1.0, String::new()) } else { atom(numerator)? };
+    let (factor, unit) = if numerator.is_empty() {
+        (1.0, String::new())
+    } else {
+        atom(numerator)?
+    };
     match denominator {
         None => Some((factor, unit)),
         Some(denominator) => {
@@ -89,7 +103,10 @@ fn atom(text: &str) -> Option<(f64, String)> {
     }
     PREFIXES.iter().find_map(|(prefix, factor)| {
         let rest = text.strip_prefix(prefix)?;
-        METRIC.iter().find(|(atom, _)| *atom == rest).map(|(_, unit)| (*factor, unit.to_string()))
+        METRIC
+            .iter()
+            .find(|(atom, _)| *atom == rest)
+            .map(|(_, unit)| (*factor, unit.to_string()))
     })
 }
 
@@ -99,7 +116,10 @@ mod tests {
 
     fn close(code: &str, factor: f64, unit: &str) {
         let (f, u) = canonical(code).unwrap_or_else(|| panic!("{code} converts"));
-        assert!((f - factor).abs() <= factor.abs() * 1e-12, "{code}: factor {f}, expected {factor}");
+        assert!(
+            (f - factor).abs() <= factor.abs() * 1e-12,
+            "{code}: factor {f}, expected {factor}"
+        );
         assert_eq!(u, unit, "{code}");
     }
 

@@ -25,7 +25,12 @@ use crate::tls::{AcceptError, Acceptor};
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits for
 /// open connections to finish their requests in flight (idle keep-alive connections close).
-pub async fn serve(listener: TcpListener, acceptor: Acceptor, app: Router, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: Acceptor,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // With a timer, HTTP/1 closes a connection that sends no complete header within 30 s
     // (hyper's default), so idle or trickling clients do not hold sockets for ever.
@@ -65,11 +70,15 @@ pub async fn serve(listener: TcpListener, acceptor: Acceptor, app: Router, shutd
                 Ok(accepted) => accepted,
                 Err(e) => return log_refused(addr, &e),
             };
-            let service = TowerToHyperService::new(tower::service_fn(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(peer.clone());
-                app.clone().oneshot(request)
-            }));
-            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let service = TowerToHyperService::new(tower::service_fn(
+                move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(peer.clone());
+                    app.clone().oneshot(request)
+                },
+            ));
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
             if let Err(e) = watcher.watch(connection).await {
                 debug!(%addr, error = %e, "HTTP connection ended with an error");
             }

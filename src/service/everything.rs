@@ -15,7 +15,12 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 
 impl Service {
-    pub async fn everything(&self, caller: &Arc<Caller>, patient: &str, params: &[(String, String)]) -> ApiResult<SearchPage> {
+    pub async fn everything(
+        &self,
+        caller: &Arc<Caller>,
+        patient: &str,
+        params: &[(String, String)],
+    ) -> ApiResult<SearchPage> {
         {
             let mut conn = self.reader().await?;
             self.read_visible(&mut conn, caller, "Patient", patient)
@@ -27,9 +32,8 @@ impl Service {
             match name.as_str() {
                 // Page links carry `_lastUpdated`, so that a next page asks for the same.
                 "_since" => pairs.push(("_lastUpdated".to_string(), format!("ge{value}"))),
-                "_type" | "_count" | "_lastUpdated" | "_cursor" | "_offset" | "_total" | "_elements" | "_summary" => {
-                    pairs.push((name.clone(), value.clone()))
-                }
+                "_type" | "_count" | "_lastUpdated" | "_cursor" | "_offset" | "_total"
+                | "_elements" | "_summary" => pairs.push((name.clone(), value.clone())),
                 "start" | "end" => {
                     return Err(ApiError::NotSupported("$everything: `start` and `end` (care dates) are not supported; `_since` limits by last update".into()));
                 }

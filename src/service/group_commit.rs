@@ -20,10 +20,10 @@ use futures::future::BoxFuture;
 use sqlx::{Acquire, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::{ApiError, ApiResult};
-use crate::store::{Backend, Conn};
 use crate::audit::chain::SealedEvent;
+use crate::error::{ApiError, ApiResult};
 use crate::store::write::{VersionWrite, write_versions};
+use crate::store::{Backend, Conn};
 
 /// Jobs committed together at most.
 const MAX_BATCH: usize = 256;
@@ -72,7 +72,9 @@ where
             };
             let ended = match &result {
                 Ok(_) => Ended::Succeeded,
-                Err(error @ (ApiError::Internal | ApiError::Unavailable(_))) => Ended::Broke(error.clone()),
+                Err(error @ (ApiError::Internal | ApiError::Unavailable(_))) => {
+                    Ended::Broke(error.clone())
+                }
                 Err(_) => Ended::Failed,
             };
             let completer: Completer = Box::new(move |commit_error| {
@@ -133,7 +135,9 @@ impl GroupCommitter {
         let (jobs, receiver) = mpsc::channel(4 * MAX_BATCH);
         match backend {
             Backend::Sqlite => {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
                 std::thread::Builder::new()
                     .name("fhirvault-writer".into())
                     .spawn(move || runtime.block_on(run(writer, receiver)))?;
@@ -160,9 +164,18 @@ impl GroupCommitter {
     }
 
     /// Insert first versions of new resources and link AuditEvents; resolve once committed.
-    pub async fn create(&self, writes: Vec<VersionWrite>, audits: Vec<SealedEvent>) -> ApiResult<()> {
+    pub async fn create(
+        &self,
+        writes: Vec<VersionWrite>,
+        audits: Vec<SealedEvent>,
+    ) -> ApiResult<()> {
         let (reply, answer) = oneshot::channel();
-        if self.jobs.send(Request::Create(Creates { writes, audits }, reply)).await.is_err() {
+        if self
+            .jobs
+            .send(Request::Create(Creates { writes, audits }, reply))
+            .await
+            .is_err()
+        {
             return Err(shutting_down());
         }
         answer.await.unwrap_or(Err(ApiError::Internal))

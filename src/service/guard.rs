@@ -17,10 +17,10 @@ use super::search::matching_ids;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::auth::access::{patient_links, require, visibility};
-use crate::search::extract::{IndexValue, param_values};
 use crate::auth::pseudonymise::{self, Profile};
 use crate::auth::{Caller, Permission, Role};
 use crate::error::{ApiError, ApiResult};
+use crate::search::extract::{IndexValue, param_values};
 use crate::search::plan::plan;
 use crate::search::query::{MAX_OR_VALUES, SYSTEM, SearchRequest, Visibility, escape};
 use crate::store::versions::{self, Head};
@@ -28,13 +28,22 @@ use crate::store::{Bind, Conn};
 
 impl Service {
     /// Refuse what the caller's role and scopes can never allow for `resource_type`.
-    pub fn require(&self, caller: &Caller, resource_type: &str, permission: Permission) -> ApiResult<()> {
+    pub fn require(
+        &self,
+        caller: &Caller,
+        resource_type: &str,
+        permission: Permission,
+    ) -> ApiResult<()> {
         require(caller, &self.registry, resource_type, permission)
     }
 
     /// Put the caller's visibility into a search (and refuse searches a pseudonymous view may
     /// not make).
-    pub fn restrict_search(&self, caller: &Arc<Caller>, request: &mut SearchRequest) -> ApiResult<()> {
+    pub fn restrict_search(
+        &self,
+        caller: &Arc<Caller>,
+        request: &mut SearchRequest,
+    ) -> ApiResult<()> {
         if !request.is_system() {
             self.require(caller, &request.resource_type, Permission::Search)?;
         }
@@ -57,7 +66,11 @@ impl Service {
     }
 
     /// Decrypt a stored version and shape it for the caller's view.
-    pub fn open_for(&self, caller: &Caller, stored: versions::StoredVersion) -> ApiResult<super::VersionedResource> {
+    pub fn open_for(
+        &self,
+        caller: &Caller,
+        stored: versions::StoredVersion,
+    ) -> ApiResult<super::VersionedResource> {
         let mut opened = self.open_version(stored)?;
         if let Some(resource) = opened.resource.as_mut() {
             self.present(self.view(caller), resource);
@@ -73,22 +86,45 @@ impl Service {
     }
 
     /// Those of `ids` (of `resource_type`) the caller may see for `permission`.
-    pub async fn visible_ids(&self, conn: &mut Conn, caller: &Arc<Caller>, permission: Permission, resource_type: &str, ids: &[String]) -> ApiResult<Vec<String>> {
+    pub async fn visible_ids(
+        &self,
+        conn: &mut Conn,
+        caller: &Arc<Caller>,
+        permission: Permission,
+        resource_type: &str,
+        ids: &[String],
+    ) -> ApiResult<Vec<String>> {
         match visibility(caller, &self.registry, permission) {
             None => Ok(ids.to_vec()),
-            Some(visibility) => self.filter_visible(conn, &visibility, resource_type, ids).await,
+            Some(visibility) => {
+                self.filter_visible(conn, &visibility, resource_type, ids)
+                    .await
+            }
         }
     }
 
     /// Those of `ids` (of `resource_type`) that `visibility` lets through, by one query per
     /// [`MAX_OR_VALUES`] ids.
-    pub async fn filter_visible(&self, conn: &mut Conn, visibility: &Arc<dyn Visibility>, resource_type: &str, ids: &[String]) -> ApiResult<Vec<String>> {
+    pub async fn filter_visible(
+        &self,
+        conn: &mut Conn,
+        visibility: &Arc<dyn Visibility>,
+        resource_type: &str,
+        ids: &[String],
+    ) -> ApiResult<Vec<String>> {
         let mut visible = Vec::new();
         for chunk in ids.chunks(MAX_OR_VALUES) {
             let list: Vec<String> = chunk.iter().map(|id| escape(id)).collect();
-            let mut request = self.parse_search(resource_type, &[("_id".into(), list.join(","))], true)?;
+            let mut request =
+                self.parse_search(resource_type, &[("_id".into(), list.join(","))], true)?;
             request.visibility = Some(visibility.clone());
-            let plan = plan(&request, &self.registry, &self.validator, &self.keys.current(), &self.config.base_url)?;
+            let plan = plan(
+                &request,
+                &self.registry,
+                &self.validator,
+                &self.keys.current(),
+                &self.config.base_url,
+            )?;
             visible.extend(matching_ids(conn, &plan, chunk.len()).await?);
         }
         Ok(visible)
@@ -96,11 +132,23 @@ impl Service {
 
     /// The current version of a resource the caller may read, in one query with its access rule;
     /// `None` when it does not exist, is deleted, or is out of reach (alike, on purpose).
-    pub async fn read_visible(&self, conn: &mut Conn, caller: &Arc<Caller>, resource_type: &str, id: &str) -> ApiResult<Option<versions::StoredVersion>> {
+    pub async fn read_visible(
+        &self,
+        conn: &mut Conn,
+        caller: &Arc<Caller>,
+        resource_type: &str,
+        id: &str,
+    ) -> ApiResult<Option<versions::StoredVersion>> {
         self.require(caller, resource_type, Permission::Read)?;
         let mut request = self.parse_search(resource_type, &[("_id".into(), escape(id))], true)?;
         request.visibility = visibility(caller, &self.registry, Permission::Read);
-        let plan = plan(&request, &self.registry, &self.validator, &self.keys.current(), &self.config.base_url)?;
+        let plan = plan(
+            &request,
+            &self.registry,
+            &self.validator,
+            &self.keys.current(),
+            &self.config.base_url,
+        )?;
         let mut binds = plan.binds;
         binds.truncate(plan.where_binds);
         Ok(versions::read_current_where(conn, &plan.where_sql, binds).await?)
@@ -109,9 +157,25 @@ impl Service {
     /// A single-resource read: allowed interaction, and the resource within reach. What the
     /// caller cannot see does not exist for it (404), so that a refusal never confirms that a
     /// resource exists.
-    pub async fn guard_read(&self, conn: &mut Conn, caller: &Arc<Caller>, resource_type: &str, id: &str) -> ApiResult<()> {
+    pub async fn guard_read(
+        &self,
+        conn: &mut Conn,
+        caller: &Arc<Caller>,
+        resource_type: &str,
+        id: &str,
+    ) -> ApiResult<()> {
         self.require(caller, resource_type, Permission::Read)?;
-        if self.visible_ids(conn, caller, Permission::Read, resource_type, &[id.to_string()]).await?.is_empty() {
+        if self
+            .visible_ids(
+                conn,
+                caller,
+                Permission::Read,
+                resource_type,
+                &[id.to_string()],
+            )
+            .await?
+            .is_empty()
+        {
             return Err(super::read::not_found(resource_type, id));
         }
         Ok(())
@@ -132,7 +196,11 @@ impl Service {
         let live = head.is_some_and(|h| !h.deleted);
         if caller.is_unrestricted() {
             // Writing where nothing lives is a create, whatever the HTTP method.
-            let permission = if live || permission == Permission::Delete { permission } else { Permission::Create };
+            let permission = if live || permission == Permission::Delete {
+                permission
+            } else {
+                Permission::Create
+            };
             return self.require(caller, resource_type, permission);
         }
         self.require(caller, resource_type, permission)?;
@@ -143,13 +211,24 @@ impl Service {
             return Err(super::read::not_found(resource_type, id));
         }
         let one = [id.to_string()];
-        if !self.visible_ids(conn, caller, permission, resource_type, &one).await?.is_empty() {
+        if !self
+            .visible_ids(conn, caller, permission, resource_type, &one)
+            .await?
+            .is_empty()
+        {
             return Ok(());
         }
-        let readable = self.require(caller, resource_type, Permission::Read).is_ok()
-            && !self.visible_ids(conn, caller, Permission::Read, resource_type, &one).await?.is_empty();
+        let readable = self
+            .require(caller, resource_type, Permission::Read)
+            .is_ok()
+            && !self
+                .visible_ids(conn, caller, Permission::Read, resource_type, &one)
+                .await?
+                .is_empty();
         Err(if readable {
-            ApiError::Forbidden(format!("this token may read {resource_type}/{id} but not change it"))
+            ApiError::Forbidden(format!(
+                "this token may read {resource_type}/{id} but not change it"
+            ))
         } else {
             super::read::not_found(resource_type, id)
         })
@@ -157,12 +236,27 @@ impl Service {
 
     /// After writing: the resource as written is still within the caller's reach, or the whole
     /// write is refused (the caller's transaction rolls back).
-    pub async fn guard_after_write(&self, conn: &mut Conn, caller: &Arc<Caller>, created: bool, resource_type: &str, id: &str) -> ApiResult<()> {
+    pub async fn guard_after_write(
+        &self,
+        conn: &mut Conn,
+        caller: &Arc<Caller>,
+        created: bool,
+        resource_type: &str,
+        id: &str,
+    ) -> ApiResult<()> {
         if caller.is_unrestricted() {
             return Ok(());
         }
-        let permission = if created { Permission::Create } else { Permission::Update };
-        if self.visible_ids(conn, caller, permission, resource_type, &[id.to_string()]).await?.is_empty() {
+        let permission = if created {
+            Permission::Create
+        } else {
+            Permission::Update
+        };
+        if self
+            .visible_ids(conn, caller, permission, resource_type, &[id.to_string()])
+            .await?
+            .is_empty()
+        {
             return Err(ApiError::Forbidden(format!(
                 "the {resource_type} as written would be outside what this token may write (check its subject, patient and organisation references)"
             )));
@@ -180,7 +274,11 @@ impl Service {
     }
 
     /// A write's answer in the caller's view.
-    pub fn present_outcome(&self, caller: &Caller, mut outcome: super::WriteOutcome) -> super::WriteOutcome {
+    pub fn present_outcome(
+        &self,
+        caller: &Caller,
+        mut outcome: super::WriteOutcome,
+    ) -> super::WriteOutcome {
         if let Some(resource) = outcome.stored.resource.as_mut() {
             self.present(self.view(caller), resource);
         }
@@ -189,7 +287,15 @@ impl Service {
 
     /// Security labels (`meta.security`) are set by admins only: for anyone else the labels of
     /// the current version are kept, and sending different ones is refused.
-    pub async fn guard_security_labels(&self, conn: &mut Conn, caller: &Caller, resource_type: &str, id: &str, head: Option<Head>, body: &mut Value) -> ApiResult<()> {
+    pub async fn guard_security_labels(
+        &self,
+        conn: &mut Conn,
+        caller: &Caller,
+        resource_type: &str,
+        id: &str,
+        head: Option<Head>,
+        body: &mut Value,
+    ) -> ApiResult<()> {
         if caller.role == Role::Admin {
             return Ok(());
         }
@@ -203,12 +309,21 @@ impl Service {
             _ => None,
         };
         let sent = body.pointer("/meta/security").cloned();
-        let empty = |labels: &Option<Value>| labels.as_ref().is_none_or(|l| l.as_array().is_some_and(Vec::is_empty));
+        let empty = |labels: &Option<Value>| {
+            labels
+                .as_ref()
+                .is_none_or(|l| l.as_array().is_some_and(Vec::is_empty))
+        };
         if !empty(&sent) && sent != current {
-            return Err(ApiError::Forbidden("meta.security labels can only be set or changed by an admin".into()));
+            return Err(ApiError::Forbidden(
+                "meta.security labels can only be set or changed by an admin".into(),
+            ));
         }
         if let (Some(labels), Some(object)) = (current, body.as_object_mut())
-            && let Some(meta) = object.entry("meta").or_insert_with(|| serde_json::json!({})).as_object_mut()
+            && let Some(meta) = object
+                .entry("meta")
+                .or_insert_with(|| serde_json::json!({}))
+                .as_object_mut()
         {
             meta.insert("security".into(), labels);
         }
@@ -219,20 +334,32 @@ impl Service {
     /// a version from before the resource was moved to another patient (a corrected subject)
     /// belongs to that other patient, so restricted callers get only the versions that name
     /// the same patients as the current one. Delete markers carry nothing and stay.
-    pub async fn without_moved_versions(&self, conn: &mut Conn, caller: &Caller, versions: Vec<super::VersionedResource>) -> ApiResult<Vec<super::VersionedResource>> {
+    pub async fn without_moved_versions(
+        &self,
+        conn: &mut Conn,
+        caller: &Caller,
+        versions: Vec<super::VersionedResource>,
+    ) -> ApiResult<Vec<super::VersionedResource>> {
         if caller.is_unrestricted() {
             return Ok(versions);
         }
         let mut by_type: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for v in &versions {
-            by_type.entry(v.resource_type.clone()).or_default().push(v.id.clone());
+            by_type
+                .entry(v.resource_type.clone())
+                .or_default()
+                .push(v.id.clone());
         }
         let mut current: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
         for (resource_type, mut ids) in by_type {
             ids.dedup();
             for stored in versions::read_current_many(conn, &resource_type, &ids).await? {
                 let opened = self.open_version(stored)?;
-                let patients = opened.resource.as_ref().map(|r| self.patients_named(&resource_type, r)).unwrap_or_default();
+                let patients = opened
+                    .resource
+                    .as_ref()
+                    .map(|r| self.patients_named(&resource_type, r))
+                    .unwrap_or_default();
                 current.insert((resource_type.clone(), opened.id), patients);
             }
         }
@@ -240,7 +367,10 @@ impl Service {
             .into_iter()
             .filter(|v| match &v.resource {
                 None => true,
-                Some(resource) => current.get(&(v.resource_type.clone(), v.id.clone())) == Some(&self.patients_named(&v.resource_type, resource)),
+                Some(resource) => {
+                    current.get(&(v.resource_type.clone(), v.id.clone()))
+                        == Some(&self.patients_named(&v.resource_type, resource))
+                }
             })
             .collect())
     }
@@ -249,10 +379,18 @@ impl Service {
     pub(crate) fn patients_named(&self, resource_type: &str, resource: &Value) -> BTreeSet<String> {
         let mut patients = BTreeSet::new();
         for code in patient_links(&self.registry, resource_type) {
-            let Some(param) = self.registry.get(resource_type, &code) else { continue };
-            let Some(expression) = param.expression_for(resource_type) else { continue };
+            let Some(param) = self.registry.get(resource_type, &code) else {
+                continue;
+            };
+            let Some(expression) = param.expression_for(resource_type) else {
+                continue;
+            };
             for value in param_values(param, expression, resource).unwrap_or_default() {
-                if let IndexValue::Reference { target_type: Some(target), target_id: Some(id), .. } = value
+                if let IndexValue::Reference {
+                    target_type: Some(target),
+                    target_id: Some(id),
+                    ..
+                } = value
                     && target == "Patient"
                 {
                     patients.insert(id);
@@ -264,17 +402,32 @@ impl Service {
 
     /// The condition (over `resource_heads h`) that limits a type- or system-level history to
     /// what the caller may see; `None` for an unrestricted caller.
-    pub fn history_visibility(&self, caller: &Arc<Caller>, resource_type: Option<&str>) -> ApiResult<Option<(String, Vec<Bind>)>> {
+    pub fn history_visibility(
+        &self,
+        caller: &Arc<Caller>,
+        resource_type: Option<&str>,
+    ) -> ApiResult<Option<(String, Vec<Bind>)>> {
         if let Some(t) = resource_type {
             self.require(caller, t, Permission::Search)?;
         }
         let Some(visibility) = visibility(caller, &self.registry, Permission::Search) else {
             // Unrestricted (an admin): everything but the audit trail, which is the auditors'.
-            return Ok(resource_type.is_none().then(|| (format!("h.resource_type <> '{}'", crate::auth::role::AUDIT_EVENT), Vec::new())));
+            return Ok(resource_type.is_none().then(|| {
+                (
+                    format!("h.resource_type <> '{}'", crate::auth::role::AUDIT_EVENT),
+                    Vec::new(),
+                )
+            }));
         };
         let mut request = self.parse_search(resource_type.unwrap_or(SYSTEM), &[], true)?;
         request.visibility = Some(visibility);
-        let plan = plan(&request, &self.registry, &self.validator, &self.keys.current(), &self.config.base_url)?;
+        let plan = plan(
+            &request,
+            &self.registry,
+            &self.validator,
+            &self.keys.current(),
+            &self.config.base_url,
+        )?;
         let mut binds = plan.binds;
         binds.truncate(plan.where_binds);
         Ok(Some((plan.where_sql, binds)))

@@ -23,8 +23,19 @@ pub struct HistoryPage {
 }
 
 impl Service {
-    pub async fn history(&self, caller: &Arc<Caller>, resource_type: Option<&str>, id: Option<&str>, params: &[(String, String)]) -> ApiResult<HistoryPage> {
-        let mut query = HistoryQuery { resource_type, id, limit: self.config.default_page_size as i64, ..Default::default() };
+    pub async fn history(
+        &self,
+        caller: &Arc<Caller>,
+        resource_type: Option<&str>,
+        id: Option<&str>,
+        params: &[(String, String)],
+    ) -> ApiResult<HistoryPage> {
+        let mut query = HistoryQuery {
+            resource_type,
+            id,
+            limit: self.config.default_page_size as i64,
+            ..Default::default()
+        };
         let mut used = Vec::new();
         for (name, value) in params {
             match name.as_str() {
@@ -34,14 +45,21 @@ impl Service {
                 }
                 "_at" => query.current_during = Some(parse_instant_param(name, value)?),
                 "_count" => {
-                    let count: usize = value.parse().map_err(|_| ApiError::bad_request("_count must be a non-negative integer"))?;
+                    let count: usize = value.parse().map_err(|_| {
+                        ApiError::bad_request("_count must be a non-negative integer")
+                    })?;
                     if count > self.config.max_page_size {
-                        return Err(ApiError::bad_request(format!("_count may be at most {} on this server", self.config.max_page_size)));
+                        return Err(ApiError::bad_request(format!(
+                            "_count may be at most {} on this server",
+                            self.config.max_page_size
+                        )));
                     }
                     query.limit = count as i64;
                 }
                 "_page" => {
-                    query.before_seq = Some(value.parse().map_err(|_| ApiError::bad_request("_page is not a valid history page cursor"))?);
+                    query.before_seq = Some(value.parse().map_err(|_| {
+                        ApiError::bad_request("_page is not a valid history page cursor")
+                    })?);
                     continue;
                 }
                 _ => continue,
@@ -51,13 +69,18 @@ impl Service {
         let mut conn = self.reader().await?;
         let visible;
         if let (Some(t), Some(i)) = (resource_type, id) {
-            if versions::head(&mut conn, self.store.backend(), t, i, false).await?.is_none() {
+            if versions::head(&mut conn, self.store.backend(), t, i, false)
+                .await?
+                .is_none()
+            {
                 return Err(super::read::not_found(t, i));
             }
             self.guard_read(&mut conn, caller, t, i).await?;
         } else {
             visible = self.history_visibility(caller, resource_type)?;
-            query.visible = visible.as_ref().map(|(sql, binds)| (sql.as_str(), binds.as_slice()));
+            query.visible = visible
+                .as_ref()
+                .map(|(sql, binds)| (sql.as_str(), binds.as_slice()));
         }
         let total = versions::history_count(&mut conn, &query).await?;
         let mut page_query = query.clone();
@@ -69,14 +92,27 @@ impl Service {
         } else {
             None
         };
-        let entries = rows.into_iter().map(|row| self.open_for(caller, row)).collect::<ApiResult<Vec<_>>>()?;
-        let entries = self.without_moved_versions(&mut conn, caller, entries).await?;
+        let entries = rows
+            .into_iter()
+            .map(|row| self.open_for(caller, row))
+            .collect::<ApiResult<Vec<_>>>()?;
+        let entries = self
+            .without_moved_versions(&mut conn, caller, entries)
+            .await?;
         let total = caller.is_unrestricted().then_some(total);
-        Ok(HistoryPage { entries, total, next_page, used })
+        Ok(HistoryPage {
+            entries,
+            total,
+            next_page,
+            used,
+        })
     }
 }
 
 fn parse_instant_param(name: &str, value: &str) -> ApiResult<(i64, i64)> {
-    parse_date_range(value)
-        .ok_or_else(|| ApiError::bad_request(format!("{name} must be a FHIR instant or date, e.g. 2026-01-31T12:00:00Z")))
+    parse_date_range(value).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "{name} must be a FHIR instant or date, e.g. 2026-01-31T12:00:00Z"
+        ))
+    })
 }

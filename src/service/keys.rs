@@ -25,8 +25,13 @@ struct Loaded {
 
 impl SharedKeys {
     pub fn new(ring: KeyRing, path: Option<PathBuf>) -> Self {
-        let modified = path.as_ref().and_then(|p| std::fs::metadata(p).ok()?.modified().ok());
-        SharedKeys { inner: Arc::new(RwLock::new(Loaded { ring, modified })), path }
+        let modified = path
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok()?.modified().ok());
+        SharedKeys {
+            inner: Arc::new(RwLock::new(Loaded { ring, modified })),
+            path,
+        }
     }
 
     /// The ring as it is now (cheap: the ring is reference-counted inside).
@@ -51,7 +56,10 @@ impl SharedKeys {
                 if let Ok(mut loaded) = self.inner.write() {
                     *loaded = Loaded { ring, modified };
                 }
-                tracing::info!(active_key_id = active, "key file changed; key ring reloaded");
+                tracing::info!(
+                    active_key_id = active,
+                    "key file changed; key ring reloaded"
+                );
                 true
             }
             Err(error) => {
@@ -64,7 +72,9 @@ impl SharedKeys {
     /// Open a sealed blob, re-reading the key file once if the blob names a key we do not hold yet.
     pub fn open(&self, aad: &Aad, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         match self.current().open(aad, sealed) {
-            Err(CryptoError::UnknownKeyId(_)) if self.reload_if_changed() => self.current().open(aad, sealed),
+            Err(CryptoError::UnknownKeyId(_)) if self.reload_if_changed() => {
+                self.current().open(aad, sealed)
+            }
             other => other,
         }
     }

@@ -14,8 +14,8 @@ pub mod consent_rules;
 pub mod create;
 pub mod delete;
 pub mod everything;
-pub mod guard;
 pub mod group_commit;
+pub mod guard;
 pub mod history;
 pub mod include;
 pub mod keys;
@@ -102,7 +102,11 @@ impl Service {
     pub fn open_version(&self, stored: StoredVersion) -> ApiResult<VersionedResource> {
         let resource = match &stored.ciphertext {
             Some(sealed) if !stored.deleted => {
-                let aad = Aad::Resource { resource_type: &stored.resource_type, id: &stored.id, version: stored.version };
+                let aad = Aad::Resource {
+                    resource_type: &stored.resource_type,
+                    id: &stored.id,
+                    version: stored.version,
+                };
                 let plain = self.keys.open(&aad, sealed)?;
                 let value: Value = serde_json::from_slice(&plain).map_err(|error| {
                     tracing::error!(resource_type = %stored.resource_type, id = %stored.id, version = stored.version, %error, "stored body is not JSON");

@@ -15,12 +15,29 @@ use crate::error::{ApiError, ApiResult};
 use crate::store::{Conn, versions};
 
 impl Service {
-    pub async fn patch(&self, caller: &Arc<Caller>, resource_type: &str, id: &str, patch: Value, if_match: Option<i64>) -> ApiResult<WriteOutcome> {
+    pub async fn patch(
+        &self,
+        caller: &Arc<Caller>,
+        resource_type: &str,
+        id: &str,
+        patch: Value,
+        if_match: Option<i64>,
+    ) -> ApiResult<WriteOutcome> {
         self.guard_patch(caller)?;
         let operations = parse_patch(patch)?;
-        let (this, caller, resource_type, id) = (self.clone(), caller.clone(), resource_type.to_string(), id.to_string());
-        self.write(move |conn| Box::pin(async move { this.patch_in(conn, &caller, &resource_type, &id, operations, if_match).await }))
-            .await
+        let (this, caller, resource_type, id) = (
+            self.clone(),
+            caller.clone(),
+            resource_type.to_string(),
+            id.to_string(),
+        );
+        self.write(move |conn| {
+            Box::pin(async move {
+                this.patch_in(conn, &caller, &resource_type, &id, operations, if_match)
+                    .await
+            })
+        })
+        .await
     }
 
     pub async fn patch_in(
@@ -41,9 +58,19 @@ impl Service {
             // Whether it ever existed is not for a restricted caller to learn.
             return Err(super::read::not_found(resource_type, id));
         }
-        self.guard_before_write(conn, caller, Permission::Update, resource_type, id, Some(head)).await?;
+        self.guard_before_write(
+            conn,
+            caller,
+            Permission::Update,
+            resource_type,
+            id,
+            Some(head),
+        )
+        .await?;
         if head.deleted {
-            return Err(ApiError::Gone(format!("{resource_type}/{id} was deleted; it cannot be patched")));
+            return Err(ApiError::Gone(format!(
+                "{resource_type}/{id} was deleted; it cannot be patched"
+            )));
         }
         if let Some(expected) = if_match.filter(|v| *v != head.version) {
             return Err(ApiError::PreconditionFailed(format!(
@@ -51,8 +78,13 @@ impl Service {
                 head.version
             )));
         }
-        let stored = versions::read_current(conn, resource_type, id).await?.ok_or(ApiError::Internal)?;
-        let mut resource = self.open_version(stored)?.resource.ok_or(ApiError::Internal)?;
+        let stored = versions::read_current(conn, resource_type, id)
+            .await?
+            .ok_or(ApiError::Internal)?;
+        let mut resource = self
+            .open_version(stored)?
+            .resource
+            .ok_or(ApiError::Internal)?;
         json_patch::patch(&mut resource, &operations).map_err(|error| {
             // The error names the failing operation and path, never a value.
             ApiError::Unprocessable(vec![crate::fhir::outcome::Issue::error(
@@ -62,18 +94,29 @@ impl Service {
         })?;
         self.check_resource(resource_type, &resource)?;
         check_body_id(&resource, id)?;
-        self.guard_security_labels(conn, caller, resource_type, id, Some(head), &mut resource).await?;
-        let stored = self.store_version(conn, resource_type, id, resource, Some(head), "PATCH").await?;
-        self.guard_after_write(conn, caller, false, resource_type, id).await?;
-        self.audit_change_in(conn, caller, RestInteraction::Patch, &stored).await?;
-        Ok(WriteOutcome { stored, created: false, changed: true })
+        self.guard_security_labels(conn, caller, resource_type, id, Some(head), &mut resource)
+            .await?;
+        let stored = self
+            .store_version(conn, resource_type, id, resource, Some(head), "PATCH")
+            .await?;
+        self.guard_after_write(conn, caller, false, resource_type, id)
+            .await?;
+        self.audit_change_in(conn, caller, RestInteraction::Patch, &stored)
+            .await?;
+        Ok(WriteOutcome {
+            stored,
+            created: false,
+            changed: true,
+        })
     }
 }
 
 /// A JSON Patch document: an array of operations.
 pub fn parse_patch(patch: Value) -> ApiResult<json_patch::Patch> {
     if !patch.is_array() {
-        return Err(ApiError::bad_request("a JSON Patch body must be an array of operations (RFC 6902)"));
+        return Err(ApiError::bad_request(
+            "a JSON Patch body must be an array of operations (RFC 6902)",
+        ));
     }
     // serde's message may quote the offending value; say only what the rule is.
     serde_json::from_value(patch).map_err(|_| {

@@ -8,15 +8,15 @@ use serde_json::Value;
 use sqlx::Row;
 
 use super::{Service, VersionedResource};
+use crate::crypto::Aad;
 use crate::error::{ApiError, ApiResult};
-use crate::fhir::id::truncate;
 use crate::fhir::bundle::{self, Link};
+use crate::fhir::id::truncate;
 use crate::fhir::outcome::operation_outcome;
+use crate::search::cursor::{Cursor, Direction, KeyKind, OrderKey, order_sql};
 use crate::search::plan::{Plan, plan};
 use crate::search::query::{Compartment, SYSTEM, SearchRequest, TotalMode};
-use crate::search::cursor::{Cursor, Direction, KeyKind, OrderKey, order_sql};
 use crate::store::{Bind, Conn, bind_all, versions};
-use crate::crypto::Aad;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -39,7 +39,12 @@ pub struct SearchPage {
 }
 
 impl Service {
-    pub fn parse_search(&self, resource_type: &str, pairs: &[(String, String)], strict: bool) -> ApiResult<SearchRequest> {
+    pub fn parse_search(
+        &self,
+        resource_type: &str,
+        pairs: &[(String, String)],
+        strict: bool,
+    ) -> ApiResult<SearchRequest> {
         SearchRequest::parse(
             &self.registry,
             resource_type,
@@ -52,11 +57,19 @@ impl Service {
 
     /// A system-level search (`GET [base]?…`). With exactly one `_type` it is that type's search
     /// (every parameter of the type applies); otherwise only the parameters all resources share.
-    pub fn parse_system_search(&self, pairs: &[(String, String)], strict: bool) -> ApiResult<SearchRequest> {
+    pub fn parse_system_search(
+        &self,
+        pairs: &[(String, String)],
+        strict: bool,
+    ) -> ApiResult<SearchRequest> {
         let request = self.parse_search(SYSTEM, pairs, strict)?;
         match request.types.as_slice() {
             [only] => {
-                let rest: Vec<(String, String)> = pairs.iter().filter(|(name, _)| name != "_type").cloned().collect();
+                let rest: Vec<(String, String)> = pairs
+                    .iter()
+                    .filter(|(name, _)| name != "_type")
+                    .cloned()
+                    .collect();
                 self.parse_search(only, &rest, strict)
             }
             _ => Ok(request),
@@ -65,18 +78,32 @@ impl Service {
 
     /// Confine `request` to the compartment of `compartment_type/id`. Only the Patient
     /// compartment is defined here (compartmentdefinition-patient.json).
-    pub fn confine_to_compartment(&self, request: &mut SearchRequest, compartment_type: &str, id: &str) -> ApiResult<()> {
+    pub fn confine_to_compartment(
+        &self,
+        request: &mut SearchRequest,
+        compartment_type: &str,
+        id: &str,
+    ) -> ApiResult<()> {
         if compartment_type != "Patient" {
             return Err(ApiError::bad_request(format!(
                 "compartment searches are offered for the Patient compartment only, not {}",
                 truncate(compartment_type)
             )));
         }
-        let params = self.registry.patient_compartment_params(&request.resource_type);
+        let params = self
+            .registry
+            .patient_compartment_params(&request.resource_type);
         if params.is_empty() {
-            return Err(ApiError::bad_request(format!("{} resources are not in the Patient compartment", request.resource_type)));
+            return Err(ApiError::bad_request(format!(
+                "{} resources are not in the Patient compartment",
+                request.resource_type
+            )));
         }
-        request.compartment = Some(Compartment { resource_type: compartment_type.to_string(), id: id.to_string(), params: params.to_vec() });
+        request.compartment = Some(Compartment {
+            resource_type: compartment_type.to_string(),
+            id: id.to_string(),
+            params: params.to_vec(),
+        });
         Ok(())
     }
 
@@ -86,9 +113,19 @@ impl Service {
     }
 
     /// Search on `conn`: inside a transaction it sees the transaction's own writes.
-    pub async fn search_in(&self, conn: &mut Conn, mut request: SearchRequest) -> ApiResult<SearchPage> {
+    pub async fn search_in(
+        &self,
+        conn: &mut Conn,
+        mut request: SearchRequest,
+    ) -> ApiResult<SearchPage> {
         self.open_cursor(&mut request)?;
-        let plan = plan(&request, &self.registry, &self.validator, &self.keys.current(), &self.config.base_url)?;
+        let plan = plan(
+            &request,
+            &self.registry,
+            &self.validator,
+            &self.keys.current(),
+            &self.config.base_url,
+        )?;
         if request.summary_count {
             let total = Some(count(conn, &plan).await?);
             return Ok(SearchPage {
@@ -102,11 +139,22 @@ impl Service {
                 last_row: None,
             });
         }
-        let direction = request.cursor.as_ref().map_or(Direction::After, |c| c.direction);
-        let mut rows = matching_rows(conn, &plan, request.cursor.as_ref(), request.count + 1, request.offset).await?;
+        let direction = request
+            .cursor
+            .as_ref()
+            .map_or(Direction::After, |c| c.direction);
+        let mut rows = matching_rows(
+            conn,
+            &plan,
+            request.cursor.as_ref(),
+            request.count + 1,
+            request.offset,
+        )
+        .await?;
         let more_beyond = request.count > 0 && rows.len() > request.count;
         // A first page that holds every match is its own count: no second query.
-        let whole = request.cursor.is_none() && request.offset == 0 && request.count > 0 && !more_beyond;
+        let whole =
+            request.cursor.is_none() && request.offset == 0 && request.count > 0 && !more_beyond;
         let total = match request.total {
             TotalMode::None => None,
             TotalMode::Accurate | TotalMode::Estimate if whole => Some(rows.len() as i64),
@@ -120,18 +168,30 @@ impl Service {
                 (direction == Direction::Before, more_beyond)
             }
         };
-        let (first_row, last_row) = (rows.first().map(|r| r.keys.clone()), rows.last().map(|r| r.keys.clone()));
+        let (first_row, last_row) = (
+            rows.first().map(|r| r.keys.clone()),
+            rows.last().map(|r| r.keys.clone()),
+        );
         let mut by_type: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for row in &rows {
-            by_type.entry(row.resource_type.as_str()).or_default().push(row.id.clone());
+            by_type
+                .entry(row.resource_type.as_str())
+                .or_default()
+                .push(row.id.clone());
         }
         let mut stored = Vec::with_capacity(rows.len());
         for (resource_type, ids) in by_type {
             stored.extend(versions::read_current_many(conn, resource_type, &ids).await?);
         }
         // Keep the order the plan chose.
-        stored.sort_by_key(|s| rows.iter().position(|row| row.id == s.id && row.resource_type == s.resource_type));
-        let mut matches = stored.into_iter().map(|s| self.open_version(s)).collect::<ApiResult<Vec<_>>>()?;
+        stored.sort_by_key(|s| {
+            rows.iter()
+                .position(|row| row.id == s.id && row.resource_type == s.resource_type)
+        });
+        let mut matches = stored
+            .into_iter()
+            .map(|s| self.open_version(s))
+            .collect::<ApiResult<Vec<_>>>()?;
         // Includes follow the full resources; only the matches are subsetted (R4 search.html#elements).
         let (included, warning) = self.included(conn, &request, &matches).await?;
         if let Some(subset) = &request.subset {
@@ -147,7 +207,16 @@ impl Service {
         }
         let mut request = request;
         request.warnings.extend(warning);
-        Ok(SearchPage { request, matches, included, total, has_next, has_previous, first_row, last_row })
+        Ok(SearchPage {
+            request,
+            matches,
+            included,
+            total,
+            has_next,
+            has_previous,
+            first_row,
+            last_row,
+        })
     }
 }
 
@@ -156,20 +225,32 @@ impl Service {
     /// values they carry (a family name under `_sort=family`) never appear in a URL, and no one
     /// can forge or edit one, the caller it was issued to included.
     fn seal_cursor(&self, resource_type: &str, cursor: &Cursor) -> ApiResult<String> {
-        let aad = Aad::Blob { purpose: CURSOR_PURPOSE, key: resource_type };
+        let aad = Aad::Blob {
+            purpose: CURSOR_PURPOSE,
+            key: resource_type,
+        };
         Ok(URL_SAFE_NO_PAD.encode(self.keys.current().seal(&aad, cursor.encode().as_bytes())?))
     }
 
     /// Open the request's `_cursor`; a cursor issued to another caller is refused.
     fn open_cursor(&self, request: &mut SearchRequest) -> ApiResult<()> {
-        let Some(token) = &request.cursor_token else { return Ok(()) };
-        let invalid = || ApiError::bad_request("_cursor is not a page cursor this server issued for this search");
+        let Some(token) = &request.cursor_token else {
+            return Ok(());
+        };
+        let invalid = || {
+            ApiError::bad_request("_cursor is not a page cursor this server issued for this search")
+        };
         let sealed = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-        let aad = Aad::Blob { purpose: CURSOR_PURPOSE, key: &request.resource_type };
+        let aad = Aad::Blob {
+            purpose: CURSOR_PURPOSE,
+            key: &request.resource_type,
+        };
         let plain = self.keys.open(&aad, &sealed).map_err(|_| invalid())?;
         let cursor = Cursor::decode(std::str::from_utf8(&plain).map_err(|_| invalid())?)?;
         if cursor.owner != request.owner {
-            return Err(ApiError::Forbidden("this page link was issued to another caller; run the search again".into()));
+            return Err(ApiError::Forbidden(
+                "this page link was issued to another caller; run the search again".into(),
+            ));
         }
         request.cursor = Some(cursor);
         Ok(())
@@ -189,34 +270,73 @@ impl Service {
             let mut pairs = request.used.clone();
             pairs.extend(extra.map(|(name, value)| (name.to_string(), value)));
             let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-            if query.is_empty() { format!("{base}{path}") } else { format!("{base}{path}?{query}") }
+            if query.is_empty() {
+                format!("{base}{path}")
+            } else {
+                format!("{base}{path}?{query}")
+            }
         };
         let cursor = |direction, values: &Option<Vec<Value>>| {
             let values = values.clone().unwrap_or_default();
-            let cursor = Cursor { direction, values, owner: request.owner.clone() };
-            self.seal_cursor(&request.resource_type, &cursor).ok().map(|sealed| ("_cursor", sealed))
+            let cursor = Cursor {
+                direction,
+                values,
+                owner: request.owner.clone(),
+            };
+            self.seal_cursor(&request.resource_type, &cursor)
+                .ok()
+                .map(|sealed| ("_cursor", sealed))
         };
         let this_page = match (&request.cursor_token, request.offset) {
             (Some(token), _) => Some(("_cursor", token.clone())),
             (None, 0) => None,
             (None, offset) => Some(("_offset", offset.to_string())),
         };
-        let mut links = vec![Link { relation: "self", url: link(this_page) }, Link { relation: "first", url: link(None) }];
+        let mut links = vec![
+            Link {
+                relation: "self",
+                url: link(this_page),
+            },
+            Link {
+                relation: "first",
+                url: link(None),
+            },
+        ];
         if page.has_previous && page.first_row.is_some() {
-            links.push(Link { relation: "previous", url: link(cursor(Direction::Before, &page.first_row)) });
+            links.push(Link {
+                relation: "previous",
+                url: link(cursor(Direction::Before, &page.first_row)),
+            });
         }
         if page.has_next && page.last_row.is_some() {
-            links.push(Link { relation: "next", url: link(cursor(Direction::After, &page.last_row)) });
-            links.push(Link { relation: "last", url: link(cursor(Direction::Last, &None)) });
+            links.push(Link {
+                relation: "next",
+                url: link(cursor(Direction::After, &page.last_row)),
+            });
+            links.push(Link {
+                relation: "last",
+                url: link(cursor(Direction::Last, &None)),
+            });
         }
         let outcome = (!request.warnings.is_empty()).then(|| operation_outcome(&request.warnings));
-        bundle::searchset(base, &page.matches, &page.included, page.total, &links, outcome)
+        bundle::searchset(
+            base,
+            &page.matches,
+            &page.included,
+            page.total,
+            &links,
+            outcome,
+        )
     }
 }
 
 /// Ids matching `plan`, in its order, the first `limit` of them.
 pub async fn matching_ids(conn: &mut Conn, plan: &Plan, limit: usize) -> ApiResult<Vec<String>> {
-    Ok(matching_rows(conn, plan, None, limit, 0).await?.into_iter().map(|row| row.id).collect())
+    Ok(matching_rows(conn, plan, None, limit, 0)
+        .await?
+        .into_iter()
+        .map(|row| row.id)
+        .collect())
 }
 
 /// One match: which resource, and its values of the plan's order keys.
@@ -235,7 +355,12 @@ async fn matching_rows(
     limit: usize,
     offset: usize,
 ) -> ApiResult<Vec<MatchRow>> {
-    let keys: String = plan.sort_keys.iter().enumerate().map(|(n, key)| format!(", {key} AS k{n}")).collect();
+    let keys: String = plan
+        .sort_keys
+        .iter()
+        .enumerate()
+        .map(|(n, key)| format!(", {key} AS k{n}"))
+        .collect();
     let mut binds = plan.binds.clone();
     let mut bind = |value: Bind| {
         binds.push(value);
@@ -254,14 +379,26 @@ async fn matching_rows(
          ORDER BY {} LIMIT {limit} OFFSET {offset}",
         plan.where_sql,
         order_sql(&plan.order, reverse),
-        columns = (0..plan.sort_keys.len()).map(|n| format!(", k{n}")).collect::<String>(),
+        columns = (0..plan.sort_keys.len())
+            .map(|n| format!(", k{n}"))
+            .collect::<String>(),
     );
-    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_all(&mut *conn).await?;
+    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+        .fetch_all(&mut *conn)
+        .await?;
     rows.iter()
         .map(|row| {
             let (id, resource_type): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-            let keys = plan.order.iter().map(|key| key_value(row, key)).collect::<Result<Vec<_>, sqlx::Error>>()?;
-            Ok(MatchRow { resource_type, id, keys })
+            let keys = plan
+                .order
+                .iter()
+                .map(|key| key_value(row, key))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            Ok(MatchRow {
+                resource_type,
+                id,
+                keys,
+            })
         })
         .collect()
 }
@@ -272,18 +409,32 @@ fn key_value(row: &sqlx::any::AnyRow, key: &OrderKey) -> Result<Value, sqlx::Err
     let column = match key.column.as_str() {
         "id" => 0,
         "resource_type" => 1,
-        k => k.strip_prefix('k').and_then(|n| n.parse::<usize>().ok()).map_or(0, |n| n + 2),
+        k => k
+            .strip_prefix('k')
+            .and_then(|n| n.parse::<usize>().ok())
+            .map_or(0, |n| n + 2),
     };
     Ok(match key.kind {
-        KeyKind::Int => row.try_get::<Option<i64>, _>(column)?.map_or(Value::Null, Value::from),
-        KeyKind::Real => row.try_get::<Option<f64>, _>(column)?.map_or(Value::Null, Value::from),
-        KeyKind::Text => row.try_get::<Option<String>, _>(column)?.map_or(Value::Null, Value::from),
+        KeyKind::Int => row
+            .try_get::<Option<i64>, _>(column)?
+            .map_or(Value::Null, Value::from),
+        KeyKind::Real => row
+            .try_get::<Option<f64>, _>(column)?
+            .map_or(Value::Null, Value::from),
+        KeyKind::Text => row
+            .try_get::<Option<String>, _>(column)?
+            .map_or(Value::Null, Value::from),
     })
 }
 
 async fn count(conn: &mut Conn, plan: &Plan) -> ApiResult<i64> {
-    let sql = format!("SELECT COUNT(*) FROM resource_heads h WHERE {}", plan.where_sql);
+    let sql = format!(
+        "SELECT COUNT(*) FROM resource_heads h WHERE {}",
+        plan.where_sql
+    );
     let binds = plan.binds[..plan.where_binds].to_vec();
-    let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_one(&mut *conn).await?;
+    let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(row.try_get(0)?)
 }

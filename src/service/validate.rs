@@ -17,18 +17,30 @@ impl Service {
     /// resource in a `resource` parameter (and a profile in `profile`), as the operation defines.
     /// `profile` from the query string wins over the body's.
     /// Validating is a dry run of a write: the caller must be allowed to create or update the type.
-    pub fn validate_operation(&self, caller: &Arc<Caller>, resource_type: &str, body: Value, profile: Option<&str>) -> ApiResult<Value> {
+    pub fn validate_operation(
+        &self,
+        caller: &Arc<Caller>,
+        resource_type: &str,
+        body: Value,
+        profile: Option<&str>,
+    ) -> ApiResult<Value> {
         if let Err(refused) = self.require(caller, resource_type, Permission::Create) {
-            self.require(caller, resource_type, Permission::Update).map_err(|_| refused)?;
+            self.require(caller, resource_type, Permission::Update)
+                .map_err(|_| refused)?;
         }
-        let is_parameters = body.get("resourceType").and_then(Value::as_str) == Some("Parameters") && resource_type != "Parameters";
+        let is_parameters = body.get("resourceType").and_then(Value::as_str) == Some("Parameters")
+            && resource_type != "Parameters";
         let (resource, body_profile) = if is_parameters {
             let resource = parameter(&body, "resource")
                 .and_then(|p| p.get("resource"))
                 .cloned()
-                .ok_or_else(|| ApiError::bad_request("the Parameters resource has no `resource` parameter"))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request("the Parameters resource has no `resource` parameter")
+                })?;
             let profile = parameter(&body, "profile").and_then(|p| {
-                ["valueUri", "valueCanonical", "valueString"].iter().find_map(|key| p.get(*key)?.as_str().map(str::to_owned))
+                ["valueUri", "valueCanonical", "valueString"]
+                    .iter()
+                    .find_map(|key| p.get(*key)?.as_str().map(str::to_owned))
             });
             (resource, profile)
         } else {
@@ -59,5 +71,8 @@ impl Service {
 
 /// The first parameter called `name` of a Parameters resource.
 fn parameter<'b>(body: &'b Value, name: &str) -> Option<&'b Value> {
-    body.get("parameter")?.as_array()?.iter().find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+    body.get("parameter")?
+        .as_array()?
+        .iter()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
 }

@@ -10,13 +10,13 @@ use serde_json::{Map, Value, json};
 use super::{Service, VersionedResource};
 use crate::crypto::Aad;
 use crate::error::{ApiError, ApiResult};
-use crate::fhir::outcome::{Issue, IssueCode};
 use crate::fhir::instant::{format_instant, now_micros};
+use crate::fhir::outcome::{Issue, IssueCode};
 use crate::search::index_rows;
-use crate::store::versions::{self, Head};
-use crate::store::write::{VersionWrite, write_versions};
 use crate::store::Conn;
 use crate::store::index::IndexRow;
+use crate::store::versions::{self, Head};
+use crate::store::write::{VersionWrite, write_versions};
 
 /// A version ready to be written, from [`Service::seal_version`].
 pub struct PreparedVersion {
@@ -37,9 +37,16 @@ impl Service {
 
     /// [`Service::check_resource`], and also against `profile` (a profile URL the caller has
     /// checked is known) whether or not the resource claims it.
-    pub fn check_resource_against(&self, resource_type: &str, body: &Value, profile: Option<&str>) -> ApiResult<()> {
+    pub fn check_resource_against(
+        &self,
+        resource_type: &str,
+        body: &Value,
+        profile: Option<&str>,
+    ) -> ApiResult<()> {
         let Some(object) = body.as_object() else {
-            return Err(ApiError::bad_request("the request body must be a JSON object holding a FHIR resource"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object holding a FHIR resource",
+            ));
         };
         match object.get("resourceType").and_then(Value::as_str) {
             Some(found) if found == resource_type => {}
@@ -60,7 +67,10 @@ impl Service {
         if resource_type == "Consent"
             && let Err(why) = crate::auth::consent::rules::rows_of(body, 0, &self.config.base_url)
         {
-            return Err(ApiError::Invalid(vec![Issue::error(IssueCode::NotSupported, why)]));
+            return Err(ApiError::Invalid(vec![Issue::error(
+                IssueCode::NotSupported,
+                why,
+            )]));
         }
         let issues = match profile {
             Some(url) => self.validator.validate_against(body, url),
@@ -85,10 +95,13 @@ impl Service {
     ) -> ApiResult<VersionedResource> {
         self.check_writable(resource_type, id)?;
         let previous_pseudonym = match head {
-            Some(h) if resource_type == "Patient" && !h.deleted => self.previous_pseudonym(conn, id).await?,
+            Some(h) if resource_type == "Patient" && !h.deleted => {
+                self.previous_pseudonym(conn, id).await?
+            }
             _ => None,
         };
-        let (write, stored) = self.prepare_version(resource_type, id, body, head, method, previous_pseudonym)?;
+        let (write, stored) =
+            self.prepare_version(resource_type, id, body, head, method, previous_pseudonym)?;
         write_versions(conn, std::slice::from_ref(&write)).await?;
         tracing::debug!(resource_type, id, version = write.version, "stored version");
         Ok(stored)
@@ -106,7 +119,8 @@ impl Service {
         method: &str,
         previous_pseudonym: Option<String>,
     ) -> ApiResult<(VersionWrite, VersionedResource)> {
-        let prepared = self.seal_version(resource_type, id, body, head, method, previous_pseudonym)?;
+        let prepared =
+            self.seal_version(resource_type, id, body, head, method, previous_pseudonym)?;
         Ok((prepared.write, prepared.stored))
     }
 
@@ -127,7 +141,9 @@ impl Service {
                 "{reference}: conditional references (Type?criteria) are resolved only inside a transaction Bundle"
             )));
         }
-        let object = body.as_object_mut().ok_or_else(|| ApiError::bad_request("a resource must be a JSON object"))?;
+        let object = body
+            .as_object_mut()
+            .ok_or_else(|| ApiError::bad_request("a resource must be a JSON object"))?;
         object.insert("id".into(), json!(id));
         stamp_meta(object, version, last_updated);
         if resource_type == "Patient" {
@@ -138,12 +154,22 @@ impl Service {
         let mut rows = index_rows::rows_for(&self.registry, &keys, resource_type, &body);
         let compartment = index_rows::patient_compartment(&self.registry, resource_type, id, &rows);
         if resource_type == "Consent" {
-            let rules = crate::auth::consent::rules::rows_of(&body, last_updated, &self.config.base_url)
-                .map_err(|why| ApiError::Invalid(vec![Issue::error(IssueCode::NotSupported, why)]))?;
+            let rules =
+                crate::auth::consent::rules::rows_of(&body, last_updated, &self.config.base_url)
+                    .map_err(|why| {
+                        ApiError::Invalid(vec![Issue::error(IssueCode::NotSupported, why)])
+                    })?;
             rows.extend(rules.into_iter().map(IndexRow::Consent));
         }
         let plain = serde_json::to_vec(&body).map_err(|_| ApiError::Internal)?;
-        let sealed = keys.seal(&Aad::Resource { resource_type, id, version }, &plain)?;
+        let sealed = keys.seal(
+            &Aad::Resource {
+                resource_type,
+                id,
+                version,
+            },
+            &plain,
+        )?;
         let write = VersionWrite {
             resource_type: resource_type.to_string(),
             id: id.to_string(),
@@ -165,11 +191,21 @@ impl Service {
             resource: Some(body),
             method: method.to_string(),
         };
-        Ok(PreparedVersion { write, stored, plain })
+        Ok(PreparedVersion {
+            write,
+            stored,
+            plain,
+        })
     }
 
     /// Write a delete marker after `head` and drop the resource's index rows.
-    pub async fn store_delete(&self, conn: &mut Conn, resource_type: &str, id: &str, head: Head) -> ApiResult<VersionedResource> {
+    pub async fn store_delete(
+        &self,
+        conn: &mut Conn,
+        resource_type: &str,
+        id: &str,
+        head: Head,
+    ) -> ApiResult<VersionedResource> {
         let (version, last_updated) = next_version(Some(head));
         let write = VersionWrite {
             resource_type: resource_type.to_string(),
@@ -208,15 +244,25 @@ impl Service {
 
     /// The pseudonym the current version of Patient `id` carries, if any.
     async fn previous_pseudonym(&self, conn: &mut Conn, id: &str) -> ApiResult<Option<String>> {
-        let Some(stored) = versions::read_current(conn, "Patient", id).await? else { return Ok(None) };
+        let Some(stored) = versions::read_current(conn, "Patient", id).await? else {
+            return Ok(None);
+        };
         let current = self.open_version(stored)?;
-        Ok(current.resource.as_ref().and_then(|patient| pseudonym_of(patient, &self.config.pseudonym_system)))
+        Ok(current
+            .resource
+            .as_ref()
+            .and_then(|patient| pseudonym_of(patient, &self.config.pseudonym_system)))
     }
 
     /// Replace whatever the client put under the pseudonym system by the server's pseudonym: the
     /// one already assigned, or a new one from the patient's stable identity (its first business
     /// identifier, else its resource id). Clients cannot forge or drop it.
-    fn apply_pseudonym(&self, patient: &mut Map<String, Value>, id: &str, previous: Option<String>) {
+    fn apply_pseudonym(
+        &self,
+        patient: &mut Map<String, Value>,
+        id: &str,
+        previous: Option<String>,
+    ) {
         let system = self.config.pseudonym_system.as_str();
         let pseudonym = previous.unwrap_or_else(|| {
             let identity = patient
@@ -234,7 +280,9 @@ impl Service {
         });
         let identifiers = patient.entry("identifier").or_insert_with(|| json!([]));
         if let Some(list) = identifiers.as_array_mut() {
-            list.retain(|identifier| identifier.get("system").and_then(Value::as_str) != Some(system));
+            list.retain(|identifier| {
+                identifier.get("system").and_then(Value::as_str) != Some(system)
+            });
             list.push(json!({
                 "use": "secondary",
                 "system": system,
@@ -254,9 +302,14 @@ fn next_version(head: Option<Head>) -> (i64, i64) {
 
 /// The pseudonym identifier value of a Patient, if it has one.
 pub fn pseudonym_of(patient: &Value, system: &str) -> Option<String> {
-    patient.get("identifier")?.as_array()?.iter().find_map(|identifier| {
-        (identifier.get("system")?.as_str()? == system).then(|| identifier.get("value")?.as_str().map(str::to_string))?
-    })
+    patient
+        .get("identifier")?
+        .as_array()?
+        .iter()
+        .find_map(|identifier| {
+            (identifier.get("system")?.as_str()? == system)
+                .then(|| identifier.get("value")?.as_str().map(str::to_string))?
+        })
 }
 
 /// Set the server-managed `meta.versionId` and `meta.lastUpdated`; keep the rest of `meta`.
@@ -276,9 +329,17 @@ fn stamp_meta(resource: &mut Map<String, Value>, version: i64, last_updated: i64
 fn control_character_at(value: &Value, root: &str) -> Option<String> {
     fn walk(value: &Value, path: &str) -> Option<String> {
         match value {
-            Value::String(s) => s.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n')).then(|| path.to_string()),
-            Value::Object(map) => map.iter().find_map(|(k, v)| walk(v, &format!("{path}.{k}"))),
-            Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| walk(v, &format!("{path}[{i}]"))),
+            Value::String(s) => s
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
+                .then(|| path.to_string()),
+            Value::Object(map) => map
+                .iter()
+                .find_map(|(k, v)| walk(v, &format!("{path}.{k}"))),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| walk(v, &format!("{path}[{i}]"))),
             _ => None,
         }
     }
@@ -291,7 +352,11 @@ fn unresolved_conditional_reference(value: &Value) -> Option<String> {
         match value {
             Value::Object(map) => {
                 for (key, child) in map {
-                    if key == "reference" && child.as_str().is_some_and(|r| r.contains('?') && !r.contains("://")) {
+                    if key == "reference"
+                        && child
+                            .as_str()
+                            .is_some_and(|r| r.contains('?') && !r.contains("://"))
+                    {
                         return Some(format!("{}.reference", path.join(".")));
                     }
                     path.push(key.clone());
@@ -307,7 +372,11 @@ fn unresolved_conditional_reference(value: &Value) -> Option<String> {
             _ => None,
         }
     }
-    let root = value.get("resourceType").and_then(Value::as_str).unwrap_or("Resource").to_string();
+    let root = value
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("Resource")
+        .to_string();
     walk(value, &mut vec![root])
 }
 
@@ -315,7 +384,11 @@ fn unresolved_conditional_reference(value: &Value) -> Option<String> {
 pub fn check_body_id(body: &Value, id: &str) -> ApiResult<()> {
     match body.get("id").and_then(Value::as_str) {
         Some(found) if found == id => Ok(()),
-        Some(_) => Err(ApiError::bad_request("Resource.id: the id in the body does not match the id in the URL")),
-        None => Err(ApiError::bad_request("Resource.id: an update must carry the resource id in the body")),
+        Some(_) => Err(ApiError::bad_request(
+            "Resource.id: the id in the body does not match the id in the URL",
+        )),
+        None => Err(ApiError::bad_request(
+            "Resource.id: an update must carry the resource id in the body",
+        )),
     }
 }

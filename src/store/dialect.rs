@@ -19,7 +19,11 @@ impl Backend {
 
     /// The backend a connection talks to.
     pub fn of(conn: &super::Conn) -> Backend {
-        if conn.backend_name().eq_ignore_ascii_case("sqlite") { Backend::Sqlite } else { Backend::Postgres }
+        if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        }
     }
 
     /// The `n`th (1-based) bind placeholder of a statement. SQLite gets anonymous `?`: sqlx looks up

@@ -17,18 +17,34 @@ pub struct StoredMessage {
 }
 
 /// The stored message with this key, if any.
-pub async fn find_message(conn: &mut Conn, message_key: &str) -> Result<Option<StoredMessage>, sqlx::Error> {
-    let row = sqlx::query("SELECT content_hash, ack, provenance_id FROM hl7_messages WHERE message_key = $1")
-        .bind(message_key)
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.map(|row| Ok(StoredMessage { content_hash: row.try_get(0)?, ack: row.try_get(1)?, provenance_id: row.try_get(2)? }))
-        .transpose()
+pub async fn find_message(
+    conn: &mut Conn,
+    message_key: &str,
+) -> Result<Option<StoredMessage>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT content_hash, ack, provenance_id FROM hl7_messages WHERE message_key = $1",
+    )
+    .bind(message_key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| {
+        Ok(StoredMessage {
+            content_hash: row.try_get(0)?,
+            ack: row.try_get(1)?,
+            provenance_id: row.try_get(2)?,
+        })
+    })
+    .transpose()
 }
 
 /// Record a stored message. Fails with a unique violation when another writer stored the same key
 /// first; the caller then answers from that row.
-pub async fn insert_message(conn: &mut Conn, message_key: &str, message: &StoredMessage, received_at: Micros) -> Result<(), sqlx::Error> {
+pub async fn insert_message(
+    conn: &mut Conn,
+    message_key: &str,
+    message: &StoredMessage,
+    received_at: Micros,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO hl7_messages (message_key, content_hash, received_at, ack, provenance_id) VALUES ($1, $2, $3, $4, $5)")
         .bind(message_key)
         .bind(&message.content_hash)
@@ -81,8 +97,7 @@ pub async fn keep_dead_letter(conn: &mut Conn, letter: &DeadLetter) -> Result<St
     row.try_get(0)
 }
 
-const LETTER_COLUMNS: &str =
-    "id, content_hash, first_seen, last_seen, attempts, error_code, reason, key_id, message, resolved_at";
+const LETTER_COLUMNS: &str = "id, content_hash, first_seen, last_seen, attempts, error_code, reason, key_id, message, resolved_at";
 
 fn dead_letter(row: &sqlx::any::AnyRow) -> Result<DeadLetter, sqlx::Error> {
     Ok(DeadLetter {
@@ -100,24 +115,41 @@ fn dead_letter(row: &sqlx::any::AnyRow) -> Result<DeadLetter, sqlx::Error> {
 }
 
 /// Dead letters in order of first arrival; resolved ones only with `include_resolved`.
-pub async fn list_dead_letters(conn: &mut Conn, include_resolved: bool) -> Result<Vec<DeadLetter>, sqlx::Error> {
+pub async fn list_dead_letters(
+    conn: &mut Conn,
+    include_resolved: bool,
+) -> Result<Vec<DeadLetter>, sqlx::Error> {
     let sql = if include_resolved {
         format!("SELECT {LETTER_COLUMNS} FROM hl7_dead_letters ORDER BY id")
     } else {
-        format!("SELECT {LETTER_COLUMNS} FROM hl7_dead_letters WHERE resolved_at IS NULL ORDER BY id")
+        format!(
+            "SELECT {LETTER_COLUMNS} FROM hl7_dead_letters WHERE resolved_at IS NULL ORDER BY id"
+        )
     };
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?;
     rows.iter().map(dead_letter).collect()
 }
 
-pub async fn find_dead_letter(conn: &mut Conn, id: &str) -> Result<Option<DeadLetter>, sqlx::Error> {
+pub async fn find_dead_letter(
+    conn: &mut Conn,
+    id: &str,
+) -> Result<Option<DeadLetter>, sqlx::Error> {
     let sql = format!("SELECT {LETTER_COLUMNS} FROM hl7_dead_letters WHERE id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
     row.as_ref().map(dead_letter).transpose()
 }
 
 /// Mark a dead letter as handled (its replay stored the message).
 pub async fn resolve_dead_letter(conn: &mut Conn, id: &str, at: Micros) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE hl7_dead_letters SET resolved_at = $1 WHERE id = $2").bind(at).bind(id).execute(&mut *conn).await?;
+    sqlx::query("UPDATE hl7_dead_letters SET resolved_at = $1 WHERE id = $2")
+        .bind(at)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

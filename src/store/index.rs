@@ -3,34 +3,73 @@
 //! same instant the new version becomes visible.
 
 // Dynamic SQL here is assembled from fixed fragments and `$n` placeholders only; every value is bound.
-use sqlx::AssertSqlSafe;
 use super::{Bind, Conn, bind_all};
+use sqlx::AssertSqlSafe;
 
 /// One index row. Values are already in their stored form: PHI parameters arrive as
 /// [`IndexRow::Blind`] tokens, never as text.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IndexRow {
-    Token { param: String, system: Option<String>, code: Option<String> },
-    String { param: String, normalized: String, exact: String },
-    Reference { param: String, target_type: Option<String>, target_id: Option<String>, target_version: Option<String>, url: String },
-    Date { param: String, start: i64, end: i64 },
-    Number { param: String, low: f64, high: f64, system: Option<String>, code: Option<String> },
-    Uri { param: String, value: String },
-    Blind { param: String, token: String },
+    Token {
+        param: String,
+        system: Option<String>,
+        code: Option<String>,
+    },
+    String {
+        param: String,
+        normalized: String,
+        exact: String,
+    },
+    Reference {
+        param: String,
+        target_type: Option<String>,
+        target_id: Option<String>,
+        target_version: Option<String>,
+        url: String,
+    },
+    Date {
+        param: String,
+        start: i64,
+        end: i64,
+    },
+    Number {
+        param: String,
+        low: f64,
+        high: f64,
+        system: Option<String>,
+        code: Option<String>,
+    },
+    Uri {
+        param: String,
+        value: String,
+    },
+    Blind {
+        param: String,
+        token: String,
+    },
     /// A rule of a privacy Consent (only Consents have these).
     Consent(crate::auth::consent::rules::ConsentRow),
 }
 
 /// The search index tables, in the order rows are deleted and inserted.
-pub const TABLES: [&str; 7] =
-    ["search_token", "search_string", "search_reference", "search_date", "search_number", "search_uri", "search_blind"];
+pub const TABLES: [&str; 7] = [
+    "search_token",
+    "search_string",
+    "search_reference",
+    "search_date",
+    "search_number",
+    "search_uri",
+    "search_blind",
+];
 
 /// The rules of privacy Consents ([`crate::auth::consent`]): index rows of Consents only.
 pub const CONSENT_TABLE: &str = "consent_rules";
 
 /// The tables that may hold rows of a resource of `resource_type`.
 fn tables_of(resource_type: &str) -> impl Iterator<Item = &'static str> {
-    TABLES.into_iter().chain((resource_type == "Consent").then_some(CONSENT_TABLE))
+    TABLES
+        .into_iter()
+        .chain((resource_type == "Consent").then_some(CONSENT_TABLE))
 }
 
 impl IndexRow {
@@ -54,14 +93,48 @@ impl IndexRow {
         // Key columns cannot be NULL; FHIR strings are never empty, so '' stands for "absent".
         let opt = |s: &Option<String>| text(s.as_deref().unwrap_or_default());
         match self {
-            IndexRow::Token { param, system, code } => vec![text(param), opt(system), opt(code)],
-            IndexRow::String { param, normalized, exact } => vec![text(param), text(normalized), text(exact)],
-            IndexRow::Reference { param, target_type, target_id, target_version, url } => {
-                vec![text(param), opt(target_type), opt(target_id), opt(target_version), text(url)]
+            IndexRow::Token {
+                param,
+                system,
+                code,
+            } => vec![text(param), opt(system), opt(code)],
+            IndexRow::String {
+                param,
+                normalized,
+                exact,
+            } => vec![text(param), text(normalized), text(exact)],
+            IndexRow::Reference {
+                param,
+                target_type,
+                target_id,
+                target_version,
+                url,
+            } => {
+                vec![
+                    text(param),
+                    opt(target_type),
+                    opt(target_id),
+                    opt(target_version),
+                    text(url),
+                ]
             }
-            IndexRow::Date { param, start, end } => vec![text(param), Bind::Int(*start), Bind::Int(*end)],
-            IndexRow::Number { param, low, high, system, code } => {
-                vec![text(param), Bind::Real(*low), Bind::Real(*high), opt(system), opt(code)]
+            IndexRow::Date { param, start, end } => {
+                vec![text(param), Bind::Int(*start), Bind::Int(*end)]
+            }
+            IndexRow::Number {
+                param,
+                low,
+                high,
+                system,
+                code,
+            } => {
+                vec![
+                    text(param),
+                    Bind::Real(*low),
+                    Bind::Real(*high),
+                    opt(system),
+                    opt(code),
+                ]
             }
             IndexRow::Uri { param, value } => vec![text(param), text(value)],
             IndexRow::Blind { param, token } => vec![text(param), text(token)],
@@ -111,29 +184,54 @@ fn key_columns(table: &str) -> &'static [&'static str] {
         "search_date" => &["param", "start_us", "end_us"],
         "search_number" => &["param", "low", "high", "system", "code"],
         "search_uri" => &["param", "value"],
-        CONSENT_TABLE => &["patient_id", "recorded", "depth", "permit", "actor", "purpose", "class", "data_type", "data_id", "starts", "ends"],
+        CONSENT_TABLE => &[
+            "patient_id",
+            "recorded",
+            "depth",
+            "permit",
+            "actor",
+            "purpose",
+            "class",
+            "data_type",
+            "data_id",
+            "starts",
+            "ends",
+        ],
         _ => &["param", "token"],
     }
 }
 
 /// Remove every index row of (`resource_type`, `id`), through each table's owner index.
-pub async fn delete_rows(conn: &mut Conn, resource_type: &str, id: &str) -> Result<(), sqlx::Error> {
+pub async fn delete_rows(
+    conn: &mut Conn,
+    resource_type: &str,
+    id: &str,
+) -> Result<(), sqlx::Error> {
     for table in tables_of(resource_type) {
-        sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE resource_type = $1 AND id = $2")))
-            .bind(resource_type)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE resource_type = $1 AND id = $2"
+        )))
+        .bind(resource_type)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
 
 /// Insert the index rows of many resources: one multi-row INSERT per table (per chunk).
-pub async fn insert_rows(conn: &mut Conn, resources: &[(&str, &str, &[IndexRow])]) -> Result<(), sqlx::Error> {
+pub async fn insert_rows(
+    conn: &mut Conn,
+    resources: &[(&str, &str, &[IndexRow])],
+) -> Result<(), sqlx::Error> {
     for table in TABLES.into_iter().chain([CONSENT_TABLE]) {
         let of_table: Vec<(&str, &str, &IndexRow)> = resources
             .iter()
-            .flat_map(|(t, id, rows)| rows.iter().filter(|row| row.table() == table).map(move |row| (*t, *id, row)))
+            .flat_map(|(t, id, rows)| {
+                rows.iter()
+                    .filter(|row| row.table() == table)
+                    .map(move |row| (*t, *id, row))
+            })
             .collect();
         for chunk in fixed_chunks(&of_table) {
             insert_chunk(conn, chunk).await?;
@@ -142,14 +240,23 @@ pub async fn insert_rows(conn: &mut Conn, resources: &[(&str, &str, &[IndexRow])
     Ok(())
 }
 
-async fn insert_chunk(conn: &mut Conn, chunk: &[(&str, &str, &IndexRow)]) -> Result<(), sqlx::Error> {
-    let Some((_, _, first)) = chunk.first() else { return Ok(()) };
+async fn insert_chunk(
+    conn: &mut Conn,
+    chunk: &[(&str, &str, &IndexRow)],
+) -> Result<(), sqlx::Error> {
+    let Some((_, _, first)) = chunk.first() else {
+        return Ok(());
+    };
     let backend = super::Backend::of(conn);
     let mut binds = Vec::new();
     let mut tuples = Vec::with_capacity(chunk.len());
     for (resource_type, id, row) in chunk {
         let mut placeholders = Vec::new();
-        for bind in [Bind::Text(resource_type.to_string())].into_iter().chain(row.binds()).chain([Bind::Text(id.to_string())]) {
+        for bind in [Bind::Text(resource_type.to_string())]
+            .into_iter()
+            .chain(row.binds())
+            .chain([Bind::Text(id.to_string())])
+        {
             binds.push(bind);
             placeholders.push(backend.placeholder(binds.len()));
         }
@@ -163,7 +270,9 @@ async fn insert_chunk(conn: &mut Conn, chunk: &[(&str, &str, &IndexRow)]) -> Res
         key_columns(first.table()).join(", "),
         tuples.join(", ")
     );
-    bind_all(sqlx::query(AssertSqlSafe(sql)), binds).execute(&mut *conn).await?;
+    bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -175,7 +284,10 @@ mod tests {
     fn chunks_use_few_shapes_and_cover_everything() {
         let items: Vec<u32> = (0..150).collect();
         let chunks = fixed_chunks(&items);
-        assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), [64, 64, 16, 4, 1, 1]);
+        assert_eq!(
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            [64, 64, 16, 4, 1, 1]
+        );
         assert_eq!(chunks.concat(), items);
         assert!(fixed_chunks::<u32>(&[]).is_empty());
     }

@@ -10,7 +10,9 @@ pub async fn rows_per_key(conn: &mut Conn) -> Result<Vec<(i64, i64)>, sqlx::Erro
     let rows = sqlx::query("SELECT key_id, COUNT(*) FROM resource_versions WHERE ciphertext IS NOT NULL GROUP BY key_id ORDER BY key_id")
         .fetch_all(&mut *conn)
         .await?;
-    rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
 }
 
 /// A sealed row waiting to be re-encrypted.
@@ -24,7 +26,12 @@ pub struct SealedRow {
 }
 
 /// Up to `limit` rows sealed under a key other than `active`, after sequence `after_seq`.
-pub async fn rows_not_under(conn: &mut Conn, active: i64, after_seq: i64, limit: i64) -> Result<Vec<SealedRow>, sqlx::Error> {
+pub async fn rows_not_under(
+    conn: &mut Conn,
+    active: i64,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<SealedRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT seq, resource_type, id, version, key_id, ciphertext FROM resource_versions \
          WHERE ciphertext IS NOT NULL AND key_id <> $1 AND seq > $2 ORDER BY seq LIMIT $3",
@@ -49,13 +56,21 @@ pub async fn rows_not_under(conn: &mut Conn, active: i64, after_seq: i64, limit:
 }
 
 /// Store a re-sealed body, only if the row is still under the key it was read with.
-pub async fn rewrap(conn: &mut Conn, seq: i64, old_key: i64, new_key: i64, ciphertext: Vec<u8>) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query("UPDATE resource_versions SET key_id = $1, ciphertext = $2 WHERE seq = $3 AND key_id = $4")
-        .bind(new_key)
-        .bind(ciphertext)
-        .bind(seq)
-        .bind(old_key)
-        .execute(&mut *conn)
-        .await?;
+pub async fn rewrap(
+    conn: &mut Conn,
+    seq: i64,
+    old_key: i64,
+    new_key: i64,
+    ciphertext: Vec<u8>,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE resource_versions SET key_id = $1, ciphertext = $2 WHERE seq = $3 AND key_id = $4",
+    )
+    .bind(new_key)
+    .bind(ciphertext)
+    .bind(seq)
+    .bind(old_key)
+    .execute(&mut *conn)
+    .await?;
     Ok(result.rows_affected() == 1)
 }

@@ -64,13 +64,25 @@ impl Store {
         match url {
             DatabaseUrl::Sqlite(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent).map_err(|e| StoreError::Open(format!("{}: {e}", parent.display())))?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| StoreError::Open(format!("{}: {e}", parent.display())))?;
                 }
                 let connect = format!("sqlite://{}?mode=rwc", path.display());
-                let options = AnyConnectOptions::from_str(&connect).map_err(|e| StoreError::Open(e.to_string()))?;
-                let writer = sqlite_pool(1).connect_with(options.clone()).await.map_err(open_error)?;
-                let readers = sqlite_pool(4).connect_with(options).await.map_err(open_error)?;
-                Ok(Store { readers, writer, backend: Backend::Sqlite })
+                let options = AnyConnectOptions::from_str(&connect)
+                    .map_err(|e| StoreError::Open(e.to_string()))?;
+                let writer = sqlite_pool(1)
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(open_error)?;
+                let readers = sqlite_pool(4)
+                    .connect_with(options)
+                    .await
+                    .map_err(open_error)?;
+                Ok(Store {
+                    readers,
+                    writer,
+                    backend: Backend::Sqlite,
+                })
             }
             DatabaseUrl::Postgres(connect) => {
                 let pool = AnyPoolOptions::new()
@@ -79,7 +91,11 @@ impl Store {
                     .connect(connect)
                     .await
                     .map_err(open_error)?;
-                Ok(Store { readers: pool.clone(), writer: pool, backend: Backend::Postgres })
+                Ok(Store {
+                    readers: pool.clone(),
+                    writer: pool,
+                    backend: Backend::Postgres,
+                })
             }
         }
     }
@@ -90,7 +106,10 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("migrations/postgres"),
         };
-        migrator.run(&self.writer).await.map_err(|e| StoreError::Migrate(e.to_string()))
+        migrator
+            .run(&self.writer)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))
     }
 
     pub fn backend(&self) -> Backend {
@@ -114,7 +133,12 @@ impl Store {
 
     /// Liveness of the database, for `/health`.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        self.readers.acquire().await?.execute("SELECT 1").await.map(|_| ())
+        self.readers
+            .acquire()
+            .await?
+            .execute("SELECT 1")
+            .await
+            .map(|_| ())
     }
 
     pub async fn close(&self) {

@@ -46,12 +46,22 @@ fn stored_version(row: &sqlx::any::AnyRow) -> Result<StoredVersion, sqlx::Error>
 
 /// The head of a resource; with `lock`, the row stays locked until the transaction ends
 /// (PostgreSQL), so concurrent updates of one resource queue instead of racing.
-pub async fn head(conn: &mut Conn, backend: Backend, resource_type: &str, id: &str, lock: bool) -> Result<Option<Head>, sqlx::Error> {
+pub async fn head(
+    conn: &mut Conn,
+    backend: Backend,
+    resource_type: &str,
+    id: &str,
+    lock: bool,
+) -> Result<Option<Head>, sqlx::Error> {
     let lock = if lock { backend.for_update() } else { "" };
     let sql = format!(
         "SELECT version, deleted, last_updated FROM resource_heads WHERE resource_type = $1 AND id = $2{lock}"
     );
-    let row = sqlx::query(AssertSqlSafe(sql)).bind(resource_type).bind(id).fetch_optional(&mut *conn).await?;
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(resource_type)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
     row.map(|row| {
         Ok(Head {
             version: row.try_get(0)?,
@@ -63,30 +73,48 @@ pub async fn head(conn: &mut Conn, backend: Backend, resource_type: &str, id: &s
 }
 
 /// The current version (which may be a delete marker).
-pub async fn read_current(conn: &mut Conn, resource_type: &str, id: &str) -> Result<Option<StoredVersion>, sqlx::Error> {
+pub async fn read_current(
+    conn: &mut Conn,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<StoredVersion>, sqlx::Error> {
     let sql = format!(
         "SELECT {VERSION_COLUMNS} FROM resource_heads h JOIN resource_versions v \
          ON v.resource_type = h.resource_type AND v.id = h.id AND v.version = h.version \
          WHERE h.resource_type = $1 AND h.id = $2"
     );
-    let row = sqlx::query(AssertSqlSafe(sql)).bind(resource_type).bind(id).fetch_optional(&mut *conn).await?;
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(resource_type)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
     row.as_ref().map(stored_version).transpose()
 }
 
 /// The current version if it is live and its head row meets `condition` (SQL over
 /// `resource_heads h` whose placeholders are numbered from `$1` for `binds`): a read and the
 /// caller's access rule in one statement.
-pub async fn read_current_where(conn: &mut Conn, condition: &str, binds: Vec<Bind>) -> Result<Option<StoredVersion>, sqlx::Error> {
+pub async fn read_current_where(
+    conn: &mut Conn,
+    condition: &str,
+    binds: Vec<Bind>,
+) -> Result<Option<StoredVersion>, sqlx::Error> {
     let sql = format!(
         "SELECT {VERSION_COLUMNS} FROM resource_heads h JOIN resource_versions v \
          ON v.resource_type = h.resource_type AND v.id = h.id AND v.version = h.version WHERE {condition}"
     );
-    let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_optional(&mut *conn).await?;
+    let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+        .fetch_optional(&mut *conn)
+        .await?;
     row.as_ref().map(stored_version).transpose()
 }
 
 /// Current versions of many resources of one type, in no particular order; deleted ones left out.
-pub async fn read_current_many(conn: &mut Conn, resource_type: &str, ids: &[String]) -> Result<Vec<StoredVersion>, sqlx::Error> {
+pub async fn read_current_many(
+    conn: &mut Conn,
+    resource_type: &str,
+    ids: &[String],
+) -> Result<Vec<StoredVersion>, sqlx::Error> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -101,14 +129,29 @@ pub async fn read_current_many(conn: &mut Conn, resource_type: &str, ids: &[Stri
     for id in ids {
         query = query.bind(id);
     }
-    query.fetch_all(&mut *conn).await?.iter().map(stored_version).collect()
+    query
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(stored_version)
+        .collect()
 }
 
-pub async fn read_version(conn: &mut Conn, resource_type: &str, id: &str, version: i64) -> Result<Option<StoredVersion>, sqlx::Error> {
+pub async fn read_version(
+    conn: &mut Conn,
+    resource_type: &str,
+    id: &str,
+    version: i64,
+) -> Result<Option<StoredVersion>, sqlx::Error> {
     let sql = format!(
         "SELECT {VERSION_COLUMNS} FROM resource_versions v WHERE v.resource_type = $1 AND v.id = $2 AND v.version = $3"
     );
-    let row = sqlx::query(AssertSqlSafe(sql)).bind(resource_type).bind(id).bind(version).fetch_optional(&mut *conn).await?;
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(resource_type)
+        .bind(id)
+        .bind(version)
+        .fetch_optional(&mut *conn)
+        .await?;
     row.as_ref().map(stored_version).transpose()
 }
 
@@ -166,15 +209,27 @@ fn history_filter(query: &HistoryQuery<'_>, with_cursor: bool) -> (String, Vec<B
     if let (true, Some(seq)) = (with_cursor, query.before_seq) {
         push("v.seq < $?", Bind::Int(seq));
     }
-    let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
     (filter, binds)
 }
 
 /// Versions newest first, as the history interaction returns them.
-pub async fn history(conn: &mut Conn, query: &HistoryQuery<'_>) -> Result<Vec<StoredVersion>, sqlx::Error> {
+pub async fn history(
+    conn: &mut Conn,
+    query: &HistoryQuery<'_>,
+) -> Result<Vec<StoredVersion>, sqlx::Error> {
     let (filter, binds) = history_filter(query, true);
-    let sql = format!("SELECT {VERSION_COLUMNS} FROM resource_versions v {filter} ORDER BY v.seq DESC LIMIT {}", query.limit.max(0));
-    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_all(&mut *conn).await?;
+    let sql = format!(
+        "SELECT {VERSION_COLUMNS} FROM resource_versions v {filter} ORDER BY v.seq DESC LIMIT {}",
+        query.limit.max(0)
+    );
+    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+        .fetch_all(&mut *conn)
+        .await?;
     rows.iter().map(stored_version).collect()
 }
 
@@ -182,6 +237,8 @@ pub async fn history(conn: &mut Conn, query: &HistoryQuery<'_>) -> Result<Vec<St
 pub async fn history_count(conn: &mut Conn, query: &HistoryQuery<'_>) -> Result<i64, sqlx::Error> {
     let (filter, binds) = history_filter(query, false);
     let sql = format!("SELECT COUNT(*) FROM resource_versions v {filter}");
-    let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_one(&mut *conn).await?;
+    let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+        .fetch_one(&mut *conn)
+        .await?;
     row.try_get(0)
 }

@@ -28,7 +28,6 @@ pub struct VersionWrite {
     pub is_new: bool,
 }
 
-
 /// Append every version, move each head, and replace each resource's index rows. A concurrent
 /// writer that appended the same (type, id, version) first makes this fail with a unique
 /// violation on `resource_versions_key` (a 409 upstream). Resources must be distinct.
@@ -40,15 +39,25 @@ pub async fn write_versions(conn: &mut Conn, writes: &[VersionWrite]) -> Result<
         insert_versions(conn, chunk).await?;
         upsert_heads(conn, chunk).await?;
     }
-    let rows: Vec<(&str, &str, &[IndexRow])> =
-        writes.iter().map(|w| (w.resource_type.as_str(), w.id.as_str(), w.rows.as_slice())).collect();
+    let rows: Vec<(&str, &str, &[IndexRow])> = writes
+        .iter()
+        .map(|w| (w.resource_type.as_str(), w.id.as_str(), w.rows.as_slice()))
+        .collect();
     index::insert_rows(conn, &rows).await
 }
 
 /// `(…), (…)` with placeholders for `rows` tuples of `width` values, bound in order.
 pub(super) fn placeholders(backend: Backend, rows: usize, width: usize) -> String {
     (0..rows)
-        .map(|r| format!("({})", (1..=width).map(|c| backend.placeholder(r * width + c)).collect::<Vec<_>>().join(", ")))
+        .map(|r| {
+            format!(
+                "({})",
+                (1..=width)
+                    .map(|c| backend.placeholder(r * width + c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -71,7 +80,9 @@ async fn insert_versions(conn: &mut Conn, writes: &[VersionWrite]) -> Result<(),
         "INSERT INTO resource_versions (resource_type, id, version, last_updated, deleted, method, key_id, ciphertext) VALUES {}",
         placeholders(Backend::of(conn), writes.len(), 8)
     );
-    bind_all(sqlx::query(AssertSqlSafe(sql)), binds).execute(&mut *conn).await?;
+    bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -93,6 +104,8 @@ async fn upsert_heads(conn: &mut Conn, writes: &[VersionWrite]) -> Result<(), sq
          last_updated = excluded.last_updated, compartment = excluded.compartment",
         placeholders(Backend::of(conn), writes.len(), 6)
     );
-    bind_all(sqlx::query(AssertSqlSafe(sql)), binds).execute(&mut *conn).await?;
+    bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

@@ -30,7 +30,10 @@ pub(crate) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 pub(crate) fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
     )
 }
 
@@ -58,7 +61,10 @@ pub enum AcceptError {
     #[error("TLS handshake timed out after {0:?}")]
     TimedOut(Duration),
     #[error("client certificate sha256:{fingerprint} refused: {reason}")]
-    UnknownClient { fingerprint: String, reason: Unmatched },
+    UnknownClient {
+        fingerprint: String,
+        reason: Unmatched,
+    },
 }
 
 impl Acceptor {
@@ -67,8 +73,20 @@ impl Acceptor {
         Acceptor { tls: None }
     }
 
-    pub(super) fn tls(config: Arc<rustls::ServerConfig>, hubs: Arc<HubTable>, timeout: Duration, require_hub: bool) -> Acceptor {
-        Acceptor { tls: Some(TlsStep { acceptor: TlsAcceptor::from(config), hubs, timeout, require_hub }) }
+    pub(super) fn tls(
+        config: Arc<rustls::ServerConfig>,
+        hubs: Arc<HubTable>,
+        timeout: Duration,
+        require_hub: bool,
+    ) -> Acceptor {
+        Acceptor {
+            tls: Some(TlsStep {
+                acceptor: TlsAcceptor::from(config),
+                hubs,
+                timeout,
+                require_hub,
+            }),
+        }
     }
 
     pub fn is_tls(&self) -> bool {
@@ -78,7 +96,11 @@ impl Acceptor {
     /// Completes the connection from `addr`: the handshake, then who the client is. A client
     /// certificate that maps to no hub leaves `Peer::hub` empty, or, where a hub is required,
     /// closes the connection and is an [`AcceptError::UnknownClient`].
-    pub async fn accept(&self, tcp: TcpStream, addr: SocketAddr) -> Result<(Stream, Peer), AcceptError> {
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+        addr: SocketAddr,
+    ) -> Result<(Stream, Peer), AcceptError> {
         let Some(step) = &self.tls else {
             return Ok((Stream::Plain(tcp), Peer::plain(addr)));
         };
@@ -88,7 +110,12 @@ impl Acceptor {
             Ok(Ok(stream)) => stream,
         };
         // rustls has verified the chain against the client CA; only the leaf names the client.
-        let leaf = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).cloned();
+        let leaf = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .cloned();
         let hub = match leaf.map(|leaf| (step.hubs.identify(&leaf), leaf)) {
             Some((Ok(hub), _)) => Some(hub),
             Some((Err(reason), leaf)) => {
@@ -96,14 +123,24 @@ impl Acceptor {
                 if step.require_hub {
                     // Best effort: tell the peer we are done (close_notify) before dropping it.
                     let _ = tokio::time::timeout(step.timeout, stream.shutdown()).await;
-                    return Err(AcceptError::UnknownClient { fingerprint, reason });
+                    return Err(AcceptError::UnknownClient {
+                        fingerprint,
+                        reason,
+                    });
                 }
                 tracing::debug!(%addr, fingerprint, %reason, "client certificate maps to no hub; serving without one");
                 None
             }
             None => None,
         };
-        Ok((Stream::Tls(Box::new(stream)), Peer { addr, hub, tls: true }))
+        Ok((
+            Stream::Tls(Box::new(stream)),
+            Peer {
+                addr,
+                hub,
+                tls: true,
+            },
+        ))
     }
 }
 
@@ -115,7 +152,11 @@ pub enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -124,7 +165,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -145,7 +190,11 @@ impl AsyncWrite for Stream {
         }
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),

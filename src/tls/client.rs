@@ -17,11 +17,15 @@ pub fn client_config(
     identity: Option<(&[u8], &[u8])>,
     versions: &[&'static SupportedProtocolVersion],
 ) -> io::Result<ClientConfig> {
-    let invalid = |what: &str, e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}"));
+    let invalid = |what: &str, e: &dyn std::fmt::Display| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}"))
+    };
     let mut roots = RootCertStore::empty();
     for certificate in CertificateDer::pem_slice_iter(ca_pem) {
         let certificate = certificate.map_err(|e| invalid("CA certificate PEM", &e))?;
-        roots.add(certificate).map_err(|e| invalid("CA certificate", &e))?;
+        roots
+            .add(certificate)
+            .map_err(|e| invalid("CA certificate", &e))?;
     }
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
@@ -33,8 +37,11 @@ pub fn client_config(
             let chain = CertificateDer::pem_slice_iter(chain_pem)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| invalid("client certificate PEM", &e))?;
-            let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| invalid("client key", &"no PEM private key"))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| invalid("client certificate", &e))
+            let key = PrivateKeyDer::from_pem_slice(key_pem)
+                .map_err(|_| invalid("client key", &"no PEM private key"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| invalid("client certificate", &e))
         }
     }
 }

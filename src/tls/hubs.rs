@@ -46,7 +46,15 @@ impl HubTable {
     pub fn new(hubs: &[HubConfig]) -> HubTable {
         let by_subject = hubs
             .iter()
-            .map(|hub| (hub.subject.to_ascii_lowercase(), HubIdentity { name: hub.name.clone(), org: hub.org.clone() }))
+            .map(|hub| {
+                (
+                    hub.subject.to_ascii_lowercase(),
+                    HubIdentity {
+                        name: hub.name.clone(),
+                        org: hub.org.clone(),
+                    },
+                )
+            })
             .collect();
         HubTable { by_subject }
     }
@@ -61,12 +69,16 @@ impl HubTable {
 
     /// The hub the leaf certificate `leaf` belongs to.
     pub fn identify(&self, leaf: &CertificateDer<'_>) -> Result<HubIdentity, Unmatched> {
-        let certificate = webpki::EndEntityCert::try_from(leaf).map_err(|_| Unmatched::Unreadable)?;
+        let certificate =
+            webpki::EndEntityCert::try_from(leaf).map_err(|_| Unmatched::Unreadable)?;
         self.identify_names(certificate.valid_dns_names())
     }
 
     /// The hub that the DNS names of a certificate point to: exactly one, or none.
-    fn identify_names<'a>(&self, names: impl Iterator<Item = &'a str>) -> Result<HubIdentity, Unmatched> {
+    fn identify_names<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str>,
+    ) -> Result<HubIdentity, Unmatched> {
         let mut found: Option<&HubIdentity> = None;
         for name in names {
             if let Some(hub) = self.by_subject.get(&name.to_ascii_lowercase()) {
@@ -83,7 +95,10 @@ impl HubTable {
 /// The SHA-256 fingerprint of a certificate (lower-case hex, as `openssl x509 -fingerprint
 /// -sha256` shows it without colons): how logs name a client certificate.
 pub fn fingerprint(certificate: &CertificateDer<'_>) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, certificate.as_ref()))
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        certificate.as_ref(),
+    ))
 }
 
 #[cfg(test)]
@@ -92,26 +107,52 @@ mod tests {
 
     fn table() -> HubTable {
         HubTable::new(&[
-            HubConfig { name: "hub-vienna-1".into(), subject: "hub-vienna-1.devices.example".into(), org: Some("Organization/org-a".into()) },
-            HubConfig { name: "hub-graz".into(), subject: "Hub-Graz.devices.example".into(), org: None },
+            HubConfig {
+                name: "hub-vienna-1".into(),
+                subject: "hub-vienna-1.devices.example".into(),
+                org: Some("Organization/org-a".into()),
+            },
+            HubConfig {
+                name: "hub-graz".into(),
+                subject: "Hub-Graz.devices.example".into(),
+                org: None,
+            },
         ])
     }
 
     fn vienna() -> HubIdentity {
-        HubIdentity { name: "hub-vienna-1".into(), org: Some("Organization/org-a".into()) }
+        HubIdentity {
+            name: "hub-vienna-1".into(),
+            org: Some("Organization/org-a".into()),
+        }
     }
 
     #[test]
     fn a_san_equal_to_a_subject_is_that_hub() {
-        assert_eq!(table().identify_names(["hub-vienna-1.devices.example"].into_iter()), Ok(vienna()));
+        assert_eq!(
+            table().identify_names(["hub-vienna-1.devices.example"].into_iter()),
+            Ok(vienna())
+        );
         // Other names next to it do not matter.
-        assert_eq!(table().identify_names(["www.example", "hub-vienna-1.devices.example"].into_iter()), Ok(vienna()));
+        assert_eq!(
+            table().identify_names(["www.example", "hub-vienna-1.devices.example"].into_iter()),
+            Ok(vienna())
+        );
     }
 
     #[test]
     fn dns_names_compare_without_ascii_case() {
-        assert_eq!(table().identify_names(["HUB-VIENNA-1.devices.example"].into_iter()), Ok(vienna()));
-        assert_eq!(table().identify_names(["hub-graz.DEVICES.example"].into_iter()).unwrap().name, "hub-graz");
+        assert_eq!(
+            table().identify_names(["HUB-VIENNA-1.devices.example"].into_iter()),
+            Ok(vienna())
+        );
+        assert_eq!(
+            table()
+                .identify_names(["hub-graz.DEVICES.example"].into_iter())
+                .unwrap()
+                .name,
+            "hub-graz"
+        );
     }
 
     #[test]
@@ -125,27 +166,43 @@ mod tests {
             &["*.devices.example"][..],
             &["hub-vienna-1"][..],
         ] {
-            assert_eq!(table.identify_names(names.iter().copied()), Err(Unmatched::NoHub), "{names:?}");
+            assert_eq!(
+                table.identify_names(names.iter().copied()),
+                Err(Unmatched::NoHub),
+                "{names:?}"
+            );
         }
     }
 
     #[test]
     fn a_certificate_naming_two_hubs_is_neither() {
         let names = ["hub-vienna-1.devices.example", "hub-graz.devices.example"];
-        assert_eq!(table().identify_names(names.into_iter()), Err(Unmatched::Ambiguous));
+        assert_eq!(
+            table().identify_names(names.into_iter()),
+            Err(Unmatched::Ambiguous)
+        );
         // The same hub named twice is still that hub.
-        let twice = ["hub-vienna-1.devices.example", "HUB-VIENNA-1.devices.example"];
+        let twice = [
+            "hub-vienna-1.devices.example",
+            "HUB-VIENNA-1.devices.example",
+        ];
         assert_eq!(table().identify_names(twice.into_iter()), Ok(vienna()));
     }
 
     #[test]
     fn garbage_is_unreadable() {
-        assert_eq!(table().identify(&CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01])), Err(Unmatched::Unreadable));
+        assert_eq!(
+            table().identify(&CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01])),
+            Err(Unmatched::Unreadable)
+        );
     }
 
     #[test]
     fn fingerprints_are_sha256_hex() {
         let print = fingerprint(&CertificateDer::from(b"abc".to_vec()));
-        assert_eq!(print, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            print,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

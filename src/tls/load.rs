@@ -28,7 +28,9 @@ impl ServerTls {
     /// Reads the files `config` names and builds the server side of TLS; `None` when TLS is
     /// off. Called once at start-up, so a bad file stops the server before it listens.
     pub fn load(config: Option<&TlsConfig>) -> Result<Option<ServerTls>, ConfigError> {
-        let Some(config) = config else { return Ok(None) };
+        let Some(config) = config else {
+            return Ok(None);
+        };
         let chain = read_certificates(&config.cert_file, "tls.cert_file")?;
         let key = read_private_key(&config.key_file)?;
         let client_roots = match &config.client_ca_file {
@@ -65,49 +67,84 @@ fn server_config(
         .map_err(|e| match e {
             rustls::Error::InconsistentKeys(_) => ConfigError::new(
                 "tls.key_file",
-                format!("{} is not the private key of the certificate in {}", config.key_file.display(), config.cert_file.display()),
+                format!(
+                    "{} is not the private key of the certificate in {}",
+                    config.key_file.display(),
+                    config.cert_file.display()
+                ),
             ),
             other => ConfigError::new(
                 "tls.cert_file",
-                format!("{} with {}: {other}", config.cert_file.display(), config.key_file.display()),
+                format!(
+                    "{} with {}: {other}",
+                    config.cert_file.display(),
+                    config.key_file.display()
+                ),
             ),
         })
 }
 
 /// No client authentication without roots; otherwise client certificates verified against
 /// `roots`, and `required` or merely allowed.
-fn client_verifier(roots: Option<Arc<RootCertStore>>, required: bool) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
+fn client_verifier(
+    roots: Option<Arc<RootCertStore>>,
+    required: bool,
+) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
     let Some(roots) = roots else {
         return Ok(WebPkiClientVerifier::no_client_auth());
     };
     let builder = WebPkiClientVerifier::builder_with_provider(roots, provider());
-    let builder = if required { builder } else { builder.allow_unauthenticated() };
-    builder
-        .build()
-        .map_err(|e| ConfigError::new("tls.client_ca_file", format!("cannot verify client certificates with it: {e}")))
+    let builder = if required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder.build().map_err(|e| {
+        ConfigError::new(
+            "tls.client_ca_file",
+            format!("cannot verify client certificates with it: {e}"),
+        )
+    })
 }
 
 /// A PEM certificate chain (leaf first), at least one certificate.
-fn read_certificates(path: &Path, setting: &'static str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+fn read_certificates(
+    path: &Path,
+    setting: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let chain = CertificateDer::pem_file_iter(path)
         .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
         .map_err(|e| ConfigError::new(setting, pem_problem(path, &e, "certificates")))?;
     if chain.is_empty() {
-        return Err(ConfigError::new(setting, format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display())));
+        return Err(ConfigError::new(
+            setting,
+            format!(
+                "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ),
+        ));
     }
     Ok(chain)
 }
 
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| ConfigError::new("tls.key_file", pem_problem(path, &e, "a private key (PKCS#8, PKCS#1 or SEC1)")))
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        ConfigError::new(
+            "tls.key_file",
+            pem_problem(path, &e, "a private key (PKCS#8, PKCS#1 or SEC1)"),
+        )
+    })
 }
 
 fn read_roots(path: &Path) -> Result<Arc<RootCertStore>, ConfigError> {
     let mut roots = RootCertStore::empty();
     for certificate in read_certificates(path, "tls.client_ca_file")? {
-        roots
-            .add(certificate)
-            .map_err(|e| ConfigError::new("tls.client_ca_file", format!("{}: not a usable CA certificate: {e}", path.display())))?;
+        roots.add(certificate).map_err(|e| {
+            ConfigError::new(
+                "tls.client_ca_file",
+                format!("{}: not a usable CA certificate: {e}", path.display()),
+            )
+        })?;
     }
     Ok(Arc::new(roots))
 }
@@ -130,7 +167,12 @@ mod tests {
     // The error paths, which need no real certificate; tests/it/tls.rs generates real ones
     // (with rcgen) for the paths that do, including a key that does not match.
     fn config(dir: &Path) -> TlsConfig {
-        TlsConfig { cert_file: dir.join("cert.pem"), key_file: dir.join("key.pem"), client_ca_file: None, hubs: Vec::<HubConfig>::new() }
+        TlsConfig {
+            cert_file: dir.join("cert.pem"),
+            key_file: dir.join("key.pem"),
+            client_ca_file: None,
+            hubs: Vec::<HubConfig>::new(),
+        }
     }
 
     fn setting_of(result: Result<Option<ServerTls>, ConfigError>) -> (&'static str, String) {
@@ -164,8 +206,16 @@ mod tests {
     fn a_bad_key_file_is_reported_without_its_content() {
         let dir = tempfile::tempdir().unwrap();
         // Any well-formed certificate PEM block gets past the certificate check.
-        std::fs::write(dir.path().join("cert.pem"), "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
-        std::fs::write(dir.path().join("key.pem"), "-----BEGIN PRIVATE KEY-----\nsecret!!\n").unwrap();
+        std::fs::write(
+            dir.path().join("cert.pem"),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("key.pem"),
+            "-----BEGIN PRIVATE KEY-----\nsecret!!\n",
+        )
+        .unwrap();
         let (setting, message) = setting_of(ServerTls::load(Some(&config(dir.path()))));
         assert_eq!(setting, "tls.key_file");
         assert!(!message.contains("secret"), "{message}");

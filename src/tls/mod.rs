@@ -42,7 +42,8 @@ pub use crate::config::{HubConfig, TlsConfig};
 
 /// The protocol versions both listeners and [`client_config`] speak. TLS 1.0 and 1.1 are
 /// deprecated (RFC 8996); rustls does not implement them either.
-pub static PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+pub static PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// The TLS side of the server, loaded once at start-up.
 #[derive(Clone)]
@@ -57,7 +58,10 @@ pub struct ServerTls {
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTls").field("client_auth", &self.client_auth).field("hubs", &self.hubs.len()).finish()
+        f.debug_struct("ServerTls")
+            .field("client_auth", &self.client_auth)
+            .field("hubs", &self.hubs.len())
+            .finish()
     }
 }
 
@@ -69,13 +73,23 @@ impl ServerTls {
 
     /// The accept step of the HTTPS listener.
     pub fn http_acceptor(&self) -> Acceptor {
-        Acceptor::tls(Arc::clone(&self.http), Arc::clone(&self.hubs), accept::HTTP_HANDSHAKE_TIMEOUT, false)
+        Acceptor::tls(
+            Arc::clone(&self.http),
+            Arc::clone(&self.hubs),
+            accept::HTTP_HANDSHAKE_TIMEOUT,
+            false,
+        )
     }
 
     /// The accept step of the MLLP listener; the handshake has `handshake_timeout` (the MLLP
     /// idle timeout). With a client CA, connections without a known hub are refused.
     pub fn mllp_acceptor(&self, handshake_timeout: std::time::Duration) -> Acceptor {
-        Acceptor::tls(Arc::clone(&self.mllp), Arc::clone(&self.hubs), handshake_timeout, self.client_auth)
+        Acceptor::tls(
+            Arc::clone(&self.mllp),
+            Arc::clone(&self.hubs),
+            handshake_timeout,
+            self.client_auth,
+        )
     }
 }
 
@@ -96,6 +110,10 @@ pub struct Peer {
 impl Peer {
     /// A plain-text connection from `addr`.
     pub fn plain(addr: SocketAddr) -> Peer {
-        Peer { addr, hub: None, tls: false }
+        Peer {
+            addr,
+            hub: None,
+            tls: false,
+        }
     }
 }

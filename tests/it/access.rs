@@ -8,8 +8,22 @@ use serde_json::{Value, json};
 use crate::common::{Backend, Reply, TestServer, match_ids};
 
 /// Direct identifiers of the two patients: none may reach the CRM.
-const PHI_A: &[&str] = &["Zirbenwald", "Annaberg", "1111010180", "1980-01-01", "+43 660 1111111", "Amselgasse"];
-const PHI_B: &[&str] = &["Quellenhof", "Bertram", "2222020290", "1990-02-02", "+43 660 2222222", "Birkenweg"];
+const PHI_A: &[&str] = &[
+    "Zirbenwald",
+    "Annaberg",
+    "1111010180",
+    "1980-01-01",
+    "+43 660 1111111",
+    "Amselgasse",
+];
+const PHI_B: &[&str] = &[
+    "Quellenhof",
+    "Bertram",
+    "2222020290",
+    "1990-02-02",
+    "+43 660 2222222",
+    "Birkenweg",
+];
 const SVNR: &str = "urn:oid:1.2.40.0.10.1.4.3.1";
 const PSEUDONYM: &str = "urn:fhirvault:pseudonym";
 
@@ -50,10 +64,23 @@ async fn fixture(server: &TestServer) {
         patient("pat-a", "org-a", PHI_A),
         patient("pat-b", "org-b", PHI_B),
     ];
-    for (p, org, ins, phi) in [("a", "org-a", "ins-1", PHI_A), ("b", "org-b", "ins-2", PHI_B)] {
+    for (p, org, ins, phi) in [
+        ("a", "org-a", "ins-1", PHI_A),
+        ("b", "org-b", "ins-2", PHI_B),
+    ] {
         let display = format!("{} {}", phi[1], phi[0]);
-        resources.push(observation(&format!("hr-{p}"), &format!("pat-{p}"), "vital-signs", &display));
-        resources.push(observation(&format!("lab-{p}"), &format!("pat-{p}"), "laboratory", &display));
+        resources.push(observation(
+            &format!("hr-{p}"),
+            &format!("pat-{p}"),
+            "vital-signs",
+            &display,
+        ));
+        resources.push(observation(
+            &format!("lab-{p}"),
+            &format!("pat-{p}"),
+            "laboratory",
+            &display,
+        ));
         resources.push(json!({"resourceType": "Device", "id": format!("dev-{p}"), "owner": {"reference": format!("Organization/{org}")},
             "patient": {"reference": format!("Patient/pat-{p}"), "display": display}}));
         resources.push(json!({"resourceType": "Coverage", "id": format!("cov-{p}"), "status": "active",
@@ -69,7 +96,11 @@ async fn fixture(server: &TestServer) {
             "target": [{"reference": format!("Observation/hr-{p}")}, {"reference": format!("Patient/pat-{p}")}], "agent": [{"who": {"reference": format!("Organization/{org}")}}]}));
     }
     for resource in resources {
-        let path = format!("{}/{}", resource["resourceType"].as_str().expect("type"), resource["id"].as_str().expect("id"));
+        let path = format!(
+            "{}/{}",
+            resource["resourceType"].as_str().expect("type"),
+            resource["id"].as_str().expect("id")
+        );
         let reply = server.put(&path, &resource).await;
         assert!(reply.status.is_success(), "{path}: {}", reply.text);
     }
@@ -94,11 +125,26 @@ struct Tokens {
 
 fn tokens(server: &TestServer) -> Tokens {
     Tokens {
-        clinician_a: server.token("clinician", "user/*.cruds", None, Some("Organization/org-a")),
+        clinician_a: server.token(
+            "clinician",
+            "user/*.cruds",
+            None,
+            Some("Organization/org-a"),
+        ),
         crm: server.token("crm", "user/*.rs", None, None),
         insurer_1: server.token("insurer", "user/*.cruds", None, Some("ins-1")),
-        patient_a: server.token("patient", "patient/*.rs patient/Consent.cud", Some("pat-a"), None),
-        hub_a: server.token("device-hub", "system/Device.rs system/Observation.c", None, Some("org-a")),
+        patient_a: server.token(
+            "patient",
+            "patient/*.rs patient/Consent.cud",
+            Some("pat-a"),
+            None,
+        ),
+        hub_a: server.token(
+            "device-hub",
+            "system/Device.rs system/Observation.c",
+            None,
+            Some("org-a"),
+        ),
         auditor: server.token("auditor", "user/*.rs", None, None),
     }
 }
@@ -115,7 +161,12 @@ async fn ids(server: &TestServer, token: &str, query: &str) -> Vec<String> {
 fn all_ids(bundle: &Value) -> Vec<String> {
     let mut ids: Vec<String> = bundle["entry"]
         .as_array()
-        .map(|entries| entries.iter().filter_map(|e| e["resource"]["id"].as_str().map(str::to_string)).collect())
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|e| e["resource"]["id"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     ids.sort();
     ids
@@ -127,16 +178,37 @@ async fn tokens_are_required(backend: Backend) {
     for path in ["Patient", "Patient/pat-a", "_history", ""] {
         let reply = Reply::from(anonymous.get(server.url(path)).send().await.expect("sent")).await;
         reply.assert_outcome(StatusCode::UNAUTHORIZED, "login", "bearer token");
-        assert!(reply.header("www-authenticate").is_some_and(|h| h.starts_with("Bearer")), "{path}");
+        assert!(
+            reply
+                .header("www-authenticate")
+                .is_some_and(|h| h.starts_with("Bearer")),
+            "{path}"
+        );
     }
-    let reply = Reply::from(anonymous.get(server.url("Patient")).bearer_auth("not.a.token").send().await.expect("sent")).await;
+    let reply = Reply::from(
+        anonymous
+            .get(server.url("Patient"))
+            .bearer_auth("not.a.token")
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-    assert!(reply.header("www-authenticate").is_some_and(|h| h.contains("invalid_token")));
+    assert!(
+        reply
+            .header("www-authenticate")
+            .is_some_and(|h| h.contains("invalid_token"))
+    );
     for open in ["metadata", ".well-known/smart-configuration"] {
         let reply = Reply::from(anonymous.get(server.url(open)).send().await.expect("sent")).await;
         assert_eq!(reply.status, StatusCode::OK, "{open}: {}", reply.text);
     }
-    let health = anonymous.get(format!("http://{}/health", server.addr)).send().await.expect("sent");
+    let health = anonymous
+        .get(format!("http://{}/health", server.addr))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(health.status(), StatusCode::OK);
     // Tokens the server must refuse, each a 401 with an invalid_token challenge.
     let now = chrono::Utc::now().timestamp();
@@ -153,19 +225,39 @@ async fn tokens_are_required(backend: Backend) {
     let from_the_future = server.issuer.issue_at(&request, now + 7200).expect("token");
     let mut elsewhere = server.service_auth();
     elsewhere.audience = "https://another-server.example/fhir".into();
-    let keys = fhirvault::crypto::KeyRing::load(&server.dir.path().join("keys.json")).expect("key ring");
-    let wrong_audience = fhirvault::auth::token::TokenIssuer::from_config(&elsewhere, &keys).expect("issuer").issue(&request).expect("token");
+    let keys =
+        fhirvault::crypto::KeyRing::load(&server.dir.path().join("keys.json")).expect("key ring");
+    let wrong_audience = fhirvault::auth::token::TokenIssuer::from_config(&elsewhere, &keys)
+        .expect("issuer")
+        .issue(&request)
+        .expect("token");
     let mut elsewhere = server.service_auth();
     elsewhere.issuer = "https://idp.example".into();
-    let wrong_issuer = fhirvault::auth::token::TokenIssuer::from_config(&elsewhere, &keys).expect("issuer").issue(&request).expect("token");
+    let wrong_issuer = fhirvault::auth::token::TokenIssuer::from_config(&elsewhere, &keys)
+        .expect("issuer")
+        .issue(&request)
+        .expect("token");
     let parts: Vec<&str> = expired.split('.').collect();
     let unsigned = {
         use base64::Engine;
-        let none = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        let payload = server.issuer.issue(&request).expect("token").split('.').nth(1).expect("payload").to_string();
+        let none = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let payload = server
+            .issuer
+            .issue(&request)
+            .expect("token")
+            .split('.')
+            .nth(1)
+            .expect("payload")
+            .to_string();
         format!("{none}.{payload}.")
     };
-    let tampered = format!("{}.{}.{}", parts[0], parts[1], parts[2].chars().rev().collect::<String>());
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        parts[1],
+        parts[2].chars().rev().collect::<String>()
+    );
     for (what, token) in [
         ("expired", expired.as_str()),
         ("issued in the future", &from_the_future),
@@ -174,14 +266,35 @@ async fn tokens_are_required(backend: Backend) {
         ("alg none", &unsigned),
         ("bad signature", &tampered),
     ] {
-        let reply = Reply::from(anonymous.get(server.url("Patient")).bearer_auth(token).send().await.expect("sent")).await;
-        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{what}: {}", reply.text);
+        let reply = Reply::from(
+            anonymous
+                .get(server.url("Patient"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("sent"),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{what}: {}",
+            reply.text
+        );
         assert_eq!(reply.body["resourceType"], "OperationOutcome", "{what}");
-        assert!(reply.header("www-authenticate").is_some_and(|h| h.contains("invalid_token")), "{what}");
+        assert!(
+            reply
+                .header("www-authenticate")
+                .is_some_and(|h| h.contains("invalid_token")),
+            "{what}"
+        );
     }
     // A genuine token without a role grants nothing.
     let no_role = server.token("nobody", "user/*.rs", None, None);
-    server.request_as(&no_role, Method::GET, "Patient", None).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "role");
+    server
+        .request_as(&no_role, Method::GET, "Patient", None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN, "forbidden", "role");
 }
 
 async fn clinician_sees_its_organisation_only(backend: Backend) {
@@ -189,75 +302,196 @@ async fn clinician_sees_its_organisation_only(backend: Backend) {
     fixture(&server).await;
     let t = tokens(&server);
     let c = t.clinician_a.as_str();
-    assert_eq!(server.request_as(c, Method::GET, "Patient/pat-a", None).await.status, StatusCode::OK);
-    for hidden in ["Patient/pat-b", "Observation/hr-b", "Patient/pat-b/_history", "Patient/pat-b/_history/1", "Device/dev-b"] {
-        server.request_as(c, Method::GET, hidden, None).await.assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
+    assert_eq!(
+        server
+            .request_as(c, Method::GET, "Patient/pat-a", None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    for hidden in [
+        "Patient/pat-b",
+        "Observation/hr-b",
+        "Patient/pat-b/_history",
+        "Patient/pat-b/_history/1",
+        "Device/dev-b",
+    ] {
+        server
+            .request_as(c, Method::GET, hidden, None)
+            .await
+            .assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
     }
     assert_eq!(ids(&server, c, "Observation").await, ["hr-a", "lab-a"]);
     assert_eq!(ids(&server, c, "Patient").await, ["pat-a"]);
     // Chains, _has, compartments and system search cannot reach the other clinic's patient.
-    assert!(ids(&server, c, "Observation?subject:Patient.family=Quellenhof").await.is_empty());
-    assert!(ids(&server, c, "Observation?subject=Patient/pat-b").await.is_empty());
-    assert_eq!(ids(&server, c, "Patient?_has:Observation:subject:code=8867-4").await, ["pat-a"]);
-    assert!(ids(&server, c, "Patient/pat-b/Observation").await.is_empty());
-    assert_eq!(ids(&server, c, "?_type=Patient,Observation").await, ["hr-a", "lab-a", "pat-a"]);
+    assert!(
+        ids(&server, c, "Observation?subject:Patient.family=Quellenhof")
+            .await
+            .is_empty()
+    );
+    assert!(
+        ids(&server, c, "Observation?subject=Patient/pat-b")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        ids(&server, c, "Patient?_has:Observation:subject:code=8867-4").await,
+        ["pat-a"]
+    );
+    assert!(
+        ids(&server, c, "Patient/pat-b/Observation")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        ids(&server, c, "?_type=Patient,Observation").await,
+        ["hr-a", "lab-a", "pat-a"]
+    );
     // Includes bring nothing of the other clinic, totals count only what is visible.
     let reply = server.request_as(c, Method::GET, "Patient?_revinclude=Observation:subject&_revinclude:iterate=Provenance:target&_include=Patient:organization", None).await;
-    assert_eq!(all_ids(&reply.body), ["hr-a", "lab-a", "org-a", "pat-a", "prov-a"]);
+    assert_eq!(
+        all_ids(&reply.body),
+        ["hr-a", "lab-a", "org-a", "pat-a", "prov-a"]
+    );
     assert_eq!(reply.body["total"], 1);
-    let count = server.request_as(c, Method::GET, "Observation?_summary=count", None).await;
+    let count = server
+        .request_as(c, Method::GET, "Observation?_summary=count", None)
+        .await;
     assert_eq!(count.body["total"], 2);
     // History at type and system level.
-    let history = server.request_as(c, Method::GET, "Observation/_history", None).await;
-    assert_eq!(history.body["entry"].as_array().map(Vec::len), Some(2), "{}", history.text);
-    assert!(history.body.get("total").is_none(), "a restricted history page has no total that could count hidden versions");
+    let history = server
+        .request_as(c, Method::GET, "Observation/_history", None)
+        .await;
+    assert_eq!(
+        history.body["entry"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        history.text
+    );
+    assert!(
+        history.body.get("total").is_none(),
+        "a restricted history page has no total that could count hidden versions"
+    );
     assert!(!history.text.contains("hr-b") && !history.text.contains("Quellenhof"));
     // Writes stay inside the clinic: no writing for the other clinic's patient, nor moving one there.
     let mut for_b = observation("new-b", "pat-b", "vital-signs", "x");
     for_b.as_object_mut().expect("object").remove("id");
-    server.request_as(c, Method::POST, "Observation", Some(&for_b)).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "outside");
+    server
+        .request_as(c, Method::POST, "Observation", Some(&for_b))
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN, "forbidden", "outside");
     let mut moved = observation("hr-a", "pat-b", "vital-signs", "x");
-    server.request_as(c, Method::PUT, "Observation/hr-a", Some(&moved)).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "outside");
+    server
+        .request_as(c, Method::PUT, "Observation/hr-a", Some(&moved))
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN, "forbidden", "outside");
     moved["subject"]["reference"] = json!("Patient/pat-a");
-    assert_eq!(server.request_as(c, Method::PUT, "Observation/hr-a", Some(&moved)).await.status, StatusCode::OK);
-    server.request_as(c, Method::PUT, "Observation/hr-b", Some(&observation("hr-b", "pat-b", "vital-signs", "x"))).await.assert_outcome(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        "does not exist",
+    assert_eq!(
+        server
+            .request_as(c, Method::PUT, "Observation/hr-a", Some(&moved))
+            .await
+            .status,
+        StatusCode::OK
     );
-    server.request_as(c, Method::DELETE, "Observation/hr-b", None).await.assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
+    server
+        .request_as(
+            c,
+            Method::PUT,
+            "Observation/hr-b",
+            Some(&observation("hr-b", "pat-b", "vital-signs", "x")),
+        )
+        .await
+        .assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
+    server
+        .request_as(c, Method::DELETE, "Observation/hr-b", None)
+        .await
+        .assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
     // A conditional delete matches only what the caller may delete.
-    let reply = server.request_as(c, Method::DELETE, "Observation?identifier=urn:test:obs|hr-b", None).await;
+    let reply = server
+        .request_as(
+            c,
+            Method::DELETE,
+            "Observation?identifier=urn:test:obs|hr-b",
+            None,
+        )
+        .await;
     assert!(reply.status.is_success());
-    assert_eq!(server.get("Observation/hr-b").await.status, StatusCode::OK, "the other clinic's observation survives");
+    assert_eq!(
+        server.get("Observation/hr-b").await.status,
+        StatusCode::OK,
+        "the other clinic's observation survives"
+    );
     // Organisations are shared reference data: readable, not writable.
-    assert_eq!(server.request_as(c, Method::GET, "Organization/org-b", None).await.status, StatusCode::OK);
+    assert_eq!(
+        server
+            .request_as(c, Method::GET, "Organization/org-b", None)
+            .await
+            .status,
+        StatusCode::OK
+    );
     let org = json!({"resourceType": "Organization", "id": "org-b", "name": "Renamed"});
-    server.request_as(c, Method::PUT, "Organization/org-b", Some(&org)).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "clinician");
+    server
+        .request_as(c, Method::PUT, "Organization/org-b", Some(&org))
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN, "forbidden", "clinician");
     // Security labels are the admin's.
     let mut labelled = patient("pat-a", "org-a", PHI_A);
     labelled["meta"] = json!({"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "N"}]});
-    server.request_as(c, Method::PUT, "Patient/pat-a", Some(&labelled)).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "meta.security");
-    server.request_as(c, Method::GET, "AuditEvent", None).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "AuditEvent");
+    server
+        .request_as(c, Method::PUT, "Patient/pat-a", Some(&labelled))
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN, "forbidden", "meta.security");
+    server
+        .request_as(c, Method::GET, "AuditEvent", None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN, "forbidden", "AuditEvent");
     // Types outside the compartment that may hold whole records are not reference data.
     for admin_only in ["Bundle", "Binary", "Linkage"] {
-        assert_eq!(server.request_as(c, Method::GET, admin_only, None).await.status, StatusCode::FORBIDDEN, "{admin_only}");
+        assert_eq!(
+            server
+                .request_as(c, Method::GET, admin_only, None)
+                .await
+                .status,
+            StatusCode::FORBIDDEN,
+            "{admin_only}"
+        );
     }
-    server.request_as(c, Method::DELETE, "Provenance/prov-a", None).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "Provenance");
+    server
+        .request_as(c, Method::DELETE, "Provenance/prov-a", None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN, "forbidden", "Provenance");
     // Absent, deleted and unreachable ids answer alike: no update-as-create, no delete of nothing.
     let absent = observation("never-was", "pat-a", "vital-signs", "x");
-    server.request_as(c, Method::PUT, "Observation/never-was", Some(&absent)).await.assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
-    server.request_as(c, Method::DELETE, "Observation/never-was", None).await.assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
+    server
+        .request_as(c, Method::PUT, "Observation/never-was", Some(&absent))
+        .await
+        .assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
+    server
+        .request_as(c, Method::DELETE, "Observation/never-was", None)
+        .await
+        .assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
     let mut with_id = observation("chosen", "pat-a", "vital-signs", "x");
     with_id["identifier"] = json!([{"system": "urn:test:obs", "value": "fresh"}]);
-    server.request_as(c, Method::PUT, "Observation?identifier=urn:test:obs|fresh", Some(&with_id)).await.assert_outcome(
-        StatusCode::BAD_REQUEST,
-        "invalid",
-        "server-assigned id",
-    );
+    server
+        .request_as(
+            c,
+            Method::PUT,
+            "Observation?identifier=urn:test:obs|fresh",
+            Some(&with_id),
+        )
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST, "invalid", "server-assigned id");
     // A token whose context claim would widen a rule is refused.
-    let widened = server.token("clinician", "user/*.rs", None, Some("org-a,Organization/org-b"));
-    server.request_as(&widened, Method::GET, "Patient", None).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "org");
+    let widened = server.token(
+        "clinician",
+        "user/*.rs",
+        None,
+        Some("org-a,Organization/org-b"),
+    );
+    server
+        .request_as(&widened, Method::GET, "Patient", None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN, "forbidden", "org");
 }
 
 /// Versions from before a resource was moved to another patient stay with that patient.
@@ -267,16 +501,54 @@ async fn moved_resources_keep_their_past(backend: Backend) {
     let t = tokens(&server);
     // Recorded for the wrong patient (b), then corrected to patient a.
     let wrong = observation("moved", "pat-b", "vital-signs", "Bertram Quellenhof");
-    assert!(server.put("Observation/moved", &wrong).await.status.is_success());
-    assert!(server.put("Observation/moved", &observation("moved", "pat-a", "vital-signs", "x")).await.status.is_success());
+    assert!(
+        server
+            .put("Observation/moved", &wrong)
+            .await
+            .status
+            .is_success()
+    );
+    assert!(
+        server
+            .put(
+                "Observation/moved",
+                &observation("moved", "pat-a", "vital-signs", "x")
+            )
+            .await
+            .status
+            .is_success()
+    );
     let c = t.clinician_a.as_str();
-    assert_eq!(server.request_as(c, Method::GET, "Observation/moved/_history/2", None).await.status, StatusCode::OK);
-    assert_eq!(server.request_as(c, Method::GET, "Observation/moved/_history/1", None).await.status, StatusCode::NOT_FOUND);
-    let history = server.request_as(c, Method::GET, "Observation/moved/_history", None).await;
-    assert_eq!(history.body["entry"].as_array().map(Vec::len), Some(1), "{}", history.text);
+    assert_eq!(
+        server
+            .request_as(c, Method::GET, "Observation/moved/_history/2", None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server
+            .request_as(c, Method::GET, "Observation/moved/_history/1", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let history = server
+        .request_as(c, Method::GET, "Observation/moved/_history", None)
+        .await;
+    assert_eq!(
+        history.body["entry"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        history.text
+    );
     assert!(!history.text.contains("Quellenhof"));
     let all = server.request_as(c, Method::GET, "_history", None).await;
-    assert!(!all.text.contains("Quellenhof") && !all.text.contains("pat-b"), "{}", all.text);
+    assert!(
+        !all.text.contains("Quellenhof") && !all.text.contains("pat-b"),
+        "{}",
+        all.text
+    );
 }
 
 async fn transactions_are_authorised_entry_by_entry(backend: Backend) {
@@ -287,21 +559,43 @@ async fn transactions_are_authorised_entry_by_entry(backend: Backend) {
     entry_b.as_object_mut().expect("object").remove("id");
     let mut entry_a = entry_b.clone();
     entry_a["subject"]["reference"] = json!("Patient/pat-a");
-    let bundle = |entries: Vec<Value>| {
-        json!({"resourceType": "Bundle", "type": "transaction", "entry": entries.into_iter().map(|r| json!({"resource": r, "request": {"method": "POST", "url": "Observation"}})).collect::<Vec<_>>()})
-    };
-    let reply = server.request_as(&t.clinician_a, Method::POST, "", Some(&bundle(vec![entry_a.clone(), entry_b.clone()]))).await;
+    let bundle = |entries: Vec<Value>| json!({"resourceType": "Bundle", "type": "transaction", "entry": entries.into_iter().map(|r| json!({"resource": r, "request": {"method": "POST", "url": "Observation"}})).collect::<Vec<_>>()});
+    let reply = server
+        .request_as(
+            &t.clinician_a,
+            Method::POST,
+            "",
+            Some(&bundle(vec![entry_a.clone(), entry_b.clone()])),
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
-    assert_eq!(ids(&server, &t.clinician_a, "Observation").await.len(), 2, "nothing of the refused transaction was written");
-    let reply = server.request_as(&t.clinician_a, Method::POST, "", Some(&bundle(vec![entry_a.clone()]))).await;
+    assert_eq!(
+        ids(&server, &t.clinician_a, "Observation").await.len(),
+        2,
+        "nothing of the refused transaction was written"
+    );
+    let reply = server
+        .request_as(
+            &t.clinician_a,
+            Method::POST,
+            "",
+            Some(&bundle(vec![entry_a.clone()])),
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     // A batch answers each entry on its own; reads inside it are filtered like any read.
     let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
         {"request": {"method": "GET", "url": "Patient/pat-b"}},
         {"request": {"method": "GET", "url": "Patient/pat-a"}},
         {"request": {"method": "GET", "url": "Observation?subject=Patient/pat-b"}}]});
-    let reply = server.request_as(&t.clinician_a, Method::POST, "", Some(&batch)).await;
-    assert_eq!(reply.body["entry"][0]["response"]["status"], "404 Not Found", "{}", reply.text);
+    let reply = server
+        .request_as(&t.clinician_a, Method::POST, "", Some(&batch))
+        .await;
+    assert_eq!(
+        reply.body["entry"][0]["response"]["status"], "404 Not Found",
+        "{}",
+        reply.text
+    );
     assert_eq!(reply.body["entry"][1]["response"]["status"], "200 OK");
     assert_eq!(reply.body["entry"][2]["resource"]["total"], 0);
 }
@@ -311,15 +605,42 @@ async fn crm_sees_pseudonyms_only(backend: Backend) {
     fixture(&server).await;
     let t = tokens(&server);
     let crm = t.crm.as_str();
-    let patient = server.request_as(crm, Method::GET, "Patient/pat-a", None).await;
+    let patient = server
+        .request_as(crm, Method::GET, "Patient/pat-a", None)
+        .await;
     assert_eq!(patient.status, StatusCode::OK);
     assert_eq!(patient.body["birthDate"], "1980");
-    assert!(patient.body["meta"]["security"].as_array().expect("labels").iter().any(|l| l["code"] == "PSEUDED"));
-    let pseudonym = patient.body["identifier"][0]["value"].as_str().expect("pseudonym").to_string();
+    assert!(
+        patient.body["meta"]["security"]
+            .as_array()
+            .expect("labels")
+            .iter()
+            .any(|l| l["code"] == "PSEUDED")
+    );
+    let pseudonym = patient.body["identifier"][0]["value"]
+        .as_str()
+        .expect("pseudonym")
+        .to_string();
     assert_eq!(patient.body["identifier"][0]["system"], PSEUDONYM);
     // Standard searches by pseudonym work; searches by what the view hides are refused.
-    assert_eq!(ids(&server, crm, &format!("Patient?identifier={PSEUDONYM}|{pseudonym}")).await, ["pat-a"]);
-    assert_eq!(ids(&server, crm, &format!("Observation?subject:Patient.identifier={PSEUDONYM}|{pseudonym}&_sort=-date")).await, ["hr-a", "lab-a"]);
+    assert_eq!(
+        ids(
+            &server,
+            crm,
+            &format!("Patient?identifier={PSEUDONYM}|{pseudonym}")
+        )
+        .await,
+        ["pat-a"]
+    );
+    assert_eq!(
+        ids(
+            &server,
+            crm,
+            &format!("Observation?subject:Patient.identifier={PSEUDONYM}|{pseudonym}&_sort=-date")
+        )
+        .await,
+        ["hr-a", "lab-a"]
+    );
     for refused in [
         "Patient?family=Zirbenwald".to_string(),
         format!("Patient?identifier={SVNR}|1111010180"),
@@ -332,18 +653,40 @@ async fn crm_sees_pseudonyms_only(backend: Backend) {
         "Patient?_has:Observation:subject:subject:Patient.birthdate=1980".into(),
     ] {
         let reply = server.request_as(crm, Method::GET, &refused, None).await;
-        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{refused}: {}", reply.text);
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{refused}: {}",
+            reply.text
+        );
     }
     let patch = json!([{"op": "copy", "from": "/birthDate", "path": "/gender"}]);
-    let request = server.client.patch(server.url("Patient/pat-a")).bearer_auth(crm).header("content-type", "application/json-patch+json");
+    let request = server
+        .client
+        .patch(server.url("Patient/pat-a"))
+        .bearer_auth(crm)
+        .header("content-type", "application/json-patch+json");
     let reply = Reply::from(request.body(patch.to_string()).send().await.expect("sent")).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
     for denied in ["Claim", "Coverage", "Consent", "AuditEvent", "Provenance"] {
-        assert_eq!(server.request_as(crm, Method::GET, denied, None).await.status, StatusCode::FORBIDDEN, "{denied}");
+        assert_eq!(
+            server
+                .request_as(crm, Method::GET, denied, None)
+                .await
+                .status,
+            StatusCode::FORBIDDEN,
+            "{denied}"
+        );
     }
     let mut write = observation("crm-obs", "pat-a", "vital-signs", "x");
     write.as_object_mut().expect("object").remove("id");
-    assert_eq!(server.request_as(crm, Method::POST, "Observation", Some(&write)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        server
+            .request_as(crm, Method::POST, "Observation", Some(&write))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
 }
 
 /// Everything the CRM can reach — every type it may search, with every include, every page,
@@ -354,30 +697,102 @@ async fn nothing_the_crm_can_reach_holds_phi(backend: Backend) {
     let crm = tokens(&server).crm;
     let mut seen = String::new();
     let mut ids_seen = Vec::new();
-    for resource_type in ["Patient", "Observation", "DiagnosticReport", "Device", "Organization"] {
-        let revincludes: String = ["Observation", "Device", "DiagnosticReport", "Provenance", "Claim", "Coverage", "Consent"]
-            .iter()
-            .map(|source| format!("&_revinclude={source}:*"))
-            .collect();
-        let mut next = Some(format!("{resource_type}?_include={resource_type}:*{revincludes}&_include:iterate=Observation:*&_include:iterate=Device:*&_count=1"));
+    for resource_type in [
+        "Patient",
+        "Observation",
+        "DiagnosticReport",
+        "Device",
+        "Organization",
+    ] {
+        let revincludes: String = [
+            "Observation",
+            "Device",
+            "DiagnosticReport",
+            "Provenance",
+            "Claim",
+            "Coverage",
+            "Consent",
+        ]
+        .iter()
+        .map(|source| format!("&_revinclude={source}:*"))
+        .collect();
+        let mut next = Some(format!(
+            "{resource_type}?_include={resource_type}:*{revincludes}&_include:iterate=Observation:*&_include:iterate=Device:*&_count=1"
+        ));
         while let Some(url) = next.take() {
             let reply = server.request_as(&crm, Method::GET, &url, None).await;
             assert_eq!(reply.status, StatusCode::OK, "{url}: {}", reply.text);
             seen.push_str(&reply.text);
-            ids_seen.extend(all_ids(&reply.body).into_iter().map(|id| (resource_type, id)));
-            next = reply.body["link"].as_array().and_then(|links| links.iter().find(|l| l["relation"] == "next")).and_then(|l| l["url"].as_str()).map(str::to_string);
+            ids_seen.extend(
+                all_ids(&reply.body)
+                    .into_iter()
+                    .map(|id| (resource_type, id)),
+            );
+            next = reply.body["link"]
+                .as_array()
+                .and_then(|links| links.iter().find(|l| l["relation"] == "next"))
+                .and_then(|l| l["url"].as_str())
+                .map(str::to_string);
         }
-        seen.push_str(&server.request_as(&crm, Method::GET, &format!("{resource_type}/_history"), None).await.text);
+        seen.push_str(
+            &server
+                .request_as(
+                    &crm,
+                    Method::GET,
+                    &format!("{resource_type}/_history"),
+                    None,
+                )
+                .await
+                .text,
+        );
     }
-    seen.push_str(&server.request_as(&crm, Method::GET, "_history", None).await.text);
-    seen.push_str(&server.request_as(&crm, Method::GET, "?_type=Patient,Observation,Device", None).await.text);
+    seen.push_str(
+        &server
+            .request_as(&crm, Method::GET, "_history", None)
+            .await
+            .text,
+    );
+    seen.push_str(
+        &server
+            .request_as(&crm, Method::GET, "?_type=Patient,Observation,Device", None)
+            .await
+            .text,
+    );
     for id in ["pat-a", "pat-b"] {
-        seen.push_str(&server.request_as(&crm, Method::GET, &format!("Patient/{id}"), None).await.text);
-        seen.push_str(&server.request_as(&crm, Method::GET, &format!("Patient/{id}/_history"), None).await.text);
-        seen.push_str(&server.request_as(&crm, Method::GET, &format!("Patient/{id}/_history/1"), None).await.text);
-        seen.push_str(&server.request_as(&crm, Method::GET, &format!("Patient/{id}/Observation?_include=Observation:subject"), None).await.text);
+        seen.push_str(
+            &server
+                .request_as(&crm, Method::GET, &format!("Patient/{id}"), None)
+                .await
+                .text,
+        );
+        seen.push_str(
+            &server
+                .request_as(&crm, Method::GET, &format!("Patient/{id}/_history"), None)
+                .await
+                .text,
+        );
+        seen.push_str(
+            &server
+                .request_as(&crm, Method::GET, &format!("Patient/{id}/_history/1"), None)
+                .await
+                .text,
+        );
+        seen.push_str(
+            &server
+                .request_as(
+                    &crm,
+                    Method::GET,
+                    &format!("Patient/{id}/Observation?_include=Observation:subject"),
+                    None,
+                )
+                .await
+                .text,
+        );
     }
-    assert!(ids_seen.iter().any(|(_, id)| id == "pat-b"), "the crm sees every patient (pseudonymised)");
+    assert!(
+        ids_seen.iter().any(|(_, id)| id == "pat-b"),
+        "the crm sees every patient (pseudonymised)"
+    );
     for phi in PHI_A.iter().chain(PHI_B) {
         assert!(!seen.contains(phi), "PHI `{phi}` reached the crm");
     }
@@ -391,20 +806,70 @@ async fn insurer_sees_what_it_pays_for(backend: Backend) {
     assert_eq!(ids(&server, i, "Coverage").await, ["cov-a"]);
     assert_eq!(ids(&server, i, "Claim").await, ["claim-a"]);
     assert_eq!(ids(&server, i, "Patient").await, ["pat-a"]);
-    let patient = server.request_as(i, Method::GET, "Patient/pat-a", None).await;
+    let patient = server
+        .request_as(i, Method::GET, "Patient/pat-a", None)
+        .await;
     assert_eq!(patient.status, StatusCode::OK);
-    assert!(patient.body.get("name").is_none() && patient.body.get("telecom").is_none(), "{}", patient.text);
-    assert!(patient.text.contains("1111010180"), "claims need the insurance number");
-    assert_eq!(server.request_as(i, Method::GET, "Patient/pat-b", None).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(server.request_as(i, Method::GET, "Claim/claim-b", None).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(server.request_as(i, Method::GET, "Observation", None).await.status, StatusCode::FORBIDDEN);
+    assert!(
+        patient.body.get("name").is_none() && patient.body.get("telecom").is_none(),
+        "{}",
+        patient.text
+    );
+    assert!(
+        patient.text.contains("1111010180"),
+        "claims need the insurance number"
+    );
+    assert_eq!(
+        server
+            .request_as(i, Method::GET, "Patient/pat-b", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        server
+            .request_as(i, Method::GET, "Claim/claim-b", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        server
+            .request_as(i, Method::GET, "Observation", None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
     // It cannot grant itself a patient by writing a Coverage that names one.
     let grab = json!({"resourceType": "Coverage", "status": "active", "beneficiary": {"reference": "Patient/pat-b"},
         "payor": [{"reference": "Organization/ins-1"}]});
-    assert_eq!(server.request_as(i, Method::POST, "Coverage", Some(&grab)).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(server.request_as(i, Method::GET, "Patient/pat-b", None).await.status, StatusCode::NOT_FOUND);
-    let reply = server.request_as(i, Method::GET, "Claim?_include=Claim:patient&_include=Claim:insurer", None).await;
-    assert!(!reply.text.contains("pat-b") && !reply.text.contains("Zirbenwald"), "{}", reply.text);
+    assert_eq!(
+        server
+            .request_as(i, Method::POST, "Coverage", Some(&grab))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        server
+            .request_as(i, Method::GET, "Patient/pat-b", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let reply = server
+        .request_as(
+            i,
+            Method::GET,
+            "Claim?_include=Claim:patient&_include=Claim:insurer",
+            None,
+        )
+        .await;
+    assert!(
+        !reply.text.contains("pat-b") && !reply.text.contains("Zirbenwald"),
+        "{}",
+        reply.text
+    );
 }
 
 async fn patient_sees_its_own_compartment(backend: Backend) {
@@ -414,51 +879,156 @@ async fn patient_sees_its_own_compartment(backend: Backend) {
     let p = t.patient_a.as_str();
     assert_eq!(ids(&server, p, "Observation").await, ["hr-a", "lab-a"]);
     assert_eq!(ids(&server, p, "Patient").await, ["pat-a"]);
-    assert_eq!(server.request_as(p, Method::GET, "Patient/pat-b", None).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(server.request_as(p, Method::GET, "Observation?_has:Provenance:target:agent=Organization/org-b", None).await.status, StatusCode::OK);
-    assert_eq!(server.request_as(p, Method::GET, "Provenance", None).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        server
+            .request_as(p, Method::GET, "Patient/pat-b", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        server
+            .request_as(
+                p,
+                Method::GET,
+                "Observation?_has:Provenance:target:agent=Organization/org-b",
+                None
+            )
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server
+            .request_as(p, Method::GET, "Provenance", None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
     // Its own Consent, not someone else's.
     let mut own = consent("x", "pat-a");
     own.as_object_mut().expect("object").remove("id");
-    assert_eq!(server.request_as(p, Method::POST, "Consent", Some(&own)).await.status, StatusCode::CREATED);
+    assert_eq!(
+        server
+            .request_as(p, Method::POST, "Consent", Some(&own))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
     let mut other = own.clone();
     other["patient"]["reference"] = json!("Patient/pat-b");
-    server.request_as(p, Method::POST, "Consent", Some(&other)).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "outside");
-    server.request_as(p, Method::DELETE, "Consent/consent-b", None).await.assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
+    server
+        .request_as(p, Method::POST, "Consent", Some(&other))
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN, "forbidden", "outside");
+    server
+        .request_as(p, Method::DELETE, "Consent/consent-b", None)
+        .await
+        .assert_outcome(StatusCode::NOT_FOUND, "not-found", "does not exist");
     let mut write = observation("x", "pat-a", "vital-signs", "x");
     write.as_object_mut().expect("object").remove("id");
-    assert_eq!(server.request_as(p, Method::POST, "Observation", Some(&write)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        server
+            .request_as(p, Method::POST, "Observation", Some(&write))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
     // A page link is bound to the caller that got it.
-    let page = server.request_as(p, Method::GET, "Observation?_count=1", None).await;
-    let next = page.body["link"].as_array().expect("links").iter().find(|l| l["relation"] == "next").expect("next")["url"].as_str().expect("url").to_string();
-    assert_eq!(server.request_as(p, Method::GET, &next, None).await.status, StatusCode::OK);
-    server.request_as(&t.clinician_a, Method::GET, &next, None).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "another caller");
+    let page = server
+        .request_as(p, Method::GET, "Observation?_count=1", None)
+        .await;
+    let next = page.body["link"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .expect("next")["url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    assert_eq!(
+        server.request_as(p, Method::GET, &next, None).await.status,
+        StatusCode::OK
+    );
+    server
+        .request_as(&t.clinician_a, Method::GET, &next, None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN, "forbidden", "another caller");
     // Page links are sealed: an edited one is refused, and sort values never show in a URL.
     let edited = next.replacen("_cursor=", "_cursor=A", 1);
-    server.request_as(p, Method::GET, &edited, None).await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_cursor");
+    server
+        .request_as(p, Method::GET, &edited, None)
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_cursor");
     let by_date = server.get("Observation?_sort=-date&_count=1").await;
-    let link = by_date.body["link"].as_array().expect("links").iter().find(|l| l["relation"] == "next").expect("next")["url"].as_str().expect("url").to_string();
-    let token = link.split("_cursor=").nth(1).expect("cursor").split('&').next().expect("value");
+    let link = by_date.body["link"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .expect("next")["url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    let token = link
+        .split("_cursor=")
+        .nth(1)
+        .expect("cursor")
+        .split('&')
+        .next()
+        .expect("value");
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).expect("base64url");
-    let inner = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&bytes).unwrap_or_default();
-    assert!(serde_json::from_slice::<Value>(&bytes).is_err() && serde_json::from_slice::<Value>(&inner).is_err(), "a readable cursor");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .expect("base64url");
+    let inner = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&bytes)
+        .unwrap_or_default();
+    assert!(
+        serde_json::from_slice::<Value>(&bytes).is_err()
+            && serde_json::from_slice::<Value>(&inner).is_err(),
+        "a readable cursor"
+    );
 }
 
 async fn scopes_narrow_what_roles_allow(backend: Backend) {
     let server = TestServer::start(backend).await;
     fixture(&server).await;
-    let vitals = server.token("clinician", "user/Observation.rs?category=vital-signs", None, Some("org-a"));
+    let vitals = server.token(
+        "clinician",
+        "user/Observation.rs?category=vital-signs",
+        None,
+        Some("org-a"),
+    );
     assert_eq!(ids(&server, &vitals, "Observation").await, ["hr-a"]);
-    assert_eq!(server.request_as(&vitals, Method::GET, "Observation/lab-a", None).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(server.request_as(&vitals, Method::GET, "Patient", None).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        server
+            .request_as(&vitals, Method::GET, "Observation/lab-a", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        server
+            .request_as(&vitals, Method::GET, "Patient", None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
     let read_only = server.token("clinician", "user/*.read", None, Some("org-a"));
     let mut write = observation("x", "pat-a", "vital-signs", "x");
     write.as_object_mut().expect("object").remove("id");
-    server.request_as(&read_only, Method::POST, "Observation", Some(&write)).await.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "scope");
+    server
+        .request_as(&read_only, Method::POST, "Observation", Some(&write))
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN, "forbidden", "scope");
     // A patient/ scope confines even an admin to the token's patient.
     let admin_for_b = server.token("admin", "patient/*.rs", Some("Patient/pat-b"), None);
-    assert_eq!(ids(&server, &admin_for_b, "Observation").await, ["hr-b", "lab-b"]);
+    assert_eq!(
+        ids(&server, &admin_for_b, "Observation").await,
+        ["hr-b", "lab-b"]
+    );
 }
 
 async fn hubs_ingest_and_auditors_audit(backend: Backend) {
@@ -466,19 +1036,66 @@ async fn hubs_ingest_and_auditors_audit(backend: Backend) {
     fixture(&server).await;
     let t = tokens(&server);
     assert_eq!(ids(&server, &t.hub_a, "Device").await, ["dev-a"]);
-    assert_eq!(server.request_as(&t.hub_a, Method::GET, "Observation/hr-a", None).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(server.request_as(&t.hub_a, Method::GET, "Patient", None).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        server
+            .request_as(&t.hub_a, Method::GET, "Observation/hr-a", None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        server
+            .request_as(&t.hub_a, Method::GET, "Patient", None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
     // The fixture's writes left their audit trail, which auditors (and only they) search.
-    let reply = server.request_as(&t.auditor, Method::GET, "AuditEvent?patient=Patient/pat-a&subtype=update", None).await;
+    let reply = server
+        .request_as(
+            &t.auditor,
+            Method::GET,
+            "AuditEvent?patient=Patient/pat-a&subtype=update",
+            None,
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    assert!(reply.body["entry"].as_array().is_some_and(|e| !e.is_empty()), "{}", reply.text);
-    assert_eq!(server.get("AuditEvent").await.status, StatusCode::FORBIDDEN, "not even an admin");
-    assert_eq!(ids(&server, &t.auditor, "Provenance").await, ["prov-a", "prov-b"]);
-    assert_eq!(server.request_as(&t.auditor, Method::GET, "Patient/pat-a", None).await.status, StatusCode::FORBIDDEN);
+    assert!(
+        reply.body["entry"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()),
+        "{}",
+        reply.text
+    );
+    assert_eq!(
+        server.get("AuditEvent").await.status,
+        StatusCode::FORBIDDEN,
+        "not even an admin"
+    );
+    assert_eq!(
+        ids(&server, &t.auditor, "Provenance").await,
+        ["prov-a", "prov-b"]
+    );
+    assert_eq!(
+        server
+            .request_as(&t.auditor, Method::GET, "Patient/pat-a", None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
     // Only the ingesting roles may send HL7 v2.
-    let message = std::fs::read(format!("{}/tests/fixtures/hl7v2/holter-pcd01.hl7", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
+    let message = std::fs::read(format!(
+        "{}/tests/fixtures/hl7v2/holter-pcd01.hl7",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture");
     let send = |token: String| {
-        let request = server.client.post(format!("http://{}/hl7v2", server.addr)).bearer_auth(token).header("content-type", "x-application/hl7-v2+er7").body(message.clone());
+        let request = server
+            .client
+            .post(format!("http://{}/hl7v2", server.addr))
+            .bearer_auth(token)
+            .header("content-type", "x-application/hl7-v2+er7")
+            .body(message.clone());
         async move { request.send().await.expect("sent").status() }
     };
     assert_eq!(send(t.hub_a.clone()).await, StatusCode::OK);
@@ -489,7 +1106,9 @@ async fn request_rates_are_capped(backend: Backend) {
     let dir = tempfile::tempdir().expect("dir");
     let database = match backend {
         Backend::Sqlite => fhirvault::config::DatabaseUrl::Sqlite(dir.path().join("fhirvault.db")),
-        Backend::Postgres => fhirvault::config::DatabaseUrl::Postgres(crate::common::postgres::fresh_database().await),
+        Backend::Postgres => fhirvault::config::DatabaseUrl::Postgres(
+            crate::common::postgres::fresh_database().await,
+        ),
     };
     let server = TestServer::start_with(backend, dir, database, |config| {
         config.rate_limit_per_second = 1;
@@ -497,25 +1116,56 @@ async fn request_rates_are_capped(backend: Backend) {
     })
     .await;
     let statuses = futures::future::join_all((0..5).map(|_| server.get("Patient"))).await;
-    let limited: Vec<&Reply> = statuses.iter().filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS).collect();
+    let limited: Vec<&Reply> = statuses
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
     assert_eq!(limited.len(), 2, "3 of 5 pass the burst");
-    limited[0].assert_outcome(StatusCode::TOO_MANY_REQUESTS, "throttled", "too many requests");
+    limited[0].assert_outcome(
+        StatusCode::TOO_MANY_REQUESTS,
+        "throttled",
+        "too many requests",
+    );
     assert!(limited[0].header("retry-after").is_some());
     // Another caller has its own budget.
     let other = server.token("auditor", "user/*.rs", None, None);
-    assert_eq!(server.request_as(&other, Method::GET, "AuditEvent", None).await.status, StatusCode::OK);
+    assert_eq!(
+        server
+            .request_as(&other, Method::GET, "AuditEvent", None)
+            .await
+            .status,
+        StatusCode::OK
+    );
 }
 
 async fn limits_are_clear_errors(backend: Backend) {
     let (dir, database) = crate::common::fresh_store(backend).await;
-    let server = TestServer::start_with(backend, dir, database, |config| config.max_bundle_entries = 2).await;
-    server.get("Patient?_count=1001").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_count may be at most 1000");
-    server.get("_history?_count=1001").await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "_count may be at most 1000");
+    let server = TestServer::start_with(backend, dir, database, |config| {
+        config.max_bundle_entries = 2
+    })
+    .await;
+    server.get("Patient?_count=1001").await.assert_outcome(
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        "_count may be at most 1000",
+    );
+    server.get("_history?_count=1001").await.assert_outcome(
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        "_count may be at most 1000",
+    );
     let deep = "Observation?subject:Patient.organization:Organization.partof:Organization.partof:Organization.partof:Organization.name=x";
-    server.get(deep).await.assert_outcome(StatusCode::BAD_REQUEST, "invalid", "at most 4 levels");
+    server
+        .get(deep)
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST, "invalid", "at most 4 levels");
     let entry = json!({"request": {"method": "GET", "url": "Patient"}});
     let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [entry, entry, entry]});
-    server.post("", &bundle).await.assert_outcome(StatusCode::PAYLOAD_TOO_LARGE, "too-long", "at most 2 entries");
+    server.post("", &bundle).await.assert_outcome(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too-long",
+        "at most 2 entries",
+    );
 }
 
 both_backends!(

@@ -2,7 +2,6 @@
 //! tests/fixtures/hl7v2/. Each test asserts the ACK and the FHIR resources read back through the
 //! API, on SQLite and on PostgreSQL.
 
-
 use crate::common::{Backend, TestServer};
 use fhirvault::hl7v2::er7::Message;
 use fhirvault::hl7v2::mllp::MllpClient;
@@ -14,7 +13,11 @@ const SVNR: &str = "urn:oid:1.2.40.0.10.1.4.3.1";
 const EUI64: &str = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680";
 
 pub(crate) fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/hl7v2/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
+    std::fs::read(format!(
+        "{}/tests/fixtures/hl7v2/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture")
 }
 
 /// An ACK, parsed.
@@ -26,7 +29,8 @@ pub(crate) struct Ack {
 impl Ack {
     pub(crate) fn parse(bytes: &[u8]) -> Ack {
         let text = String::from_utf8(bytes.to_vec()).expect("ACK is UTF-8");
-        let message = Message::parse(bytes).unwrap_or_else(|e| panic!("ACK does not parse ({e}): {text:?}"));
+        let message =
+            Message::parse(bytes).unwrap_or_else(|e| panic!("ACK does not parse ({e}): {text:?}"));
         Ack { text, message }
     }
 
@@ -42,26 +46,49 @@ impl Ack {
     fn errors(&self) -> Vec<(String, String)> {
         self.message
             .all("ERR")
-            .map(|err| (err.field(2).map(|f| f.raw().to_string()).unwrap_or_default(), err.get(3, 0, 1, 1).to_string()))
+            .map(|err| {
+                (
+                    err.field(2)
+                        .map(|f| f.raw().to_string())
+                        .unwrap_or_default(),
+                    err.get(3, 0, 1, 1).to_string(),
+                )
+            })
             .collect()
     }
 
     pub(crate) fn assert(&self, code: &str, errors: &[(&str, &str)]) {
         assert_eq!(self.code(), code, "ACK: {:?}", self.text);
-        let expected: Vec<(String, String)> = errors.iter().map(|(l, c)| (l.to_string(), c.to_string())).collect();
+        let expected: Vec<(String, String)> = errors
+            .iter()
+            .map(|(l, c)| (l.to_string(), c.to_string()))
+            .collect();
         assert_eq!(self.errors(), expected, "ACK: {:?}", self.text);
     }
 }
 
 async fn mllp_request(server: &TestServer, message: &[u8]) -> Ack {
-    let mut client = MllpClient::connect(server.mllp).await.expect("MLLP connect");
+    let mut client = MllpClient::connect(server.mllp)
+        .await
+        .expect("MLLP connect");
     Ack::parse(&client.request(message).await.expect("MLLP answer"))
 }
 
 async fn http_request(server: &TestServer, message: &[u8], content_type: &str) -> Ack {
-    let reply = server.raw(Method::POST, &format!("http://{}/hl7v2", server.addr), content_type, message.to_vec()).await;
+    let reply = server
+        .raw(
+            Method::POST,
+            &format!("http://{}/hl7v2", server.addr),
+            content_type,
+            message.to_vec(),
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    assert!(reply.header("content-type").is_some_and(|c| c.starts_with("x-application/hl7-v2+er7")));
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("x-application/hl7-v2+er7"))
+    );
     Ack::parse(reply.text.as_bytes())
 }
 
@@ -75,7 +102,10 @@ async fn all(server: &TestServer, query: &str) -> Vec<Value> {
         for entry in reply.body["entry"].as_array().into_iter().flatten() {
             found.push(entry["resource"].clone());
         }
-        match reply.body["link"].as_array().and_then(|links| links.iter().find(|l| l["relation"] == "next")) {
+        match reply.body["link"]
+            .as_array()
+            .and_then(|links| links.iter().find(|l| l["relation"] == "next"))
+        {
             Some(next) => url = next["url"].as_str().unwrap().to_string(),
             None => return found,
         }
@@ -85,7 +115,13 @@ async fn all(server: &TestServer, query: &str) -> Vec<Value> {
 fn with_code<'a>(observations: &'a [Value], system: &str, code: &str) -> &'a Value {
     observations
         .iter()
-        .find(|o| o["code"]["coding"].as_array().unwrap().iter().any(|c| c["system"] == system && c["code"] == code))
+        .find(|o| {
+            o["code"]["coding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["system"] == system && c["code"] == code)
+        })
         .unwrap_or_else(|| panic!("no Observation with {system}|{code}"))
 }
 
@@ -109,7 +145,10 @@ async fn holter_message_over_mllp(backend: Backend) {
     ack.assert("AA", &[]);
     assert_eq!(ack.acknowledged(), "HOLTER-0001");
     let msh = ack.message.first("MSH").unwrap();
-    assert_eq!((msh.text(3), msh.text(4), msh.text(5), msh.text(6)), ("FHIRVAULT", "HOLTER-CO", "HOLTER-ANALYSER", "CARDIO WIEN"));
+    assert_eq!(
+        (msh.text(3), msh.text(4), msh.text(5), msh.text(6)),
+        ("FHIRVAULT", "HOLTER-CO", "HOLTER-ANALYSER", "CARDIO WIEN")
+    );
     assert_eq!(msh.field(9).unwrap().raw(), "ACK^R01^ACK");
     assert_eq!((msh.text(11), msh.text(12)), ("P", "2.6"));
     assert_ne!(msh.text(10), "HOLTER-0001");
@@ -119,26 +158,52 @@ async fn holter_message_over_mllp(backend: Backend) {
     assert_eq!(patients.len(), 1);
     let patient = &patients[0];
     let patient_id = patient["id"].as_str().unwrap();
-    assert_eq!(patient["name"], json!([{"family": "Gruber", "given": ["Anna", "Maria"], "prefix": ["Dr."], "use": "official"}]));
+    assert_eq!(
+        patient["name"],
+        json!([{"family": "Gruber", "given": ["Anna", "Maria"], "prefix": ["Dr."], "use": "official"}])
+    );
     assert_eq!(patient["birthDate"], "1980-01-01");
     assert_eq!(patient["gender"], "female");
     let identifiers = patient["identifier"].as_array().unwrap();
-    assert!(identifiers.iter().any(|i| i["system"] == "urn:oid:1.2.40.0.34.99.4613" && i["value"] == "MRN-5521"));
-    assert!(identifiers.iter().any(|i| i["system"] == "urn:fhirvault:pseudonym"), "pseudonym added: {identifiers:?}");
+    assert!(
+        identifiers
+            .iter()
+            .any(|i| i["system"] == "urn:oid:1.2.40.0.34.99.4613" && i["value"] == "MRN-5521")
+    );
+    assert!(
+        identifiers
+            .iter()
+            .any(|i| i["system"] == "urn:fhirvault:pseudonym"),
+        "pseudonym added: {identifiers:?}"
+    );
 
     // The device, from OBX-18 and the MDS containment OBX.
-    let devices = all(&server, &format!("Device?identifier={EUI64}|0012345678ABCDEF")).await;
+    let devices = all(
+        &server,
+        &format!("Device?identifier={EUI64}|0012345678ABCDEF"),
+    )
+    .await;
     assert_eq!(devices.len(), 1);
     let device_id = devices[0]["id"].as_str().unwrap();
     assert_eq!(devices[0]["type"]["coding"][0]["code"], "531981");
-    assert_eq!(devices[0]["patient"]["reference"], format!("Patient/{patient_id}"));
+    assert_eq!(
+        devices[0]["patient"]["reference"],
+        format!("Patient/{patient_id}")
+    );
 
     // Fourteen Observations: every metric OBX, not the containment OBX.
-    let observations = all(&server, &format!("Observation?subject=Patient/{patient_id}&_count=50")).await;
+    let observations = all(
+        &server,
+        &format!("Observation?subject=Patient/{patient_id}&_count=50"),
+    )
+    .await;
     assert_eq!(observations.len(), 14);
     let mean = with_code(&observations, "http://loinc.org", "41924-2");
     assert_eq!(mean["device"]["reference"], format!("Device/{device_id}"));
-    assert_eq!(mean["subject"]["reference"], format!("Patient/{patient_id}"));
+    assert_eq!(
+        mean["subject"]["reference"],
+        format!("Patient/{patient_id}")
+    );
     let mut expected_mean = json!({
         "resourceType": "Observation",
         "meta": {"profile": ["https://fhirvault.example/StructureDefinition/holter-observation"]},
@@ -178,30 +243,66 @@ async fn holter_message_over_mllp(backend: Backend) {
     assert_eq!(pause["effectiveDateTime"], "2026-03-14T03:12:15+01:00");
     assert_eq!(pause["valueQuantity"]["code"], "s");
     let sdnn = with_code(&observations, HOLTER, "hrv-sdnn");
-    assert_eq!(sdnn["valueQuantity"]["value"].to_string(), "141.0", "decimal precision kept");
+    assert_eq!(
+        sdnn["valueQuantity"]["value"].to_string(),
+        "141.0",
+        "decimal precision kept"
+    );
     let st = with_code(&observations, "urn:iso:std:iso:11073:10101", "131840");
-    assert_eq!((st["valueQuantity"]["value"].to_string(), &st["valueQuantity"]["code"]), ("-0.05".to_string(), &json!("mV")));
+    assert_eq!(
+        (
+            st["valueQuantity"]["value"].to_string(),
+            &st["valueQuantity"]["code"]
+        ),
+        ("-0.05".to_string(), &json!("mV"))
+    );
     let duration = with_code(&observations, HOLTER, "recording-duration");
-    assert_eq!(duration["note"], json!([{"text": "Artefacts between 02:00 and 02:20 excluded."}]));
-    assert_eq!(with_code(&observations, HOLTER, "af-burden")["valueQuantity"]["code"], "%");
+    assert_eq!(
+        duration["note"],
+        json!([{"text": "Artefacts between 02:00 and 02:20 excluded."}])
+    );
+    assert_eq!(
+        with_code(&observations, HOLTER, "af-burden")["valueQuantity"]["code"],
+        "%"
+    );
 
     // The study, with every Observation as a result.
-    let reports = all(&server, &format!("DiagnosticReport?subject=Patient/{patient_id}")).await;
+    let reports = all(
+        &server,
+        &format!("DiagnosticReport?subject=Patient/{patient_id}"),
+    )
+    .await;
     assert_eq!(reports.len(), 1);
     let report = &reports[0];
-    assert_eq!(report["meta"]["profile"][0], "https://fhirvault.example/StructureDefinition/holter-diagnosticreport");
+    assert_eq!(
+        report["meta"]["profile"][0],
+        "https://fhirvault.example/StructureDefinition/holter-diagnosticreport"
+    );
     assert_eq!(report["code"]["coding"][0]["code"], "18754-2");
     assert_eq!(report["status"], "final");
-    assert_eq!(report["effectivePeriod"], json!({"start": "2026-03-13T08:00:00+01:00", "end": "2026-03-14T08:00:00+01:00"}));
+    assert_eq!(
+        report["effectivePeriod"],
+        json!({"start": "2026-03-13T08:00:00+01:00", "end": "2026-03-14T08:00:00+01:00"})
+    );
     assert_eq!(report["issued"], "2026-03-14T12:00:00+01:00");
     assert_eq!(report["result"].as_array().unwrap().len(), 14);
     assert_eq!(report["identifier"][1]["value"], "FIL-99");
 
     // The Provenance traces any Observation back to its message.
-    let provenances = all(&server, &format!("Provenance?target=Observation/{}", mean["id"].as_str().unwrap())).await;
+    let provenances = all(
+        &server,
+        &format!(
+            "Provenance?target=Observation/{}",
+            mean["id"].as_str().unwrap()
+        ),
+    )
+    .await;
     assert_eq!(provenances.len(), 1);
     let provenance = &provenances[0];
-    assert_eq!(provenance["entity"][0]["what"]["identifier"]["value"], "HOLTER-ANALYSER|CARDIO WIEN|HOLTER-0001");
+    assert_eq!(
+        provenance["entity"][0]["what"]["identifier"]["value"],
+        "HOLTER-ANALYSER|CARDIO WIEN|HOLTER-0001"
+    );
     assert_eq!(provenance["target"].as_array().unwrap().len(), 15);
 }
 
@@ -211,43 +312,85 @@ async fn lab_message_over_http(backend: Backend) {
     ack.assert("AA", &[]);
     assert_eq!(ack.message.first("MSH").unwrap().text(12), "2.5.1");
     let patients = all(&server, &format!("Patient?identifier={SVNR}|1234010180")).await;
-    assert_eq!(patients[0]["birthDate"], "1980-01", "partial birth date kept");
-    let observations = all(&server, &format!("Observation?subject=Patient/{}", patients[0]["id"].as_str().unwrap())).await;
+    assert_eq!(
+        patients[0]["birthDate"], "1980-01",
+        "partial birth date kept"
+    );
+    let observations = all(
+        &server,
+        &format!(
+            "Observation?subject=Patient/{}",
+            patients[0]["id"].as_str().unwrap()
+        ),
+    )
+    .await;
     assert_eq!(observations.len(), 2);
     let potassium = with_code(&observations, "http://loinc.org", "2823-3");
     assert_eq!(potassium["category"][0]["coding"][0]["code"], "laboratory");
     assert_eq!(potassium["valueQuantity"]["value"].to_string(), "4.10");
-    assert!(potassium.get("meta").and_then(|m| m.get("profile")).is_none(), "lab results claim no Holter profile");
+    assert!(
+        potassium
+            .get("meta")
+            .and_then(|m| m.get("profile"))
+            .is_none(),
+        "lab results claim no Holter profile"
+    );
     // No offset: the facility time zone (Europe/Vienna, winter time).
-    assert_eq!(potassium["effectivePeriod"]["start"], "2026-03-12T09:15:00+01:00");
+    assert_eq!(
+        potassium["effectivePeriod"]["start"],
+        "2026-03-12T09:15:00+01:00"
+    );
     let sodium = with_code(&observations, "http://loinc.org", "2951-2");
     assert_eq!(sodium["interpretation"][0]["coding"][0]["code"], "H");
     assert_eq!(sodium["referenceRange"][0]["high"]["value"], 145);
     let reports = all(&server, "DiagnosticReport?code=http://loinc.org|24323-8").await;
     assert_eq!(reports.len(), 1);
-    assert!(reports[0].get("meta").and_then(|m| m.get("profile")).is_none());
+    assert!(
+        reports[0]
+            .get("meta")
+            .and_then(|m| m.get("profile"))
+            .is_none()
+    );
 }
 
 async fn every_value_type(backend: Backend) {
     let server = TestServer::start(backend).await;
-    mllp_request(&server, &fixture("value-types.hl7")).await.assert("AA", &[]);
+    mllp_request(&server, &fixture("value-types.hl7"))
+        .await
+        .assert("AA", &[]);
     let observations = all(&server, "Observation?_count=50").await;
-    assert_eq!(observations.len(), 11, "the sample-rate attribute OBX is not an Observation");
+    assert_eq!(
+        observations.len(),
+        11,
+        "the sample-rate attribute OBX is not an Observation"
+    );
     let by_key = |key: &str| with_code(&observations, HOLTER, key).clone();
     assert_eq!(by_key("hr-max")["valueQuantity"]["comparator"], ">");
     assert_eq!(by_key("hr-max")["valueQuantity"]["value"], 180);
     assert_eq!(by_key("hr-mean")["valueRange"]["low"]["value"], 60);
     assert_eq!(by_key("hr-mean")["valueRange"]["high"]["value"], 80);
     assert_eq!(by_key("pvc-burden")["valueRatio"]["numerator"]["value"], 1);
-    assert_eq!(by_key("pvc-burden")["valueRatio"]["denominator"]["value"], 128);
+    assert_eq!(
+        by_key("pvc-burden")["valueRatio"]["denominator"]["value"],
+        128
+    );
     assert_eq!(by_key("st-level")["valueString"], "not assessable");
-    assert_eq!(by_key("af-burden")["valueString"], "first line\nsecond line");
-    assert_eq!(by_key("sve-runs")["valueString"], "Run at 02:14\n3 beats&slow");
+    assert_eq!(
+        by_key("af-burden")["valueString"],
+        "first line\nsecond line"
+    );
+    assert_eq!(
+        by_key("sve-runs")["valueString"],
+        "Run at 02:14\n3 beats&slow"
+    );
     assert_eq!(
         by_key("rr-mean")["valueCodeableConcept"],
         json!({"coding": [{"system": "http://snomed.info/sct", "code": "49436004", "display": "Atrial fibrillation"}], "text": "Atrial fibrillation"})
     );
-    assert_eq!(by_key("pause-longest")["valueDateTime"], "2026-03-13T23:15:00-03:30");
+    assert_eq!(
+        by_key("pause-longest")["valueDateTime"],
+        "2026-03-13T23:15:00-03:30"
+    );
     let cancelled = by_key("total-beats");
     assert_eq!(cancelled["status"], "cancelled");
     assert!(cancelled["dataAbsentReason"]["coding"][0]["code"].is_string());
@@ -264,12 +407,18 @@ async fn every_value_type(backend: Backend) {
 
 async fn latin1_names_and_escapes(backend: Backend) {
     let server = TestServer::start(backend).await;
-    mllp_request(&server, &fixture("latin1-escapes.hl7")).await.assert("AA", &[]);
+    mllp_request(&server, &fixture("latin1-escapes.hl7"))
+        .await
+        .assert("AA", &[]);
     let patients = all(&server, &format!("Patient?identifier={SVNR}|9876543210")).await;
     assert_eq!(patients[0]["name"][0]["family"], "Müller&Söhne");
     assert_eq!(patients[0]["name"][0]["given"], json!(["Jürgen"]));
     assert_eq!(patients[0]["birthDate"], "1975");
-    assert_eq!(all(&server, "Patient?name=müller").await.len(), 1, "string search over the decoded name");
+    assert_eq!(
+        all(&server, "Patient?name=müller").await.len(),
+        1,
+        "string search over the decoded name"
+    );
 }
 
 async fn device_hub_messages_find_the_patient_through_the_device(backend: Backend) {
@@ -283,10 +432,21 @@ async fn device_hub_messages_find_the_patient_through_the_device(backend: Backen
     let mut client = MllpClient::connect(server.mllp).await.unwrap();
     let ack = Ack::parse(&client.request(&fixture("device-hub.hl7")).await.unwrap());
     ack.assert("CA", &[]);
-    let observations = all(&server, &format!("Observation?subject=Patient/{patient_id}")).await;
+    let observations = all(
+        &server,
+        &format!("Observation?subject=Patient/{patient_id}"),
+    )
+    .await;
     assert_eq!(observations.len(), 1);
-    assert_eq!(observations[0]["device"]["reference"], format!("Device/{device_id}"));
-    assert_eq!(all(&server, "Device").await.len(), 1, "the known device was matched, not created again");
+    assert_eq!(
+        observations[0]["device"]["reference"],
+        format!("Device/{device_id}")
+    );
+    assert_eq!(
+        all(&server, "Device").await.len(),
+        1,
+        "the known device was matched, not created again"
+    );
 
     let ack = mllp_request(&server, &fixture("unknown-device.hl7")).await;
     ack.assert("AE", &[("OBX^1^18", "204")]);
@@ -296,9 +456,13 @@ async fn device_hub_messages_find_the_patient_through_the_device(backend: Backen
 }
 
 async fn dead_letters(server: &TestServer) -> Vec<fhirvault::store::hl7v2::DeadLetter> {
-    let store = fhirvault::store::Store::open(&server.database).await.unwrap();
+    let store = fhirvault::store::Store::open(&server.database)
+        .await
+        .unwrap();
     let mut conn = store.reader().await.unwrap();
-    let letters = fhirvault::store::hl7v2::list_dead_letters(&mut conn, true).await.unwrap();
+    let letters = fhirvault::store::hl7v2::list_dead_letters(&mut conn, true)
+        .await
+        .unwrap();
     drop(conn);
     store.close().await;
     letters
@@ -314,7 +478,9 @@ async fn resends_are_answered_again_and_stored_once(backend: Backend) {
     assert_eq!(all(&server, "Observation?_count=50").await.len(), 14);
 
     // The same key with other content is a conflict, kept as a dead letter.
-    let changed = String::from_utf8(message.clone()).unwrap().replace("|72|", "|73|");
+    let changed = String::from_utf8(message.clone())
+        .unwrap()
+        .replace("|72|", "|73|");
     let conflict = mllp_request(&server, changed.as_bytes()).await;
     conflict.assert("AR", &[("MSH^1^10", "205")]);
     assert_eq!(all(&server, "Observation?_count=50").await.len(), 14);
@@ -336,8 +502,17 @@ async fn broken_messages_are_answered_and_kept(backend: Backend) {
 
     let truncated = mllp_request(&server, &fixture("truncated.hl7")).await;
     assert_eq!(truncated.code(), "AE");
-    assert!(truncated.errors().contains(&("OBX^3^11".to_string(), "101".to_string())), "{:?}", truncated.text);
-    assert!(all(&server, "Patient").await.is_empty(), "nothing of a failed message is stored");
+    assert!(
+        truncated
+            .errors()
+            .contains(&("OBX^3^11".to_string(), "101".to_string())),
+        "{:?}",
+        truncated.text
+    );
+    assert!(
+        all(&server, "Patient").await.is_empty(),
+        "nothing of a failed message is stored"
+    );
 
     let garbage = http_request(&server, b"this is not HL7", "text/plain").await;
     assert_eq!(garbage.code(), "AR");
@@ -345,10 +520,26 @@ async fn broken_messages_are_answered_and_kept(backend: Backend) {
 
     let letters = dead_letters(&server).await;
     assert_eq!(letters.len(), 3);
-    assert!(letters.iter().all(|l| !l.reason.contains("Gruber") && !l.reason.contains("1234010180")), "no PHI in reasons");
+    assert!(
+        letters
+            .iter()
+            .all(|l| !l.reason.contains("Gruber") && !l.reason.contains("1234010180")),
+        "no PHI in reasons"
+    );
 
-    let wrong_type = server.raw(Method::POST, &format!("http://{}/hl7v2", server.addr), "application/json", b"{}".to_vec()).await;
-    wrong_type.assert_outcome(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-supported", "x-application/hl7-v2+er7");
+    let wrong_type = server
+        .raw(
+            Method::POST,
+            &format!("http://{}/hl7v2", server.addr),
+            "application/json",
+            b"{}".to_vec(),
+        )
+        .await;
+    wrong_type.assert_outcome(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "not-supported",
+        "x-application/hl7-v2+er7",
+    );
 }
 
 async fn malformed_framing(backend: Backend) {
@@ -384,18 +575,38 @@ async fn batch_file_through_the_cli(backend: Backend) {
     };
     let run = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_fhirvault"))
-            .args(["--data-dir", dir.path().to_str().unwrap(), "--database-url", &database_url])
+            .args([
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+                "--database-url",
+                &database_url,
+            ])
             .args(args)
-            .env("FHIRVAULT_FHIR_RESOURCES", concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources"))
+            .env(
+                "FHIRVAULT_FHIR_RESOURCES",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources"),
+            )
             .output()
             .expect("run fhirvault")
     };
-    let batch = format!("{}/tests/fixtures/hl7v2/batch.hl7", env!("CARGO_MANIFEST_DIR"));
-    let adt = format!("{}/tests/fixtures/hl7v2/adt-a01.hl7", env!("CARGO_MANIFEST_DIR"));
+    let batch = format!(
+        "{}/tests/fixtures/hl7v2/batch.hl7",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let adt = format!(
+        "{}/tests/fixtures/hl7v2/adt-a01.hl7",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let output = run(&["ingest", &batch, &adt]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(!output.status.success(), "a rejected message makes the command fail");
-    assert!(stdout.contains("stored 3 messages, 0 already stored before, rejected 1"), "{stdout}");
+    assert!(
+        !output.status.success(),
+        "a rejected message makes the command fail"
+    );
+    assert!(
+        stdout.contains("stored 3 messages, 0 already stored before, rejected 1"),
+        "{stdout}"
+    );
 
     let output = run(&["hl7", "dead-letters", "list"]);
     let listing = String::from_utf8_lossy(&output.stdout);
@@ -404,10 +615,16 @@ async fn batch_file_through_the_cli(backend: Backend) {
     assert!(listing.contains("ERR 200"), "{listing}");
     let id = listing.split_whitespace().next().unwrap();
     let output = run(&["hl7", "dead-letters", "replay", id]);
-    assert!(!output.status.success(), "an ADT message still cannot be stored");
+    assert!(
+        !output.status.success(),
+        "an ADT message still cannot be stored"
+    );
 
     let output = run(&["ingest", &batch]);
-    assert!(String::from_utf8_lossy(&output.stdout).contains("stored 0 messages, 3 already stored before, rejected 0"));
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains("stored 0 messages, 3 already stored before, rejected 0")
+    );
 
     let server = TestServer::start_with(backend, dir, database, |_| {}).await;
     assert_eq!(all(&server, "Observation").await.len(), 3);
@@ -436,28 +653,75 @@ struct Process {
 
 impl Process {
     async fn start(dir: &std::path::Path, database_url: &str) -> Process {
-        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
         let (http, mllp) = (free(), free());
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_fhirvault"))
-            .args(["--data-dir", dir.to_str().unwrap(), "--database-url", database_url, "serve"])
-            .args(["--listen", &format!("127.0.0.1:{http}"), "--mllp-listen", &format!("127.0.0.1:{mllp}")])
-            .env("FHIRVAULT_FHIR_RESOURCES", concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources"))
+            .args([
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--database-url",
+                database_url,
+                "serve",
+            ])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{http}"),
+                "--mllp-listen",
+                &format!("127.0.0.1:{mllp}"),
+            ])
+            .env(
+                "FHIRVAULT_FHIR_RESOURCES",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources"),
+            )
             .env("FHIRVAULT_LOG", "warn")
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start fhirvault");
         let issued = std::process::Command::new(env!("CARGO_BIN_EXE_fhirvault"))
-            .args(["--data-dir", dir.to_str().unwrap(), "--database-url", database_url, "token", "issue", "--role", "admin"])
+            .args([
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--database-url",
+                database_url,
+                "token",
+                "issue",
+                "--role",
+                "admin",
+            ])
             .args(["--listen", &format!("127.0.0.1:{http}")])
-            .env("FHIRVAULT_FHIR_RESOURCES", concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources"))
+            .env(
+                "FHIRVAULT_FHIR_RESOURCES",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources"),
+            )
             .output()
             .expect("token issue");
-        assert!(issued.status.success(), "token issue: {}", String::from_utf8_lossy(&issued.stderr));
-        let token = String::from_utf8(issued.stdout).expect("token").trim_end().to_string();
-        let process = Process { child, http, mllp, token };
+        assert!(
+            issued.status.success(),
+            "token issue: {}",
+            String::from_utf8_lossy(&issued.stderr)
+        );
+        let token = String::from_utf8(issued.stdout)
+            .expect("token")
+            .trim_end()
+            .to_string();
+        let process = Process {
+            child,
+            http,
+            mllp,
+            token,
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while std::time::Instant::now() < deadline {
-            if reqwest::get(format!("http://127.0.0.1:{http}/health")).await.is_ok_and(|r| r.status().is_success()) {
+            if reqwest::get(format!("http://127.0.0.1:{http}/health"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return process;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -467,8 +731,18 @@ impl Process {
 
     async fn count(&self, query: &str) -> u64 {
         let url = format!("http://127.0.0.1:{}/fhir/{query}", self.http);
-        let body: Value = reqwest::Client::new().get(url).bearer_auth(&self.token).send().await.unwrap().json().await.unwrap();
-        body["total"].as_u64().unwrap_or_else(|| body["entry"].as_array().map_or(0, |e| e.len() as u64))
+        let body: Value = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["total"]
+            .as_u64()
+            .unwrap_or_else(|| body["entry"].as_array().map_or(0, |e| e.len() as u64))
     }
 }
 
@@ -490,9 +764,13 @@ async fn acknowledged_messages_survive_a_kill(backend: Backend) {
     };
     let mut server = Process::start(dir.path(), &database_url).await;
 
-    let mut client = MllpClient::connect(("127.0.0.1", server.mllp)).await.unwrap();
+    let mut client = MllpClient::connect(("127.0.0.1", server.mllp))
+        .await
+        .unwrap();
     let writer = {
-        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", server.mllp)).await.unwrap();
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", server.mllp))
+            .await
+            .unwrap();
         // A second connection streams the rest without waiting, so messages are in flight at the kill.
         tokio::spawn(async move {
             for i in MESSAGES / 2..MESSAGES {
@@ -520,23 +798,48 @@ async fn acknowledged_messages_survive_a_kill(backend: Backend) {
         }
     }
     drop(writer.await);
-    assert!(acknowledged.len() >= 20, "the first 20 messages were acknowledged before the kill");
+    assert!(
+        acknowledged.len() >= 20,
+        "the first 20 messages were acknowledged before the kill"
+    );
 
     drop(server);
     let server = Process::start(dir.path(), &database_url).await;
     for i in &acknowledged {
-        assert_eq!(server.count(&format!("DiagnosticReport?identifier=FIL-{i}")).await, 1, "acknowledged message {i} is stored");
+        assert_eq!(
+            server
+                .count(&format!("DiagnosticReport?identifier=FIL-{i}"))
+                .await,
+            1,
+            "acknowledged message {i} is stored"
+        );
     }
     // The senders resend everything they have no ACK for (here: everything); each is answered AA.
-    let mut client = MllpClient::connect(("127.0.0.1", server.mllp)).await.unwrap();
+    let mut client = MllpClient::connect(("127.0.0.1", server.mllp))
+        .await
+        .unwrap();
     for i in 0..MESSAGES {
-        Ack::parse(&client.request(numbered_message(i).as_bytes()).await.unwrap()).assert("AA", &[]);
+        Ack::parse(
+            &client
+                .request(numbered_message(i).as_bytes())
+                .await
+                .unwrap(),
+        )
+        .assert("AA", &[]);
     }
     let total = MESSAGES as u64;
-    assert_eq!(server.count("DiagnosticReport?_summary=count").await, total, "every message stored exactly once");
+    assert_eq!(
+        server.count("DiagnosticReport?_summary=count").await,
+        total,
+        "every message stored exactly once"
+    );
     assert_eq!(server.count("Observation?_summary=count").await, total);
     assert_eq!(server.count("Provenance?_summary=count").await, total);
-    assert_eq!(server.count("Patient?_summary=count").await, 1, "one patient, matched by identifier every time");
+    assert_eq!(
+        server.count("Patient?_summary=count").await,
+        1,
+        "one patient, matched by identifier every time"
+    );
 }
 
 both_backends!(

@@ -18,14 +18,46 @@ pub fn cases() -> Vec<Case> {
         Case::new("sec-001", "no token → 401 OperationOutcome with a Bearer challenge", no_token),
         Case::new("sec-002", "a malformed token → 401 invalid_token", malformed_token),
         Case::new("sec-003", "clinician reads its organisation's patient, not the other's (404)", clinician_reads),
-        Case::new("sec-004", "clinician searches, chains and includes never reach the other organisation", clinician_searches),
-        Case::new("sec-005", "clinician cannot write an Observation for the other organisation's patient (403)", clinician_writes),
-        Case::new("sec-006", "crm reads pseudonymised Patients (PSEUDED, no name) and may not search by name", crm_view),
-        Case::new("sec-007", "patient sees its own compartment; its page links do not work for others", patient_compartment),
-        Case::new("sec-008", "a patient's Consent denying the CRM hides its data from the CRM's next request; withdrawn, it shows again", consent_withdrawal),
-        Case::new("sec-009", "a Consent denying the clinic applies to its clinicians; ETREAT breaks the glass; other purposes are checked", break_the_glass),
-        Case::new("sec-010", "a read leaves an AuditEvent the auditor finds by patient, entity and subtype", audit_of_a_read),
-        Case::new("sec-011", "AuditEvents are never written through the API and are the auditor's alone to read", audit_is_read_only),
+        Case::new(
+            "sec-004",
+            "clinician searches, chains and includes never reach the other organisation",
+            clinician_searches,
+        ),
+        Case::new(
+            "sec-005",
+            "clinician cannot write an Observation for the other organisation's patient (403)",
+            clinician_writes,
+        ),
+        Case::new(
+            "sec-006",
+            "crm reads pseudonymised Patients (PSEUDED, no name) and may not search by name",
+            crm_view,
+        ),
+        Case::new(
+            "sec-007",
+            "patient sees its own compartment; its page links do not work for others",
+            patient_compartment,
+        ),
+        Case::new(
+            "sec-008",
+            "a patient's Consent denying the CRM hides its data from the CRM's next request; withdrawn, it shows again",
+            consent_withdrawal,
+        ),
+        Case::new(
+            "sec-009",
+            "a Consent denying the clinic applies to its clinicians; ETREAT breaks the glass; other purposes are checked",
+            break_the_glass,
+        ),
+        Case::new(
+            "sec-010",
+            "a read leaves an AuditEvent the auditor finds by patient, entity and subtype",
+            audit_of_a_read,
+        ),
+        Case::new(
+            "sec-011",
+            "AuditEvents are never written through the API and are the auditor's alone to read",
+            audit_is_read_only,
+        ),
     ]
 }
 
@@ -44,8 +76,10 @@ fn fixture(ctx: &Ctx) -> Outcome {
         json!({"resourceType": "Organization", "id": ORG_B, "name": "Conformance clinic B"}),
     ];
     for (patient, org, family) in [(PAT_A, ORG_A, FAMILY_A), (PAT_B, ORG_B, FAMILY_B)] {
-        resources.push(json!({"resourceType": "Patient", "id": patient, "name": [{"family": family}], "birthDate": "1970-07-07",
-            "managingOrganization": {"reference": format!("Organization/{org}")}}));
+        resources.push(
+            json!({"resourceType": "Patient", "id": patient, "name": [{"family": family}], "birthDate": "1970-07-07",
+            "managingOrganization": {"reference": format!("Organization/{org}")}}),
+        );
         resources.push(json!({"resourceType": "Observation", "id": format!("{patient}-hr"), "status": "final",
             "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
             "subject": {"reference": format!("Patient/{patient}")}, "effectiveDateTime": "2026-03-15T10:30:00Z",
@@ -56,7 +90,8 @@ fn fixture(ctx: &Ctx) -> Outcome {
             "valueQuantity": {"value": 16, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}}));
     }
     for resource in resources {
-        let path = format!("{}/{}", resource["resourceType"].as_str().unwrap_or("?"), resource["id"].as_str().unwrap_or("?"));
+        let path =
+            format!("{}/{}", resource["resourceType"].as_str().unwrap_or("?"), resource["id"].as_str().unwrap_or("?"));
         let response = ctx.put(&path).json(&resource).send()?;
         check::status(&response, &[200, 201]).map_err(|error| format!("setup: {error}"))?;
     }
@@ -76,7 +111,8 @@ fn get_as(ctx: &Ctx, token: &str, path: &str) -> Result<Response, String> {
 }
 
 fn ids(bundle: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = check::entries(bundle).iter().filter_map(|e| e["resource"]["id"].as_str().map(str::to_string)).collect();
+    let mut ids: Vec<String> =
+        check::entries(bundle).iter().filter_map(|e| e["resource"]["id"].as_str().map(str::to_string)).collect();
     ids.sort();
     ids
 }
@@ -85,9 +121,13 @@ fn challenge(response: &Response, error: Option<&str>) -> Outcome {
     check::status(response, &[401])?;
     check::operation_outcome(response)?;
     let header = response.header("www-authenticate").unwrap_or_default();
-    ensure(header.starts_with("Bearer"), || format!("{}: expected a Bearer WWW-Authenticate challenge, got {header:?}", response.label))?;
+    ensure(header.starts_with("Bearer"), || {
+        format!("{}: expected a Bearer WWW-Authenticate challenge, got {header:?}", response.label)
+    })?;
     match error {
-        Some(code) => ensure(header.contains(code), || format!("{}: expected error={code} in {header:?}", response.label)),
+        Some(code) => {
+            ensure(header.contains(code), || format!("{}: expected error={code} in {header:?}", response.label))
+        }
         None => Ok(()),
     }
 }
@@ -120,9 +160,12 @@ fn clinician_searches(ctx: &Ctx) -> Outcome {
     ] {
         let response = get_as(ctx, clinician, &query)?;
         let bundle = searchset(&response)?;
-        ensure(check::entries(&bundle).is_empty(), || format!("{}: expected no entries, got {:?}", response.label, ids(&bundle)))?;
+        ensure(check::entries(&bundle).is_empty(), || {
+            format!("{}: expected no entries, got {:?}", response.label, ids(&bundle))
+        })?;
     }
-    let response = get_as(ctx, clinician, &format!("Observation?subject=Patient/{PAT_A}&_include=Observation:subject"))?;
+    let response =
+        get_as(ctx, clinician, &format!("Observation?subject=Patient/{PAT_A}&_include=Observation:subject"))?;
     let bundle = searchset(&response)?;
     ensure(ids(&bundle) == [PAT_A.to_string(), format!("{PAT_A}-hr"), format!("{PAT_A}-rr")], || {
         format!("{}: expected the two Observations and their Patient, got {:?}", response.label, ids(&bundle))
@@ -136,7 +179,8 @@ fn clinician_writes(ctx: &Ctx) -> Outcome {
     let observation = json!({"resourceType": "Observation", "status": "final",
         "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
         "subject": {"reference": format!("Patient/{PAT_B}")}, "effectiveDateTime": "2026-03-15T10:30:00Z"});
-    let response = ctx.post("Observation").header("Authorization", &format!("Bearer {clinician}")).json(&observation).send()?;
+    let response =
+        ctx.post("Observation").header("Authorization", &format!("Bearer {clinician}")).json(&observation).send()?;
     check::error(&response, &[403])
 }
 
@@ -145,8 +189,11 @@ fn crm_view(ctx: &Ctx) -> Outcome {
     fixture(ctx)?;
     let response = get_as(ctx, crm, &format!("Patient/{PAT_A}"))?;
     let patient = check::resource(&response, "Patient")?;
-    ensure(patient.get("name").is_none() && !response.text.contains(FAMILY_A), || format!("{}: the crm view shows the name", response.label))?;
-    let labelled = patient["meta"]["security"].as_array().is_some_and(|labels| labels.iter().any(|l| l["code"] == "PSEUDED"));
+    ensure(patient.get("name").is_none() && !response.text.contains(FAMILY_A), || {
+        format!("{}: the crm view shows the name", response.label)
+    })?;
+    let labelled =
+        patient["meta"]["security"].as_array().is_some_and(|labels| labels.iter().any(|l| l["code"] == "PSEUDED"));
     ensure(labelled, || format!("{}: expected a PSEUDED security label", response.label))?;
     check::error(&get_as(ctx, crm, &format!("Patient?family={FAMILY_A}"))?, &[403])
 }
@@ -156,9 +203,12 @@ fn patient_compartment(ctx: &Ctx) -> Outcome {
     fixture(ctx)?;
     let response = get_as(ctx, patient, "Observation?_count=1&_sort=_id")?;
     let bundle = searchset(&response)?;
-    ensure(check::total(&bundle) == Some(2), || format!("{}: expected total 2 (own Observations only), got {:?}", response.label, check::total(&bundle)))?;
+    ensure(check::total(&bundle) == Some(2), || {
+        format!("{}: expected total 2 (own Observations only), got {:?}", response.label, check::total(&bundle))
+    })?;
     check::error(&get_as(ctx, patient, &format!("Patient/{PAT_B}"))?, &[404])?;
-    let next = check::link(&bundle, "next").ok_or_else(|| format!("{}: expected a next link", response.label))?.to_string();
+    let next =
+        check::link(&bundle, "next").ok_or_else(|| format!("{}: expected a next link", response.label))?.to_string();
     check::status(&get_as(ctx, patient, &next)?, &[200])?;
     // The admin's token is a different caller: the patient's page link is not its to follow.
     check::error(&ctx.get(&next).send()?, &[403])
@@ -200,7 +250,9 @@ fn consent_withdrawal(ctx: &Ctx) -> Outcome {
     check::error(&denied?, &[404])?;
     let found = found?;
     let bundle = searchset(&found)?;
-    ensure(check::entries(&bundle).is_empty(), || format!("{}: expected nothing while denied, got {:?}", found.label, ids(&bundle)))?;
+    ensure(check::entries(&bundle).is_empty(), || {
+        format!("{}: expected nothing while denied, got {:?}", found.label, ids(&bundle))
+    })?;
     check::status(&get_as(ctx, crm, &path)?, &[200])
 }
 
@@ -225,12 +277,27 @@ fn audit_of_a_read(ctx: &Ctx) -> Outcome {
     let auditor = token(ctx, "auditor")?;
     fixture(ctx)?;
     check::status(&ctx.get(&format!("Patient/{PAT_A}")).send()?, &[200])?;
-    let response = get_as(ctx, auditor, &format!("AuditEvent?patient=Patient/{PAT_A}&entity=Patient/{PAT_A}&subtype=read&_sort=-date&_count=1"))?;
+    let response = get_as(
+        ctx,
+        auditor,
+        &format!("AuditEvent?patient=Patient/{PAT_A}&entity=Patient/{PAT_A}&subtype=read&_sort=-date&_count=1"),
+    )?;
     let bundle = searchset(&response)?;
-    let event = check::entries(&bundle).first().map(|e| e["resource"].clone()).ok_or_else(|| format!("{}: no AuditEvent for the read", response.label))?;
-    ensure(event["action"] == "R" && event["outcome"] == "0", || format!("{}: expected action R, outcome 0: {event}", response.label))?;
-    let requestor = event["agent"].as_array().and_then(|agents| agents.iter().find(|a| a["requestor"] == true)).cloned().unwrap_or_default();
-    ensure(requestor["network"]["address"].is_string(), || format!("{}: the requesting agent has no network address", response.label))
+    let event = check::entries(&bundle)
+        .first()
+        .map(|e| e["resource"].clone())
+        .ok_or_else(|| format!("{}: no AuditEvent for the read", response.label))?;
+    ensure(event["action"] == "R" && event["outcome"] == "0", || {
+        format!("{}: expected action R, outcome 0: {event}", response.label)
+    })?;
+    let requestor = event["agent"]
+        .as_array()
+        .and_then(|agents| agents.iter().find(|a| a["requestor"] == true))
+        .cloned()
+        .unwrap_or_default();
+    ensure(requestor["network"]["address"].is_string(), || {
+        format!("{}: the requesting agent has no network address", response.label)
+    })
 }
 
 fn audit_is_read_only(ctx: &Ctx) -> Outcome {
@@ -243,7 +310,8 @@ fn audit_is_read_only(ctx: &Ctx) -> Outcome {
     check::error(&ctx.get("AuditEvent").send()?, &[403])?;
     let response = get_as(ctx, auditor, "AuditEvent?_count=1")?;
     let bundle = searchset(&response)?;
-    let Some(id) = check::entries(&bundle).first().and_then(|e| e["resource"]["id"].as_str()).map(str::to_string) else {
+    let Some(id) = check::entries(&bundle).first().and_then(|e| e["resource"]["id"].as_str()).map(str::to_string)
+    else {
         return Err(format!("{}: the auditor found no AuditEvent at all", response.label));
     };
     check::error(&ctx.delete(&format!("AuditEvent/{id}")).send()?, &[405])?;

@@ -49,7 +49,9 @@ impl std::str::FromStr for ConsentDefault {
         match text {
             "opt-in" => Ok(ConsentDefault::OptIn),
             "opt-out" => Ok(ConsentDefault::OptOut),
-            other => Err(format!("`{other}` is not a consent default (opt-in or opt-out)")),
+            other => Err(format!(
+                "`{other}` is not a consent default (opt-in or opt-out)"
+            )),
         }
     }
 }
@@ -68,7 +70,12 @@ pub struct ConsentFilter {
 impl ConsentFilter {
     /// A short text of everything the filter depends on (for [`Caller::fingerprint`]).
     pub fn describe(&self) -> String {
-        format!("{}|{}|{}", self.actors.join(","), self.purposes.join(","), self.default_permit)
+        format!(
+            "{}|{}|{}",
+            self.actors.join(","),
+            self.purposes.join(","),
+            self.default_permit
+        )
     }
 }
 
@@ -85,16 +92,28 @@ pub fn default_purpose(role: Role) -> &'static str {
 
 /// The consent filter for `caller` acting for `purpose`; `None` when consent does not limit it
 /// (see the module documentation for who is subject and why).
-pub fn filter_for(caller: &Caller, purpose: &str, purposes: &PurposesOfUse, default: ConsentDefault) -> Option<ConsentFilter> {
+pub fn filter_for(
+    caller: &Caller,
+    purpose: &str,
+    purposes: &PurposesOfUse,
+    default: ConsentDefault,
+) -> Option<ConsentFilter> {
     let default_permit = match caller.role {
         Role::Clinician if purposes.is_emergency(purpose) => return None,
         Role::Clinician => true,
         Role::Insurer | Role::Crm => default == ConsentDefault::OptOut,
         Role::Admin | Role::Patient | Role::DeviceHub | Role::Auditor => return None,
     };
-    let mut actors = vec![rules::ANY.to_string(), format!("role:{}", caller.role.name())];
+    let mut actors = vec![
+        rules::ANY.to_string(),
+        format!("role:{}", caller.role.name()),
+    ];
     actors.extend(caller.org.as_ref().map(|org| format!("Organization/{org}")));
     let mut codes = vec![rules::ANY.to_string()];
     codes.extend(purposes.with_ancestors(purpose));
-    Some(ConsentFilter { actors, purposes: codes, default_permit })
+    Some(ConsentFilter {
+        actors,
+        purposes: codes,
+        default_permit,
+    })
 }

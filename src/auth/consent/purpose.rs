@@ -23,7 +23,8 @@ impl PurposesOfUse {
     /// Read the hierarchy from `<dir>/v3-codesystems.json`.
     pub fn load(dir: &Path) -> anyhow::Result<PurposesOfUse> {
         let path = dir.join("v3-codesystems.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         let bundle: Value = serde_json::from_str(&text)?;
         let reason = bundle
             .get("entry")
@@ -32,9 +33,12 @@ impl PurposesOfUse {
             .flatten()
             .filter_map(|e| e.get("resource"))
             .find(|r| r.get("url").and_then(Value::as_str) == Some(PURPOSE_SYSTEM))
-            .ok_or_else(|| anyhow::anyhow!("{} has no {PURPOSE_SYSTEM} code system", path.display()))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!("{} has no {PURPOSE_SYSTEM} code system", path.display())
+            })?;
         let mut purposes = PurposesOfUse::default();
-        let root = find(reason.get("concept"), "PurposeOfUse").ok_or_else(|| anyhow::anyhow!("{PURPOSE_SYSTEM} has no PurposeOfUse concept"))?;
+        let root = find(reason.get("concept"), "PurposeOfUse")
+            .ok_or_else(|| anyhow::anyhow!("{PURPOSE_SYSTEM} has no PurposeOfUse concept"))?;
         purposes.add_children(root, &[]);
         if purposes.ancestors.is_empty() {
             anyhow::bail!("{PURPOSE_SYSTEM}: the PurposeOfUse concept has no codes");
@@ -43,8 +47,15 @@ impl PurposesOfUse {
     }
 
     fn add_children(&mut self, concept: &Value, path: &[String]) {
-        for child in concept.get("concept").and_then(Value::as_array).into_iter().flatten() {
-            let Some(code) = child.get("code").and_then(Value::as_str) else { continue };
+        for child in concept
+            .get("concept")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(code) = child.get("code").and_then(Value::as_str) else {
+                continue;
+            };
             let mut ancestors = path.to_vec();
             ancestors.reverse();
             self.ancestors.insert(code.to_string(), ancestors);
@@ -95,7 +106,8 @@ mod tests {
     use super::*;
 
     fn loaded() -> PurposesOfUse {
-        PurposesOfUse::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fhir-resources")).expect("v3 code systems")
+        PurposesOfUse::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fhir-resources"))
+            .expect("v3 code systems")
     }
 
     #[test]
@@ -111,7 +123,10 @@ mod tests {
     fn parses_codes_with_or_without_system() {
         let purposes = loaded();
         assert_eq!(purposes.parse("TREAT"), Some("TREAT"));
-        assert_eq!(purposes.parse(&format!("{PURPOSE_SYSTEM}|HPAYMT")), Some("HPAYMT"));
+        assert_eq!(
+            purposes.parse(&format!("{PURPOSE_SYSTEM}|HPAYMT")),
+            Some("HPAYMT")
+        );
         assert_eq!(purposes.parse("http://example.org|TREAT"), None);
         assert_eq!(purposes.parse("PurposeOfUse"), None);
         assert_eq!(purposes.parse("treat"), None);

@@ -62,7 +62,11 @@ pub struct ConsentRow {
 
 /// What a Consent enforces: its rows, or why it cannot be enforced. A Consent that is not an
 /// active privacy consent has no rows (it is stored, but decides nothing).
-pub fn rows_of(consent: &Value, last_updated: i64, base_url: &str) -> Result<Vec<ConsentRow>, String> {
+pub fn rows_of(
+    consent: &Value,
+    last_updated: i64,
+    base_url: &str,
+) -> Result<Vec<ConsentRow>, String> {
     if consent.get("status").and_then(Value::as_str) != Some("active") || !is_privacy(consent) {
         return Ok(Vec::new());
     }
@@ -72,7 +76,11 @@ pub fn rows_of(consent: &Value, last_updated: i64, base_url: &str) -> Result<Vec
         .and_then(|r| local_id(r, "Patient", base_url))
         .ok_or("an active patient-privacy Consent must name its patient as a local reference (Consent.patient = Patient/<id>)")?;
     let recorded = match consent.get("dateTime").and_then(Value::as_str) {
-        Some(text) => parse_date_range(text).ok_or("Consent.dateTime is not a valid dateTime")?.0,
+        Some(text) => {
+            parse_date_range(text)
+                .ok_or("Consent.dateTime is not a valid dateTime")?
+                .0
+        }
         None => last_updated,
     };
     let root_effect = policy_effect(consent);
@@ -82,13 +90,19 @@ pub fn rows_of(consent: &Value, last_updated: i64, base_url: &str) -> Result<Vec
         None if root_effect.is_some() => Value::Object(Default::default()),
         None => return Ok(Vec::new()),
     };
-    let mut flattener = Flattener { patient, recorded, base_url, rows: BTreeSet::new() };
+    let mut flattener = Flattener {
+        patient,
+        recorded,
+        base_url,
+        rows: BTreeSet::new(),
+    };
     flattener.walk(&root, &Conditions::any(), 0, root_effect)?;
     Ok(flattener.rows.into_iter().collect())
 }
 
 fn is_privacy(consent: &Value) -> bool {
-    codings(consent.get("scope")).any(|(system, code)| system == Some(SCOPE_SYSTEM) && code == PRIVACY_SCOPE)
+    codings(consent.get("scope"))
+        .any(|(system, code)| system == Some(SCOPE_SYSTEM) && code == PRIVACY_SCOPE)
 }
 
 /// OPTIN permits and OPTOUT denies, where the root provision says neither.
@@ -122,21 +136,32 @@ fn codings(value: Option<&Value>) -> impl Iterator<Item = (Option<&str>, &str)> 
 /// The id of `reference` if it points at a local `resource_type` (relative, or absolute under
 /// this server's base).
 fn local_id(reference: &str, resource_type: &str, base_url: &str) -> Option<String> {
-    local_reference(reference, base_url).filter(|(t, _)| t == resource_type).map(|(_, id)| id)
+    local_reference(reference, base_url)
+        .filter(|(t, _)| t == resource_type)
+        .map(|(_, id)| id)
 }
 
 /// (type, id) of a local reference: relative, or absolute under this server's base.
 fn local_reference(reference: &str, base_url: &str) -> Option<(String, String)> {
-    let relative = reference.strip_prefix(base_url.trim_end_matches('/')).map_or(reference, |r| r.trim_start_matches('/'));
+    let relative = reference
+        .strip_prefix(base_url.trim_end_matches('/'))
+        .map_or(reference, |r| r.trim_start_matches('/'));
     let (resource_type, id) = relative.split_once('/')?;
-    (!resource_type.is_empty() && crate::fhir::id::is_valid_id(id)).then(|| (resource_type.to_string(), id.to_string()))
+    (!resource_type.is_empty() && crate::fhir::id::is_valid_id(id))
+        .then(|| (resource_type.to_string(), id.to_string()))
 }
 
 /// The codes of `codings` whose system `known` accepts, and whether any had another system.
-fn known_codes(codings: &[Value], known: impl Fn(Option<&str>) -> bool) -> (BTreeSet<String>, bool) {
+fn known_codes(
+    codings: &[Value],
+    known: impl Fn(Option<&str>) -> bool,
+) -> (BTreeSet<String>, bool) {
     let (mut codes, mut unknown) = (BTreeSet::new(), false);
     for coding in codings {
-        match (coding.get("system").and_then(Value::as_str), coding.get("code").and_then(Value::as_str)) {
+        match (
+            coding.get("system").and_then(Value::as_str),
+            coding.get("code").and_then(Value::as_str),
+        ) {
             (system, Some(code)) if known(system) => {
                 codes.insert(code.to_string());
             }
@@ -170,12 +195,23 @@ struct Conditions {
 
 impl Conditions {
     fn any() -> Conditions {
-        Conditions { partial: false, actors: None, purposes: None, classes: None, data: None, starts: i64::MIN, ends: i64::MAX }
+        Conditions {
+            partial: false,
+            actors: None,
+            purposes: None,
+            classes: None,
+            data: None,
+            starts: i64::MIN,
+            ends: i64::MAX,
+        }
     }
 
     /// Both `self` and `own`; `None` when nothing can meet both.
     fn and(&self, own: Conditions) -> Option<Conditions> {
-        fn both<T: Ord + Clone>(a: &Option<BTreeSet<T>>, b: Option<BTreeSet<T>>) -> Option<Option<BTreeSet<T>>> {
+        fn both<T: Ord + Clone>(
+            a: &Option<BTreeSet<T>>,
+            b: Option<BTreeSet<T>>,
+        ) -> Option<Option<BTreeSet<T>>> {
             let joined = match (a, b) {
                 (None, b) => b,
                 (Some(a), None) => Some(a.clone()),
@@ -207,7 +243,13 @@ struct Flattener<'a> {
 }
 
 impl Flattener<'_> {
-    fn walk(&mut self, provision: &Value, inherited: &Conditions, depth: i64, inherited_effect: Option<bool>) -> Result<(), String> {
+    fn walk(
+        &mut self,
+        provision: &Value,
+        inherited: &Conditions,
+        depth: i64,
+        inherited_effect: Option<bool>,
+    ) -> Result<(), String> {
         let at = format!("Consent.provision{}", ".provision".repeat(depth as usize));
         if !governs_access(provision) {
             return Ok(());
@@ -218,13 +260,20 @@ impl Flattener<'_> {
             Some(other) => return Err(format!("{at}.type `{other}` is neither permit nor deny")),
             None => inherited_effect,
         };
-        let Some(conditions) = inherited.and(self.conditions(provision, &at)?) else { return Ok(()) };
+        let Some(conditions) = inherited.and(self.conditions(provision, &at)?) else {
+            return Ok(());
+        };
         match effect {
             Some(true) if conditions.partial => {}
             Some(permit) => self.emit(&conditions, depth, permit)?,
             None => {}
         }
-        for child in provision.get("provision").and_then(Value::as_array).into_iter().flatten() {
+        for child in provision
+            .get("provision")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             self.walk(child, &conditions, depth + 1, effect)?;
         }
         Ok(())
@@ -233,13 +282,18 @@ impl Flattener<'_> {
     /// The conditions a provision states itself.
     fn conditions(&self, provision: &Value, at: &str) -> Result<Conditions, String> {
         let mut own = Conditions::any();
-        own.partial = ["code", "securityLabel", "dataPeriod"].iter().any(|element| provision.get(*element).is_some());
+        own.partial = ["code", "securityLabel", "dataPeriod"]
+            .iter()
+            .any(|element| provision.get(*element).is_some());
         if let Some(actors) = provision.get("actor").and_then(Value::as_array) {
-            let keys: Result<BTreeSet<String>, String> = actors.iter().map(|a| self.actor_key(a, at)).collect();
+            let keys: Result<BTreeSet<String>, String> =
+                actors.iter().map(|a| self.actor_key(a, at)).collect();
             own.actors = Some(keys?);
         }
         if let Some(purposes) = provision.get("purpose").and_then(Value::as_array) {
-            let (codes, unknown) = known_codes(purposes, |system| matches!(system, None | Some(PURPOSE_SYSTEM)));
+            let (codes, unknown) = known_codes(purposes, |system| {
+                matches!(system, None | Some(PURPOSE_SYSTEM))
+            });
             own.purposes = narrowed(codes, unknown, &mut own.partial);
         }
         if let Some(classes) = provision.get("class").and_then(Value::as_array) {
@@ -253,18 +307,27 @@ impl Flattener<'_> {
                     unknown = true;
                     continue;
                 }
-                let reference = item.pointer("/reference/reference").and_then(Value::as_str).unwrap_or_default();
-                let instance = local_reference(reference, self.base_url).ok_or_else(|| format!("{at}.data.reference must be a local reference (Type/id)"))?;
+                let reference = item
+                    .pointer("/reference/reference")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let instance = local_reference(reference, self.base_url).ok_or_else(|| {
+                    format!("{at}.data.reference must be a local reference (Type/id)")
+                })?;
                 instances.insert(instance);
             }
             own.data = narrowed(instances, unknown, &mut own.partial);
         }
         if let Some(period) = provision.get("period") {
             if let Some(start) = period.get("start").and_then(Value::as_str) {
-                own.starts = parse_date_range(start).ok_or_else(|| format!("{at}.period.start is not a valid dateTime"))?.0;
+                own.starts = parse_date_range(start)
+                    .ok_or_else(|| format!("{at}.period.start is not a valid dateTime"))?
+                    .0;
             }
             if let Some(end) = period.get("end").and_then(Value::as_str) {
-                own.ends = parse_date_range(end).ok_or_else(|| format!("{at}.period.end is not a valid dateTime"))?.1;
+                own.ends = parse_date_range(end)
+                    .ok_or_else(|| format!("{at}.period.end is not a valid dateTime"))?
+                    .1;
             }
         }
         Ok(own)
@@ -273,12 +336,21 @@ impl Flattener<'_> {
     /// The key an actor matches callers by: their organisation or their role.
     fn actor_key(&self, actor: &Value, at: &str) -> Result<String, String> {
         let reference = actor.get("reference");
-        if let Some(id) = reference.and_then(|r| r.get("reference")).and_then(Value::as_str).and_then(|r| local_id(r, "Organization", self.base_url)) {
+        if let Some(id) = reference
+            .and_then(|r| r.get("reference"))
+            .and_then(Value::as_str)
+            .and_then(|r| local_id(r, "Organization", self.base_url))
+        {
             return Ok(format!("Organization/{id}"));
         }
         let identifier = reference.and_then(|r| r.get("identifier"));
-        if identifier.and_then(|i| i.get("system")).and_then(Value::as_str) == Some(ROLE_SYSTEM)
-            && let Some(role) = identifier.and_then(|i| i.get("value")).and_then(Value::as_str)
+        if identifier
+            .and_then(|i| i.get("system"))
+            .and_then(Value::as_str)
+            == Some(ROLE_SYSTEM)
+            && let Some(role) = identifier
+                .and_then(|i| i.get("value"))
+                .and_then(Value::as_str)
             && role.parse::<crate::auth::Role>().is_ok()
         {
             return Ok(format!("role:{role}"));
@@ -289,8 +361,14 @@ impl Flattener<'_> {
     }
 
     fn emit(&mut self, conditions: &Conditions, depth: i64, permit: bool) -> Result<(), String> {
-        let all = |set: &Option<BTreeSet<String>>| set.clone().unwrap_or_else(|| BTreeSet::from([ANY.to_string()]));
-        let data = conditions.data.clone().unwrap_or_else(|| BTreeSet::from([(String::new(), String::new())]));
+        let all = |set: &Option<BTreeSet<String>>| {
+            set.clone()
+                .unwrap_or_else(|| BTreeSet::from([ANY.to_string()]))
+        };
+        let data = conditions
+            .data
+            .clone()
+            .unwrap_or_else(|| BTreeSet::from([(String::new(), String::new())]));
         for actor in all(&conditions.actors) {
             for purpose in all(&conditions.purposes) {
                 for class in all(&conditions.classes) {
@@ -308,7 +386,9 @@ impl Flattener<'_> {
                             ends: conditions.ends,
                         });
                         if self.rows.len() > MAX_ROWS {
-                            return Err(format!("this Consent expands to more than {MAX_ROWS} rules (actors × purposes × classes × data); split it"));
+                            return Err(format!(
+                                "this Consent expands to more than {MAX_ROWS} rules (actors × purposes × classes × data); split it"
+                            ));
                         }
                     }
                 }
@@ -320,8 +400,12 @@ impl Flattener<'_> {
 
 /// Whether a provision speaks about reading data (no `action`, or access/use/disclose).
 fn governs_access(provision: &Value) -> bool {
-    let Some(actions) = provision.get("action") else { return true };
-    codings(Some(actions)).any(|(system, code)| matches!(system, None | Some(ACTION_SYSTEM)) && ACCESS_ACTIONS.contains(&code))
+    let Some(actions) = provision.get("action") else {
+        return true;
+    };
+    codings(Some(actions)).any(|(system, code)| {
+        matches!(system, None | Some(ACTION_SYSTEM)) && ACCESS_ACTIONS.contains(&code)
+    })
 }
 
 #[cfg(test)]

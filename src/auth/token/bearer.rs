@@ -10,18 +10,26 @@ use crate::error::ApiError;
 /// [`ApiError::InvalidToken`].
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else { return Err(ApiError::MissingToken) };
+    let Some(value) = values.next() else {
+        return Err(ApiError::MissingToken);
+    };
     if values.next().is_some() {
-        return Err(ApiError::InvalidToken("send one Authorization header".into()));
+        return Err(ApiError::InvalidToken(
+            "send one Authorization header".into(),
+        ));
     }
-    let value = value.to_str().map_err(|_| ApiError::InvalidToken("the Authorization header is not ASCII".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidToken("the Authorization header is not ASCII".into()))?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::MissingToken);
     }
     let token = token.trim_matches(' ');
     if token.is_empty() || token.contains(' ') {
-        return Err(ApiError::InvalidToken("the Authorization header must be Bearer and one token".into()));
+        return Err(ApiError::InvalidToken(
+            "the Authorization header must be Bearer and one token".into(),
+        ));
     }
     Ok(token)
 }

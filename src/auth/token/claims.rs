@@ -112,7 +112,9 @@ impl Claims {
     /// position); errors name the claim, never its value.
     pub fn from_json(payload: &[u8]) -> Result<Claims, TokenError> {
         if payload.trim_ascii_start().first() != Some(&b'{') {
-            return Err(TokenError::Malformed("the payload is not a JSON object".into()));
+            return Err(TokenError::Malformed(
+                "the payload is not a JSON object".into(),
+            ));
         }
         let raw: RawClaims = serde_json::from_slice(payload)
             .map_err(|e| TokenError::InvalidClaims(crate::crypto::describe_json_error(&e)))?;
@@ -151,6 +153,8 @@ fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Er
     }
 }
 
-fn optional_numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+fn optional_numeric_date<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
     numeric_date(deserializer).map(Some)
 }

@@ -17,7 +17,9 @@ pub enum TokenError {
     #[error("the token's signature algorithm is not accepted (only RS256 and ES256)")]
     UnsupportedAlgorithm,
     /// The header has `crit`: extensions this server does not implement must make it fail.
-    #[error("the token's header names critical extensions (crit), which this server does not support")]
+    #[error(
+        "the token's header names critical extensions (crit), which this server does not support"
+    )]
     CriticalHeader,
     /// `typ` is present and not `JWT` or `at+jwt`.
     #[error("the token's type (typ) is not JWT or at+jwt")]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::claims::Claims;
-use super::jwt;
 use super::jwks::Jwk;
+use super::jwt;
 use super::verifier::key_ring_key;
 use crate::config::{AuthConfig, ConfigError};
 use crate::crypto::{CryptoError, KeyRing, SigningKey};
@@ -46,7 +46,10 @@ pub struct TokenIssuer {
 impl TokenIssuer {
     /// Refuses when the server would not accept the tokens (`auth.trust_key_ring` is false) or the
     /// ring has no signing key.
-    pub fn from_config(config: &AuthConfig, key_ring: &KeyRing) -> Result<TokenIssuer, ConfigError> {
+    pub fn from_config(
+        config: &AuthConfig,
+        key_ring: &KeyRing,
+    ) -> Result<TokenIssuer, ConfigError> {
         if !config.trust_key_ring {
             return Err(ConfigError {
                 setting: "auth.trust_key_ring",
@@ -72,7 +75,10 @@ impl TokenIssuer {
         let ttl = i64::try_from(request.ttl.as_secs()).unwrap_or(i64::MAX);
         let claims = Claims {
             iss: self.issuer.clone(),
-            sub: request.subject.clone().unwrap_or_else(|| format!("{ISSUER_CLIENT_ID}/{}", request.role)),
+            sub: request
+                .subject
+                .clone()
+                .unwrap_or_else(|| format!("{ISSUER_CLIENT_ID}/{}", request.role)),
             aud: vec![self.audience.clone()],
             exp: now_unix.saturating_add(ttl),
             nbf: None,
@@ -99,16 +105,24 @@ pub fn default_scope(role: &str) -> Option<&'static str> {
 /// A `--ttl` such as `90s`, `15m`, `1h` or `7d`: a positive whole number and a unit, at most
 /// [`MAX_TTL`].
 pub fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let unit_seconds = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err("a duration is a number and a unit: s, m, h or d (e.g. 90s, 15m, 1h, 7d)".into()),
+        _ => {
+            return Err(
+                "a duration is a number and a unit: s, m, h or d (e.g. 90s, 15m, 1h, 7d)".into(),
+            );
+        }
     };
-    let count: u64 = digits.parse().map_err(|_| "a duration starts with a whole number, e.g. 1h".to_string())?;
+    let count: u64 = digits
+        .parse()
+        .map_err(|_| "a duration starts with a whole number, e.g. 1h".to_string())?;
     let ttl = Duration::from_secs(count.saturating_mul(unit_seconds));
     if ttl.is_zero() || ttl > MAX_TTL {
         return Err("a token lives between 1 second and 30 days".into());

@@ -44,7 +44,13 @@ pub struct JwksError(String);
 impl Jwk {
     /// The public half of the key ring's signing key, with its RFC 7638 thumbprint as `kid`.
     pub fn from_signing_key(key: &SigningKey) -> Jwk {
-        let mut jwk = Jwk { kid: None, alg: Some(Algorithm::Es256), key: PublicKey::EcP256 { point: key.public_key().to_vec() } };
+        let mut jwk = Jwk {
+            kid: None,
+            alg: Some(Algorithm::Es256),
+            key: PublicKey::EcP256 {
+                point: key.public_key().to_vec(),
+            },
+        };
         jwk.kid = Some(jwk.thumbprint());
         jwk
     }
@@ -57,7 +63,11 @@ impl Jwk {
     /// without whitespace, base64url. Stable for a key whatever else its JWK says.
     pub fn thumbprint(&self) -> String {
         let canonical = match &self.key {
-            PublicKey::Rsa { n, e } => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, encode_part(e), encode_part(n)),
+            PublicKey::Rsa { n, e } => format!(
+                r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+                encode_part(e),
+                encode_part(n)
+            ),
             PublicKey::EcP256 { point } => format!(
                 r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
                 encode_part(&point[1..33]),
@@ -70,7 +80,9 @@ impl Jwk {
     /// The public JWK, as a `jwks.json` endpoint publishes it.
     pub fn to_json(&self) -> Value {
         let mut jwk = match &self.key {
-            PublicKey::Rsa { n, e } => json!({"kty": "RSA", "n": encode_part(n), "e": encode_part(e)}),
+            PublicKey::Rsa { n, e } => {
+                json!({"kty": "RSA", "n": encode_part(n), "e": encode_part(e)})
+            }
             PublicKey::EcP256 { point } => {
                 json!({"kty": "EC", "crv": "P-256", "x": encode_part(&point[1..33]), "y": encode_part(&point[33..])})
             }
@@ -86,7 +98,11 @@ impl Jwk {
     }
 
     fn fits(&self, alg: Algorithm) -> bool {
-        let by_type = matches!((&self.key, alg), (PublicKey::Rsa { .. }, Algorithm::Rs256) | (PublicKey::EcP256 { .. }, Algorithm::Es256));
+        let by_type = matches!(
+            (&self.key, alg),
+            (PublicKey::Rsa { .. }, Algorithm::Rs256)
+                | (PublicKey::EcP256 { .. }, Algorithm::Es256)
+        );
         by_type && self.alg.is_none_or(|pinned| pinned == alg)
     }
 
@@ -95,9 +111,11 @@ impl Jwk {
             (PublicKey::Rsa { n, e }, Algorithm::Rs256) => RsaPublicKeyComponents { n, e }
                 .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, signature)
                 .is_ok(),
-            (PublicKey::EcP256 { point }, Algorithm::Es256) => UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                .verify(message, signature)
-                .is_ok(),
+            (PublicKey::EcP256 { point }, Algorithm::Es256) => {
+                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                    .verify(message, signature)
+                    .is_ok()
+            }
             _ => false,
         }
     }
@@ -128,7 +146,11 @@ impl Jwk {
         if fields.contains_key("d") {
             return Err("holds private key material (d); publish only the public key".into());
         }
-        let jwk = Jwk { kid: text("kid")?.map(str::to_string), alg, key };
+        let jwk = Jwk {
+            kid: text("kid")?.map(str::to_string),
+            alg,
+            key,
+        };
         if alg.is_some_and(|alg| !jwk.fits(alg)) {
             return Err("its alg does not fit its kty".into());
         }
@@ -153,9 +175,13 @@ fn required_bytes(fields: &Map<String, Value>, name: &str) -> Result<Vec<u8>, St
 fn rsa_key(fields: &Map<String, Value>) -> Result<PublicKey, String> {
     let n = strip_leading_zeros(required_bytes(fields, "n")?);
     let e = strip_leading_zeros(required_bytes(fields, "e")?);
-    let bits = n.first().map_or(0, |top| (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize));
+    let bits = n.first().map_or(0, |top| {
+        (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize)
+    });
     if !(2048..=8192).contains(&bits) {
-        return Err(format!("an RSA modulus of {bits} bits is outside 2048 to 8192"));
+        return Err(format!(
+            "an RSA modulus of {bits} bits is outside 2048 to 8192"
+        ));
     }
     if e.is_empty() || e.len() > 8 {
         return Err("the RSA exponent e is out of range".into());
@@ -168,7 +194,9 @@ fn ec_key(fields: &Map<String, Value>) -> Result<PublicKey, String> {
     if x.len() != 32 || y.len() != 32 {
         return Err("P-256 coordinates x and y must be 32 bytes each".into());
     }
-    Ok(PublicKey::EcP256 { point: [&[0x04][..], &x, &y].concat() })
+    Ok(PublicKey::EcP256 {
+        point: [&[0x04][..], &x, &y].concat(),
+    })
 }
 
 fn strip_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
@@ -204,7 +232,10 @@ impl JwkSet {
             };
             match Jwk::parse(fields).map_err(|why| JwksError(format!("key {position}: {why}")))? {
                 Some(jwk) => keys.push(jwk),
-                None => tracing::warn!(position, "JWKS: skipping a key that is not an RS256 or ES256 signature key"),
+                None => tracing::warn!(
+                    position,
+                    "JWKS: skipping a key that is not an RS256 or ES256 signature key"
+                ),
             }
         }
         if keys.is_empty() {
@@ -218,8 +249,10 @@ impl JwkSet {
 
     /// Read and parse a JWKS file; errors name the file.
     pub fn from_file(path: &Path) -> Result<JwkSet, JwksError> {
-        let bytes = std::fs::read(path).map_err(|e| JwksError(format!("cannot read {}: {e}", path.display())))?;
-        JwkSet::from_json(&bytes).map_err(|JwksError(why)| JwksError(format!("{}: {why}", path.display())))
+        let bytes = std::fs::read(path)
+            .map_err(|e| JwksError(format!("cannot read {}: {e}", path.display())))?;
+        JwkSet::from_json(&bytes)
+            .map_err(|JwksError(why)| JwksError(format!("{}: {why}", path.display())))
     }
 
     pub fn keys(&self) -> &[Jwk] {
@@ -241,12 +274,26 @@ impl JwkSet {
 
     /// Verify `signature` over `message` with a key that has the token's `kid` and fits `alg`.
     /// A token without `kid` is matched only when there is a single key.
-    pub(super) fn verify(&self, kid: Option<&str>, alg: Algorithm, message: &[u8], signature: &[u8]) -> Result<(), TokenError> {
-        let mut candidates = self.keys.iter().filter(|key| key.fits(alg) && self.kid_matches(key, kid)).peekable();
+    pub(super) fn verify(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), TokenError> {
+        let mut candidates = self
+            .keys
+            .iter()
+            .filter(|key| key.fits(alg) && self.kid_matches(key, kid))
+            .peekable();
         if candidates.peek().is_none() {
             return Err(TokenError::NoMatchingKey);
         }
-        if candidates.any(|key| key.verifies(alg, message, signature)) { Ok(()) } else { Err(TokenError::BadSignature) }
+        if candidates.any(|key| key.verifies(alg, message, signature)) {
+            Ok(())
+        } else {
+            Err(TokenError::BadSignature)
+        }
     }
 
     fn kid_matches(&self, key: &Jwk, kid: Option<&str>) -> bool {
@@ -260,6 +307,8 @@ impl JwkSet {
 
 impl std::fmt::Debug for JwkSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.keys.iter().map(|key| (key.kid.as_deref(), key.alg))).finish()
+        f.debug_list()
+            .entries(self.keys.iter().map(|key| (key.kid.as_deref(), key.alg)))
+            .finish()
     }
 }

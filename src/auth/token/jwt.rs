@@ -68,7 +68,9 @@ impl Header {
             return Err(TokenError::CriticalHeader);
         }
         let alg = match fields.get("alg") {
-            Some(Value::String(name)) => Algorithm::from_name(name).ok_or(TokenError::UnsupportedAlgorithm)?,
+            Some(Value::String(name)) => {
+                Algorithm::from_name(name).ok_or(TokenError::UnsupportedAlgorithm)?
+            }
             Some(_) => return Err(malformed("the header's alg is not a string")),
             None => return Err(malformed("the header has no alg")),
         };
@@ -101,20 +103,34 @@ pub fn decode_verified(token: &str, keys: &JwkSet) -> Result<Claims, TokenError>
         return Err(TokenError::TooLarge(MAX_TOKEN_BYTES));
     }
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(malformed("a JWS has three dot-separated parts"));
     };
     let header_fields = Header::parse(&decode_part(header, "header")?)?;
     let signature = decode_part(signature, "signature")?;
     let signing_input = &token[..header.len() + 1 + payload.len()];
-    keys.verify(header_fields.kid.as_deref(), header_fields.alg, signing_input.as_bytes(), &signature)?;
+    keys.verify(
+        header_fields.kid.as_deref(),
+        header_fields.alg,
+        signing_input.as_bytes(),
+        &signature,
+    )?;
     Claims::from_json(&decode_part(payload, "payload")?)
 }
 
 /// The compact JWS of `header` and `payload`, signed by `sign` (which receives the signing input).
-pub fn encode<E>(header: &Value, payload: &Value, sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>) -> Result<String, E> {
-    let mut token = format!("{}.{}", encode_part(header.to_string().as_bytes()), encode_part(payload.to_string().as_bytes()));
+pub fn encode<E>(
+    header: &Value,
+    payload: &Value,
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+) -> Result<String, E> {
+    let mut token = format!(
+        "{}.{}",
+        encode_part(header.to_string().as_bytes()),
+        encode_part(payload.to_string().as_bytes())
+    );
     let signature = sign(token.as_bytes())?;
     token.push('.');
     token.push_str(&encode_part(&signature));
@@ -135,7 +151,9 @@ pub(super) fn encode_part(bytes: &[u8]) -> String {
 fn json_object(json: &[u8], what: &str) -> Result<Map<String, Value>, TokenError> {
     match serde_json::from_slice(json) {
         Ok(Value::Object(fields)) => Ok(fields),
-        _ => Err(TokenError::Malformed(format!("the {what} is not a JSON object"))),
+        _ => Err(TokenError::Malformed(format!(
+            "the {what} is not a JSON object"
+        ))),
     }
 }
 

@@ -31,10 +31,16 @@ struct Keys {
 impl Keys {
     fn new() -> Keys {
         let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .unwrap();
         Keys {
             rsa: RsaKeyPair::from_pkcs8(RSA_PKCS8).unwrap(),
-            ec: EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap(),
+            ec: EcdsaKeyPair::from_pkcs8(
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                pkcs8.as_ref(),
+                &rng,
+            )
+            .unwrap(),
         }
     }
 
@@ -56,13 +62,25 @@ impl Keys {
     fn rs256(&self, header: Value, payload: Value) -> String {
         jwt::encode(&header, &payload, |input| {
             let mut signature = vec![0; self.rsa.public().modulus_len()];
-            self.rsa.sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), input, &mut signature).map(|()| signature)
+            self.rsa
+                .sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    input,
+                    &mut signature,
+                )
+                .map(|()| signature)
         })
         .unwrap()
     }
 
     fn es256(&self, header: Value, payload: Value) -> String {
-        jwt::encode(&header, &payload, |input| self.ec.sign(&SystemRandom::new(), input).map(|s| s.as_ref().to_vec())).unwrap()
+        jwt::encode(&header, &payload, |input| {
+            self.ec
+                .sign(&SystemRandom::new(), input)
+                .map(|s| s.as_ref().to_vec())
+        })
+        .unwrap()
     }
 }
 
@@ -79,7 +97,10 @@ fn with(mut value: Value, changes: Value) -> Value {
     for (name, change) in changes.as_object().unwrap() {
         match change {
             Value::Null => value.as_object_mut().unwrap().remove(name),
-            other => value.as_object_mut().unwrap().insert(name.clone(), other.clone()),
+            other => value
+                .as_object_mut()
+                .unwrap()
+                .insert(name.clone(), other.clone()),
         };
     }
     value
@@ -96,29 +117,52 @@ fn es_header() -> Value {
 /// Refused with `expected`, and the message quotes neither the token nor a claim value, and fits
 /// a quoted header parameter.
 fn assert_refused(verifier: &TokenVerifier, token: &str, expected: TokenError) {
-    let error = verifier.verify(token, NOW).expect_err("token must be refused");
+    let error = verifier
+        .verify(token, NOW)
+        .expect_err("token must be refused");
     assert_eq!(error, expected);
     let message = error.to_string();
-    assert!(!message.contains(SUBJECT) && !message.contains("p-1") && !message.contains(ISSUER), "{message}");
-    assert!(token.len() < 8 || !message.contains(&token[token.len() - 8..]), "{message}");
-    assert!(!message.contains('"') && !message.contains('\\'), "{message}");
+    assert!(
+        !message.contains(SUBJECT) && !message.contains("p-1") && !message.contains(ISSUER),
+        "{message}"
+    );
+    assert!(
+        token.len() < 8 || !message.contains(&token[token.len() - 8..]),
+        "{message}"
+    );
+    assert!(
+        !message.contains('"') && !message.contains('\\'),
+        "{message}"
+    );
 }
 
 #[test]
 fn valid_rs256_and_es256_tokens() {
     let keys = Keys::new();
     let verifier = keys.verifier();
-    for token in [keys.rs256(rs_header(), claims()), keys.es256(es_header(), claims())] {
+    for token in [
+        keys.rs256(rs_header(), claims()),
+        keys.es256(es_header(), claims()),
+    ] {
         let claims = verifier.verify(&token, NOW).unwrap();
         assert_eq!(claims.iss, ISSUER);
         assert_eq!(claims.sub, SUBJECT);
         assert_eq!(claims.aud, [AUDIENCE]);
-        assert_eq!((claims.exp, claims.iat, claims.nbf), (NOW + 300, Some(NOW), None));
+        assert_eq!(
+            (claims.exp, claims.iat, claims.nbf),
+            (NOW + 300, Some(NOW), None)
+        );
         assert_eq!(claims.role.as_deref(), Some("clinician"));
         assert_eq!(claims.scope, "patient/Observation.rs");
         assert_eq!(claims.patient.as_deref(), Some("p-1"));
-        assert_eq!((&claims.org, &claims.client_id, &claims.purpose, &claims.jti), (&None, &None, &None, &None));
-        assert!(!format!("{claims:?}").contains(SUBJECT), "Debug leaves out sub");
+        assert_eq!(
+            (&claims.org, &claims.client_id, &claims.purpose, &claims.jti),
+            (&None, &None, &None, &None)
+        );
+        assert!(
+            !format!("{claims:?}").contains(SUBJECT),
+            "Debug leaves out sub"
+        );
     }
 }
 
@@ -168,7 +212,11 @@ fn an_algorithm_must_fit_the_key_type_of_its_kid() {
     // A key pinned to RS256 by its own `alg` never serves another algorithm either.
     let pinned = jwks(&[with(keys.rsa_jwk("rsa-1"), json!({"alg": "RS256"}))]);
     let verifier = TokenVerifier::new(pinned, ISSUER, AUDIENCE, 60);
-    assert!(verifier.verify(&keys.rs256(rs_header(), claims()), NOW).is_ok());
+    assert!(
+        verifier
+            .verify(&keys.rs256(rs_header(), claims()), NOW)
+            .is_ok()
+    );
 }
 
 #[test]
@@ -187,7 +235,10 @@ fn unknown_kid_and_missing_kid() {
 fn one_flipped_bit_anywhere_in_the_signature_fails() {
     let keys = Keys::new();
     let verifier = keys.verifier();
-    for token in [keys.rs256(rs_header(), claims()), keys.es256(es_header(), claims())] {
+    for token in [
+        keys.rs256(rs_header(), claims()),
+        keys.es256(es_header(), claims()),
+    ] {
         let (signed, signature) = token.rsplit_once('.').unwrap();
         let signature = jwt::decode_part(signature, "signature").unwrap();
         for bit in (0..signature.len() * 8).step_by(7) {
@@ -201,7 +252,11 @@ fn one_flipped_bit_anywhere_in_the_signature_fails() {
         let other_payload = other.split('.').nth(1).unwrap();
         let header = token.split('.').next().unwrap();
         let (_, signature) = token.rsplit_once('.').unwrap();
-        assert_refused(&verifier, &format!("{header}.{other_payload}.{signature}"), TokenError::BadSignature);
+        assert_refused(
+            &verifier,
+            &format!("{header}.{other_payload}.{signature}"),
+            TokenError::BadSignature,
+        );
     }
 }
 
@@ -210,19 +265,61 @@ fn times_are_checked_with_the_leeway() {
     let keys = Keys::new();
     let verifier = keys.verifier();
     let at = |changes: Value| keys.es256(es_header(), with(claims(), changes));
-    assert_refused(&verifier, &at(json!({"exp": NOW - LEEWAY})), TokenError::Expired);
-    assert_refused(&verifier, &at(json!({"exp": NOW - 3600})), TokenError::Expired);
-    assert!(verifier.verify(&at(json!({"exp": NOW - LEEWAY + 1})), NOW).is_ok(), "inside the leeway");
-    assert_refused(&verifier, &at(json!({"nbf": NOW + LEEWAY + 1})), TokenError::NotYetValid);
-    assert!(verifier.verify(&at(json!({"nbf": NOW + LEEWAY})), NOW).is_ok());
-    assert_refused(&verifier, &at(json!({"iat": NOW + LEEWAY + 1})), TokenError::IssuedInFuture);
-    assert!(verifier.verify(&at(json!({"iat": null, "nbf": null})), NOW).is_ok(), "iat and nbf are optional");
+    assert_refused(
+        &verifier,
+        &at(json!({"exp": NOW - LEEWAY})),
+        TokenError::Expired,
+    );
+    assert_refused(
+        &verifier,
+        &at(json!({"exp": NOW - 3600})),
+        TokenError::Expired,
+    );
+    assert!(
+        verifier
+            .verify(&at(json!({"exp": NOW - LEEWAY + 1})), NOW)
+            .is_ok(),
+        "inside the leeway"
+    );
+    assert_refused(
+        &verifier,
+        &at(json!({"nbf": NOW + LEEWAY + 1})),
+        TokenError::NotYetValid,
+    );
+    assert!(
+        verifier
+            .verify(&at(json!({"nbf": NOW + LEEWAY})), NOW)
+            .is_ok()
+    );
+    assert_refused(
+        &verifier,
+        &at(json!({"iat": NOW + LEEWAY + 1})),
+        TokenError::IssuedInFuture,
+    );
+    assert!(
+        verifier
+            .verify(&at(json!({"iat": null, "nbf": null})), NOW)
+            .is_ok(),
+        "iat and nbf are optional"
+    );
     // NumericDates may have a fraction; extreme values do not overflow.
-    assert!(verifier.verify(&at(json!({"exp": (NOW + 10) as f64 + 0.5})), NOW).is_ok());
+    assert!(
+        verifier
+            .verify(&at(json!({"exp": (NOW + 10) as f64 + 0.5})), NOW)
+            .is_ok()
+    );
     assert!(verifier.verify(&at(json!({"exp": i64::MAX})), NOW).is_ok());
-    assert_refused(&verifier, &at(json!({"exp": i64::MIN})), TokenError::Expired);
+    assert_refused(
+        &verifier,
+        &at(json!({"exp": i64::MIN})),
+        TokenError::Expired,
+    );
     let strict = TokenVerifier::new(jwks(&[keys.ec_jwk("ec-1")]), ISSUER, AUDIENCE, 0);
-    assert_eq!(strict.verify(&at(json!({"exp": NOW})), NOW), Err(TokenError::Expired), "exp is exclusive");
+    assert_eq!(
+        strict.verify(&at(json!({"exp": NOW})), NOW),
+        Err(TokenError::Expired),
+        "exp is exclusive"
+    );
 }
 
 #[test]
@@ -230,14 +327,40 @@ fn issuer_must_match_exactly_and_audience_must_include_us() {
     let keys = Keys::new();
     let verifier = keys.verifier();
     let token = |changes: Value| keys.rs256(rs_header(), with(claims(), changes));
-    for iss in ["https://idp.example/realms/other", "https://idp.example/realms/fhirvault/", "HTTPS://idp.example/realms/fhirvault"] {
-        assert_refused(&verifier, &token(json!({"iss": iss})), TokenError::WrongIssuer);
+    for iss in [
+        "https://idp.example/realms/other",
+        "https://idp.example/realms/fhirvault/",
+        "HTTPS://idp.example/realms/fhirvault",
+    ] {
+        assert_refused(
+            &verifier,
+            &token(json!({"iss": iss})),
+            TokenError::WrongIssuer,
+        );
     }
-    assert_refused(&verifier, &token(json!({"aud": "https://other.example/fhir"})), TokenError::WrongAudience);
-    assert_refused(&verifier, &token(json!({"aud": ["a", "b"]})), TokenError::WrongAudience);
-    assert_refused(&verifier, &token(json!({"aud": []})), TokenError::WrongAudience);
-    assert_refused(&verifier, &token(json!({"aud": null})), TokenError::WrongAudience);
-    let claims = verifier.verify(&token(json!({"aud": ["account", AUDIENCE]})), NOW).unwrap();
+    assert_refused(
+        &verifier,
+        &token(json!({"aud": "https://other.example/fhir"})),
+        TokenError::WrongAudience,
+    );
+    assert_refused(
+        &verifier,
+        &token(json!({"aud": ["a", "b"]})),
+        TokenError::WrongAudience,
+    );
+    assert_refused(
+        &verifier,
+        &token(json!({"aud": []})),
+        TokenError::WrongAudience,
+    );
+    assert_refused(
+        &verifier,
+        &token(json!({"aud": null})),
+        TokenError::WrongAudience,
+    );
+    let claims = verifier
+        .verify(&token(json!({"aud": ["account", AUDIENCE]})), NOW)
+        .unwrap();
     assert_eq!(claims.aud, ["account", AUDIENCE]);
 }
 
@@ -254,38 +377,114 @@ fn malformed_tokens() {
         (format!("{}.{}", parts[0], parts[1]), three_parts.clone()),
         (format!("{good}.{}", parts[2]), three_parts.clone()),
         (format!("{good}.AAAA.AAAA"), three_parts),
-        (format!("{}=.{}.{}", parts[0], parts[1], parts[2]), malformed("the header is not unpadded base64url")),
-        (format!("{}.{}.{}=", parts[0], parts[1], parts[2]), malformed("the signature is not unpadded base64url")),
-        (format!("*{}.{}.{}", parts[0], parts[1], parts[2]), malformed("the header is not unpadded base64url")),
-        (format!("{} .{}.{}", parts[0], parts[1], parts[2]), malformed("the header is not unpadded base64url")),
-        (format!("+{}.{}.{}", &parts[0][1..], parts[1], parts[2]), malformed("the header is not unpadded base64url")),
-        (format!("{}.{}.{}", encode_part(b"not json"), parts[1], parts[2]), malformed("the header is not a JSON object")),
-        (format!("{}.{}.{}", encode_part(b"[\"RS256\"]"), parts[1], parts[2]), malformed("the header is not a JSON object")),
-        (format!("{}.{}.{}", encode_part(b"{\"kid\":\"rsa-1\"}"), parts[1], parts[2]), malformed("the header has no alg")),
-        (format!("{}.{}.{}", encode_part(b"{\"alg\":256}"), parts[1], parts[2]), malformed("the header's alg is not a string")),
-        (keys.rs256(json!({"alg": "RS256", "kid": 1}), claims()), malformed("the header's kid is not a string")),
+        (
+            format!("{}=.{}.{}", parts[0], parts[1], parts[2]),
+            malformed("the header is not unpadded base64url"),
+        ),
+        (
+            format!("{}.{}.{}=", parts[0], parts[1], parts[2]),
+            malformed("the signature is not unpadded base64url"),
+        ),
+        (
+            format!("*{}.{}.{}", parts[0], parts[1], parts[2]),
+            malformed("the header is not unpadded base64url"),
+        ),
+        (
+            format!("{} .{}.{}", parts[0], parts[1], parts[2]),
+            malformed("the header is not unpadded base64url"),
+        ),
+        (
+            format!("+{}.{}.{}", &parts[0][1..], parts[1], parts[2]),
+            malformed("the header is not unpadded base64url"),
+        ),
+        (
+            format!("{}.{}.{}", encode_part(b"not json"), parts[1], parts[2]),
+            malformed("the header is not a JSON object"),
+        ),
+        (
+            format!("{}.{}.{}", encode_part(b"[\"RS256\"]"), parts[1], parts[2]),
+            malformed("the header is not a JSON object"),
+        ),
+        (
+            format!(
+                "{}.{}.{}",
+                encode_part(b"{\"kid\":\"rsa-1\"}"),
+                parts[1],
+                parts[2]
+            ),
+            malformed("the header has no alg"),
+        ),
+        (
+            format!(
+                "{}.{}.{}",
+                encode_part(b"{\"alg\":256}"),
+                parts[1],
+                parts[2]
+            ),
+            malformed("the header's alg is not a string"),
+        ),
+        (
+            keys.rs256(json!({"alg": "RS256", "kid": 1}), claims()),
+            malformed("the header's kid is not a string"),
+        ),
     ];
     for (token, expected) in cases {
         assert_refused(&verifier, &token, expected);
     }
     // Validly signed, but the payload is not base64url of a claims object.
     let signed = |payload_part: &str| {
-        let input = format!("{}.{payload_part}", encode_part(rs_header().to_string().as_bytes()));
+        let input = format!(
+            "{}.{payload_part}",
+            encode_part(rs_header().to_string().as_bytes())
+        );
         let mut signature = vec![0; keys.rsa.public().modulus_len()];
-        keys.rsa.sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut signature).unwrap();
+        keys.rsa
+            .sign(
+                &signature::RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                input.as_bytes(),
+                &mut signature,
+            )
+            .unwrap();
         format!("{input}.{}", encode_part(&signature))
     };
     let signed_payload = |payload: &[u8]| signed(&encode_part(payload));
     let padded = format!("{}=", encode_part(b"{}"));
-    assert_refused(&verifier, &signed(&padded), malformed("the payload is not unpadded base64url"));
-    assert_refused(&verifier, &signed("e30+"), malformed("the payload is not unpadded base64url"));
-    assert_refused(&verifier, &signed_payload(b"not json"), malformed("the payload is not a JSON object"));
-    assert_refused(&verifier, &signed_payload(br#"["iss","sub"]"#), malformed("the payload is not a JSON object"));
-    assert!(matches!(verifier.verify(&signed_payload(b"{\"iss\":"), NOW), Err(TokenError::InvalidClaims(_))));
+    assert_refused(
+        &verifier,
+        &signed(&padded),
+        malformed("the payload is not unpadded base64url"),
+    );
+    assert_refused(
+        &verifier,
+        &signed("e30+"),
+        malformed("the payload is not unpadded base64url"),
+    );
+    assert_refused(
+        &verifier,
+        &signed_payload(b"not json"),
+        malformed("the payload is not a JSON object"),
+    );
+    assert_refused(
+        &verifier,
+        &signed_payload(br#"["iss","sub"]"#),
+        malformed("the payload is not a JSON object"),
+    );
+    assert!(matches!(
+        verifier.verify(&signed_payload(b"{\"iss\":"), NOW),
+        Err(TokenError::InvalidClaims(_))
+    ));
     // Huge: refused before parsing, whatever it holds.
-    let huge = keys.rs256(rs_header(), with(claims(), json!({"padding": "x".repeat(MAX_TOKEN_BYTES)})));
+    let huge = keys.rs256(
+        rs_header(),
+        with(claims(), json!({"padding": "x".repeat(MAX_TOKEN_BYTES)})),
+    );
     assert_refused(&verifier, &huge, TokenError::TooLarge(MAX_TOKEN_BYTES));
-    assert_refused(&verifier, &"a".repeat(MAX_TOKEN_BYTES + 1), TokenError::TooLarge(MAX_TOKEN_BYTES));
+    assert_refused(
+        &verifier,
+        &"a".repeat(MAX_TOKEN_BYTES + 1),
+        TokenError::TooLarge(MAX_TOKEN_BYTES),
+    );
 }
 
 #[test]
@@ -296,17 +495,32 @@ fn crit_and_typ_headers() {
         let token = keys.rs256(with(rs_header(), json!({"crit": crit.clone()})), claims());
         // `with` removes a null member, so put it in by hand for that case.
         let token = if crit.is_null() {
-            keys.rs256(json!({"alg": "RS256", "kid": "rsa-1", "crit": null}), claims())
+            keys.rs256(
+                json!({"alg": "RS256", "kid": "rsa-1", "crit": null}),
+                claims(),
+            )
         } else {
             token
         };
         assert_refused(&verifier, &token, TokenError::CriticalHeader);
     }
-    for typ in ["JWT", "jwt", "at+jwt", "AT+JWT", "application/at+jwt", "application/jwt"] {
+    for typ in [
+        "JWT",
+        "jwt",
+        "at+jwt",
+        "AT+JWT",
+        "application/at+jwt",
+        "application/jwt",
+    ] {
         let token = keys.rs256(with(rs_header(), json!({"typ": typ})), claims());
         assert!(verifier.verify(&token, NOW).is_ok(), "{typ}");
     }
-    for typ in [json!("JOSE"), json!("dpop+jwt"), json!("secevent+jwt"), json!(1)] {
+    for typ in [
+        json!("JOSE"),
+        json!("dpop+jwt"),
+        json!("secevent+jwt"),
+        json!(1),
+    ] {
         let token = keys.rs256(with(rs_header(), json!({"typ": typ})), claims());
         assert_refused(&verifier, &token, TokenError::WrongType);
     }
@@ -316,18 +530,38 @@ fn crit_and_typ_headers() {
 fn claims_from_several_identity_providers() {
     let keys = Keys::new();
     let verifier = keys.verifier();
-    let verify = |changes: Value| verifier.verify(&keys.es256(es_header(), with(claims(), changes)), NOW);
+    let verify =
+        |changes: Value| verifier.verify(&keys.es256(es_header(), with(claims(), changes)), NOW);
     // Entra ID: `scp` as a string or an array, `azp` for the client.
-    let entra = verify(json!({"scope": null, "scp": "Observation.Read openid", "azp": "app-1"})).unwrap();
-    assert_eq!((entra.scope.as_str(), entra.client_id.as_deref()), ("Observation.Read openid", Some("app-1")));
-    let array = verify(json!({"scope": null, "scp": ["patient/Observation.rs", "patient/Patient.r"]})).unwrap();
+    let entra =
+        verify(json!({"scope": null, "scp": "Observation.Read openid", "azp": "app-1"})).unwrap();
+    assert_eq!(
+        (entra.scope.as_str(), entra.client_id.as_deref()),
+        ("Observation.Read openid", Some("app-1"))
+    );
+    let array =
+        verify(json!({"scope": null, "scp": ["patient/Observation.rs", "patient/Patient.r"]}))
+            .unwrap();
     assert_eq!(array.scope, "patient/Observation.rs patient/Patient.r");
     // RFC 9068: `client_id` wins over `azp`; `scope` wins over `scp`.
     let both = verify(json!({"client_id": "c", "azp": "a", "scp": "ignored"})).unwrap();
-    assert_eq!((both.scope.as_str(), both.client_id.as_deref()), ("patient/Observation.rs", Some("c")));
+    assert_eq!(
+        (both.scope.as_str(), both.client_id.as_deref()),
+        ("patient/Observation.rs", Some("c"))
+    );
     assert_eq!(verify(json!({"scope": null})).unwrap().scope, "");
-    let all = verify(json!({"org": "o-1", "purpose": "TREAT", "jti": "j-1", "nbf": NOW, "unknown": {"x": 1}})).unwrap();
-    assert_eq!((all.org.as_deref(), all.purpose.as_deref(), all.jti.as_deref()), (Some("o-1"), Some("TREAT"), Some("j-1")));
+    let all = verify(
+        json!({"org": "o-1", "purpose": "TREAT", "jti": "j-1", "nbf": NOW, "unknown": {"x": 1}}),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            all.org.as_deref(),
+            all.purpose.as_deref(),
+            all.jti.as_deref()
+        ),
+        (Some("o-1"), Some("TREAT"), Some("j-1"))
+    );
     // Required claims and types, named without their values.
     for (changes, fragment) in [
         (json!({"exp": null}), "missing field `exp`"),
@@ -340,7 +574,10 @@ fn claims_from_several_identity_providers() {
         match verify(changes.clone()) {
             Err(TokenError::InvalidClaims(message)) => {
                 assert!(message.contains(fragment), "{changes}: {message}");
-                assert!(!message.contains("Maria") && !message.contains("tomorrow"), "{message}");
+                assert!(
+                    !message.contains("Maria") && !message.contains("tomorrow"),
+                    "{message}"
+                );
             }
             other => panic!("{changes}: {other:?}"),
         }
@@ -356,31 +593,74 @@ fn jwks_parsing_keeps_usable_signature_keys_only() {
     let p384 = json!({"kty": "EC", "crv": "P-384", "kid": "p384", "x": "AA", "y": "AA"});
     let okp = json!({"kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": "AA"});
     let verify_only = with(keys.ec_jwk("ops"), json!({"key_ops": ["encrypt"]}));
-    let set = jwks(&[oct, encryption, rs384, p384, okp, verify_only, keys.rsa_jwk("rsa-1")]);
+    let set = jwks(&[
+        oct,
+        encryption,
+        rs384,
+        p384,
+        okp,
+        verify_only,
+        keys.rsa_jwk("rsa-1"),
+    ]);
     assert_eq!(set.to_json()["keys"].as_array().unwrap().len(), 1);
     // The HMAC key is skipped, so an HS256 token naming it finds nothing either.
     let verifier = TokenVerifier::new(set, ISSUER, AUDIENCE, 60);
-    let token = jwt::encode(&json!({"alg": "HS256", "kid": "h"}), &claims(), |_| Ok::<_, ()>(vec![0; 32])).unwrap();
-    assert_eq!(verifier.verify(&token, NOW), Err(TokenError::UnsupportedAlgorithm));
+    let token = jwt::encode(&json!({"alg": "HS256", "kid": "h"}), &claims(), |_| {
+        Ok::<_, ()>(vec![0; 32])
+    })
+    .unwrap();
+    assert_eq!(
+        verifier.verify(&token, NOW),
+        Err(TokenError::UnsupportedAlgorithm)
+    );
 
-    let error = |members: Value| JwkSet::from_json(json!({"keys": members}).to_string().as_bytes()).unwrap_err().to_string();
+    let error = |members: Value| {
+        JwkSet::from_json(json!({"keys": members}).to_string().as_bytes())
+            .unwrap_err()
+            .to_string()
+    };
     let short_n = encode_part(&[0xc5; 128]);
     let rsa = keys.rsa_jwk("r");
     assert!(error(json!([with(rsa.clone(), json!({"n": short_n}))])).contains("1024 bits"));
-    assert!(error(json!([with(rsa.clone(), json!({"n": "AQAB="}))])).contains("n is not unpadded base64url"));
+    assert!(
+        error(json!([with(rsa.clone(), json!({"n": "AQAB="}))]))
+            .contains("n is not unpadded base64url")
+    );
     assert!(error(json!([with(rsa.clone(), json!({"e": null}))])).contains("key 0: e is missing"));
-    assert!(error(json!([with(rsa.clone(), json!({"d": "AQAB"}))])).contains("private key material"));
+    assert!(
+        error(json!([with(rsa.clone(), json!({"d": "AQAB"}))])).contains("private key material")
+    );
     assert!(error(json!([with(rsa.clone(), json!({"alg": "ES256"}))])).contains("does not fit"));
-    assert!(error(json!([with(keys.ec_jwk("e"), json!({"x": encode_part(&[1; 31])}))])).contains("32 bytes"));
-    assert!(error(json!([with(rsa.clone(), json!({"kid": null})), keys.ec_jwk("e")])).contains("each needs a kid"));
+    assert!(
+        error(json!([with(
+            keys.ec_jwk("e"),
+            json!({"x": encode_part(&[1; 31])})
+        )]))
+        .contains("32 bytes")
+    );
+    assert!(
+        error(json!([
+            with(rsa.clone(), json!({"kid": null})),
+            keys.ec_jwk("e")
+        ]))
+        .contains("each needs a kid")
+    );
     assert!(error(json!([json!({"kty": "oct", "k": "AA"})])).contains("no RS256 or ES256"));
     assert!(error(json!(["RSA"])).contains("key 0 is not a JSON object"));
     assert!(JwkSet::from_json(b"[]").is_err() && JwkSet::from_json(b"{\"keys\": {}}").is_err());
 
     // A key without kid, alone in its set, verifies tokens whatever kid they name.
-    let lone = TokenVerifier::new(jwks(&[with(rsa, json!({"kid": null}))]), ISSUER, AUDIENCE, 60);
+    let lone = TokenVerifier::new(
+        jwks(&[with(rsa, json!({"kid": null}))]),
+        ISSUER,
+        AUDIENCE,
+        60,
+    );
     assert!(lone.verify(&keys.rs256(rs_header(), claims()), NOW).is_ok());
-    assert!(lone.verify(&keys.rs256(json!({"alg": "RS256"}), claims()), NOW).is_ok());
+    assert!(
+        lone.verify(&keys.rs256(json!({"alg": "RS256"}), claims()), NOW)
+            .is_ok()
+    );
 }
 
 #[test]
@@ -389,27 +669,41 @@ fn jwks_file_errors_name_the_file() {
     let path = dir.path().join("idp-jwks.json");
     std::fs::write(&path, "{}").unwrap();
     let message = JwkSet::from_file(&path).unwrap_err().to_string();
-    assert!(message.contains("idp-jwks.json") && message.contains("\"keys\" array"), "{message}");
+    assert!(
+        message.contains("idp-jwks.json") && message.contains("\"keys\" array"),
+        "{message}"
+    );
     let mut config = AuthConfig::for_base_url(AUDIENCE);
     config.jwks_file = Some(path);
-    let error = TokenVerifier::from_config(&config, &KeyRing::from_master_secret([1; 32])).unwrap_err();
+    let error =
+        TokenVerifier::from_config(&config, &KeyRing::from_master_secret([1; 32])).unwrap_err();
     assert_eq!(error.setting, "auth.jwks_file");
 }
 
 #[test]
 fn thumbprint_matches_rfc_7638() {
     let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
-    let set = jwks(&[json!({"kty": "RSA", "n": n, "e": "AQAB", "alg": "RS256", "kid": "2011-04-29"})]);
+    let set =
+        jwks(&[json!({"kty": "RSA", "n": n, "e": "AQAB", "alg": "RS256", "kid": "2011-04-29"})]);
     let member = &set.to_json()["keys"][0];
-    assert_eq!((member["n"].as_str(), member["e"].as_str()), (Some(n), Some("AQAB")));
+    assert_eq!(
+        (member["n"].as_str(), member["e"].as_str()),
+        (Some(n), Some("AQAB"))
+    );
     let jwk = Jwk::from_signing_key(&KeyRing::from_master_secret([3; 32]).signing_key().unwrap());
     assert_eq!(jwk.kid(), Some(jwk.thumbprint().as_str()));
     assert_eq!(jwk.thumbprint().len(), 43);
-    assert_eq!(set.keys()[0].thumbprint(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    assert_eq!(
+        set.keys()[0].thumbprint(),
+        "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+    );
 }
 
 fn ring_config() -> (KeyRing, AuthConfig) {
-    (KeyRing::from_master_secret([7; 32]), AuthConfig::for_base_url(AUDIENCE))
+    (
+        KeyRing::from_master_secret([7; 32]),
+        AuthConfig::for_base_url(AUDIENCE),
+    )
 }
 
 fn admin() -> IssueRequest {
@@ -431,25 +725,64 @@ fn the_key_ring_issues_tokens_its_verifier_accepts() {
     let verifier = TokenVerifier::from_config(&config, &ring).unwrap();
     let token = issuer.issue_at(&admin(), NOW).unwrap();
     let claims = verifier.verify(&token, NOW + 10).unwrap();
-    assert_eq!((claims.iss.as_str(), claims.aud.as_slice()), (AUDIENCE, [AUDIENCE.to_string()].as_slice()));
-    assert_eq!((claims.sub.as_str(), claims.role.as_deref()), ("fhirvault-cli/admin", Some("admin")));
-    assert_eq!((claims.scope.as_str(), claims.client_id.as_deref()), ("user/*.cruds", Some(ISSUER_CLIENT_ID)));
+    assert_eq!(
+        (claims.iss.as_str(), claims.aud.as_slice()),
+        (AUDIENCE, [AUDIENCE.to_string()].as_slice())
+    );
+    assert_eq!(
+        (claims.sub.as_str(), claims.role.as_deref()),
+        ("fhirvault-cli/admin", Some("admin"))
+    );
+    assert_eq!(
+        (claims.scope.as_str(), claims.client_id.as_deref()),
+        ("user/*.cruds", Some(ISSUER_CLIENT_ID))
+    );
     assert_eq!((claims.iat, claims.exp), (Some(NOW), NOW + 3600));
     assert_eq!(claims.jti.map(|j| j.len()), Some(36));
-    let header: Value = serde_json::from_slice(&jwt::decode_part(token.split('.').next().unwrap(), "header").unwrap()).unwrap();
+    let header: Value = serde_json::from_slice(
+        &jwt::decode_part(token.split('.').next().unwrap(), "header").unwrap(),
+    )
+    .unwrap();
     let kid = Jwk::from_signing_key(&ring.signing_key().unwrap()).thumbprint();
     assert_eq!(header, json!({"alg": "ES256", "typ": "JWT", "kid": kid}));
 
-    let request = IssueRequest { role: "clinician".into(), scope: "patient/*.rs".into(), patient: Some("p-9".into()),
-                                 org: Some("org-1".into()), subject: Some("dr-who".into()), ..admin() };
-    let claims = verifier.verify(&issuer.issue_at(&request, NOW).unwrap(), NOW).unwrap();
-    assert_eq!((claims.patient.as_deref(), claims.org.as_deref(), claims.sub.as_str()), (Some("p-9"), Some("org-1"), "dr-who"));
+    let request = IssueRequest {
+        role: "clinician".into(),
+        scope: "patient/*.rs".into(),
+        patient: Some("p-9".into()),
+        org: Some("org-1".into()),
+        subject: Some("dr-who".into()),
+        ..admin()
+    };
+    let claims = verifier
+        .verify(&issuer.issue_at(&request, NOW).unwrap(), NOW)
+        .unwrap();
+    assert_eq!(
+        (
+            claims.patient.as_deref(),
+            claims.org.as_deref(),
+            claims.sub.as_str()
+        ),
+        (Some("p-9"), Some("org-1"), "dr-who")
+    );
 
-    assert_eq!(verifier.verify(&issuer.issue_at(&admin(), NOW - 3600 - LEEWAY).unwrap(), NOW), Err(TokenError::Expired));
-    assert_eq!(verifier.verify(&issuer.issue_at(&admin(), NOW + 3600).unwrap(), NOW), Err(TokenError::IssuedInFuture));
+    assert_eq!(
+        verifier.verify(
+            &issuer.issue_at(&admin(), NOW - 3600 - LEEWAY).unwrap(),
+            NOW
+        ),
+        Err(TokenError::Expired)
+    );
+    assert_eq!(
+        verifier.verify(&issuer.issue_at(&admin(), NOW + 3600).unwrap(), NOW),
+        Err(TokenError::IssuedInFuture)
+    );
     // Another key ring's tokens are not ours.
     let other = TokenIssuer::from_config(&config, &KeyRing::from_master_secret([8; 32])).unwrap();
-    assert_eq!(verifier.verify(&other.issue_at(&admin(), NOW).unwrap(), NOW), Err(TokenError::NoMatchingKey));
+    assert_eq!(
+        verifier.verify(&other.issue_at(&admin(), NOW).unwrap(), NOW),
+        Err(TokenError::NoMatchingKey)
+    );
 }
 
 #[test]
@@ -466,12 +799,23 @@ fn an_identity_provider_and_the_key_ring_together() {
     config.trust_key_ring = false;
     let idp_only = TokenVerifier::from_config(&config, &ring).unwrap();
     assert!(idp_only.verify(&idp_token, NOW).is_ok());
-    assert_eq!(idp_only.keys().to_json()["keys"].as_array().unwrap().len(), 1);
-    assert_eq!(TokenIssuer::from_config(&config, &ring).unwrap_err().setting, "auth.trust_key_ring");
+    assert_eq!(
+        idp_only.keys().to_json()["keys"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        TokenIssuer::from_config(&config, &ring)
+            .unwrap_err()
+            .setting,
+        "auth.trust_key_ring"
+    );
 
     config.trust_key_ring = true;
     let both = TokenVerifier::from_config(&config, &ring).unwrap();
-    let ours = TokenIssuer::from_config(&config, &ring).unwrap().issue_at(&admin(), NOW).unwrap();
+    let ours = TokenIssuer::from_config(&config, &ring)
+        .unwrap()
+        .issue_at(&admin(), NOW)
+        .unwrap();
     assert!(both.verify(&idp_token, NOW).is_ok());
     assert_eq!(both.verify(&ours, NOW).unwrap().iss, ISSUER);
     assert_eq!(idp_only.verify(&ours, NOW), Err(TokenError::NoMatchingKey));
@@ -483,11 +827,19 @@ fn a_key_ring_without_a_signing_key_says_what_to_do() {
         r#"{{"format":1,"active":1,"index_root_key":1,"keys":[{{"id":1,"created":"x","secret":"{}"}}]}}"#,
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [1u8; 32])
     );
-    let ring = KeyRing::from_env_base64(&base64::Engine::encode(&base64::engine::general_purpose::STANDARD, legacy)).unwrap();
+    let ring = KeyRing::from_env_base64(&base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        legacy,
+    ))
+    .unwrap();
     let config = AuthConfig::for_base_url(AUDIENCE);
     let error = TokenVerifier::from_config(&config, &ring).unwrap_err();
     assert_eq!(error.setting, "key_file");
-    assert!(error.message.contains("fhirvault keys init"), "{}", error.message);
+    assert!(
+        error.message.contains("fhirvault keys init"),
+        "{}",
+        error.message
+    );
     assert!(TokenIssuer::from_config(&config, &ring).is_err());
 }
 
@@ -497,7 +849,18 @@ fn ttls_and_default_scopes() {
     assert_eq!(parse_ttl("15m"), Ok(Duration::from_secs(900)));
     assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3600)));
     assert_eq!(parse_ttl("30d"), Ok(MAX_TTL));
-    for bad in ["", "1", "h", "0s", "31d", "1.5h", "-1h", "1 h", "1H", "99999999999999999999d"] {
+    for bad in [
+        "",
+        "1",
+        "h",
+        "0s",
+        "31d",
+        "1.5h",
+        "-1h",
+        "1 h",
+        "1H",
+        "99999999999999999999d",
+    ] {
         assert!(parse_ttl(bad).is_err(), "{bad}");
     }
     assert_eq!(default_scope("admin"), Some("user/*.cruds"));
@@ -513,12 +876,29 @@ fn bearer_tokens_from_headers() {
         }
         map
     };
-    assert_eq!(bearer_token(&headers(&["Bearer abc.def.ghi"])).unwrap(), "abc.def.ghi");
+    assert_eq!(
+        bearer_token(&headers(&["Bearer abc.def.ghi"])).unwrap(),
+        "abc.def.ghi"
+    );
     assert_eq!(bearer_token(&headers(&["bearer  abc"])).unwrap(), "abc");
-    assert!(matches!(bearer_token(&headers(&[])), Err(ApiError::MissingToken)));
-    assert!(matches!(bearer_token(&headers(&["Basic dXNlcjpwdw=="])), Err(ApiError::MissingToken)));
-    for bad in [&["Bearer"][..], &["Bearer "], &["Bearer a b"], &["Bearer a", "Bearer b"]] {
-        assert!(matches!(bearer_token(&headers(bad)), Err(ApiError::InvalidToken(_))), "{bad:?}");
+    assert!(matches!(
+        bearer_token(&headers(&[])),
+        Err(ApiError::MissingToken)
+    ));
+    assert!(matches!(
+        bearer_token(&headers(&["Basic dXNlcjpwdw=="])),
+        Err(ApiError::MissingToken)
+    ));
+    for bad in [
+        &["Bearer"][..],
+        &["Bearer "],
+        &["Bearer a b"],
+        &["Bearer a", "Bearer b"],
+    ] {
+        assert!(
+            matches!(bearer_token(&headers(bad)), Err(ApiError::InvalidToken(_))),
+            "{bad:?}"
+        );
     }
 }
 
@@ -528,32 +908,66 @@ async fn refusals_render_as_operation_outcomes_with_challenges() {
         let response = error.into_response();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
         (status, headers, serde_json::from_slice(&body).unwrap())
     }
-    let challenge = |headers: &HeaderMap| headers.get(header::WWW_AUTHENTICATE).map(|v| v.to_str().unwrap().to_string());
+    let challenge = |headers: &HeaderMap| {
+        headers
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
 
     let (status, headers, outcome) = render(ApiError::MissingToken).await;
     assert_eq!(status, 401);
-    assert_eq!(challenge(&headers).as_deref(), Some(r#"Bearer realm="fhirvault""#));
+    assert_eq!(
+        challenge(&headers).as_deref(),
+        Some(r#"Bearer realm="fhirvault""#)
+    );
     assert_eq!(outcome["issue"][0]["code"], "login");
 
     let (status, headers, outcome) = render(ApiError::from(TokenError::Expired)).await;
     assert_eq!(status, 401);
     assert_eq!(
         challenge(&headers).as_deref(),
-        Some(r#"Bearer realm="fhirvault", error="invalid_token", error_description="the token has expired""#)
+        Some(
+            r#"Bearer realm="fhirvault", error="invalid_token", error_description="the token has expired""#
+        )
     );
     assert_eq!(outcome["resourceType"], "OperationOutcome");
-    assert_eq!((outcome["issue"][0]["code"].as_str(), outcome["issue"][0]["diagnostics"].as_str()), (Some("login"), Some("the token has expired")));
+    assert_eq!(
+        (
+            outcome["issue"][0]["code"].as_str(),
+            outcome["issue"][0]["diagnostics"].as_str()
+        ),
+        (Some("login"), Some("the token has expired"))
+    );
     let (_, headers, _) = render(ApiError::InvalidToken("a \"quoted\" \\ text\u{e9}".into())).await;
-    assert!(challenge(&headers).unwrap().ends_with(r#"error_description="a  quoted    text ""#), "{headers:?}");
+    assert!(
+        challenge(&headers)
+            .unwrap()
+            .ends_with(r#"error_description="a  quoted    text ""#),
+        "{headers:?}"
+    );
 
-    let (status, headers, outcome) = render(ApiError::Forbidden("scope patient/Observation.rs does not allow writes".into())).await;
-    assert_eq!((status, outcome["issue"][0]["code"].as_str()), (403, Some("forbidden")));
+    let (status, headers, outcome) = render(ApiError::Forbidden(
+        "scope patient/Observation.rs does not allow writes".into(),
+    ))
+    .await;
+    assert_eq!(
+        (status, outcome["issue"][0]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
     assert!(challenge(&headers).is_none());
 
-    let (status, headers, outcome) = render(ApiError::TooManyRequests { retry_after_secs: 30 }).await;
-    assert_eq!((status, outcome["issue"][0]["code"].as_str()), (429, Some("throttled")));
+    let (status, headers, outcome) = render(ApiError::TooManyRequests {
+        retry_after_secs: 30,
+    })
+    .await;
+    assert_eq!(
+        (status, outcome["issue"][0]["code"].as_str()),
+        (429, Some("throttled"))
+    );
     assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "30");
 }

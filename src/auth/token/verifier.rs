@@ -22,15 +22,26 @@ pub struct TokenVerifier {
 impl TokenVerifier {
     /// The verifier `config` describes: the keys of `jwks_file`, and the key ring's signing key
     /// when `trust_key_ring`. Errors name the setting, as other start-up errors do.
-    pub fn from_config(config: &AuthConfig, key_ring: &KeyRing) -> Result<TokenVerifier, ConfigError> {
+    pub fn from_config(
+        config: &AuthConfig,
+        key_ring: &KeyRing,
+    ) -> Result<TokenVerifier, ConfigError> {
         let mut keys = match &config.jwks_file {
-            Some(path) => JwkSet::from_file(path).map_err(|e| ConfigError { setting: "auth.jwks_file", message: e.to_string() })?,
+            Some(path) => JwkSet::from_file(path).map_err(|e| ConfigError {
+                setting: "auth.jwks_file",
+                message: e.to_string(),
+            })?,
             None => JwkSet::default(),
         };
         if config.trust_key_ring {
             keys.push(Jwk::from_signing_key(&*key_ring_key(key_ring)?));
         }
-        Ok(TokenVerifier::new(keys, &config.issuer, &config.audience, config.leeway_seconds))
+        Ok(TokenVerifier::new(
+            keys,
+            &config.issuer,
+            &config.audience,
+            config.leeway_seconds,
+        ))
     }
 
     pub fn new(keys: JwkSet, issuer: &str, audience: &str, leeway_seconds: u64) -> TokenVerifier {

@@ -121,7 +121,11 @@ impl ElementRules {
             let root = rules.new_node();
             rules.roots.insert((*name).to_owned(), root);
         }
-        let mut builder = Builder { rules, resource_types, terminology };
+        let mut builder = Builder {
+            rules,
+            resource_types,
+            terminology,
+        };
         for (name, elements) in structures {
             builder.add_structure(name, elements);
         }
@@ -147,7 +151,12 @@ impl ElementRules {
         expression: &str,
         report: &mut Report,
     ) -> Vec<NestedResource<'v>> {
-        let mut walk = Walk { rules: self, report, nested: Vec::new(), expression: expression.to_owned() };
+        let mut walk = Walk {
+            rules: self,
+            report,
+            nested: Vec::new(),
+            expression: expression.to_owned(),
+        };
         if let Some(&root) = self.roots.get(type_name) {
             walk.object(root, resource);
         }
@@ -163,13 +172,22 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn add_structure(&mut self, name: &str, elements: &[ElementDef]) {
-        let (Some(&root), Some((first, rest))) = (self.rules.roots.get(name), elements.split_first()) else { return };
+        let (Some(&root), Some((first, rest))) =
+            (self.rules.roots.get(name), elements.split_first())
+        else {
+            return;
+        };
         // Elements with children (backbone elements) get a node of their own.
-        let parents: HashSet<&str> =
-            elements.iter().filter_map(|element| element.path.rsplit_once('.')).map(|(parent, _)| parent).collect();
+        let parents: HashSet<&str> = elements
+            .iter()
+            .filter_map(|element| element.path.rsplit_once('.'))
+            .map(|(parent, _)| parent)
+            .collect();
         let mut path_nodes: HashMap<&str, NodeId> = HashMap::from([(first.path.as_str(), root)]);
         for element in rest {
-            if parents.contains(element.path.as_str()) && !path_nodes.contains_key(element.path.as_str()) {
+            if parents.contains(element.path.as_str())
+                && !path_nodes.contains_key(element.path.as_str())
+            {
                 let node = self.rules.new_node();
                 path_nodes.insert(element.path.as_str(), node);
             }
@@ -184,8 +202,12 @@ impl Builder<'_> {
 
     /// Adds the JSON properties of one element to its parent's node.
     fn add_element(&mut self, element: &ElementDef, path_nodes: &HashMap<&str, NodeId>) {
-        let Some((parent, label)) = element.path.rsplit_once('.') else { return };
-        let Some(&parent_node) = path_nodes.get(parent) else { return };
+        let Some((parent, label)) = element.path.rsplit_once('.') else {
+            return;
+        };
+        let Some(&parent_node) = path_nodes.get(parent) else {
+            return;
+        };
         let name = label.strip_suffix("[x]").unwrap_or(label);
         let variants = self.variants(element, name, path_nodes);
 
@@ -204,7 +226,10 @@ impl Builder<'_> {
                 // `_status` carries the id and extensions of primitive `status`.
                 let extension_key = format!("_{key}");
                 keys.push(extension_key.clone().into_boxed_str());
-                let prop = Prop { ty: Ty::Complex(element_node, Complex::Other), binding: None };
+                let prop = Prop {
+                    ty: Ty::Complex(element_node, Complex::Other),
+                    binding: None,
+                };
                 self.insert(parent_node, extension_key, prop);
             }
             keys.push(key.clone().into_boxed_str());
@@ -212,36 +237,64 @@ impl Builder<'_> {
             self.insert(parent_node, key, Prop { ty, binding });
         }
         if element.min >= 1 && !keys.is_empty() {
-            let required = RequiredElement { name: name.into(), label: label.into(), keys };
+            let required = RequiredElement {
+                name: name.into(),
+                label: label.into(),
+                keys,
+            };
             self.rules.nodes[parent_node].required.push(required);
         }
     }
 
     /// The JSON properties an element may appear as, with their types: one for most elements,
     /// one per type for a choice (`value[x]` → `valueQuantity`, `valueString`, …).
-    fn variants(&self, element: &ElementDef, name: &str, path_nodes: &HashMap<&str, NodeId>) -> Vec<(String, Ty)> {
+    fn variants(
+        &self,
+        element: &ElementDef,
+        name: &str,
+        path_nodes: &HashMap<&str, NodeId>,
+    ) -> Vec<(String, Ty)> {
         if let Some(&own) = path_nodes.get(element.path.as_str()) {
             return vec![(name.to_owned(), Ty::Complex(own, Complex::Other))];
         }
         if let Some(reference) = &element.content_reference {
             let target = path_nodes.get(reference.trim_start_matches('#'));
-            let ty = target.map_or(Ty::Primitive(Primitive::Other), |&node| Ty::Complex(node, Complex::Other));
+            let ty = target.map_or(Ty::Primitive(Primitive::Other), |&node| {
+                Ty::Complex(node, Complex::Other)
+            });
             return vec![(name.to_owned(), ty)];
         }
         let choice = element.path.ends_with("[x]");
-        let key = |code: &str| if choice { format!("{name}{}", upper_first(code)) } else { name.to_owned() };
-        element.types.iter().map(|ty| (key(&ty.code), self.ty_of(&ty.code))).collect()
+        let key = |code: &str| {
+            if choice {
+                format!("{name}{}", upper_first(code))
+            } else {
+                name.to_owned()
+            }
+        };
+        element
+            .types
+            .iter()
+            .map(|ty| (key(&ty.code), self.ty_of(&ty.code)))
+            .collect()
     }
 
     fn bind(&mut self, url: &str) -> Option<Arc<ValueSetCodes>> {
         let codes = self.terminology.expand(url);
-        let seen = if codes.is_some() { &mut self.rules.bound } else { &mut self.rules.unexpandable };
+        let seen = if codes.is_some() {
+            &mut self.rules.bound
+        } else {
+            &mut self.rules.unexpandable
+        };
         seen.insert(super::spec::unversioned(url).to_owned());
         codes
     }
 
     fn insert(&mut self, node: NodeId, key: String, prop: Prop) {
-        self.rules.nodes[node].props.entry(key.into_boxed_str()).or_insert(prop);
+        self.rules.nodes[node]
+            .props
+            .entry(key.into_boxed_str())
+            .or_insert(prop);
     }
 
     fn ty_of(&self, code: &str) -> Ty {
@@ -251,8 +304,12 @@ impl Builder<'_> {
             "positiveInt" => Ty::Primitive(Primitive::PositiveInt),
             "unsignedInt" => Ty::Primitive(Primitive::UnsignedInt),
             // FHIRPath system types are the values inside primitives (`Patient.id`, `Extension.url`).
-            _ if code.starts_with("http://hl7.org/fhirpath/System.") => Ty::Primitive(Primitive::Other),
-            _ if code.starts_with(|c: char| c.is_ascii_lowercase()) => Ty::Primitive(Primitive::Other),
+            _ if code.starts_with("http://hl7.org/fhirpath/System.") => {
+                Ty::Primitive(Primitive::Other)
+            }
+            _ if code.starts_with(|c: char| c.is_ascii_lowercase()) => {
+                Ty::Primitive(Primitive::Other)
+            }
             "Resource" | "DomainResource" => Ty::Resource,
             _ if self.resource_types.contains(code) => Ty::Resource,
             _ => match self.rules.roots.get(code) {
@@ -272,13 +329,20 @@ impl Builder<'_> {
 
 impl Ty {
     fn is_coded(self) -> bool {
-        matches!(self, Ty::Primitive(Primitive::Code) | Ty::Complex(_, Complex::Coding | Complex::CodeableConcept))
+        matches!(
+            self,
+            Ty::Primitive(Primitive::Code)
+                | Ty::Complex(_, Complex::Coding | Complex::CodeableConcept)
+        )
     }
 }
 
 fn upper_first(code: &str) -> String {
     let mut chars = code.chars();
-    chars.next().map(|first| first.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+    chars
+        .next()
+        .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
 }
 
 /// One pass over a resource. `expression` is the FHIRPath of the current position and grows and
@@ -298,7 +362,9 @@ impl<'v> Walk<'_, 'v> {
             if self.report.is_full() {
                 return;
             }
-            let Some(prop) = node.props.get(key.as_str()) else { continue };
+            let Some(prop) = node.props.get(key.as_str()) else {
+                continue;
+            };
             let len = self.expression.len();
             push_field(&mut self.expression, key);
             match value {
@@ -332,7 +398,11 @@ impl<'v> Walk<'_, 'v> {
                 if let Some(codes) = &prop.binding
                     && !codes.contains_code(code)
                 {
-                    self.not_in_value_set(IssueCode::Value, codes, "value is not in the required value set");
+                    self.not_in_value_set(
+                        IssueCode::Value,
+                        codes,
+                        "value is not in the required value set",
+                    );
                 }
             }
             (Ty::Complex(node, kind), Value::Object(object)) => {
@@ -346,7 +416,11 @@ impl<'v> Walk<'_, 'v> {
                 self.object(node, object);
             }
             (Ty::Resource, Value::Object(_)) => {
-                self.nested.push(NestedResource { expression: self.expression.clone(), resource: value, contained });
+                self.nested.push(NestedResource {
+                    expression: self.expression.clone(),
+                    resource: value,
+                    contained,
+                });
             }
             // Wrong JSON types are the schema's to report.
             _ => {}
@@ -355,33 +429,47 @@ impl<'v> Walk<'_, 'v> {
 
     fn integer(&mut self, kind: Primitive, number: &serde_json::Number) {
         let (low, name) = match kind {
-            Primitive::Integer => (i64::from(i32::MIN), "integer (a whole number from -2147483648 to 2147483647)"),
+            Primitive::Integer => (
+                i64::from(i32::MIN),
+                "integer (a whole number from -2147483648 to 2147483647)",
+            ),
             Primitive::PositiveInt => (1, "positiveInt (a whole number from 1 to 2147483647)"),
             Primitive::UnsignedInt => (0, "unsignedInt (a whole number from 0 to 2147483647)"),
             Primitive::Code | Primitive::Other => return,
         };
-        if !number.as_i64().is_some_and(|value| (low..=INT_MAX).contains(&value)) {
+        if !number
+            .as_i64()
+            .is_some_and(|value| (low..=INT_MAX).contains(&value))
+        {
             self.issue(IssueCode::Value, &format!("not a valid FHIR {name}"));
         }
     }
 
     /// A Coding is judged only when its system is one the value set draws from.
     fn coding(&mut self, codes: &ValueSetCodes, coding: &Map<String, Value>) {
-        if let (Some(Value::String(system)), Some(Value::String(code))) = (coding.get("system"), coding.get("code"))
+        if let (Some(Value::String(system)), Some(Value::String(code))) =
+            (coding.get("system"), coding.get("code"))
             && codes.covers(system)
             && !codes.contains(system, code)
         {
-            self.not_in_value_set(IssueCode::CodeInvalid, codes, "code is not in the required value set");
+            self.not_in_value_set(
+                IssueCode::CodeInvalid,
+                codes,
+                "code is not in the required value set",
+            );
         }
     }
 
     /// A CodeableConcept passes when one of its codings is in the value set, or when none of them
     /// uses a system the value set draws from (text-only or other terminologies cannot be judged).
     fn codeable_concept(&mut self, codes: &ValueSetCodes, concept: &Map<String, Value>) {
-        let Some(Value::Array(codings)) = concept.get("coding") else { return };
+        let Some(Value::Array(codings)) = concept.get("coding") else {
+            return;
+        };
         let mut judged = false;
         for coding in codings.iter().filter_map(Value::as_object) {
-            if let (Some(Value::String(system)), Some(Value::String(code))) = (coding.get("system"), coding.get("code"))
+            if let (Some(Value::String(system)), Some(Value::String(code))) =
+                (coding.get("system"), coding.get("code"))
                 && codes.covers(system)
             {
                 if codes.contains(system, code) {
@@ -391,17 +479,25 @@ impl<'v> Walk<'_, 'v> {
             }
         }
         if judged {
-            self.not_in_value_set(IssueCode::CodeInvalid, codes, "no coding is in the required value set");
+            self.not_in_value_set(
+                IssueCode::CodeInvalid,
+                codes,
+                "no coding is in the required value set",
+            );
         }
     }
 
     /// A `code` element outside its value set is a `value` issue; a Coding or CodeableConcept
     /// outside it is `code-invalid`.
     fn not_in_value_set(&mut self, code: IssueCode, codes: &ValueSetCodes, what: &str) {
-        self.issue(code, &format!("{what} {} (allowed: {})", codes.url, codes.listing));
+        self.issue(
+            code,
+            &format!("{what} {} (allowed: {})", codes.url, codes.listing),
+        );
     }
 
     fn issue(&mut self, code: IssueCode, text: &str) {
-        self.report.push(Issue::error(code, format!("{}: {text}", self.expression)).at(&self.expression));
+        self.report
+            .push(Issue::error(code, format!("{}: {text}", self.expression)).at(&self.expression));
     }
 }

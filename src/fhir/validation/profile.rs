@@ -129,14 +129,21 @@ struct FolderFile {
 impl Profiles {
     /// Reads every `*.json` file directly in `dir` (its `examples/` are not loaded), adds the
     /// ValueSets and CodeSystems to `terminology` and compiles the StructureDefinitions.
-    pub(super) fn load(dir: &Path, terminology: &mut Terminology, resource_types: &HashSet<String>) -> Result<Profiles, LoadError> {
+    pub(super) fn load(
+        dir: &Path,
+        terminology: &mut Terminology,
+        resource_types: &HashSet<String>,
+    ) -> Result<Profiles, LoadError> {
         let files = read_folder(dir)?;
         let mut conformance = Vec::new();
         for file in &files {
             let (resource_type, id) = identify(file)?;
             if resource_type != "StructureDefinition" {
                 let resource: SpecResource = serde_json::from_value(file.resource.clone())
-                    .map_err(|source| LoadError::Json { path: file.path.clone(), source })?;
+                    .map_err(|source| LoadError::Json {
+                        path: file.path.clone(),
+                        source,
+                    })?;
                 terminology.add(std::iter::once(resource));
             }
             conformance.push(ConformanceResource {
@@ -148,27 +155,47 @@ impl Profiles {
             });
         }
 
-        let structures: Vec<&FolderFile> = files.iter().filter(|file| file.resource["resourceType"] == "StructureDefinition").collect();
+        let structures: Vec<&FolderFile> = files
+            .iter()
+            .filter(|file| file.resource["resourceType"] == "StructureDefinition")
+            .collect();
         // Profiles may name each other as Reference targets, so every URL is known first.
         let mut profile_types = HashMap::new();
         for file in &structures {
-            if let (Some(url), Some(ty)) = (file.resource["url"].as_str(), file.resource["type"].as_str()) {
+            if let (Some(url), Some(ty)) = (
+                file.resource["url"].as_str(),
+                file.resource["type"].as_str(),
+            ) {
                 profile_types.insert(url.to_owned(), ty.to_owned());
             }
         }
         let mut by_url = HashMap::new();
         for file in structures {
-            let context = compile::Context { resource_types, profile_types: &profile_types };
-            let profile = compile::profile(&file.resource, &context, terminology)
-                .map_err(|message| LoadError::Profile { path: file.path.clone(), message })?;
+            let context = compile::Context {
+                resource_types,
+                profile_types: &profile_types,
+            };
+            let profile =
+                compile::profile(&file.resource, &context, terminology).map_err(|message| {
+                    LoadError::Profile {
+                        path: file.path.clone(),
+                        message,
+                    }
+                })?;
             if by_url.contains_key(&profile.url) {
                 let message = format!("a second StructureDefinition has the url {}", profile.url);
-                return Err(LoadError::Profile { path: file.path.clone(), message });
+                return Err(LoadError::Profile {
+                    path: file.path.clone(),
+                    message,
+                });
             }
             by_url.insert(profile.url.clone(), profile);
         }
         tracing::info!(folder = %dir.display(), profiles = by_url.len(), resources = conformance.len(), "loaded profiles");
-        Ok(Profiles { by_url, conformance })
+        Ok(Profiles {
+            by_url,
+            conformance,
+        })
     }
 
     /// The profile at `url` (a `|version` suffix is ignored).
@@ -180,7 +207,10 @@ impl Profiles {
     pub(super) fn by_type(&self) -> BTreeMap<String, Vec<String>> {
         let mut by_type: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for profile in self.by_url.values() {
-            by_type.entry(profile.resource_type.clone()).or_default().push(profile.url.clone());
+            by_type
+                .entry(profile.resource_type.clone())
+                .or_default()
+                .push(profile.url.clone());
         }
         by_type.values_mut().for_each(|urls| urls.sort());
         by_type
@@ -190,14 +220,23 @@ impl Profiles {
         &self.conformance
     }
 
-    pub(super) fn conformance_resource(&self, resource_type: &str, id: &str) -> Option<&ConformanceResource> {
-        self.conformance.iter().find(|found| found.resource_type == resource_type && found.id == id)
+    pub(super) fn conformance_resource(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Option<&ConformanceResource> {
+        self.conformance
+            .iter()
+            .find(|found| found.resource_type == resource_type && found.id == id)
     }
 }
 
 /// The `*.json` files directly in `dir`, in name order.
 fn read_folder(dir: &Path) -> Result<Vec<FolderFile>, LoadError> {
-    let io = |source| LoadError::Io { path: dir.to_path_buf(), source };
+    let io = |source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io)?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
@@ -210,22 +249,40 @@ fn read_folder(dir: &Path) -> Result<Vec<FolderFile>, LoadError> {
             let resource = super::spec::read_json::<Value>(&path)?;
             let modified = std::fs::metadata(&path)
                 .and_then(|meta| meta.modified())
-                .map_err(|source| LoadError::Io { path: path.clone(), source })?
+                .map_err(|source| LoadError::Io {
+                    path: path.clone(),
+                    source,
+                })?
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| i64::try_from(since.as_micros()).unwrap_or(i64::MAX));
-            Ok(FolderFile { path, resource, modified })
+                .map_or(0, |since| {
+                    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+                });
+            Ok(FolderFile {
+                path,
+                resource,
+                modified,
+            })
         })
         .collect()
 }
 
 /// The type and id of a folder file; only conformance resources with an id belong there.
 fn identify(file: &FolderFile) -> Result<(&str, &str), LoadError> {
-    let error = |message: &str| LoadError::Profile { path: file.path.clone(), message: message.to_owned() };
-    let resource_type = file.resource["resourceType"].as_str().ok_or_else(|| error("not a FHIR resource (no resourceType)"))?;
+    let error = |message: &str| LoadError::Profile {
+        path: file.path.clone(),
+        message: message.to_owned(),
+    };
+    let resource_type = file.resource["resourceType"]
+        .as_str()
+        .ok_or_else(|| error("not a FHIR resource (no resourceType)"))?;
     if !CONFORMANCE_TYPES.contains(&resource_type) {
-        return Err(error("the profiles folder holds StructureDefinitions, ValueSets and CodeSystems only"));
+        return Err(error(
+            "the profiles folder holds StructureDefinitions, ValueSets and CodeSystems only",
+        ));
     }
-    let id = file.resource["id"].as_str().ok_or_else(|| error("a conformance resource needs an id to be served"))?;
+    let id = file.resource["id"]
+        .as_str()
+        .ok_or_else(|| error("a conformance resource needs an id to be served"))?;
     Ok((resource_type, id))
 }
 

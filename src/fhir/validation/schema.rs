@@ -52,17 +52,27 @@ impl Schemas {
         let mut types: Vec<String> = schema
             .pointer("/discriminator/mapping")
             .and_then(Value::as_object)
-            .ok_or(LoadError::Definitions("fhir.schema.json has no discriminator mapping"))?
+            .ok_or(LoadError::Definitions(
+                "fhir.schema.json has no discriminator mapping",
+            ))?
             .keys()
             .cloned()
             .collect();
         types.sort();
-        let Some(Value::Object(mut definitions)) = schema.get_mut("definitions").map(Value::take) else {
-            return Err(LoadError::Definitions("fhir.schema.json has no definitions"));
+        let Some(Value::Object(mut definitions)) = schema.get_mut("definitions").map(Value::take)
+        else {
+            return Err(LoadError::Definitions(
+                "fhir.schema.json has no definitions",
+            ));
         };
-        if let Some(name) = types.iter().find(|name| !definitions.contains_key(name.as_str())) {
+        if let Some(name) = types
+            .iter()
+            .find(|name| !definitions.contains_key(name.as_str()))
+        {
             tracing::error!(resource_type = %name, "fhir.schema.json maps a resource type it does not define");
-            return Err(LoadError::Definitions("fhir.schema.json maps a resource type it does not define"));
+            return Err(LoadError::Definitions(
+                "fhir.schema.json maps a resource type it does not define",
+            ));
         }
         definitions.insert("ResourceList".to_owned(), json!({ "type": "object" }));
         for definition in definitions.values_mut() {
@@ -71,11 +81,18 @@ impl Schemas {
         let mut patterns = HashMap::new();
         for (name, definition) in &definitions {
             if let Some(pattern) = definition.get("pattern").and_then(Value::as_str) {
-                patterns.entry(fhir_pattern(pattern).to_owned()).or_insert_with(|| name.clone());
+                patterns
+                    .entry(fhir_pattern(pattern).to_owned())
+                    .or_insert_with(|| name.clone());
             }
         }
         let compiled = types.iter().map(|_| OnceLock::new()).collect();
-        Ok(Schemas { definitions, patterns, types, compiled })
+        Ok(Schemas {
+            definitions,
+            patterns,
+            types,
+            compiled,
+        })
     }
 
     pub fn types(&self) -> &[String] {
@@ -83,12 +100,17 @@ impl Schemas {
     }
 
     pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.types.binary_search_by(|known| known.as_str().cmp(name)).ok()
+        self.types
+            .binary_search_by(|known| known.as_str().cmp(name))
+            .ok()
     }
 
     /// The compiled validator of the type at `index`, compiling it on first use.
     pub fn validator(&self, index: usize) -> Option<&jsonschema::Validator> {
-        self.compiled.get(index)?.get_or_init(|| self.compile(&self.types[index])).as_ref()
+        self.compiled
+            .get(index)?
+            .get_or_init(|| self.compile(&self.types[index]))
+            .as_ref()
     }
 
     fn compile(&self, name: &str) -> Option<jsonschema::Validator> {
@@ -125,7 +147,9 @@ impl Schemas {
         let mut pending = vec![name.to_owned()];
         let mut out = Map::new();
         while let Some(next) = pending.pop() {
-            let Some(definition) = self.definitions.get(&next) else { continue };
+            let Some(definition) = self.definitions.get(&next) else {
+                continue;
+            };
             let simplified = simplify(definition, &mut |reference| {
                 if let Some(target) = reference.strip_prefix("#/definitions/")
                     && seen.insert(target.to_owned())
@@ -145,11 +169,15 @@ impl Schemas {
 fn simplify(schema: &Value, on_ref: &mut dyn FnMut(&str)) -> Value {
     let Value::Object(object) = schema else {
         return match schema {
-            Value::Array(items) => Value::Array(items.iter().map(|item| simplify(item, on_ref)).collect()),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|item| simplify(item, on_ref)).collect())
+            }
             other => other.clone(),
         };
     };
-    let kept = object.iter().filter(|(keyword, _)| !matches!(keyword.as_str(), "description" | "enum"));
+    let kept = object
+        .iter()
+        .filter(|(keyword, _)| !matches!(keyword.as_str(), "description" | "enum"));
     let simplified = kept.map(|(keyword, value)| {
         let value = match (keyword.as_str(), value) {
             ("$ref", Value::String(reference)) => {
@@ -158,7 +186,10 @@ fn simplify(schema: &Value, on_ref: &mut dyn FnMut(&str)) -> Value {
             }
             ("pattern", Value::String(pattern)) => Value::String(fhir_pattern(pattern).to_owned()),
             ("properties", Value::Object(properties)) => Value::Object(
-                properties.iter().map(|(name, property)| (name.clone(), simplify(property, on_ref))).collect(),
+                properties
+                    .iter()
+                    .map(|(name, property)| (name.clone(), simplify(property, on_ref)))
+                    .collect(),
             ),
             _ => simplify(value, on_ref),
         };
@@ -169,8 +200,12 @@ fn simplify(schema: &Value, on_ref: &mut dyn FnMut(&str)) -> Value {
 
 /// Adds the `_name` property (id and extensions) that the schema leaves out for `canonical`s.
 fn add_canonical_extensions(definition: &mut Value) {
-    let Some(Value::Object(properties)) = definition.get_mut("properties") else { return };
-    let canonical = |schema: &Value| schema.get("$ref").and_then(Value::as_str) == Some("#/definitions/canonical");
+    let Some(Value::Object(properties)) = definition.get_mut("properties") else {
+        return;
+    };
+    let canonical = |schema: &Value| {
+        schema.get("$ref").and_then(Value::as_str) == Some("#/definitions/canonical")
+    };
     let missing: Vec<(String, Value)> = properties
         .iter()
         .filter(|(name, _)| !properties.contains_key(&format!("_{name}")))
@@ -189,7 +224,11 @@ fn add_canonical_extensions(definition: &mut Value) {
 }
 
 fn fhir_pattern(pattern: &str) -> &str {
-    if pattern == SCHEMA_STRING_PATTERN { FHIR_STRING_PATTERN } else { pattern }
+    if pattern == SCHEMA_STRING_PATTERN {
+        FHIR_STRING_PATTERN
+    } else {
+        pattern
+    }
 }
 
 /// Sort key putting type errors first: a string where a boolean belongs also fails the boolean
@@ -207,14 +246,17 @@ impl Schemas {
     /// Issues for one schema error. `resource` is the validated instance and `base` its FHIRPath.
     pub fn issues(&self, error: &ValidationError<'_>, resource: &Value, base: &str) -> Vec<Issue> {
         let expression = expression(base, error.instance_path().as_str(), resource);
-        let issue = |code, text: String| Issue::error(code, format!("{expression}: {text}")).at(&expression);
+        let issue = |code, text: String| {
+            Issue::error(code, format!("{expression}: {text}")).at(&expression)
+        };
         match error.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => unexpected
                 .iter()
                 .map(|name| {
                     let mut element = expression.clone();
                     push_field(&mut element, name);
-                    Issue::error(IssueCode::Structure, format!("{element}: unknown element")).at(element)
+                    Issue::error(IssueCode::Structure, format!("{element}: unknown element"))
+                        .at(element)
                 })
                 .collect(),
             ValidationErrorKind::Required { property } => {
@@ -222,23 +264,38 @@ impl Schemas {
                 let name = property.as_str().unwrap_or_default();
                 push_field(&mut element, name);
                 vec![
-                    Issue::error(IssueCode::Required, format!("{element}: required element `{name}` is missing"))
-                        .at(element),
+                    Issue::error(
+                        IssueCode::Required,
+                        format!("{element}: required element `{name}` is missing"),
+                    )
+                    .at(element),
                 ]
             }
             ValidationErrorKind::Type { kind } => {
-                vec![issue(IssueCode::Structure, format!("wrong JSON type, expected {}", expected(kind)))]
+                vec![issue(
+                    IssueCode::Structure,
+                    format!("wrong JSON type, expected {}", expected(kind)),
+                )]
             }
             ValidationErrorKind::Pattern { pattern } => {
-                vec![issue(IssueCode::Value, format_rule(self.patterns.get(pattern).map(String::as_str)))]
+                vec![issue(
+                    IssueCode::Value,
+                    format_rule(self.patterns.get(pattern).map(String::as_str)),
+                )]
             }
             ValidationErrorKind::Constant { expected_value } => match expected_value.as_str() {
                 Some(expected) => vec![issue(IssueCode::Value, format!("must be `{expected}`"))],
-                None => vec![issue(IssueCode::Value, "does not have the value the specification fixes".to_owned())],
+                None => vec![issue(
+                    IssueCode::Value,
+                    "does not have the value the specification fixes".to_owned(),
+                )],
             },
             kind => vec![issue(
                 IssueCode::Structure,
-                format!("violates the `{}` rule of the FHIR JSON schema", kind.keyword()),
+                format!(
+                    "violates the `{}` rule of the FHIR JSON schema",
+                    kind.keyword()
+                ),
             )],
         }
     }
@@ -276,7 +333,9 @@ fn format_rule(primitive: Option<&str>) -> String {
         Some("string" | "markdown") => {
             "not a valid FHIR string (it must not be empty, nor hold control characters other than tab, CR and LF)"
         }
-        Some("uri" | "url" | "canonical") => "not a valid FHIR uri (it must not contain whitespace)",
+        Some("uri" | "url" | "canonical") => {
+            "not a valid FHIR uri (it must not contain whitespace)"
+        }
         Some("oid") => "not a valid FHIR oid (urn:oid: followed by a dotted number)",
         Some("uuid") => "not a valid FHIR uuid (urn:uuid: followed by a lowercase UUID)",
         Some("boolean") => "not a valid FHIR boolean (true or false)",

@@ -110,13 +110,23 @@ pub(super) struct Concept {
 
 /// Reads and parses one JSON file of the definitions folder.
 pub(super) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
-    serde_json::from_slice(&bytes).map_err(|source| LoadError::Json { path: path.to_path_buf(), source })
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| LoadError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Like [`read_json`] for a Bundle the folder may leave out (the v2/v3 code systems).
 pub(super) fn read_optional_bundle(path: PathBuf) -> Result<Option<Bundle>, LoadError> {
-    if path.exists() { read_json(&path).map(Some) } else { Ok(None) }
+    if path.exists() {
+        read_json(&path).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// Strips a `|version` suffix from a canonical URL (`…/ValueSet/x|4.0.1`).

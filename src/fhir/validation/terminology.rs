@@ -30,12 +30,16 @@ impl ValueSetCodes {
     }
 
     pub fn contains(&self, system: &str, code: &str) -> bool {
-        self.systems.iter().any(|(known, codes)| known == system && codes.contains(code))
+        self.systems
+            .iter()
+            .any(|(known, codes)| known == system && codes.contains(code))
     }
 
     /// Each code system with its codes.
     pub fn systems(&self) -> impl Iterator<Item = (&str, &HashSet<String>)> {
-        self.systems.iter().map(|(system, codes)| (system.as_str(), codes))
+        self.systems
+            .iter()
+            .map(|(system, codes)| (system.as_str(), codes))
     }
 
     /// For `code`-typed elements, whose system is implied by the binding.
@@ -110,13 +114,21 @@ impl Terminology {
             .include
             .iter()
             .map(|set| {
-                let whole = set.concept.is_empty() && set.filter.is_empty() && set.value_set.is_empty();
-                set.system.as_deref().filter(|_| whole).map(|system| unversioned(system).to_owned())
+                let whole =
+                    set.concept.is_empty() && set.filter.is_empty() && set.value_set.is_empty();
+                set.system
+                    .as_deref()
+                    .filter(|_| whole)
+                    .map(|system| unversioned(system).to_owned())
             })
             .collect()
     }
 
-    fn expand_uncached(&mut self, url: &str, visiting: &mut HashSet<String>) -> Option<Vec<(String, Vec<String>)>> {
+    fn expand_uncached(
+        &mut self,
+        url: &str,
+        visiting: &mut HashSet<String>,
+    ) -> Option<Vec<(String, Vec<String>)>> {
         if !visiting.insert(url.to_owned()) {
             return None; // an import cycle: treat as not expandable
         }
@@ -144,24 +156,40 @@ impl Terminology {
         for exclude in &compose.exclude {
             // Only explicit code lists can be subtracted without a terminology server.
             let system = exclude.system.as_deref()?;
-            if !exclude.filter.is_empty() || !exclude.value_set.is_empty() || exclude.concept.is_empty() {
+            if !exclude.filter.is_empty()
+                || !exclude.value_set.is_empty()
+                || exclude.concept.is_empty()
+            {
                 return None;
             }
             if let Some((_, codes)) = systems.iter_mut().find(|(known, _)| known == system) {
-                codes.retain(|code| !exclude.concept.iter().any(|excluded| excluded.code == *code));
+                codes.retain(|code| {
+                    !exclude
+                        .concept
+                        .iter()
+                        .any(|excluded| excluded.code == *code)
+                });
             }
         }
         Some(systems)
     }
 
-    fn concept_set(&mut self, set: &ConceptSet, visiting: &mut HashSet<String>) -> Option<Vec<(String, Vec<String>)>> {
+    fn concept_set(
+        &mut self,
+        set: &ConceptSet,
+        visiting: &mut HashSet<String>,
+    ) -> Option<Vec<(String, Vec<String>)>> {
         if !set.filter.is_empty() {
             return None;
         }
         match (&set.system, set.value_set.is_empty()) {
-            (Some(system), true) if !set.concept.is_empty() => {
-                Some(vec![(system.clone(), set.concept.iter().map(|concept| concept.code.clone()).collect())])
-            }
+            (Some(system), true) if !set.concept.is_empty() => Some(vec![(
+                system.clone(),
+                set.concept
+                    .iter()
+                    .map(|concept| concept.code.clone())
+                    .collect(),
+            )]),
             (Some(system), true) => {
                 let codes = self.code_systems.get(unversioned(system))?;
                 Some(vec![(unversioned(system).to_owned(), codes.clone())])
@@ -181,13 +209,28 @@ impl Terminology {
 
 impl ValueSetCodes {
     fn new(url: &str, systems: Vec<(String, Vec<String>)>) -> Self {
-        let all: Vec<&str> = systems.iter().flat_map(|(_, codes)| codes.iter().map(String::as_str)).collect();
-        let mut listing = all.iter().take(LISTED_CODES).copied().collect::<Vec<_>>().join(", ");
+        let all: Vec<&str> = systems
+            .iter()
+            .flat_map(|(_, codes)| codes.iter().map(String::as_str))
+            .collect();
+        let mut listing = all
+            .iter()
+            .take(LISTED_CODES)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
         if all.len() > LISTED_CODES {
             listing.push_str(&format!(" and {} more", all.len() - LISTED_CODES));
         }
-        let systems = systems.into_iter().map(|(system, codes)| (system, codes.into_iter().collect())).collect();
-        ValueSetCodes { url: url.to_owned(), systems, listing }
+        let systems = systems
+            .into_iter()
+            .map(|(system, codes)| (system, codes.into_iter().collect()))
+            .collect();
+        ValueSetCodes {
+            url: url.to_owned(),
+            systems,
+            listing,
+        }
     }
 }
 

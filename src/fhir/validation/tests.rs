@@ -21,27 +21,46 @@ pub(super) const PROFILES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles
 pub(super) fn validator() -> &'static Validator {
     static VALIDATOR: OnceLock<Validator> = OnceLock::new();
     VALIDATOR.get_or_init(|| {
-        Validator::load_with_profiles(Path::new(DEFINITIONS), Some(Path::new(PROFILES))).expect("the R4 definitions load")
+        Validator::load_with_profiles(Path::new(DEFINITIONS), Some(Path::new(PROFILES)))
+            .expect("the R4 definitions load")
     })
 }
 
 fn assert_valid(resource: Value) {
     let issues = validator().validate(&resource);
-    assert!(issues.is_empty(), "expected {} to be valid, got {issues:#?}", resource["resourceType"]);
+    assert!(
+        issues.is_empty(),
+        "expected {} to be valid, got {issues:#?}",
+        resource["resourceType"]
+    );
 }
 
 /// The single issue at `expression`, failing with all issues shown otherwise.
 fn issue_at(issues: &[Issue], expression: &str) -> Issue {
-    let found: Vec<_> = issues.iter().filter(|issue| issue.expression.as_deref() == Some(expression)).collect();
-    assert_eq!(found.len(), 1, "expected one issue at {expression}, got {issues:#?}");
+    let found: Vec<_> = issues
+        .iter()
+        .filter(|issue| issue.expression.as_deref() == Some(expression))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one issue at {expression}, got {issues:#?}"
+    );
     found[0].clone()
 }
 
 fn assert_no_echo(issues: &[Issue], sent: &str) {
     for issue in issues {
-        assert!(!issue.diagnostics.contains(sent), "diagnostics echo the value sent: {issue:?}");
         assert!(
-            !issue.expression.as_deref().unwrap_or_default().contains(sent),
+            !issue.diagnostics.contains(sent),
+            "diagnostics echo the value sent: {issue:?}"
+        );
+        assert!(
+            !issue
+                .expression
+                .as_deref()
+                .unwrap_or_default()
+                .contains(sent),
             "expression echoes the value: {issue:?}"
         );
     }
@@ -93,7 +112,9 @@ fn validator_is_shared_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Validator>();
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..4).map(|_| scope.spawn(|| validator().validate(&observation()))).collect();
+        let workers: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| validator().validate(&observation())))
+            .collect();
         for worker in workers {
             assert!(worker.join().unwrap().is_empty());
         }
@@ -117,7 +138,10 @@ fn loads_every_resource_type() {
 fn every_resource_schema_compiles() {
     let schemas = &validator().schemas;
     for (index, name) in schemas.types().iter().enumerate() {
-        assert!(schemas.validator(index).is_some(), "schema of {name} compiles");
+        assert!(
+            schemas.validator(index).is_some(),
+            "schema of {name} compiles"
+        );
     }
 }
 
@@ -182,7 +206,8 @@ fn realistic_resources_pass() {
 #[test]
 fn nested_resources_pass_with_their_own_type() {
     let mut with_contained = patient();
-    with_contained["contained"] = json!([{ "resourceType": "Organization", "id": "gp", "name": "Praxis" }]);
+    with_contained["contained"] =
+        json!([{ "resourceType": "Organization", "id": "gp", "name": "Praxis" }]);
     with_contained["managingOrganization"] = json!({ "reference": "#gp" });
     assert_valid(with_contained);
     assert_valid(json!({
@@ -204,7 +229,10 @@ fn unknown_element_is_structure() {
     let issue = issue_at(&issues, "Patient.foo");
     assert_eq!(issue.code, IssueCode::Structure);
     assert_eq!(issue.diagnostics, "Patient.foo: unknown element");
-    assert_eq!(issue_at(&issues, "Patient.name[0].nickname").code, IssueCode::Structure);
+    assert_eq!(
+        issue_at(&issues, "Patient.name[0].nickname").code,
+        IssueCode::Structure
+    );
     assert_eq!(issues.len(), 2, "{issues:#?}");
 }
 
@@ -216,8 +244,14 @@ fn wrong_json_type_is_structure_and_reported_once() {
     let issues = validator().validate(&resource);
     let issue = issue_at(&issues, "Patient.active");
     assert_eq!(issue.code, IssueCode::Structure);
-    assert_eq!(issue.diagnostics, "Patient.active: wrong JSON type, expected true or false");
-    assert_eq!(issue_at(&issues, "Patient.name[0].given[1]").code, IssueCode::Structure);
+    assert_eq!(
+        issue.diagnostics,
+        "Patient.active: wrong JSON type, expected true or false"
+    );
+    assert_eq!(
+        issue_at(&issues, "Patient.name[0].given[1]").code,
+        IssueCode::Structure
+    );
     assert_eq!(issues.len(), 2, "{issues:#?}");
     assert_no_echo(&issues, "yes");
 }
@@ -244,7 +278,10 @@ fn bad_birth_date_is_value() {
     let issues = validator().validate(&resource);
     let issue = issue_at(&issues, "Patient.birthDate");
     assert_eq!(issue.code, IssueCode::Value);
-    assert_eq!(issue.diagnostics, "Patient.birthDate: not a valid FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)");
+    assert_eq!(
+        issue.diagnostics,
+        "Patient.birthDate: not a valid FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)"
+    );
     assert_eq!(issues.len(), 1, "{issues:#?}");
     assert_no_echo(&issues, "Zorro-PHI");
 }
@@ -257,7 +294,10 @@ fn bad_id_is_value() {
         let issues = validator().validate(&resource);
         let issue = issue_at(&issues, "Patient.id");
         assert_eq!(issue.code, IssueCode::Value);
-        assert!(issue.diagnostics.contains("not a valid FHIR id"), "{issue:?}");
+        assert!(
+            issue.diagnostics.contains("not a valid FHIR id"),
+            "{issue:?}"
+        );
         assert_eq!(issues.len(), 1, "{issues:#?}");
     }
 }
@@ -270,8 +310,14 @@ fn missing_observation_status_is_required() {
     let issues = validator().validate(&resource);
     let status = issue_at(&issues, "Observation.status");
     assert_eq!(status.code, IssueCode::Required);
-    assert_eq!(status.diagnostics, "Observation.status: required element `status` is missing");
-    assert_eq!(issue_at(&issues, "Observation.code").code, IssueCode::Required);
+    assert_eq!(
+        status.diagnostics,
+        "Observation.status: required element `status` is missing"
+    );
+    assert_eq!(
+        issue_at(&issues, "Observation.code").code,
+        IssueCode::Required
+    );
     assert_eq!(issues.len(), 2, "{issues:#?}");
 
     // An extension in `_status` (e.g. data-absent-reason) stands in for the value.
@@ -288,7 +334,12 @@ fn bad_observation_status_is_value() {
     let issues = validator().validate(&resource);
     let issue = issue_at(&issues, "Observation.status");
     assert_eq!(issue.code, IssueCode::Value);
-    assert!(issue.diagnostics.contains("allowed: registered, preliminary, final"), "{issue:?}");
+    assert!(
+        issue
+            .diagnostics
+            .contains("allowed: registered, preliminary, final"),
+        "{issue:?}"
+    );
     assert_eq!(issues.len(), 1, "{issues:#?}");
 }
 
@@ -297,14 +348,28 @@ fn unknown_or_missing_resource_type() {
     let issues = validator().validate(&json!({ "resourceType": "Zorro", "id": "1" }));
     assert_eq!(issues.len(), 1);
     assert_eq!(issues[0].code, IssueCode::NotSupported);
-    assert!(issues[0].diagnostics.contains("not a FHIR R4 resource type"), "{issues:?}");
+    assert!(
+        issues[0]
+            .diagnostics
+            .contains("not a FHIR R4 resource type"),
+        "{issues:?}"
+    );
     assert_no_echo(&issues, "Zorro");
 
     let issues = validator().validate(&json!({ "id": "1" }));
     assert_eq!(issues[0].code, IssueCode::Required);
-    assert_eq!(validator().validate(&json!({ "resourceType": ["Patient"] }))[0].code, IssueCode::Structure);
-    assert_eq!(validator().validate(&json!(["Patient"]))[0].code, IssueCode::Structure);
-    assert_eq!(validator().validate(&json!({ "resourceType": "DomainResource" }))[0].code, IssueCode::NotSupported);
+    assert_eq!(
+        validator().validate(&json!({ "resourceType": ["Patient"] }))[0].code,
+        IssueCode::Structure
+    );
+    assert_eq!(
+        validator().validate(&json!(["Patient"]))[0].code,
+        IssueCode::Structure
+    );
+    assert_eq!(
+        validator().validate(&json!({ "resourceType": "DomainResource" }))[0].code,
+        IssueCode::NotSupported
+    );
 }
 
 #[test]
@@ -318,21 +383,34 @@ fn required_codeable_concept_binding() {
         })
     };
     let system = "http://terminology.hl7.org/CodeSystem/condition-clinical";
-    let issues = validator().validate(&condition(json!([{ "system": system, "code": "Zorro-PHI" }])));
+    let issues = validator().validate(&condition(
+        json!([{ "system": system, "code": "Zorro-PHI" }]),
+    ));
     let issue = issue_at(&issues, "Condition.clinicalStatus");
     assert_eq!(issue.code, IssueCode::CodeInvalid);
-    assert!(issue.diagnostics.contains("http://hl7.org/fhir/ValueSet/condition-clinical"), "{issue:?}");
     assert!(
-        issue.diagnostics.contains("allowed: active, recurrence, relapse, inactive, remission, resolved"),
+        issue
+            .diagnostics
+            .contains("http://hl7.org/fhir/ValueSet/condition-clinical"),
+        "{issue:?}"
+    );
+    assert!(
+        issue
+            .diagnostics
+            .contains("allowed: active, recurrence, relapse, inactive, remission, resolved"),
         "{issue:?}"
     );
     assert_no_echo(&issues, "Zorro-PHI");
 
     // Nested codes of the CodeSystem hierarchy count; one good coding is enough.
     assert_valid(condition(json!([{ "system": system, "code": "relapse" }])));
-    assert_valid(condition(json!([{ "system": system, "code": "bad" }, { "system": system, "code": "resolved" }])));
+    assert_valid(condition(
+        json!([{ "system": system, "code": "bad" }, { "system": system, "code": "resolved" }]),
+    ));
     // Codings of systems the value set does not draw from cannot be judged.
-    assert_valid(condition(json!([{ "system": "http://snomed.info/sct", "code": "55561003" }])));
+    assert_valid(condition(
+        json!([{ "system": "http://snomed.info/sct", "code": "55561003" }]),
+    ));
 }
 
 #[test]
@@ -346,18 +424,32 @@ fn required_code_binding() {
     }));
     let issue = issue_at(&issues, "Coverage.status");
     assert_eq!(issue.code, IssueCode::Value);
-    assert!(issue.diagnostics.contains("allowed: active, cancelled, draft, entered-in-error"), "{issue:?}");
+    assert!(
+        issue
+            .diagnostics
+            .contains("allowed: active, cancelled, draft, entered-in-error"),
+        "{issue:?}"
+    );
     assert_no_echo(&issues, "Zorro-PHI");
 }
 
 #[test]
 fn snapshot_rules_reach_datatypes_and_nested_resources() {
     let mut resource = patient();
-    resource["extension"][0].as_object_mut().unwrap().remove("url");
+    resource["extension"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("url");
     resource["contained"] = json!([{ "resourceType": "Observation", "code": { "text": "HR" } }]);
     let issues = validator().validate(&resource);
-    assert_eq!(issue_at(&issues, "Patient.extension[0].url").code, IssueCode::Required);
-    assert_eq!(issue_at(&issues, "Patient.contained[0].status").code, IssueCode::Required);
+    assert_eq!(
+        issue_at(&issues, "Patient.extension[0].url").code,
+        IssueCode::Required
+    );
+    assert_eq!(
+        issue_at(&issues, "Patient.contained[0].status").code,
+        IssueCode::Required
+    );
     assert_eq!(issues.len(), 2, "{issues:#?}");
 
     let issues = validator().validate(&json!({
@@ -365,14 +457,22 @@ fn snapshot_rules_reach_datatypes_and_nested_resources() {
         "type": "collection",
         "entry": [{ "resource": { "resourceType": "Patient", "gender": "x" } }, { "resource": { "resourceType": "Nope" } }]
     }));
-    assert_eq!(issue_at(&issues, "Bundle.entry[0].resource.gender").code, IssueCode::Value);
-    assert_eq!(issue_at(&issues, "Bundle.entry[1].resource").code, IssueCode::NotSupported);
+    assert_eq!(
+        issue_at(&issues, "Bundle.entry[0].resource.gender").code,
+        IssueCode::Value
+    );
+    assert_eq!(
+        issue_at(&issues, "Bundle.entry[1].resource").code,
+        IssueCode::NotSupported
+    );
 
     let mut resource = patient();
-    resource["contained"] =
-        json!([{ "resourceType": "Organization", "contained": [{ "resourceType": "Organization" }] }]);
+    resource["contained"] = json!([{ "resourceType": "Organization", "contained": [{ "resourceType": "Organization" }] }]);
     let issues = validator().validate(&resource);
-    assert_eq!(issue_at(&issues, "Patient.contained[0].contained").code, IssueCode::Invariant);
+    assert_eq!(
+        issue_at(&issues, "Patient.contained[0].contained").code,
+        IssueCode::Invariant
+    );
 }
 
 #[test]
@@ -389,30 +489,51 @@ fn strings_follow_the_spec_rule_not_the_schema_regex() {
     for expression in ["Patient.name[0].family", "Patient.address[0].city"] {
         let issue = issue_at(&issues, expression);
         assert_eq!(issue.code, IssueCode::Value);
-        assert!(issue.diagnostics.contains("not a valid FHIR string"), "{issue:?}");
+        assert!(
+            issue.diagnostics.contains("not a valid FHIR string"),
+            "{issue:?}"
+        );
     }
     assert_eq!(issues.len(), 2, "{issues:#?}");
 
     let mut resource = observation();
     resource["component"][0]["valueString"] = json!("\u{1}");
-    resource["component"][0].as_object_mut().unwrap().remove("valueSampledData");
-    let issue = issue_at(&validator().validate(&resource), "Observation.component[0].valueString");
-    assert!(issue.diagnostics.contains("not a valid FHIR string"), "{issue:?}");
+    resource["component"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("valueSampledData");
+    let issue = issue_at(
+        &validator().validate(&resource),
+        "Observation.component[0].valueString",
+    );
+    assert!(
+        issue.diagnostics.contains("not a valid FHIR string"),
+        "{issue:?}"
+    );
 }
 
 /// The spec's own definitions are FHIR resources too: they must pass (this caught the schema's
 /// missing `4.0.1` fhirVersion, its missing `_baseDefinition`, and its ASCII-only string rule).
 #[test]
 fn the_specs_own_definitions_pass() {
-    for file in ["profiles-types.json", "search-parameters.json", "valuesets.json"] {
+    for file in [
+        "profiles-types.json",
+        "search-parameters.json",
+        "valuesets.json",
+    ] {
         let bytes = std::fs::read(Path::new(DEFINITIONS).join(file)).unwrap();
         let bundle: Value = serde_json::from_slice(&bytes).unwrap();
         for entry in bundle["entry"].as_array().unwrap() {
             let issues = validator().validate(&entry["resource"]);
-            assert!(issues.is_empty(), "{file} {}: {issues:#?}", entry["fullUrl"]);
+            assert!(
+                issues.is_empty(),
+                "{file} {}: {issues:#?}",
+                entry["fullUrl"]
+            );
         }
     }
-    let bytes = std::fs::read(Path::new(DEFINITIONS).join("compartmentdefinition-patient.json")).unwrap();
+    let bytes =
+        std::fs::read(Path::new(DEFINITIONS).join("compartmentdefinition-patient.json")).unwrap();
     assert_valid(serde_json::from_slice(&bytes).unwrap());
 }
 
@@ -421,7 +542,10 @@ fn integer_ranges() {
     let mut resource = observation();
     resource["component"][0]["valueSampledData"]["dimensions"] = json!(0);
     let issues = validator().validate(&resource);
-    let issue = issue_at(&issues, "Observation.component[0].valueSampledData.dimensions");
+    let issue = issue_at(
+        &issues,
+        "Observation.component[0].valueSampledData.dimensions",
+    );
     assert_eq!(issue.code, IssueCode::Value);
     assert!(issue.diagnostics.contains("positiveInt"), "{issue:?}");
 
@@ -436,7 +560,10 @@ fn odd_property_names_are_quoted_in_expressions() {
     resource["first name"] = json!("x");
     resource["0"] = json!("x");
     let issues = validator().validate(&resource);
-    assert_eq!(issue_at(&issues, "Patient.`first name`").code, IssueCode::Structure);
+    assert_eq!(
+        issue_at(&issues, "Patient.`first name`").code,
+        IssueCode::Structure
+    );
     assert_eq!(issue_at(&issues, "Patient.`0`").code, IssueCode::Structure);
 }
 
@@ -488,7 +615,10 @@ fn timings() {
     for (name, resource) in [("Patient", patient()), ("Observation", observation())] {
         let started = Instant::now();
         assert!(fresh.validate(&resource).is_empty());
-        println!("{name}: first validation (compiles the schema): {:?}", started.elapsed());
+        println!(
+            "{name}: first validation (compiles the schema): {:?}",
+            started.elapsed()
+        );
         let rounds = 2000;
         let started = Instant::now();
         for _ in 0..rounds {
@@ -500,5 +630,9 @@ fn timings() {
     for index in 0..fresh.schemas.types().len() {
         fresh.schemas.validator(index);
     }
-    println!("compiling the other {} schemas: {:?}", fresh.schemas.types().len() - 2, started.elapsed());
+    println!(
+        "compiling the other {} schemas: {:?}",
+        fresh.schemas.types().len() - 2,
+        started.elapsed()
+    );
 }

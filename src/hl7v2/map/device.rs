@@ -39,11 +39,18 @@ impl Devices {
 
     /// The index of the device an OBX-18 names (the first repetition that maps), adding it when
     /// new; `None` when OBX-18 is empty.
-    pub fn named_in_obx18(&mut self, obx: &Segment, at: Position, context: &MapContext) -> Result<Option<usize>, Hl7Error> {
+    pub fn named_in_obx18(
+        &mut self,
+        obx: &Segment,
+        at: Position,
+        context: &MapContext,
+    ) -> Result<Option<usize>, Hl7Error> {
         for (index, repetition) in obx.repetitions(18).iter().enumerate() {
             match equipment_identifier(repetition, context) {
                 Some(Ok((system, value))) => return Ok(Some(self.index_of(system, value))),
-                Some(Err(message)) => return Err(Hl7Error::new(103, at.component(18, index, 4), message)),
+                Some(Err(message)) => {
+                    return Err(Hl7Error::new(103, at.component(18, index, 4), message));
+                }
                 None => {}
             }
         }
@@ -51,7 +58,12 @@ impl Devices {
     }
 
     /// A PRT segment naming equipment (PRT-4 `EQUIP`, identifier in PRT-10).
-    pub fn add_participation(&mut self, prt: &Segment, at: Position, context: &MapContext) -> Result<(), Hl7Error> {
+    pub fn add_participation(
+        &mut self,
+        prt: &Segment,
+        at: Position,
+        context: &MapContext,
+    ) -> Result<(), Hl7Error> {
         if prt.get(4, 0, 1, 1) != "EQUIP" {
             return Ok(());
         }
@@ -61,7 +73,9 @@ impl Devices {
                     self.index_of(system, value);
                     return Ok(());
                 }
-                Some(Err(message)) => return Err(Hl7Error::new(103, at.component(10, index, 4), message)),
+                Some(Err(message)) => {
+                    return Err(Hl7Error::new(103, at.component(10, index, 4), message));
+                }
                 None => {}
             }
         }
@@ -70,9 +84,17 @@ impl Devices {
 
     /// Record what an MDS-level containment OBX says about its device: its type (OBX-3).
     pub fn describe(&mut self, index: usize, obx: &Segment) {
-        let Some(draft) = self.drafts.get_mut(index) else { return };
-        let (code, text, system_name) = (obx.get(3, 0, 1, 1), obx.get(3, 0, 2, 1), obx.get(3, 0, 3, 1));
-        let (Some(system), false) = (CodeTable::system_uri(system_name), code.is_empty()) else { return };
+        let Some(draft) = self.drafts.get_mut(index) else {
+            return;
+        };
+        let (code, text, system_name) = (
+            obx.get(3, 0, 1, 1),
+            obx.get(3, 0, 2, 1),
+            obx.get(3, 0, 3, 1),
+        );
+        let (Some(system), false) = (CodeTable::system_uri(system_name), code.is_empty()) else {
+            return;
+        };
         let mut coding = Map::new();
         coding.insert("system".into(), json!(system));
         coding.insert("code".into(), json!(code));
@@ -85,7 +107,11 @@ impl Devices {
     }
 
     fn index_of(&mut self, system: String, value: String) -> usize {
-        if let Some(found) = self.drafts.iter().position(|d| d.system == system && d.value == value) {
+        if let Some(found) = self
+            .drafts
+            .iter()
+            .position(|d| d.system == system && d.value == value)
+        {
             return found;
         }
         let resource = json!({
@@ -93,20 +119,34 @@ impl Devices {
             "meta": {"profile": [format!("{PROFILE_BASE}/holter-device")]},
             "identifier": [{"system": system, "value": value}],
         });
-        self.drafts.push(DeviceDraft { resource, system, value });
+        self.drafts.push(DeviceDraft {
+            resource,
+            system,
+            value,
+        });
         self.drafts.len() - 1
     }
 }
 
 /// An EI (entity id ^ namespace ^ universal id ^ universal id type) as (system, value).
-fn equipment_identifier(ei: &Repetition, context: &MapContext) -> Option<Result<(String, String), String>> {
-    let (entity, namespace, universal, universal_type) = (ei.component(1), ei.component(2), ei.component(3), ei.component(4));
+fn equipment_identifier(
+    ei: &Repetition,
+    context: &MapContext,
+) -> Option<Result<(String, String), String>> {
+    let (entity, namespace, universal, universal_type) = (
+        ei.component(1),
+        ei.component(2),
+        ei.component(3),
+        ei.component(4),
+    );
     if entity.is_empty() {
         return None;
     }
     if universal_type.eq_ignore_ascii_case("EUI-64") || namespace.eq_ignore_ascii_case("EUI-64") {
         if entity.len() != 16 || !entity.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Some(Err("an EUI-64 equipment identifier must be 16 hexadecimal digits".into()));
+            return Some(Err(
+                "an EUI-64 equipment identifier must be 16 hexadecimal digits".into(),
+            ));
         }
         return Some(Ok((EUI64_SYSTEM.to_string(), entity.to_ascii_uppercase())));
     }
@@ -134,7 +174,11 @@ pub enum Level {
 /// Parse OBX-4: the level, and the channel prefix `MDS.VMD.CHANNEL` for grouping.
 pub fn containment(sub_id: &str) -> (Level, Option<String>) {
     let parts: Vec<&str> = sub_id.split('.').collect();
-    if parts.len() != 4 || !parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.len() != 4
+        || !parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return (Level::Metric, None);
     }
     let zero = |p: &str| p.bytes().all(|b| b == b'0');
@@ -158,8 +202,14 @@ mod tests {
     fn containment_levels() {
         assert_eq!(containment("1.0.0.0"), (Level::Mds, Some("1.0.0".into())));
         assert_eq!(containment("1.1.0.0"), (Level::Vmd, Some("1.1.0".into())));
-        assert_eq!(containment("1.1.2.0"), (Level::Channel, Some("1.1.2".into())));
-        assert_eq!(containment("1.1.2.3"), (Level::Metric, Some("1.1.2".into())));
+        assert_eq!(
+            containment("1.1.2.0"),
+            (Level::Channel, Some("1.1.2".into()))
+        );
+        assert_eq!(
+            containment("1.1.2.3"),
+            (Level::Metric, Some("1.1.2".into()))
+        );
         assert_eq!(containment("1"), (Level::Metric, None));
         assert_eq!(containment(""), (Level::Metric, None));
         assert_eq!(containment("1.a.0.0"), (Level::Metric, None));

@@ -90,13 +90,23 @@ impl Position<'_> {
     }
 
     pub fn component(&self, field: usize, repetition: usize, component: usize) -> String {
-        format!("{}^{}^{field}^{}^{component}", self.name, self.sequence, repetition + 1)
+        format!(
+            "{}^{}^{field}^{}^{component}",
+            self.name,
+            self.sequence,
+            repetition + 1
+        )
     }
 }
 
 /// Map an ORU^R01 whose MSH was already checked.
 pub fn map_message(message: &Message, context: &MapContext) -> Result<Mapped, Vec<Hl7Error>> {
-    let mut walker = Walker { context, groups: Vec::new(), errors: Vec::new(), counts: Default::default() };
+    let mut walker = Walker {
+        context,
+        groups: Vec::new(),
+        errors: Vec::new(),
+        counts: Default::default(),
+    };
     for segment in message.segments() {
         walker.segment(segment);
     }
@@ -131,11 +141,18 @@ impl<'a> Walker<'a> {
         let name = segment.name().to_string();
         let count = self.counts.entry(name.clone()).or_insert(0);
         *count += 1;
-        let position = Position { name: segment.name(), sequence: *count };
+        let position = Position {
+            name: segment.name(),
+            sequence: *count,
+        };
         match segment.name() {
-            "MSH" | "SFT" | "PD1" | "NK1" | "PV1" | "PV2" | "ORC" | "TQ1" | "TQ2" | "CTD" | "FT1" | "CTI" | "SPM" | "DSC" => {}
+            "MSH" | "SFT" | "PD1" | "NK1" | "PV1" | "PV2" | "ORC" | "TQ1" | "TQ2" | "CTD"
+            | "FT1" | "CTI" | "SPM" | "DSC" => {}
             "PID" => match patient::map_pid(segment, position, self.context) {
-                Ok(draft) => self.groups.push(GroupBuilder { patient: Some(draft), ..GroupBuilder::default() }),
+                Ok(draft) => self.groups.push(GroupBuilder {
+                    patient: Some(draft),
+                    ..GroupBuilder::default()
+                }),
                 Err(mut errors) => {
                     self.errors.append(&mut errors);
                     self.groups.push(GroupBuilder::default());
@@ -155,23 +172,40 @@ impl<'a> Walker<'a> {
                     self.groups.push(GroupBuilder::default());
                 }
                 let group = self.groups.last_mut().expect("a group was just ensured");
-                group.reports.push(ReportBuilder { obr, observations: Vec::new(), notes: Vec::new() });
+                group.reports.push(ReportBuilder {
+                    obr,
+                    observations: Vec::new(),
+                    notes: Vec::new(),
+                });
             }
             "OBX" => match self.groups.last_mut().and_then(|g| g.reports.last_mut()) {
-                Some(report) => report.observations.push((segment.clone(), position.sequence)),
-                None => self.errors.push(Hl7Error::new(100, position.field(1), "an OBX segment must follow an OBR segment")),
+                Some(report) => report
+                    .observations
+                    .push((segment.clone(), position.sequence)),
+                None => self.errors.push(Hl7Error::new(
+                    100,
+                    position.field(1),
+                    "an OBX segment must follow an OBR segment",
+                )),
             },
             "NTE" => {
                 if let Some(report) = self.groups.last_mut().and_then(|g| g.reports.last_mut())
                     && let Some(last) = report.observations.len().checked_sub(1)
                 {
-                    let text: Vec<&str> = segment.repetitions(3).iter().map(|r| r.component(1)).collect();
+                    let text: Vec<&str> = segment
+                        .repetitions(3)
+                        .iter()
+                        .map(|r| r.component(1))
+                        .collect();
                     report.notes.push((last, text.join("\n")));
                 }
             }
             "PRT" => {
                 if let Some(group) = self.groups.last_mut()
-                    && let Err(error) = group.devices.add_participation(segment, position, self.context)
+                    && let Err(error) =
+                        group
+                            .devices
+                            .add_participation(segment, position, self.context)
                 {
                     self.errors.push(error);
                 }
@@ -180,7 +214,10 @@ impl<'a> Walker<'a> {
             _ => self.errors.push(Hl7Error::new(
                 100,
                 position.field(0),
-                format!("segment {} is not part of an ORU^R01 message", segment.name()),
+                format!(
+                    "segment {} is not part of an ORU^R01 message",
+                    segment.name()
+                ),
             )),
         }
     }
@@ -188,13 +225,26 @@ impl<'a> Walker<'a> {
     fn finish(mut self) -> Result<Mapped, Vec<Hl7Error>> {
         let mut groups = Vec::with_capacity(self.groups.len());
         if self.groups.iter().all(|g| g.reports.is_empty()) && self.errors.is_empty() {
-            self.errors.push(Hl7Error::new(101, "OBR", "an ORU^R01 message needs at least one OBR segment"));
+            self.errors.push(Hl7Error::new(
+                101,
+                "OBR",
+                "an ORU^R01 message needs at least one OBR segment",
+            ));
         }
         for mut group in std::mem::take(&mut self.groups) {
             let mut reports = Vec::with_capacity(group.reports.len());
             for builder in group.reports {
-                match observation::map_order(&builder.obr, &builder.observations, &builder.notes, &mut group.devices, self.context) {
-                    Ok(observations) => reports.push(ReportDraft { report: report::diagnostic_report(&builder.obr), observations }),
+                match observation::map_order(
+                    &builder.obr,
+                    &builder.observations,
+                    &builder.notes,
+                    &mut group.devices,
+                    self.context,
+                ) {
+                    Ok(observations) => reports.push(ReportDraft {
+                        report: report::diagnostic_report(&builder.obr),
+                        observations,
+                    }),
                     Err(mut errors) => self.errors.append(&mut errors),
                 }
             }
@@ -211,8 +261,16 @@ impl<'a> Walker<'a> {
                     PatientSource::Device
                 }
             };
-            groups.push(PatientGroup { patient, devices: group.devices.into_drafts(), reports });
+            groups.push(PatientGroup {
+                patient,
+                devices: group.devices.into_drafts(),
+                reports,
+            });
         }
-        if self.errors.is_empty() { Ok(Mapped { groups }) } else { Err(self.errors) }
+        if self.errors.is_empty() {
+            Ok(Mapped { groups })
+        } else {
+            Err(self.errors)
+        }
     }
 }

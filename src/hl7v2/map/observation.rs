@@ -34,7 +34,10 @@ pub fn map_order(
     context: &MapContext,
 ) -> Result<Vec<ObservationDraft>, Vec<Hl7Error>> {
     let mut errors = Vec::new();
-    let at = |sequence: usize| Position { name: "OBX", sequence };
+    let at = |sequence: usize| Position {
+        name: "OBX",
+        sequence,
+    };
 
     // First pass: devices, channel parents and sample periods.
     let mut parents: HashMap<String, usize> = HashMap::new();
@@ -69,7 +72,11 @@ pub fn map_order(
                         Some(period) => {
                             sample_periods.insert(channel.unwrap_or_default(), period);
                         }
-                        None => errors.push(Hl7Error::new(102, at(*sequence).field(5), "the sample period or rate must be a positive number in s, ms or Hz")),
+                        None => errors.push(Hl7Error::new(
+                            102,
+                            at(*sequence).field(5),
+                            "the sample period or rate must be a positive number in s, ms or Hz",
+                        )),
                     }
                 }
             }
@@ -86,7 +93,11 @@ pub fn map_order(
         let channel = containment(obx.text(4)).1;
         let period = channel.as_ref().and_then(|c| sample_periods.get(c));
         let parent = channel.as_ref().and_then(|c| parents.get(c)).copied();
-        let note: Vec<&str> = notes.iter().filter(|(i, _)| *i == index).map(|(_, text)| text.as_str()).collect();
+        let note: Vec<&str> = notes
+            .iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, text)| text.as_str())
+            .collect();
         match parent {
             Some(parent) => {
                 let component = match component(obx, at(*sequence), obr, context, period) {
@@ -100,9 +111,13 @@ pub fn map_order(
                     Some(slot) => *slot,
                     None => {
                         let (parent_obx, parent_sequence) = &obxs[parent];
-                        match observation(parent_obx, at(*parent_sequence), obr, context, None, &[]) {
+                        match observation(parent_obx, at(*parent_sequence), obr, context, None, &[])
+                        {
                             Ok(resource) => {
-                                drafts.push(ObservationDraft { resource, device: device_of[parent].or(device_of[index]) });
+                                drafts.push(ObservationDraft {
+                                    resource,
+                                    device: device_of[parent].or(device_of[index]),
+                                });
                                 parent_drafts.insert(parent, drafts.len() - 1);
                                 drafts.len() - 1
                             }
@@ -121,12 +136,19 @@ pub fn map_order(
                 }
             }
             None => match observation(obx, at(*sequence), obr, context, period, &note) {
-                Ok(resource) => drafts.push(ObservationDraft { resource, device: device_of[index] }),
+                Ok(resource) => drafts.push(ObservationDraft {
+                    resource,
+                    device: device_of[index],
+                }),
                 Err(mut more) => errors.append(&mut more),
             },
         }
     }
-    if errors.is_empty() { Ok(drafts) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(drafts)
+    } else {
+        Err(errors)
+    }
 }
 
 /// `Some(Some(period in ms))` for a sample-period or sample-rate attribute OBX, `Some(None)` when
@@ -138,11 +160,16 @@ fn sample_period(obx: &Segment) -> Option<Option<Value>> {
     if !is_period && !is_rate {
         return None;
     }
-    let value: Option<f64> = decimal_text(obx.get(5, 0, 1, 1)).and_then(|t| t.parse().ok()).filter(|v: &f64| *v > 0.0);
-    let unit = [obx.get(6, 0, 1, 1), obx.get(6, 0, 2, 1)].join(" ").to_ascii_lowercase();
+    let value: Option<f64> = decimal_text(obx.get(5, 0, 1, 1))
+        .and_then(|t| t.parse().ok())
+        .filter(|v: &f64| *v > 0.0);
+    let unit = [obx.get(6, 0, 1, 1), obx.get(6, 0, 2, 1)]
+        .join(" ")
+        .to_ascii_lowercase();
     let millis = value.and_then(|v| {
         if is_rate {
-            return (unit.contains("hz") || unit.contains("mdc_dim_hz") || unit.trim().is_empty()).then(|| 1000.0 / v);
+            return (unit.contains("hz") || unit.contains("mdc_dim_hz") || unit.trim().is_empty())
+                .then(|| 1000.0 / v);
         }
         if unit.contains("milli_sec") || unit.split_whitespace().any(|u| u == "ms") {
             Some(v)
@@ -182,20 +209,34 @@ fn observation(
         Err(error) => return Err(vec![error]),
     };
     if measure.is_some() {
-        out.insert("meta".into(), json!({"profile": [format!("{PROFILE_BASE}/holter-observation")]}));
+        out.insert(
+            "meta".into(),
+            json!({"profile": [format!("{PROFILE_BASE}/holter-observation")]}),
+        );
     }
     let sub_id = obx.text(4);
     if !sub_id.is_empty() {
-        out.insert("extension".into(), json!([{"url": SUB_ID_EXTENSION, "valueString": sub_id}]));
+        out.insert(
+            "extension".into(),
+            json!([{"url": SUB_ID_EXTENSION, "valueString": sub_id}]),
+        );
     }
 
     let (status, absent) = match obx.text(11) {
         "" => {
-            errors.push(Hl7Error::new(101, at.field(11), "OBX-11 (observation result status) is required"));
+            errors.push(Hl7Error::new(
+                101,
+                at.field(11),
+                "OBX-11 (observation result status) is required",
+            ));
             ("unknown", None)
         }
         code => tables::observation_status(code).unwrap_or_else(|_| {
-            errors.push(Hl7Error::new(103, at.field(11), "OBX-11 is not a result status of HL7 table 0085 that maps to FHIR"));
+            errors.push(Hl7Error::new(
+                103,
+                at.field(11),
+                "OBX-11 is not a result status of HL7 table 0085 that maps to FHIR",
+            ));
             ("unknown", None)
         }),
     };
@@ -216,14 +257,22 @@ fn observation(
             Some((key, value)) => {
                 out.insert(key.into(), value);
             }
-            None => errors.push(Hl7Error::new(101, at.field(14), "OBX-14 (or OBR-7) is needed for the time of the observation")),
+            None => errors.push(Hl7Error::new(
+                101,
+                at.field(14),
+                "OBX-14 (or OBR-7) is needed for the time of the observation",
+            )),
         }
     } else {
         match parse_dtm(effective, context.config.facility_time_zone) {
             Ok(time) => {
                 out.insert("effectiveDateTime".into(), json!(time.text));
             }
-            Err(_) => errors.push(Hl7Error::new(102, at.field(14), "OBX-14 is not an HL7 date/time (YYYYMMDDHHMMSS[+ZZZZ])")),
+            Err(_) => errors.push(Hl7Error::new(
+                102,
+                at.field(14),
+                "OBX-14 is not an HL7 date/time (YYYYMMDDHHMMSS[+ZZZZ])",
+            )),
         }
     }
     if let Some(issued) = &obr.issued {
@@ -270,18 +319,34 @@ fn observation(
         out.insert("interpretation".into(), Value::Array(interpretations));
     }
     if !notes.is_empty() {
-        out.insert("note".into(), Value::Array(notes.iter().map(|text| json!({"text": text})).collect()));
+        out.insert(
+            "note".into(),
+            Value::Array(notes.iter().map(|text| json!({"text": text})).collect()),
+        );
     }
     let range = obx.get(7, 0, 1, 1);
     if !range.is_empty() {
         let unit = unit.unwrap_or_default();
-        out.insert("referenceRange".into(), json!([reference_range(range, &unit)]));
+        out.insert(
+            "referenceRange".into(),
+            json!([reference_range(range, &unit)]),
+        );
     }
-    if errors.is_empty() { Ok(Value::Object(out)) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(Value::Object(out))
+    } else {
+        Err(errors)
+    }
 }
 
 /// A metric OBX as a component of its channel's Observation.
-fn component(obx: &Segment, at: Position, obr: &ObrFields, context: &MapContext, period: Option<&Value>) -> Result<Value, Hl7Error> {
+fn component(
+    obx: &Segment,
+    at: Position,
+    obr: &ObrFields,
+    context: &MapContext,
+    period: Option<&Value>,
+) -> Result<Value, Hl7Error> {
     let (code, _) = observation_code(obx, at, context.codes, obr.hours())?;
     let unit = unit(obx, at, context.codes)?;
     let mut out = Map::new();
@@ -300,21 +365,40 @@ fn observation_code<'t>(
     codes: &'t CodeTable,
     analysed_hours: Option<f64>,
 ) -> Result<(Value, Option<&'t Measure>), Hl7Error> {
-    let primary = (obx.get(3, 0, 1, 1), obx.get(3, 0, 2, 1), obx.get(3, 0, 3, 1));
-    let alternate = (obx.get(3, 0, 4, 1), obx.get(3, 0, 5, 1), obx.get(3, 0, 6, 1));
+    let primary = (
+        obx.get(3, 0, 1, 1),
+        obx.get(3, 0, 2, 1),
+        obx.get(3, 0, 3, 1),
+    );
+    let alternate = (
+        obx.get(3, 0, 4, 1),
+        obx.get(3, 0, 5, 1),
+        obx.get(3, 0, 6, 1),
+    );
     if primary.0.is_empty() {
-        return Err(Hl7Error::new(101, at.field(3), "OBX-3 (observation identifier) is required"));
+        return Err(Hl7Error::new(
+            101,
+            at.field(3),
+            "OBX-3 (observation identifier) is required",
+        ));
     }
-    let measure = codes
-        .measure_cwe(&[primary, alternate])
-        .map_err(|_| Hl7Error::new(102, at.field(3), "the two codings of OBX-3 name different measures"))?;
+    let measure = codes.measure_cwe(&[primary, alternate]).map_err(|_| {
+        Hl7Error::new(
+            102,
+            at.field(3),
+            "the two codings of OBX-3 name different measures",
+        )
+    })?;
     if let Some(measure) = measure {
         let codings: Vec<Value> = measure
             .codings(analysed_hours)
             .into_iter()
             .map(|c| json!({"system": c.system, "code": c.code, "display": c.display}))
             .collect();
-        return Ok((json!({"coding": codings, "text": measure.display}), Some(measure)));
+        return Ok((
+            json!({"coding": codings, "text": measure.display}),
+            Some(measure),
+        ));
     }
     let mut codings = Vec::new();
     for (index, (code, text, system_name)) in [primary, alternate].into_iter().enumerate() {
@@ -340,13 +424,25 @@ fn observation_code<'t>(
 }
 
 /// OBX-6 as a Quantity's unit/system/code; `None` when OBX-6 is empty.
-fn unit(obx: &Segment, at: Position, codes: &CodeTable) -> Result<Option<Map<String, Value>>, Hl7Error> {
-    let (id, text, system) = (obx.get(6, 0, 1, 1), obx.get(6, 0, 2, 1), obx.get(6, 0, 3, 1));
+fn unit(
+    obx: &Segment,
+    at: Position,
+    codes: &CodeTable,
+) -> Result<Option<Map<String, Value>>, Hl7Error> {
+    let (id, text, system) = (
+        obx.get(6, 0, 1, 1),
+        obx.get(6, 0, 2, 1),
+        obx.get(6, 0, 3, 1),
+    );
     if id.is_empty() && text.is_empty() {
         return Ok(None);
     }
     let Some((code, display)) = codes.ucum_unit(id, text, system) else {
-        return Err(Hl7Error::new(103, at.field(6), "OBX-6 is a unit this server cannot map to UCUM (see docs/holter-codes.md)"));
+        return Err(Hl7Error::new(
+            103,
+            at.field(6),
+            "OBX-6 is a unit this server cannot map to UCUM (see docs/holter-codes.md)",
+        ));
     };
     let mut unit = Map::new();
     unit.insert("unit".into(), json!(display));
@@ -368,7 +464,13 @@ fn value(
         return Ok(None);
     }
     let first = &repetitions[0];
-    let bad = |what: &str| Hl7Error::new(102, at.field(5), format!("OBX-5 is not a valid {what} value for OBX-2"));
+    let bad = |what: &str| {
+        Hl7Error::new(
+            102,
+            at.field(5),
+            format!("OBX-5 is not a valid {what} value for OBX-2"),
+        )
+    };
     let quantity = |value: Value, comparator: Option<&str>| {
         let mut q = Map::new();
         q.insert("value".into(), value);
@@ -381,13 +483,30 @@ fn value(
         Value::Object(q)
     };
     let value = match obx.text(2) {
-        "NM" => ("valueQuantity", quantity(decimal(first.component(1)).ok_or_else(|| bad("NM"))?, None)),
-        "SN" => match structured(first.component(1), first.component(2), first.component(3), first.component(4)) {
-            Some(Structured::Quantity { comparator, value }) => ("valueQuantity", quantity(value, comparator)),
-            Some(Structured::Range { low, high }) => ("valueRange", json!({"low": quantity(low, None), "high": quantity(high, None)})),
-            Some(Structured::Ratio { numerator, denominator }) => {
-                ("valueRatio", json!({"numerator": quantity(numerator, None), "denominator": {"value": denominator}}))
+        "NM" => (
+            "valueQuantity",
+            quantity(decimal(first.component(1)).ok_or_else(|| bad("NM"))?, None),
+        ),
+        "SN" => match structured(
+            first.component(1),
+            first.component(2),
+            first.component(3),
+            first.component(4),
+        ) {
+            Some(Structured::Quantity { comparator, value }) => {
+                ("valueQuantity", quantity(value, comparator))
             }
+            Some(Structured::Range { low, high }) => (
+                "valueRange",
+                json!({"low": quantity(low, None), "high": quantity(high, None)}),
+            ),
+            Some(Structured::Ratio {
+                numerator,
+                denominator,
+            }) => (
+                "valueRatio",
+                json!({"numerator": quantity(numerator, None), "denominator": {"value": denominator}}),
+            ),
             None => return Err(bad("SN")),
         },
         "ST" | "TX" | "FT" => {
@@ -395,11 +514,16 @@ fn value(
             ("valueString", json!(texts.join("\n")))
         }
         "CWE" | "CE" | "CNE" => {
-            let (code, text, system_name) = (first.component(1), first.component(2), first.component(3));
+            let (code, text, system_name) =
+                (first.component(1), first.component(2), first.component(3));
             let mut coding = Map::new();
             if !system_name.is_empty() {
                 let system = CodeTable::system_uri(system_name).ok_or_else(|| {
-                    Hl7Error::new(103, at.component(5, 0, 3), "OBX-5.3 names a coding system this server does not know (HL7 table 0396)")
+                    Hl7Error::new(
+                        103,
+                        at.component(5, 0, 3),
+                        "OBX-5.3 names a coding system this server does not know (HL7 table 0396)",
+                    )
                 })?;
                 coding.insert("system".into(), json!(system));
             }
@@ -422,7 +546,8 @@ fn value(
             ("valueCodeableConcept", Value::Object(concept))
         }
         "DTM" | "TS" | "DT" => {
-            let time = parse_dtm(first.component(1), context.config.facility_time_zone).map_err(|_| bad("DTM"))?;
+            let time = parse_dtm(first.component(1), context.config.facility_time_zone)
+                .map_err(|_| bad("DTM"))?;
             ("valueDateTime", json!(time.text))
         }
         "NA" => {
@@ -433,16 +558,24 @@ fn value(
                     "a waveform (NA) needs the sample period of its channel (an MDC_ATTR_TIME_PD_SAMP or MDC_ATTR_SAMP_RATE OBX)",
                 ));
             };
-            let samples: Option<Vec<String>> = (1..=first.components().len()).map(|c| decimal_text(first.component(c))).collect();
+            let samples: Option<Vec<String>> = (1..=first.components().len())
+                .map(|c| decimal_text(first.component(c)))
+                .collect();
             let samples = samples.filter(|s| !s.is_empty()).ok_or_else(|| bad("NA"))?;
             let origin = quantity(json!(0), None);
-            ("valueSampledData", json!({"origin": origin, "period": period, "dimensions": 1, "data": samples.join(" ")}))
+            (
+                "valueSampledData",
+                json!({"origin": origin, "period": period, "dimensions": 1, "data": samples.join(" ")}),
+            )
         }
         other => {
             return Err(Hl7Error::new(
                 102,
                 at.field(2),
-                format!("OBX-2 value type {} is not supported (NM, SN, ST, TX, FT, CWE, CE, CNE, DTM, TS, DT, NA are)", short(other)),
+                format!(
+                    "OBX-2 value type {} is not supported (NM, SN, ST, TX, FT, CWE, CE, CNE, DTM, TS, DT, NA are)",
+                    short(other)
+                ),
             ));
         }
     };
@@ -451,5 +584,8 @@ fn value(
 
 /// A value type code for an error message: table 0125 codes are short and not PHI, but cap it.
 fn short(code: &str) -> String {
-    code.chars().take(3).filter(char::is_ascii_alphanumeric).collect()
+    code.chars()
+        .take(3)
+        .filter(char::is_ascii_alphanumeric)
+        .collect()
 }

@@ -17,7 +17,11 @@ pub struct PatientDraft {
     pub match_identifier: (String, String),
 }
 
-pub fn map_pid(pid: &Segment, at: Position, context: &MapContext) -> Result<PatientDraft, Vec<Hl7Error>> {
+pub fn map_pid(
+    pid: &Segment,
+    at: Position,
+    context: &MapContext,
+) -> Result<PatientDraft, Vec<Hl7Error>> {
     let mut errors = Vec::new();
     let mut patient = Map::new();
     patient.insert("resourceType".into(), json!("Patient"));
@@ -26,13 +30,19 @@ pub fn map_pid(pid: &Segment, at: Position, context: &MapContext) -> Result<Pati
     for (index, repetition) in pid.repetitions(3).iter().enumerate() {
         match identifier(repetition, context) {
             Some(Ok(identifier)) => identifiers.push(identifier),
-            Some(Err(message)) => errors.push(Hl7Error::new(103, at.component(3, index, 4), message)),
+            Some(Err(message)) => {
+                errors.push(Hl7Error::new(103, at.component(3, index, 4), message))
+            }
             None => {}
         }
     }
     let Some(first) = identifiers.first() else {
         if errors.is_empty() {
-            errors.push(Hl7Error::new(101, at.field(3), "PID-3 needs at least one patient identifier with an assigning authority"));
+            errors.push(Hl7Error::new(
+                101,
+                at.field(3),
+                "PID-3 needs at least one patient identifier with an assigning authority",
+            ));
         }
         return Err(errors);
     };
@@ -52,10 +62,19 @@ pub fn map_pid(pid: &Segment, at: Position, context: &MapContext) -> Result<Pati
         match parse_dtm(birth, context.config.facility_time_zone) {
             // birthDate is a FHIR date: keep the date part at the precision sent.
             Ok(parsed) => {
-                let date = parsed.text.split('T').next().unwrap_or_default().to_string();
+                let date = parsed
+                    .text
+                    .split('T')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
                 patient.insert("birthDate".into(), json!(date));
             }
-            Err(_) => errors.push(Hl7Error::new(102, at.field(7), "PID-7 is not a date (YYYY[MM[DD]])")),
+            Err(_) => errors.push(Hl7Error::new(
+                102,
+                at.field(7),
+                "PID-7 is not a date (YYYY[MM[DD]])",
+            )),
         }
     }
 
@@ -65,12 +84,19 @@ pub fn map_pid(pid: &Segment, at: Position, context: &MapContext) -> Result<Pati
             Ok(code) => {
                 patient.insert("gender".into(), json!(code));
             }
-            Err(_) => errors.push(Hl7Error::new(103, at.field(8), "PID-8 is not a code of HL7 table 0001 (F, M, O, U, A, N)")),
+            Err(_) => errors.push(Hl7Error::new(
+                103,
+                at.field(8),
+                "PID-8 is not a code of HL7 table 0001 (F, M, O, U, A, N)",
+            )),
         }
     }
 
     if errors.is_empty() {
-        Ok(PatientDraft { resource: Value::Object(patient), match_identifier })
+        Ok(PatientDraft {
+            resource: Value::Object(patient),
+            match_identifier,
+        })
     } else {
         Err(errors)
     }
@@ -89,7 +115,10 @@ fn identifier(cx: &Repetition, context: &MapContext) -> Option<Result<Value, Str
         .get(namespace)
         .or_else(|| systems.get(universal))
         .cloned()
-        .or_else(|| (universal_type.eq_ignore_ascii_case("ISO") && is_oid(universal)).then(|| format!("urn:oid:{universal}")));
+        .or_else(|| {
+            (universal_type.eq_ignore_ascii_case("ISO") && is_oid(universal))
+                .then(|| format!("urn:oid:{universal}"))
+        });
     let Some(system) = system else {
         return Some(Err(
             "the assigning authority of this identifier has no configured identifier system (hl7v2.identifier_systems) and no ISO OID"
@@ -110,7 +139,10 @@ fn identifier(cx: &Repetition, context: &MapContext) -> Option<Result<Value, Str
 }
 
 fn is_oid(text: &str) -> bool {
-    !text.is_empty() && text.split('.').all(|arc| !arc.is_empty() && arc.bytes().all(|b| b.is_ascii_digit()))
+    !text.is_empty()
+        && text
+            .split('.')
+            .all(|arc| !arc.is_empty() && arc.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// An XPN repetition as a HumanName (family, given and middle names, prefix, suffix, use).
@@ -120,7 +152,10 @@ fn human_name(xpn: &Repetition) -> Option<Value> {
     if !family.is_empty() {
         name.insert("family".into(), json!(family));
     }
-    let given: Vec<&str> = [xpn.component(2), xpn.component(3)].into_iter().filter(|g| !g.is_empty()).collect();
+    let given: Vec<&str> = [xpn.component(2), xpn.component(3)]
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .collect();
     if !given.is_empty() {
         name.insert("given".into(), json!(given));
     }

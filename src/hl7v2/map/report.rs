@@ -28,7 +28,11 @@ pub struct ObrFields {
 }
 
 impl ObrFields {
-    pub fn read(obr: &Segment, at: Position, context: &MapContext) -> Result<ObrFields, Vec<Hl7Error>> {
+    pub fn read(
+        obr: &Segment,
+        at: Position,
+        context: &MapContext,
+    ) -> Result<ObrFields, Vec<Hl7Error>> {
         let mut errors = Vec::new();
         let zone = context.config.facility_time_zone;
         let mut time = |field: usize, name: &str| -> Option<FhirDateTime> {
@@ -37,23 +41,41 @@ impl ObrFields {
                 return None;
             }
             parse_dtm(text, zone)
-                .map_err(|_| errors.push(Hl7Error::new(102, at.field(field), format!("{name} is not an HL7 date/time (YYYYMMDDHHMMSS[+ZZZZ])"))))
+                .map_err(|_| {
+                    errors.push(Hl7Error::new(
+                        102,
+                        at.field(field),
+                        format!("{name} is not an HL7 date/time (YYYYMMDDHHMMSS[+ZZZZ])"),
+                    ))
+                })
                 .ok()
         };
         let start = time(7, "OBR-7");
         let end = time(8, "OBR-8");
         let issued = time(22, "OBR-22").and_then(|t| t.as_instant());
         if obr.text(7).is_empty() {
-            errors.push(Hl7Error::new(101, at.field(7), "OBR-7 (observation date/time, the start of the recording) is required"));
+            errors.push(Hl7Error::new(
+                101,
+                at.field(7),
+                "OBR-7 (observation date/time, the start of the recording) is required",
+            ));
         }
 
         let status = match obr.text(25) {
             "" => {
-                errors.push(Hl7Error::new(101, at.field(25), "OBR-25 (result status) is required"));
+                errors.push(Hl7Error::new(
+                    101,
+                    at.field(25),
+                    "OBR-25 (result status) is required",
+                ));
                 "unknown"
             }
             code => tables::report_status(code).unwrap_or_else(|_| {
-                errors.push(Hl7Error::new(103, at.field(25), "OBR-25 is not a result status of HL7 table 0123"));
+                errors.push(Hl7Error::new(
+                    103,
+                    at.field(25),
+                    "OBR-25 is not a result status of HL7 table 0123",
+                ));
                 "unknown"
             }),
         };
@@ -96,7 +118,16 @@ impl ObrFields {
         }
 
         if errors.is_empty() {
-            Ok(ObrFields { code, is_holter_study, status, start, end, issued, category, identifiers })
+            Ok(ObrFields {
+                code,
+                is_holter_study,
+                status,
+                start,
+                end,
+                issued,
+                category,
+                identifiers,
+            })
         } else {
             Err(errors)
         }
@@ -141,12 +172,20 @@ fn holter_study_coding() -> Value {
 
 /// OBR-4 (universal service identifier) as a Coding, and whether it is the Holter study.
 fn service_code(obr: &Segment, at: Position) -> Result<Option<(Value, bool)>, Hl7Error> {
-    let (code, text, system_name) = (obr.get(4, 0, 1, 1), obr.get(4, 0, 2, 1), obr.get(4, 0, 3, 1));
+    let (code, text, system_name) = (
+        obr.get(4, 0, 1, 1),
+        obr.get(4, 0, 2, 1),
+        obr.get(4, 0, 3, 1),
+    );
     if code.is_empty() {
         return Ok(None);
     }
     let Some(system) = CodeTable::system_uri(system_name) else {
-        return Err(Hl7Error::new(103, at.component(4, 0, 3), "OBR-4.3 names a coding system this server does not know (HL7 table 0396)"));
+        return Err(Hl7Error::new(
+            103,
+            at.component(4, 0, 3),
+            "OBR-4.3 names a coding system this server does not know (HL7 table 0396)",
+        ));
     };
     if system == LOINC_SYSTEM && code == HOLTER_STUDY_LOINC {
         return Ok(Some((holter_study_coding(), true)));
@@ -165,7 +204,10 @@ pub fn diagnostic_report(obr: &ObrFields) -> Value {
     let mut report = Map::new();
     report.insert("resourceType".into(), json!("DiagnosticReport"));
     if obr.is_holter_study {
-        report.insert("meta".into(), json!({"profile": [format!("{PROFILE_BASE}/holter-diagnosticreport")]}));
+        report.insert(
+            "meta".into(),
+            json!({"profile": [format!("{PROFILE_BASE}/holter-diagnosticreport")]}),
+        );
     }
     if !obr.identifiers.is_empty() {
         report.insert("identifier".into(), Value::Array(obr.identifiers.clone()));

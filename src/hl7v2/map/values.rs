@@ -19,7 +19,10 @@ pub fn decimal_text(nm: &str) -> Option<String> {
         None => (digits, None),
     };
     let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if !all_digits(whole) || !fraction.is_none_or(all_digits) || (whole.is_empty() && fraction.is_none_or(str::is_empty)) {
+    if !all_digits(whole)
+        || !fraction.is_none_or(all_digits)
+        || (whole.is_empty() && fraction.is_none_or(str::is_empty))
+    {
         return None;
     }
     // FHIR's decimal forbids leading zeros except a single one before the point.
@@ -35,21 +38,34 @@ pub fn decimal_text(nm: &str) -> Option<String> {
 /// A FHIR decimal as a JSON number that keeps its text.
 pub fn decimal(nm: &str) -> Option<Value> {
     let text = decimal_text(nm)?;
-    serde_json::from_str::<Value>(&text).ok().filter(Value::is_number)
+    serde_json::from_str::<Value>(&text)
+        .ok()
+        .filter(Value::is_number)
 }
 
 /// An SN value (comparator ^ num1 ^ separator/suffix ^ num2), as the IG maps it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Structured {
     /// `[comparator]^num`: a quantity, with a FHIR comparator unless `=` or empty.
-    Quantity { comparator: Option<&'static str>, value: Value },
+    Quantity {
+        comparator: Option<&'static str>,
+        value: Value,
+    },
     /// `^low^-^high`: a range.
     Range { low: Value, high: Value },
     /// `^num^:^den` or `^num^/^den`: a ratio.
-    Ratio { numerator: Value, denominator: Value },
+    Ratio {
+        numerator: Value,
+        denominator: Value,
+    },
 }
 
-pub fn structured(comparator: &str, first: &str, separator: &str, second: &str) -> Option<Structured> {
+pub fn structured(
+    comparator: &str,
+    first: &str,
+    separator: &str,
+    second: &str,
+) -> Option<Structured> {
     let first = decimal(first)?;
     match (separator, second.is_empty()) {
         ("", true) => {
@@ -62,10 +78,19 @@ pub fn structured(comparator: &str, first: &str, separator: &str, second: &str) 
                 // `<>` (not equal) has no FHIR comparator.
                 _ => return None,
             };
-            Some(Structured::Quantity { comparator, value: first })
+            Some(Structured::Quantity {
+                comparator,
+                value: first,
+            })
         }
-        ("-", false) if comparator.is_empty() => Some(Structured::Range { low: first, high: decimal(second)? }),
-        (":" | "/", false) if comparator.is_empty() => Some(Structured::Ratio { numerator: first, denominator: decimal(second)? }),
+        ("-", false) if comparator.is_empty() => Some(Structured::Range {
+            low: first,
+            high: decimal(second)?,
+        }),
+        (":" | "/", false) if comparator.is_empty() => Some(Structured::Ratio {
+            numerator: first,
+            denominator: decimal(second)?,
+        }),
         _ => None,
     }
 }
@@ -133,11 +158,32 @@ mod tests {
 
     #[test]
     fn structured_numerics() {
-        assert_eq!(structured(">", "100", "", ""), Some(Structured::Quantity { comparator: Some(">"), value: json!(100) }));
-        assert_eq!(structured("", "100", "", ""), Some(Structured::Quantity { comparator: None, value: json!(100) }));
-        assert!(matches!(structured("", "10", "-", "20"), Some(Structured::Range { .. })));
-        assert!(matches!(structured("", "1", ":", "128"), Some(Structured::Ratio { .. })));
-        assert!(matches!(structured("", "1", "/", "2"), Some(Structured::Ratio { .. })));
+        assert_eq!(
+            structured(">", "100", "", ""),
+            Some(Structured::Quantity {
+                comparator: Some(">"),
+                value: json!(100)
+            })
+        );
+        assert_eq!(
+            structured("", "100", "", ""),
+            Some(Structured::Quantity {
+                comparator: None,
+                value: json!(100)
+            })
+        );
+        assert!(matches!(
+            structured("", "10", "-", "20"),
+            Some(Structured::Range { .. })
+        ));
+        assert!(matches!(
+            structured("", "1", ":", "128"),
+            Some(Structured::Ratio { .. })
+        ));
+        assert!(matches!(
+            structured("", "1", "/", "2"),
+            Some(Structured::Ratio { .. })
+        ));
         assert_eq!(structured("<>", "5", "", ""), None);
         assert_eq!(structured("", "x", "", ""), None);
         assert_eq!(structured("", "2", "+", ""), None);
@@ -148,8 +194,14 @@ mod tests {
         let unit = json!({"unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"});
         let unit = unit.as_object().unwrap();
         assert_eq!(reference_range("60-100", unit)["low"]["value"], json!(60));
-        assert_eq!(reference_range("60-100", unit)["high"]["code"], json!("/min"));
-        assert_eq!(reference_range("-1.5--0.5", unit)["high"]["value"].to_string(), "-0.5");
+        assert_eq!(
+            reference_range("60-100", unit)["high"]["code"],
+            json!("/min")
+        );
+        assert_eq!(
+            reference_range("-1.5--0.5", unit)["high"]["value"].to_string(),
+            "-0.5"
+        );
         assert_eq!(reference_range("<5", unit)["high"]["value"], json!(5));
         assert_eq!(reference_range(">=3", unit)["low"]["value"], json!(3));
         assert_eq!(reference_range("normal", unit), json!({"text": "normal"}));

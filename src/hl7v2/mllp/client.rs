@@ -59,7 +59,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MllpClient<S> {
     }
 
     pub fn with_max_message_bytes(stream: S, max_message_bytes: usize) -> Self {
-        MllpClient { stream, decoder: FrameDecoder::new(max_message_bytes), buf: vec![0; 8192] }
+        MllpClient {
+            stream,
+            decoder: FrameDecoder::new(max_message_bytes),
+            buf: vec![0; 8192],
+        }
     }
 
     /// Frames `payload` and sends it.
@@ -96,7 +100,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MllpClient<S> {
     pub async fn request(&mut self, payload: &[u8]) -> io::Result<Vec<u8>> {
         self.send(payload).await?;
         self.receive().await?.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::UnexpectedEof, "MLLP connection closed before the reply")
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "MLLP connection closed before the reply",
+            )
         })
     }
 

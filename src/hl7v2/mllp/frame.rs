@@ -137,7 +137,9 @@ impl FrameDecoder {
                     }
                 },
                 State::Payload => {
-                    let end = rest.iter().position(|&b| b == START_BLOCK || b == END_BLOCK);
+                    let end = rest
+                        .iter()
+                        .position(|&b| b == START_BLOCK || b == END_BLOCK);
                     let body = &rest[..end.unwrap_or(rest.len())];
                     // `frame` never exceeds the limit, so this cannot underflow.
                     let room = self.max_message_bytes - self.frame.len();
@@ -175,7 +177,10 @@ impl FrameDecoder {
                     return Some(Err(FrameError::BadTrailer));
                 }
                 State::Skipping => {
-                    match rest.iter().position(|&b| b == START_BLOCK || b == END_BLOCK) {
+                    match rest
+                        .iter()
+                        .position(|&b| b == START_BLOCK || b == END_BLOCK)
+                    {
                         Some(i) if rest[i] == START_BLOCK => {
                             // Left for `Seeking`, which starts the new frame.
                             self.discarded += i;
@@ -238,7 +243,10 @@ mod tests {
             decoder.push(chunk);
             while let Some(item) = decoder.next_frame() {
                 out.push(item.map_err(|e| (e, decoder.take_partial())));
-                assert!(decoder.buffered() <= max + chunk.len(), "decoder holds too much");
+                assert!(
+                    decoder.buffered() <= max + chunk.len(),
+                    "decoder holds too much"
+                );
             }
             discarded += decoder.discarded();
         }
@@ -291,14 +299,21 @@ mod tests {
         assert_eq!(whole, bytewise);
         assert_eq!(
             whole.0,
-            vec![Ok(b"first".to_vec()), Ok(Vec::new()), Ok(b"third\rsegment".to_vec())]
+            vec![
+                Ok(b"first".to_vec()),
+                Ok(Vec::new()),
+                Ok(b"third\rsegment".to_vec())
+            ]
         );
     }
 
     #[test]
     fn several_frames_in_one_push() {
         let (out, _) = decode(100, &frames(&[b"a", b"b", b"c"]));
-        assert_eq!(out, vec![Ok(b"a".to_vec()), Ok(b"b".to_vec()), Ok(b"c".to_vec())]);
+        assert_eq!(
+            out,
+            vec![Ok(b"a".to_vec()), Ok(b"b".to_vec()), Ok(b"c".to_vec())]
+        );
     }
 
     #[test]
@@ -334,7 +349,13 @@ mod tests {
         let mut stream = b"\x0babc\x1cX junk".to_vec();
         stream.extend(encode_frame(b"def"));
         let (out, discarded) = decode(100, &stream);
-        assert_eq!(out, vec![Err((FrameError::BadTrailer, b"abc".to_vec())), Ok(b"def".to_vec())]);
+        assert_eq!(
+            out,
+            vec![
+                Err((FrameError::BadTrailer, b"abc".to_vec())),
+                Ok(b"def".to_vec())
+            ]
+        );
         assert_eq!(discarded, 6, "`X junk` is dropped");
     }
 
@@ -343,14 +364,26 @@ mod tests {
         let mut stream = b"\x0babc\x1c".to_vec();
         stream.extend(encode_frame(b"def"));
         let (out, discarded) = decode(100, &stream);
-        assert_eq!(out, vec![Err((FrameError::BadTrailer, b"abc".to_vec())), Ok(b"def".to_vec())]);
+        assert_eq!(
+            out,
+            vec![
+                Err((FrameError::BadTrailer, b"abc".to_vec())),
+                Ok(b"def".to_vec())
+            ]
+        );
         assert_eq!(discarded, 0);
     }
 
     #[test]
     fn interrupted_frame_is_reported_and_the_new_one_starts() {
         let (out, discarded) = decode(100, b"\x0babc\x0bdef\x1c\x0d");
-        assert_eq!(out, vec![Err((FrameError::Interrupted, b"abc".to_vec())), Ok(b"def".to_vec())]);
+        assert_eq!(
+            out,
+            vec![
+                Err((FrameError::Interrupted, b"abc".to_vec())),
+                Ok(b"def".to_vec())
+            ]
+        );
         assert_eq!(discarded, 0);
     }
 
@@ -360,11 +393,17 @@ mod tests {
         stream.extend([b'x'; 25]);
         stream.extend([EB, CR]);
         stream.extend(encode_frame(b"next"));
-        let expected =
-            vec![Err((FrameError::TooLarge { limit: 10 }, vec![b'x'; 10])), Ok(b"next".to_vec())];
+        let expected = vec![
+            Err((FrameError::TooLarge { limit: 10 }, vec![b'x'; 10])),
+            Ok(b"next".to_vec()),
+        ];
         let (out, discarded) = decode(10, &stream);
         assert_eq!(out, expected);
-        assert_eq!(discarded, 15 + 2, "the rest of the payload, its end block and CR");
+        assert_eq!(
+            discarded,
+            15 + 2,
+            "the rest of the payload, its end block and CR"
+        );
         assert_eq!(decode_chunks(10, stream.chunks(1)).0, expected);
     }
 
@@ -372,7 +411,10 @@ mod tests {
     fn too_large_is_reported_before_the_end_block_arrives() {
         let mut decoder = FrameDecoder::new(4);
         decoder.push(b"\x0b12345");
-        assert_eq!(decoder.next_frame(), Some(Err(FrameError::TooLarge { limit: 4 })));
+        assert_eq!(
+            decoder.next_frame(),
+            Some(Err(FrameError::TooLarge { limit: 4 }))
+        );
         assert_eq!(decoder.take_partial(), b"1234");
         assert_eq!(decoder.take_partial(), b"", "taken once");
         // Skipping stores nothing, however much arrives.
@@ -386,7 +428,10 @@ mod tests {
         let (out, _) = decode(3, b"\x0babcdef\x0bok\x1c\x0d");
         assert_eq!(
             out,
-            vec![Err((FrameError::TooLarge { limit: 3 }, b"abc".to_vec())), Ok(b"ok".to_vec())]
+            vec![
+                Err((FrameError::TooLarge { limit: 3 }, b"abc".to_vec())),
+                Ok(b"ok".to_vec())
+            ]
         );
     }
 
@@ -395,7 +440,10 @@ mod tests {
         let (out, _) = decode(5, &frames(&[b"12345"]));
         assert_eq!(out, vec![Ok(b"12345".to_vec())]);
         let (out, _) = decode(5, &frames(&[b"123456"]));
-        assert_eq!(out, vec![Err((FrameError::TooLarge { limit: 5 }, b"12345".to_vec()))]);
+        assert_eq!(
+            out,
+            vec![Err((FrameError::TooLarge { limit: 5 }, b"12345".to_vec()))]
+        );
     }
 
     #[test]

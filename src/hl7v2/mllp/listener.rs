@@ -29,7 +29,6 @@ const READ_CHUNK: usize = 16 * 1024;
 /// and close its side.
 const LINGER: Duration = Duration::from_secs(2);
 
-
 /// Accepts connections on an already bound `listener` until `shutdown` resolves, then stops
 /// accepting, lets messages in flight finish and their replies be written, and returns.
 /// `acceptor` is the step before serving: [`Acceptor::plain`], or a TLS handshake whose
@@ -118,7 +117,10 @@ pub async fn serve(
 
     drop(listener);
     stop.send_replace(true);
-    info!(open_connections = connections.len(), "MLLP listener stopped accepting; draining");
+    info!(
+        open_connections = connections.len(),
+        "MLLP listener stopped accepting; draining"
+    );
     while let Some(joined) = connections.join_next().await {
         log_task_failure(joined);
     }
@@ -341,7 +343,10 @@ where
         stream.flush().await
     };
     timeout(limit, write).await.unwrap_or_else(|_| {
-        Err(io::Error::new(io::ErrorKind::TimedOut, "MLLP peer did not read the reply in time"))
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "MLLP peer did not read the reply in time",
+        ))
     })
 }
 
@@ -463,10 +468,21 @@ mod tests {
             let handler = TestHandler::default();
             let counts = Arc::clone(&handler.counts);
             let (shutdown, stop) = oneshot::channel::<()>();
-            let served = tokio::spawn(serve(listener, Acceptor::plain(), limits, Arc::new(handler), async {
-                let _ = stop.await;
-            }));
-            TestServer { addr, counts, shutdown: Some(shutdown), served }
+            let served = tokio::spawn(serve(
+                listener,
+                Acceptor::plain(),
+                limits,
+                Arc::new(handler),
+                async {
+                    let _ = stop.await;
+                },
+            ));
+            TestServer {
+                addr,
+                counts,
+                shutdown: Some(shutdown),
+                served,
+            }
         }
 
         async fn client(&self) -> MllpClient {
@@ -488,7 +504,10 @@ mod tests {
     }
 
     fn limits() -> MllpLimits {
-        MllpLimits { idle_timeout: Duration::from_secs(5), ..MllpLimits::default() }
+        MllpLimits {
+            idle_timeout: Duration::from_secs(5),
+            ..MllpLimits::default()
+        }
     }
 
     async fn within<T>(test: impl Future<Output = T>) -> T {
@@ -535,7 +554,14 @@ mod tests {
             let mut client = server.client().await;
             send_all(
                 &mut client,
-                &["sleep:400:1", "sleep:300:2", "sleep:200:3", "sleep:0:4", "5", "twice:6"],
+                &[
+                    "sleep:400:1",
+                    "sleep:300:2",
+                    "sleep:200:3",
+                    "sleep:0:4",
+                    "5",
+                    "twice:6",
+                ],
             )
             .await;
             for expected in ["ok:1", "ok:2", "ok:3", "ok:4", "ok:5", "ok:6", "ok:6"] {
@@ -550,14 +576,25 @@ mod tests {
     #[tokio::test]
     async fn read_ahead_stops_at_max_in_flight() {
         within(async {
-            let server = TestServer::start(MllpLimits { max_in_flight: 2, ..limits() }).await;
+            let server = TestServer::start(MllpLimits {
+                max_in_flight: 2,
+                ..limits()
+            })
+            .await;
             let mut client = server.client().await;
             let messages: Vec<String> = (0..8).map(|i| format!("sleep:30:{i}")).collect();
-            send_all(&mut client, &messages.iter().map(String::as_str).collect::<Vec<_>>()).await;
+            send_all(
+                &mut client,
+                &messages.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+            .await;
             for i in 0..8 {
                 assert_eq!(receive_text(&mut client).await, Some(format!("ok:{i}")));
             }
-            assert!(server.most_running() <= 2, "more than max_in_flight handlers ran at once");
+            assert!(
+                server.most_running() <= 2,
+                "more than max_in_flight handlers ran at once"
+            );
         })
         .await
     }
@@ -589,8 +626,15 @@ mod tests {
             let server = TestServer::start(limits()).await;
             let mut client = server.client().await;
             send_all(&mut client, &["before", "close", "after"]).await;
-            assert_eq!(receive_text(&mut client).await.as_deref(), Some("ok:before"));
-            assert_eq!(receive_text(&mut client).await, None, "closed without answering");
+            assert_eq!(
+                receive_text(&mut client).await.as_deref(),
+                Some("ok:before")
+            );
+            assert_eq!(
+                receive_text(&mut client).await,
+                None,
+                "closed without answering"
+            );
             // The listener goes on.
             let mut other = server.client().await;
             assert_eq!(other.request(b"x").await.unwrap(), b"ok:x");
@@ -607,7 +651,10 @@ mod tests {
 
             let mut client = server.client().await;
             send_all(&mut client, &["before", "panic", "after"]).await;
-            assert_eq!(receive_text(&mut client).await.as_deref(), Some("ok:before"));
+            assert_eq!(
+                receive_text(&mut client).await.as_deref(),
+                Some("ok:before")
+            );
             assert!(matches!(client.receive().await, Ok(None) | Err(_)));
 
             assert_eq!(bystander.request(b"second").await.unwrap(), b"ok:second");
@@ -654,11 +701,18 @@ mod tests {
     #[tokio::test]
     async fn oversized_frame_is_rejected_then_the_connection_closes() {
         within(async {
-            let server = TestServer::start(MllpLimits { max_message_bytes: 64, ..limits() }).await;
+            let server = TestServer::start(MllpLimits {
+                max_message_bytes: 64,
+                ..limits()
+            })
+            .await;
             let mut client = server.client().await;
             send_all(&mut client, &["small", &"x".repeat(100), "after"]).await;
             assert_eq!(receive_text(&mut client).await.as_deref(), Some("ok:small"));
-            assert_eq!(receive_text(&mut client).await.as_deref(), Some("reject:TooLarge(64):64"));
+            assert_eq!(
+                receive_text(&mut client).await.as_deref(),
+                Some("reject:TooLarge(64):64")
+            );
             assert_eq!(receive_text(&mut client).await, None);
         })
         .await
@@ -667,13 +721,20 @@ mod tests {
     #[tokio::test]
     async fn oversized_frame_is_rejected_without_waiting_for_its_end() {
         within(async {
-            let server = TestServer::start(MllpLimits { max_message_bytes: 64, ..limits() }).await;
+            let server = TestServer::start(MllpLimits {
+                max_message_bytes: 64,
+                ..limits()
+            })
+            .await;
             let mut client = server.client().await;
             // A start block and more than the limit, with no end in sight.
             let mut bytes = vec![0x0B];
             bytes.extend([b'x'; 200]);
             client.get_mut().write_all(&bytes).await.unwrap();
-            assert_eq!(receive_text(&mut client).await.as_deref(), Some("reject:TooLarge(64):64"));
+            assert_eq!(
+                receive_text(&mut client).await.as_deref(),
+                Some("reject:TooLarge(64):64")
+            );
             assert_eq!(receive_text(&mut client).await, None);
         })
         .await
@@ -682,7 +743,10 @@ mod tests {
     #[tokio::test]
     async fn idle_connection_is_closed() {
         within(async {
-            let idle = MllpLimits { idle_timeout: Duration::from_millis(200), ..limits() };
+            let idle = MllpLimits {
+                idle_timeout: Duration::from_millis(200),
+                ..limits()
+            };
             let server = TestServer::start(idle).await;
             let mut client = server.client().await;
             assert_eq!(client.request(b"a").await.unwrap(), b"ok:a");
@@ -694,7 +758,10 @@ mod tests {
     #[tokio::test]
     async fn idle_timeout_does_not_cut_off_a_slow_handler() {
         within(async {
-            let idle = MllpLimits { idle_timeout: Duration::from_millis(200), ..limits() };
+            let idle = MllpLimits {
+                idle_timeout: Duration::from_millis(200),
+                ..limits()
+            };
             let server = TestServer::start(idle).await;
             let mut client = server.client().await;
             assert_eq!(client.request(b"sleep:600:slow").await.unwrap(), b"ok:slow");
@@ -705,10 +772,17 @@ mod tests {
     #[tokio::test]
     async fn idle_timeout_closes_a_connection_stuck_mid_frame() {
         within(async {
-            let idle = MllpLimits { idle_timeout: Duration::from_millis(200), ..limits() };
+            let idle = MllpLimits {
+                idle_timeout: Duration::from_millis(200),
+                ..limits()
+            };
             let server = TestServer::start(idle).await;
             let mut client = server.client().await;
-            client.get_mut().write_all(b"\x0bMSH|never ends").await.unwrap();
+            client
+                .get_mut()
+                .write_all(b"\x0bMSH|never ends")
+                .await
+                .unwrap();
             assert_eq!(receive_text(&mut client).await, None);
             assert_eq!(server.started(), 0);
         })
@@ -718,12 +792,19 @@ mod tests {
     #[tokio::test]
     async fn connections_over_the_limit_are_closed_until_a_slot_frees() {
         within(async {
-            let server = TestServer::start(MllpLimits { max_connections: 1, ..limits() }).await;
+            let server = TestServer::start(MllpLimits {
+                max_connections: 1,
+                ..limits()
+            })
+            .await;
             let mut first = server.client().await;
             assert_eq!(first.request(b"first").await.unwrap(), b"ok:first");
 
             let mut second = server.client().await;
-            assert!(matches!(second.receive().await, Ok(None) | Err(_)), "second was served");
+            assert!(
+                matches!(second.receive().await, Ok(None) | Err(_)),
+                "second was served"
+            );
             assert_eq!(first.request(b"still").await.unwrap(), b"ok:still");
 
             drop(first);
@@ -809,7 +890,11 @@ mod tests {
                 let (ours, theirs) = tokio::io::duplex(256);
                 // Kept alive: a dropped sender means shutdown.
                 let (_stop, stopping) = watch::channel(false);
-                let limits = MllpLimits { max_message_bytes: 32, max_in_flight: 3, ..limits() };
+                let limits = MllpLimits {
+                    max_message_bytes: 32,
+                    max_in_flight: 3,
+                    ..limits()
+                };
                 let handler: Arc<dyn Handler> = Arc::new(TestHandler::default());
                 let peer = Peer::plain("192.0.2.1:2575".parse().unwrap());
                 let served = tokio::spawn(async move {
@@ -824,7 +909,10 @@ mod tests {
                 let mut replies = Vec::new();
                 let (_, read) = tokio::join!(send, from_server.read_to_end(&mut replies));
                 read.unwrap();
-                served.await.expect("the connection task must not panic").unwrap();
+                served
+                    .await
+                    .expect("the connection task must not panic")
+                    .unwrap();
 
                 // Whatever came in, what went out is well-formed frames from the handler.
                 let mut decoder = FrameDecoder::new(1024);

@@ -137,5 +137,10 @@ pub trait Handler: Send + Sync + 'static {
 
     /// A frame that broke the rules; answer (e.g. an HL7 reject) or close. `partial` holds the
     /// payload bytes received before the error, at most `max_message_bytes` of them.
-    fn malformed(&self, error: FrameError, partial: Vec<u8>, peer: &Peer) -> BoxFuture<'static, Reply>;
+    fn malformed(
+        &self,
+        error: FrameError,
+        partial: Vec<u8>,
+        peer: &Peer,
+    ) -> BoxFuture<'static, Reply>;
 }

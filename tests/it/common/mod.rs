@@ -57,10 +57,19 @@ impl TestServer {
     }
 
     /// Start with a configuration tweak (page sizes, body limits, TLS, …).
-    pub async fn start_with(backend: Backend, dir: tempfile::TempDir, database: DatabaseUrl, tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    pub async fn start_with(
+        backend: Backend,
+        dir: tempfile::TempDir,
+        database: DatabaseUrl,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mllp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind MLLP");
+        let mllp_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind MLLP");
         let mllp = mllp_listener.local_addr().expect("MLLP addr");
         let mut config = Config::for_dir(dir.path(), Some(database.clone()));
         config.listen = addr;
@@ -70,14 +79,27 @@ impl TestServer {
         let base = config.base_url.clone();
         // As `fhirvault serve` does: the files named in the configuration, read once.
         let tls = ServerTls::load(config.tls.as_ref()).expect("TLS files load");
-        let service = fhirvault::server::open_service(config, None).await.expect("service starts");
-        let issuer = TokenIssuer::from_config(&service.config.auth, &service.keys.current()).expect("token issuer");
+        let service = fhirvault::server::open_service(config, None)
+            .await
+            .expect("service starts");
+        let issuer = TokenIssuer::from_config(&service.config.auth, &service.keys.current())
+            .expect("token issuer");
         let admin = issue(&issuer, "admin", "user/*.cruds", None, None);
         let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {admin}").parse().expect("header"));
-        let client = reqwest::Client::builder().default_headers(headers).build().expect("client");
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {admin}").parse().expect("header"),
+        );
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("client");
         let (tx, rx) = oneshot::channel::<()>();
-        let listeners = fhirvault::server::Listeners { http: listener, mllp: Some(mllp_listener), tls };
+        let listeners = fhirvault::server::Listeners {
+            http: listener,
+            mllp: Some(mllp_listener),
+            tls,
+        };
         let task = tokio::spawn(async move {
             fhirvault::server::serve_listeners(listeners, service, async {
                 let _ = rx.await;
@@ -127,10 +149,18 @@ impl TestServer {
     }
 
     /// Send a request with an optional JSON body and extra headers.
-    pub async fn request(&self, method: Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Reply {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut request = self.client.request(method, self.url(path));
         if let Some(body) = body {
-            request = request.header("content-type", "application/fhir+json").body(serde_json::to_vec(body).expect("json"));
+            request = request
+                .header("content-type", "application/fhir+json")
+                .body(serde_json::to_vec(body).expect("json"));
         }
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -144,14 +174,32 @@ impl TestServer {
     }
 
     /// A token of `role` with `scope` and the context claims, signed by the server's key ring.
-    pub fn token(&self, role: &str, scope: &str, patient: Option<&str>, org: Option<&str>) -> String {
+    pub fn token(
+        &self,
+        role: &str,
+        scope: &str,
+        patient: Option<&str>,
+        org: Option<&str>,
+    ) -> String {
         issue(&self.issuer, role, scope, patient, org)
     }
 
     /// A request as the caller of `token` (instead of the default admin).
-    pub async fn request_as(&self, token: &str, method: Method, path: &str, body: Option<&Value>) -> Reply {
+    pub async fn request_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Reply {
         let authorization = format!("Bearer {token}");
-        self.request(method, path, body, &[("authorization", authorization.as_str())]).await
+        self.request(
+            method,
+            path,
+            body,
+            &[("authorization", authorization.as_str())],
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -171,8 +219,18 @@ impl TestServer {
     }
 
     /// Send raw bytes with a content type.
-    pub async fn raw(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
-        let request = self.client.request(method, self.url(path)).header("content-type", content_type).body(body);
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let request = self
+            .client
+            .request(method, self.url(path))
+            .header("content-type", content_type)
+            .body(body);
         Reply::from(request.send().await.expect("request sent")).await
     }
 
@@ -180,14 +238,27 @@ impl TestServer {
     pub async fn create(&self, resource: &Value) -> (String, Value) {
         let resource_type = resource["resourceType"].as_str().expect("resourceType");
         let reply = self.post(resource_type, resource).await;
-        assert_eq!(reply.status, StatusCode::CREATED, "create {resource_type}: {}", reply.body);
-        (reply.body["id"].as_str().expect("id").to_string(), reply.body)
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "create {resource_type}: {}",
+            reply.body
+        );
+        (
+            reply.body["id"].as_str().expect("id").to_string(),
+            reply.body,
+        )
     }
 
     /// The ids of a searchset's match entries, in order.
     pub async fn search_ids(&self, query: &str) -> Vec<String> {
         let reply = self.get(query).await;
-        assert_eq!(reply.status, StatusCode::OK, "search {query}: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "search {query}: {}",
+            reply.body
+        );
         match_ids(&reply.body)
     }
 }
@@ -238,7 +309,12 @@ impl Reply {
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -249,13 +325,21 @@ impl Reply {
     /// diagnostics contain `text`.
     pub fn assert_outcome(&self, status: StatusCode, code: &str, text: &str) {
         assert_eq!(self.status, status, "status; body: {}", self.text);
-        assert_eq!(self.body["resourceType"], "OperationOutcome", "body: {}", self.text);
+        assert_eq!(
+            self.body["resourceType"], "OperationOutcome",
+            "body: {}",
+            self.text
+        );
         let issue = &self.body["issue"][0];
         assert_eq!(issue["code"], code, "issue code; body: {}", self.text);
         let diagnostics = issue["diagnostics"].as_str().unwrap_or_default();
-        assert!(diagnostics.contains(text), "diagnostics {diagnostics:?} should contain {text:?}");
         assert!(
-            self.header("content-type").is_some_and(|c| c.starts_with("application/fhir+json")),
+            diagnostics.contains(text),
+            "diagnostics {diagnostics:?} should contain {text:?}"
+        );
+        assert!(
+            self.header("content-type")
+                .is_some_and(|c| c.starts_with("application/fhir+json")),
             "content type {:?}",
             self.header("content-type")
         );
@@ -284,7 +368,13 @@ macro_rules! both_backends {
     };
 }
 
-fn issue(issuer: &TokenIssuer, role: &str, scope: &str, patient: Option<&str>, org: Option<&str>) -> String {
+fn issue(
+    issuer: &TokenIssuer,
+    role: &str,
+    scope: &str,
+    patient: Option<&str>,
+    org: Option<&str>,
+) -> String {
     let request = IssueRequest {
         role: role.to_string(),
         scope: scope.to_string(),

@@ -8,12 +8,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use hyper::body::Bytes;
 use fhirvault::config::{HubConfig, TlsConfig};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 use rustls::SupportedProtocolVersion;
 use rustls_pki_types::ServerName;
@@ -50,32 +51,69 @@ fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key")).expect("CA certificate")
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
+        .expect("CA certificate")
 }
 
-fn issue(issuer: &CertifiedIssuer<'static, KeyPair>, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Identity {
-    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
+fn issue(
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    names: &[&str],
+    usage: ExtendedKeyUsagePurpose,
+) -> Identity {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("params");
     params.distinguished_name.push(DnType::CommonName, names[0]);
     params.extended_key_usages = vec![usage];
     let key = KeyPair::generate().expect("key");
     let certificate = params.signed_by(&key, issuer).expect("certificate");
-    Identity { cert_pem: certificate.pem(), key_pem: key.serialize_pem() }
+    Identity {
+        cert_pem: certificate.pem(),
+        key_pem: key.serialize_pem(),
+    }
 }
 
 impl TestPki {
     pub fn new() -> TestPki {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = new_ca("fhirvault test CA");
-        let server = issue(&ca, &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
+        let server = issue(
+            &ca,
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
         let hub = issue(&ca, &[HUB_SUBJECT], ExtendedKeyUsagePurpose::ClientAuth);
-        let stranger = issue(&ca, &["stranger.devices.example"], ExtendedKeyUsagePurpose::ClientAuth);
-        let impostor = issue(&new_ca("some other CA"), &[HUB_SUBJECT], ExtendedKeyUsagePurpose::ClientAuth);
+        let stranger = issue(
+            &ca,
+            &["stranger.devices.example"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let impostor = issue(
+            &new_ca("some other CA"),
+            &[HUB_SUBJECT],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
         let other_key_pem = KeyPair::generate().expect("key").serialize_pem();
-        for (file, content) in [("ca.pem", ca.pem()), ("server.pem", server.cert_pem), ("server-key.pem", server.key_pem)] {
+        for (file, content) in [
+            ("ca.pem", ca.pem()),
+            ("server.pem", server.cert_pem),
+            ("server-key.pem", server.key_pem),
+        ] {
             std::fs::write(dir.path().join(file), content).expect("write PEM");
         }
-        TestPki { dir, ca_pem: ca.pem(), hub, stranger, impostor, other_key_pem }
+        TestPki {
+            dir,
+            ca_pem: ca.pem(),
+            hub,
+            stranger,
+            impostor,
+            other_key_pem,
+        }
     }
 
     pub fn path(&self, file: &str) -> PathBuf {
@@ -84,22 +122,36 @@ impl TestPki {
 
     /// Server TLS without client certificates.
     pub fn server_config(&self) -> TlsConfig {
-        TlsConfig { cert_file: self.path("server.pem"), key_file: self.path("server-key.pem"), client_ca_file: None, hubs: Vec::new() }
+        TlsConfig {
+            cert_file: self.path("server.pem"),
+            key_file: self.path("server-key.pem"),
+            client_ca_file: None,
+            hubs: Vec::new(),
+        }
     }
 
     /// Server TLS with client certificates under our CA and the one hub.
     pub fn mutual_config(&self) -> TlsConfig {
         TlsConfig {
             client_ca_file: Some(self.path("ca.pem")),
-            hubs: vec![HubConfig { name: HUB_NAME.into(), subject: HUB_SUBJECT.into(), org: Some(HUB_ORG.into()) }],
+            hubs: vec![HubConfig {
+                name: HUB_NAME.into(),
+                subject: HUB_SUBJECT.into(),
+                org: Some(HUB_ORG.into()),
+            }],
             ..self.server_config()
         }
     }
 
     /// A rustls client configuration trusting our CA, speaking `versions`, presenting `identity`.
-    pub fn client_config(&self, identity: Option<&Identity>, versions: &[&'static SupportedProtocolVersion]) -> rustls::ClientConfig {
+    pub fn client_config(
+        &self,
+        identity: Option<&Identity>,
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> rustls::ClientConfig {
         let identity = identity.map(|i| (i.cert_pem.as_bytes(), i.key_pem.as_bytes()));
-        fhirvault::tls::client_config(self.ca_pem.as_bytes(), identity, versions).expect("client config")
+        fhirvault::tls::client_config(self.ca_pem.as_bytes(), identity, versions)
+            .expect("client config")
     }
 
     pub fn mllp_client_config(&self, identity: Option<&Identity>) -> Arc<rustls::ClientConfig> {
@@ -115,7 +167,18 @@ impl TestPki {
         identity: Option<&Identity>,
         versions: &[&'static SupportedProtocolVersion],
     ) -> io::Result<HttpsReply> {
-        self.request(addr, HttpsRequest { method: hyper::Method::GET, path, token: None, body: None }, identity, versions).await
+        self.request(
+            addr,
+            HttpsRequest {
+                method: hyper::Method::GET,
+                path,
+                token: None,
+                body: None,
+            },
+            identity,
+            versions,
+        )
+        .await
     }
 
     /// Any request over HTTPS, with an optional bearer token and body.
@@ -126,12 +189,19 @@ impl TestPki {
         identity: Option<&Identity>,
         versions: &[&'static SupportedProtocolVersion],
     ) -> io::Result<HttpsReply> {
-        let HttpsRequest { method, path, token, body } = request;
+        let HttpsRequest {
+            method,
+            path,
+            token,
+            body,
+        } = request;
         let mut config = self.client_config(identity, versions);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let tcp = TcpStream::connect(addr).await?;
         let name = ServerName::try_from("localhost").expect("server name");
-        let tls = TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
         let mut builder = hyper::Request::builder()
             .method(method)
@@ -141,21 +211,39 @@ impl TestPki {
             builder = builder.header("authorization", format!("Bearer {token}"));
         }
         let (content_type, bytes) = body.unwrap_or(("application/fhir+json", Vec::new()));
-        let request = builder.header("content-type", content_type).body(Full::new(Bytes::from(bytes))).map_err(io::Error::other)?;
+        let request = builder
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(io::Error::other)?;
         let io = TokioIo::new(tls);
         let response = if h2 {
-            let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(io::Error::other)?;
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .map_err(io::Error::other)?;
             tokio::spawn(connection);
             sender.send_request(request).await
         } else {
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(io::Error::other)?;
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(io::Error::other)?;
             tokio::spawn(connection);
             sender.send_request(request).await
         }
         .map_err(io::Error::other)?;
         let (status, version) = (response.status(), response.version());
-        let body = response.into_body().collect().await.map_err(io::Error::other)?.to_bytes().to_vec();
-        Ok(HttpsReply { status, version, body })
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(io::Error::other)?
+            .to_bytes()
+            .to_vec();
+        Ok(HttpsReply {
+            status,
+            version,
+            body,
+        })
     }
 }
 
@@ -178,6 +266,7 @@ pub struct HttpsReply {
 
 impl HttpsReply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 }

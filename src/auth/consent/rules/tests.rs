@@ -25,7 +25,17 @@ fn role(name: &str) -> Value {
 }
 
 fn summary(rows: &[ConsentRow]) -> Vec<(i64, bool, &str, &str, &str)> {
-    rows.iter().map(|r| (r.depth, r.permit, r.actor.as_str(), r.purpose.as_str(), r.class.as_str())).collect()
+    rows.iter()
+        .map(|r| {
+            (
+                r.depth,
+                r.permit,
+                r.actor.as_str(),
+                r.purpose.as_str(),
+                r.class.as_str(),
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -52,7 +62,10 @@ fn nested_provisions_inherit_their_parents_conditions() {
             (2, false, "Organization/clinic-b", "TREAT", "Observation"),
         ]
     );
-    assert!(rows.iter().all(|r| r.patient == "p1" && r.recorded == 1_767_225_600_000_000));
+    assert!(
+        rows.iter()
+            .all(|r| r.patient == "p1" && r.recorded == 1_767_225_600_000_000)
+    );
 }
 
 #[test]
@@ -113,7 +126,10 @@ fn policy_rule_gives_the_root_its_effect() {
     let mut opt_out = consent(json!(null));
     opt_out.as_object_mut().unwrap().remove("provision");
     opt_out["policyRule"] = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]});
-    assert_eq!(summary(&rows_of(&opt_out, 0, BASE).unwrap()), [(0, false, "*", "*", "*")]);
+    assert_eq!(
+        summary(&rows_of(&opt_out, 0, BASE).unwrap()),
+        [(0, false, "*", "*", "*")]
+    );
 }
 
 #[test]
@@ -135,19 +151,43 @@ fn conditions_that_cannot_be_queried_fail_safe() {
     for condition in unqueryable {
         // A deny applies without the condition: it denies more.
         let mut deny = json!({"type": "deny", "actor": [role("crm")]});
-        deny.as_object_mut().unwrap().extend(condition.as_object().unwrap().clone());
-        assert_eq!(summary(&rows_of(&consent(deny), 0, BASE).unwrap()), [(0, false, "role:crm", "*", "*")], "{condition}");
+        deny.as_object_mut()
+            .unwrap()
+            .extend(condition.as_object().unwrap().clone());
+        assert_eq!(
+            summary(&rows_of(&consent(deny), 0, BASE).unwrap()),
+            [(0, false, "role:crm", "*", "*")],
+            "{condition}"
+        );
         // A permit does not apply at all (its nested denies still do): it permits less.
         let mut permit = json!({"type": "permit", "actor": [role("crm")], "provision": [{"type": "deny", "class": [class("Claim")]}]});
-        permit.as_object_mut().unwrap().extend(condition.as_object().unwrap().clone());
-        assert_eq!(summary(&rows_of(&consent(permit), 0, BASE).unwrap()), [(1, false, "role:crm", "*", "Claim")], "{condition}");
+        permit
+            .as_object_mut()
+            .unwrap()
+            .extend(condition.as_object().unwrap().clone());
+        assert_eq!(
+            summary(&rows_of(&consent(permit), 0, BASE).unwrap()),
+            [(1, false, "role:crm", "*", "Claim")],
+            "{condition}"
+        );
     }
 }
 
 #[test]
 fn actors_that_cannot_be_matched_are_refused() {
-    for actor in [json!({"role": {"text": "x"}, "reference": {"reference": "Practitioner/x"}}), role("no-such-role")] {
-        assert!(rows_of(&consent(json!({"type": "deny", "actor": [actor.clone()]})), 0, BASE).is_err(), "{actor}");
+    for actor in [
+        json!({"role": {"text": "x"}, "reference": {"reference": "Practitioner/x"}}),
+        role("no-such-role"),
+    ] {
+        assert!(
+            rows_of(
+                &consent(json!({"type": "deny", "actor": [actor.clone()]})),
+                0,
+                BASE
+            )
+            .is_err(),
+            "{actor}"
+        );
     }
     let mut foreign = consent(json!({"type": "deny"}));
     foreign["patient"] = json!({"reference": "https://elsewhere.example/fhir/Patient/p1"});

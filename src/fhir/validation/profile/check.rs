@@ -39,7 +39,12 @@ struct Occurrence<'v> {
 
 impl Profile {
     /// Checks `resource`, an object of the profile's type whose FHIRPath is `base`.
-    pub(in crate::fhir::validation) fn check(&self, resource: &Map<String, Value>, base: &str, report: &mut Report) {
+    pub(in crate::fhir::validation) fn check(
+        &self,
+        resource: &Map<String, Value>,
+        base: &str,
+        report: &mut Report,
+    ) {
         for rule in &self.rules {
             let mut parents = vec![(resource, base.to_owned())];
             for step in &rule.parents {
@@ -68,13 +73,20 @@ impl Rule {
             if let Some(fixed) = &self.fixed
                 && found.value != fixed
             {
-                let text = format!("must be exactly {} (fixed by profile {profile})", compact(fixed));
+                let text = format!(
+                    "must be exactly {} (fixed by profile {profile})",
+                    compact(fixed)
+                );
                 report.push(issue(IssueCode::Value, &found.expression, &text));
             }
             if let Some(binding) = &self.binding
                 && !binding.accepts(found.value)
             {
-                report.push(issue(IssueCode::CodeInvalid, &found.expression, &binding.complaint(profile)));
+                report.push(issue(
+                    IssueCode::CodeInvalid,
+                    &found.expression,
+                    &binding.complaint(profile),
+                ));
             }
         }
         if let Some(pattern) = &self.pattern {
@@ -82,7 +94,13 @@ impl Rule {
         }
     }
 
-    fn check_cardinality(&self, profile: &str, parent: &Map<String, Value>, path: &str, report: &mut Report) {
+    fn check_cardinality(
+        &self,
+        profile: &str,
+        parent: &Map<String, Value>,
+        path: &str,
+        report: &mut Report,
+    ) {
         let count = count(parent, &self.last);
         let mut expression = path.to_owned();
         push_field(&mut expression, self.last.name());
@@ -112,8 +130,12 @@ impl Rule {
                     Some(ty) => ty,
                     None if self.types.is_empty() => return,
                     None => {
-                        let allowed: Vec<&str> = self.types.iter().map(|ty| ty.code.as_str()).collect();
-                        let text = format!("this type is not allowed by profile {profile} (allowed: {})", allowed.join(", "));
+                        let allowed: Vec<&str> =
+                            self.types.iter().map(|ty| ty.code.as_str()).collect();
+                        let text = format!(
+                            "this type is not allowed by profile {profile} (allowed: {})",
+                            allowed.join(", ")
+                        );
                         report.push(issue(IssueCode::Structure, &found.expression, &text));
                         return;
                     }
@@ -131,22 +153,40 @@ impl Rule {
             && let Some(target) = referenced_type(reference)
             && !ty.targets.iter().any(|allowed| allowed == target)
         {
-            let text = format!("must refer to a {} (profile {profile})", ty.targets.join(" or "));
+            let text = format!(
+                "must refer to a {} (profile {profile})",
+                ty.targets.join(" or ")
+            );
             report.push(issue(IssueCode::Value, &found.expression, &text));
         }
     }
 
-    fn check_pattern(&self, profile: &str, pattern: &Value, parent: &Map<String, Value>, path: &str, report: &mut Report) {
+    fn check_pattern(
+        &self,
+        profile: &str,
+        pattern: &Value,
+        parent: &Map<String, Value>,
+        path: &str,
+        report: &mut Report,
+    ) {
         for name in names(parent, &self.last) {
-            let Some(value) = parent.get(&name) else { continue };
+            let Some(value) = parent.get(&name) else {
+                continue;
+            };
             let (matched, what) = match value {
-                Value::Array(items) => (items.iter().any(|item| matches_pattern(pattern, item)), "no repetition matches"),
+                Value::Array(items) => (
+                    items.iter().any(|item| matches_pattern(pattern, item)),
+                    "no repetition matches",
+                ),
                 single => (matches_pattern(pattern, single), "does not match"),
             };
             if !matched {
                 let mut expression = path.to_owned();
                 push_field(&mut expression, &name);
-                let text = format!("{what} the pattern of profile {profile}: {}", compact(pattern));
+                let text = format!(
+                    "{what} the pattern of profile {profile}: {}",
+                    compact(pattern)
+                );
                 report.push(issue(IssueCode::Value, &expression, &text));
             }
         }
@@ -156,12 +196,14 @@ impl Rule {
 /// Does `value` follow `pattern` (R4 ElementDefinition.pattern[x])?
 pub(super) fn matches_pattern(pattern: &Value, value: &Value) -> bool {
     match (pattern, value) {
-        (Value::Object(pattern), Value::Object(value)) => pattern
+        (Value::Object(pattern), Value::Object(value)) => pattern.iter().all(|(key, expected)| {
+            value
+                .get(key)
+                .is_some_and(|found| matches_pattern(expected, found))
+        }),
+        (Value::Array(pattern), Value::Array(value)) => pattern
             .iter()
-            .all(|(key, expected)| value.get(key).is_some_and(|found| matches_pattern(expected, found))),
-        (Value::Array(pattern), Value::Array(value)) => {
-            pattern.iter().all(|expected| value.iter().any(|found| matches_pattern(expected, found)))
-        }
+            .all(|expected| value.iter().any(|found| matches_pattern(expected, found))),
         (pattern, value) => pattern == value,
     }
 }
@@ -174,10 +216,20 @@ impl Binding {
                 // A `code` has no system of its own to compare.
                 BoundCodes::Systems(_) => true,
             },
-            Value::Object(concept) if concept.contains_key("coding") || !(concept.contains_key("code") || concept.contains_key("system")) => concept
-                .get("coding")
-                .and_then(Value::as_array)
-                .is_some_and(|codings| codings.iter().filter_map(Value::as_object).any(|coding| self.accepts_coding(coding))),
+            Value::Object(concept)
+                if concept.contains_key("coding")
+                    || !(concept.contains_key("code") || concept.contains_key("system")) =>
+            {
+                concept
+                    .get("coding")
+                    .and_then(Value::as_array)
+                    .is_some_and(|codings| {
+                        codings
+                            .iter()
+                            .filter_map(Value::as_object)
+                            .any(|coding| self.accepts_coding(coding))
+                    })
+            }
             Value::Object(coding) => self.accepts_coding(coding),
             // Wrong JSON types are the schema's to report.
             _ => true,
@@ -186,7 +238,9 @@ impl Binding {
 
     fn accepts_coding(&self, coding: &Map<String, Value>) -> bool {
         let text = |name| coding.get(name).and_then(Value::as_str);
-        let (Some(system), Some(code)) = (text("system"), text("code")) else { return false };
+        let (Some(system), Some(code)) = (text("system"), text("code")) else {
+            return false;
+        };
         match &self.codes {
             BoundCodes::Codes(codes) => codes.contains(system, code),
             BoundCodes::Systems(systems) => systems.iter().any(|known| known == system),
@@ -198,7 +252,10 @@ impl Binding {
             BoundCodes::Codes(codes) => codes.listing.clone(),
             BoundCodes::Systems(systems) => format!("any code of {}", systems.join(", ")),
         };
-        format!("not in value set {} required by profile {profile} (allowed: {allowed})", self.value_set)
+        format!(
+            "not in value set {} required by profile {profile} (allowed: {allowed})",
+            self.value_set
+        )
     }
 }
 
@@ -211,7 +268,10 @@ fn names(parent: &Map<String, Value>, step: &Step) -> Vec<String> {
             let mut names: Vec<String> = parent
                 .keys()
                 .map(|key| key.strip_prefix('_').unwrap_or(key))
-                .filter(|key| key.strip_prefix(base.as_str()).is_some_and(|ty| ty.starts_with(|c: char| c.is_ascii_uppercase())))
+                .filter(|key| {
+                    key.strip_prefix(base.as_str())
+                        .is_some_and(|ty| ty.starts_with(|c: char| c.is_ascii_uppercase()))
+                })
                 .map(str::to_owned)
                 .collect();
             names.sort();
@@ -232,11 +292,19 @@ fn occurrences<'v>(parent: &'v Map<String, Value>, step: &Step, path: &str) -> V
                 for (index, value) in items.iter().enumerate() {
                     let mut expression = expression.clone();
                     push_index(&mut expression, index);
-                    found.push(Occurrence { name: name.clone(), value, expression });
+                    found.push(Occurrence {
+                        name: name.clone(),
+                        value,
+                        expression,
+                    });
                 }
             }
             None | Some(Value::Null) => {}
-            Some(value) => found.push(Occurrence { name, value, expression }),
+            Some(value) => found.push(Occurrence {
+                name,
+                value,
+                expression,
+            }),
         }
     }
     found
@@ -259,7 +327,10 @@ fn count(parent: &Map<String, Value>, step: &Step) -> usize {
 fn referenced_type(reference: &Map<String, Value>) -> Option<&str> {
     match reference.get("reference").and_then(Value::as_str) {
         Some(text) => type_in_reference(text),
-        None => reference.get("type").and_then(Value::as_str).map(|ty| ty.strip_prefix(BASE).unwrap_or(ty)),
+        None => reference
+            .get("type")
+            .and_then(Value::as_str)
+            .map(|ty| ty.strip_prefix(BASE).unwrap_or(ty)),
     }
 }
 
@@ -281,12 +352,16 @@ fn type_in_reference(text: &str) -> Option<&str> {
 }
 
 fn is_type_name(text: &str) -> bool {
-    text.starts_with(|c: char| c.is_ascii_uppercase()) && text.chars().all(|c| c.is_ascii_alphanumeric())
+    text.starts_with(|c: char| c.is_ascii_uppercase())
+        && text.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 fn upper_first(code: &str) -> String {
     let mut chars = code.chars();
-    chars.next().map(|first| first.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+    chars
+        .next()
+        .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
 }
 
 /// The profile's own values in a diagnostics text.

@@ -15,7 +15,14 @@ use crate::fhir::validation::spec::unversioned;
 use crate::fhir::validation::terminology::Terminology;
 
 /// Element properties whose rules this validator does not enforce (by prefix, for the `[x]` ones).
-const UNSUPPORTED: &[&str] = &["constraint", "contentReference", "maxLength", "minValue", "maxValue", "defaultValue"];
+const UNSUPPORTED: &[&str] = &[
+    "constraint",
+    "contentReference",
+    "maxLength",
+    "minValue",
+    "maxValue",
+    "defaultValue",
+];
 
 const BASE: &str = "http://hl7.org/fhir/StructureDefinition/";
 
@@ -27,8 +34,16 @@ pub(in crate::fhir::validation) struct Context<'a> {
 }
 
 /// Compiles one StructureDefinition; the error says what is wrong or unsupported, and where.
-pub(super) fn profile(definition: &Value, context: &Context, terminology: &mut Terminology) -> Result<Profile, String> {
-    let text = |name: &str| definition[name].as_str().ok_or_else(|| format!("StructureDefinition.{name} is missing"));
+pub(super) fn profile(
+    definition: &Value,
+    context: &Context,
+    terminology: &mut Terminology,
+) -> Result<Profile, String> {
+    let text = |name: &str| {
+        definition[name]
+            .as_str()
+            .ok_or_else(|| format!("StructureDefinition.{name} is missing"))
+    };
     let url = text("url")?;
     let resource_type = text("type")?;
     if definition["derivation"] != "constraint" {
@@ -37,23 +52,42 @@ pub(super) fn profile(definition: &Value, context: &Context, terminology: &mut T
     if definition["kind"] != "resource" || !context.resource_types.contains(resource_type) {
         return Err("only profiles of R4 resource types are supported (kind = resource)".into());
     }
-    if definition["fhirVersion"].as_str().is_some_and(|version| !version.starts_with("4.0.")) {
+    if definition["fhirVersion"]
+        .as_str()
+        .is_some_and(|version| !version.starts_with("4.0."))
+    {
         return Err("fhirVersion must be 4.0.x".into());
     }
     let base = format!("{BASE}{resource_type}");
     if definition["baseDefinition"].as_str().map(unversioned) != Some(base.as_str()) {
-        return Err(format!("baseDefinition must be {base}: profiles of profiles are not supported"));
+        return Err(format!(
+            "baseDefinition must be {base}: profiles of profiles are not supported"
+        ));
     }
-    let elements = definition["differential"]["element"].as_array().ok_or("the differential has no elements")?;
+    let elements = definition["differential"]["element"]
+        .as_array()
+        .ok_or("the differential has no elements")?;
     let mut rules = Vec::new();
     for (index, element) in elements.iter().enumerate() {
-        let element = element.as_object().ok_or_else(|| format!("differential element {index} is not an object"))?;
-        let label = element.get("id").or_else(|| element.get("path")).and_then(Value::as_str).unwrap_or("?");
-        if let Some(rule) = compile_element(element, resource_type, context, terminology).map_err(|why| format!("element {label}: {why}"))? {
+        let element = element
+            .as_object()
+            .ok_or_else(|| format!("differential element {index} is not an object"))?;
+        let label = element
+            .get("id")
+            .or_else(|| element.get("path"))
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        if let Some(rule) = compile_element(element, resource_type, context, terminology)
+            .map_err(|why| format!("element {label}: {why}"))?
+        {
             rules.push(rule);
         }
     }
-    Ok(Profile { url: url.to_owned(), resource_type: resource_type.to_owned(), rules })
+    Ok(Profile {
+        url: url.to_owned(),
+        resource_type: resource_type.to_owned(),
+        rules,
+    })
 }
 
 /// One differential element; `None` for the root element, which only documents.
@@ -63,11 +97,18 @@ fn compile_element(
     context: &Context,
     terminology: &mut Terminology,
 ) -> Result<Option<Rule>, String> {
-    if let Some(key) = element.keys().find(|key| UNSUPPORTED.iter().any(|prefix| key.starts_with(prefix))) {
-        return Err(format!("`{key}` is not supported by this server's profile validation"));
+    if let Some(key) = element
+        .keys()
+        .find(|key| UNSUPPORTED.iter().any(|prefix| key.starts_with(prefix)))
+    {
+        return Err(format!(
+            "`{key}` is not supported by this server's profile validation"
+        ));
     }
     let mut parents = steps(element, resource_type)?;
-    let Some(last) = parents.pop() else { return Ok(None) };
+    let Some(last) = parents.pop() else {
+        return Ok(None);
+    };
     if let Some(slicing) = element.get("slicing")
         && !(matches!(last, Step::Choice(_)) && slices_by_type(slicing))
     {
@@ -76,7 +117,14 @@ fn compile_element(
     Ok(Some(Rule {
         parents,
         last,
-        min: element.get("min").map(|min| min.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or("min must be a whole number")).transpose()?,
+        min: element
+            .get("min")
+            .map(|min| {
+                min.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or("min must be a whole number")
+            })
+            .transpose()?,
         max: element.get("max").map(max).transpose()?,
         types: types(element, context)?,
         fixed: value_of(element, "fixed")?,
@@ -87,9 +135,16 @@ fn compile_element(
 
 /// The steps from the resource root to the element (empty for the root itself).
 fn steps(element: &Map<String, Value>, resource_type: &str) -> Result<Vec<Step>, String> {
-    let path = element.get("path").and_then(Value::as_str).ok_or("path is missing")?;
+    let path = element
+        .get("path")
+        .and_then(Value::as_str)
+        .ok_or("path is missing")?;
     let names_element = |id: &&str| id.split('.').next() == Some(resource_type);
-    let name = element.get("id").and_then(Value::as_str).filter(names_element).unwrap_or(path);
+    let name = element
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(names_element)
+        .unwrap_or(path);
     let mut segments = name.split('.');
     if segments.next() != Some(resource_type) {
         return Err(format!("the path must start with {resource_type}"));
@@ -100,7 +155,11 @@ fn steps(element: &Map<String, Value>, resource_type: &str) -> Result<Vec<Step>,
             Some(Step::Choice(base)) if is_type_slice(base, slice) => true,
             // The id already named the slice (`Observation.value[x]:valueQuantity`).
             Some(Step::Field(field)) if field == slice => false,
-            _ => return Err(format!("slice {slice}: slicing is not supported (only type slices of a choice element)")),
+            _ => {
+                return Err(format!(
+                    "slice {slice}: slicing is not supported (only type slices of a choice element)"
+                ));
+            }
         };
         if let (true, Some(last)) = (rename, steps.last_mut()) {
             *last = Step::Field(slice.to_owned());
@@ -121,41 +180,53 @@ fn step(segment: &str) -> Result<Step, String> {
         }),
         Some((name, slice)) => match name.strip_suffix("[x]") {
             Some(base) if is_type_slice(base, slice) => Ok(Step::Field(slice.to_owned())),
-            _ => Err(format!("slice {slice}: slicing is not supported (only type slices of a choice element, such as value[x]:valueQuantity)")),
+            _ => Err(format!(
+                "slice {slice}: slicing is not supported (only type slices of a choice element, such as value[x]:valueQuantity)"
+            )),
         },
     }
 }
 
 /// Is `slice` the name of `base[x]` renamed to one type (`value` + `Quantity`)?
 fn is_type_slice(base: &str, slice: &str) -> bool {
-    slice.strip_prefix(base).is_some_and(|ty| ty.starts_with(|c: char| c.is_ascii_uppercase()))
+    slice
+        .strip_prefix(base)
+        .is_some_and(|ty| ty.starts_with(|c: char| c.is_ascii_uppercase()))
 }
 
 /// Slicing by type (`discriminator: [{type: type, path: $this}]`), the one slicing a choice
 /// element's type slices need.
 fn slices_by_type(slicing: &Value) -> bool {
-    slicing["discriminator"]
-        .as_array()
-        .is_some_and(|list| list.iter().all(|d| d["type"] == "type" && d["path"] == "$this"))
+    slicing["discriminator"].as_array().is_some_and(|list| {
+        list.iter()
+            .all(|d| d["type"] == "type" && d["path"] == "$this")
+    })
 }
 
 fn max(value: &Value) -> Result<Option<u32>, String> {
     match value.as_str() {
         Some("*") => Ok(None),
-        Some(number) => number.parse().map(Some).map_err(|_| "max must be a whole number or *".into()),
+        Some(number) => number
+            .parse()
+            .map(Some)
+            .map_err(|_| "max must be a whole number or *".into()),
         None => Err("max must be a string".into()),
     }
 }
 
 fn types(element: &Map<String, Value>, context: &Context) -> Result<Vec<TypeRule>, String> {
-    let Some(list) = element.get("type") else { return Ok(Vec::new()) };
+    let Some(list) = element.get("type") else {
+        return Ok(Vec::new());
+    };
     let list = list.as_array().ok_or("type must be a list")?;
     list.iter()
         .map(|ty| {
             let code = ty["code"].as_str().ok_or("type.code is missing")?;
             for unsupported in ["profile", "aggregation"] {
                 if ty.get(unsupported).is_some() {
-                    return Err(format!("type.{unsupported} is not supported by this server's profile validation"));
+                    return Err(format!(
+                        "type.{unsupported} is not supported by this server's profile validation"
+                    ));
                 }
             }
             let mut targets = Vec::new();
@@ -164,10 +235,18 @@ fn types(element: &Map<String, Value>, context: &Context) -> Result<Vec<TypeRule
                 match target_type(url, context)? {
                     Some(target) => targets.push(target),
                     // `Resource`: any type is allowed, so the element is not constrained.
-                    None => return Ok(TypeRule { code: code.to_owned(), targets: Vec::new() }),
+                    None => {
+                        return Ok(TypeRule {
+                            code: code.to_owned(),
+                            targets: Vec::new(),
+                        });
+                    }
                 }
             }
-            Ok(TypeRule { code: code.to_owned(), targets })
+            Ok(TypeRule {
+                code: code.to_owned(),
+                targets,
+            })
         })
         .collect()
 }
@@ -182,15 +261,20 @@ fn target_type(url: &str, context: &Context) -> Result<Option<String>, String> {
             .profile_types
             .get(url)
             .map(|ty| Some(ty.clone()))
-            .ok_or_else(|| format!("targetProfile {url} is neither an R4 resource nor a profile in this folder")),
+            .ok_or_else(|| {
+                format!(
+                    "targetProfile {url} is neither an R4 resource nor a profile in this folder"
+                )
+            }),
     }
 }
 
 /// The value of `fixed[x]` or `pattern[x]` (`fixedUri`, `patternCodeableConcept`, …).
 fn value_of(element: &Map<String, Value>, prefix: &str) -> Result<Option<Value>, String> {
-    let mut found = element
-        .iter()
-        .filter(|(key, _)| key.strip_prefix(prefix).is_some_and(|ty| ty.starts_with(|c: char| c.is_ascii_uppercase())));
+    let mut found = element.iter().filter(|(key, _)| {
+        key.strip_prefix(prefix)
+            .is_some_and(|ty| ty.starts_with(|c: char| c.is_ascii_uppercase()))
+    });
     let first = found.next().map(|(_, value)| value.clone());
     if found.next().is_some() {
         return Err(format!("more than one {prefix}[x]"));
@@ -201,19 +285,32 @@ fn value_of(element: &Map<String, Value>, prefix: &str) -> Result<Option<Value>,
 /// A required binding whose value set the validator can check; weaker strengths are not
 /// enforced, and a value set neither the spec's files nor the folder can expand is skipped
 /// with a warning.
-fn binding(element: &Map<String, Value>, terminology: &mut Terminology) -> Result<Option<Binding>, String> {
-    let Some(binding) = element.get("binding") else { return Ok(None) };
+fn binding(
+    element: &Map<String, Value>,
+    terminology: &mut Terminology,
+) -> Result<Option<Binding>, String> {
+    let Some(binding) = element.get("binding") else {
+        return Ok(None);
+    };
     if binding["strength"] != "required" {
         return Ok(None);
     }
-    let url = binding["valueSet"].as_str().ok_or("a required binding needs a valueSet")?;
+    let url = binding["valueSet"]
+        .as_str()
+        .ok_or("a required binding needs a valueSet")?;
     let codes = match (terminology.expand(url), terminology.whole_systems(url)) {
         (Some(codes), _) => BoundCodes::Codes(codes),
         (None, Some(systems)) => BoundCodes::Systems(systems),
         (None, None) => {
-            tracing::warn!(value_set = url, "required binding of a profile not enforced: the value set cannot be expanded");
+            tracing::warn!(
+                value_set = url,
+                "required binding of a profile not enforced: the value set cannot be expanded"
+            );
             return Ok(None);
         }
     };
-    Ok(Some(Binding { value_set: unversioned(url).to_owned(), codes }))
+    Ok(Some(Binding {
+        value_set: unversioned(url).to_owned(),
+        codes,
+    }))
 }
