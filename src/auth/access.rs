@@ -137,15 +137,20 @@ impl Visibility for Access {
 
     /// Under the compartment rules (a clinician's patients, a patient's own compartment) a
     /// resource linked to a visible Patient through one of its patient links is visible, unless
-    /// a scope narrows the source type further.
-    fn implied_by_target(&self, source_type: &str, reference: &str, target_type: &str) -> bool {
-        // A Consent may deny some types of a patient's data and not others.
-        if target_type != "Patient" || self.caller.consent.is_some() {
-            return false;
+    /// a scope narrows the source type further; only its patient's Consents are left to check
+    /// (they may deny some types of a patient's data and not others).
+    fn left_after_target(
+        &self,
+        source_type: &str,
+        reference: &str,
+        target_type: &str,
+    ) -> Option<Vec<Criterion>> {
+        if target_type != "Patient" {
+            return None;
         }
         let links = patient_links(&self.registry, source_type);
         if !links.iter().any(|l| l == reference) {
-            return false;
+            return None;
         }
         let source = role::reach(self.caller.role, source_type, self.permission, true);
         let patient = role::reach(self.caller.role, "Patient", self.permission, true);
@@ -157,7 +162,11 @@ impl Visibility for Access {
             .caller
             .covering(source_type, self.permission)
             .any(|s| s.query.is_none() && s.context != Context::Patient);
-        compartment_rule && source == patient && unnarrowed
+        (compartment_rule && source == patient && unnarrowed).then(|| {
+            self.consent_criterion(source_type, &links)
+                .into_iter()
+                .collect()
+        })
     }
 }
 
@@ -181,14 +190,7 @@ impl Access {
             Some(groups) if groups.iter().any(Vec::is_empty) => {}
             Some(groups) => criteria.push(Criterion::AnyOf(groups)),
         }
-        // A Consent stays visible to those it names, denials included: a clinic must be able
-        // to see that, and why, a patient's data is no longer shared with it.
-        if let Some(consent) = &self.caller.consent
-            && !links.is_empty()
-            && resource_type != "Consent"
-        {
-            criteria.push(Criterion::Consent(consent.clone()));
-        }
+        criteria.extend(self.consent_criterion(resource_type, &links));
         Ok(if criteria.is_empty() {
             Restriction::Everything
         } else {
@@ -198,6 +200,15 @@ impl Access {
 }
 
 impl Access {
+    /// The caller's Consent filter, for types with a patient. A Consent stays visible to those
+    /// it names, denials included: a clinic must be able to see that, and why, a patient's data
+    /// is no longer shared with it.
+    fn consent_criterion(&self, resource_type: &str, links: &[String]) -> Option<Criterion> {
+        let consent = self.caller.consent.as_ref()?;
+        (!links.is_empty() && resource_type != "Consent")
+            .then(|| Criterion::Consent(consent.clone()))
+    }
+
     /// The role's rule for `resource_type`; `None` when the token lacks the claim the rule
     /// needs (an insurer without `org` sees nothing).
     fn reach_criteria(

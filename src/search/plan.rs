@@ -23,6 +23,7 @@ use crate::fhir::id::truncate;
 use crate::fhir::instant::now_micros;
 use crate::fhir::validation::Validator;
 use crate::store::Bind;
+use std::borrow::Cow;
 
 /// The WHERE clause (over `resource_heads h`) and its binds; `$1` is the resource type.
 #[derive(Debug, Clone)]
@@ -333,13 +334,13 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
                 let local = local_reference(b, &c);
                 let (id, ty) = (&scope.id, &scope.type_bind);
                 alternatives.push(if scope.probe {
-                    let (target, matches) = live_target(b, target_type, &format!("{c}.target_id"), inner)?;
+                    let (target, matches) = live_target(b, target_type, &format!("{c}.target_id"), inner, false)?;
                     format!(
                         "EXISTS (SELECT 1 FROM search_reference {c} WHERE {c}.resource_type = {ty} AND {c}.id = {id} \
                          AND {c}.param = {param} AND {c}.target_type = {target} AND {local} AND {matches})"
                     )
                 } else {
-                    let (target, targets) = live_ids(b, target_type, inner)?;
+                    let (target, targets) = live_ids(b, target_type, inner, false)?;
                     format!(
                         "{id} IN (SELECT {c}.id FROM search_reference {c} WHERE {c}.resource_type = {ty} AND {c}.param = {param} \
                          AND {c}.target_type = {target} AND {c}.target_id IN ({targets}) AND {local})"
@@ -358,23 +359,17 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
             let (c, param) = (b.alias("c"), b.text(reference.clone()));
             let local = local_reference(b, &c);
             let (id, ty) = (&scope.id, &scope.type_bind);
+            let (implied, inner) =
+                implied_by_target(b, source_type, reference, &scope.resource_type, inner);
             if scope.probe {
-                let implied = b.visibility.is_some_and(|v| {
-                    v.implied_by_target(source_type, reference, &scope.resource_type)
-                });
-                let (source, matches) = with_visibility_unless(b, implied, |b| {
-                    live_target(b, source_type, &format!("{c}.id"), inner)
-                })?;
+                let (source, matches) =
+                    live_target(b, source_type, &format!("{c}.id"), &inner, implied)?;
                 Ok(format!(
                     "EXISTS (SELECT 1 FROM search_reference {c} WHERE {c}.resource_type = {source} AND {c}.param = {param} \
                      AND {c}.target_id = {id} AND {c}.target_type = {ty} AND {local} AND {matches})"
                 ))
             } else {
-                let implied = b.visibility.is_some_and(|v| {
-                    v.implied_by_target(source_type, reference, &scope.resource_type)
-                });
-                let (source, sources) =
-                    with_visibility_unless(b, implied, |b| live_ids(b, source_type, inner))?;
+                let (source, sources) = live_ids(b, source_type, &inner, implied)?;
                 Ok(format!(
                     "{id} IN (SELECT {c}.target_id FROM search_reference {c} WHERE {c}.resource_type = {source} AND {c}.param = {param} \
                      AND {c}.target_type = {ty} AND {c}.id IN ({sources}) AND {local})"
@@ -541,34 +536,45 @@ fn local_reference(b: &mut Builder, c: &str) -> String {
     format!("({c}.url NOT LIKE '%://%' OR substr({c}.url, 1, length({base})) = {base})")
 }
 
-/// `SELECT` of the ids of live `resource_type` resources that match `criterion`, and the
-/// placeholder holding `resource_type`.
-/// Run `compile` without the caller's visibility when `implied` (the planner's only way to skip
-/// a rule it knows holds); the visibility is back in place afterwards either way.
-fn with_visibility_unless<T>(
-    b: &mut Builder,
-    implied: bool,
-    compile: impl FnOnce(&mut Builder) -> ApiResult<T>,
-) -> ApiResult<T> {
-    if !implied {
-        return compile(b);
+/// Whether the `_has` sources' rule is implied by the target being visible
+/// ([`crate::search::query::Visibility::left_after_target`]), and the sources' criterion with what is left of
+/// the rule (a Consent still decides per type) ANDed in.
+fn implied_by_target<'c>(
+    b: &Builder,
+    source_type: &str,
+    reference: &str,
+    target_type: &str,
+    inner: &'c Criterion,
+) -> (bool, Cow<'c, Criterion>) {
+    match b
+        .visibility
+        .and_then(|v| v.left_after_target(source_type, reference, target_type))
+    {
+        None => (false, Cow::Borrowed(inner)),
+        Some(left) if left.is_empty() => (true, Cow::Borrowed(inner)),
+        Some(left) => (
+            true,
+            Cow::Owned(Criterion::AnyOf(vec![
+                std::iter::once(inner.clone()).chain(left).collect(),
+            ])),
+        ),
     }
-    let saved = b.visibility.take();
-    let compiled = compile(b);
-    b.visibility = saved;
-    compiled
 }
 
+/// `SELECT` of the ids of live `resource_type` resources that match `criterion`, and the
+/// placeholder holding `resource_type`. `implied`: the caller's rule for the type is known to
+/// hold (see [`implied_by_target`]) and is not checked again.
 fn live_ids(
     b: &mut Builder,
     resource_type: &str,
     criterion: &Criterion,
+    implied: bool,
 ) -> ApiResult<(String, String)> {
     let type_bind = b.text(resource_type.to_string());
     let h = b.alias("h");
     let inner = Scope::new(resource_type, type_bind.clone(), h.clone(), false);
     let mut condition = criterion_condition(b, &inner, criterion)?;
-    if let Some(visible) = restriction_condition(b, &inner)? {
+    if !implied && let Some(visible) = restriction_condition(b, &inner)? {
         condition = format!("{condition} AND {visible}");
     }
     let sql = format!(
@@ -578,18 +584,20 @@ fn live_ids(
 }
 
 /// Whether the live `resource_type` resource with id `id` (an SQL expression) matches
-/// `criterion`, checked as a probe; and the placeholder holding `resource_type`.
+/// `criterion`, checked as a probe; and the placeholder holding `resource_type`. `implied` as
+/// for [`live_ids`].
 fn live_target(
     b: &mut Builder,
     resource_type: &str,
     id: &str,
     criterion: &Criterion,
+    implied: bool,
 ) -> ApiResult<(String, String)> {
     let type_bind = b.text(resource_type.to_string());
     let h = b.alias("h");
     let inner = Scope::new(resource_type, type_bind.clone(), h.clone(), true);
     let mut condition = criterion_condition(b, &inner, criterion)?;
-    if let Some(visible) = restriction_condition(b, &inner)? {
+    if !implied && let Some(visible) = restriction_condition(b, &inner)? {
         condition = format!("{condition} AND {visible}");
     }
     let sql = format!(

@@ -54,12 +54,18 @@ pub enum Criterion {
 pub trait Visibility: std::fmt::Debug + Send + Sync {
     fn restriction(&self, resource_type: &str) -> ApiResult<Restriction>;
 
-    /// Whether a `source_type` resource that points through `reference` at a `target_type`
-    /// resource the caller may see is itself one the caller may see, so that `_has` need not
-    /// check it again (an Observation whose subject is a visible patient is in that patient's
-    /// compartment). `false` when unsure.
-    fn implied_by_target(&self, _source_type: &str, _reference: &str, _target_type: &str) -> bool {
-        false
+    /// What is left to check of a `source_type` resource that points through `reference` at a
+    /// `target_type` resource the caller may see: `None` when its whole rule (the target being
+    /// visible implies nothing); otherwise the criteria the target does not imply (empty: none),
+    /// so that `_has` need not check the rest again (an Observation whose subject is a visible
+    /// patient is in that patient's compartment). `None` when unsure.
+    fn left_after_target(
+        &self,
+        _source_type: &str,
+        _reference: &str,
+        _target_type: &str,
+    ) -> Option<Vec<Criterion>> {
+        None
     }
 }
 

@@ -88,6 +88,18 @@ impl Store {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            // Statements are prepared and cached per connection; after five runs
+                            // PostgreSQL may switch to a generic plan, which cannot see how
+                            // selective a search's values (and a caller's rule) are and was
+                            // measured several times slower on search statements than planning each run
+                            // with its values (benches/README.md, "Consent: what it costs").
+                            conn.execute("SET plan_cache_mode = force_custom_plan")
+                                .await?;
+                            Ok(())
+                        })
+                    })
                     .connect(connect)
                     .await
                     .map_err(open_error)?;

@@ -492,6 +492,39 @@ async fn clinician_sees_its_organisation_only(backend: Backend) {
         .request_as(&widened, Method::GET, "Patient", None)
         .await
         .assert_outcome(StatusCode::FORBIDDEN, "forbidden", "org");
+    // `_has` on a visible patient's Observations skips their (implied) rule, but not the rule of
+    // what a chain inside it reaches: the other clinic's recorder stays out of reach.
+    let mut recorded_by_b = observation("cross-a", "pat-a", "vital-signs", "x");
+    recorded_by_b["device"] = json!({"reference": "Device/dev-b"});
+    assert!(
+        server
+            .put("Observation/cross-a", &recorded_by_b)
+            .await
+            .status
+            .is_success()
+    );
+    let through_device =
+        "Patient?_has:Observation:subject:device:Device.organization=Organization/org-b";
+    assert_eq!(
+        match_ids(&server.get(through_device).await.body),
+        ["pat-a"],
+        "as admin"
+    );
+    assert!(ids(&server, c, through_device).await.is_empty());
+    let bearer = format!("Bearer {c}");
+    let break_glass = server
+        .request(
+            Method::GET,
+            through_device,
+            None,
+            &[("authorization", &bearer), ("x-purpose-of-use", "ETREAT")],
+        )
+        .await;
+    assert!(
+        match_ids(&break_glass.body).is_empty(),
+        "break-the-glass lifts consent, not the role rule: {}",
+        break_glass.text
+    );
 }
 
 /// Versions from before a resource was moved to another patient stay with that patient.
