@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::extract::{IndexValue, extract, normalize_string};
 use super::phi::{
-    BLIND_TOKEN_BITS, MAX_PREFIX_CHARS, is_protected, is_unindexed, reference_identifier_param,
-    text_param,
+    BLIND_TOKEN_BITS, MAX_PREFIX_CHARS, SEGMENT_SEPARATORS, displays_indexed, is_protected,
+    is_segmented, is_unindexed, reference_identifier_param, text_param,
 };
 use super::registry::SearchParamRegistry;
 use super::ucum;
@@ -90,17 +90,18 @@ pub fn rows_for(
                     code: value,
                     text: None,
                 };
-                for term in blind_terms(&token) {
+                for term in blind_terms(&token, false) {
                     blind(&reference_identifier_param(&code), &term);
                 }
             }
             value if is_protected(registry, resource_type, &code, kind) => {
-                for term in blind_terms(&value) {
+                for term in blind_terms(&value, is_segmented(resource_type, &code)) {
                     blind(&code, &term);
                 }
                 if let IndexValue::Token {
                     text: Some(text), ..
                 } = &value
+                    && displays_indexed(resource_type)
                 {
                     for term in text_terms(text) {
                         blind(&text_param(&code), &term);
@@ -112,7 +113,7 @@ pub fn rows_for(
                 code: token_code,
                 text,
             } => {
-                if let Some(text) = &text {
+                if let Some(text) = text.as_ref().filter(|_| displays_indexed(resource_type)) {
                     for term in text_terms(text) {
                         blind(&text_param(&code), &term);
                     }
@@ -187,13 +188,17 @@ impl OwnedTerm {
 
 /// The terms that make a PHI value findable with the search semantics kept on blind indexes:
 /// string starts-with and exact, token code and system|code, date equality at its precision.
-fn blind_terms(value: &IndexValue) -> Vec<OwnedTerm> {
+/// The blind terms of a protected value; a `segmented` string's prefixes end only at whole
+/// segments ([`super::phi::SEGMENTED`]).
+fn blind_terms(value: &IndexValue, segmented: bool) -> Vec<OwnedTerm> {
     match value {
         IndexValue::String { normalized, exact } => {
-            let mut terms: Vec<OwnedTerm> = prefix_tokens(normalized, 1, MAX_PREFIX_CHARS)
-                .into_iter()
-                .map(OwnedTerm::Prefix)
-                .collect();
+            let prefixes = if segmented {
+                segment_prefixes(normalized)
+            } else {
+                prefix_tokens(normalized, 1, MAX_PREFIX_CHARS)
+            };
+            let mut terms: Vec<OwnedTerm> = prefixes.into_iter().map(OwnedTerm::Prefix).collect();
             terms.push(OwnedTerm::Exact(exact.clone()));
             terms
         }
@@ -215,6 +220,25 @@ fn blind_terms(value: &IndexValue) -> Vec<OwnedTerm> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// The prefixes of `normalized` that end before a segment separator, and the whole value (up to
+/// [`MAX_PREFIX_CHARS`] characters, like every prefix).
+pub fn segment_prefixes(normalized: &str) -> Vec<String> {
+    let limit = normalized
+        .char_indices()
+        .nth(MAX_PREFIX_CHARS)
+        .map_or(normalized.len(), |(end, _)| end);
+    let value = &normalized[..limit];
+    let mut prefixes: Vec<String> = value
+        .match_indices(SEGMENT_SEPARATORS)
+        .map(|(end, _)| &value[..end])
+        .filter(|prefix| !prefix.is_empty())
+        .map(str::to_owned)
+        .collect();
+    prefixes.push(value.to_owned());
+    prefixes.dedup();
+    prefixes
 }
 
 /// Terms of a code's display text (`:text` search).
@@ -467,5 +491,22 @@ mod tests {
         assert_eq!(date_terms(s, e), ["1980", "1980-03"]);
         let (s, e) = crate::search::extract::parse_date_range("1980").unwrap();
         assert_eq!(date_terms(s, e), ["1980"]);
+    }
+
+    #[test]
+    fn segmented_values_are_indexed_by_whole_segments() {
+        assert_eq!(
+            segment_prefixes("10.1.2.3"),
+            ["10", "10.1", "10.1.2", "10.1.2.3"]
+        );
+        assert_eq!(segment_prefixes("fe80::1"), ["fe80", "fe80:", "fe80::1"]);
+        assert_eq!(segment_prefixes("host"), ["host"]);
+        assert_eq!(segment_prefixes(".x"), [".x"]);
+        let long = "a.".repeat(40);
+        assert!(
+            segment_prefixes(&long)
+                .iter()
+                .all(|p| p.chars().count() <= MAX_PREFIX_CHARS)
+        );
     }
 }

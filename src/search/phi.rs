@@ -84,6 +84,29 @@ pub fn is_protected(
     person_date || identifying || free_text
 }
 
+/// Types whose codings only the server writes, from fixed code tables (AuditEvents cannot be
+/// written through the API): their display texts say nothing their codes do not, and an
+/// AuditEvent is written for every read, so the words of those displays are not indexed (`:text`
+/// on these types is a 400 that says to search by code).
+pub const FIXED_DISPLAYS: &[&str] = &["AuditEvent"];
+
+pub fn displays_indexed(resource_type: &str) -> bool {
+    !FIXED_DISPLAYS.contains(&resource_type)
+}
+
+/// Protected strings made of segments (network addresses): indexed by their whole segments
+/// (`10`, `10.1`, `10.1.2`, `10.1.2.3`) rather than every character prefix, so that
+/// `address=10.1.2` finds a subnet with a quarter of the rows, while `address=10.1.2.3` no
+/// longer finds `10.1.2.30`.
+pub const SEGMENTED: &[(&str, &str)] = &[("AuditEvent", "address")];
+
+/// What separates the segments of a [`SEGMENTED`] value (IPv4, IPv6 and host names).
+pub const SEGMENT_SEPARATORS: &[char] = &['.', ':'];
+
+pub fn is_segmented(resource_type: &str, code: &str) -> bool {
+    SEGMENTED.contains(&(resource_type, code))
+}
+
 /// Parameters not indexed at all. `phonetic` has the same expression as `name` and would repeat
 /// every name token; this server has no phonetic algorithm, so it says so instead (400).
 pub const UNINDEXED: &[&str] = &["phonetic"];

@@ -10,7 +10,10 @@
 use super::cursor::{KeyKind, OrderKey};
 use super::extract::{decimal_range, normalize_string, parse_date_range};
 use super::index_rows::{BlindTerm, composite_param};
-use super::phi::{MAX_PREFIX_CHARS, is_protected, reference_identifier_param, text_param};
+use super::phi::{
+    MAX_PREFIX_CHARS, SEGMENT_SEPARATORS, displays_indexed, is_protected, is_segmented,
+    reference_identifier_param, text_param,
+};
 use super::query::{
     Compartment, Criterion, ParamFilter, Restriction, SearchRequest, Visibility,
     composite_value_kind, split_unescaped, unescape,
@@ -848,6 +851,15 @@ fn last_updated_condition(
 
 /// `:text` on a token: every word of one of the values must be a word of a display text.
 fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResult<String> {
+    if !displays_indexed(&scope.resource_type) {
+        return Err(param_error(
+            filter,
+            &format!(
+                "the codings of {} come from fixed code tables and their display texts are not indexed; search by code",
+                scope.resource_type
+            ),
+        ));
+    }
     let param_name = text_param(&filter.code);
     let mut alternatives = Vec::new();
     for value in &filter.values {
@@ -1144,7 +1156,14 @@ fn blind_condition(
                     ),
                 ));
             }
-            token(BlindTerm::Prefix(&normalized))
+            if is_segmented(resource_type, &filter.code) {
+                // `10.1.2.` means the segment `10.1.2`, which is what is indexed.
+                token(BlindTerm::Prefix(
+                    normalized.trim_end_matches(SEGMENT_SEPARATORS),
+                ))
+            } else {
+                token(BlindTerm::Prefix(&normalized))
+            }
         }
         (ParamType::String, Some("exact")) => token(BlindTerm::Exact(&unescaped)),
         (ParamType::Token, None) => match split_unescaped(value, '|').as_slice() {

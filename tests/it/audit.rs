@@ -127,6 +127,23 @@ async fn every_interaction_leaves_its_record(backend: Backend) {
         ],
         "{about_obs:#?}"
     );
+    // The network address is found by whole segments (a subnet), not by any prefix.
+    for (address, found) in [
+        ("127.0.0.1", 8),
+        ("127.0.0", 8),
+        ("127.0.", 8),
+        ("127", 8),
+        ("127.0.0.2", 0),
+        ("127.0.0.", 8),
+        ("12", 0),
+    ] {
+        let matched = as_auditor(
+            &server,
+            &format!("AuditEvent?entity={path}&address={address}"),
+        )
+        .await;
+        assert_eq!(matched.len(), found, "address={address}");
+    }
     let read = about_obs
         .iter()
         .find(|e| subtypes(std::slice::from_ref(e)) == ["read"])
@@ -201,6 +218,12 @@ async fn every_interaction_leaves_its_record(backend: Backend) {
             .any(|a| a["who"]["reference"] == "Organization/org-b")
     );
 
+    // The codings of AuditEvents are the server's fixed ones: their displays are not indexed.
+    let auditor = server.token("auditor", "user/*.rs", None, None);
+    server
+        .request_as(&auditor, Method::GET, "AuditEvent?type:text=RESTful", None)
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST, "invalid", "search by code");
     // The chains hold every one of them.
     let (dir, database) = server.stop().await;
     let (code, stdout, stderr) =
