@@ -17,9 +17,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::audit::{Entity, Event, Outcome, RestInteraction};
+use crate::audit::{AuditRecord, Entity, Event, Outcome, RestInteraction};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorSummary};
+use crate::fhir::instant::now_micros;
 
 /// What a handler's response touched, for its audit record.
 #[derive(Debug, Clone, Default)]
@@ -123,6 +124,40 @@ pub async fn audit(State(state): State<AppState>, request: Request, next: Next) 
             .into_response()
         }
     }
+}
+
+/// The record of a request refused before the server knew who sent it (by
+/// [`super::authenticate`]: no token, a refused one, or one that grants nothing): a failed login,
+/// with the address it came from and what it asked for. Requests the rate limiter turns away
+/// (429) are not recorded one by one (`None`): the refusals that got their address turned away
+/// are, and a record per request would let anyone flood the trail.
+pub fn refused_login(request: &Request, refusal: &Response) -> Option<AuditRecord> {
+    let status = refusal.status().as_u16();
+    if !matches!(status, 401 | 403) {
+        return None;
+    }
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    Some(AuditRecord {
+        recorded: now_micros(),
+        event: Event::Login,
+        outcome: Outcome::from_status(status),
+        outcome_desc: refusal
+            .extensions()
+            .get::<ErrorSummary>()
+            .map(|s| format!("{status}: {}", s.0)),
+        caller: None,
+        address: request
+            .extensions()
+            .get::<crate::tls::Peer>()
+            .map(|peer| peer.addr.ip().to_string()),
+        purpose: Vec::new(),
+        break_glass: false,
+        entities: asked_for(&route, request.uri().path()),
+    })
 }
 
 /// What a route asks to do.

@@ -24,7 +24,16 @@ pub async fn authenticate(
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Err(refusal) => refusal.into_response(),
+        Err(refusal) => {
+            let refusal = refusal.into_response();
+            if let Some(record) = super::audit::refused_login(&request, &refusal)
+                && let Err(error) = state.service.audit(vec![record]).await
+            {
+                // Refused either way; the log keeps what the trail could not.
+                tracing::error!(%error, "the audit record of a refused login could not be written");
+            }
+            refusal
+        }
     }
 }
 

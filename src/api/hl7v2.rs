@@ -63,15 +63,13 @@ pub async fn ingest_message(
     let limit = state.ingestor.service().config.hl7v2.max_message_bytes;
     let body = read_limited(request.into_body(), limit).await?;
     let answer = state.ingestor.ingest_from(&body, &caller).await;
-    // A stored message was audited in its transaction; any other fate is recorded by the audit
-    // layer, as a failure when the message was not taken.
+    // A stored or refused message was audited in the ingestor's transaction; a duplicate (which
+    // stores nothing new) or an unavailable store is recorded by the audit layer.
     let facts = match answer.disposition {
-        Disposition::Stored => AuditFacts::recorded(),
-        Disposition::Duplicate => AuditFacts::default(),
-        _ => AuditFacts {
-            outcome: Some(crate::audit::Outcome::MinorFailure),
-            ..AuditFacts::default()
-        },
+        Disposition::Stored | Disposition::Rejected | Disposition::DeadLettered => {
+            AuditFacts::recorded()
+        }
+        _ => AuditFacts::default(),
     };
     if answer.disposition == Disposition::Unavailable {
         return Err(ApiError::Unavailable(

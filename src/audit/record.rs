@@ -54,7 +54,9 @@ pub struct AuditRecord {
     /// Why it failed, e.g. "403: the crm role may not read Claim resources". Server error
     /// messages never hold PHI.
     pub outcome_desc: Option<String>,
-    pub caller: Arc<Caller>,
+    /// Who: `None` for a request refused before the server knew who sent it (a missing or
+    /// refused token), recorded as a failed [`Event::Login`].
+    pub caller: Option<Arc<Caller>>,
     /// The client's network address (IP).
     pub address: Option<String>,
     /// v3 PurposeOfUse codes (system [`ACT_REASON`]).
@@ -76,6 +78,9 @@ pub enum Event {
     Reidentify,
     /// AuditEvents past their retention exported and removed.
     Prune,
+    /// A request whose credentials were refused (no token, an invalid one, or one that grants
+    /// nothing): someone tried to get in.
+    Login,
 }
 
 /// The codes of <http://hl7.org/fhir/restful-interaction>.
@@ -272,6 +277,14 @@ impl Event {
                 ("destroy", "Destroy/Delete Record Lifecycle Event"),
                 "D",
             ),
+            // DICOM's User Authentication event; its subtypes are DICOM's, not lifecycle events.
+            Event::Login => {
+                return (
+                    coding(DCM, "110114", "User Authentication"),
+                    json!([coding(DCM, "110122", "Login")]),
+                    "E",
+                );
+            }
         };
         (
             kind,
@@ -334,7 +347,19 @@ impl AuditRecord {
 
     /// The caller (requestor), its organisation, and this server as the receiving side.
     fn agents(&self, base_url: &str, purpose_of_use: &[Value]) -> Vec<Value> {
-        let caller = &*self.caller;
+        let destination = json!({
+            "type": {"coding": [coding(DCM, "110152", "Destination Role ID")]},
+            "who": server_reference(base_url),
+            "requestor": false,
+        });
+        let Some(caller) = self.caller.as_deref() else {
+            // Nobody the server could identify: what it knows is where the request came from.
+            let mut user = Map::new();
+            user.insert("who".into(), json!({"display": "unauthenticated"}));
+            user.insert("requestor".into(), json!(true));
+            self.insert_network(&mut user);
+            return vec![Value::Object(user), destination];
+        };
         let is_server = *caller == *Caller::server_shared();
         let mut user = Map::new();
         let recipient = || coding(PARTICIPATION_TYPE, "IRCP", "information recipient");
@@ -369,12 +394,7 @@ impl AuditRecord {
             user.insert("altId".into(), json!(printable(client_id)));
         }
         user.insert("requestor".into(), json!(true));
-        if let Some(address) = self.address.as_deref().filter(|a| !a.is_empty()) {
-            user.insert(
-                "network".into(),
-                json!({"address": printable(address), "type": "2"}),
-            );
-        }
+        self.insert_network(&mut user);
         if !purpose_of_use.is_empty() {
             user.insert("purposeOfUse".into(), json!(purpose_of_use));
         }
@@ -383,13 +403,19 @@ impl AuditRecord {
             agents.push(json!({"who": {"reference": format!("Organization/{}", claim_id(org, "Organization"))}, "requestor": false}));
         }
         if !is_server {
-            agents.push(json!({
-                "type": {"coding": [coding(DCM, "110152", "Destination Role ID")]},
-                "who": server_reference(base_url),
-                "requestor": false,
-            }));
+            agents.push(destination);
         }
         agents
+    }
+
+    /// The client's network address on its agent.
+    fn insert_network(&self, agent: &mut Map<String, Value>) {
+        if let Some(address) = self.address.as_deref().filter(|a| !a.is_empty()) {
+            agent.insert(
+                "network".into(),
+                json!({"address": printable(address), "type": "2"}),
+            );
+        }
     }
 }
 
@@ -450,7 +476,7 @@ mod tests {
             event,
             outcome: Outcome::Success,
             outcome_desc: None,
-            caller,
+            caller: Some(caller),
             address: Some("10.1.2.3".into()),
             purpose: vec!["TREAT".into()],
             break_glass: false,
@@ -489,6 +515,7 @@ mod tests {
             Event::Export,
             Event::Reidentify,
             Event::Prune,
+            Event::Login,
         ]);
         for event in events {
             let json = record(event, clinician(), every_entity()).to_audit_event(BASE);
@@ -738,5 +765,23 @@ mod tests {
         );
         assert_eq!(json["agent"][0]["type"]["coding"][0]["code"], "110150");
         assert!(json["agent"][0].get("network").is_none());
+    }
+
+    #[test]
+    fn a_refused_login_names_where_it_came_from() {
+        let mut refused = record(Event::Login, clinician(), Vec::new());
+        refused.caller = None;
+        refused.outcome = Outcome::MinorFailure;
+        refused.outcome_desc = Some("401: the token has expired".into());
+        let json = refused.to_audit_event(BASE);
+        assert_valid(&json);
+        assert_eq!(json["type"]["code"], "110114");
+        assert_eq!(json["subtype"][0]["code"], "110122");
+        assert_eq!(json["action"], "E");
+        let user = &json["agent"][0];
+        assert_eq!(user["who"]["display"], "unauthenticated");
+        assert_eq!(user["network"]["address"], "10.1.2.3");
+        assert_eq!(user["requestor"], true);
+        assert_eq!(json["agent"][1]["who"]["display"], "fhirvault");
     }
 }

@@ -142,7 +142,7 @@ pub async fn prune(
             "pruned {pruned} AuditEvents recorded before {}; export SHA-256 {export_sha256}",
             format_instant(cutoff)
         )),
-        caller: Caller::server_shared(),
+        caller: Some(Caller::server_shared()),
         address: None,
         purpose: vec!["RECORDMGT".into()],
         break_glass: false,

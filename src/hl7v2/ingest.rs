@@ -116,6 +116,7 @@ impl Ingestor {
                         AckMode::Original,
                         Verdict::Rejected,
                         vec![error],
+                        delivered_by,
                     )
                     .await;
             }
@@ -124,7 +125,14 @@ impl Ingestor {
         let mode = AckMode::of(&message);
         if let Err(error) = check_header(&message) {
             return self
-                .refuse(raw, &echo, mode, Verdict::Rejected, vec![error])
+                .refuse(
+                    raw,
+                    &echo,
+                    mode,
+                    Verdict::Rejected,
+                    vec![error],
+                    delivered_by,
+                )
                 .await;
         }
         let keys = self.service.keys.current();
@@ -146,7 +154,14 @@ impl Ingestor {
                     "this message control id was already used for a different message from this sender",
                 );
                 return self
-                    .refuse(raw, &echo, mode, Verdict::Rejected, vec![error])
+                    .refuse(
+                        raw,
+                        &echo,
+                        mode,
+                        Verdict::Rejected,
+                        vec![error],
+                        delivered_by,
+                    )
                     .await;
             }
         }
@@ -157,7 +172,11 @@ impl Ingestor {
         };
         let mapped = match map_message(&message, &context) {
             Ok(mapped) => mapped,
-            Err(errors) => return self.refuse(raw, &echo, mode, Verdict::Failed, errors).await,
+            Err(errors) => {
+                return self
+                    .refuse(raw, &echo, mode, Verdict::Failed, errors, delivered_by)
+                    .await;
+            }
         };
         let frames = answer_frames(mode, &echo, Verdict::Accepted, &[]);
         let Ok(sealed_frames) = self.seal_frames(&message_key, &frames) else {
@@ -195,7 +214,9 @@ impl Ingestor {
                 }
                 Ok(None) => continue,
                 Err(Failure::Refused(errors)) => {
-                    return self.refuse(raw, &echo, mode, Verdict::Failed, errors).await;
+                    return self
+                        .refuse(raw, &echo, mode, Verdict::Failed, errors, delivered_by)
+                        .await;
                 }
                 // Another connection stored the same message first (a resend racing its original).
                 Err(Failure::AlreadyStored) => {
@@ -451,7 +472,8 @@ impl Ingestor {
         Ok(reference.filter(|r| r.starts_with("Patient/")))
     }
 
-    /// Answer a message that will not be stored, after keeping it in the dead-letter store.
+    /// Answer a message that will not be stored, after keeping it in the dead-letter store and
+    /// recording the refusal in the audit trail (in one transaction; whatever the transport).
     async fn refuse(
         &self,
         raw: &[u8],
@@ -459,6 +481,7 @@ impl Ingestor {
         mode: AckMode,
         verdict: Verdict,
         errors: Vec<Hl7Error>,
+        delivered_by: &std::sync::Arc<crate::auth::Caller>,
     ) -> Answer {
         let reason = errors
             .iter()
@@ -466,7 +489,8 @@ impl Ingestor {
             .collect::<Vec<_>>()
             .join("; ");
         let code = errors.first().map_or(207, |e| e.code);
-        let dead_letter = match self.keep_dead_letter(raw, code, &reason).await {
+        let record = self.refusal_record(delivered_by, echo, verdict, &reason);
+        let dead_letter = match self.keep_dead_letter(raw, code, &reason, record).await {
             Ok(id) => id,
             Err(_) => return unavailable(),
         };
@@ -483,7 +507,43 @@ impl Ingestor {
         }
     }
 
-    async fn keep_dead_letter(&self, raw: &[u8], code: u16, reason: &str) -> ApiResult<String> {
+    /// The audit record of a refused message: who delivered it, its control id, and why (the
+    /// ERR texts, which never hold PHI).
+    fn refusal_record(
+        &self,
+        delivered_by: &std::sync::Arc<crate::auth::Caller>,
+        echo: &Echo,
+        verdict: Verdict,
+        reason: &str,
+    ) -> crate::audit::AuditRecord {
+        use crate::audit::{Entity, Event, Outcome};
+        let entities = (!echo.control_id.is_empty())
+            .then(|| Entity::Message {
+                control_id: echo.control_id.clone(),
+            })
+            .into_iter()
+            .collect();
+        let verdict = if verdict == Verdict::Rejected {
+            "rejected"
+        } else {
+            "not stored"
+        };
+        self.service.audit_record(
+            delivered_by,
+            Event::Ingest,
+            Outcome::MinorFailure,
+            Some(format!("{verdict}: {reason}")),
+            entities,
+        )
+    }
+
+    async fn keep_dead_letter(
+        &self,
+        raw: &[u8],
+        code: u16,
+        reason: &str,
+        record: crate::audit::AuditRecord,
+    ) -> ApiResult<String> {
         let keys = self.service.keys.current();
         let content_hash = keys.blind_token(
             CONTENT_PARAM,
@@ -510,22 +570,39 @@ impl Ingestor {
             message: sealed,
             resolved_at: None,
         };
+        let service = self.service.clone();
         self.service
             .write(move |conn| {
-                Box::pin(async move { Ok(rows::keep_dead_letter(conn, &letter).await?) })
+                Box::pin(async move {
+                    let id = rows::keep_dead_letter(conn, &letter).await?;
+                    crate::audit::append(&service, conn, &[record]).await?;
+                    Ok(id)
+                })
             })
             .await
     }
 
     /// Answer a frame the MLLP layer could not take apart (bad trailer, interrupted, too large):
     /// rejected with ERR 100 and kept as a dead letter, echoing its MSH when one can be read.
-    pub async fn reject_frame(&self, partial: &[u8], reason: &str) -> Answer {
+    pub async fn reject_frame(
+        &self,
+        partial: &[u8],
+        reason: &str,
+        delivered_by: &std::sync::Arc<crate::auth::Caller>,
+    ) -> Answer {
         let parsed = Message::parse(partial).ok();
         let echo = parsed.as_ref().map(Echo::of).unwrap_or_default();
         let mode = parsed.as_ref().map_or(AckMode::Original, AckMode::of);
         let error = Hl7Error::new(100, "", format!("the MLLP frame was rejected: {reason}"));
-        self.refuse(partial, &echo, mode, Verdict::Rejected, vec![error])
-            .await
+        self.refuse(
+            partial,
+            &echo,
+            mode,
+            Verdict::Rejected,
+            vec![error],
+            delivered_by,
+        )
+        .await
     }
 
     /// The raw bytes of a dead letter.

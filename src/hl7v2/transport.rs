@@ -23,12 +23,7 @@ impl Handler for MllpIngest {
     fn message(&self, payload: Vec<u8>, peer: &Peer) -> BoxFuture<'static, Reply> {
         let ingestor = self.ingestor.clone();
         let (addr, hub) = (peer.addr, hub_name(peer));
-        let mut sender = peer
-            .hub
-            .as_ref()
-            .map_or_else(crate::auth::Caller::server, crate::auth::Caller::of_hub);
-        sender.address = Some(addr.ip().to_string());
-        let sender = Arc::new(sender);
+        let sender = sender_of(peer);
         Box::pin(async move {
             let answer = ingestor.ingest_from(&payload, &sender).await;
             tracing::debug!(peer = %addr, hub, disposition = ?answer.disposition, "MLLP message answered");
@@ -44,12 +39,26 @@ impl Handler for MllpIngest {
     ) -> BoxFuture<'static, Reply> {
         let ingestor = self.ingestor.clone();
         let (addr, hub) = (peer.addr, hub_name(peer));
+        let sender = sender_of(peer);
         Box::pin(async move {
             tracing::warn!(peer = %addr, hub, %error, bytes = partial.len(), "malformed MLLP frame");
-            let answer = ingestor.reject_frame(&partial, &error.to_string()).await;
+            let answer = ingestor
+                .reject_frame(&partial, &error.to_string(), &sender)
+                .await;
             reply(answer.disposition, answer.frames)
         })
     }
+}
+
+/// Who delivers the connection's messages, for their audit records: its hub, else the server
+/// on behalf of the sender's address.
+fn sender_of(peer: &Peer) -> Arc<crate::auth::Caller> {
+    let mut sender = peer
+        .hub
+        .as_ref()
+        .map_or_else(crate::auth::Caller::server, crate::auth::Caller::of_hub);
+    sender.address = Some(peer.addr.ip().to_string());
+    Arc::new(sender)
 }
 
 /// The hub for log lines (a configured name, never certificate content); `-` without one.

@@ -28,7 +28,7 @@ impl Service {
             event,
             outcome,
             outcome_desc,
-            caller: caller.clone(),
+            caller: Some(caller.clone()),
             address: caller.address.clone(),
             purpose: caller.purpose.iter().cloned().collect(),
             break_glass: caller.break_glass,

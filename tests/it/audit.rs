@@ -464,7 +464,86 @@ async fn no_phi_in_the_audit_tables(backend: Backend) {
     }
 }
 
+/// Requests refused before the server knows who sent them are failed logins: where they came
+/// from, what they asked for, why they were refused.
+async fn refused_logins_are_recorded(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let no_token = server
+        .client
+        .get(server.url("Patient/p-17"))
+        .header("authorization", "")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
+    let forged = server
+        .request(
+            Method::GET,
+            "Observation?code=8867-4",
+            None,
+            &[("authorization", "Bearer not.a.token")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    let roleless = server.token("no-such-role", "user/*.rs", None, None);
+    assert_eq!(
+        server
+            .request_as(&roleless, Method::GET, "Patient", None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    let logins = as_auditor(
+        &server,
+        "AuditEvent?type=http://dicom.nema.org/resources/ontology/DCM|110114",
+    )
+    .await;
+    assert_eq!(logins.len(), 3, "{logins:#?}");
+    for login in &logins {
+        assert_eq!(login["subtype"][0]["code"], "110122");
+        assert_eq!(login["outcome"], "4");
+        assert_eq!(login["agent"][0]["who"]["display"], "unauthenticated");
+        assert_eq!(login["agent"][0]["network"]["address"], "127.0.0.1");
+    }
+    let descriptions: Vec<&str> = logins
+        .iter()
+        .filter_map(|e| e["outcomeDesc"].as_str())
+        .collect();
+    assert_eq!(
+        descriptions
+            .iter()
+            .filter(|d| d.starts_with("401:"))
+            .count(),
+        2,
+        "{descriptions:?}"
+    );
+    assert_eq!(
+        descriptions
+            .iter()
+            .filter(|d| d.starts_with("403:"))
+            .count(),
+        1,
+        "{descriptions:?}"
+    );
+    assert!(
+        logins.iter().any(|e| has_entity(e, "Patient/p-17")),
+        "what the refused request asked for"
+    );
+    // Found by address too, like every record.
+    assert_eq!(
+        as_auditor(
+            &server,
+            "AuditEvent?subtype=http://dicom.nema.org/resources/ontology/DCM|110122&address=127.0.0"
+        )
+        .await
+        .len(),
+        3
+    );
+}
+
 both_backends!(
+    refused_logins_are_recorded,
     every_interaction_leaves_its_record,
     the_trail_is_the_auditors_and_never_written_through_the_api,
     break_the_glass_reidentification_and_ingestion_are_recorded,

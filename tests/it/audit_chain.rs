@@ -55,7 +55,7 @@ fn record(recorded: i64, interaction: RestInteraction, entities: Vec<Entity>) ->
         event: Event::Rest(interaction),
         outcome: Outcome::Success,
         outcome_desc: None,
-        caller: clinician(),
+        caller: Some(clinician()),
         address: Some("127.0.0.1".into()),
         purpose: vec!["TREAT".into()],
         break_glass: false,

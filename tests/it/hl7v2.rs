@@ -526,6 +526,50 @@ async fn broken_messages_are_answered_and_kept(backend: Backend) {
             .all(|l| !l.reason.contains("Gruber") && !l.reason.contains("1234010180")),
         "no PHI in reasons"
     );
+    // Each refusal is in the audit trail, over MLLP as over HTTP: failed, with its control id
+    // and the reason, from the address that sent it.
+    let auditor = server.token("auditor", "user/*.rs", None, None);
+    let reply = server
+        .request_as(
+            &auditor,
+            Method::GET,
+            "AuditEvent?type=http://dicom.nema.org/resources/ontology/DCM|110107&outcome=4",
+            None,
+        )
+        .await;
+    let refused: Vec<&Value> = reply.body["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    assert_eq!(refused.len(), 3, "{}", reply.text);
+    assert!(
+        refused
+            .iter()
+            .all(|e| e["agent"][0]["network"]["address"] == "127.0.0.1")
+    );
+    let described: Vec<&str> = refused
+        .iter()
+        .filter_map(|e| e["outcomeDesc"].as_str())
+        .collect();
+    assert!(
+        described.iter().any(|d| d.starts_with("rejected: 200")),
+        "{described:?}"
+    );
+    assert!(
+        described.iter().any(|d| d.starts_with("not stored: 101")),
+        "{described:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["entity"][0]["what"]["identifier"]["value"] == "ADT-0001")
+    );
+    assert!(
+        !reply.text.contains("Gruber") && !reply.text.contains("1234010180"),
+        "no PHI in the records"
+    );
 
     let wrong_type = server
         .raw(
