@@ -58,6 +58,11 @@ pub fn cases() -> Vec<Case> {
             "AuditEvents are never written through the API and are the auditor's alone to read",
             audit_is_read_only,
         ),
+        Case::new(
+            "sec-012",
+            "a refused token leaves a failed-login AuditEvent (DICOM 110114) naming what it asked for",
+            audit_of_a_refused_token,
+        ),
     ]
 }
 
@@ -316,4 +321,27 @@ fn audit_is_read_only(ctx: &Ctx) -> Outcome {
     };
     check::error(&ctx.delete(&format!("AuditEvent/{id}")).send()?, &[405])?;
     check::error(&with_token(ctx.delete(&format!("AuditEvent/{id}")), auditor).send()?, &[403, 405])
+}
+
+fn audit_of_a_refused_token(ctx: &Ctx) -> Outcome {
+    let auditor = token(ctx, "auditor")?;
+    // An id no earlier run asked for, so that the record found is this run's.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let asked = format!("Patient/conformance-refused-{nanos}");
+    challenge(&ctx.get(&asked).header("Authorization", "Bearer not-a-jwt").send()?, Some("invalid_token"))?;
+    let response = get_as(
+        ctx,
+        auditor,
+        &format!("AuditEvent?type=http://dicom.nema.org/resources/ontology/DCM|110114&entity={asked}"),
+    )?;
+    let bundle = searchset(&response)?;
+    let events = check::entries(&bundle);
+    ensure(events.len() == 1, || format!("{}: expected one failed-login AuditEvent, found {}", response.label, events.len()))?;
+    let event = &events[0]["resource"];
+    ensure(event["outcome"] == "4" && event["action"] == "E", || {
+        format!("{}: expected outcome 4 and action E: {event}", response.label)
+    })?;
+    ensure(event["agent"][0]["network"]["address"].is_string(), || {
+        format!("{}: the refused request's address is missing: {event}", response.label)
+    })
 }
