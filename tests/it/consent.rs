@@ -624,6 +624,15 @@ async fn consents_stored_before_an_upgrade_are_enforced(backend: Backend) {
         ),
     )
     .await;
+    let device =
+        json!({"resourceType": "Device", "id": "dev-a", "patient": {"reference": "Patient/pat-a"}});
+    assert!(
+        server
+            .put("Device/dev-a", &device)
+            .await
+            .status
+            .is_success()
+    );
     let (dir, database) = server.stop().await;
     {
         use sqlx::Connection;
@@ -632,6 +641,16 @@ async fn consents_stored_before_an_upgrade_are_enforced(backend: Backend) {
             .execute(&mut conn)
             .await
             .expect("rules removed, as before the upgrade");
+        // A Device written before `Device.patient` counted for the compartment, and the
+        // migration that fills it in not yet run.
+        sqlx::query("UPDATE resource_heads SET compartment = NULL WHERE resource_type = 'Device'")
+            .execute(&mut conn)
+            .await
+            .expect("compartment cleared");
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 7")
+            .execute(&mut conn)
+            .await
+            .expect("migration 7 not applied yet");
         conn.close().await.expect("closed");
     }
     let server = TestServer::start_with(backend, dir, database, |_| {}).await;
@@ -643,6 +662,13 @@ async fn consents_stored_before_an_upgrade_are_enforced(backend: Backend) {
     assert_eq!(
         status(&server, &c.crm, "Patient/pat-b").await,
         StatusCode::OK
+    );
+    let everything = server.get("Patient/pat-a/$everything").await;
+    assert!(
+        everything.text.contains("\"Device/dev-a\"")
+            || everything.text.contains("\"id\":\"dev-a\""),
+        "{}",
+        everything.text
     );
 }
 

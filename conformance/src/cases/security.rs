@@ -336,7 +336,9 @@ fn audit_of_a_refused_token(ctx: &Ctx) -> Outcome {
     )?;
     let bundle = searchset(&response)?;
     let events = check::entries(&bundle);
-    ensure(events.len() == 1, || format!("{}: expected one failed-login AuditEvent, found {}", response.label, events.len()))?;
+    ensure(events.len() == 1, || {
+        format!("{}: expected one failed-login AuditEvent, found {}", response.label, events.len())
+    })?;
     let event = &events[0]["resource"];
     ensure(event["outcome"] == "4" && event["action"] == "E", || {
         format!("{}: expected outcome 4 and action E: {event}", response.label)
