@@ -53,10 +53,11 @@ clinician="$(issue --role clinician --scope 'user/*.cruds' --org conformance-org
 crm="$(issue --role crm --scope 'user/*.rs')"
 patient="$(issue --role patient --scope 'patient/*.rs patient/Consent.cud' --patient conformance-pat-a)"
 auditor="$(issue --role auditor --scope 'user/*.rs')"
+reader="$(issue --role clinician --scope 'user/*.rs' --org conformance-org-a)"
 mkdir -p target/conformance
 status=0
 "$target/debug/fhirvault-conformance" --base-url "http://127.0.0.1:$port/fhir" \
-    --as "clinician=$clinician" --as "crm=$crm" --as "patient=$patient" --as "auditor=$auditor" \
+    --as "clinician=$clinician" --as "crm=$crm" --as "patient=$patient" --as "auditor=$auditor" --as "reader=$reader" \
     --junit "target/conformance/$backend.xml" --json "target/conformance/$backend.json" || status=$?
 if [ "$status" != 0 ]; then
     echo "conformance suite failed on $backend; server log:" >&2

@@ -99,6 +99,10 @@ pub struct AuthArgs {
     /// Clock skew allowed when checking exp, nbf and iat (seconds, at most 300). Default 60.
     #[arg(long = "auth-leeway-seconds", env = "FHIRVAULT_AUTH_LEEWAY_SECONDS")]
     pub leeway_seconds: Option<u64>,
+    /// The claim (or dotted path, e.g. realm_access.roles) tokens carry their role in.
+    /// Default: role, else roles.
+    #[arg(long = "auth-role-claim", env = "FHIRVAULT_AUTH_ROLE_CLAIM")]
+    pub role_claim: Option<String>,
 }
 
 /// The TOML file: every key optional, same names as the flags (with underscores).
@@ -128,6 +132,58 @@ struct FileConfig {
     tls: TlsFileConfig,
     #[serde(default)]
     audit: AuditFileConfig,
+    #[serde(default)]
+    store: StoreFileConfig,
+}
+
+/// The `[store]` table of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreFileConfig {
+    statement_timeout_ms: Option<u64>,
+}
+
+/// How the server uses its database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The longest one SQL statement may run before the database stops it (`None`: no limit),
+    /// so that one expensive search cannot hold a connection (and a reader slot) for ever.
+    /// PostgreSQL: `statement_timeout` on every pooled connection; SQLite: queries (SELECT) are
+    /// interrupted from SQLite's progress handler ([`crate::store::sqlite_limit`]).
+    pub statement_timeout: Option<Duration>,
+}
+
+/// A few seconds: far above any search of an indexed, paged query, low enough that a runaway
+/// one frees its connection quickly.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// More than an hour is no limit at all for an interactive server.
+const MAX_STATEMENT_TIMEOUT_MS: u64 = 3_600_000;
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+        }
+    }
+}
+
+impl StoreConfig {
+    fn resolve(file: StoreFileConfig) -> Result<StoreConfig, ConfigError> {
+        let statement_timeout = match file.statement_timeout_ms {
+            None => Some(DEFAULT_STATEMENT_TIMEOUT),
+            Some(0) => None,
+            Some(ms) if ms > MAX_STATEMENT_TIMEOUT_MS => {
+                return Err(ConfigError::new(
+                    "store.statement_timeout_ms",
+                    format!(
+                        "must be at most {MAX_STATEMENT_TIMEOUT_MS} (one hour); 0 turns the limit off"
+                    ),
+                ));
+            }
+            Some(ms) => Some(Duration::from_millis(ms)),
+        };
+        Ok(StoreConfig { statement_timeout })
+    }
 }
 
 /// The `[audit]` table of the TOML file.
@@ -233,6 +289,8 @@ struct TlsFileConfig {
     key_file: Option<PathBuf>,
     client_ca_file: Option<PathBuf>,
     #[serde(default)]
+    client_crl_files: Vec<PathBuf>,
+    #[serde(default)]
     hubs: Vec<HubConfig>,
 }
 
@@ -247,6 +305,7 @@ struct AuthFileConfig {
     leeway_seconds: Option<u64>,
     authorization_endpoint: Option<String>,
     token_endpoint: Option<String>,
+    role_claim: Option<String>,
 }
 
 /// Bearer-token verification (`auth::token`): whose tokens are accepted, for whom.
@@ -267,6 +326,9 @@ pub struct AuthConfig {
     /// is a resource server and has none of its own.
     pub authorization_endpoint: Option<String>,
     pub token_endpoint: Option<String>,
+    /// Where tokens carry their role: a claim name or a dotted path (`realm_access.roles`).
+    /// Default: `role`, else `roles` (Entra ID's app roles).
+    pub role_claim: crate::auth::token::RoleClaim,
 }
 
 pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
@@ -283,6 +345,7 @@ impl AuthConfig {
             leeway_seconds: DEFAULT_LEEWAY_SECONDS,
             authorization_endpoint: None,
             token_endpoint: None,
+            role_claim: Default::default(),
         }
     }
 
@@ -345,6 +408,11 @@ impl AuthConfig {
                 return Err(ConfigError::new(setting, "must be an absolute http(s) URL"));
             }
         }
+        let role_claim = match args.role_claim.clone().or(file.role_claim) {
+            Some(path) => crate::auth::token::RoleClaim::parse(&path)
+                .map_err(|why| ConfigError::new("auth.role_claim", why))?,
+            None => Default::default(),
+        };
         Ok(AuthConfig {
             issuer,
             audience,
@@ -353,6 +421,7 @@ impl AuthConfig {
             leeway_seconds,
             authorization_endpoint: file.authorization_endpoint,
             token_endpoint: file.token_endpoint,
+            role_claim,
         })
     }
 }
@@ -481,6 +550,9 @@ pub struct TlsConfig {
     /// PEM CA certificates that issue client certificates. When set, HTTPS asks for a client
     /// certificate (optional there) and MLLP requires one that maps to a hub.
     pub client_ca_file: Option<PathBuf>,
+    /// Certificate revocation lists (PEM or DER) of the CAs under `client_ca_file`: a client
+    /// certificate they revoke is refused in the handshake.
+    pub client_crl_files: Vec<PathBuf>,
     /// Client-certificate identities of device hubs.
     pub hubs: Vec<HubConfig>,
 }
@@ -530,6 +602,12 @@ impl TlsConfig {
                         "needs tls.cert_file, tls.key_file and tls.client_ca_file",
                     ));
                 }
+                if !file.client_crl_files.is_empty() {
+                    return Err(ConfigError::new(
+                        "tls.client_crl_files",
+                        "needs tls.cert_file, tls.key_file and tls.client_ca_file",
+                    ));
+                }
                 return Ok(None);
             }
         };
@@ -539,11 +617,18 @@ impl TlsConfig {
                 "needs tls.client_ca_file: hubs are known by client certificates issued under it",
             ));
         }
+        if !file.client_crl_files.is_empty() && client_ca_file.is_none() {
+            return Err(ConfigError::new(
+                "tls.client_crl_files",
+                "needs tls.client_ca_file: the lists revoke client certificates issued under it",
+            ));
+        }
         check_hubs(&file.hubs)?;
         Ok(Some(TlsConfig {
             cert_file,
             key_file,
             client_ca_file,
+            client_crl_files: file.client_crl_files,
             hubs: file.hubs,
         }))
     }
@@ -673,6 +758,7 @@ pub struct Config {
     /// allows on loopback addresses only.
     pub tls: Option<TlsConfig>,
     pub audit: AuditConfig,
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -793,12 +879,14 @@ impl Config {
         let hl7v2 = Hl7Config::resolve(file.hl7v2, store, serve)?;
         let auth = AuthConfig::resolve(file.auth, &serve.auth, &base_url)?;
         let audit = AuditConfig::resolve(file.audit, &store.audit)?;
+        let store_config = StoreConfig::resolve(file.store)?;
 
         Ok(Config {
             hl7v2,
             auth,
             tls,
             audit,
+            store: store_config,
             listen,
             base_url,
             data_dir,
@@ -850,6 +938,7 @@ impl Config {
             auth: AuthConfig::for_base_url(base_url),
             tls: None,
             audit: AuditConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 
@@ -976,6 +1065,14 @@ mod tests {
             auth.token_endpoint.as_deref(),
             Some("https://idp.example/token")
         );
+        assert_eq!(auth.role_claim, crate::auth::token::RoleClaim::default());
+        let auth = resolve_with_toml(
+            "[auth]\nrole_claim = \"realm_access.roles\"\n",
+            AuthArgs::default(),
+        )
+        .unwrap()
+        .auth;
+        assert_eq!(auth.role_claim.primary(), "realm_access.roles");
     }
 
     #[test]
@@ -993,6 +1090,11 @@ mod tests {
                 "[auth]\ntoken_endpoint = \"idp/token\"\n",
                 "auth.token_endpoint",
             ),
+            (
+                "[auth]\nrole_claim = \"realm_access..roles\"\n",
+                "auth.role_claim",
+            ),
+            ("[auth]\nrole_claim = \"\"\n", "auth.role_claim"),
             ("[auth]\nunknown = 1\n", "config"),
         ];
         for (toml, setting) in cases {
@@ -1055,6 +1157,41 @@ mod tests {
                 "{toml}"
             );
         }
+    }
+
+    #[test]
+    fn statement_timeout_from_toml() {
+        assert_eq!(
+            Config::resolve(&StoreArgs::default(), &ServeArgs::default())
+                .unwrap()
+                .store
+                .statement_timeout,
+            Some(Duration::from_secs(5))
+        );
+        let (_dir, store) = with_file("[store]\nstatement_timeout_ms = 250\n");
+        assert_eq!(
+            Config::resolve(&store, &ServeArgs::default())
+                .unwrap()
+                .store
+                .statement_timeout,
+            Some(Duration::from_millis(250))
+        );
+        let (_dir, store) = with_file("[store]\nstatement_timeout_ms = 0\n");
+        assert_eq!(
+            Config::resolve(&store, &ServeArgs::default())
+                .unwrap()
+                .store
+                .statement_timeout,
+            None,
+            "0 is off"
+        );
+        let (_dir, store) = with_file("[store]\nstatement_timeout_ms = 86400000\n");
+        assert_eq!(
+            Config::resolve(&store, &ServeArgs::default())
+                .unwrap_err()
+                .setting,
+            "store.statement_timeout_ms"
+        );
     }
 
     #[test]
@@ -1174,6 +1311,7 @@ mod tests {
             cert_file = "file-cert.pem"
             key_file = "file-key.pem"
             client_ca_file = "hubs-ca.pem"
+            client_crl_files = ["hubs-ca.crl"]
             [[tls.hubs]]
             name = "hub-vienna-1"
             subject = "hub-vienna-1.devices.example"
@@ -1185,6 +1323,7 @@ mod tests {
             .tls
             .unwrap();
         assert_eq!(tls.client_ca_file, Some(PathBuf::from("hubs-ca.pem")));
+        assert_eq!(tls.client_crl_files, [PathBuf::from("hubs-ca.crl")]);
         assert_eq!(
             tls.hubs,
             vec![HubConfig {
@@ -1229,6 +1368,11 @@ mod tests {
         assert_eq!(
             Config::resolve(&store, &tls_args()).unwrap_err().setting,
             "tls.hubs"
+        );
+        let (_dir, store) = with_file("[tls]\nclient_crl_files = [\"ca.crl\"]\n");
+        assert_eq!(
+            Config::resolve(&store, &tls_args()).unwrap_err().setting,
+            "tls.client_crl_files"
         );
     }
 

@@ -30,9 +30,14 @@ pub enum ApiError {
     /// A bearer token was sent and refused; the text says why, never quoting the token.
     #[error("{0}")]
     InvalidToken(String),
-    /// The caller is known but may not do this (scopes, role, consent).
+    /// The caller is known but may not do this (role, consent, a resource out of reach).
     #[error("{0}")]
     Forbidden(String),
+    /// The token is valid, and its role would allow this, but none of its scopes covers the
+    /// interaction on the type (RFC 6750 §3.1 `insufficient_scope`). `scope` is a scope that
+    /// would; scopes name types and interactions only, so saying so leaks nothing.
+    #[error("{message}")]
+    InsufficientScope { message: String, scope: String },
     /// The caller sent too many requests; it may retry after `retry_after_secs`.
     #[error("too many requests; retry in {retry_after_secs} seconds")]
     TooManyRequests { retry_after_secs: u64 },
@@ -60,6 +65,14 @@ pub enum ApiError {
     /// The store cannot be reached; the client may retry.
     #[error("{0}")]
     Unavailable(String),
+    /// A statement ran longer than the store's time limit (`store.statement_timeout_ms`) and the
+    /// database stopped it. A 503 with `Retry-After`, not a 408 (which says the *client* was too
+    /// slow to send its request, and which clients resend at once) nor a 504 (a gateway's):
+    /// the server could not answer in time, usually under load, and says when to try again.
+    #[error(
+        "the request took longer than this server's time limit for one database statement and was stopped; retry later, or narrow it (fewer chains, _has, _include or :contains)"
+    )]
+    Timeout,
     /// Something went wrong inside; the detail was logged, the client gets a generic text.
     #[error("internal error")]
     Internal,
@@ -72,7 +85,7 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MissingToken | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Gone(_) => StatusCode::GONE,
@@ -84,7 +97,7 @@ impl ApiError {
             ApiError::MultipleMatches(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,7 +108,7 @@ impl ApiError {
             ApiError::NotSupported(_) => IssueCode::NotSupported,
             ApiError::Invalid(_) | ApiError::Unprocessable(_) => IssueCode::Invalid,
             ApiError::MissingToken | ApiError::InvalidToken(_) => IssueCode::Login,
-            ApiError::Forbidden(_) => IssueCode::Forbidden,
+            ApiError::Forbidden(_) | ApiError::InsufficientScope { .. } => IssueCode::Forbidden,
             ApiError::TooManyRequests { .. } => IssueCode::Throttled,
             ApiError::NotFound(_) => IssueCode::NotFound,
             ApiError::Gone(_) => IssueCode::Deleted,
@@ -107,6 +120,7 @@ impl ApiError {
             ApiError::MultipleMatches(_) => IssueCode::MultipleMatches,
             ApiError::PayloadTooLarge(_) => IssueCode::TooLong,
             ApiError::Unavailable(_) => IssueCode::Transient,
+            ApiError::Timeout => IssueCode::Timeout,
             ApiError::Internal => IssueCode::Exception,
         }
     }
@@ -128,14 +142,20 @@ impl ApiError {
         operation_outcome(&self.issues())
     }
 
-    /// The `WWW-Authenticate` challenge of a 401 (RFC 6750 §3): no error code for a missing
-    /// token, `invalid_token` with a description otherwise.
+    /// The `WWW-Authenticate` challenge (RFC 6750 §3) of a 401 — no error code for a missing
+    /// token, `invalid_token` with a description otherwise — and of a 403 for want of a scope
+    /// (`insufficient_scope`, with the scope that would do).
     pub fn www_authenticate(&self) -> Option<String> {
         match self {
             ApiError::MissingToken => Some(format!("Bearer realm=\"{REALM}\"")),
             ApiError::InvalidToken(why) => Some(format!(
                 "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
                 quotable(why)
+            )),
+            ApiError::InsufficientScope { message, scope } => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", error_description=\"{}\", scope=\"{}\"",
+                quotable(message),
+                quotable(scope)
             )),
             _ => None,
         }
@@ -167,8 +187,17 @@ impl IntoResponse for ApiError {
         {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
-        if let ApiError::TooManyRequests { retry_after_secs } = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        match self {
+            ApiError::TooManyRequests { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            ApiError::Timeout => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(TIMEOUT_RETRY_AFTER_SECS),
+                );
+            }
+            _ => {}
         }
         response
             .extensions_mut()
@@ -181,6 +210,10 @@ impl IntoResponse for ApiError {
 /// (the summary, not the issues: the variants' texts never quote submitted values).
 #[derive(Debug, Clone)]
 pub struct ErrorSummary(pub String);
+
+/// When a client whose request hit the statement time limit may try again: long enough for a
+/// burst of load to pass, short enough for an interactive client.
+const TIMEOUT_RETRY_AFTER_SECS: u64 = 5;
 
 /// The realm of this server's bearer challenges.
 const REALM: &str = "fhirvault";
@@ -212,6 +245,13 @@ impl From<sqlx::Error> for ApiError {
                 tracing::error!(error = %error, "database unavailable");
                 ApiError::Unavailable("the database is temporarily unavailable; retry later".into())
             }
+            sqlx::Error::Database(db) if is_statement_timeout(db.as_ref()) => {
+                // The statement is not logged: search SQL carries blind tokens and ids.
+                tracing::warn!(
+                    "a database statement ran past store.statement_timeout_ms and was stopped"
+                );
+                ApiError::Timeout
+            }
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 // Two writers raced for the same version row; the loser retries from a fresh read.
                 tracing::info!(constraint = ?db.constraint(), "concurrent write conflict");
@@ -224,6 +264,17 @@ impl From<sqlx::Error> for ApiError {
                 ApiError::Internal
             }
         }
+    }
+}
+
+/// Did the database stop a statement for running too long? PostgreSQL: SQLSTATE 57014
+/// (`query_canceled`, which only `statement_timeout` causes here); SQLite: `SQLITE_INTERRUPT`
+/// (9), which only the statement time limit raises ([`crate::store::sqlite_limit`]).
+fn is_statement_timeout(error: &dyn sqlx::error::DatabaseError) -> bool {
+    match error.code().as_deref() {
+        Some("57014") => true,
+        Some("9") => error.message().contains("interrupt"),
+        _ => false,
     }
 }
 

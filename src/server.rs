@@ -108,7 +108,7 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
         }
     };
     let (validator, registry) = load_definitions(&config.fhir_resources)?;
-    let store = Store::open(&config.database)
+    let store = Store::open_with(&config.database, config.store.statement_timeout)
         .await
         .with_context(|| format!("opening {}", config.database.redacted()))?;
     store
@@ -151,6 +151,7 @@ pub fn app(service: Service, ingestor: Ingestor) -> axum::Router {
         &service.registry,
         &service.validator.supported_profiles(),
         env!("CARGO_PKG_VERSION"),
+        crate::api::smart::rest_security(&service.config),
     );
     let rate_limiter = Arc::new(crate::api::rate_limit::RateLimiter::new(
         service.config.rate_limit_per_second,

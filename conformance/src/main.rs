@@ -51,8 +51,9 @@ struct Cli {
     #[arg(long, value_name = "TOKEN", env = "FHIRVAULT_CONFORMANCE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Another caller's token for the access-control cases, as NAME=TOKEN (repeatable): `clinician`
-    /// (organisation conformance-org-a), `crm`, `patient` (patient conformance-pat-a). Cases
-    /// whose token is missing are skipped.
+    /// (organisation conformance-org-a), `crm`, `patient` (patient conformance-pat-a), `auditor`,
+    /// `reader` (a clinician of conformance-org-a with read-only scopes). Cases whose token is
+    /// missing are skipped.
     #[arg(long = "as", value_name = "NAME=TOKEN", value_parser = parse_named_token)]
     tokens: Vec<(String, String)>,
     /// Per-request timeout in seconds.

@@ -93,13 +93,18 @@ fn token_caller(state: &AppState, request: &Request) -> ApiResult<Arc<Caller>> {
 /// The caller of a bearer token: from the cache of recently verified tokens, or verified now.
 fn verified_caller(state: &AppState, token: &str) -> ApiResult<Arc<Caller>> {
     let now = chrono::Utc::now().timestamp();
-    if let Some(caller) = state.token_cache.get(token, now) {
+    let verifier = &state.service.verifier;
+    verifier.refresh_keys();
+    let generation = verifier.key_generation();
+    if let Some(caller) = state.token_cache.get(token, now, generation) {
         return Ok(caller);
     }
-    let claims = state.service.verifier.verify(token, now)?;
+    let claims = verifier.verify(token, now)?;
     let expires = claims.exp;
     let caller = Arc::new(caller_from_claims(claims)?);
-    state.token_cache.insert(token, caller.clone(), expires);
+    state
+        .token_cache
+        .insert(token, caller.clone(), expires, generation);
     Ok(caller)
 }
 
@@ -113,19 +118,11 @@ fn hub_of(request: &Request) -> Option<Caller> {
     Some(Caller::of_hub(hub))
 }
 
-/// The caller a verified token describes. A token without a known role, or with a malformed
-/// resource scope, is refused (403): it is genuine, but grants nothing this server can honour.
+/// The caller a verified token describes. A token without a known role, with several, or with
+/// a malformed resource scope, is refused (403): it is genuine, but grants nothing this server
+/// can honour.
 pub fn caller_from_claims(claims: Claims) -> ApiResult<Caller> {
-    let role: Role = claims
-        .role
-        .as_deref()
-        .ok_or_else(|| {
-            ApiError::Forbidden(
-                "the token carries no `role` claim; see docs/security.md for the roles".into(),
-            )
-        })?
-        .parse()
-        .map_err(|why: String| ApiError::Forbidden(format!("the token's role claim: {why}")))?;
+    let role = one_role(&claims.roles)?;
     let scopes =
         parse_scopes(&claims.scope).map_err(|error| ApiError::Forbidden(error.to_string()))?;
     Ok(Caller {
@@ -151,6 +148,36 @@ pub fn caller_from_claims(claims: Claims) -> ApiResult<Caller> {
     })
 }
 
+/// The one role among a token's role values. Values that are no role of this server are
+/// passed over (an identity provider's `roles` often holds other applications' roles too); a
+/// token must carry exactly one of ours: two would leave the rules to guess which applies.
+fn one_role(values: &[String]) -> ApiResult<Role> {
+    let mut ours: Vec<Role> = Vec::new();
+    for role in values.iter().filter_map(|value| value.parse::<Role>().ok()) {
+        if !ours.contains(&role) {
+            ours.push(role);
+        }
+    }
+    match ours.as_slice() {
+        [role] => Ok(*role),
+        [] if values.is_empty() => Err(ApiError::Forbidden(
+            "the token carries no role claim; see docs/security.md for the roles".into(),
+        )),
+        [] => Err(ApiError::Forbidden(format!(
+            "the token's role claim names no role of this server; the roles are {}",
+            Role::ALL.map(Role::name).join(", ")
+        ))),
+        several => Err(ApiError::Forbidden(format!(
+            "the token carries several roles ({}); a token must carry exactly one",
+            several
+                .iter()
+                .map(|role| role.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 /// The id in a context claim (`patient`, `org`): a bare FHIR id or `Type/id`, nothing else. The
 /// access rules put it into searches, so a claim such as `org-a,org-b` must never widen them.
 fn context_id(value: &str, resource_type: &str, claim: &str) -> ApiResult<String> {
@@ -161,5 +188,36 @@ fn context_id(value: &str, resource_type: &str, claim: &str) -> ApiResult<String
         Err(ApiError::Forbidden(format!(
             "the token's `{claim}` claim is not a {resource_type} id"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles(values: &[&str]) -> ApiResult<Role> {
+        one_role(&values.iter().map(|v| v.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn a_token_carries_one_role() {
+        assert_eq!(roles(&["clinician"]).unwrap(), Role::Clinician);
+        assert_eq!(
+            roles(&["Task.Read", "device-hub", "offline_access"]).unwrap(),
+            Role::DeviceHub,
+            "others' roles are passed over"
+        );
+        assert_eq!(
+            roles(&["admin", "admin"]).unwrap(),
+            Role::Admin,
+            "the same role twice is one"
+        );
+        let message = |result: ApiResult<Role>| match result {
+            Err(ApiError::Forbidden(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        assert!(message(roles(&[])).contains("no role claim"));
+        assert!(message(roles(&["nobody"])).contains("names no role of this server"));
+        assert!(message(roles(&["admin", "auditor"])).contains("several roles (admin, auditor)"));
     }
 }

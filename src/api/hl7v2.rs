@@ -38,7 +38,11 @@ pub async fn ingest_message(
         .next()
         .is_none()
     {
-        return Err(ApiError::Forbidden("sending HL7 v2 needs a scope that allows creating Observations (e.g. system/Observation.c)".into()));
+        return Err(crate::auth::access::insufficient_scope(
+            &caller,
+            "Observation",
+            crate::auth::Permission::Create,
+        ));
     }
     let media_type = request
         .headers()

@@ -9,6 +9,11 @@ use super::handlers::*;
 use super::negotiate::require_json_accept;
 use super::smart;
 
+/// Whether the router answers cross-origin (CORS) requests from browsers: it does not; a browser
+/// app on another origin reaches the API through a proxy on its own origin. The
+/// CapabilityStatement says so (`rest.security.cors`).
+pub const CORS: bool = false;
+
 pub fn router(state: AppState) -> Router {
     // FHIR REST API (R4 http.html): clinics, EHRs, CRM, portal, insurers, integrators.
     let fhir = Router::new()

@@ -72,6 +72,71 @@ pub fn smart_configuration(config: &Config) -> Value {
     document
 }
 
+/// Where the SMART `oauth-uris` extension is defined (SMART App Launch 1.0; 2.0 keeps it for
+/// servers that announce their endpoints in the CapabilityStatement too).
+const OAUTH_URIS: &str = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris";
+const SECURITY_SERVICE: &str = "http://terminology.hl7.org/CodeSystem/restful-security-service";
+
+/// `CapabilityStatement.rest.security` for `config`: the same facts as the smart-configuration
+/// document, from the same settings, so the two cannot disagree. `cors` is whether the router
+/// answers cross-origin requests ([`super::routes::CORS`]); `service` is SMART-on-FHIR, and
+/// Certificates when device hubs may present client certificates; the `oauth-uris` extension
+/// names only the identity provider's endpoints that are configured, and is left out without
+/// any (this server has none of its own).
+pub fn rest_security(config: &Config) -> Value {
+    let auth = &config.auth;
+    let mut services = vec![
+        json!({"coding": [{"system": SECURITY_SERVICE, "code": "SMART-on-FHIR", "display": "SMART-on-FHIR"}]}),
+    ];
+    let client_certificates = config
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.client_ca_file.is_some());
+    if client_certificates {
+        services.push(json!({"coding": [{"system": SECURITY_SERVICE, "code": "Certificates", "display": "Certificates"}]}));
+    }
+    let mut keys = Vec::new();
+    if auth.jwks_file.is_some() {
+        keys.push("the identity provider's keys (its JWKS)".to_string());
+    }
+    if auth.trust_key_ring {
+        keys.push(format!(
+            "this server's own key ({}{JWKS_PATH})",
+            config.base_url
+        ));
+    }
+    let mut description = format!(
+        "Every request except metadata and the .well-known documents needs an OAuth 2.0 bearer token (RFC 6750): \
+         a JWT signed with RS256 or ES256 by {}, with iss {} and aud {}. Its SMART v2 scopes (scope or scp) and its \
+         role (claim `{}`) decide what it may do; a token whose scopes do not cover a request gets 403 insufficient_scope. \
+         Discovery: {}/.well-known/smart-configuration.",
+        keys.join(" or "),
+        auth.issuer,
+        auth.audience,
+        auth.role_claim,
+        config.base_url,
+    );
+    if client_certificates {
+        description.push_str(" Device hubs may instead present a client certificate (mutual TLS) to send HL7 v2 messages.");
+    }
+    let mut security =
+        json!({"cors": super::routes::CORS, "service": services, "description": description});
+    let endpoints: Vec<Value> = [
+        ("authorize", &auth.authorization_endpoint),
+        ("token", &auth.token_endpoint),
+    ]
+    .into_iter()
+    .filter_map(|(name, url)| {
+        url.as_ref()
+            .map(|url| json!({"url": name, "valueUri": url}))
+    })
+    .collect();
+    if !endpoints.is_empty() {
+        security["extension"] = json!([{"url": OAUTH_URIS, "extension": endpoints}]);
+    }
+    security
+}
+
 fn json_response(body: &Value) -> Response {
     let mut response = (StatusCode::OK, body.to_string()).into_response();
     response.headers_mut().insert(
@@ -118,5 +183,65 @@ mod tests {
         assert_eq!(idp["issuer"], "https://idp.example/realms/x");
         assert_eq!(idp["token_endpoint"], "https://idp.example/realms/x/token");
         assert!(idp.get("jwks_uri").is_none() && idp.get("authorization_endpoint").is_none());
+    }
+
+    #[test]
+    fn rest_security_follows_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_dir(dir.path(), None);
+        let own = rest_security(&config);
+        assert_eq!(own["cors"], json!(false));
+        assert_eq!(
+            own["service"],
+            json!([{"coding": [{"system": SECURITY_SERVICE, "code": "SMART-on-FHIR", "display": "SMART-on-FHIR"}]}])
+        );
+        assert!(
+            own.get("extension").is_none(),
+            "no endpoints of our own, none configured: {own}"
+        );
+        let description = own["description"].as_str().unwrap();
+        assert!(
+            description.contains(&format!("{}/.well-known/jwks.json", config.base_url)),
+            "{description}"
+        );
+        assert!(!description.contains("JWKS)"), "{description}");
+        assert!(
+            description.contains("role (claim `role` or `roles`)"),
+            "{description}"
+        );
+
+        config.auth.jwks_file = Some(dir.path().join("jwks.json"));
+        config.auth.trust_key_ring = false;
+        config.auth.issuer = "https://idp.example/realms/x".into();
+        config.auth.token_endpoint = Some("https://idp.example/realms/x/token".into());
+        config.tls = Some(crate::config::TlsConfig {
+            cert_file: "c.pem".into(),
+            key_file: "k.pem".into(),
+            client_ca_file: Some("ca.pem".into()),
+            client_crl_files: Vec::new(),
+            hubs: Vec::new(),
+        });
+        let idp = rest_security(&config);
+        assert_eq!(
+            idp["extension"],
+            json!([{"url": OAUTH_URIS, "extension": [{"url": "token", "valueUri": "https://idp.example/realms/x/token"}]}])
+        );
+        assert_eq!(idp["service"][1]["coding"][0]["code"], "Certificates");
+        let description = idp["description"].as_str().unwrap();
+        assert!(
+            description.contains("https://idp.example/realms/x")
+                && !description.contains("jwks.json"),
+            "{description}"
+        );
+
+        config.auth.authorization_endpoint = Some("https://idp.example/realms/x/auth".into());
+        let both = rest_security(&config);
+        let names: Vec<&str> = both["extension"][0]["extension"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["url"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["authorize", "token"]);
     }
 }

@@ -2,7 +2,9 @@
 //! it expires; checking its signature again each time (an ES256 verification is about 64 µs,
 //! more than a whole read of a small resource) buys nothing, because a JWT cannot change
 //! without changing its bytes. Entries are keyed by the SHA-256 of the whole token and end
-//! with the token's `exp`.
+//! with the token's `exp`, or as soon as the trusted keys change (their generation,
+//! [`crate::auth::token::TokenVerifier::key_generation`]): a key removed from the JWKS file must
+//! not live on in here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,11 +27,14 @@ struct Entry {
     caller: Arc<Caller>,
     /// The token's `exp` (Unix seconds).
     expires: i64,
+    /// The key generation it was verified under.
+    generation: u64,
 }
 
 impl TokenCache {
-    /// The caller of `token` if it was verified before and has not expired at `now`.
-    pub fn get(&self, token: &str, now: i64) -> Option<Arc<Caller>> {
+    /// The caller of `token` if it was verified before, under key `generation`, and has not
+    /// expired at `now`.
+    pub fn get(&self, token: &str, now: i64, generation: u64) -> Option<Arc<Caller>> {
         let key = key(token);
         let entries = self
             .entries
@@ -37,12 +42,12 @@ impl TokenCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         entries
             .get(&key)
-            .filter(|entry| entry.expires > now)
+            .filter(|entry| entry.expires > now && entry.generation == generation)
             .map(|entry| entry.caller.clone())
     }
 
-    /// Remember the caller of a token that was just verified.
-    pub fn insert(&self, token: &str, caller: Arc<Caller>, expires: i64) {
+    /// Remember the caller of a token that was just verified under key `generation`.
+    pub fn insert(&self, token: &str, caller: Arc<Caller>, expires: i64, generation: u64) {
         let mut entries = self
             .entries
             .lock()
@@ -50,7 +55,14 @@ impl TokenCache {
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
-        entries.insert(key(token), Entry { caller, expires });
+        entries.insert(
+            key(token),
+            Entry {
+                caller,
+                expires,
+                generation,
+            },
+        );
     }
 }
 
@@ -69,9 +81,13 @@ mod tests {
     fn remembers_until_expiry_and_only_the_same_bytes() {
         let cache = TokenCache::default();
         let caller = Arc::new(Caller::server());
-        cache.insert("a.b.c", caller.clone(), 100);
-        assert_eq!(cache.get("a.b.c", 99).as_deref(), Some(&*caller));
-        assert!(cache.get("a.b.c", 100).is_none(), "expired");
-        assert!(cache.get("a.b.d", 50).is_none(), "another token");
+        cache.insert("a.b.c", caller.clone(), 100, 0);
+        assert_eq!(cache.get("a.b.c", 99, 0).as_deref(), Some(&*caller));
+        assert!(cache.get("a.b.c", 100, 0).is_none(), "expired");
+        assert!(cache.get("a.b.d", 50, 0).is_none(), "another token");
+        assert!(
+            cache.get("a.b.c", 99, 1).is_none(),
+            "verified under keys since changed"
+        );
     }
 }

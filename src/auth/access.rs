@@ -16,7 +16,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use super::caller::Caller;
 use super::role::{self, Reach};
-use super::scope::{Context, Permission};
+use super::scope::{Context, Permission, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::search::query::{Criterion, Restriction, SearchRequest, Visibility};
 use crate::search::registry::{COMPARTMENT_SELF, SearchParamRegistry};
@@ -67,13 +67,38 @@ pub fn require(
         )));
     }
     if caller.covering(resource_type, permission).next().is_none() {
-        return Err(ApiError::Forbidden(format!(
-            "no scope of this token allows to {} {resource_type} resources (a `{}` scope is needed)",
-            verb(permission),
-            letter_hint(resource_type, permission)
-        )));
+        return Err(insufficient_scope(caller, resource_type, permission));
     }
     Ok(())
+}
+
+/// The refusal of a caller whose role allows `permission` on `resource_type` but whose scopes
+/// do not: a 403 whose challenge names a scope that would (RFC 6750 §3.1). The scope keeps the
+/// context (`patient`, `user`, `system`) of the token's own scopes, as the client would ask its
+/// authorization server for it again.
+pub fn insufficient_scope(
+    caller: &Caller,
+    resource_type: &str,
+    permission: Permission,
+) -> ApiError {
+    let context = caller
+        .scopes
+        .first()
+        .map_or(Context::User, |scope| scope.context);
+    let scope = Scope {
+        context,
+        resource_type: Some(resource_type.to_string()),
+        permissions: vec![permission],
+        query: None,
+    }
+    .to_string();
+    ApiError::InsufficientScope {
+        message: format!(
+            "no scope of this token allows to {} {resource_type} resources (a `{scope}` scope is needed)",
+            verb(permission)
+        ),
+        scope,
+    }
 }
 
 /// The parameters that put a resource of `resource_type` with a Patient
@@ -90,17 +115,6 @@ fn verb(permission: Permission) -> &'static str {
         Permission::Delete => "delete",
         Permission::Search => "search",
     }
-}
-
-fn letter_hint(resource_type: &str, permission: Permission) -> String {
-    let letter = match permission {
-        Permission::Create => 'c',
-        Permission::Read => 'r',
-        Permission::Update => 'u',
-        Permission::Delete => 'd',
-        Permission::Search => 's',
-    };
-    format!("user/{resource_type}.{letter}")
 }
 
 #[derive(Debug)]

@@ -44,13 +44,15 @@ pub fn is_searchable(param: &SearchParam) -> bool {
     }
 }
 
-/// `supported_profiles`: profile URLs by the resource type they constrain.
+/// `supported_profiles`: profile URLs by the resource type they constrain; `security`:
+/// `rest.security`, built from the configuration (`crate::api::smart::rest_security`).
 pub fn capability_statement(
     base_url: &str,
     resource_types: &[String],
     registry: &SearchParamRegistry,
     supported_profiles: &BTreeMap<String, Vec<String>>,
     software_version: &str,
+    security: Value,
 ) -> Value {
     let resources: Vec<Value> = resource_types
         .iter()
@@ -148,6 +150,7 @@ pub fn capability_statement(
                 _include and _revinclude (with :iterate and *); _sort by any parameter that is not protected; \
                 compartment search in the Patient compartment; system search with _type \
                 (one _type: that type's parameters; several or none: the parameters all resources share).",
+            "security": security,
             "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
             "resource": resources,
             "interaction": [

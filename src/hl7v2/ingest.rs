@@ -19,7 +19,7 @@ use super::er7::Message;
 use super::map::{MapContext, Mapped, PatientSource, map_message};
 use super::mode::{AckMode, Verdict, answer_frames};
 use super::plan::{GroupMatches, Match, Resolved, Sender, criteria, plan};
-use crate::auth::{Caller, Permission};
+use crate::auth::{Caller, Permission, Role};
 use crate::crypto::Aad;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::FhirId;
@@ -187,9 +187,14 @@ impl Ingestor {
             ack: sealed_frames,
             provenance_id: String::new(),
         };
+        // A hub's new devices are its organisation's, so that its next messages may name them.
+        let device_owner = (delivered_by.role == Role::DeviceHub)
+            .then_some(delivered_by.org.as_deref())
+            .flatten();
         let sender_ref = Sender {
             sender: &sender,
             control_id: &echo.control_id,
+            device_owner,
         };
         // A match made before the write can go stale (another message created the same patient
         // meanwhile); the write notices and the message is planned again.
@@ -243,7 +248,7 @@ impl Ingestor {
         message_key: &str,
         mut row: StoredMessage,
     ) -> Result<Option<usize>, Failure> {
-        let matches = self.match_groups(mapped).await?;
+        let matches = self.match_groups(mapped, delivered_by).await?;
         let planned = plan(mapped, &matches, sender);
         let mut writes = Vec::with_capacity(planned.len());
         for resource in planned {
@@ -290,7 +295,9 @@ impl Ingestor {
         match result {
             Ok(outcome) => Ok(outcome),
             Err(ApiError::Conflict(_)) => Err(Failure::AlreadyStored),
-            Err(ApiError::Unavailable(_) | ApiError::Internal) => Err(Failure::Unavailable),
+            Err(ApiError::Unavailable(_) | ApiError::Timeout | ApiError::Internal) => {
+                Err(Failure::Unavailable)
+            }
             Err(error) => Err(Failure::Refused(vec![store_error(&error)])),
         }
     }
@@ -329,7 +336,12 @@ impl Ingestor {
     }
 
     /// Match every group's patient (by PID identifier, or through its devices) and devices.
-    async fn match_groups(&self, mapped: &Mapped) -> Result<Vec<GroupMatches>, Failure> {
+    /// The devices a message names must be the sender's ([`Ingestor::devices_of_sender`]).
+    async fn match_groups(
+        &self,
+        mapped: &Mapped,
+        sender: &Arc<Caller>,
+    ) -> Result<Vec<GroupMatches>, Failure> {
         let mut seen: HashMap<(&'static str, String), Resolved> = HashMap::new();
         let mut groups = Vec::with_capacity(mapped.groups.len());
         for (group, (patient_criteria, device_criteria)) in
@@ -356,6 +368,7 @@ impl Ingestor {
                     resolved,
                 });
             }
+            self.devices_of_sender(&matched.devices, sender).await?;
             if matches!(group.patient, PatientSource::Device) {
                 let mut found = None;
                 for device in matched.devices.iter().filter_map(|d| match &d.resolved {
@@ -372,17 +385,57 @@ impl Ingestor {
                     }
                 }
                 let Some(patient) = found else {
-                    return Err(Failure::Refused(vec![Hl7Error::new(
-                        204,
-                        "OBX^1^18",
-                        "no patient is known for the equipment identifier(s) of this message: register the Device with its patient first",
-                    )]));
+                    return Err(Failure::Refused(vec![unknown_device()]));
                 };
                 matched.patient_through_device = Some(patient);
             }
             groups.push(matched);
         }
         Ok(groups)
+    }
+
+    /// A sender may name only devices it may see: a device hub its own (`Device.owner` is its
+    /// organisation, the hub's read rule in [`crate::auth::access`]); the server itself and an
+    /// unrestricted admin any. Otherwise a hub could file its readings under another
+    /// organisation's recorder, and so under that recorder's patient. Another's device is
+    /// answered exactly as an unknown one (AE, ERR 204 at OBX-18), so that the answer does not
+    /// tell a hub which identifiers exist elsewhere.
+    async fn devices_of_sender(
+        &self,
+        devices: &[Match],
+        sender: &Arc<Caller>,
+    ) -> Result<(), Failure> {
+        let stored: Vec<String> = devices
+            .iter()
+            .filter_map(|d| match &d.resolved {
+                Resolved::Existing(id) => Some(id.clone()),
+                Resolved::New(_) => None,
+            })
+            .collect();
+        if stored.is_empty() || sender.is_unrestricted() {
+            return Ok(());
+        }
+        let mut conn = self
+            .service
+            .reader()
+            .await
+            .map_err(|_| Failure::Unavailable)?;
+        let visible = match self
+            .service
+            .visible_ids(&mut conn, sender, Permission::Read, "Device", &stored)
+            .await
+        {
+            Ok(visible) => visible,
+            Err(ApiError::Unavailable(_) | ApiError::Timeout | ApiError::Internal) => {
+                return Err(Failure::Unavailable);
+            }
+            Err(error) => return Err(Failure::Refused(vec![store_error(&error)])),
+        };
+        if stored.iter().all(|id| visible.contains(id)) {
+            return Ok(());
+        }
+        tracing::info!(role = %sender.role, client = ?sender.client_id, "HL7 v2 message names a device that is not the sender's; refused");
+        Err(Failure::Refused(vec![unknown_device()]))
     }
 
     /// The stored resource `criteria` select, or a fresh id for a new one.
@@ -423,7 +476,9 @@ impl Ingestor {
                     ),
                 )]));
             }
-            Err(ApiError::Unavailable(_) | ApiError::Internal) => return Err(Failure::Unavailable),
+            Err(ApiError::Unavailable(_) | ApiError::Timeout | ApiError::Internal) => {
+                return Err(Failure::Unavailable);
+            }
             Err(error) => return Err(Failure::Refused(vec![store_error(&error)])),
         };
         seen.insert((resource_type, criteria.to_string()), resolved.clone());
@@ -677,6 +732,17 @@ enum Failure {
     AlreadyStored,
     /// The database failed: no ACK.
     Unavailable,
+}
+
+/// ERR 204 (unknown key identifier) at OBX-18: no device of the sender, with a patient, has the
+/// message's equipment identifiers. The same text whether the device is unknown, has no patient,
+/// or belongs to someone else.
+fn unknown_device() -> Hl7Error {
+    Hl7Error::new(
+        204,
+        "OBX^1^18",
+        "no patient is known for the equipment identifier(s) of this message among the sender's devices: register the Device, owned by the sender's organisation, with its patient first",
+    )
 }
 
 /// Is a match made before the write still true inside it?

@@ -90,6 +90,10 @@ pub struct Sender<'a> {
     /// `MSH-3|MSH-4` as sent (encoded).
     pub sender: &'a str,
     pub control_id: &'a str,
+    /// The organisation (id) that owns the devices this message creates: the device hub's that
+    /// delivered it, so that its later messages may name them ([`crate::auth::role`]'s
+    /// `OwnedDevices`). `None` leaves new devices without an owner.
+    pub device_owner: Option<&'a str>,
 }
 
 /// The resources to write for `mapped`: new patients and devices, every Observation and
@@ -129,6 +133,9 @@ pub fn plan(mapped: &Mapped, matches: &[GroupMatches], sender: &Sender) -> Vec<P
             {
                 let mut body = device.resource.clone();
                 body["patient"] = json!({"reference": patient_ref});
+                if let Some(org) = sender.device_owner {
+                    body["owner"] = json!({"reference": format!("Organization/{org}")});
+                }
                 planned.push(Planned {
                     resource_type: "Device",
                     id: id.clone(),

@@ -19,6 +19,7 @@ pub mod dialect;
 pub mod hl7v2;
 pub mod index;
 pub mod keys;
+pub mod sqlite_limit;
 pub mod versions;
 pub mod write;
 
@@ -58,9 +59,27 @@ pub struct Store {
 static INSTALL_DRIVERS: std::sync::Once = std::sync::Once::new();
 
 impl Store {
-    /// Open (and for SQLite create) the database. Does not migrate; call [`Store::migrate`].
+    /// Open (and for SQLite create) the database, without a time limit on statements (the
+    /// command-line tools: an import or `audit verify` may run long statements on purpose).
+    /// Does not migrate; call [`Store::migrate`].
     pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
+        Store::open_with(url, None).await
+    }
+
+    /// [`Store::open`] with a time limit for each statement (`None`: none), the server's: a
+    /// statement that runs longer is stopped by the database and fails with an error that
+    /// [`crate::error::ApiError`] turns into a 503 `timeout`, and its connection serves on.
+    /// PostgreSQL: `statement_timeout` on every connection; SQLite: queries, through
+    /// [`sqlite_limit`].
+    pub async fn open_with(
+        url: &DatabaseUrl,
+        statement_timeout: Option<Duration>,
+    ) -> Result<Store, StoreError> {
         INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
+        sqlite_limit::install().map_err(StoreError::Open)?;
+        let limit_ms = statement_timeout.map_or(0, |t| {
+            u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
         match url {
             DatabaseUrl::Sqlite(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -70,11 +89,11 @@ impl Store {
                 let connect = format!("sqlite://{}?mode=rwc", path.display());
                 let options = AnyConnectOptions::from_str(&connect)
                     .map_err(|e| StoreError::Open(e.to_string()))?;
-                let writer = sqlite_pool(1)
+                let writer = sqlite_pool_limited(1, limit_ms)
                     .connect_with(options.clone())
                     .await
                     .map_err(open_error)?;
-                let readers = sqlite_pool(4)
+                let readers = sqlite_pool_limited(4, limit_ms)
                     .connect_with(options)
                     .await
                     .map_err(open_error)?;
@@ -88,15 +107,22 @@ impl Store {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
-                    .after_connect(|conn, _meta| {
+                    .after_connect(move |conn, _meta| {
                         Box::pin(async move {
                             // Statements are prepared and cached per connection; after five runs
                             // PostgreSQL may switch to a generic plan, which cannot see how
                             // selective a search's values (and a caller's rule) are and was
-                            // measured several times slower on search statements than planning each run
-                            // with its values (benches/README.md, "Consent: what it costs").
+                            // measured several times slower on search statements than planning
+                            // each run with its values (benches/README.md, "Consent: what it
+                            // costs").
                             conn.execute("SET plan_cache_mode = force_custom_plan")
                                 .await?;
+                            if limit_ms > 0 {
+                                conn.execute(sqlx::AssertSqlSafe(format!(
+                                    "SET statement_timeout = {limit_ms}"
+                                )))
+                                .await?;
+                            }
                             Ok(())
                         })
                     })
@@ -167,11 +193,16 @@ fn open_error(error: sqlx::Error) -> StoreError {
 /// write survives a power cut), and a busy timeout for other processes (import, keys rotate)
 /// that share the file.
 pub fn sqlite_pool(size: u32) -> AnyPoolOptions {
+    sqlite_pool_limited(size, 0)
+}
+
+/// [`sqlite_pool`] whose connections stop queries after `limit_ms` milliseconds (0: never).
+fn sqlite_pool_limited(size: u32, limit_ms: u64) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(size)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(30))
-        .after_connect(|conn, _meta| {
+        .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 conn.execute("PRAGMA busy_timeout = 10000").await?;
                 conn.execute("PRAGMA journal_mode = WAL").await?;
@@ -179,6 +210,14 @@ pub fn sqlite_pool(size: u32) -> AnyPoolOptions {
                 // Savepoints of a group commit spill to temp files otherwise; 64 MiB page cache.
                 conn.execute("PRAGMA temp_store = MEMORY").await?;
                 conn.execute("PRAGMA cache_size = -65536").await?;
+                let limit = i64::try_from(limit_ms).unwrap_or(i64::MAX);
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {}($1)",
+                    sqlite_limit::SET_LIMIT_FUNCTION
+                )))
+                .bind(limit)
+                .execute(&mut *conn)
+                .await?;
                 Ok(())
             })
         })

@@ -10,7 +10,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use super::hubs::HubTable;
 use super::{PROTOCOL_VERSIONS, ServerTls};
@@ -37,8 +37,12 @@ impl ServerTls {
             Some(path) => Some(read_roots(path)?),
             None => None,
         };
-        let http_verifier = client_verifier(client_roots.clone(), false)?;
-        let mllp_verifier = client_verifier(client_roots.clone(), true)?;
+        let mut crls = Vec::new();
+        for path in &config.client_crl_files {
+            crls.extend(read_crls(path)?);
+        }
+        let http_verifier = client_verifier(client_roots.clone(), &crls, false)?;
+        let mllp_verifier = client_verifier(client_roots.clone(), &crls, true)?;
 
         let mut http = server_config(http_verifier, chain.clone(), key.clone_key(), config)?;
         http.alpn_protocols = HTTP_ALPN.iter().map(|p| p.to_vec()).collect();
@@ -85,26 +89,66 @@ fn server_config(
 }
 
 /// No client authentication without roots; otherwise client certificates verified against
-/// `roots`, and `required` or merely allowed.
+/// `roots`, and `required` or merely allowed. With `crls`, every certificate of a client's
+/// chain below the root must be covered by one of them and not revoked (rustls's defaults:
+/// the whole chain, and an unknown status is a refusal), so a missing list fails closed.
 fn client_verifier(
     roots: Option<Arc<RootCertStore>>,
+    crls: &[CertificateRevocationListDer<'static>],
     required: bool,
 ) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
     let Some(roots) = roots else {
         return Ok(WebPkiClientVerifier::no_client_auth());
     };
-    let builder = WebPkiClientVerifier::builder_with_provider(roots, provider());
+    let builder = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .with_crls(crls.iter().cloned());
     let builder = if required {
         builder
     } else {
         builder.allow_unauthenticated()
     };
-    builder.build().map_err(|e| {
-        ConfigError::new(
+    builder.build().map_err(|e| match e {
+        rustls::server::VerifierBuilderError::InvalidCrl(why) => ConfigError::new(
+            "tls.client_crl_files",
+            format!("a certificate revocation list cannot be used: {why:?}"),
+        ),
+        other => ConfigError::new(
             "tls.client_ca_file",
-            format!("cannot verify client certificates with it: {e}"),
-        )
+            format!("cannot verify client certificates with it: {other}"),
+        ),
     })
+}
+
+/// The certificate revocation lists of a file: PEM (`-----BEGIN X509 CRL-----`, one or more),
+/// or one DER-encoded list. Whether they parse and are signed as they should be is checked when
+/// the verifier is built, and when a client certificate is checked against them.
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
+    let setting = "tls.client_crl_files";
+    match CertificateRevocationListDer::pem_file_iter(path)
+        .and_then(|crls| crls.collect::<Result<Vec<_>, _>>())
+    {
+        Ok(crls) if !crls.is_empty() => Ok(crls),
+        Ok(_) | Err(pem::Error::NoItemsFound) => {
+            let der = std::fs::read(path).map_err(|e| {
+                ConfigError::new(setting, format!("cannot read {}: {e}", path.display()))
+            })?;
+            // DER starts with a SEQUENCE; anything else is neither form.
+            if der.first() != Some(&0x30) {
+                return Err(ConfigError::new(
+                    setting,
+                    format!(
+                        "{} holds no certificate revocation list (PEM X509 CRL or DER)",
+                        path.display()
+                    ),
+                ));
+            }
+            Ok(vec![CertificateRevocationListDer::from(der)])
+        }
+        Err(e) => Err(ConfigError::new(
+            setting,
+            pem_problem(path, &e, "certificate revocation lists"),
+        )),
+    }
 }
 
 /// A PEM certificate chain (leaf first), at least one certificate.
@@ -171,6 +215,7 @@ mod tests {
             cert_file: dir.join("cert.pem"),
             key_file: dir.join("key.pem"),
             client_ca_file: None,
+            client_crl_files: Vec::new(),
             hubs: Vec::<HubConfig>::new(),
         }
     }
@@ -200,6 +245,27 @@ mod tests {
         let (setting, message) = setting_of(ServerTls::load(Some(&config(dir.path()))));
         assert_eq!(setting, "tls.cert_file");
         assert!(message.contains("holds no PEM certificate"), "{message}");
+    }
+
+    #[test]
+    fn a_file_without_a_crl_names_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("list.crl"), "not a list\n").unwrap();
+        let (setting, message) = match read_crls(&dir.path().join("list.crl")) {
+            Err(error) => (error.setting, error.message),
+            Ok(_) => panic!("read"),
+        };
+        assert_eq!(setting, "tls.client_crl_files");
+        assert!(
+            message.contains("holds no certificate revocation list"),
+            "{message}"
+        );
+        assert!(
+            read_crls(&dir.path().join("missing.crl"))
+                .unwrap_err()
+                .message
+                .contains("cannot read")
+        );
     }
 
     #[test]

@@ -1064,6 +1064,104 @@ async fn scopes_narrow_what_roles_allow(backend: Backend) {
     );
 }
 
+/// A token whose role allows an interaction but whose scopes do not is a 403 with an RFC 6750
+/// `insufficient_scope` challenge naming the scope that would do; refusals by role, and reads
+/// a scope's query excludes (404), carry no such challenge.
+async fn insufficient_scope_names_the_scope(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    let challenge = |reply: &Reply| reply.header("www-authenticate").map(str::to_string);
+    let read_only = server.token("clinician", "user/*.rs", None, Some("org-a"));
+    let mut write = observation("x", "pat-a", "vital-signs", "x");
+    write.as_object_mut().expect("object").remove("id");
+    let refused = server
+        .request_as(&read_only, Method::POST, "Observation", Some(&write))
+        .await;
+    refused.assert_outcome(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "`user/Observation.c` scope is needed",
+    );
+    let header = challenge(&refused).expect("a challenge");
+    assert!(
+        header.starts_with(
+            "Bearer realm=\"fhirvault\", error=\"insufficient_scope\", error_description=\""
+        ),
+        "{header}"
+    );
+    assert!(
+        header.ends_with(", scope=\"user/Observation.c\""),
+        "{header}"
+    );
+    // A transaction refused for one entry's scope: the same answer.
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": "Patient/pat-a"}},
+        {"resource": write, "request": {"method": "POST", "url": "Observation"}}]});
+    let refused = server
+        .request_as(&read_only, Method::POST, "", Some(&bundle))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    assert!(
+        challenge(&refused).is_some_and(|h| h.contains("scope=\"user/Observation.c\"")),
+        "{:?}",
+        refused.headers
+    );
+    // The context of the token's scopes is kept: a patient app asks for a patient/ scope.
+    let patient = server.token("patient", "patient/*.rs", Some("pat-a"), None);
+    let consent = json!({"resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}], "patient": {"reference": "Patient/pat-a"}});
+    let refused = server
+        .request_as(&patient, Method::POST, "Consent", Some(&consent))
+        .await;
+    assert!(
+        challenge(&refused).is_some_and(|h| h.ends_with("scope=\"patient/Consent.c\"")),
+        "{}: {:?}",
+        refused.text,
+        refused.headers
+    );
+    // HL7 v2 over HTTP needs Observation.c.
+    let hub = server.token("device-hub", "system/Device.rs", None, Some("org-a"));
+    let message = std::fs::read(format!(
+        "{}/tests/fixtures/hl7v2/holter-pcd01.hl7",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture");
+    let sent = server
+        .client
+        .post(format!("http://{}/hl7v2", server.addr))
+        .bearer_auth(hub)
+        .header("content-type", "x-application/hl7-v2+er7")
+        .body(message);
+    let refused = Reply::from(sent.send().await.expect("sent")).await;
+    refused.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "Observation");
+    assert!(
+        challenge(&refused).is_some_and(|h| h.ends_with("scope=\"system/Observation.c\"")),
+        "{:?}",
+        refused.headers
+    );
+    // Not a matter of scopes: the role refuses (403 without a challenge), or the resource is out
+    // of the scope's query (404, as if it did not exist).
+    let refused = server
+        .request_as(&read_only, Method::GET, "AuditEvent", None)
+        .await;
+    refused.assert_outcome(StatusCode::FORBIDDEN, "forbidden", "role");
+    assert_eq!(challenge(&refused), None);
+    let vitals = server.token(
+        "clinician",
+        "user/Observation.rs?category=vital-signs",
+        None,
+        Some("org-a"),
+    );
+    let hidden = server
+        .request_as(&vitals, Method::GET, "Observation/lab-a", None)
+        .await;
+    assert_eq!(
+        (hidden.status, challenge(&hidden)),
+        (StatusCode::NOT_FOUND, None)
+    );
+}
+
 async fn hubs_ingest_and_auditors_audit(backend: Backend) {
     let server = TestServer::start(backend).await;
     fixture(&server).await;
@@ -1212,6 +1310,7 @@ both_backends!(
     insurer_sees_what_it_pays_for,
     patient_sees_its_own_compartment,
     scopes_narrow_what_roles_allow,
+    insufficient_scope_names_the_scope,
     hubs_ingest_and_auditors_audit,
     request_rates_are_capped,
 );

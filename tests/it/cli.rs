@@ -450,8 +450,8 @@ async fn token_issue_prints_a_token_signed_by_the_key_ring() {
         claims
     );
     assert_eq!(
-        (claims.role.as_deref(), claims.scope.as_str()),
-        (Some("admin"), "user/*.cruds")
+        (claims.roles.as_slice(), claims.scope.as_str()),
+        (["admin".to_string()].as_slice(), "user/*.cruds")
     );
     assert_eq!(claims.exp - claims.iat.unwrap(), 3600);
     for path in [

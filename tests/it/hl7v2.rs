@@ -43,7 +43,7 @@ impl Ack {
     }
 
     /// (ERR-2 location, ERR-3 code) of every ERR segment.
-    fn errors(&self) -> Vec<(String, String)> {
+    pub(crate) fn errors(&self) -> Vec<(String, String)> {
         self.message
             .all("ERR")
             .map(|err| {
@@ -453,6 +453,107 @@ async fn device_hub_messages_find_the_patient_through_the_device(backend: Backen
     let letters = dead_letters(&server).await;
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].error_code, 204);
+}
+
+/// A device hub ingests for its own devices only: a message that finds its patient through a
+/// Device of another organisation, or names one, is refused exactly like one naming an unknown
+/// device (AE, ERR 204 at OBX-18) and kept as a dead letter; the devices a hub's messages create
+/// are its organisation's.
+async fn a_hub_ingests_for_its_own_devices_only(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    for org in ["org-a", "org-b"] {
+        server
+            .put(
+                &format!("Organization/{org}"),
+                &json!({"resourceType": "Organization", "id": org}),
+            )
+            .await;
+    }
+    let (patient_id, _) = server.create(&json!({"resourceType": "Patient", "identifier": [{"system": SVNR, "value": "1111010170"}]})).await;
+    server
+        .create(&json!({"resourceType": "Device", "identifier": [{"system": EUI64, "value": "00AABBCCDDEEFF11"}],
+                        "owner": {"reference": "Organization/org-a"}, "patient": {"reference": format!("Patient/{patient_id}")}}))
+        .await;
+    let hub = |org: &str| {
+        server.token(
+            "device-hub",
+            "system/Device.rs system/Observation.c",
+            None,
+            Some(org),
+        )
+    };
+    let send = async |token: &str, message: Vec<u8>| {
+        let request = server
+            .client
+            .post(format!("http://{}/hl7v2", server.addr))
+            .bearer_auth(token)
+            .header("content-type", "x-application/hl7-v2+er7");
+        let reply =
+            crate::common::Reply::from(request.body(message).send().await.expect("sent")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        Ack::parse(reply.text.as_bytes())
+    };
+    let observations = async || {
+        all(
+            &server,
+            &format!("Observation?subject=Patient/{patient_id}"),
+        )
+        .await
+        .len()
+    };
+    // The hub's message in original mode (without MSH-15/16), so that a refusal is answered.
+    let from_hub = String::from_utf8(fixture("device-hub.hl7"))
+        .expect("UTF-8")
+        .replacen("|2.6|||AL|NE", "|2.6", 1)
+        .into_bytes();
+
+    // The patient through the device: org-b's hub is refused, without learning that it exists.
+    let refused = send(&hub("org-b"), from_hub.clone()).await;
+    refused.assert("AE", &[("OBX^1^18", "204")]);
+    let unknown = send(&hub("org-b"), fixture("unknown-device.hl7")).await;
+    assert_eq!(refused.errors(), unknown.errors());
+    assert!(
+        !refused.text.contains("org-a") && !refused.text.contains(&patient_id),
+        "{}",
+        refused.text
+    );
+    assert_eq!(observations().await, 0);
+    assert_eq!(
+        dead_letters(&server)
+            .await
+            .iter()
+            .filter(|l| l.error_code == 204)
+            .count(),
+        2
+    );
+    // org-a's hub owns the device.
+    send(&hub("org-a"), from_hub).await.assert("AA", &[]);
+    assert_eq!(observations().await, 1);
+
+    // Devices a hub's message creates are its organisation's: its next message may name them,
+    // another hub's may not.
+    let holter = String::from_utf8(fixture("holter-pcd01.hl7")).expect("UTF-8");
+    send(&hub("org-a"), holter.clone().into_bytes())
+        .await
+        .assert("AA", &[]);
+    let devices = all(
+        &server,
+        &format!("Device?identifier={EUI64}|0012345678ABCDEF"),
+    )
+    .await;
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0]["owner"]["reference"], "Organization/org-a");
+    let again = |control_id: &str| {
+        holter
+            .replacen("|HOLTER-0001|", &format!("|{control_id}|"), 1)
+            .into_bytes()
+    };
+    send(&hub("org-a"), again("HOLTER-0002"))
+        .await
+        .assert("AA", &[]);
+    send(&hub("org-b"), again("HOLTER-0003"))
+        .await
+        .assert("AE", &[("OBX^1^18", "204")]);
 }
 
 async fn dead_letters(server: &TestServer) -> Vec<fhirvault::store::hl7v2::DeadLetter> {
@@ -893,6 +994,7 @@ both_backends!(
     every_value_type,
     latin1_names_and_escapes,
     device_hub_messages_find_the_patient_through_the_device,
+    a_hub_ingests_for_its_own_devices_only,
     resends_are_answered_again_and_stored_once,
     broken_messages_are_answered_and_kept,
     malformed_framing,

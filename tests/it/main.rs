@@ -12,6 +12,8 @@ mod cli;
 mod consent;
 mod encryption;
 mod hl7v2;
+mod idp;
+mod limits;
 mod profiles;
 mod rest;
 mod search;

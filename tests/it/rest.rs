@@ -728,6 +728,46 @@ async fn capability_statement(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
+    // rest.security: SMART on FHIR, no CORS, and no oauth-uris (no identity provider is configured
+    // and this server has no authorize or token endpoint of its own).
+    let security = &reply.body["rest"][0]["security"];
+    assert_eq!(security["cors"], false);
+    assert_eq!(
+        security["service"][0]["coding"][0]["system"],
+        "http://terminology.hl7.org/CodeSystem/restful-security-service"
+    );
+    assert_eq!(security["service"][0]["coding"][0]["code"], "SMART-on-FHIR");
+    assert!(security.get("extension").is_none(), "{security}");
+    let description = security["description"].as_str().unwrap_or_default();
+    assert!(
+        description.contains(&format!("{}/.well-known/smart-configuration", server.base)),
+        "{description}"
+    );
+}
+
+/// The identity provider's endpoints, when configured, are in `rest.security` as the SMART
+/// oauth-uris extension, the same as in `.well-known/smart-configuration`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_statement_names_the_configured_oauth_endpoints() {
+    let (dir, database) = crate::common::fresh_store(Backend::Sqlite).await;
+    let server = TestServer::start_with(Backend::Sqlite, dir, database, |config| {
+        config.auth.authorization_endpoint =
+            Some("https://idp.example/realms/x/protocol/openid-connect/auth".into());
+        config.auth.token_endpoint =
+            Some("https://idp.example/realms/x/protocol/openid-connect/token".into());
+    })
+    .await;
+    let statement = server.get("metadata").await.body;
+    let smart = server.get(".well-known/smart-configuration").await.body;
+    let uris = &statement["rest"][0]["security"]["extension"][0];
+    assert_eq!(
+        uris["url"],
+        "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+    );
+    assert_eq!(
+        uris["extension"],
+        json!([{"url": "authorize", "valueUri": smart["authorization_endpoint"]}, {"url": "token", "valueUri": smart["token_endpoint"]}])
+    );
 }
 
 async fn seven_core_types_round_trip(backend: Backend) {

@@ -169,6 +169,64 @@ async fn https_client_certificates_are_optional_but_verified() {
     );
 }
 
+/// With the CA's revocation list (`tls.client_crl_files`), a revoked hub certificate is refused
+/// in the handshake, on HTTPS and on MLLP, while the hub's current certificate (and any other
+/// certificate of the CA the list does not name) is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_client_certificates_are_refused_in_the_handshake() {
+    let pki = TestPki::new();
+    // Without the list, the revoked certificate is as good as any.
+    let server = TestServer::start_tls(Backend::Sqlite, pki.mutual_config()).await;
+    assert_eq!(
+        pki.get(
+            server.addr,
+            "/health",
+            Some(&pki.revoked_hub),
+            PROTOCOL_VERSIONS
+        )
+        .await
+        .expect("served")
+        .status,
+        200
+    );
+    drop(server);
+
+    let server = TestServer::start_tls(Backend::Sqlite, pki.revoking_config()).await;
+    for identity in [None, Some(&pki.hub), Some(&pki.stranger)] {
+        assert_eq!(
+            pki.get(server.addr, "/health", identity, PROTOCOL_VERSIONS)
+                .await
+                .expect("served")
+                .status,
+            200
+        );
+    }
+    for versions in [&[&TLS13][..], &[&TLS12][..]] {
+        let revoked = pki
+            .get(server.addr, "/health", Some(&pki.revoked_hub), versions)
+            .await;
+        assert!(
+            revoked.is_err(),
+            "a revoked certificate was served: {revoked:?}"
+        );
+    }
+    let message = fixture("holter-pcd01.hl7");
+    assert_mllp_refused(
+        server.mllp,
+        pki.mllp_client_config(Some(&pki.revoked_hub)),
+        &message,
+    )
+    .await;
+    let mut hub = MllpClient::connect_tls(
+        server.mllp,
+        "localhost",
+        pki.mllp_client_config(Some(&pki.hub)),
+    )
+    .await
+    .expect("hub connects");
+    Ack::parse(&hub.request(&message).await.expect("ACK")).assert("AA", &[]);
+}
+
 /// The peer of each request, as a handler reads it: `Extension<Peer>`.
 async fn show_peer(Extension(peer): Extension<Peer>) -> Json<Value> {
     let hub = peer
@@ -401,6 +459,26 @@ fn start_up_errors_name_the_setting() {
     let error = ServerTls::load(Some(&no_ca)).unwrap_err();
     assert_eq!(error.setting, "tls.client_ca_file");
     assert!(error.to_string().contains("cannot read"), "{error}");
+
+    // A file that holds no revocation list, and a list that is not one.
+    let no_list = fhirvault::config::TlsConfig {
+        client_crl_files: vec![pki.path("server-key.pem")],
+        ..pki.mutual_config()
+    };
+    assert_eq!(
+        ServerTls::load(Some(&no_list)).unwrap_err().setting,
+        "tls.client_crl_files"
+    );
+    std::fs::write(pki.path("garbage.crl"), [0x30, 0x03, 0x02, 0x01, 0x01]).unwrap();
+    let garbage = fhirvault::config::TlsConfig {
+        client_crl_files: vec![pki.path("garbage.crl")],
+        ..pki.mutual_config()
+    };
+    assert_eq!(
+        ServerTls::load(Some(&garbage)).unwrap_err().setting,
+        "tls.client_crl_files"
+    );
+    assert!(ServerTls::load(Some(&pki.revoking_config())).is_ok());
 
     // A key file where the certificate should be: no certificate in it.
     let swapped = fhirvault::config::TlsConfig {

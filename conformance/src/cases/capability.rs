@@ -16,6 +16,11 @@ pub fn cases() -> Vec<Case> {
         Case::new("cap-002", "metadata lists the seven resource types with CRUD and search-type", resources),
         Case::new("cap-003", "Accept */*, application/json or with fhirVersion=4.0 → FHIR JSON", accept_variants),
         Case::new("cap-004", "_format=json and a Content-Type application/json body are accepted", json_aliases),
+        Case::new(
+            "cap-005",
+            "rest.security: SMART-on-FHIR, and only the OAuth endpoints smart-configuration names",
+            security,
+        ),
     ]
 }
 
@@ -85,4 +90,51 @@ fn json_aliases(ctx: &Ctx) -> Outcome {
         .send()?;
     check::status(&created, &[201])?;
     check::resource(&created, "Patient").map(|_| ())
+}
+
+const SECURITY_SERVICE: &str = "http://terminology.hl7.org/CodeSystem/restful-security-service";
+const OAUTH_URIS: &str = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris";
+
+/// A server that publishes `.well-known/smart-configuration` says so in its CapabilityStatement
+/// too (`rest.security.service` SMART-on-FHIR), and any endpoint its SMART `oauth-uris`
+/// extension names is the one the smart-configuration document names: no invented endpoint.
+fn security(ctx: &Ctx) -> Outcome {
+    let smart = ctx.get(".well-known/smart-configuration").without_authorization().send()?;
+    if smart.status == 404 {
+        return check::skip("the server publishes no .well-known/smart-configuration");
+    }
+    check::status(&smart, &[200])?;
+    let smart = smart.body()?.clone();
+    let statement = capability_statement(ctx)?;
+    let security = &statement["rest"][0]["security"];
+    ensure(security.is_object(), || "CapabilityStatement.rest[0].security is missing".to_string())?;
+    if let Some(cors) = security.get("cors") {
+        ensure(cors.is_boolean(), || format!("rest.security.cors must be a boolean, got {cors}"))?;
+    }
+    let services: Vec<&Value> = security["service"]
+        .as_array()
+        .map(|all| all.iter().flat_map(|s| s["coding"].as_array().into_iter().flatten()).collect())
+        .unwrap_or_default();
+    ensure(services.iter().any(|c| c["system"] == SECURITY_SERVICE && c["code"] == "SMART-on-FHIR"), || {
+        format!("rest.security.service should hold {SECURITY_SERVICE}|SMART-on-FHIR, got {}", security["service"])
+    })?;
+    let extensions = security["extension"].as_array().cloned().unwrap_or_default();
+    for uris in extensions.iter().filter(|e| e["url"] == OAUTH_URIS) {
+        for endpoint in uris["extension"].as_array().cloned().unwrap_or_default() {
+            let name = endpoint["url"].as_str().unwrap_or_default();
+            let expected = match name {
+                "authorize" => &smart["authorization_endpoint"],
+                "token" => &smart["token_endpoint"],
+                "revoke" => &smart["revocation_endpoint"],
+                "introspect" => &smart["introspection_endpoint"],
+                "manage" => &smart["management_endpoint"],
+                "register" => &smart["registration_endpoint"],
+                _ => continue,
+            };
+            ensure(!expected.is_null() && endpoint["valueUri"] == *expected, || {
+                format!("oauth-uris {name} is {}, but smart-configuration says {expected}", endpoint["valueUri"])
+            })?;
+        }
+    }
+    Ok(())
 }

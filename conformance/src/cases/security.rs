@@ -2,7 +2,8 @@
 //!
 //! The cases take their tokens from `--as NAME=TOKEN` (see the README): `clinician` for
 //! organisation `conformance-org-a`, `crm`, `patient` for patient `conformance-pat-a` (with
-//! `patient/Consent.cud` to record its Consents) and `auditor`. The
+//! `patient/Consent.cud` to record its Consents), `auditor`, and `reader`, a clinician of
+//! `conformance-org-a` whose scopes only read (`user/*.rs`). The
 //! main `--token` (an admin's) writes the fixture: two organisations, a patient in each, and an
 //! Observation per patient, at fixed ids, so the tokens can be issued before the run. A case
 //! whose token was not given is skipped.
@@ -60,6 +61,11 @@ pub fn cases() -> Vec<Case> {
         ),
         Case::new(
             "sec-012",
+            "a write its scopes do not cover → 403 with a Bearer insufficient_scope challenge naming a scope",
+            insufficient_scope,
+        ),
+        Case::new(
+            "sec-013",
             "a refused token leaves a failed-login AuditEvent (DICOM 110114) naming what it asked for",
             audit_of_a_refused_token,
         ),
@@ -321,6 +327,30 @@ fn audit_is_read_only(ctx: &Ctx) -> Outcome {
     };
     check::error(&ctx.delete(&format!("AuditEvent/{id}")).send()?, &[405])?;
     check::error(&with_token(ctx.delete(&format!("AuditEvent/{id}")), auditor).send()?, &[403, 405])
+}
+
+/// RFC 6750 §3.1: a valid token whose scopes do not cover the request gets 403 and a challenge
+/// with `error="insufficient_scope"` and the `scope` that would do.
+fn insufficient_scope(ctx: &Ctx) -> Outcome {
+    let reader = token(ctx, "reader")?;
+    fixture(ctx)?;
+    check::status(&get_as(ctx, reader, &format!("Patient/{PAT_A}"))?, &[200])?;
+    let observation = json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": format!("Patient/{PAT_A}")}, "effectiveDateTime": "2026-03-15T10:30:00Z"});
+    let response =
+        ctx.post("Observation").header("Authorization", &format!("Bearer {reader}")).json(&observation).send()?;
+    check::error(&response, &[403])?;
+    let header = response.header("www-authenticate").unwrap_or_default();
+    ensure(
+        header.starts_with("Bearer") && header.contains("error=\"insufficient_scope\"") && header.contains("scope=\""),
+        || {
+            format!(
+                "{}: expected a Bearer challenge with error=\"insufficient_scope\" and scope=, got {header:?}",
+                response.label
+            )
+        },
+    )
 }
 
 fn audit_of_a_refused_token(ctx: &Ctx) -> Outcome {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::claims::Claims;
+use super::claims::{Claims, RoleClaim};
 use super::jwks::Jwk;
 use super::jwt;
 use super::verifier::key_ring_key;
@@ -41,6 +41,8 @@ pub struct TokenIssuer {
     kid: String,
     issuer: String,
     audience: String,
+    /// Where the verifier reads the role, so that is where the token carries it.
+    role_claim: RoleClaim,
 }
 
 impl TokenIssuer {
@@ -62,6 +64,7 @@ impl TokenIssuer {
             key,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
+            role_claim: config.role_claim.clone(),
         })
     }
 
@@ -84,15 +87,17 @@ impl TokenIssuer {
             nbf: None,
             iat: Some(now_unix),
             jti: Some(uuid::Uuid::new_v4().to_string()),
-            role: Some(request.role.clone()),
+            roles: Vec::new(),
             scope: request.scope.clone(),
             patient: request.patient.clone(),
             org: request.org.clone(),
             client_id: Some(ISSUER_CLIENT_ID.to_string()),
             purpose: request.purpose.clone(),
         };
+        let mut payload = json!(claims);
+        self.role_claim.write(&mut payload, &request.role);
         let header = json!({"alg": "ES256", "typ": "JWT", "kid": self.kid});
-        jwt::encode(&header, &json!(claims), |input| self.key.sign(input))
+        jwt::encode(&header, &payload, |input| self.key.sign(input))
     }
 }
 

@@ -206,7 +206,7 @@ fn strip_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
 }
 
 /// The keys a verifier trusts.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct JwkSet {
     keys: Vec<Jwk>,
 }

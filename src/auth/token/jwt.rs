@@ -20,7 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use super::TokenError;
-use super::claims::Claims;
+use super::claims::{Claims, RoleClaim};
 use super::jwks::JwkSet;
 
 /// Tokens longer than this are refused before any parsing. Real access tokens are well under
@@ -98,7 +98,11 @@ fn is_jwt_type(typ: &str) -> bool {
 
 /// Check the compact JWS `token` against `keys` and return its claims. Only the signature and
 /// the shape are checked here; times, issuer and audience are the verifier's.
-pub fn decode_verified(token: &str, keys: &JwkSet) -> Result<Claims, TokenError> {
+pub fn decode_verified(
+    token: &str,
+    keys: &JwkSet,
+    role_claim: &RoleClaim,
+) -> Result<Claims, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::TooLarge(MAX_TOKEN_BYTES));
     }
@@ -117,7 +121,7 @@ pub fn decode_verified(token: &str, keys: &JwkSet) -> Result<Claims, TokenError>
         signing_input.as_bytes(),
         &signature,
     )?;
-    Claims::from_json(&decode_part(payload, "payload")?)
+    Claims::from_json(&decode_part(payload, "payload")?, role_claim)
 }
 
 /// The compact JWS of `header` and `payload`, signed by `sign` (which receives the signing input).

@@ -7,6 +7,8 @@
 //! - `jwks.rs` — [`JwkSet`] and [`Jwk`]: RFC 7517 key sets from a file, the key ring's key as a
 //!   JWK, RFC 7638 thumbprints (the key ring key's `kid`).
 //! - `claims.rs` — [`Claims`], with the differences between identity providers evened out.
+//! - `trusted.rs` — [`TrustedKeys`]: the keys of the JWKS file, read again when it changes
+//!   (or, rate limited, when a token names an unknown key id), beside the key ring's.
 //! - `verifier.rs` — [`TokenVerifier`]: the above plus `iss`, `aud` and the times, from config.
 //! - `issuer.rs` — [`TokenIssuer`] and [`IssueRequest`]: tokens signed by the key ring
 //!   (`fhirvault token issue`, tests), [`parse_ttl`], the per-role [`default_scope`].
@@ -23,15 +25,17 @@ mod error;
 mod issuer;
 mod jwks;
 mod jwt;
+mod trusted;
 mod verifier;
 
 #[cfg(test)]
 mod tests;
 
 pub use bearer::bearer_token;
-pub use claims::Claims;
+pub use claims::{Claims, RoleClaim};
 pub use error::TokenError;
 pub use issuer::{ISSUER_CLIENT_ID, IssueRequest, MAX_TTL, TokenIssuer, default_scope, parse_ttl};
 pub use jwks::{Jwk, JwkSet, JwksError};
 pub use jwt::{Algorithm, MAX_TOKEN_BYTES};
+pub use trusted::{RECHECK, TrustedKeys};
 pub use verifier::TokenVerifier;

@@ -152,7 +152,7 @@ fn valid_rs256_and_es256_tokens() {
             (claims.exp, claims.iat, claims.nbf),
             (NOW + 300, Some(NOW), None)
         );
-        assert_eq!(claims.role.as_deref(), Some("clinician"));
+        assert_eq!(claims.roles, ["clinician"]);
         assert_eq!(claims.scope, "patient/Observation.rs");
         assert_eq!(claims.patient.as_deref(), Some("p-1"));
         assert_eq!(
@@ -730,8 +730,8 @@ fn the_key_ring_issues_tokens_its_verifier_accepts() {
         (AUDIENCE, [AUDIENCE.to_string()].as_slice())
     );
     assert_eq!(
-        (claims.sub.as_str(), claims.role.as_deref()),
-        ("fhirvault-cli/admin", Some("admin"))
+        (claims.sub.as_str(), claims.roles.as_slice()),
+        ("fhirvault-cli/admin", ["admin".to_string()].as_slice())
     );
     assert_eq!(
         (claims.scope.as_str(), claims.client_id.as_deref()),
@@ -970,4 +970,92 @@ async fn refusals_render_as_operation_outcomes_with_challenges() {
         (429, Some("throttled"))
     );
     assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "30");
+}
+
+#[test]
+fn the_role_claim_is_where_the_provider_puts_it() {
+    let keys = Keys::new();
+    let roles = |verifier: &TokenVerifier, changes: Value| {
+        verifier
+            .verify(&keys.rs256(rs_header(), with(claims(), changes)), NOW)
+            .map(|claims| claims.roles)
+    };
+    // The default: `role`, else Entra ID's `roles` (app roles, an array).
+    let default = keys.verifier();
+    assert_eq!(roles(&default, json!({})).unwrap(), ["clinician"]);
+    assert_eq!(
+        roles(
+            &default,
+            json!({"role": null, "roles": ["device-hub", "Task.Read"]})
+        )
+        .unwrap(),
+        ["device-hub", "Task.Read"]
+    );
+    assert_eq!(
+        roles(&default, json!({"roles": ["admin"]})).unwrap(),
+        ["clinician"],
+        "role wins"
+    );
+    assert!(roles(&default, json!({"role": null})).unwrap().is_empty());
+    // Keycloak's realm roles, by dotted path; only there.
+    let keycloak = keys
+        .verifier()
+        .with_role_claim(RoleClaim::parse("realm_access.roles").unwrap());
+    assert_eq!(
+        roles(
+            &keycloak,
+            json!({"realm_access": {"roles": ["offline_access", "auditor"]}})
+        )
+        .unwrap(),
+        ["offline_access", "auditor"]
+    );
+    assert!(
+        roles(&keycloak, json!({"realm_access": {}}))
+            .unwrap()
+            .is_empty(),
+        "`role` is not read"
+    );
+    // A namespaced claim whose name holds dots is read as it is.
+    let namespaced = keys
+        .verifier()
+        .with_role_claim(RoleClaim::parse("https://fhirvault.example/role").unwrap());
+    assert_eq!(
+        roles(
+            &namespaced,
+            json!({"https://fhirvault.example/role": "crm"})
+        )
+        .unwrap(),
+        ["crm"]
+    );
+    // Anything but a string or strings is a malformed token, named without its value.
+    for bad in [
+        json!({"role": 7}),
+        json!({"role": ["admin", 1]}),
+        json!({"role": {"name": "admin"}}),
+    ] {
+        let error = roles(&default, bad.clone()).unwrap_err();
+        assert!(
+            matches!(&error, TokenError::InvalidClaims(m) if m.contains("role") && !m.contains("admin")),
+            "{bad}: {error:?}"
+        );
+    }
+    for bad in ["", "realm_access..roles", ".roles", "a b"] {
+        assert!(RoleClaim::parse(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn the_key_ring_writes_the_role_where_it_is_read() {
+    let (ring, mut config) = ring_config();
+    config.role_claim = RoleClaim::parse("realm_access.roles").unwrap();
+    let issuer = TokenIssuer::from_config(&config, &ring).unwrap();
+    let token = issuer.issue_at(&admin(), NOW).unwrap();
+    let payload: Value = serde_json::from_slice(
+        &jwt::decode_part(token.split('.').nth(1).unwrap(), "payload").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(payload["realm_access"], json!({"roles": "admin"}));
+    assert!(payload.get("role").is_none());
+    let verifier = TokenVerifier::from_config(&config, &ring).unwrap();
+    assert_eq!(verifier.verify(&token, NOW).unwrap().roles, ["admin"]);
 }

@@ -1,6 +1,7 @@
 //! Certificates made at test time with rcgen: a CA, a server certificate for 127.0.0.1 and
 //! localhost, client certificates for a configured hub and for a stranger under the same CA,
-//! and one from a CA the server does not trust. Written as PEM files, as an operator would
+//! and one from a CA the server does not trust; and a certificate revocation list of the CA that
+//! revokes a second certificate of the hub. Written as PEM files, as an operator would
 //! configure them.
 
 use std::io;
@@ -13,8 +14,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SerialNumber, date_time_ymd,
 };
 use rustls::SupportedProtocolVersion;
 use rustls_pki_types::ServerName;
@@ -43,6 +45,8 @@ pub struct TestPki {
     pub stranger: Identity,
     /// Issued by a CA the server does not know, for the hub's name.
     pub impostor: Identity,
+    /// Another certificate of the hub, which `crl.pem` revokes (a lost or replaced hub).
+    pub revoked_hub: Identity,
     /// Another key pair than the server certificate's (for the key-mismatch start-up error).
     pub other_key_pem: String,
 }
@@ -60,14 +64,27 @@ fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
         .expect("CA certificate")
 }
 
+/// The serial number of [`TestPki::revoked_hub`], which the CRL lists.
+const REVOKED_SERIAL: u64 = 0x0b0b_0001;
+
 fn issue(
     issuer: &CertifiedIssuer<'static, KeyPair>,
     names: &[&str],
     usage: ExtendedKeyUsagePurpose,
 ) -> Identity {
+    issue_numbered(issuer, names, usage, None)
+}
+
+fn issue_numbered(
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    names: &[&str],
+    usage: ExtendedKeyUsagePurpose,
+    serial: Option<u64>,
+) -> Identity {
     let mut params =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .expect("params");
+    params.serial_number = serial.map(SerialNumber::from);
     params.distinguished_name.push(DnType::CommonName, names[0]);
     params.extended_key_usages = vec![usage];
     let key = KeyPair::generate().expect("key");
@@ -99,10 +116,32 @@ impl TestPki {
             ExtendedKeyUsagePurpose::ClientAuth,
         );
         let other_key_pem = KeyPair::generate().expect("key").serialize_pem();
+        let revoked_hub = issue_numbered(
+            &ca,
+            &[HUB_SUBJECT],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            Some(REVOKED_SERIAL),
+        );
+        let crl = CertificateRevocationListParams {
+            this_update: date_time_ymd(2024, 1, 1),
+            next_update: date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from(REVOKED_SERIAL),
+                revocation_time: date_time_ymd(2024, 1, 1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca)
+        .expect("CRL");
         for (file, content) in [
             ("ca.pem", ca.pem()),
             ("server.pem", server.cert_pem),
             ("server-key.pem", server.key_pem),
+            ("crl.pem", crl.pem().expect("CRL PEM")),
         ] {
             std::fs::write(dir.path().join(file), content).expect("write PEM");
         }
@@ -112,6 +151,7 @@ impl TestPki {
             hub,
             stranger,
             impostor,
+            revoked_hub,
             other_key_pem,
         }
     }
@@ -126,6 +166,7 @@ impl TestPki {
             cert_file: self.path("server.pem"),
             key_file: self.path("server-key.pem"),
             client_ca_file: None,
+            client_crl_files: Vec::new(),
             hubs: Vec::new(),
         }
     }
@@ -140,6 +181,14 @@ impl TestPki {
                 org: Some(HUB_ORG.into()),
             }],
             ..self.server_config()
+        }
+    }
+
+    /// [`TestPki::mutual_config`] with the CA's revocation list, which revokes `revoked_hub`.
+    pub fn revoking_config(&self) -> TlsConfig {
+        TlsConfig {
+            client_crl_files: vec![self.path("crl.pem")],
+            ..self.mutual_config()
         }
     }
 
