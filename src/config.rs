@@ -134,6 +134,7 @@ struct FileConfig {
     audit: AuditFileConfig,
     #[serde(default)]
     store: StoreFileConfig,
+    export: ExportFileConfig,
 }
 
 /// The `[store]` table of the TOML file.
@@ -167,6 +168,42 @@ impl Default for StoreConfig {
     }
 }
 
+/// The `[export]` table of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportFileConfig {
+    max_concurrent_jobs: Option<usize>,
+    expire_after_seconds: Option<u64>,
+    max_resources_per_file: Option<usize>,
+}
+
+/// Bulk export (`$export`, `crate::service::export`): how many jobs run at once, how long their
+/// output is kept, how big one file gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportConfig {
+    /// Jobs running at once, server-wide; a kick-off beyond it is a 429. Each job pages through
+    /// searches on a reader connection, so this bounds what exports take from other requests.
+    pub max_concurrent_jobs: usize,
+    /// How long a finished job's status and files stay available (then 404, and deleted).
+    pub expire_after: Duration,
+    /// Resources per output file; a type with more is split over several files.
+    pub max_resources_per_file: usize,
+}
+
+pub const DEFAULT_EXPORT_JOBS: usize = 2;
+pub const DEFAULT_EXPORT_EXPIRY_SECONDS: u64 = 24 * 60 * 60;
+pub const DEFAULT_EXPORT_FILE_RESOURCES: usize = 10_000;
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            max_concurrent_jobs: DEFAULT_EXPORT_JOBS,
+            expire_after: Duration::from_secs(DEFAULT_EXPORT_EXPIRY_SECONDS),
+            max_resources_per_file: DEFAULT_EXPORT_FILE_RESOURCES,
+        }
+    }
+}
+
 impl StoreConfig {
     fn resolve(file: StoreFileConfig) -> Result<StoreConfig, ConfigError> {
         let statement_timeout = match file.statement_timeout_ms {
@@ -183,6 +220,41 @@ impl StoreConfig {
             Some(ms) => Some(Duration::from_millis(ms)),
         };
         Ok(StoreConfig { statement_timeout })
+    }
+}
+
+impl ExportConfig {
+    fn resolve(file: ExportFileConfig) -> Result<ExportConfig, ConfigError> {
+        let max_concurrent_jobs = file.max_concurrent_jobs.unwrap_or(DEFAULT_EXPORT_JOBS);
+        if max_concurrent_jobs == 0 {
+            return Err(ConfigError::new(
+                "export.max_concurrent_jobs",
+                "must be at least 1",
+            ));
+        }
+        let expire_after_seconds = file
+            .expire_after_seconds
+            .unwrap_or(DEFAULT_EXPORT_EXPIRY_SECONDS);
+        if expire_after_seconds == 0 {
+            return Err(ConfigError::new(
+                "export.expire_after_seconds",
+                "must be at least 1",
+            ));
+        }
+        let max_resources_per_file = file
+            .max_resources_per_file
+            .unwrap_or(DEFAULT_EXPORT_FILE_RESOURCES);
+        if max_resources_per_file == 0 {
+            return Err(ConfigError::new(
+                "export.max_resources_per_file",
+                "must be at least 1",
+            ));
+        }
+        Ok(ExportConfig {
+            max_concurrent_jobs,
+            expire_after: Duration::from_secs(expire_after_seconds),
+            max_resources_per_file,
+        })
     }
 }
 
@@ -759,6 +831,7 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub audit: AuditConfig,
     pub store: StoreConfig,
+    pub export: ExportConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -880,6 +953,7 @@ impl Config {
         let auth = AuthConfig::resolve(file.auth, &serve.auth, &base_url)?;
         let audit = AuditConfig::resolve(file.audit, &store.audit)?;
         let store_config = StoreConfig::resolve(file.store)?;
+        let export = ExportConfig::resolve(file.export)?;
 
         Ok(Config {
             hl7v2,
@@ -887,6 +961,7 @@ impl Config {
             tls,
             audit,
             store: store_config,
+            export,
             listen,
             base_url,
             data_dir,
@@ -939,6 +1014,7 @@ impl Config {
             tls: None,
             audit: AuditConfig::default(),
             store: StoreConfig::default(),
+            export: ExportConfig::default(),
         }
     }
 
@@ -1192,6 +1268,54 @@ mod tests {
                 .setting,
             "store.statement_timeout_ms"
         );
+    }
+
+    #[test]
+    fn export_settings_from_toml() {
+        let (_dir, store) = with_file(
+            "[export]\nmax_concurrent_jobs = 4\nexpire_after_seconds = 60\nmax_resources_per_file = 5\n",
+        );
+        let export = Config::resolve(&store, &ServeArgs::default())
+            .unwrap()
+            .export;
+        assert_eq!(
+            export,
+            ExportConfig {
+                max_concurrent_jobs: 4,
+                expire_after: Duration::from_secs(60),
+                max_resources_per_file: 5
+            }
+        );
+        assert_eq!(
+            Config::resolve(&StoreArgs::default(), &ServeArgs::default())
+                .unwrap()
+                .export,
+            ExportConfig::default()
+        );
+        for (toml, setting) in [
+            (
+                "[export]\nmax_concurrent_jobs = 0\n",
+                "export.max_concurrent_jobs",
+            ),
+            (
+                "[export]\nexpire_after_seconds = 0\n",
+                "export.expire_after_seconds",
+            ),
+            (
+                "[export]\nmax_resources_per_file = 0\n",
+                "export.max_resources_per_file",
+            ),
+            ("[export]\nexpiry = 1\n", "config"),
+        ] {
+            let (_dir, store) = with_file(toml);
+            assert_eq!(
+                Config::resolve(&store, &ServeArgs::default())
+                    .unwrap_err()
+                    .setting,
+                setting,
+                "{toml}"
+            );
+        }
     }
 
     #[test]

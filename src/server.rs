@@ -135,6 +135,7 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
         committer,
         verifier: Arc::new(verifier),
         purposes: Arc::new(purposes),
+        exports: Arc::default(),
     };
     service
         .fill_missing_consent_rules()
@@ -218,6 +219,11 @@ pub async fn serve_listeners(
         tls,
     } = listeners;
     let ingestor = Ingestor::new(service.clone()).map_err(std::io::Error::other)?;
+    // Export jobs a stop interrupted get an answer (failed), not a status that never ends.
+    service
+        .fail_interrupted_exports()
+        .await
+        .map_err(std::io::Error::other)?;
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let keys = service.keys.clone();
     let watcher = tokio::spawn(async move {
@@ -229,6 +235,9 @@ pub async fn serve_listeners(
     });
     // AuditEvents queued while the database refused them go into the chain once it takes them.
     let spool_drain = crate::audit::spool::spawn_drain(service.clone());
+    // Expired export jobs are removed.
+    let export_sweeper = service.spawn_export_sweeper();
+    let exports = service.exports.clone();
     let store = service.store.clone();
     let mllp_task = mllp.map(|listener| {
         let (tls, ingestor, shutdown) = (tls.clone(), ingestor.clone(), shutdown.clone());
@@ -249,6 +258,8 @@ pub async fn serve_listeners(
     }
     watcher.abort();
     spool_drain.abort();
+    export_sweeper.abort();
+    exports.abort_all();
     store.close().await;
     result
 }

@@ -80,6 +80,7 @@ pub async fn audit(State(state): State<AppState>, request: Request, next: Next) 
         Asked::Rest(_) if facts.reidentified => Event::Reidentify,
         Asked::Rest(rest) => Event::Rest(rest),
         Asked::Ingest => Event::Ingest,
+        Asked::Export => Event::Export,
     };
     let mut entities = facts.entities;
     // What the path names, unless the handler named the resource itself (with its version).
@@ -96,7 +97,7 @@ pub async fn audit(State(state): State<AppState>, request: Request, next: Next) 
     if let Some(query) = facts.query.or(query).filter(|q| !q.is_empty()) {
         let resource_type = path_segments(&path)
             .first()
-            .filter(|t| !t.starts_with('_') && !t.is_empty())
+            .filter(|t| !t.starts_with(['_', '$']) && !t.is_empty())
             .map(|t| t.to_string());
         entities.push(Entity::Query {
             query,
@@ -165,6 +166,8 @@ pub fn refused_login(request: &Request, refusal: &Response) -> Option<AuditRecor
 enum Asked {
     Rest(RestInteraction),
     Ingest,
+    /// Bulk export: a kick-off, or a file handed out.
+    Export,
 }
 
 /// The interaction of `method` on the route template `route` (`None`: not a FHIR interaction).
@@ -173,6 +176,14 @@ fn interaction_of(method: &Method, route: &str) -> Option<Asked> {
     let route = route.trim_end_matches('/');
     let rest = match (method.as_str(), route) {
         (_, "/hl7v2") => return Some(Asked::Ingest),
+        (
+            "GET" | "POST",
+            "/fhir/$export" | "/fhir/Patient/$export" | "/fhir/Group/{id}/$export",
+        )
+        | ("GET", "/fhir/$export-file/{job}/{file}") => {
+            return Some(Asked::Export);
+        }
+        ("GET" | "DELETE", "/fhir/$export-status/{job}") => Operation,
         ("GET", "/fhir") | ("POST", "/fhir/_search") => SearchSystem,
         ("POST", "/fhir") => Transaction,
         ("GET", "/fhir/_history") => HistorySystem,
@@ -260,6 +271,18 @@ mod tests {
             (Method::POST, "/fhir", Asked::Rest(Transaction)),
             (Method::PUT, "/fhir/{type}", Asked::Rest(Update)),
             (Method::POST, "/hl7v2", Asked::Ingest),
+            (Method::GET, "/fhir/$export", Asked::Export),
+            (Method::POST, "/fhir/Patient/$export", Asked::Export),
+            (
+                Method::GET,
+                "/fhir/$export-file/{job}/{file}",
+                Asked::Export,
+            ),
+            (
+                Method::DELETE,
+                "/fhir/$export-status/{job}",
+                Asked::Rest(Operation),
+            ),
         ] {
             assert_eq!(
                 interaction_of(&method, route),

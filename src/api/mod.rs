@@ -7,6 +7,7 @@
 //! - [`respond`]: resources and Bundles as responses with `ETag`, `Location`, `Last-Modified`.
 //! - [`handlers`]: one function per interaction.
 //! - [`hl7v2`]: `POST /hl7v2`, HL7 v2 messages in, ACKs out.
+//! - [`export`]: bulk export (`$export`): kick-off, status URL, NDJSON files.
 //! - [`smart`]: `.well-known/smart-configuration` and the key ring's `jwks.json`.
 //! - [`access_log`]: a PHI-free log line per request.
 //! - [`authenticate`]: the middleware that turns a bearer token (or a hub's certificate) into
@@ -17,6 +18,7 @@ pub mod access_log;
 pub mod audit;
 pub mod authenticate;
 pub mod caller;
+pub mod export;
 pub mod handlers;
 pub mod hl7v2;
 pub mod negotiate;

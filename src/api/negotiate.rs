@@ -30,6 +30,8 @@ pub struct Prefer {
     pub return_preference: ReturnPreference,
     /// `handling=strict`: unknown search parameters are errors.
     pub strict: bool,
+    /// `respond-async`: the asynchronous request pattern (bulk export requires it).
+    pub respond_async: bool,
 }
 
 impl Prefer {
@@ -37,6 +39,7 @@ impl Prefer {
         let mut prefer = Prefer {
             return_preference: ReturnPreference::Representation,
             strict: false,
+            respond_async: false,
         };
         for value in headers
             .get_all("prefer")
@@ -54,6 +57,7 @@ impl Prefer {
                     }
                     "handling=strict" => prefer.strict = true,
                     "handling=lenient" => prefer.strict = false,
+                    "respond-async" => prefer.respond_async = true,
                     _ => {}
                 }
             }

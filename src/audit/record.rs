@@ -202,6 +202,14 @@ pub enum Entity {
     },
     /// An HL7 v2 message, by its control id (MSH-10).
     Message { control_id: String },
+    /// A bulk export job, by its id.
+    ExportJob { id: String },
+    /// A file of a bulk export: its URL, the resource type of its lines and how many there are.
+    ExportFile {
+        url: String,
+        resource_type: String,
+        count: i64,
+    },
 }
 
 impl Entity {
@@ -232,10 +240,20 @@ impl Entity {
                 }
                 entity
             }
-            Entity::Message { control_id } => json!({
-                "what": {"identifier": {"value": printable(control_id)}},
+            Entity::Message { control_id } => job(control_id),
+            Entity::ExportJob { id } => job(id),
+            Entity::ExportFile {
+                url,
+                resource_type,
+                count,
+            } => json!({
+                "what": {"identifier": {"system": URI_SYSTEM, "value": printable(url)}},
                 "type": coding(ENTITY_TYPE, "2", "System Object"),
-                "role": coding(OBJECT_ROLE, "20", "Job"),
+                "role": coding(OBJECT_ROLE, "3", "Report"),
+                "detail": [
+                    {"type": "resource-type", "valueString": printable(resource_type)},
+                    {"type": "count", "valueString": count.to_string()},
+                ],
             }),
         }
     }
@@ -419,6 +437,15 @@ impl AuditRecord {
     }
 }
 
+/// A job (an HL7 v2 message being processed, a bulk export), by its identifier.
+fn job(id: &str) -> Value {
+    json!({
+        "what": {"identifier": {"value": printable(id)}},
+        "type": coding(ENTITY_TYPE, "2", "System Object"),
+        "role": coding(OBJECT_ROLE, "20", "Job"),
+    })
+}
+
 fn coding(system: &str, code: &str, display: &str) -> Value {
     json!({"system": system, "code": code, "display": display})
 }
@@ -504,6 +531,14 @@ mod tests {
             },
             Entity::Message {
                 control_id: "MSG-0001".into(),
+            },
+            Entity::ExportJob {
+                id: "8c7e2f0e-5d1e-4b4a-9a7e-3c1f2d4b6e80".into(),
+            },
+            Entity::ExportFile {
+                url: "https://fhir.example/fhir/$export-file/8c7e/0".into(),
+                resource_type: "Observation".into(),
+                count: 12,
             },
         ]
     }
@@ -669,6 +704,23 @@ mod tests {
                 message["role"]["code"].clone()
             ),
             (json!("2"), json!("20"))
+        );
+        assert_eq!(
+            json["entity"][4]["what"]["identifier"]["value"],
+            "8c7e2f0e-5d1e-4b4a-9a7e-3c1f2d4b6e80"
+        );
+        let file = &json["entity"][5];
+        assert_eq!(
+            file["what"]["identifier"]["value"],
+            "https://fhir.example/fhir/$export-file/8c7e/0"
+        );
+        assert_eq!(
+            file["detail"][0],
+            json!({"type": "resource-type", "valueString": "Observation"})
+        );
+        assert_eq!(
+            file["detail"][1],
+            json!({"type": "count", "valueString": "12"})
         );
     }
 

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::FHIR_VERSION;
 use crate::search::registry::{ParamType, SearchParam, SearchParamRegistry};
+use crate::service::export::ExportLevel;
 
 /// Type-level interactions every resource type offers.
 pub const TYPE_INTERACTIONS: &[&str] = [
@@ -121,6 +122,9 @@ pub fn capability_statement(
                     .into_iter()
                     .for_each(|ops| ops.push(json!({"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})));
             }
+            for level in ExportLevel::ALL.into_iter().filter(|level| level.resource_type() == Some(resource_type.as_str())) {
+                resource["operation"].as_array_mut().into_iter().for_each(|ops| ops.push(export_operation(level)));
+            }
             if resource_type == crate::auth::role::AUDIT_EVENT {
                 for flag in ["updateCreate", "conditionalCreate", "conditionalUpdate"] {
                     resource[flag] = json!(false);
@@ -159,6 +163,12 @@ pub fn capability_statement(
                 {"code": "history-system"},
                 {"code": "search-system"},
             ],
+            "operation": ExportLevel::ALL.into_iter().filter(|level| level.resource_type().is_none()).map(export_operation).collect::<Vec<_>>(),
         }],
     })
+}
+
+/// A bulk export level as a CapabilityStatement operation (the router serves the same list).
+fn export_operation(level: ExportLevel) -> Value {
+    json!({"name": "export", "definition": level.definition()})
 }

@@ -220,6 +220,9 @@ pub fn plan(
     if let Some(patient) = &request.patient_of {
         conditions.push(format!("h.compartment = {}", builder.text(patient.clone())));
     }
+    if request.patient_of_any {
+        conditions.push("h.compartment IS NOT NULL".to_string());
+    }
     if request.is_system() {
         conditions.extend(system_restriction(&mut builder, request)?);
     } else {

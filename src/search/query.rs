@@ -135,6 +135,9 @@ pub struct SearchRequest {
     /// `Patient/[id]/$everything`: only resources whose patient (their compartment column) is
     /// this Patient, and the Patient itself.
     pub patient_of: Option<String>,
+    /// `Patient/$export`: only resources whose patient (their compartment column) is some
+    /// Patient, and the Patients themselves.
+    pub patient_of_any: bool,
     /// `_type` of a system-level search: the types searched (empty: all).
     pub types: Vec<String>,
     pub count: usize,
@@ -182,6 +185,17 @@ const RESULT_PARAMS: &[&str] = &[
     "_elements",
 ];
 
+/// Whether `name` shapes a result (`_count`, `_sort`, `_include:iterate`, …) rather than
+/// selecting resources.
+pub fn is_result_param(name: &str) -> bool {
+    let code = name.split(':').next().unwrap_or_default();
+    RESULT_PARAMS.contains(&code)
+        || matches!(
+            code,
+            "_include" | "_revinclude" | "_contained" | "_containedType"
+        )
+}
+
 impl SearchRequest {
     /// Parse `pairs` for a search on `resource_type`. With `strict` (`Prefer: handling=strict`),
     /// unknown or unsupported parameters are an error instead of a warning.
@@ -199,6 +213,7 @@ impl SearchRequest {
             includes: Vec::new(),
             compartment: None,
             patient_of: None,
+            patient_of_any: false,
             types: Vec::new(),
             count: default_count,
             offset: 0,

@@ -106,7 +106,7 @@ impl Service {
     }
 
     /// The Patients a resource concerns: itself, or those its patient links name.
-    fn add_patients(
+    pub(crate) fn add_patients(
         &self,
         patients: &mut BTreeSet<String>,
         resource_type: &str,

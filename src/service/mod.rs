@@ -14,6 +14,7 @@ pub mod consent_rules;
 pub mod create;
 pub mod delete;
 pub mod everything;
+pub mod export;
 pub mod group_commit;
 pub mod guard;
 pub mod history;
@@ -55,6 +56,8 @@ pub struct Service {
     pub verifier: Arc<crate::auth::token::TokenVerifier>,
     /// The v3 PurposeOfUse codes and their hierarchy, for consent and audit.
     pub purposes: Arc<crate::auth::consent::PurposesOfUse>,
+    /// The bulk export jobs running in this process.
+    pub exports: Arc<export::Exports>,
 }
 
 /// A resource version as the client sees it: decrypted, with `meta` set.

@@ -10,12 +10,14 @@
 //! - [`keys`]: per-key row counts and re-encryption batches for key rotation.
 //! - [`write`]: writing versions with their heads and index rows, one or many per statement.
 //! - [`audit`]: the audit hash chains and their heads, and removing pruned AuditEvents.
+//! - [`export`]: bulk export jobs, their files and the files' sealed chunks.
 //!
 //! Callers get a connection or a transaction from [`Store`] and pass `&mut AnyConnection` to the
 //! functions of those modules, so one database transaction can span a whole FHIR transaction Bundle.
 
 pub mod audit;
 pub mod dialect;
+pub mod export;
 pub mod hl7v2;
 pub mod index;
 pub mod keys;

@@ -132,26 +132,7 @@ async fn raw_database_holds_no_phi(backend: Backend) {
         1
     );
 
-    let dump = match backend {
-        Backend::Sqlite => {
-            let path = server.sqlite_path().unwrap();
-            let (dir, _) = server.stop().await;
-            let mut bytes = Vec::new();
-            for suffix in ["", "-wal", "-shm"] {
-                let file = format!("{}{suffix}", path.display());
-                bytes.extend(std::fs::read(&file).unwrap_or_default());
-            }
-            drop(dir);
-            String::from_utf8_lossy(&bytes).into_owned()
-        }
-        Backend::Postgres => {
-            let url = match &server.database {
-                fhirvault::config::DatabaseUrl::Postgres(url) => url.clone(),
-                _ => unreachable!(),
-            };
-            crate::common::postgres::dump(&url)
-        }
-    };
+    let dump = server.raw_database().await;
     assert!(dump.len() > 1000, "the dump has content");
     for phi in PHI {
         assert!(

@@ -11,6 +11,7 @@ mod audit_chain;
 mod cli;
 mod consent;
 mod encryption;
+mod export;
 mod hl7v2;
 mod idp;
 mod limits;

@@ -9,6 +9,7 @@ mod bundles;
 mod capability;
 mod crud;
 mod errors;
+mod export;
 mod history;
 mod hl7v2;
 mod search;
@@ -46,7 +47,7 @@ impl Case {
 
 /// Every case, in a stable order.
 pub fn all() -> Vec<Case> {
-    let areas: [(&'static str, Vec<Case>); 9] = [
+    let areas: [(&'static str, Vec<Case>); 10] = [
         ("capability", capability::cases()),
         ("crud", crud::cases()),
         ("versioning", versioning::cases()),
@@ -56,6 +57,7 @@ pub fn all() -> Vec<Case> {
         ("search", search::cases()),
         ("hl7v2", hl7v2::cases()),
         ("security", security::cases()),
+        ("export", export::cases()),
     ];
     areas.into_iter().flat_map(|(area, cases)| cases.into_iter().map(move |case| Case { area, ..case })).collect()
 }

@@ -74,14 +74,14 @@ pub fn cases() -> Vec<Case> {
 
 const ORG_A: &str = "conformance-org-a";
 const ORG_B: &str = "conformance-org-b";
-const PAT_A: &str = "conformance-pat-a";
-const PAT_B: &str = "conformance-pat-b";
+pub(super) const PAT_A: &str = "conformance-pat-a";
+pub(super) const PAT_B: &str = "conformance-pat-b";
 /// Names nobody else uses: a response that contains one leaked it.
 const FAMILY_A: &str = "Konformitaetsa";
-const FAMILY_B: &str = "Konformitaetsb";
+pub(super) const FAMILY_B: &str = "Konformitaetsb";
 
 /// The admin writes the fixture (idempotent PUTs at fixed ids).
-fn fixture(ctx: &Ctx) -> Outcome {
+pub(super) fn fixture(ctx: &Ctx) -> Outcome {
     let mut resources = vec![
         json!({"resourceType": "Organization", "id": ORG_A, "name": "Conformance clinic A"}),
         json!({"resourceType": "Organization", "id": ORG_B, "name": "Conformance clinic B"}),
@@ -110,7 +110,7 @@ fn fixture(ctx: &Ctx) -> Outcome {
 }
 
 /// The token named `name`, or the case is skipped.
-fn token<'c>(ctx: &'c Ctx, name: &str) -> Result<&'c str, String> {
+pub(super) fn token<'c>(ctx: &'c Ctx, name: &str) -> Result<&'c str, String> {
     match ctx.token_for(name) {
         Some(token) => Ok(token),
         None => check::skip(format!("needs --as {name}=TOKEN")).map(|()| ""),

@@ -142,6 +142,25 @@ impl TestServer {
         }
     }
 
+    /// Everything the database holds, as raw text: the SQLite file with its WAL (after stopping
+    /// the server, so that nothing is in flight), or a `pg_dump`.
+    pub async fn raw_database(self) -> String {
+        match self.database.clone() {
+            DatabaseUrl::Sqlite(path) => {
+                let (dir, _) = self.stop().await;
+                let mut bytes = Vec::new();
+                for suffix in ["", "-wal", "-shm"] {
+                    bytes.extend(
+                        std::fs::read(format!("{}{suffix}", path.display())).unwrap_or_default(),
+                    );
+                }
+                drop(dir);
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            DatabaseUrl::Postgres(url) => postgres::dump(&url),
+        }
+    }
+
     pub fn sqlite_path(&self) -> Option<PathBuf> {
         match &self.database {
             DatabaseUrl::Sqlite(path) => Some(path.clone()),
