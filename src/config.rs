@@ -134,6 +134,7 @@ struct FileConfig {
     audit: AuditFileConfig,
     #[serde(default)]
     store: StoreFileConfig,
+    #[serde(default)]
     export: ExportFileConfig,
 }
 
@@ -225,31 +226,30 @@ impl StoreConfig {
 
 impl ExportConfig {
     fn resolve(file: ExportFileConfig) -> Result<ExportConfig, ConfigError> {
-        let max_concurrent_jobs = file.max_concurrent_jobs.unwrap_or(DEFAULT_EXPORT_JOBS);
-        if max_concurrent_jobs == 0 {
-            return Err(ConfigError::new(
-                "export.max_concurrent_jobs",
-                "must be at least 1",
-            ));
+        /// A setting that counts something and has no meaning at zero.
+        fn at_least_one<T: PartialEq + From<u8>>(
+            value: T,
+            setting: &'static str,
+        ) -> Result<T, ConfigError> {
+            if value == T::from(0) {
+                return Err(ConfigError::new(setting, "must be at least 1"));
+            }
+            Ok(value)
         }
-        let expire_after_seconds = file
-            .expire_after_seconds
-            .unwrap_or(DEFAULT_EXPORT_EXPIRY_SECONDS);
-        if expire_after_seconds == 0 {
-            return Err(ConfigError::new(
-                "export.expire_after_seconds",
-                "must be at least 1",
-            ));
-        }
-        let max_resources_per_file = file
-            .max_resources_per_file
-            .unwrap_or(DEFAULT_EXPORT_FILE_RESOURCES);
-        if max_resources_per_file == 0 {
-            return Err(ConfigError::new(
-                "export.max_resources_per_file",
-                "must be at least 1",
-            ));
-        }
+        let max_concurrent_jobs = at_least_one(
+            file.max_concurrent_jobs.unwrap_or(DEFAULT_EXPORT_JOBS),
+            "export.max_concurrent_jobs",
+        )?;
+        let expire_after_seconds = at_least_one(
+            file.expire_after_seconds
+                .unwrap_or(DEFAULT_EXPORT_EXPIRY_SECONDS),
+            "export.expire_after_seconds",
+        )?;
+        let max_resources_per_file = at_least_one(
+            file.max_resources_per_file
+                .unwrap_or(DEFAULT_EXPORT_FILE_RESOURCES),
+            "export.max_resources_per_file",
+        )?;
         Ok(ExportConfig {
             max_concurrent_jobs,
             expire_after: Duration::from_secs(expire_after_seconds),

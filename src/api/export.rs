@@ -215,18 +215,10 @@ pub async fn require_ndjson_accept(request: Request, next: Next) -> Response {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
     {
-        let acceptable = accept.split(',').any(|range| {
-            let media = range
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase();
-            matches!(
-                media.as_str(),
-                "" | "*/*" | "application/*" | NDJSON | "application/ndjson"
-            )
-        });
+        let acceptable = super::negotiate::accepts_any(
+            accept,
+            &["", "*/*", "application/*", NDJSON, "application/ndjson"],
+        );
         if !acceptable {
             return ApiError::NotAcceptable(
                 "export files are NDJSON; accept application/fhir+ndjson".into(),

@@ -108,22 +108,29 @@ pub async fn require_json_accept(request: Request, next: Next) -> Response {
 }
 
 fn accepts_json(accept: &str) -> bool {
+    accepts_any(
+        accept,
+        &[
+            "*/*",
+            "application/*",
+            "application/json",
+            "application/fhir+json",
+            "application/json+fhir",
+            "",
+        ],
+    )
+}
+
+/// Whether an `Accept` header lists one of `media` (lower case; parameters such as `q` ignored).
+pub fn accepts_any(accept: &str, media: &[&str]) -> bool {
     accept.split(',').any(|range| {
-        let media = range
+        let asked = range
             .split(';')
             .next()
             .unwrap_or_default()
             .trim()
             .to_ascii_lowercase();
-        matches!(
-            media.as_str(),
-            "*/*"
-                | "application/*"
-                | "application/json"
-                | "application/fhir+json"
-                | "application/json+fhir"
-                | ""
-        )
+        media.contains(&asked.as_str())
     })
 }
 
