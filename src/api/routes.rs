@@ -66,32 +66,16 @@ pub fn router(state: AppState) -> Router {
     }
     let fhir = fhir
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(require_json_accept))
-        // Inside authentication (it needs the caller): the audit record of every request.
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            super::audit::audit,
-        ))
-        // Outermost: nothing of a protected route runs for a caller without a verified token.
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            super::authenticate::authenticate,
-        ));
+        .layer(middleware::from_fn(require_json_accept));
+    let fhir = protected(fhir, &state);
 
     // Export files are NDJSON, not FHIR JSON: their own content negotiation, the same
     // authentication and audit.
     let export_files = Router::new()
         .route("/fhir/$export-file/{job}/{file}", get(export::download))
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(export::require_ndjson_accept))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            super::audit::audit,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            super::authenticate::authenticate,
-        ));
+        .layer(middleware::from_fn(export::require_ndjson_accept));
+    let export_files = protected(export_files, &state);
 
     Router::new()
         // Operations: load balancers and monitoring.
@@ -113,4 +97,19 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .route_layer(middleware::from_fn(super::access_log::log_request))
         .with_state(state)
+}
+
+/// The layers of every protected route: outermost, authentication (nothing runs for a caller
+/// without a verified token); inside it, since it needs the caller, the audit record of every
+/// request.
+fn protected(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    routes
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::audit::audit,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::authenticate::authenticate,
+        ))
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use crate::auth::access::visibility;
 use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
-use crate::search::plan::plan;
 use crate::store::Conn;
 
 pub enum Matches {
@@ -62,13 +61,7 @@ impl Service {
                 .execute(&mut *conn)
                 .await?;
         }
-        let plan = plan(
-            &request,
-            &self.registry,
-            &self.validator,
-            &self.keys.current(),
-            &self.config.base_url,
-        )?;
+        let plan = self.plan_search(&request)?;
         let mut ids = matching_ids(conn, &plan, 2).await?;
         Ok(match ids.len() {
             0 => Matches::None,

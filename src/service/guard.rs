@@ -21,7 +21,6 @@ use crate::auth::pseudonymise::{self, Profile};
 use crate::auth::{Caller, Permission, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::search::extract::{IndexValue, param_values};
-use crate::search::plan::plan;
 use crate::search::query::{MAX_OR_VALUES, SYSTEM, SearchRequest, Visibility, escape};
 use crate::store::versions::{self, Head};
 use crate::store::{Bind, Conn};
@@ -118,13 +117,7 @@ impl Service {
             let mut request =
                 self.parse_search(resource_type, &[("_id".into(), list.join(","))], true)?;
             request.visibility = Some(visibility.clone());
-            let plan = plan(
-                &request,
-                &self.registry,
-                &self.validator,
-                &self.keys.current(),
-                &self.config.base_url,
-            )?;
+            let plan = self.plan_search(&request)?;
             visible.extend(matching_ids(conn, &plan, chunk.len()).await?);
         }
         Ok(visible)
@@ -142,13 +135,7 @@ impl Service {
         self.require(caller, resource_type, Permission::Read)?;
         let mut request = self.parse_search(resource_type, &[("_id".into(), escape(id))], true)?;
         request.visibility = visibility(caller, &self.registry, Permission::Read);
-        let plan = plan(
-            &request,
-            &self.registry,
-            &self.validator,
-            &self.keys.current(),
-            &self.config.base_url,
-        )?;
+        let plan = self.plan_search(&request)?;
         let mut binds = plan.binds;
         binds.truncate(plan.where_binds);
         Ok(versions::read_current_where(conn, &plan.where_sql, binds).await?)
@@ -421,13 +408,7 @@ impl Service {
         };
         let mut request = self.parse_search(resource_type.unwrap_or(SYSTEM), &[], true)?;
         request.visibility = Some(visibility);
-        let plan = plan(
-            &request,
-            &self.registry,
-            &self.validator,
-            &self.keys.current(),
-            &self.config.base_url,
-        )?;
+        let plan = self.plan_search(&request)?;
         let mut binds = plan.binds;
         binds.truncate(plan.where_binds);
         Ok(Some((plan.where_sql, binds)))

@@ -113,19 +113,24 @@ impl Service {
     }
 
     /// Search on `conn`: inside a transaction it sees the transaction's own writes.
+    /// The SQL plan of `request` under this server's registry, keys and base URL.
+    pub fn plan_search(&self, request: &SearchRequest) -> ApiResult<Plan> {
+        plan(
+            request,
+            &self.registry,
+            &self.validator,
+            &self.keys.current(),
+            &self.config.base_url,
+        )
+    }
+
     pub async fn search_in(
         &self,
         conn: &mut Conn,
         mut request: SearchRequest,
     ) -> ApiResult<SearchPage> {
         self.open_cursor(&mut request)?;
-        let plan = plan(
-            &request,
-            &self.registry,
-            &self.validator,
-            &self.keys.current(),
-            &self.config.base_url,
-        )?;
+        let plan = self.plan_search(&request)?;
         if request.summary_count {
             let total = Some(count(conn, &plan).await?);
             return Ok(SearchPage {

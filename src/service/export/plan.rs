@@ -112,13 +112,7 @@ impl Service {
             self.restrict_search(caller, &mut request)?;
             // Values are checked when a search is planned (dates, quantities, chains): plan it
             // now, so that what a search answers with a 400 is a 400 here, not a failed job.
-            crate::search::plan::plan(
-                &request,
-                &self.registry,
-                &self.validator,
-                &self.keys.current(),
-                &self.config.base_url,
-            )?;
+            self.plan_search(&request)?;
             plan.searches.push(request);
         }
         Ok(plan)
