@@ -1,7 +1,8 @@
 //! Search: the spec's search parameters, index values extracted at write time, and queries.
 //!
 //! - [`registry`]: parameters loaded from the official R4 SearchParameter bundle, keyed by
-//!   (type, code) and url, plus the Patient compartment definition.
+//!   (type, code) and url, plus the Patient compartment definition; [`union_params`] finds the
+//!   parameters that are unions of others and are answered from their rows.
 //! - [`fhirpath`]: the FHIRPath subset the parameters' expressions use.
 //! - [`extract`]: index values per FHIR datatype (token, string, reference, date, …).
 //! - [`phi`]: which parameters hold direct identifiers and are indexed only as blind tokens;
@@ -21,3 +22,4 @@ pub mod query;
 pub mod registry;
 pub mod sensitivity;
 pub mod ucum;
+pub mod union_params;

@@ -316,9 +316,9 @@ fn sort_key(
         }
     };
     let aggregate = if descending { "MAX" } else { "MIN" };
-    let param = b.text(code.to_string());
+    let param = param_is(b, scope, code);
     let sql = format!(
-        "(SELECT {aggregate}({value}) FROM {} r WHERE r.resource_type = {} AND r.param = {param} AND r.id = h.id)",
+        "(SELECT {aggregate}({value}) FROM {} r WHERE r.resource_type = {} AND {param} AND r.id = h.id)",
         table_for(kind),
         scope.type_bind
     );
@@ -688,11 +688,8 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
                 ));
             }
         };
-        let param = b.text(filter.code.clone());
-        let condition = format!(
-            "r.resource_type = {} AND r.param = {param}",
-            scope.type_bind
-        );
+        let param = param_is(b, scope, &filter.code);
+        let condition = format!("r.resource_type = {} AND {param}", scope.type_bind);
         return Ok(scope.has_row(table, &condition, missing));
     }
     // Values in a UCUM unit that converts are compared against the canonical rows, which are
@@ -702,31 +699,53 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
         .iter()
         .partition(|value| !phi && is_canonical_ucum(filter.kind, value));
     let negate = filter.modifier.as_deref() == Some("not");
-    let mut subqueries = Vec::new();
-    for (param, values) in [
-        (filter.code.clone(), plain),
-        (ucum::canonical_param(&filter.code), canonical),
-    ] {
-        if values.is_empty() {
-            continue;
+    let registry = b.registry;
+    let mut branches = Vec::new();
+    for code in registry.stored_codes(&scope.resource_type, &filter.code) {
+        for (param, values) in [
+            (code.to_string(), &plain),
+            (ucum::canonical_param(code), &canonical),
+        ] {
+            if values.is_empty() {
+                continue;
+            }
+            let mut alternatives = Vec::new();
+            for value in values {
+                alternatives.push(if phi {
+                    // Blind tokens are keyed by the parameter they are stored under.
+                    blind_condition(b, &scope.resource_type, filter, code, value)?
+                } else {
+                    value_condition(b, filter, value)?
+                });
+            }
+            let param = b.text(param);
+            branches.push(format!(
+                "(r.param = {param} AND ({}))",
+                alternatives.join(" OR ")
+            ));
         }
-        let mut alternatives = Vec::new();
-        for value in values {
-            alternatives.push(if phi {
-                blind_condition(b, &scope.resource_type, filter, &filter.code, value)?
-            } else {
-                value_condition(b, filter, value)?
-            });
-        }
-        let param = b.text(param);
-        let condition = format!(
-            "r.resource_type = {} AND r.param = {param} AND ({})",
-            scope.type_bind,
-            alternatives.join(" OR ")
-        );
-        subqueries.push(scope.has_row(table, &condition, negate));
     }
-    Ok(format!("({})", subqueries.join(" OR ")))
+    let condition = format!(
+        "r.resource_type = {} AND ({})",
+        scope.type_bind,
+        branches.join(" OR ")
+    );
+    Ok(scope.has_row(table, &condition, negate))
+}
+
+/// `r.param` is one of the parameters the values of `code` are stored under (several for a
+/// union of parameters, see [`crate::search::union_params`]).
+fn param_is(b: &mut Builder, scope: &Scope, code: &str) -> String {
+    let registry = b.registry;
+    let codes: Vec<String> = registry
+        .stored_codes(&scope.resource_type, code)
+        .into_iter()
+        .map(|c| b.text(c.to_string()))
+        .collect();
+    match codes.as_slice() {
+        [one] => format!("r.param = {one}"),
+        _ => format!("r.param IN ({})", codes.join(", ")),
+    }
 }
 
 /// A quantity value whose unit is a UCUM code with a canonical form (`5|http://unitsofmeasure.org|mg`).
@@ -764,11 +783,9 @@ fn composite_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
                 "a composite value is [system|]code$value; escape a literal $ as \\$",
             ));
         };
-        let key = match split_unescaped(first, '|').as_slice() {
-            [code] if !code.is_empty() => composite_param(&filter.code, None, &unescape(code)),
-            [system, code] if !code.is_empty() => {
-                composite_param(&filter.code, Some(&unescape(system)), &unescape(code))
-            }
+        let (system, code) = match split_unescaped(first, '|').as_slice() {
+            [code] if !code.is_empty() => (None, unescape(code)),
+            [system, code] if !code.is_empty() => (Some(unescape(system)), unescape(code)),
             _ => {
                 return Err(param_error(
                     filter,
@@ -776,14 +793,25 @@ fn composite_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
                 ));
             }
         };
-        let key = if is_canonical_ucum(second_kind, second) {
-            ucum::canonical_param(&key)
-        } else {
-            key
-        };
-        let key = b.text(key);
+        let registry = b.registry;
+        let keys: Vec<String> = registry
+            .stored_codes(&scope.resource_type, &filter.code)
+            .into_iter()
+            .map(|stored| {
+                let key = composite_param(stored, system.as_deref(), &code);
+                let key = if is_canonical_ucum(second_kind, second) {
+                    ucum::canonical_param(&key)
+                } else {
+                    key
+                };
+                b.text(key)
+            })
+            .collect();
         let condition = value_condition(b, &second_filter, second)?;
-        alternatives.push(format!("(r.param = {key} AND {condition})"));
+        alternatives.push(format!(
+            "(r.param IN ({}) AND {condition})",
+            keys.join(", ")
+        ));
     }
     let condition = format!(
         "r.resource_type = {} AND ({})",
@@ -827,7 +855,7 @@ fn in_value_set(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResu
             }
         }
     }
-    let param = b.text(filter.code.clone());
+    let param = param_is(b, scope, &filter.code);
     let negate = filter.modifier.as_deref() == Some("not-in");
     let codes = if alternatives.is_empty() {
         "1 = 0".to_string()
@@ -835,7 +863,7 @@ fn in_value_set(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResu
         alternatives.join(" OR ")
     };
     let condition = format!(
-        "r.resource_type = {} AND r.param = {param} AND ({codes})",
+        "r.resource_type = {} AND {param} AND ({codes})",
         scope.type_bind
     );
     Ok(scope.has_row("search_token", &condition, negate))
@@ -863,7 +891,12 @@ fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResul
             ),
         ));
     }
-    let param_name = text_param(&filter.code);
+    let registry = b.registry;
+    let param_names: Vec<String> = registry
+        .stored_codes(&scope.resource_type, &filter.code)
+        .into_iter()
+        .map(text_param)
+        .collect();
     let mut alternatives = Vec::new();
     for value in &filter.values {
         let normalized = normalize_string(&unescape(value));
@@ -873,11 +906,17 @@ fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResul
         }
         let mut all = Vec::new();
         for word in words {
-            let token = BlindTerm::Word(word).token(b.keys, &scope.resource_type, &param_name);
-            let (param, token) = (b.text(param_name.clone()), b.text(token));
+            let mut stored = Vec::with_capacity(param_names.len());
+            for param_name in &param_names {
+                let token =
+                    BlindTerm::Word(word).token(b.keys, &scope.resource_type, param_name);
+                let (param, token) = (b.text(param_name.clone()), b.text(token));
+                stored.push(format!("(r.param = {param} AND r.token = {token})"));
+            }
             let condition = format!(
-                "r.resource_type = {} AND r.param = {param} AND r.token = {token}",
-                scope.type_bind
+                "r.resource_type = {} AND ({})",
+                scope.type_bind,
+                stored.join(" OR ")
             );
             all.push(scope.has_row("search_blind", &condition, false));
         }

@@ -131,7 +131,8 @@ pub fn extract(registry: &SearchParamRegistry, resource: &Value) -> Vec<IndexEnt
     };
     let mut entries = Vec::new();
     for param in registry.params_for(resource_type) {
-        if param.kind == ParamType::Special {
+        // A union's values are its members' rows (see `crate::search::union_params`).
+        if param.kind == ParamType::Special || registry.is_union(resource_type, &param.code) {
             continue;
         }
         let Some(expression) = param.expression_for(resource_type) else {
