@@ -144,7 +144,10 @@ impl Ingestor {
         );
         let content_hash = keys.blind_token(CONTENT_PARAM, &message.to_er7(), 256);
 
-        match self.earlier_answer(&message_key, &content_hash).await {
+        match self
+            .earlier_answer(&message_key, &content_hash, &echo.control_id, delivered_by)
+            .await
+        {
             Ok(Some(answer)) => return answer,
             Ok(None) => {}
             Err(Conflicting) => {
@@ -225,7 +228,10 @@ impl Ingestor {
                 }
                 // Another connection stored the same message first (a resend racing its original).
                 Err(Failure::AlreadyStored) => {
-                    return match self.earlier_answer(&message_key, &content_hash).await {
+                    return match self
+                        .earlier_answer(&message_key, &content_hash, &echo.control_id, delivered_by)
+                        .await
+                    {
                         Ok(Some(answer)) => answer,
                         _ => unavailable(),
                     };
@@ -331,6 +337,32 @@ impl Ingestor {
             Event::Ingest,
             Outcome::Success,
             None,
+            entities,
+        )
+    }
+
+    /// The audit record of a resend answered from the store: the message, and the Provenance of
+    /// what it stored the first time (which names every resource and so every patient).
+    fn resend_record(
+        &self,
+        delivered_by: &Arc<Caller>,
+        control_id: &str,
+        provenance_id: &str,
+    ) -> crate::audit::AuditRecord {
+        use crate::audit::{Entity, Event, Outcome};
+        let mut entities = vec![Entity::Message {
+            control_id: control_id.to_string(),
+        }];
+        if !provenance_id.is_empty() {
+            entities.push(Entity::Resource {
+                reference: format!("Provenance/{provenance_id}"),
+            });
+        }
+        self.service.audit_record(
+            delivered_by,
+            Event::Ingest,
+            Outcome::Success,
+            Some("a resend of a stored message: its earlier answer was repeated, nothing new was stored".into()),
             entities,
         )
     }
@@ -486,10 +518,15 @@ impl Ingestor {
     }
 
     /// The stored answer for a resend; `Conflicting` when the key was used for other content.
+    /// Answering a resend hands out what was stored (the ACK says which results are in), so it is
+    /// audited like a read: on every transport, and with no ACK when the record cannot be
+    /// written (the sender resends).
     async fn earlier_answer(
         &self,
         message_key: &str,
         content_hash: &str,
+        control_id: &str,
+        delivered_by: &Arc<Caller>,
     ) -> Result<Option<Answer>, Conflicting> {
         let found = match self.service.reader().await {
             Ok(mut conn) => rows::find_message(&mut conn, message_key)
@@ -506,6 +543,11 @@ impl Ingestor {
             .open_frames(message_key, &found.ack)
             .unwrap_or_default();
         tracing::info!(provenance = %found.provenance_id, "HL7 v2 message was stored before; answered again");
+        let record = self.resend_record(delivered_by, control_id, &found.provenance_id);
+        if let Err(error) = self.service.audit(vec![record]).await {
+            tracing::warn!(%error, "the audit record of a resend could not be written; not acknowledged");
+            return Ok(Some(unavailable()));
+        }
         Ok(Some(Answer {
             frames,
             disposition: Disposition::Duplicate,

@@ -908,8 +908,7 @@ fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResul
         for word in words {
             let mut stored = Vec::with_capacity(param_names.len());
             for param_name in &param_names {
-                let token =
-                    BlindTerm::Word(word).token(b.keys, &scope.resource_type, param_name);
+                let token = BlindTerm::Word(word).token(b.keys, &scope.resource_type, param_name);
                 let (param, token) = (b.text(param_name.clone()), b.text(token));
                 stored.push(format!("(r.param = {param} AND r.token = {token})"));
             }

@@ -394,7 +394,10 @@ impl SearchParamRegistry {
     /// members if it is a union of other parameters ([`crate::search::union_params`]), which
     /// are stored instead of it, else the code itself.
     pub fn stored_codes<'a>(&'a self, resource_type: &str, code: &'a str) -> Vec<&'a str> {
-        match self.unions.get(&(resource_type.to_string(), code.to_string())) {
+        match self
+            .unions
+            .get(&(resource_type.to_string(), code.to_string()))
+        {
             Some(members) => members.iter().map(String::as_str).collect(),
             None => vec![code],
         }

@@ -96,7 +96,10 @@ pub fn unions_of<'p>(
         if !members.is_empty() && covered.len() == candidate.alternatives.len() {
             let mut codes: Vec<String> = members.iter().map(|m| m.code.to_string()).collect();
             codes.sort();
-            unions.insert((resource_type.to_string(), candidate.code.to_string()), codes);
+            unions.insert(
+                (resource_type.to_string(), candidate.code.to_string()),
+                codes,
+            );
         }
     }
     unions

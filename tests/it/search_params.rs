@@ -1079,9 +1079,9 @@ async fn every_offered_parameter_finds_its_fixture(backend: Backend) {
             }
             let protected = is_protected(&registry, resource_type, code, param.kind);
             // Some fixture, as written, must populate the parameter (lastUpdated is the server's).
-            let written = stored
-                .iter()
-                .any(|(_, fixture, _)| !defined_values(&registry, resource_type, code, fixture).is_empty());
+            let written = stored.iter().any(|(_, fixture, _)| {
+                !defined_values(&registry, resource_type, code, fixture).is_empty()
+            });
             if !written && code != "_lastUpdated" {
                 problems.push(format!("fixture lacks a value for {code}"));
             }

@@ -10,7 +10,9 @@ fn index(resource: &Value) -> Vec<IndexEntry> {
 
 /// The values an Observation parameter's expression finds, whether or not they are stored.
 fn evaluated(code: &str, resource: &Value) -> Vec<IndexValue> {
-    let param = r4().get("Observation", code).expect("an Observation parameter");
+    let param = r4()
+        .get("Observation", code)
+        .expect("an Observation parameter");
     let expression = param.expression_for("Observation").expect("an expression");
     param_values(param, expression, resource).expect("evaluates")
 }
