@@ -190,14 +190,15 @@ impl Ingestor {
             ack: sealed_frames,
             provenance_id: String::new(),
         };
-        // A hub's new devices are its organisation's, so that its next messages may name them.
-        let device_owner = (delivered_by.role == Role::DeviceHub)
+        // A hub's new devices and patients are its organisation's, so that its next messages
+        // may name them.
+        let owner = (delivered_by.role == Role::DeviceHub)
             .then_some(delivered_by.org.as_deref())
             .flatten();
         let sender_ref = Sender {
             sender: &sender,
             control_id: &echo.control_id,
-            device_owner,
+            owner,
         };
         // A match made before the write can go stale (another message created the same patient
         // meanwhile); the write notices and the message is planned again.
@@ -401,6 +402,9 @@ impl Ingestor {
                 });
             }
             self.devices_of_sender(&matched.devices, sender).await?;
+            if let Some(patient) = &matched.patient {
+                self.patient_of_sender(patient, sender).await?;
+            }
             if matches!(group.patient, PatientSource::Device) {
                 let mut found = None;
                 for device in matched.devices.iter().filter_map(|d| match &d.resolved {
@@ -468,6 +472,70 @@ impl Ingestor {
         }
         tracing::info!(role = %sender.role, client = ?sender.client_id, "HL7 v2 message names a device that is not the sender's; refused");
         Err(Failure::Refused(vec![unknown_device()]))
+    }
+
+    /// A stored patient that a message's PID names must be within the sender's reach: for a
+    /// device hub, managed by its organisation (`Patient.managingOrganization`, as the patients
+    /// its messages create are) or the patient of one of its own devices. Otherwise a hub could
+    /// file readings under any patient whose identifier it knows. A new patient is the sender's
+    /// own; the server itself and an unrestricted admin may name any. Refused with ERR 204 and
+    /// kept as a dead letter: an administrator can assign the patient and replay it.
+    async fn patient_of_sender(
+        &self,
+        patient: &Match,
+        sender: &Arc<Caller>,
+    ) -> Result<(), Failure> {
+        let Resolved::Existing(id) = &patient.resolved else {
+            return Ok(());
+        };
+        if sender.is_unrestricted() {
+            return Ok(());
+        }
+        if let Some(org) = sender.org.as_deref() {
+            let organization = format!("Organization/{org}");
+            let managed = [
+                ("_id", id.as_str()),
+                ("organization", organization.as_str()),
+            ];
+            let patient = format!("Patient/{id}");
+            let owns_its_device = [
+                ("patient", patient.as_str()),
+                ("organization", organization.as_str()),
+            ];
+            for (resource_type, criteria) in [("Patient", managed), ("Device", owns_its_device)] {
+                let criteria =
+                    serde_urlencoded::to_string(criteria).map_err(|_| Failure::Unavailable)?;
+                let mut conn = self
+                    .service
+                    .reader()
+                    .await
+                    .map_err(|_| Failure::Unavailable)?;
+                match self
+                    .service
+                    .conditional_matches(
+                        &mut conn,
+                        &Caller::server_shared(),
+                        Permission::Search,
+                        resource_type,
+                        &criteria,
+                    )
+                    .await
+                {
+                    Ok(Matches::None) => {}
+                    Ok(Matches::One(_) | Matches::Many(_)) => return Ok(()),
+                    Err(ApiError::Unavailable(_) | ApiError::Timeout | ApiError::Internal) => {
+                        return Err(Failure::Unavailable);
+                    }
+                    Err(error) => return Err(Failure::Refused(vec![store_error(&error)])),
+                }
+            }
+        }
+        tracing::info!(role = %sender.role, client = ?sender.client_id, "HL7 v2 message names a patient outside the sender's organisation; refused");
+        Err(Failure::Refused(vec![Hl7Error::new(
+            204,
+            "PID^1^3",
+            "the patient identified in PID-3 is not one the sender may send results for (managed by its organisation, or the patient of one of its devices): have the patient assigned to the sender's organisation, then replay the message",
+        )]))
     }
 
     /// The stored resource `criteria` select, or a fresh id for a new one.
