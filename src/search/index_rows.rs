@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::extract::{IndexValue, extract, normalize_string};
 use super::phi::{
     BLIND_TOKEN_BITS, MAX_PREFIX_CHARS, SEGMENT_SEPARATORS, displays_indexed, is_protected,
-    is_segmented, is_unindexed, reference_identifier_param, text_param,
+    is_segmented, is_unindexed, of_type_param, reference_identifier_param, text_param,
 };
 use super::registry::SearchParamRegistry;
 use super::ucum;
@@ -33,6 +33,8 @@ pub enum BlindTerm<'a> {
     Date(&'a str),
     /// One whole word of a code's folded display text (`:text`).
     Word(&'a str),
+    /// An identifier's type system, type code and value together (`:of-type`).
+    OfType(&'a str, &'a str, &'a str),
 }
 
 impl BlindTerm<'_> {
@@ -45,6 +47,8 @@ impl BlindTerm<'_> {
             BlindTerm::CodeWithoutSystem(c) => format!("n:{c}"),
             BlindTerm::Date(d) => format!("d:{d}"),
             BlindTerm::Word(w) => format!("w:{w}"),
+            // U+001F cannot occur in a stored value, so the three parts cannot run together.
+            BlindTerm::OfType(s, c, v) => format!("t:{s}\u{1f}{c}\u{1f}{v}"),
         }
     }
 
@@ -94,6 +98,15 @@ pub fn rows_for(
                     blind(&reference_identifier_param(&code), &term);
                 }
             }
+            // An identifier's type and value identify as much as the identifier itself.
+            IndexValue::IdentifierOfType {
+                system,
+                code: type_code,
+                value,
+            } => blind(
+                &of_type_param(&code),
+                &OwnedTerm::OfType(system, type_code, value),
+            ),
             value if is_protected(registry, resource_type, &code, kind) => {
                 for term in blind_terms(&value, is_segmented(resource_type, &code)) {
                     blind(&code, &term);
@@ -170,6 +183,7 @@ enum OwnedTerm {
     CodeWithoutSystem(String),
     Date(String),
     Word(String),
+    OfType(String, String, String),
 }
 
 impl OwnedTerm {
@@ -182,6 +196,7 @@ impl OwnedTerm {
             OwnedTerm::CodeWithoutSystem(c) => BlindTerm::CodeWithoutSystem(c),
             OwnedTerm::Date(d) => BlindTerm::Date(d),
             OwnedTerm::Word(w) => BlindTerm::Word(w),
+            OwnedTerm::OfType(s, c, v) => BlindTerm::OfType(s, c, v),
         }
     }
 }
@@ -332,7 +347,7 @@ fn plain_rows(code: &str, value: IndexValue) -> Vec<IndexRow> {
             code,
         }],
         // Always protected; handled by `rows_for`.
-        IndexValue::ReferenceIdentifier { .. } => Vec::new(),
+        IndexValue::ReferenceIdentifier { .. } | IndexValue::IdentifierOfType { .. } => Vec::new(),
         IndexValue::Reference {
             target_type,
             target_id,

@@ -11,7 +11,7 @@ use super::cursor::{KeyKind, OrderKey};
 use super::extract::{decimal_range, normalize_string, parse_date_range};
 use super::index_rows::{BlindTerm, composite_param};
 use super::phi::{
-    MAX_PREFIX_CHARS, SEGMENT_SEPARATORS, displays_indexed, is_protected, is_segmented,
+    MAX_PREFIX_CHARS, SEGMENT_SEPARATORS, is_protected, is_segmented, of_type_param,
     reference_identifier_param, text_param,
 };
 use super::query::{
@@ -24,7 +24,7 @@ use crate::crypto::KeyRing;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::truncate;
 use crate::fhir::instant::now_micros;
-use crate::fhir::validation::Validator;
+use crate::fhir::validation::{Subsumption, SubsumptionError, Validator};
 use crate::store::Bind;
 use std::borrow::Cow;
 
@@ -45,7 +45,8 @@ pub struct Plan {
 struct Builder<'a> {
     binds: Vec<Bind>,
     keys: &'a KeyRing,
-    /// Value set expansions, for `:in` and `:not-in`.
+    /// Value set expansions and code system hierarchies, for `:in`, `:not-in`, `:below` and
+    /// `:above`.
     value_sets: &'a Validator,
     base_url: &'a str,
     registry: &'a SearchParamRegistry,
@@ -617,6 +618,9 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
     // parameter names; they are searched with starts-with and token semantics respectively.
     match filter.modifier.as_deref() {
         Some("text") if filter.kind == ParamType::Token => return text_filter(b, scope, filter),
+        Some("of-type") => {
+            return blind_filter(b, scope, filter, &of_type_param(&filter.code));
+        }
         Some("identifier") if filter.kind == ParamType::Reference => {
             let as_token = ParamFilter {
                 kind: ParamType::Token,
@@ -632,9 +636,9 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
         }
         _ => {}
     }
-    // `_id` and `_lastUpdated` live on the head row itself.
-    match (filter.code.as_str(), filter.modifier.as_deref()) {
-        ("_id", None | Some("not")) => {
+    // `_id` and `_lastUpdated` live on the head row itself (parsing allows `_id:not` only).
+    match filter.code.as_str() {
+        "_id" => {
             let ids: Vec<String> = filter.values.iter().map(|v| b.text(unescape(v))).collect();
             let not = if filter.modifier.is_some() {
                 "NOT "
@@ -643,19 +647,13 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
             };
             return Ok(format!("{} {not}IN ({})", scope.id, ids.join(", ")));
         }
-        ("_lastUpdated", None) => {
+        "_lastUpdated" => {
             let alternatives = filter
                 .values
                 .iter()
                 .map(|v| last_updated_condition(b, scope, filter, v))
                 .collect::<ApiResult<Vec<_>>>()?;
             return Ok(format!("({})", alternatives.join(" OR ")));
-        }
-        ("_id" | "_lastUpdated", Some(_)) => {
-            return Err(param_error(
-                filter,
-                "this modifier is not available here; _id takes :not, _lastUpdated none",
-            ));
         }
         _ => {}
     }
@@ -668,14 +666,13 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
     } else {
         table_for(filter.kind)
     };
-    if matches!(filter.modifier.as_deref(), Some("in" | "not-in")) {
-        if phi {
-            return Err(param_error(
-                filter,
-                "this protected parameter is stored as keyed tokens; :in and :not-in are not available on it",
-            ));
-        }
-        return in_value_set(b, scope, filter);
+    // Parsing refuses these on protected parameters ([`super::phi::BLIND_MODIFIERS`]).
+    if matches!(
+        filter.modifier.as_deref(),
+        Some("in" | "not-in" | "below" | "above")
+    ) && filter.kind == ParamType::Token
+    {
+        return code_list_filter(b, scope, filter);
     }
     if filter.modifier.as_deref() == Some("missing") {
         let missing = match filter.values.as_slice() {
@@ -821,25 +818,31 @@ fn composite_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
     Ok(scope.has_row(table_for(second_kind), &condition, false))
 }
 
-/// Largest value set `:in` expands into one query (both databases bind at most tens of thousands
-/// of parameters).
-const MAX_VALUE_SET_CODES: usize = 5_000;
+/// Most codes the values of one `:in`, `:not-in`, `:below` or `:above` parameter expand to
+/// together (both databases bind at most tens of thousands of parameters per query).
+const MAX_LISTED_CODES: usize = 5_000;
 
-/// `:in` / `:not-in`: a coding of the resource is (is not) in one of the value sets named by the
-/// values, expanded from the spec's own files.
-fn in_value_set(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResult<String> {
+/// `:in` / `:not-in` (a coding of the resource is, or is not, in one of the value sets named by
+/// the values, expanded from the spec's own files) and `:below` / `:above` (a coding is the
+/// named code or one it subsumes, or one that subsumes it, in the code system's hierarchy): each
+/// value becomes lists of codes by system, looked up by key like any code.
+fn code_list_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResult<String> {
     let mut alternatives = Vec::new();
+    // Counted over all the values: each may stay under the limit while hundreds together
+    // would not.
+    let mut listed = 0;
     for value in &filter.values {
-        let url = unescape(value);
-        let systems = b.value_sets.value_set_codes(&url).ok_or_else(|| {
-            param_error(filter, "the value set is not one whose codes this server can enumerate from the FHIR specification's value sets")
-        })?;
-        let size: usize = systems.iter().map(|(_, codes)| codes.len()).sum();
-        if size > MAX_VALUE_SET_CODES {
+        let systems = match filter.modifier.as_deref() {
+            Some("below") => subsumed_codes(b, filter, value, Subsumption::Below)?,
+            Some("above") => subsumed_codes(b, filter, value, Subsumption::Above)?,
+            _ => value_set_codes(b, filter, value)?,
+        };
+        listed += systems.iter().map(|(_, codes)| codes.len()).sum::<usize>();
+        if listed > MAX_LISTED_CODES {
             return Err(param_error(
                 filter,
                 &format!(
-                    "the value set has more than {MAX_VALUE_SET_CODES} codes; search by code instead"
+                    "this expands to more than {MAX_LISTED_CODES} codes; search by code instead"
                 ),
             ));
         }
@@ -869,6 +872,63 @@ fn in_value_set(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResu
     Ok(scope.has_row("search_token", &condition, negate))
 }
 
+/// The codes of the spec value set named by an `:in` / `:not-in` value, by system.
+fn value_set_codes(
+    b: &Builder,
+    filter: &ParamFilter,
+    value: &str,
+) -> ApiResult<Vec<(String, Vec<String>)>> {
+    b.value_sets.value_set_codes(&unescape(value)).ok_or_else(|| {
+        param_error(filter, "the value set is not one whose codes this server can enumerate from the FHIR specification's value sets")
+    })
+}
+
+/// The codes a `:below` / `:above` value (`system|code`) stands for, from the code system's
+/// hierarchy in the spec's files. Never falls back to matching the code alone: a system whose
+/// hierarchy the server does not hold is a 400.
+fn subsumed_codes(
+    b: &Builder,
+    filter: &ParamFilter,
+    value: &str,
+    direction: Subsumption,
+) -> ApiResult<Vec<(String, Vec<String>)>> {
+    let parts = split_unescaped(value, '|');
+    let [system, code] = parts.as_slice() else {
+        return Err(param_error(
+            filter,
+            "a :below or :above value is system|code",
+        ));
+    };
+    if system.is_empty() || code.is_empty() {
+        return Err(param_error(
+            filter,
+            ":below and :above need both the code system and the code (system|code): subsumption is defined within one code system",
+        ));
+    }
+    let system = unescape(system);
+    let codes = b
+        .value_sets
+        .subsumption(&system, &unescape(code), direction)
+        .map_err(|error| {
+            let why = match error {
+                SubsumptionError::UnknownSystem => format!(
+                    "subsumption is not available for code system {}: this server holds only the hierarchies of the code systems the FHIR specification defines in full",
+                    truncate(&system)
+                ),
+                SubsumptionError::NotIsA => format!(
+                    "subsumption is not available for code system {}: its hierarchy groups codes rather than classifying them (hierarchyMeaning)",
+                    truncate(&system)
+                ),
+                SubsumptionError::UnknownCode => format!(
+                    "code system {} does not define this code",
+                    truncate(&system)
+                ),
+            };
+            param_error(filter, &why)
+        })?;
+    Ok(vec![(system, codes)])
+}
+
 /// `_lastUpdated` lives on the head row of the resource in scope.
 fn last_updated_condition(
     b: &mut Builder,
@@ -881,16 +941,8 @@ fn last_updated_condition(
 }
 
 /// `:text` on a token: every word of one of the values must be a word of a display text.
+/// (Parsing refuses it on types whose display texts are not indexed.)
 fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResult<String> {
-    if !displays_indexed(&scope.resource_type) {
-        return Err(param_error(
-            filter,
-            &format!(
-                "the codings of {} come from fixed code tables and their display texts are not indexed; search by code",
-                scope.resource_type
-            ),
-        ));
-    }
     let registry = b.registry;
     let param_names: Vec<String> = registry
         .stored_codes(&scope.resource_type, &filter.code)
@@ -1207,6 +1259,23 @@ fn blind_condition(
             }
         }
         (ParamType::String, Some("exact")) => token(BlindTerm::Exact(&unescaped)),
+        (ParamType::Token, Some("of-type")) => match split_unescaped(value, '|').as_slice() {
+            [system, code, value]
+                if !system.is_empty() && !code.is_empty() && !value.is_empty() =>
+            {
+                token(BlindTerm::OfType(
+                    &unescape(system),
+                    &unescape(code),
+                    &unescape(value),
+                ))
+            }
+            _ => {
+                return Err(param_error(
+                    filter,
+                    ":of-type takes [type system]|[type code]|[value], all three given; escape a literal | as \\|",
+                ));
+            }
+        },
         (ParamType::Token, None) => match split_unescaped(value, '|').as_slice() {
             [code] => token(BlindTerm::Code(&unescape(code))),
             [system, code] if system.is_empty() => {

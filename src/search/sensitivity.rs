@@ -22,6 +22,8 @@ pub const TEXT_TYPES: &[&str] = &["string", "markdown"];
 pub struct ParamDatatypes {
     identifying: HashSet<(String, String)>,
     free_text: HashSet<(String, String)>,
+    /// Token parameters that reach `Identifier` elements (`:of-type` applies to them).
+    identifiers: HashSet<(String, String)>,
 }
 
 impl ParamDatatypes {
@@ -51,6 +53,9 @@ impl ParamDatatypes {
                 };
                 let types = expression_datatypes(definitions, resource_type, expression);
                 let key = (resource_type.clone(), param.code.clone());
+                if param.kind == ParamType::Token && types.iter().any(|t| t == "Identifier") {
+                    result.identifiers.insert(key.clone());
+                }
                 if types
                     .iter()
                     .any(|t| IDENTIFYING_TYPES.contains(&t.as_str()))
@@ -70,6 +75,12 @@ impl ParamDatatypes {
 
     pub fn is_identifying(&self, resource_type: &str, code: &str) -> bool {
         self.identifying
+            .contains(&(resource_type.to_string(), code.to_string()))
+    }
+
+    /// Whether token parameter `code` of `resource_type` reaches `Identifier` elements.
+    pub fn reaches_identifier(&self, resource_type: &str, code: &str) -> bool {
+        self.identifiers
             .contains(&(resource_type.to_string(), code.to_string()))
     }
 

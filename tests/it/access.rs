@@ -677,6 +677,11 @@ async fn crm_sees_pseudonyms_only(backend: Backend) {
     for refused in [
         "Patient?family=Zirbenwald".to_string(),
         format!("Patient?identifier={SVNR}|1111010180"),
+        // An identifier's type and value find the person as well as the identifier does.
+        "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|SS|1111010180"
+            .into(),
+        "Observation?subject:Patient.identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|SS|1111010180"
+            .into(),
         "Patient?birthdate=1980-01-01".into(),
         "Patient?phone=%2B43".into(),
         "Patient?address-city=Wien".into(),

@@ -729,6 +729,17 @@ fn probe(code: &str, protected: bool, value: &IndexValue, all: &[&IndexValue]) -
             ));
         }
         IndexValue::ReferenceIdentifier { value: None, .. } => return None,
+        IndexValue::IdentifierOfType {
+            system,
+            code: type_code,
+            value,
+        } => {
+            let name = format!("{code}:of-type");
+            let query =
+                |value: &str| format!("{}|{}", token_query(Some(system), type_code), escape(value));
+            probe.positives.push((name.clone(), query(value)));
+            probe.negative = Some((name, query(&format!("{value}{NO_MATCH}"))));
+        }
         IndexValue::Date { start, end } => {
             let ranges: Vec<(i64, i64)> = all
                 .iter()

@@ -74,6 +74,13 @@ pub enum IndexValue {
         version: Option<String>,
         url: String,
     },
+    /// One coding of an Identifier's `type` with the identifier's value, for `:of-type`
+    /// (`[type system]|[type code]|[value]`). Only codings with both a system and a code.
+    IdentifierOfType {
+        system: String,
+        code: String,
+        value: String,
+    },
     /// A logical reference (`Reference.identifier`), for `:identifier` searches.
     ReferenceIdentifier {
         system: Option<String>,
