@@ -36,7 +36,7 @@ pub use profile::ConformanceResource;
 pub use summary::{ElementSummary, Subset};
 mod terminology;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -174,6 +174,17 @@ impl Validator {
             }
         }
         Ok(())
+    }
+
+    /// The code system a `code` element's values belong to, from its required binding, with
+    /// the binding's codes ([`ElementRules::required_code_system`]); `steps` are the FHIRPath names below the
+    /// resource type.
+    pub fn required_code_system(
+        &self,
+        resource_type: &str,
+        steps: &[String],
+    ) -> Option<(String, Vec<String>)> {
+        self.elements.required_code_system(resource_type, steps)
     }
 
     /// The codes of the spec value set at `url`, by code system, or `None` when the spec's files

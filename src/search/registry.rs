@@ -128,6 +128,15 @@ impl SearchParam {
             .or_else(|| self.compiled.get("DomainResource"))
     }
 
+    /// The expression's text for `resource_type`, like [`SearchParam::expression_for`].
+    pub fn expression_text_for(&self, resource_type: &str) -> Option<&str> {
+        self.expressions
+            .get(resource_type)
+            .or_else(|| self.expressions.get("Resource"))
+            .or_else(|| self.expressions.get("DomainResource"))
+            .map(String::as_str)
+    }
+
     /// Whether extraction produces index rows for this parameter (`_text`, `_content` have no
     /// expression and need a full-text index instead).
     pub fn is_indexed(&self) -> bool {
@@ -175,6 +184,9 @@ pub struct SearchParamRegistry {
     /// Datatypes behind each token and string parameter, for the PHI policy (filled at start-up
     /// from the schema, see [`crate::search::sensitivity`]).
     pub datatypes: crate::search::sensitivity::ParamDatatypes,
+    /// The code systems that token parameters over `code` elements imply (filled at start-up
+    /// from the definitions' bindings, see [`crate::search::code_systems`]).
+    pub implied_systems: crate::search::code_systems::ImpliedSystems,
     /// Parameters answered from the rows of others ([`crate::search::union_params`]).
     unions: Unions,
 }

@@ -43,12 +43,7 @@ impl ParamDatatypes {
                 if !matches!(param.kind, ParamType::Token | ParamType::String) {
                     continue;
                 }
-                let expression = param
-                    .expressions
-                    .get(resource_type.as_str())
-                    .or_else(|| param.expressions.get("Resource"))
-                    .or_else(|| param.expressions.get("DomainResource"));
-                let Some(expression) = expression else {
+                let Some(expression) = param.expression_text_for(resource_type) else {
                     continue;
                 };
                 let types = expression_datatypes(definitions, resource_type, expression);
@@ -108,6 +103,28 @@ pub fn expression_datatypes(
     out.sort();
     out.dedup();
     out
+}
+
+/// The element path of each alternative of `expression` on `resource_type`, as FHIRPath names
+/// below the resource (`Observation.status` → `["status"]`), ignoring `where(…)` filters; `None`
+/// when an alternative is anything but such a path (a cast, a function, another root).
+pub fn element_paths(resource_type: &str, expression: &str) -> Option<Vec<Vec<String>>> {
+    split_top_level(expression, '|')
+        .into_iter()
+        .map(|alternative| {
+            let path = simplify(alternative);
+            let mut steps = path.split('.').map(str::trim);
+            let root = steps.next()?;
+            let plain = |step: &str| {
+                !step.is_empty() && step.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            let steps: Vec<String> = steps.map(str::to_string).collect();
+            (matches!(root, "Resource" | "DomainResource") || root == resource_type)
+                .then_some(())
+                .filter(|_| !steps.is_empty() && steps.iter().all(|s| plain(s)))
+                .map(|_| steps)
+        })
+        .collect()
 }
 
 /// Drop what does not change the datatype (`where(…)`, `exists()`, parentheses) and turn casts

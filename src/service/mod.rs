@@ -18,6 +18,7 @@ pub mod export;
 pub mod group_commit;
 pub mod guard;
 pub mod history;
+pub mod implied_systems;
 pub mod include;
 pub mod keys;
 pub mod patch;

@@ -276,6 +276,39 @@ async fn insert_chunk(
     Ok(())
 }
 
+/// Give the token rows of `param` on `resource_type` stored without a system (`code` elements
+/// indexed before their implied system was, see [`crate::search::code_systems`]) that system.
+/// `codes` are the only codes such rows can hold, so the statement seeks each `(code, '')` key
+/// instead of scanning the parameter's rows; once done it finds nothing, cheaply.
+pub async fn set_implied_system(
+    conn: &mut Conn,
+    resource_type: &str,
+    param: &str,
+    system: &str,
+    codes: &[String],
+) -> Result<u64, sqlx::Error> {
+    let mut updated = 0;
+    for chunk in codes.chunks(500) {
+        let listed: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 4)).collect();
+        let sql = format!(
+            "UPDATE search_token SET system = $1 WHERE resource_type = $2 AND param = $3 \
+             AND code IN ({}) AND system = ''",
+            listed.join(", ")
+        );
+        let mut binds = vec![
+            Bind::Text(system.to_string()),
+            Bind::Text(resource_type.to_string()),
+            Bind::Text(param.to_string()),
+        ];
+        binds.extend(chunk.iter().cloned().map(Bind::Text));
+        updated += bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    Ok(updated)
+}
+
 #[cfg(test)]
 mod tests {
     use super::fixed_chunks;

@@ -2102,7 +2102,82 @@ async fn chains_has_and_includes(backend: Backend) {
     );
 }
 
+/// A `code` element's system is the one its required binding implies: `system|code` finds it,
+/// another system does not; and rows stored before they carried it are given it at start-up.
+async fn code_elements_have_their_bound_system(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (patient, _) = server
+        .create(&json!({"resourceType": "Patient", "gender": "female"}))
+        .await;
+    let (report, _) = server
+        .create(
+            &json!({"resourceType": "DiagnosticReport", "status": "final",
+                        "code": {"text": "Holter"}}),
+        )
+        .await;
+    let gender = "http://hl7.org/fhir/administrative-gender";
+    let cases = [
+        (
+            format!("Patient?gender={gender}|female"),
+            vec![patient.clone()],
+        ),
+        ("Patient?gender=female".to_string(), vec![patient.clone()]),
+        (format!("Patient?gender={gender}|male"), vec![]),
+        (
+            "Patient?gender=http://example.org/other|female".to_string(),
+            vec![],
+        ),
+        (
+            "DiagnosticReport?status=http://hl7.org/fhir/diagnostic-report-status|final"
+                .to_string(),
+            vec![report.clone()],
+        ),
+        // The same code in another code system is another concept.
+        (
+            "DiagnosticReport?status=http://hl7.org/fhir/observation-status|final".to_string(),
+            vec![],
+        ),
+        (
+            "DiagnosticReport?status:below=http://hl7.org/fhir/observation-status|final"
+                .to_string(),
+            vec![],
+        ),
+        (
+            "DiagnosticReport?status:below=http://hl7.org/fhir/diagnostic-report-status|final"
+                .to_string(),
+            vec![report.clone()],
+        ),
+    ];
+    let check = async |server: &TestServer| {
+        for (query, expected) in &cases {
+            let reply = server.get(query).await;
+            assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.text);
+            assert_eq!(&crate::common::match_ids(&reply.body), expected, "{query}");
+        }
+    };
+    check(&server).await;
+
+    // As an earlier version stored them: without a system. A restart upgrades them.
+    let (dir, database) = server.stop().await;
+    let store = fhirvault::store::Store::open(&database).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let cleared = sqlx::query(
+        "UPDATE search_token SET system = '' WHERE param IN ('gender', 'status') \
+         AND resource_type IN ('Patient', 'DiagnosticReport')",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap()
+    .rows_affected();
+    tx.commit().await.unwrap();
+    store.close().await;
+    assert_eq!(cleared, 2);
+    let server = TestServer::start_with(backend, dir, database, |_| {}).await;
+    check(&server).await;
+}
+
 both_backends!(
+    code_elements_have_their_bound_system,
     search_table,
     paging_totals_and_summary,
     search_errors_and_unknown_parameters,

@@ -84,6 +84,11 @@ pub fn cases() -> Vec<Case> {
             "_contained=false (the default) is accepted and finds the same resources",
             contained_false,
         ),
+        Case::new(
+            "search-031",
+            "a code element matches system|code with the system its binding implies (gender=administrative-gender|female), not another",
+            bound_system,
+        ),
     ]
 }
 
@@ -543,4 +548,13 @@ fn token_below_above(ctx: &Ctx) -> Outcome {
 
 fn contained_false(ctx: &Ctx) -> Outcome {
     found_along_with(ctx, ("_contained", "false"))
+}
+
+fn bound_system(ctx: &Ctx) -> Outcome {
+    found_along_with(ctx, ("gender", "http://hl7.org/fhir/administrative-gender|female"))?;
+    let unique = ctx.unique();
+    let created = ctx.create(&fixtures::patient(&unique))?;
+    let identifier = identifier_query(&unique);
+    let params = [("identifier", identifier.as_str()), ("gender", "http://example.org/other|female")];
+    excludes(&found(ctx, "Patient", &params)?, &created.id, &describe(&params))
 }

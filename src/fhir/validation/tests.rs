@@ -17,8 +17,9 @@ const DEFINITIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources")
 pub(super) const PROFILES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles");
 
 /// The validator as the server loads it: the R4 definitions and this project's profiles (which
-/// only apply to resources that claim them). Shared with the profile tests: loading takes seconds.
-pub(super) fn validator() -> &'static Validator {
+/// only apply to resources that claim them). Shared with the profile tests and other modules'
+/// tests: loading takes seconds.
+pub(crate) fn validator() -> &'static Validator {
     static VALIDATOR: OnceLock<Validator> = OnceLock::new();
     VALIDATOR.get_or_init(|| {
         Validator::load_with_profiles(Path::new(DEFINITIONS), Some(Path::new(PROFILES)))

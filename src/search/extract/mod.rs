@@ -152,6 +152,10 @@ pub fn extract(registry: &SearchParamRegistry, resource: &Value) -> Vec<IndexEnt
                 continue;
             }
         };
+        let values = match registry.implied_systems.get(resource_type, &param.code) {
+            Some(system) => with_system(values, system),
+            None => values,
+        };
         entries.extend(dedupe(values).into_iter().map(|value| IndexEntry {
             param_code: param.code.clone(),
             param_url: param.url.clone(),
@@ -159,6 +163,21 @@ pub fn extract(registry: &SearchParamRegistry, resource: &Value) -> Vec<IndexEnt
         }));
     }
     entries
+}
+
+/// Tokens of `code` elements with the system their binding implies
+/// ([`crate::search::code_systems`]).
+fn with_system(mut values: Vec<IndexValue>, implied: &str) -> Vec<IndexValue> {
+    for value in &mut values {
+        if let IndexValue::Token {
+            system: system @ None,
+            ..
+        } = value
+        {
+            *system = Some(implied.to_string());
+        }
+    }
+    values
 }
 
 /// Drops repeated values, keeping the first of each. Hashes a rendering of the value when there
