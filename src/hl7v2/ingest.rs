@@ -505,28 +505,11 @@ impl Ingestor {
             for (resource_type, criteria) in [("Patient", managed), ("Device", owns_its_device)] {
                 let criteria =
                     serde_urlencoded::to_string(criteria).map_err(|_| Failure::Unavailable)?;
-                let mut conn = self
-                    .service
-                    .reader()
-                    .await
-                    .map_err(|_| Failure::Unavailable)?;
-                match self
-                    .service
-                    .conditional_matches(
-                        &mut conn,
-                        &Caller::server_shared(),
-                        Permission::Search,
-                        resource_type,
-                        &criteria,
-                    )
-                    .await
-                {
-                    Ok(Matches::None) => {}
-                    Ok(Matches::One(_) | Matches::Many(_)) => return Ok(()),
-                    Err(ApiError::Unavailable(_) | ApiError::Timeout | ApiError::Internal) => {
-                        return Err(Failure::Unavailable);
-                    }
-                    Err(error) => return Err(Failure::Refused(vec![store_error(&error)])),
+                if !matches!(
+                    self.stored_matches(resource_type, &criteria).await?,
+                    Matches::None
+                ) {
+                    return Ok(());
                 }
             }
         }
@@ -536,6 +519,37 @@ impl Ingestor {
             "PID^1^3",
             "the patient identified in PID-3 is not one the sender may send results for (managed by its organisation, or the patient of one of its devices): have the patient assigned to the sender's organisation, then replay the message",
         )]))
+    }
+
+    /// The stored resources of `resource_type` that `criteria` (a query string) select, all of
+    /// them (the server's view, not the sender's).
+    async fn stored_matches(
+        &self,
+        resource_type: &str,
+        criteria: &str,
+    ) -> Result<Matches, Failure> {
+        let mut conn = self
+            .service
+            .reader()
+            .await
+            .map_err(|_| Failure::Unavailable)?;
+        match self
+            .service
+            .conditional_matches(
+                &mut conn,
+                &Caller::server_shared(),
+                Permission::Search,
+                resource_type,
+                criteria,
+            )
+            .await
+        {
+            Ok(matches) => Ok(matches),
+            Err(ApiError::Unavailable(_) | ApiError::Timeout | ApiError::Internal) => {
+                Err(Failure::Unavailable)
+            }
+            Err(error) => Err(Failure::Refused(vec![store_error(&error)])),
+        }
     }
 
     /// The stored resource `criteria` select, or a fresh id for a new one.
@@ -549,25 +563,10 @@ impl Ingestor {
         if let Some(found) = seen.get(&(resource_type, criteria.to_string())) {
             return Ok(found.clone());
         }
-        let mut conn = self
-            .service
-            .reader()
-            .await
-            .map_err(|_| Failure::Unavailable)?;
-        let resolved = match self
-            .service
-            .conditional_matches(
-                &mut conn,
-                &Caller::server_shared(),
-                Permission::Search,
-                resource_type,
-                criteria,
-            )
-            .await
-        {
-            Ok(Matches::One(id)) => Resolved::Existing(id),
-            Ok(Matches::None) => Resolved::New(FhirId::generate().into_string()),
-            Ok(Matches::Many(_)) => {
+        let resolved = match self.stored_matches(resource_type, criteria).await? {
+            Matches::One(id) => Resolved::Existing(id),
+            Matches::None => Resolved::New(FhirId::generate().into_string()),
+            Matches::Many(_) => {
                 return Err(Failure::Refused(vec![Hl7Error::new(
                     207,
                     location,
@@ -576,10 +575,6 @@ impl Ingestor {
                     ),
                 )]));
             }
-            Err(ApiError::Unavailable(_) | ApiError::Timeout | ApiError::Internal) => {
-                return Err(Failure::Unavailable);
-            }
-            Err(error) => return Err(Failure::Refused(vec![store_error(&error)])),
         };
         seen.insert((resource_type, criteria.to_string()), resolved.clone());
         Ok(resolved)

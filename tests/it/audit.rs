@@ -392,15 +392,18 @@ async fn break_the_glass_reidentification_and_ingestion_are_recorded(backend: Ba
         env!("CARGO_MANIFEST_DIR")
     ))
     .expect("fixture");
-    let response = server
-        .client
-        .post(format!("http://{}/hl7v2", server.addr))
-        .header("content-type", "x-application/hl7-v2+er7")
-        .body(message.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let post_hl7 = async |message: &[u8]| {
+        let response = server
+            .client
+            .post(format!("http://{}/hl7v2", server.addr))
+            .header("content-type", "x-application/hl7-v2+er7")
+            .body(message.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    };
+    post_hl7(&message).await;
     let ingested = as_auditor(
         &server,
         "AuditEvent?type=http://dicom.nema.org/resources/ontology/DCM|110107",
@@ -426,15 +429,7 @@ async fn break_the_glass_reidentification_and_ingestion_are_recorded(backend: Ba
     }));
     // Resends are answered from the store, and each answer is recorded once, over HTTP (not
     // twice: the ingestor records it, the HTTP layer does not) and over MLLP alike.
-    let response = server
-        .client
-        .post(format!("http://{}/hl7v2", server.addr))
-        .header("content-type", "x-application/hl7-v2+er7")
-        .body(message.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    post_hl7(&message).await;
     let mut mllp = fhirvault::hl7v2::mllp::MllpClient::connect(server.mllp)
         .await
         .expect("MLLP connect");
