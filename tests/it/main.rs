@@ -10,6 +10,7 @@ mod audit;
 mod audit_chain;
 mod cli;
 mod consent;
+mod crl;
 mod encryption;
 mod export;
 mod hl7v2;
