@@ -163,7 +163,7 @@ impl Store {
 
     /// Start a write transaction. Everything written through it commits or rolls back together.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        self.writer.begin().await
+        begin_write(&self.writer, self.backend).await
     }
 
     /// The pool writes go through (SQLite: its single connection), for the group committer.
@@ -184,6 +184,19 @@ impl Store {
     pub async fn close(&self) {
         self.writer.close().await;
         self.readers.close().await;
+    }
+}
+
+/// Start a write transaction on `pool`. On SQLite it takes the database's write lock at once
+/// (`BEGIN IMMEDIATE`), waiting for the busy timeout while another process (`import`, `keys
+/// rotate`, `reindex`, a second server) holds it. A deferred transaction that reads first cannot
+/// wait later: once another process has committed since its first read, its first write fails
+/// at once with `SQLITE_BUSY`. Our own writers are serialised by the single writer connection
+/// anyway, so taking the lock early costs them nothing.
+pub async fn begin_write(pool: &AnyPool, backend: Backend) -> Result<Tx, sqlx::Error> {
+    match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => pool.begin().await,
     }
 }
 
