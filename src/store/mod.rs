@@ -5,7 +5,8 @@
 //! in [`dialect`]. The store knows nothing of FHIR rules or keys: it receives sealed bytes and index
 //! rows from the service and hands sealed bytes back.
 //!
-//! - [`versions`]: append-only version rows and the head table (read, vread, write, history).
+//! - [`versions`]: append-only version rows and the head table (read, vread, write, history; the
+//!   pages and head locks of re-indexing).
 //! - [`index`]: replacing the search index rows of a resource.
 //! - [`keys`]: per-key row counts and re-encryption batches for key rotation.
 //! - [`write`]: writing versions with their heads and index rows, one or many per statement.

@@ -159,7 +159,7 @@ impl Service {
                 }
                 counts += self.commit_retrying(&single, HeldHeads::Wait).await?.counts;
             }
-            progress(batch.len() as u64);
+            progress(batch.len() as u64 + batch.left_alone());
         }
     }
 
