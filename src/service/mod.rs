@@ -23,6 +23,7 @@ pub mod include;
 pub mod keys;
 pub mod patch;
 pub mod read;
+pub mod reindex;
 pub mod search;
 pub mod transaction;
 pub mod update;

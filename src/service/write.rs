@@ -8,7 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{Service, VersionedResource};
-use crate::crypto::Aad;
+use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::instant::{format_instant, now_micros};
 use crate::fhir::outcome::{Issue, IssueCode};
@@ -151,8 +151,7 @@ impl Service {
         }
 
         let keys = self.keys.current();
-        let mut rows = index_rows::rows_for(&self.registry, &keys, resource_type, &body);
-        let compartment = index_rows::patient_compartment(&self.registry, resource_type, id, &rows);
+        let (mut rows, compartment) = self.search_rows(&keys, resource_type, id, &body);
         if resource_type == "Consent" {
             let rules =
                 crate::auth::consent::rules::rows_of(&body, last_updated, &self.config.base_url)
@@ -196,6 +195,22 @@ impl Service {
             stored,
             plain,
         })
+    }
+
+    /// The search index rows of `body`, a version as stored (id, `meta` and pseudonym set), and
+    /// the Patient compartment they put it in. Writes and re-indexing
+    /// ([`Service::reindex`](super::reindex)) both come here, so a re-indexed resource gets the
+    /// rows a write of the same version would give it now.
+    pub fn search_rows(
+        &self,
+        keys: &KeyRing,
+        resource_type: &str,
+        id: &str,
+        body: &Value,
+    ) -> (Vec<IndexRow>, Option<String>) {
+        let rows = index_rows::rows_for(&self.registry, keys, resource_type, body);
+        let compartment = index_rows::patient_compartment(&self.registry, resource_type, id, &rows);
+        (rows, compartment)
     }
 
     /// Write a delete marker after `head` and drop the resource's index rows.

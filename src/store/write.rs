@@ -43,7 +43,7 @@ pub async fn write_versions(conn: &mut Conn, writes: &[VersionWrite]) -> Result<
         .iter()
         .map(|w| (w.resource_type.as_str(), w.id.as_str(), w.rows.as_slice()))
         .collect();
-    index::insert_rows(conn, &rows).await
+    index::insert_rows(conn, &rows).await.map(|_| ())
 }
 
 /// `(…), (…)` with placeholders for `rows` tuples of `width` values, bound in order.

@@ -17,6 +17,7 @@ mod hl7v2;
 mod idp;
 mod limits;
 mod profiles;
+mod reindex;
 mod rest;
 mod search;
 mod search_params;
