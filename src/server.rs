@@ -249,6 +249,8 @@ pub async fn serve_listeners(
     let export_sweeper = service.spawn_export_sweeper();
     let exports = service.exports.clone();
     let store = service.store.clone();
+    // Revocation lists are looked at while no handshake asks, and close refused connections.
+    let revocations = tls.as_ref().map(ServerTls::follow_revocation_lists);
     let mllp_task = mllp.map(|listener| {
         let (tls, ingestor, shutdown) = (tls.clone(), ingestor.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -267,6 +269,9 @@ pub async fn serve_listeners(
         }
     }
     watcher.abort();
+    if let Some(revocations) = revocations {
+        revocations.abort();
+    }
     spool_drain.abort();
     export_sweeper.abort();
     exports.abort_all();

@@ -138,6 +138,25 @@ fn seal_events(service: &Service, events: Vec<PendingEvent>) -> ApiResult<Vec<Se
     Ok(sealed)
 }
 
+/// Write `writes` and the AuditEvents `sealed` (sealed off the writer by [`seal`]) in one go,
+/// one multi-row INSERT per table for both, and link the AuditEvents into one of `chains`
+/// chains: for changes whose records were prepared with them. Call it last in the transaction,
+/// as [`link`].
+pub async fn write_with_events(
+    conn: &mut Conn,
+    chains: u32,
+    writes: &[VersionWrite],
+    sealed: &[SealedEvent],
+) -> ApiResult<()> {
+    let all: Vec<VersionWrite> = writes
+        .iter()
+        .chain(sealed.iter().map(|event| &event.write))
+        .cloned()
+        .collect();
+    write_versions(conn, &all).await?;
+    link(conn, chains, sealed).await
+}
+
 /// Link AuditEvents whose versions this transaction wrote into one of `chains` chains. Call it
 /// last in the transaction: on PostgreSQL the chain's head stays locked until the commit.
 pub async fn link(conn: &mut Conn, chains: u32, sealed: &[SealedEvent]) -> ApiResult<()> {

@@ -27,7 +27,6 @@ use crate::fhir::instant::now_micros;
 use crate::service::Service;
 use crate::service::conditional::Matches;
 use crate::store::hl7v2::{self as rows, DeadLetter, StoredMessage};
-use crate::store::write::write_versions;
 use crate::store::{Conn, versions};
 
 /// Blind-index "parameters" the bookkeeping HMACs are keyed under (domain separation).
@@ -283,6 +282,8 @@ impl Ingestor {
         let service = self.service.clone();
         let key = message_key.to_string();
         let record = self.ingest_record(delivered_by, sender.control_id, &writes);
+        // Sealed here, in parallel with other messages, not by the single writer.
+        let sealed = crate::audit::chain::seal(&self.service, &[record]).map_err(failure_of)?;
         let result = self
             .service
             .write(move |conn| {
@@ -292,21 +293,14 @@ impl Ingestor {
                             return Ok(None);
                         }
                     }
-                    write_versions(conn, &writes).await?;
                     rows::insert_message(conn, &key, &row, now_micros()).await?;
-                    crate::audit::append(&service, conn, &[record]).await?;
+                    let chains = service.config.audit.chains;
+                    crate::audit::chain::write_with_events(conn, chains, &writes, &sealed).await?;
                     Ok(Some(writes.len()))
                 })
             })
             .await;
-        match result {
-            Ok(outcome) => Ok(outcome),
-            Err(ApiError::Conflict(_)) => Err(Failure::AlreadyStored),
-            Err(ApiError::Unavailable(_) | ApiError::Timeout | ApiError::Internal) => {
-                Err(Failure::Unavailable)
-            }
-            Err(error) => Err(Failure::Refused(vec![store_error(&error)])),
-        }
+        result.map_err(failure_of)
     }
 
     /// The audit record of a stored message: the message, every resource it created or updated,
@@ -943,6 +937,15 @@ pub(crate) fn check_header(message: &Message) -> Result<(), Hl7Error> {
 
 /// An error of the store or validation as an ERR, without any content of the resources (the
 /// validator's own texts may quote values).
+/// What a failed store of a message means for its sender.
+fn failure_of(error: ApiError) -> Failure {
+    match error {
+        ApiError::Conflict(_) => Failure::AlreadyStored,
+        ApiError::Unavailable(_) | ApiError::Timeout | ApiError::Internal => Failure::Unavailable,
+        error => Failure::Refused(vec![store_error(&error)]),
+    }
+}
+
 fn store_error(error: &ApiError) -> Hl7Error {
     match error {
         ApiError::Invalid(issues) | ApiError::Unprocessable(issues) => {

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::chain::SealedEvent;
 use crate::error::{ApiError, ApiResult};
-use crate::store::write::{VersionWrite, write_versions};
+use crate::store::write::VersionWrite;
 use crate::store::{Backend, Conn, begin_write};
 
 /// Jobs committed together at most.
@@ -228,11 +228,9 @@ async fn commit_creates(writer: &Writer, creates: Vec<(Creates, oneshot::Sender<
         audits.extend(created.audits);
         replies.push(reply);
     }
-    writes.extend(audits.iter().map(|audit| audit.write.clone()));
     let result = async {
         let mut tx = begin_write(&writer.pool, writer.backend).await?;
-        write_versions(&mut tx, &writes).await?;
-        crate::audit::chain::link(&mut tx, writer.chains, &audits).await?;
+        crate::audit::chain::write_with_events(&mut tx, writer.chains, &writes, &audits).await?;
         tx.commit().await?;
         Ok(())
     }

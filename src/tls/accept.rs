@@ -19,6 +19,7 @@ use tokio_rustls::server::TlsStream;
 use super::Peer;
 use super::build::Listener;
 use super::hubs::{HubTable, Unmatched, fingerprint};
+use super::open::Followed;
 use super::revocation::LiveConfigs;
 
 /// How long an HTTPS client has for its handshake. Longer than any real handshake, short
@@ -111,19 +112,16 @@ impl Acceptor {
         let Some(step) = &self.tls else {
             return Ok((Stream::Plain(tcp), Peer::plain(addr)));
         };
-        let acceptor = TlsAcceptor::from(step.configs.for_handshake(step.listener));
+        let handshake = step.configs.for_handshake(step.listener);
+        let acceptor = TlsAcceptor::from(handshake.config);
         let mut stream = match tokio::time::timeout(step.timeout, acceptor.accept(tcp)).await {
             Err(_) => return Err(AcceptError::TimedOut(step.timeout)),
             Ok(Err(e)) => return Err(AcceptError::Handshake(e)),
             Ok(Ok(stream)) => stream,
         };
         // rustls has verified the chain against the client CA; only the leaf names the client.
-        let leaf = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .cloned();
+        let chain = stream.get_ref().1.peer_certificates().map(<[_]>::to_vec);
+        let leaf = chain.as_ref().and_then(|chain| chain.first()).cloned();
         let hub = match leaf.map(|leaf| (step.hubs.identify(&leaf), leaf)) {
             Some((Ok(hub), _)) => Some(hub),
             Some((Err(reason), leaf)) => {
@@ -141,8 +139,13 @@ impl Acceptor {
             }
             None => None,
         };
+        // Followed until it closes, so that lists which revoke its certificate close it.
+        let followed = chain.and_then(|chain| {
+            step.configs
+                .follow(step.listener, &chain, handshake.generation)
+        });
         Ok((
-            Stream::Tls(Box::new(stream)),
+            Stream::Tls(Box::new(TlsConnection { stream, followed })),
             Peer {
                 addr,
                 hub,
@@ -156,7 +159,14 @@ impl Acceptor {
 pub enum Stream {
     Plain(TcpStream),
     // Boxed: a rustls connection is a few hundred bytes, a TcpStream a few.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsConnection>),
+}
+
+/// A TLS connection, and whether its client certificate is still accepted.
+pub struct TlsConnection {
+    stream: TlsStream<TcpStream>,
+    /// `Some` for a client certificate under revocation lists ([`super::open`]).
+    followed: Option<Followed>,
 }
 
 impl AsyncRead for Stream {
@@ -167,7 +177,20 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Tls(s) => {
+                // Checked before every read, and the reading task woken when it changes: a
+                // connection whose certificate was revoked reads nothing more, and ends.
+                if s.followed
+                    .as_ref()
+                    .is_some_and(|followed| followed.distrust().poll_refused(cx))
+                {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "the client certificate is no longer accepted (revoked)",
+                    )));
+                }
+                Pin::new(&mut s.stream).poll_read(cx, buf)
+            }
         }
     }
 }
@@ -180,21 +203,21 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut s.stream).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut s.stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut s.stream).poll_shutdown(cx),
         }
     }
 
@@ -205,14 +228,14 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(&mut s.stream).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.stream.is_write_vectored(),
         }
     }
 }

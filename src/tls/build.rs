@@ -31,11 +31,14 @@ pub(super) enum Listener {
     Mllp,
 }
 
-/// One rustls configuration per listener, built together from the same lists.
+/// One rustls configuration per listener, built together from the same lists, and the
+/// client-certificate verifier of each.
 #[derive(Clone)]
 pub(super) struct Configs {
     http: Arc<rustls::ServerConfig>,
     mllp: Arc<rustls::ServerConfig>,
+    http_verifier: Arc<dyn ClientCertVerifier>,
+    mllp_verifier: Arc<dyn ClientCertVerifier>,
 }
 
 impl Configs {
@@ -43,6 +46,15 @@ impl Configs {
         match listener {
             Listener::Http => &self.http,
             Listener::Mllp => &self.mllp,
+        }
+    }
+
+    /// The verifier that `listener`'s handshakes check client certificates with, for checking
+    /// the certificate of an established connection again ([`super::open`]).
+    pub(super) fn verifier(&self, listener: Listener) -> &Arc<dyn ClientCertVerifier> {
+        match listener {
+            Listener::Http => &self.http_verifier,
+            Listener::Mllp => &self.mllp_verifier,
         }
     }
 }
@@ -100,12 +112,16 @@ impl Builder {
         &self,
         crls: &[CertificateRevocationListDer<'static>],
     ) -> Result<Configs, ConfigError> {
-        let mut http = self.server_config(self.client_verifier(crls, false)?)?;
+        let http_verifier = self.client_verifier(crls, false)?;
+        let mllp_verifier = self.client_verifier(crls, true)?;
+        let mut http = self.server_config(Arc::clone(&http_verifier))?;
         http.alpn_protocols = HTTP_ALPN.iter().map(|p| p.to_vec()).collect();
-        let mllp = self.server_config(self.client_verifier(crls, true)?)?;
+        let mllp = self.server_config(Arc::clone(&mllp_verifier))?;
         Ok(Configs {
             http: Arc::new(http),
             mllp: Arc::new(mllp),
+            http_verifier,
+            mllp_verifier,
         })
     }
 

@@ -8,8 +8,10 @@
 //!   every error names its setting.
 //! - `build`: one rustls configuration per listener, from those files and the revocation lists.
 //! - `revocation`: the configurations in force, rebuilt when a file of
-//!   `tls.client_crl_files` changes (checked at most every few seconds, on handshakes), so that
-//!   revoking a hub's certificate needs no restart; a broken file keeps the lists in force.
+//!   `tls.client_crl_files` changes (checked every few seconds), so that revoking a hub's
+//!   certificate needs no restart; a broken file keeps the lists in force.
+//! - `open`: connections with a client certificate, checked again under new lists and closed
+//!   when refused.
 //! - [`hubs`]: [`HubTable`] maps a verified client certificate to a configured [`HubIdentity`].
 //! - [`accept`]: [`Acceptor`] turns an accepted TCP connection into a [`Stream`] and a [`Peer`]:
 //!   the handshake under a timeout, then the hub lookup. The HTTP and MLLP accept loops share it.
@@ -33,6 +35,7 @@ mod build;
 pub mod client;
 pub mod hubs;
 pub mod load;
+mod open;
 mod revocation;
 
 use std::net::SocketAddr;
@@ -72,6 +75,28 @@ impl ServerTls {
     /// Whether client certificates are asked for (a client CA is configured).
     pub fn client_auth(&self) -> bool {
         self.configs.client_auth()
+    }
+
+    /// Looks at `tls.client_crl_files` every [`RECHECK`](crate::watch::RECHECK), also when no
+    /// handshake asks, so that new lists close the connections they refuse within that time
+    /// (handshakes look too). Ends with the last clone of this `ServerTls`, or at once without
+    /// revocation lists.
+    pub fn follow_revocation_lists(&self) -> tokio::task::JoinHandle<()> {
+        let configs = Arc::downgrade(&self.configs);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::watch::RECHECK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(configs) = configs.upgrade() else {
+                    return;
+                };
+                if !configs.follows_files() {
+                    return;
+                }
+                configs.refresh_if_due(std::time::Instant::now());
+            }
+        })
     }
 
     /// The accept step of the HTTPS listener.

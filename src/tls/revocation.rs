@@ -5,8 +5,11 @@
 //! at most every [`RECHECK`](crate::watch::RECHECK) (2 s) that looks at the modification times
 //! and sizes of the files ([`WatchedFiles`], shared with the JWKS file), and when one changed,
 //! all files are read again and both configurations rebuilt. A handshake that starts that long
-//! after a file was replaced is checked against the new lists, on HTTPS and MLLP alike.
-//! Connections established before keep going: revocation is checked in the handshake only.
+//! after a file was replaced is checked against the new lists, on HTTPS and MLLP alike. The
+//! server also looks every [`RECHECK`](crate::watch::RECHECK) when no handshake comes
+//! ([`LiveConfigs::refresh_if_due`], from [`super::ServerTls::follow_revocation_lists`]), and
+//! connections established before are checked again under the new lists ([`super::open`]): a
+//! refused one is closed.
 //!
 //! Why whole configurations are rebuilt, rather than only the client-certificate verifier
 //! swapped inside one configuration: a configuration keeps a session cache, and a resumed
@@ -24,8 +27,11 @@ use std::time::Instant;
 
 use rustls_pki_types::CertificateRevocationListDer;
 
+use rustls_pki_types::CertificateDer;
+
 use super::build::{Builder, Configs, Listener};
 use super::load::read_crl_files;
+use super::open::{Followed, OpenConnections};
 use crate::config::ConfigError;
 use crate::watch::WatchedFiles;
 
@@ -37,12 +43,22 @@ pub(super) struct LiveConfigs {
     current: RwLock<Arc<InForce>>,
     /// `None` without `tls.client_crl_files`: then nothing ever changes.
     files: Option<WatchedFiles>,
+    /// Connections with a client certificate, checked again when the lists change.
+    open: Arc<OpenConnections>,
 }
 
 struct InForce {
     configs: Configs,
     /// To tell a file whose content changed from one that was only touched or rewritten as it was.
     crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Counts the lists that came into force, from 0 at start-up.
+    generation: u64,
+}
+
+/// The configuration a handshake starts with, and which lists it checks against.
+pub(super) struct ForHandshake {
+    pub(super) config: Arc<rustls::ServerConfig>,
+    pub(super) generation: u64,
 }
 
 impl LiveConfigs {
@@ -58,9 +74,19 @@ impl LiveConfigs {
         let configs = builder.build(&crls)?;
         Ok(LiveConfigs {
             builder,
-            current: RwLock::new(Arc::new(InForce { configs, crls })),
+            current: RwLock::new(Arc::new(InForce {
+                configs,
+                crls,
+                generation: 0,
+            })),
             files,
+            open: Arc::default(),
         })
+    }
+
+    /// Whether there are revocation lists to follow.
+    pub(super) fn follows_files(&self) -> bool {
+        self.files.is_some()
     }
 
     /// Whether client certificates are asked for (a client CA is configured).
@@ -74,13 +100,41 @@ impl LiveConfigs {
     /// That read happens in the task of the connection that asks when it is due, as the JWKS
     /// file's does for a request: revocation lists are small local files, read once per change;
     /// other handshakes meanwhile go on with the configuration in force (they do not wait).
-    pub(super) fn for_handshake(&self, listener: Listener) -> Arc<rustls::ServerConfig> {
+    pub(super) fn for_handshake(&self, listener: Listener) -> ForHandshake {
         self.refresh_if_due(Instant::now());
-        Arc::clone(self.in_force().configs.of(listener))
+        let in_force = self.in_force();
+        ForHandshake {
+            config: Arc::clone(in_force.configs.of(listener)),
+            generation: in_force.generation,
+        }
+    }
+
+    /// Follows a connection whose handshake on `listener`, checked against the lists of
+    /// `generation`, accepted the client's `chain`, so that it is closed when lists that refuse
+    /// the chain come into force. `None` without revocation lists: then nothing changes.
+    pub(super) fn follow(
+        &self,
+        listener: Listener,
+        chain: &[CertificateDer<'static>],
+        generation: u64,
+    ) -> Option<Followed> {
+        if !self.follows_files() {
+            return None;
+        }
+        let followed = self.open.follow(listener, chain.to_vec());
+        // Lists that came into force between the handshake and now were checked against the
+        // connections followed then, not this one: it is checked here. (Followed first and the
+        // generation read after, so that no replacement falls between the two checks.)
+        let in_force = self.in_force();
+        if in_force.generation != generation {
+            self.open.check_one(&followed, &in_force.configs);
+        }
+        Some(followed)
     }
 
     /// What reading the files again came to, when that was due and a file changed; logged.
-    fn refresh_if_due(&self, now: Instant) -> Option<Outcome> {
+    /// When new lists came into force, the connections followed are checked against them.
+    pub(super) fn refresh_if_due(&self, now: Instant) -> Option<Outcome> {
         let files = self.files.as_ref()?;
         let mut outcome = None;
         files.read_if_changed(now, |changed| outcome = Some(self.reload(files, changed)));
@@ -102,16 +156,25 @@ impl LiveConfigs {
                 return Ok(None);
             }
             let configs = self.builder.build(&crls)?;
-            Ok(Some(InForce { configs, crls }))
+            Ok(Some((configs, crls)))
         });
         match rebuilt {
-            Ok(Some(in_force)) => {
-                let lists = in_force.crls.len();
-                *self
-                    .current
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(in_force);
-                Outcome::Replaced { lists }
+            Ok(Some((configs, crls))) => {
+                let lists = crls.len();
+                let in_force = {
+                    let mut current = self
+                        .current
+                        .write()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    *current = Arc::new(InForce {
+                        configs,
+                        crls,
+                        generation: current.generation + 1,
+                    });
+                    Arc::clone(&current)
+                };
+                let closed = self.open.check_all(&in_force.configs);
+                Outcome::Replaced { lists, closed }
             }
             Ok(None) => Outcome::Unchanged,
             Err(error) => Outcome::Kept {
@@ -124,9 +187,9 @@ impl LiveConfigs {
 
 /// What a read of the files came to.
 #[derive(Debug)]
-enum Outcome {
-    /// New lists are in force, this many.
-    Replaced { lists: usize },
+pub(super) enum Outcome {
+    /// New lists are in force, this many; `closed` connections were refused under them.
+    Replaced { lists: usize, closed: usize },
     /// The files hold the lists in force (rewritten as they were, or touched).
     Unchanged,
     /// A file cannot be used, so the lists in force stay. `news` when the files changed since
@@ -137,9 +200,10 @@ enum Outcome {
 impl Outcome {
     fn log(&self) {
         match self {
-            Outcome::Replaced { lists } => tracing::info!(
+            Outcome::Replaced { lists, closed } => tracing::info!(
                 lists,
-                "tls.client_crl_files changed; new handshakes are checked against the new lists"
+                closed,
+                "tls.client_crl_files changed; handshakes and open connections are checked against the new lists"
             ),
             // The message names the setting and the file, never file content.
             Outcome::Kept { error, news: true } => tracing::warn!(
@@ -347,7 +411,10 @@ mod tests {
         pki.write_crl("b.crl", 2, &[5]);
         assert!(matches!(
             live.refresh_if_due(start + RECHECK * 5),
-            Some(Outcome::Replaced { lists: 2 })
+            Some(Outcome::Replaced {
+                lists: 2,
+                closed: 0
+            })
         ));
     }
 

@@ -1,6 +1,8 @@
 //! Revocation lists replaced while the server runs (`tls.client_crl_files`): a new list applies
 //! to new handshakes within a few seconds, on HTTPS and on MLLP over TLS, also for a client that
-//! would resume a session from before the change; a broken replacement keeps the lists in force.
+//! would resume a session from before the change, and closes the connections it revokes that
+//! were open before; a broken replacement keeps the lists in force; a list that is not the CA's
+//! (its signature does not verify) lets no client in.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,12 +11,19 @@ use std::time::{Duration, Instant};
 use fhirvault::hl7v2::mllp::MllpClient;
 use fhirvault::tls::PROTOCOL_VERSIONS;
 use fhirvault::watch::RECHECK;
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use rustls::HandshakeKind;
 use rustls::version::{TLS12, TLS13};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
 
 use crate::common::pki::{
-    HUB_SERIAL, HttpsReply, HttpsRequest, REVOKED_SERIAL, TestPki, request_with,
+    HUB_SERIAL, HttpsReply, HttpsRequest, Identity, REVOKED_SERIAL, TestPki, request_with,
 };
 use crate::common::{Backend, TestServer};
 use crate::hl7v2::{Ack, fixture};
@@ -216,7 +225,146 @@ async fn a_broken_replacement_keeps_the_lists_in_force(backend: Backend) {
     assert!(!served(health(&revoked(), server.addr).await));
 }
 
+/// An HTTP/1.1 connection kept open over TLS, as a client with keep-alive holds it.
+struct KeptOpen {
+    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    /// Ends when the server closes the connection.
+    connection: JoinHandle<()>,
+    port: u16,
+}
+
+impl KeptOpen {
+    async fn connect(pki: &TestPki, identity: &Identity, addr: SocketAddr) -> KeptOpen {
+        let mut config = pki.client_config(Some(identity), PROTOCOL_VERSIONS);
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("handshake");
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("HTTP/1.1");
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        KeptOpen {
+            sender,
+            connection,
+            port: addr.port(),
+        }
+    }
+
+    /// GET /health on this connection: whether it was answered 200.
+    async fn healthy(&mut self) -> bool {
+        if self.sender.ready().await.is_err() {
+            return false;
+        }
+        let request = hyper::Request::get(format!("https://localhost:{}/health", self.port))
+            .header("host", format!("localhost:{}", self.port))
+            .body(Empty::new())
+            .expect("request");
+        timeout(ATTEMPT, self.sender.send_request(request))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .is_some_and(|response| response.status() == 200)
+    }
+}
+
+/// Whether the server has closed `client`'s connection: a read ends without a reply.
+async fn closed_by_server(
+    client: &mut MllpClient<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>,
+) -> bool {
+    matches!(
+        timeout(PATIENCE, client.receive()).await,
+        Ok(Ok(None) | Err(_))
+    )
+}
+
+/// Connections a hub opened before its certificate was revoked are closed within a few seconds
+/// of the list that revokes it, idle ones too, over HTTPS and MLLP; the connections of other
+/// certificates stay open and served.
+async fn a_new_list_closes_the_connections_it_revokes(backend: Backend) {
+    let pki = TestPki::new();
+    pki.write(CRL_FILE, pki.crl_pem(1, &[]));
+    let server = TestServer::start_tls(backend, pki.config_with_crl(CRL_FILE)).await;
+    let message = fixture("holter-pcd01.hl7");
+
+    let mut hub_https = KeptOpen::connect(&pki, &pki.hub, server.addr).await;
+    let mut stranger_https = KeptOpen::connect(&pki, &pki.stranger, server.addr).await;
+    assert!(hub_https.healthy().await && stranger_https.healthy().await);
+    // The hub's second certificate is not in the lists yet: it is a hub like the first.
+    let acknowledged_client = async |identity| {
+        let config = pki.mllp_client_config(Some(identity));
+        let mut client = MllpClient::connect_tls(server.mllp, "localhost", config)
+            .await
+            .expect("MLLP over TLS");
+        Ack::parse(&client.request(&message).await.expect("ACK")).assert("AA", &[]);
+        client
+    };
+    let mut hub_mllp = acknowledged_client(&pki.hub).await;
+    let mut second_mllp = acknowledged_client(&pki.revoked_hub).await;
+
+    // The list revokes the first certificate; nobody connects meanwhile: the server looks at
+    // the file on its own, and closes the open connections of that certificate, idle as they are.
+    let revoked_at = Instant::now();
+    pki.write(CRL_FILE, pki.crl_pem(2, &[HUB_SERIAL]));
+    timeout(PATIENCE, &mut hub_https.connection)
+        .await
+        .expect("the revoked hub's HTTPS connection is closed")
+        .expect("connection task");
+    assert!(closed_by_server(&mut hub_mllp).await, "MLLP closed");
+    let took = revoked_at.elapsed();
+    assert!(took <= RECHECK * 2 + Duration::from_secs(5), "{took:?}");
+    assert!(!hub_https.healthy().await);
+
+    // Other certificates keep their connections.
+    assert!(!stranger_https.connection.is_finished());
+    assert!(
+        stranger_https.healthy().await,
+        "another client's connection is served"
+    );
+    let ack = second_mllp
+        .request(&message)
+        .await
+        .expect("the other hub's ACK");
+    Ack::parse(&ack).assert("AA", &[]);
+}
+
+/// A list with the CA's name that the CA did not sign (a mistake, or a forgery that would
+/// unrevoke a certificate) is no list of that CA: client certificates of the CA are refused
+/// (fail closed) until a list it signed is in place again.
+async fn a_list_the_ca_did_not_sign_lets_no_one_in(backend: Backend) {
+    let pki = TestPki::new();
+    pki.write(CRL_FILE, pki.crl_pem(1, &[REVOKED_SERIAL]));
+    let server = TestServer::start_tls(backend, pki.config_with_crl(CRL_FILE)).await;
+    let hub = || pki.https_client_config(Some(&pki.hub), PROTOCOL_VERSIONS);
+    let revoked = || pki.https_client_config(Some(&pki.revoked_hub), PROTOCOL_VERSIONS);
+    assert!(served(health(&hub(), server.addr).await));
+    assert!(!served(health(&revoked(), server.addr).await));
+
+    pki.write(CRL_FILE, pki.forged_crl_pem(2, &[]));
+    eventually("the hub refused under the forged list", async || {
+        !served(health(&hub(), server.addr).await)
+    })
+    .await;
+    assert!(
+        !served(health(&revoked(), server.addr).await),
+        "the forged list does not unrevoke"
+    );
+
+    pki.write(CRL_FILE, pki.crl_pem(3, &[REVOKED_SERIAL]));
+    eventually("the hub served again under the CA's list", async || {
+        served(health(&hub(), server.addr).await)
+    })
+    .await;
+    assert!(!served(health(&revoked(), server.addr).await));
+}
+
 both_backends!(
     a_replaced_list_revokes_without_a_restart,
-    a_broken_replacement_keeps_the_lists_in_force
+    a_broken_replacement_keeps_the_lists_in_force,
+    a_new_list_closes_the_connections_it_revokes,
+    a_list_the_ca_did_not_sign_lets_no_one_in
 );

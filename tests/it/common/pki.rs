@@ -149,6 +149,11 @@ impl TestPki {
         super::ca::crl_pem(&self.ca, number, serials)
     }
 
+    /// A revocation list like [`TestPki::crl_pem`] with the CA's name, signed by another key.
+    pub fn forged_crl_pem(&self, number: u64, serials: &[u64]) -> String {
+        super::ca::crl_pem(&new_ca("fhirvault test CA"), number, serials)
+    }
+
     pub fn path(&self, file: &str) -> PathBuf {
         self.dir.path().join(file)
     }
