@@ -153,6 +153,8 @@ impl Service {
         let keys = self.keys.current();
         let mut rows = index_rows::rows_for(&self.registry, &keys, resource_type, &body);
         let compartment = index_rows::patient_compartment(&self.registry, resource_type, id, &rows);
+        let compartment_complete =
+            index_rows::compartment_is_complete(compartment.as_deref(), &rows);
         if resource_type == "Consent" {
             let rules =
                 crate::auth::consent::rules::rows_of(&body, last_updated, &self.config.base_url)
@@ -180,6 +182,7 @@ impl Service {
             key_id: i64::from(keys.active_key_id()),
             ciphertext: Some(sealed),
             compartment,
+            compartment_complete,
             rows,
             is_new: head.is_none(),
         };
@@ -217,6 +220,8 @@ impl Service {
             key_id: 0,
             ciphertext: None,
             compartment: None,
+            // No rows, no patient: complete, as `compartment_is_complete` says of it.
+            compartment_complete: true,
             rows: Vec::new(),
             is_new: false,
         };

@@ -22,6 +22,9 @@ pub struct VersionWrite {
     pub ciphertext: Option<Vec<u8>>,
     /// Patient compartment (sharding key).
     pub compartment: Option<String>,
+    /// `compartment` names every Patient the version references
+    /// ([`crate::search::index_rows::compartment_is_complete`]).
+    pub compartment_complete: bool,
     /// The complete index rows of this version (none for a delete marker).
     pub rows: Vec<IndexRow>,
     /// No earlier version exists, so there are no old index rows to remove.
@@ -87,7 +90,7 @@ async fn insert_versions(conn: &mut Conn, writes: &[VersionWrite]) -> Result<(),
 }
 
 async fn upsert_heads(conn: &mut Conn, writes: &[VersionWrite]) -> Result<(), sqlx::Error> {
-    let mut binds = Vec::with_capacity(writes.len() * 6);
+    let mut binds = Vec::with_capacity(writes.len() * 7);
     for w in writes {
         binds.extend([
             Bind::Text(w.resource_type.clone()),
@@ -96,13 +99,15 @@ async fn upsert_heads(conn: &mut Conn, writes: &[VersionWrite]) -> Result<(), sq
             Bind::Int(i64::from(w.deleted)),
             Bind::Int(w.last_updated),
             w.compartment.clone().map_or(Bind::Null, Bind::Text),
+            Bind::Int(i64::from(w.compartment_complete)),
         ]);
     }
     let sql = format!(
-        "INSERT INTO resource_heads (resource_type, id, version, deleted, last_updated, compartment) VALUES {} \
+        "INSERT INTO resource_heads (resource_type, id, version, deleted, last_updated, compartment, compartment_complete) VALUES {} \
          ON CONFLICT (resource_type, id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted, \
-         last_updated = excluded.last_updated, compartment = excluded.compartment",
-        placeholders(Backend::of(conn), writes.len(), 6)
+         last_updated = excluded.last_updated, compartment = excluded.compartment, \
+         compartment_complete = excluded.compartment_complete",
+        placeholders(Backend::of(conn), writes.len(), 7)
     );
     bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
         .execute(&mut *conn)
