@@ -275,7 +275,7 @@ fn hl7v2(c: &mut Criterion) {
     let sender = Sender {
         sender: "HOLTER-ANALYSER|CARDIO WIEN",
         control_id: "BENCH",
-        device_owner: None,
+        owner: None,
     };
     let planned = plan(&mapped, &matches, &sender);
     println!("hl7v2: one message plans {} resources", planned.len());

@@ -173,6 +173,10 @@ async fn main() {
     let service = fhirvault::server::open_service(config, Some(keys.clone()))
         .await
         .expect("service starts");
+    let admin = common::client_with(
+        &common::token(&service, "admin", "user/*.cruds", None),
+        Duration::from_secs(30),
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         fhirvault::server::serve_with_mllp(http, Some(mllp), service, async {
@@ -198,13 +202,20 @@ async fn main() {
     let observation_rate = message_rate * OBX_PER_MESSAGE as f64;
 
     // The baseline: the same number of sealed Observation rows, batched raw INSERTs.
-    let stored: Value = reqwest::get(format!("http://{addr}/fhir/Observation?_count=1"))
+    let stored: Value = admin
+        .get(format!("http://{addr}/fhir/Observation?_count=1"))
+        .send()
         .await
         .expect("read")
         .json()
         .await
         .expect("json");
-    let body = serde_json::to_vec(&stored["entry"][0]["resource"]).expect("json");
+    let observation = &stored["entry"][0]["resource"];
+    assert!(
+        observation.is_object(),
+        "an ingested Observation to size the baseline's rows: {stored}"
+    );
+    let body = serde_json::to_vec(observation).expect("json");
     let rows = settings.messages * OBX_PER_MESSAGE;
     let raw_rate = raw_insert(&database, &keys, &body, rows).await;
 

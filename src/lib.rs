@@ -26,6 +26,7 @@
 //! - [`tls`]: HTTPS and MLLP over TLS, client certificates of device hubs, and [`tls::Peer`],
 //!   who is on the other end of a connection.
 //! - [`import`]: bulk loading of NDJSON and Bundle files through the service.
+//! - [`watch`]: files that are read again when they change (the JWKS, revocation lists).
 
 pub mod api;
 pub mod audit;
@@ -41,3 +42,4 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod tls;
+pub mod watch;

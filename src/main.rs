@@ -1,5 +1,5 @@
 //! The `fhirvault` command line: `serve`, `keys` (init, status, rotate), `import`, `ingest`,
-//! `hl7 dead-letters` (list, replay), `token issue` and `audit` (verify, prune).
+//! `reindex`, `hl7 dead-letters` (list, replay), `token issue` and `audit` (verify, prune).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +51,9 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Compute the search index rows of every live resource again (after an upgrade changed
+    /// the indexing rules); safe while the server runs.
+    Reindex(ReindexArgs),
     /// HL7 v2 operations.
     #[command(subcommand)]
     Hl7(Hl7Command),
@@ -60,6 +63,17 @@ enum Command {
     /// The hash-chained audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Args)]
+struct ReindexArgs {
+    /// Only these resource types (repeat the flag, or separate them with commas). Default:
+    /// every type that has live resources.
+    #[arg(long = "type", value_name = "TYPE", value_delimiter = ',')]
+    types: Vec<String>,
+    /// The settings `serve` runs with: Consent rules resolve references against its base URL.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Subcommand)]
@@ -182,6 +196,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ingest { files } => {
             ingest(Config::resolve(&cli.store, &ServeArgs::default())?, files).await
+        }
+        Command::Reindex(args) => {
+            reindex(Config::resolve(&cli.store, &args.serve)?, args.types).await
         }
         Command::Hl7(Hl7Command::DeadLetters(command)) => {
             dead_letters(Config::resolve(&cli.store, &ServeArgs::default())?, command).await
@@ -415,12 +432,7 @@ async fn import(config: Config, files: Vec<PathBuf>) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("reading {}", file.display()))?;
         let resources = resources_in(&text);
-        let progress = ProgressBar::new(resources.len() as u64);
-        progress.set_style(
-            ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        progress.set_message(file.display().to_string());
+        let progress = progress_bar(resources.len() as u64, file.display().to_string());
         let mut resources = resources.into_iter();
         loop {
             let batch: Vec<_> = resources.by_ref().take(BATCH_SIZE).collect();
@@ -459,6 +471,17 @@ async fn import(config: Config, files: Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A progress bar of `len` steps named `message`; drawn on a terminal only.
+fn progress_bar(len: u64, message: String) -> ProgressBar {
+    let progress = ProgressBar::new(len);
+    progress.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    progress.set_message(message);
+    progress
+}
+
 async fn ingest(config: Config, files: Vec<PathBuf>) -> anyhow::Result<()> {
     let service = fhirvault::server::open_service(config, None).await?;
     let ingestor = Ingestor::new(service.clone())?;
@@ -483,6 +506,45 @@ async fn ingest(config: Config, files: Vec<PathBuf>) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `reindex`: with the key ring the server uses (never a new one: rows under other keys would
+/// find nothing), a progress bar on a terminal, and a summary of counts.
+async fn reindex(config: Config, types: Vec<String>) -> anyhow::Result<()> {
+    if fhirvault::server::key_ring_from_environment()?.is_none() && !config.key_file.exists() {
+        anyhow::bail!(
+            "no key file at {}: reindex needs the key ring the data was written with",
+            config.key_file.display()
+        );
+    }
+    let service = fhirvault::server::open_service(config, None).await?;
+    let result = reindex_with_progress(&service, &types).await;
+    service.store.close().await;
+    for line in result?.lines() {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+async fn reindex_with_progress(
+    service: &fhirvault::service::Service,
+    only: &[String],
+) -> anyhow::Result<fhirvault::service::reindex::ReindexSummary> {
+    let plan = service
+        .reindex_plan(only)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let progress = progress_bar(plan.iter().map(|(_, live)| live).sum(), "reindex".into());
+    let types: Vec<String> = plan
+        .into_iter()
+        .map(|(resource_type, _)| resource_type)
+        .collect();
+    let summary = service
+        .reindex(&types, |done| progress.inc(done))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"));
+    progress.finish_and_clear();
+    summary
 }
 
 async fn dead_letters(config: Config, command: DeadLetterCommand) -> anyhow::Result<()> {

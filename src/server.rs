@@ -22,6 +22,7 @@ use crate::crypto::KeyRing;
 use crate::fhir::capability::capability_statement;
 use crate::fhir::validation::Validator;
 use crate::hl7v2::ingest::Ingestor;
+use crate::search::code_systems::ImpliedSystems;
 use crate::search::registry::SearchParamRegistry;
 use crate::search::sensitivity::ParamDatatypes;
 use crate::service::Service;
@@ -58,6 +59,11 @@ pub fn load_definitions(dir: &Path) -> anyhow::Result<Definitions> {
         serde_json::from_slice(&std::fs::read(dir.join("fhir.schema.json"))?)?;
     registry.datatypes =
         ParamDatatypes::from_schema(&schema, &registry, validator.resource_types());
+    registry.implied_systems = ImpliedSystems::from_bindings(
+        &registry,
+        validator.resource_types(),
+        |resource_type, steps| validator.required_code_system(resource_type, steps),
+    );
     let loaded = (Arc::new(validator), Arc::new(registry));
     cache.insert(dir.to_path_buf(), loaded.clone());
     Ok(loaded)
@@ -142,6 +148,10 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
         .fill_missing_consent_rules()
         .await
         .map_err(|e| anyhow::anyhow!("writing the rules of stored Consents: {e}"))?;
+    service
+        .fill_implied_code_systems()
+        .await
+        .map_err(|e| anyhow::anyhow!("upgrading the index rows of code elements: {e}"))?;
     Ok(service)
 }
 

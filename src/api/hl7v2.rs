@@ -67,13 +67,15 @@ pub async fn ingest_message(
     let limit = state.ingestor.service().config.hl7v2.max_message_bytes;
     let body = read_limited(request.into_body(), limit).await?;
     let answer = state.ingestor.ingest_from(&body, &caller).await;
-    // A stored or refused message was audited in the ingestor's transaction; a duplicate (which
-    // stores nothing new) or an unavailable store is recorded by the audit layer.
+    // The ingestor audited every answer it gave (a stored or refused message in its
+    // transaction, a resend on its own, whatever the transport); an unavailable store, which
+    // answered nothing, is recorded by the audit layer.
     let facts = match answer.disposition {
-        Disposition::Stored | Disposition::Rejected | Disposition::DeadLettered => {
-            AuditFacts::recorded()
-        }
-        _ => AuditFacts::default(),
+        Disposition::Unavailable => AuditFacts::default(),
+        Disposition::Stored
+        | Disposition::Duplicate
+        | Disposition::Rejected
+        | Disposition::DeadLettered => AuditFacts::recorded(),
     };
     if answer.disposition == Disposition::Unavailable {
         return Err(ApiError::Unavailable(

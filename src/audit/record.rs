@@ -467,19 +467,10 @@ fn printable(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::auth::scope::parse_scopes;
-    use crate::fhir::validation::Validator;
-    use std::path::Path;
-    use std::sync::OnceLock;
 
     const BASE: &str = "https://fhir.example/fhir";
 
-    fn validator() -> &'static Validator {
-        static VALIDATOR: OnceLock<Validator> = OnceLock::new();
-        VALIDATOR.get_or_init(|| {
-            Validator::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fhir-resources"))
-                .expect("definitions load")
-        })
-    }
+    use crate::fhir::validation::tests::validator;
 
     fn clinician() -> Arc<Caller> {
         Arc::new(Caller {

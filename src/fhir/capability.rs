@@ -64,21 +64,7 @@ pub fn capability_statement(
                 .filter(|p| is_searchable(p) && p.is_indexed() && !crate::search::phi::is_unindexed(&p.code))
                 .map(|p| {
                     let mut param = json!({"name": p.code, "definition": p.url, "type": p.kind.code()});
-                    if crate::search::phi::is_protected(registry, resource_type, &p.code, p.kind) {
-                        param["documentation"] = json!(
-                            "Protected (identifying or free text): stored as keyed tokens. Supports starts-with and \
-                             :exact (strings), code, |code and system|code (tokens), :missing, and equality at the \
-                             written precision (dates); not :contains, :not, system| alone, or ranges."
-                        );
-                    }
-                    if p.kind == ParamType::Reference {
-                        param["documentation"] = json!(format!(
-                            "Chainable: {code}.[parameter] and {code}:[type].[parameter], up to {depth} levels, and the \
-                             target of _has:{resource_type}:{code}:[parameter]. Only references to this server are followed.",
-                            code = p.code,
-                            depth = crate::search::query::MAX_CHAIN_DEPTH,
-                        ));
-                    }
+                    param["documentation"] = json!(param_documentation(registry, resource_type, p));
                     param
                 })
                 .collect();
@@ -153,7 +139,9 @@ pub fn capability_statement(
             "documentation": "Search: chains and _has up to the depth given on each reference parameter; \
                 _include and _revinclude (with :iterate and *); _sort by any parameter that is not protected; \
                 compartment search in the Patient compartment; system search with _type \
-                (one _type: that type's parameters; several or none: the parameters all resources share).",
+                (one _type: that type's parameters; several or none: the parameters all resources share). \
+                Each parameter's documentation lists the modifiers it takes. _contained=false (the default) only: \
+                contained resources are not indexed on their own, so _contained=true|both is a 400.",
             "security": security,
             "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
             "resource": resources,
@@ -166,6 +154,53 @@ pub fn capability_statement(
             "operation": ExportLevel::ALL.into_iter().filter(|level| level.resource_type().is_none()).map(export_operation).collect::<Vec<_>>(),
         }],
     })
+}
+
+/// What a search parameter offers here: the modifiers parsing accepts
+/// ([`crate::search::query::supported_modifiers`], the same list), and what protection and
+/// chaining mean for it. R4 has no element for modifiers, so they are documented in words.
+fn param_documentation(
+    registry: &SearchParamRegistry,
+    resource_type: &str,
+    p: &SearchParam,
+) -> String {
+    let mut modifiers: Vec<String> =
+        crate::search::query::supported_modifiers(registry, resource_type, p)
+            .into_iter()
+            .map(|m| format!(":{m}"))
+            .collect();
+    if p.kind == ParamType::Reference {
+        modifiers.push(":[type]".into());
+    }
+    let mut parts = vec![if modifiers.is_empty() {
+        "Modifiers: none.".to_string()
+    } else {
+        format!("Modifiers: {}.", modifiers.join(", "))
+    }];
+    if crate::search::phi::is_protected(registry, resource_type, &p.code, p.kind) {
+        parts.push(
+            "Protected (identifying or free text): stored as keyed tokens. Supports starts-with (strings), code, |code and \
+             system|code (tokens), type system|type code|value (:of-type), and equality at the written precision (dates); \
+             not system| alone or ranges."
+                .into(),
+        );
+    }
+    if modifiers.iter().any(|m| m == ":below") && p.kind == ParamType::Token {
+        parts.push(
+            ":below/:above take system|code, for the code systems the FHIR specification defines in full (their is-a \
+             hierarchies); other systems are a 400."
+                .into(),
+        );
+    }
+    if p.kind == ParamType::Reference {
+        parts.push(format!(
+            "Chainable: {code}.[parameter] and {code}:[type].[parameter], up to {depth} levels, and the \
+             target of _has:{resource_type}:{code}:[parameter]. Only references to this server are followed.",
+            code = p.code,
+            depth = crate::search::query::MAX_CHAIN_DEPTH,
+        ));
+    }
+    parts.join(" ")
 }
 
 /// A bulk export level as a CapabilityStatement operation (the router serves the same list).

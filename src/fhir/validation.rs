@@ -25,16 +25,18 @@
 //! `birthDate` or name is PHI, and diagnostics end up in logs and audit trails.
 
 mod elements;
+mod hierarchy;
 mod profile;
 mod schema;
 mod spec;
 mod summary;
 
+pub use hierarchy::{Subsumption, SubsumptionError};
 pub use profile::ConformanceResource;
 pub use summary::{ElementSummary, Subset};
 mod terminology;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -174,6 +176,17 @@ impl Validator {
         Ok(())
     }
 
+    /// The code system a `code` element's values belong to, from its required binding, with
+    /// the binding's codes ([`ElementRules::required_code_system`]); `steps` are the FHIRPath names below the
+    /// resource type.
+    pub fn required_code_system(
+        &self,
+        resource_type: &str,
+        steps: &[String],
+    ) -> Option<(String, Vec<String>)> {
+        self.elements.required_code_system(resource_type, steps)
+    }
+
     /// The codes of the spec value set at `url`, by code system, or `None` when the spec's files
     /// cannot enumerate it (filters, external terminologies such as LOINC or SNOMED CT).
     pub fn value_set_codes(&self, url: &str) -> Option<Vec<(String, Vec<String>)>> {
@@ -184,6 +197,27 @@ impl Validator {
                 .map(|(system, codes)| (system.to_string(), codes.iter().cloned().collect()))
                 .collect(),
         )
+    }
+
+    /// `code` of `system` and the codes below or above it in the code system's is-a hierarchy
+    /// (`:below` / `:above` token searches), from the code systems the definitions define in
+    /// full. A flat code system subsumes each code by itself alone.
+    pub fn subsumption(
+        &self,
+        system: &str,
+        code: &str,
+        direction: Subsumption,
+    ) -> Result<Vec<String>, SubsumptionError> {
+        // Only the memoised expansions change under the lock; the hierarchies are read-only, so
+        // a lock poisoned by a panic elsewhere still holds them intact.
+        let terminology = self
+            .terminology
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        terminology
+            .hierarchy(system)
+            .ok_or(SubsumptionError::UnknownSystem)?
+            .closure(code, direction)
     }
 
     /// Summary and mandatory elements per type, for `_summary` and `_elements` (read from the

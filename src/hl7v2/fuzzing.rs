@@ -149,7 +149,7 @@ fn decide(message: &Message, echo: &Echo) -> (Verdict, Vec<Hl7Error>) {
         &Sender {
             sender: &sender,
             control_id: &echo.control_id,
-            device_owner: None,
+            owner: None,
         },
     );
     check_planned(&planned);

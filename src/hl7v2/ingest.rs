@@ -144,7 +144,10 @@ impl Ingestor {
         );
         let content_hash = keys.blind_token(CONTENT_PARAM, &message.to_er7(), 256);
 
-        match self.earlier_answer(&message_key, &content_hash).await {
+        match self
+            .earlier_answer(&message_key, &content_hash, &echo.control_id, delivered_by)
+            .await
+        {
             Ok(Some(answer)) => return answer,
             Ok(None) => {}
             Err(Conflicting) => {
@@ -187,14 +190,15 @@ impl Ingestor {
             ack: sealed_frames,
             provenance_id: String::new(),
         };
-        // A hub's new devices are its organisation's, so that its next messages may name them.
-        let device_owner = (delivered_by.role == Role::DeviceHub)
+        // A hub's new devices and patients are its organisation's, so that its next messages
+        // may name them.
+        let owner = (delivered_by.role == Role::DeviceHub)
             .then_some(delivered_by.org.as_deref())
             .flatten();
         let sender_ref = Sender {
             sender: &sender,
             control_id: &echo.control_id,
-            device_owner,
+            owner,
         };
         // A match made before the write can go stale (another message created the same patient
         // meanwhile); the write notices and the message is planned again.
@@ -225,7 +229,10 @@ impl Ingestor {
                 }
                 // Another connection stored the same message first (a resend racing its original).
                 Err(Failure::AlreadyStored) => {
-                    return match self.earlier_answer(&message_key, &content_hash).await {
+                    return match self
+                        .earlier_answer(&message_key, &content_hash, &echo.control_id, delivered_by)
+                        .await
+                    {
                         Ok(Some(answer)) => answer,
                         _ => unavailable(),
                     };
@@ -313,7 +320,7 @@ impl Ingestor {
         use crate::audit::{Entity, Event, Outcome};
         let patients: std::collections::BTreeSet<&String> = writes
             .iter()
-            .filter_map(|w| w.compartment.as_ref())
+            .filter_map(|w| w.compartment.patient.as_ref())
             .collect();
         let mut entities: Vec<Entity> = vec![Entity::Message {
             control_id: control_id.to_string(),
@@ -331,6 +338,32 @@ impl Ingestor {
             Event::Ingest,
             Outcome::Success,
             None,
+            entities,
+        )
+    }
+
+    /// The audit record of a resend answered from the store: the message, and the Provenance of
+    /// what it stored the first time (which names every resource and so every patient).
+    fn resend_record(
+        &self,
+        delivered_by: &Arc<Caller>,
+        control_id: &str,
+        provenance_id: &str,
+    ) -> crate::audit::AuditRecord {
+        use crate::audit::{Entity, Event, Outcome};
+        let mut entities = vec![Entity::Message {
+            control_id: control_id.to_string(),
+        }];
+        if !provenance_id.is_empty() {
+            entities.push(Entity::Resource {
+                reference: format!("Provenance/{provenance_id}"),
+            });
+        }
+        self.service.audit_record(
+            delivered_by,
+            Event::Ingest,
+            Outcome::Success,
+            Some("a resend of a stored message: its earlier answer was repeated, nothing new was stored".into()),
             entities,
         )
     }
@@ -369,6 +402,9 @@ impl Ingestor {
                 });
             }
             self.devices_of_sender(&matched.devices, sender).await?;
+            if let Some(patient) = &matched.patient {
+                self.patient_of_sender(patient, sender).await?;
+            }
             if matches!(group.patient, PatientSource::Device) {
                 let mut found = None;
                 for device in matched.devices.iter().filter_map(|d| match &d.resolved {
@@ -438,6 +474,84 @@ impl Ingestor {
         Err(Failure::Refused(vec![unknown_device()]))
     }
 
+    /// A stored patient that a message's PID names must be within the sender's reach: for a
+    /// device hub, managed by its organisation (`Patient.managingOrganization`, as the patients
+    /// its messages create are) or the patient of one of its own devices. Otherwise a hub could
+    /// file readings under any patient whose identifier it knows. A new patient is the sender's
+    /// own; the server itself and an unrestricted admin may name any. Refused with ERR 204 and
+    /// kept as a dead letter: an administrator can assign the patient and replay it.
+    async fn patient_of_sender(
+        &self,
+        patient: &Match,
+        sender: &Arc<Caller>,
+    ) -> Result<(), Failure> {
+        let Resolved::Existing(id) = &patient.resolved else {
+            return Ok(());
+        };
+        if sender.is_unrestricted() {
+            return Ok(());
+        }
+        if let Some(org) = sender.org.as_deref() {
+            let organization = format!("Organization/{org}");
+            let managed = [
+                ("_id", id.as_str()),
+                ("organization", organization.as_str()),
+            ];
+            let patient = format!("Patient/{id}");
+            let owns_its_device = [
+                ("patient", patient.as_str()),
+                ("organization", organization.as_str()),
+            ];
+            for (resource_type, criteria) in [("Patient", managed), ("Device", owns_its_device)] {
+                let criteria =
+                    serde_urlencoded::to_string(criteria).map_err(|_| Failure::Unavailable)?;
+                if !matches!(
+                    self.stored_matches(resource_type, &criteria).await?,
+                    Matches::None
+                ) {
+                    return Ok(());
+                }
+            }
+        }
+        tracing::info!(role = %sender.role, client = ?sender.client_id, "HL7 v2 message names a patient outside the sender's organisation; refused");
+        Err(Failure::Refused(vec![Hl7Error::new(
+            204,
+            "PID^1^3",
+            "the patient identified in PID-3 is not one the sender may send results for (managed by its organisation, or the patient of one of its devices): have the patient assigned to the sender's organisation, then replay the message",
+        )]))
+    }
+
+    /// The stored resources of `resource_type` that `criteria` (a query string) select, all of
+    /// them (the server's view, not the sender's).
+    async fn stored_matches(
+        &self,
+        resource_type: &str,
+        criteria: &str,
+    ) -> Result<Matches, Failure> {
+        let mut conn = self
+            .service
+            .reader()
+            .await
+            .map_err(|_| Failure::Unavailable)?;
+        match self
+            .service
+            .conditional_matches(
+                &mut conn,
+                &Caller::server_shared(),
+                Permission::Search,
+                resource_type,
+                criteria,
+            )
+            .await
+        {
+            Ok(matches) => Ok(matches),
+            Err(ApiError::Unavailable(_) | ApiError::Timeout | ApiError::Internal) => {
+                Err(Failure::Unavailable)
+            }
+            Err(error) => Err(Failure::Refused(vec![store_error(&error)])),
+        }
+    }
+
     /// The stored resource `criteria` select, or a fresh id for a new one.
     async fn resolve(
         &self,
@@ -449,25 +563,10 @@ impl Ingestor {
         if let Some(found) = seen.get(&(resource_type, criteria.to_string())) {
             return Ok(found.clone());
         }
-        let mut conn = self
-            .service
-            .reader()
-            .await
-            .map_err(|_| Failure::Unavailable)?;
-        let resolved = match self
-            .service
-            .conditional_matches(
-                &mut conn,
-                &Caller::server_shared(),
-                Permission::Search,
-                resource_type,
-                criteria,
-            )
-            .await
-        {
-            Ok(Matches::One(id)) => Resolved::Existing(id),
-            Ok(Matches::None) => Resolved::New(FhirId::generate().into_string()),
-            Ok(Matches::Many(_)) => {
+        let resolved = match self.stored_matches(resource_type, criteria).await? {
+            Matches::One(id) => Resolved::Existing(id),
+            Matches::None => Resolved::New(FhirId::generate().into_string()),
+            Matches::Many(_) => {
                 return Err(Failure::Refused(vec![Hl7Error::new(
                     207,
                     location,
@@ -476,20 +575,21 @@ impl Ingestor {
                     ),
                 )]));
             }
-            Err(ApiError::Unavailable(_) | ApiError::Timeout | ApiError::Internal) => {
-                return Err(Failure::Unavailable);
-            }
-            Err(error) => return Err(Failure::Refused(vec![store_error(&error)])),
         };
         seen.insert((resource_type, criteria.to_string()), resolved.clone());
         Ok(resolved)
     }
 
     /// The stored answer for a resend; `Conflicting` when the key was used for other content.
+    /// Answering a resend hands out what was stored (the ACK says which results are in), so it is
+    /// audited like a read: on every transport, and with no ACK when the record cannot be
+    /// written (the sender resends).
     async fn earlier_answer(
         &self,
         message_key: &str,
         content_hash: &str,
+        control_id: &str,
+        delivered_by: &Arc<Caller>,
     ) -> Result<Option<Answer>, Conflicting> {
         let found = match self.service.reader().await {
             Ok(mut conn) => rows::find_message(&mut conn, message_key)
@@ -506,6 +606,11 @@ impl Ingestor {
             .open_frames(message_key, &found.ack)
             .unwrap_or_default();
         tracing::info!(provenance = %found.provenance_id, "HL7 v2 message was stored before; answered again");
+        let record = self.resend_record(delivered_by, control_id, &found.provenance_id);
+        if let Err(error) = self.service.audit(vec![record]).await {
+            tracing::warn!(%error, "the audit record of a resend could not be written; not acknowledged");
+            return Ok(Some(unavailable()));
+        }
         Ok(Some(Answer {
             frames,
             disposition: Disposition::Duplicate,

@@ -90,10 +90,12 @@ pub struct Sender<'a> {
     /// `MSH-3|MSH-4` as sent (encoded).
     pub sender: &'a str,
     pub control_id: &'a str,
-    /// The organisation (id) that owns the devices this message creates: the device hub's that
-    /// delivered it, so that its later messages may name them ([`crate::auth::role`]'s
-    /// `OwnedDevices`). `None` leaves new devices without an owner.
-    pub device_owner: Option<&'a str>,
+    /// The organisation (id) of the device hub that delivered it: it owns the devices this
+    /// message creates (`Device.owner`) and manages the patients it creates
+    /// (`Patient.managingOrganization`), so that the hub's later messages may name them
+    /// ([`crate::auth::role`]'s `OwnedDevices`, `Ingestor::patient_of_sender`). `None` leaves
+    /// both unassigned.
+    pub owner: Option<&'a str>,
 }
 
 /// The resources to write for `mapped`: new patients and devices, every Observation and
@@ -114,10 +116,15 @@ pub fn plan(mapped: &Mapped, matches: &[GroupMatches], sender: &Sender) -> Vec<P
                 if let Resolved::New(id) = &found.resolved
                     && created.insert(id.clone())
                 {
+                    let mut body = draft.resource.clone();
+                    if let Some(org) = sender.owner {
+                        body["managingOrganization"] =
+                            json!({"reference": format!("Organization/{org}")});
+                    }
                     planned.push(Planned {
                         resource_type: "Patient",
                         id: id.clone(),
-                        body: draft.resource.clone(),
+                        body,
                     });
                 }
                 format!("Patient/{}", found.resolved.id())
@@ -133,7 +140,7 @@ pub fn plan(mapped: &Mapped, matches: &[GroupMatches], sender: &Sender) -> Vec<P
             {
                 let mut body = device.resource.clone();
                 body["patient"] = json!({"reference": patient_ref});
-                if let Some(org) = sender.device_owner {
+                if let Some(org) = sender.owner {
                     body["owner"] = json!({"reference": format!("Organization/{org}")});
                 }
                 planned.push(Planned {

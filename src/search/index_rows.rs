@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::extract::{IndexValue, extract, normalize_string};
 use super::phi::{
     BLIND_TOKEN_BITS, MAX_PREFIX_CHARS, SEGMENT_SEPARATORS, displays_indexed, is_protected,
-    is_segmented, is_unindexed, reference_identifier_param, text_param,
+    is_segmented, is_unindexed, of_type_param, reference_identifier_param, text_param,
 };
 use super::registry::SearchParamRegistry;
 use super::ucum;
@@ -33,6 +33,8 @@ pub enum BlindTerm<'a> {
     Date(&'a str),
     /// One whole word of a code's folded display text (`:text`).
     Word(&'a str),
+    /// An identifier's type system, type code and value together (`:of-type`).
+    OfType(&'a str, &'a str, &'a str),
 }
 
 impl BlindTerm<'_> {
@@ -45,6 +47,8 @@ impl BlindTerm<'_> {
             BlindTerm::CodeWithoutSystem(c) => format!("n:{c}"),
             BlindTerm::Date(d) => format!("d:{d}"),
             BlindTerm::Word(w) => format!("w:{w}"),
+            // U+001F cannot occur in a stored value, so the three parts cannot run together.
+            BlindTerm::OfType(s, c, v) => format!("t:{s}\u{1f}{c}\u{1f}{v}"),
         }
     }
 
@@ -94,6 +98,15 @@ pub fn rows_for(
                     blind(&reference_identifier_param(&code), &term);
                 }
             }
+            // An identifier's type and value identify as much as the identifier itself.
+            IndexValue::IdentifierOfType {
+                system,
+                code: type_code,
+                value,
+            } => blind(
+                &of_type_param(&code),
+                &OwnedTerm::OfType(system, type_code, value),
+            ),
             value if is_protected(registry, resource_type, &code, kind) => {
                 for term in blind_terms(&value, is_segmented(resource_type, &code)) {
                     blind(&code, &term);
@@ -161,6 +174,38 @@ pub fn patient_compartment(
     })
 }
 
+/// What a resource's head records of its Patient compartment (`resource_heads.compartment` and
+/// `compartment_complete`), as every writer of a head computes it from the version's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadCompartment {
+    /// [`patient_compartment`].
+    pub patient: Option<String>,
+    /// [`compartment_is_complete`].
+    pub complete: bool,
+}
+
+impl HeadCompartment {
+    pub fn of(
+        registry: &SearchParamRegistry,
+        resource_type: &str,
+        id: &str,
+        rows: &[IndexRow],
+    ) -> Self {
+        let patient = patient_compartment(registry, resource_type, id, rows);
+        let complete = compartment_is_complete(patient.as_deref(), rows);
+        Self { patient, complete }
+    }
+
+    /// A delete marker's: no rows, no patient, so nothing to follow
+    /// ([`compartment_is_complete`] of no rows).
+    pub fn of_delete_marker() -> Self {
+        Self {
+            patient: None,
+            complete: true,
+        }
+    }
+}
+
 /// Whether `compartment` (from [`patient_compartment`]) names every Patient a resource with `rows`
 /// references: each of its reference rows to a Patient, through any parameter (a patient link or
 /// not), is relative and points at `compartment`; vacuously true when it has none. The head row
@@ -176,7 +221,7 @@ pub fn patient_compartment(
 /// those, this function does not know the base, and they are rare); a reference typed `Patient`
 /// without a literal id (`urn:uuid:…` or `#contained` with `type`). References that are no rows
 /// here (a logical `identifier` only, an unparsable literal) are invisible to the link-by-link
-/// check as well. Migration 0009 computes the same from stored rows.
+/// check as well. Migration 0011 computes the same from stored rows.
 pub fn compartment_is_complete(compartment: Option<&str>, rows: &[IndexRow]) -> bool {
     rows.iter().all(|row| match row {
         IndexRow::Reference {
@@ -200,6 +245,7 @@ enum OwnedTerm {
     CodeWithoutSystem(String),
     Date(String),
     Word(String),
+    OfType(String, String, String),
 }
 
 impl OwnedTerm {
@@ -212,6 +258,7 @@ impl OwnedTerm {
             OwnedTerm::CodeWithoutSystem(c) => BlindTerm::CodeWithoutSystem(c),
             OwnedTerm::Date(d) => BlindTerm::Date(d),
             OwnedTerm::Word(w) => BlindTerm::Word(w),
+            OwnedTerm::OfType(s, c, v) => BlindTerm::OfType(s, c, v),
         }
     }
 }
@@ -362,7 +409,7 @@ fn plain_rows(code: &str, value: IndexValue) -> Vec<IndexRow> {
             code,
         }],
         // Always protected; handled by `rows_for`.
-        IndexValue::ReferenceIdentifier { .. } => Vec::new(),
+        IndexValue::ReferenceIdentifier { .. } | IndexValue::IdentifierOfType { .. } => Vec::new(),
         IndexValue::Reference {
             target_type,
             target_id,
@@ -547,9 +594,9 @@ mod tests {
         let resource_type = resource["resourceType"].as_str().expect("type").to_string();
         let id = resource["id"].as_str().unwrap_or("x");
         let rows = rows_for(registry, &keys, &resource_type, &resource);
-        let compartment = patient_compartment(registry, &resource_type, id, &rows);
-        let complete = compartment_is_complete(compartment.as_deref(), &rows);
-        (compartment, complete)
+        let HeadCompartment { patient, complete } =
+            HeadCompartment::of(registry, &resource_type, id, &rows);
+        (patient, complete)
     }
 
     fn observation(extra: serde_json::Value) -> serde_json::Value {

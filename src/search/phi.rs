@@ -9,8 +9,9 @@
 //! - every string (free-text) parameter, except on the resource types listed in
 //!   [`ABOUT_NO_ONE`], whose texts describe organisations, places and definitions;
 //! - the dates of [`PERSON_DATES`] (birth and death dates);
-//! - always: identifiers inside references (`subject:identifier`) and the display text of every
-//!   code (`:text`).
+//! - always: identifiers inside references (`subject:identifier`), the type codings of
+//!   identifiers together with their value (`:of-type`), and the display text of every code
+//!   (`:text`).
 //!
 //! Stored as text: codes and systems, dates of care, numbers, quantities, uris and references by
 //! id, and the strings of [`ABOUT_NO_ONE`] types. Those support every search feature, including
@@ -84,6 +85,11 @@ pub fn is_protected(
     person_date || identifying || free_text
 }
 
+/// The modifiers a protected parameter keeps: what its blind tokens can answer (`:missing` by
+/// the presence of rows, `:exact` by its own term, `:text` and `:of-type` by their own
+/// parameters). `:contains`, `:not`, `:in`, `:below`, … would need the values themselves.
+pub const BLIND_MODIFIERS: &[&str] = &["missing", "exact", "text", "of-type"];
+
 /// Types whose codings only the server writes, from fixed code tables (AuditEvents cannot be
 /// written through the API): their display texts say nothing their codes do not, and an
 /// AuditEvent is written for every read, so the words of those displays are not indexed (`:text`
@@ -118,6 +124,12 @@ pub fn is_unindexed(code: &str) -> bool {
 /// The blind-index parameter name under which the display text of token parameter `code` is kept.
 pub fn text_param(code: &str) -> String {
     format!("{code}:text")
+}
+
+/// The blind-index parameter name under which the (type, value) pairs of identifier parameter
+/// `code` are kept, for `:of-type`.
+pub fn of_type_param(code: &str) -> String {
+    format!("{code}:of-type")
 }
 
 /// The blind-index parameter name under which identifiers of reference parameter `code` are kept.

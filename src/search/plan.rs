@@ -11,7 +11,7 @@ use super::cursor::{KeyKind, OrderKey};
 use super::extract::{decimal_range, normalize_string, parse_date_range};
 use super::index_rows::{BlindTerm, composite_param};
 use super::phi::{
-    MAX_PREFIX_CHARS, SEGMENT_SEPARATORS, displays_indexed, is_protected, is_segmented,
+    MAX_PREFIX_CHARS, SEGMENT_SEPARATORS, is_protected, is_segmented, of_type_param,
     reference_identifier_param, text_param,
 };
 use super::query::{
@@ -24,7 +24,7 @@ use crate::crypto::KeyRing;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::truncate;
 use crate::fhir::instant::now_micros;
-use crate::fhir::validation::Validator;
+use crate::fhir::validation::{Subsumption, SubsumptionError, Validator};
 use crate::store::Bind;
 use std::borrow::Cow;
 
@@ -52,7 +52,8 @@ pub struct Plan {
 struct Builder<'a> {
     binds: Vec<Bind>,
     keys: &'a KeyRing,
-    /// Value set expansions, for `:in` and `:not-in`.
+    /// Value set expansions and code system hierarchies, for `:in`, `:not-in`, `:below` and
+    /// `:above`.
     value_sets: &'a Validator,
     base_url: &'a str,
     registry: &'a SearchParamRegistry,
@@ -339,9 +340,9 @@ fn sort_key(
         }
     };
     let aggregate = if descending { "MAX" } else { "MIN" };
-    let param = b.text(code.to_string());
+    let param = param_is(b, scope, code);
     let sql = format!(
-        "(SELECT {aggregate}({value}) FROM {} r WHERE r.resource_type = {} AND r.param = {param} AND r.id = h.id)",
+        "(SELECT {aggregate}({value}) FROM {} r WHERE r.resource_type = {} AND {param} AND r.id = h.id)",
         table_for(kind),
         scope.type_bind
     );
@@ -439,7 +440,7 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
 ///
 /// Where the head row's `compartment_complete` says that its `compartment` is the only Patient
 /// the resource references, and by relative references only
-/// ([`crate::search::index_rows::compartment_is_complete`], migration 0009), that is the same
+/// ([`crate::search::index_rows::compartment_is_complete`], migration 0011), that is the same
 /// as "the compartment's Patient matches": the compartment is the first Patient one of the
 /// resource's patient links points at ([`crate::search::index_rows::patient_compartment`], the
 /// same links as the rule's), so at least one link points at it and none at another Patient. One
@@ -693,6 +694,9 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
     // parameter names; they are searched with starts-with and token semantics respectively.
     match filter.modifier.as_deref() {
         Some("text") if filter.kind == ParamType::Token => return text_filter(b, scope, filter),
+        Some("of-type") => {
+            return blind_filter(b, scope, filter, &of_type_param(&filter.code));
+        }
         Some("identifier") if filter.kind == ParamType::Reference => {
             let as_token = ParamFilter {
                 kind: ParamType::Token,
@@ -708,9 +712,9 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
         }
         _ => {}
     }
-    // `_id` and `_lastUpdated` live on the head row itself.
-    match (filter.code.as_str(), filter.modifier.as_deref()) {
-        ("_id", None | Some("not")) => {
+    // `_id` and `_lastUpdated` live on the head row itself (parsing allows `_id:not` only).
+    match filter.code.as_str() {
+        "_id" => {
             let ids: Vec<String> = filter.values.iter().map(|v| b.text(unescape(v))).collect();
             let not = if filter.modifier.is_some() {
                 "NOT "
@@ -719,19 +723,13 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
             };
             return Ok(format!("{} {not}IN ({})", scope.id, ids.join(", ")));
         }
-        ("_lastUpdated", None) => {
+        "_lastUpdated" => {
             let alternatives = filter
                 .values
                 .iter()
                 .map(|v| last_updated_condition(b, scope, filter, v))
                 .collect::<ApiResult<Vec<_>>>()?;
             return Ok(format!("({})", alternatives.join(" OR ")));
-        }
-        ("_id" | "_lastUpdated", Some(_)) => {
-            return Err(param_error(
-                filter,
-                "this modifier is not available here; _id takes :not, _lastUpdated none",
-            ));
         }
         _ => {}
     }
@@ -744,14 +742,13 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
     } else {
         table_for(filter.kind)
     };
-    if matches!(filter.modifier.as_deref(), Some("in" | "not-in")) {
-        if phi {
-            return Err(param_error(
-                filter,
-                "this protected parameter is stored as keyed tokens; :in and :not-in are not available on it",
-            ));
-        }
-        return in_value_set(b, scope, filter);
+    // Parsing refuses these on protected parameters ([`super::phi::BLIND_MODIFIERS`]).
+    if matches!(
+        filter.modifier.as_deref(),
+        Some("in" | "not-in" | "below" | "above")
+    ) && filter.kind == ParamType::Token
+    {
+        return code_list_filter(b, scope, filter);
     }
     if filter.modifier.as_deref() == Some("missing") {
         let missing = match filter.values.as_slice() {
@@ -764,11 +761,8 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
                 ));
             }
         };
-        let param = b.text(filter.code.clone());
-        let condition = format!(
-            "r.resource_type = {} AND r.param = {param}",
-            scope.type_bind
-        );
+        let param = param_is(b, scope, &filter.code);
+        let condition = format!("r.resource_type = {} AND {param}", scope.type_bind);
         return Ok(scope.has_row(table, &condition, missing));
     }
     // Values in a UCUM unit that converts are compared against the canonical rows, which are
@@ -778,31 +772,53 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
         .iter()
         .partition(|value| !phi && is_canonical_ucum(filter.kind, value));
     let negate = filter.modifier.as_deref() == Some("not");
-    let mut subqueries = Vec::new();
-    for (param, values) in [
-        (filter.code.clone(), plain),
-        (ucum::canonical_param(&filter.code), canonical),
-    ] {
-        if values.is_empty() {
-            continue;
+    let registry = b.registry;
+    let mut branches = Vec::new();
+    for code in registry.stored_codes(&scope.resource_type, &filter.code) {
+        for (param, values) in [
+            (code.to_string(), &plain),
+            (ucum::canonical_param(code), &canonical),
+        ] {
+            if values.is_empty() {
+                continue;
+            }
+            let mut alternatives = Vec::new();
+            for value in values {
+                alternatives.push(if phi {
+                    // Blind tokens are keyed by the parameter they are stored under.
+                    blind_condition(b, &scope.resource_type, filter, code, value)?
+                } else {
+                    value_condition(b, filter, value)?
+                });
+            }
+            let param = b.text(param);
+            branches.push(format!(
+                "(r.param = {param} AND ({}))",
+                alternatives.join(" OR ")
+            ));
         }
-        let mut alternatives = Vec::new();
-        for value in values {
-            alternatives.push(if phi {
-                blind_condition(b, &scope.resource_type, filter, &filter.code, value)?
-            } else {
-                value_condition(b, filter, value)?
-            });
-        }
-        let param = b.text(param);
-        let condition = format!(
-            "r.resource_type = {} AND r.param = {param} AND ({})",
-            scope.type_bind,
-            alternatives.join(" OR ")
-        );
-        subqueries.push(scope.has_row(table, &condition, negate));
     }
-    Ok(format!("({})", subqueries.join(" OR ")))
+    let condition = format!(
+        "r.resource_type = {} AND ({})",
+        scope.type_bind,
+        branches.join(" OR ")
+    );
+    Ok(scope.has_row(table, &condition, negate))
+}
+
+/// `r.param` is one of the parameters the values of `code` are stored under (several for a
+/// union of parameters, see [`crate::search::union_params`]).
+fn param_is(b: &mut Builder, scope: &Scope, code: &str) -> String {
+    let registry = b.registry;
+    let codes: Vec<String> = registry
+        .stored_codes(&scope.resource_type, code)
+        .into_iter()
+        .map(|c| b.text(c.to_string()))
+        .collect();
+    match codes.as_slice() {
+        [one] => format!("r.param = {one}"),
+        _ => format!("r.param IN ({})", codes.join(", ")),
+    }
 }
 
 /// A quantity value whose unit is a UCUM code with a canonical form (`5|http://unitsofmeasure.org|mg`).
@@ -840,11 +856,9 @@ fn composite_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
                 "a composite value is [system|]code$value; escape a literal $ as \\$",
             ));
         };
-        let key = match split_unescaped(first, '|').as_slice() {
-            [code] if !code.is_empty() => composite_param(&filter.code, None, &unescape(code)),
-            [system, code] if !code.is_empty() => {
-                composite_param(&filter.code, Some(&unescape(system)), &unescape(code))
-            }
+        let (system, code) = match split_unescaped(first, '|').as_slice() {
+            [code] if !code.is_empty() => (None, unescape(code)),
+            [system, code] if !code.is_empty() => (Some(unescape(system)), unescape(code)),
             _ => {
                 return Err(param_error(
                     filter,
@@ -852,14 +866,25 @@ fn composite_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
                 ));
             }
         };
-        let key = if is_canonical_ucum(second_kind, second) {
-            ucum::canonical_param(&key)
-        } else {
-            key
-        };
-        let key = b.text(key);
+        let registry = b.registry;
+        let keys: Vec<String> = registry
+            .stored_codes(&scope.resource_type, &filter.code)
+            .into_iter()
+            .map(|stored| {
+                let key = composite_param(stored, system.as_deref(), &code);
+                let key = if is_canonical_ucum(second_kind, second) {
+                    ucum::canonical_param(&key)
+                } else {
+                    key
+                };
+                b.text(key)
+            })
+            .collect();
         let condition = value_condition(b, &second_filter, second)?;
-        alternatives.push(format!("(r.param = {key} AND {condition})"));
+        alternatives.push(format!(
+            "(r.param IN ({}) AND {condition})",
+            keys.join(", ")
+        ));
     }
     let condition = format!(
         "r.resource_type = {} AND ({})",
@@ -869,25 +894,31 @@ fn composite_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
     Ok(scope.has_row(table_for(second_kind), &condition, false))
 }
 
-/// Largest value set `:in` expands into one query (both databases bind at most tens of thousands
-/// of parameters).
-const MAX_VALUE_SET_CODES: usize = 5_000;
+/// Most codes the values of one `:in`, `:not-in`, `:below` or `:above` parameter expand to
+/// together (both databases bind at most tens of thousands of parameters per query).
+const MAX_LISTED_CODES: usize = 5_000;
 
-/// `:in` / `:not-in`: a coding of the resource is (is not) in one of the value sets named by the
-/// values, expanded from the spec's own files.
-fn in_value_set(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResult<String> {
+/// `:in` / `:not-in` (a coding of the resource is, or is not, in one of the value sets named by
+/// the values, expanded from the spec's own files) and `:below` / `:above` (a coding is the
+/// named code or one it subsumes, or one that subsumes it, in the code system's hierarchy): each
+/// value becomes lists of codes by system, looked up by key like any code.
+fn code_list_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResult<String> {
     let mut alternatives = Vec::new();
+    // Counted over all the values: each may stay under the limit while hundreds together
+    // would not.
+    let mut listed = 0;
     for value in &filter.values {
-        let url = unescape(value);
-        let systems = b.value_sets.value_set_codes(&url).ok_or_else(|| {
-            param_error(filter, "the value set is not one whose codes this server can enumerate from the FHIR specification's value sets")
-        })?;
-        let size: usize = systems.iter().map(|(_, codes)| codes.len()).sum();
-        if size > MAX_VALUE_SET_CODES {
+        let systems = match filter.modifier.as_deref() {
+            Some("below") => subsumed_codes(b, filter, value, Subsumption::Below)?,
+            Some("above") => subsumed_codes(b, filter, value, Subsumption::Above)?,
+            _ => value_set_codes(b, filter, value)?,
+        };
+        listed += systems.iter().map(|(_, codes)| codes.len()).sum::<usize>();
+        if listed > MAX_LISTED_CODES {
             return Err(param_error(
                 filter,
                 &format!(
-                    "the value set has more than {MAX_VALUE_SET_CODES} codes; search by code instead"
+                    "this expands to more than {MAX_LISTED_CODES} codes; search by code instead"
                 ),
             ));
         }
@@ -903,7 +934,7 @@ fn in_value_set(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResu
             }
         }
     }
-    let param = b.text(filter.code.clone());
+    let param = param_is(b, scope, &filter.code);
     let negate = filter.modifier.as_deref() == Some("not-in");
     let codes = if alternatives.is_empty() {
         "1 = 0".to_string()
@@ -911,10 +942,67 @@ fn in_value_set(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResu
         alternatives.join(" OR ")
     };
     let condition = format!(
-        "r.resource_type = {} AND r.param = {param} AND ({codes})",
+        "r.resource_type = {} AND {param} AND ({codes})",
         scope.type_bind
     );
     Ok(scope.has_row("search_token", &condition, negate))
+}
+
+/// The codes of the spec value set named by an `:in` / `:not-in` value, by system.
+fn value_set_codes(
+    b: &Builder,
+    filter: &ParamFilter,
+    value: &str,
+) -> ApiResult<Vec<(String, Vec<String>)>> {
+    b.value_sets.value_set_codes(&unescape(value)).ok_or_else(|| {
+        param_error(filter, "the value set is not one whose codes this server can enumerate from the FHIR specification's value sets")
+    })
+}
+
+/// The codes a `:below` / `:above` value (`system|code`) stands for, from the code system's
+/// hierarchy in the spec's files. Never falls back to matching the code alone: a system whose
+/// hierarchy the server does not hold is a 400.
+fn subsumed_codes(
+    b: &Builder,
+    filter: &ParamFilter,
+    value: &str,
+    direction: Subsumption,
+) -> ApiResult<Vec<(String, Vec<String>)>> {
+    let parts = split_unescaped(value, '|');
+    let [system, code] = parts.as_slice() else {
+        return Err(param_error(
+            filter,
+            "a :below or :above value is system|code",
+        ));
+    };
+    if system.is_empty() || code.is_empty() {
+        return Err(param_error(
+            filter,
+            ":below and :above need both the code system and the code (system|code): subsumption is defined within one code system",
+        ));
+    }
+    let system = unescape(system);
+    let codes = b
+        .value_sets
+        .subsumption(&system, &unescape(code), direction)
+        .map_err(|error| {
+            let why = match error {
+                SubsumptionError::UnknownSystem => format!(
+                    "subsumption is not available for code system {}: this server holds only the hierarchies of the code systems the FHIR specification defines in full",
+                    truncate(&system)
+                ),
+                SubsumptionError::NotIsA => format!(
+                    "subsumption is not available for code system {}: its hierarchy groups codes rather than classifying them (hierarchyMeaning)",
+                    truncate(&system)
+                ),
+                SubsumptionError::UnknownCode => format!(
+                    "code system {} does not define this code",
+                    truncate(&system)
+                ),
+            };
+            param_error(filter, &why)
+        })?;
+    Ok(vec![(system, codes)])
 }
 
 /// `_lastUpdated` lives on the head row of the resource in scope.
@@ -929,17 +1017,14 @@ fn last_updated_condition(
 }
 
 /// `:text` on a token: every word of one of the values must be a word of a display text.
+/// (Parsing refuses it on types whose display texts are not indexed.)
 fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResult<String> {
-    if !displays_indexed(&scope.resource_type) {
-        return Err(param_error(
-            filter,
-            &format!(
-                "the codings of {} come from fixed code tables and their display texts are not indexed; search by code",
-                scope.resource_type
-            ),
-        ));
-    }
-    let param_name = text_param(&filter.code);
+    let registry = b.registry;
+    let param_names: Vec<String> = registry
+        .stored_codes(&scope.resource_type, &filter.code)
+        .into_iter()
+        .map(text_param)
+        .collect();
     let mut alternatives = Vec::new();
     for value in &filter.values {
         let normalized = normalize_string(&unescape(value));
@@ -949,11 +1034,16 @@ fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResul
         }
         let mut all = Vec::new();
         for word in words {
-            let token = BlindTerm::Word(word).token(b.keys, &scope.resource_type, &param_name);
-            let (param, token) = (b.text(param_name.clone()), b.text(token));
+            let mut stored = Vec::with_capacity(param_names.len());
+            for param_name in &param_names {
+                let token = BlindTerm::Word(word).token(b.keys, &scope.resource_type, param_name);
+                let (param, token) = (b.text(param_name.clone()), b.text(token));
+                stored.push(format!("(r.param = {param} AND r.token = {token})"));
+            }
             let condition = format!(
-                "r.resource_type = {} AND r.param = {param} AND r.token = {token}",
-                scope.type_bind
+                "r.resource_type = {} AND ({})",
+                scope.type_bind,
+                stored.join(" OR ")
             );
             all.push(scope.has_row("search_blind", &condition, false));
         }
@@ -1246,6 +1336,23 @@ fn blind_condition(
             }
         }
         (ParamType::String, Some("exact")) => token(BlindTerm::Exact(&unescaped)),
+        (ParamType::Token, Some("of-type")) => match split_unescaped(value, '|').as_slice() {
+            [system, code, value]
+                if !system.is_empty() && !code.is_empty() && !value.is_empty() =>
+            {
+                token(BlindTerm::OfType(
+                    &unescape(system),
+                    &unescape(code),
+                    &unescape(value),
+                ))
+            }
+            _ => {
+                return Err(param_error(
+                    filter,
+                    ":of-type takes [type system]|[type code]|[value], all three given; escape a literal | as \\|",
+                ));
+            }
+        },
         (ParamType::Token, None) => match split_unescaped(value, '|').as_slice() {
             [code] => token(BlindTerm::Code(&unescape(code))),
             [system, code] if system.is_empty() => {

@@ -3,6 +3,7 @@
 //! <https://hl7.org/fhir/R4/search.html>
 
 use super::cursor::Cursor;
+use super::phi;
 use super::registry::{ParamType, SearchParam, SearchParamRegistry};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::truncate;
@@ -303,7 +304,9 @@ impl SearchRequest {
                 request.used.push((name.clone(), value.clone()));
                 None
             } else if matches!(code, "_contained" | "_containedType") {
-                unsupported("this result parameter is not supported yet")?
+                check_contained(name, value)?;
+                request.used.push((name.clone(), value.clone()));
+                None
             } else {
                 match parse_criterion(registry, resource_type, name, value, 0) {
                     Ok(criterion) => {
@@ -432,6 +435,30 @@ impl SearchRequest {
     }
 }
 
+/// `_contained` and `_containedType` (R4 search.html#contained). Contained resources are not
+/// indexed on their own here, so a search never matches one and never returns one: that is
+/// `_contained=false`, the default, and under it `_containedType` changes nothing. Asking for
+/// contained matches is a 400 rather than a warning, because ignoring it would answer another
+/// question than the one asked.
+fn check_contained(name: &str, value: &str) -> ApiResult<()> {
+    match (name, value) {
+        ("_contained", "false") | ("_containedType", "container" | "contained") => Ok(()),
+        ("_contained", "true" | "both") => Err(ApiError::NotSupported(
+            "_contained=true and _contained=both are not supported: contained resources are not indexed on their own, so searches match only the resources that contain them (_contained=false, the default)".into(),
+        )),
+        ("_contained", _) => Err(ApiError::bad_request(
+            "_contained must be false, true or both (this server supports false, the default)",
+        )),
+        ("_containedType", _) => Err(ApiError::bad_request(
+            "_containedType must be container or contained",
+        )),
+        _ => Err(ApiError::bad_request(format!(
+            "search parameter `{}` takes no modifier",
+            truncate(name)
+        ))),
+    }
+}
+
 /// Why a parameter cannot be used: a client error (400 always), or something this server does not
 /// offer (a warning, or 400 under `Prefer: handling=strict`).
 enum Refusal {
@@ -534,7 +561,7 @@ fn parse_criterion(
                 .into(),
         ));
     }
-    check_modifier(param.kind, modifier.as_deref(), name)?;
+    check_modifier(registry, resource_type, param, modifier.as_deref(), name)?;
     let values = split_unescaped(value, ',');
     if values.len() > MAX_OR_VALUES {
         return Err(Refusal::Invalid(ApiError::bad_request(format!(
@@ -639,33 +666,95 @@ pub fn composite_value_kind(param: &SearchParam) -> Option<ParamType> {
     }
 }
 
-/// Modifiers each parameter type accepts here (R4 search.html, "Modifiers").
-fn check_modifier(kind: ParamType, modifier: Option<&str>, name: &str) -> ApiResult<()> {
-    let Some(modifier) = modifier else {
-        return Ok(());
-    };
-    let allowed: &[&str] = match kind {
+/// Modifiers each parameter type accepts here (R4 search.html, "Modifiers"); references also
+/// take `:[type]`.
+fn kind_modifiers(kind: ParamType) -> &'static [&'static str] {
+    match kind {
         ParamType::String => &["missing", "exact", "contains"],
-        ParamType::Token => &["missing", "not", "text", "in", "not-in"],
+        ParamType::Token => &[
+            "missing", "not", "text", "in", "not-in", "below", "above", "of-type",
+        ],
         ParamType::Reference => &["missing", "identifier"],
         ParamType::Uri => &["missing", "below", "above"],
         ParamType::Date | ParamType::Number | ParamType::Quantity => &["missing"],
         ParamType::Composite | ParamType::Special => &[],
+    }
+}
+
+/// The modifiers that work on parameter `param` of `resource_type`: its type's, except
+/// `:of-type` where its values are not Identifiers, `:text` where display texts are not indexed
+/// ([`phi::displays_indexed`]), those blind tokens cannot answer on a protected parameter
+/// ([`phi::BLIND_MODIFIERS`]), and on `_id` (`:not` only) and `_lastUpdated` (none), which live
+/// on the head row. Parsing enforces exactly this list and the CapabilityStatement publishes it.
+pub fn supported_modifiers(
+    registry: &SearchParamRegistry,
+    resource_type: &str,
+    param: &SearchParam,
+) -> Vec<&'static str> {
+    let code = param.code.as_str();
+    let of_kind: &[&str] = match code {
+        "_id" => &["not"],
+        "_lastUpdated" => &[],
+        _ => kind_modifiers(param.kind),
     };
-    let is_type_modifier = kind == ParamType::Reference
+    let protected = phi::is_protected(registry, resource_type, code, param.kind);
+    of_kind
+        .iter()
+        .copied()
+        .filter(|modifier| match *modifier {
+            "of-type" => registry.datatypes.reaches_identifier(resource_type, code),
+            "text" => phi::displays_indexed(resource_type),
+            _ => true,
+        })
+        .filter(|modifier| !protected || phi::BLIND_MODIFIERS.contains(modifier))
+        .collect()
+}
+
+/// A 400 unless `modifier` is one of [`supported_modifiers`] (or a `:[type]` on a reference),
+/// saying why.
+fn check_modifier(
+    registry: &SearchParamRegistry,
+    resource_type: &str,
+    param: &SearchParam,
+    modifier: Option<&str>,
+    name: &str,
+) -> ApiResult<()> {
+    let Some(modifier) = modifier else {
+        return Ok(());
+    };
+    let is_type_modifier = param.kind == ParamType::Reference
         && modifier
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_uppercase());
-    if allowed.contains(&modifier) || is_type_modifier {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "search parameter `{}`: modifier `:{}` is not supported for this parameter type",
-            truncate(name),
-            truncate(modifier)
-        )))
+    if is_type_modifier || supported_modifiers(registry, resource_type, param).contains(&modifier) {
+        return Ok(());
     }
+    let why = if !kind_modifiers(param.kind).contains(&modifier) {
+        format!(
+            "modifier `:{}` is not supported for this parameter type",
+            truncate(modifier)
+        )
+    } else if matches!(param.code.as_str(), "_id" | "_lastUpdated") {
+        "this modifier is not available here; _id takes :not, _lastUpdated none".into()
+    } else if modifier == "of-type" {
+        format!(
+            ":of-type applies to parameters whose values are Identifiers, and {} of {resource_type} is not one",
+            param.code
+        )
+    } else if modifier == "text" && !phi::displays_indexed(resource_type) {
+        format!(
+            "the codings of {resource_type} come from fixed code tables and their display texts are not indexed; search by code"
+        )
+    } else {
+        format!(
+            "the :{modifier} modifier is not available on this protected parameter: its values are stored as keyed tokens"
+        )
+    };
+    Err(ApiError::bad_request(format!(
+        "search parameter `{}`: {why}",
+        truncate(name)
+    )))
 }
 
 /// Split on `separator` where it is not escaped with a backslash, and unescape `\,` `\|` `\$` `\\`.
@@ -732,6 +821,51 @@ pub fn unescape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modifiers_follow_type_datatype_and_protection() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fhir-resources");
+        let (_, registry) = crate::server::load_definitions(&dir).expect("definitions");
+        let of = |resource_type: &str, code: &str| {
+            let param = registry.get(resource_type, code).expect(code);
+            supported_modifiers(&registry, resource_type, param)
+        };
+        let all_token = ["missing", "not", "text", "in", "not-in", "below", "above"];
+        assert_eq!(of("Observation", "code"), all_token);
+        // Identifiers are protected: blind tokens answer presence, display words and of-type.
+        assert_eq!(of("Patient", "identifier"), ["missing", "text", "of-type"]);
+        assert_eq!(of("Device", "identifier"), ["missing", "text", "of-type"]);
+        assert_eq!(of("Patient", "telecom"), ["missing", "text"]);
+        assert_eq!(of("Patient", "name"), ["missing", "exact"]);
+        assert_eq!(of("Organization", "name"), ["missing", "exact", "contains"]);
+        assert_eq!(of("Observation", "subject"), ["missing", "identifier"]);
+        assert_eq!(of("Device", "url"), ["missing", "below", "above"]);
+        assert_eq!(of("Observation", "date"), ["missing"]);
+        // AuditEvent displays are not indexed, so no :text.
+        assert!(!of("AuditEvent", "type").contains(&"text"));
+        assert_eq!(of("Patient", "_id"), ["not"]);
+        assert!(of("Patient", "_lastUpdated").is_empty());
+    }
+
+    #[test]
+    fn contained_parameters() {
+        assert!(check_contained("_contained", "false").is_ok());
+        assert!(check_contained("_containedType", "container").is_ok());
+        assert!(check_contained("_containedType", "contained").is_ok());
+        for (name, value) in [
+            ("_contained", "true"),
+            ("_contained", "both"),
+            ("_contained", "FALSE"),
+            ("_containedType", "both"),
+            ("_contained:x", "false"),
+        ] {
+            assert!(check_contained(name, value).is_err(), "{name}={value}");
+        }
+        assert!(matches!(
+            check_contained("_contained", "true"),
+            Err(ApiError::NotSupported(_))
+        ));
+    }
 
     #[test]
     fn escaping() {

@@ -23,6 +23,7 @@ use serde_json::Value;
 use tracing::debug;
 
 use crate::search::fhirpath::Expression;
+use crate::search::union_params::{Unions, unions_of};
 
 /// The R4 search parameter types (`SearchParameter.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,6 +128,15 @@ impl SearchParam {
             .or_else(|| self.compiled.get("DomainResource"))
     }
 
+    /// The expression's text for `resource_type`, like [`SearchParam::expression_for`].
+    pub fn expression_text_for(&self, resource_type: &str) -> Option<&str> {
+        self.expressions
+            .get(resource_type)
+            .or_else(|| self.expressions.get("Resource"))
+            .or_else(|| self.expressions.get("DomainResource"))
+            .map(String::as_str)
+    }
+
     /// Whether extraction produces index rows for this parameter (`_text`, `_content` have no
     /// expression and need a full-text index instead).
     pub fn is_indexed(&self) -> bool {
@@ -174,6 +184,11 @@ pub struct SearchParamRegistry {
     /// Datatypes behind each token and string parameter, for the PHI policy (filled at start-up
     /// from the schema, see [`crate::search::sensitivity`]).
     pub datatypes: crate::search::sensitivity::ParamDatatypes,
+    /// The code systems that token parameters over `code` elements imply (filled at start-up
+    /// from the definitions' bindings, see [`crate::search::code_systems`]).
+    pub implied_systems: crate::search::code_systems::ImpliedSystems,
+    /// Parameters answered from the rows of others ([`crate::search::union_params`]).
+    unions: Unions,
 }
 
 #[derive(Deserialize)]
@@ -270,9 +285,10 @@ impl SearchParamRegistry {
             .collect();
         for p in &raw {
             if let Some(param) = build_param(p, &kinds) {
-                registry.insert(param);
+                registry.insert_param(param);
             }
         }
+        registry.find_unions();
 
         let compartment: RawCompartment = serde_json::from_value(compartment)
             .map_err(|e| RegistryError::Invalid(format!("compartment definition: {e}")))?;
@@ -300,6 +316,11 @@ impl SearchParamRegistry {
 
     /// Adds a parameter, replacing one with the same url (e.g. a project-specific override).
     pub fn insert(&mut self, param: SearchParam) {
+        self.insert_param(param);
+        self.find_unions();
+    }
+
+    fn insert_param(&mut self, param: SearchParam) {
         let index = match self.by_url.get(&param.url) {
             Some(&i) => {
                 self.params[i] = param;
@@ -379,6 +400,34 @@ impl SearchParamRegistry {
             params.extend(extra.iter().map(|p| p.to_string()));
         }
         params
+    }
+
+    /// The parameter codes whose index rows hold the values of `code` on `resource_type`: its
+    /// members if it is a union of other parameters ([`crate::search::union_params`]), which
+    /// are stored instead of it, else the code itself.
+    pub fn stored_codes<'a>(&'a self, resource_type: &str, code: &'a str) -> Vec<&'a str> {
+        match self
+            .unions
+            .get(&(resource_type.to_string(), code.to_string()))
+        {
+            Some(members) => members.iter().map(String::as_str).collect(),
+            None => vec![code],
+        }
+    }
+
+    /// Whether `code` on `resource_type` is answered from other parameters' rows (and so has
+    /// none of its own).
+    pub fn is_union(&self, resource_type: &str, code: &str) -> bool {
+        self.unions
+            .contains_key(&(resource_type.to_string(), code.to_string()))
+    }
+
+    fn find_unions(&mut self) {
+        let mut unions = Unions::new();
+        for resource_type in self.resource_types() {
+            unions.extend(unions_of(resource_type, self.params_for(resource_type)));
+        }
+        self.unions = unions;
     }
 
     /// All parameters, in load order.
@@ -493,7 +542,7 @@ pub fn split_by_base(expression: &str, bases: &[String]) -> HashMap<String, Stri
 
 /// The alternatives of an expression's top-level `|`, ignoring `|` inside parentheses, brackets
 /// and string literals.
-fn split_top_level_union(expression: &str) -> Vec<&str> {
+pub(crate) fn split_top_level_union(expression: &str) -> Vec<&str> {
     let mut parts = Vec::new();
     let (mut depth, mut quote, mut escaped, mut start) = (0i32, None::<char>, false, 0);
     for (i, c) in expression.char_indices() {

@@ -22,6 +22,8 @@ pub const TEXT_TYPES: &[&str] = &["string", "markdown"];
 pub struct ParamDatatypes {
     identifying: HashSet<(String, String)>,
     free_text: HashSet<(String, String)>,
+    /// Token parameters that reach `Identifier` elements (`:of-type` applies to them).
+    identifiers: HashSet<(String, String)>,
 }
 
 impl ParamDatatypes {
@@ -41,16 +43,14 @@ impl ParamDatatypes {
                 if !matches!(param.kind, ParamType::Token | ParamType::String) {
                     continue;
                 }
-                let expression = param
-                    .expressions
-                    .get(resource_type.as_str())
-                    .or_else(|| param.expressions.get("Resource"))
-                    .or_else(|| param.expressions.get("DomainResource"));
-                let Some(expression) = expression else {
+                let Some(expression) = param.expression_text_for(resource_type) else {
                     continue;
                 };
                 let types = expression_datatypes(definitions, resource_type, expression);
                 let key = (resource_type.clone(), param.code.clone());
+                if param.kind == ParamType::Token && types.iter().any(|t| t == "Identifier") {
+                    result.identifiers.insert(key.clone());
+                }
                 if types
                     .iter()
                     .any(|t| IDENTIFYING_TYPES.contains(&t.as_str()))
@@ -70,6 +70,12 @@ impl ParamDatatypes {
 
     pub fn is_identifying(&self, resource_type: &str, code: &str) -> bool {
         self.identifying
+            .contains(&(resource_type.to_string(), code.to_string()))
+    }
+
+    /// Whether token parameter `code` of `resource_type` reaches `Identifier` elements.
+    pub fn reaches_identifier(&self, resource_type: &str, code: &str) -> bool {
+        self.identifiers
             .contains(&(resource_type.to_string(), code.to_string()))
     }
 
@@ -97,6 +103,28 @@ pub fn expression_datatypes(
     out.sort();
     out.dedup();
     out
+}
+
+/// The element path of each alternative of `expression` on `resource_type`, as FHIRPath names
+/// below the resource (`Observation.status` → `["status"]`), ignoring `where(…)` filters; `None`
+/// when an alternative is anything but such a path (a cast, a function, another root).
+pub fn element_paths(resource_type: &str, expression: &str) -> Option<Vec<Vec<String>>> {
+    split_top_level(expression, '|')
+        .into_iter()
+        .map(|alternative| {
+            let path = simplify(alternative);
+            let mut steps = path.split('.').map(str::trim);
+            let root = steps.next()?;
+            let plain = |step: &str| {
+                !step.is_empty() && step.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            };
+            let steps: Vec<String> = steps.map(str::to_string).collect();
+            (matches!(root, "Resource" | "DomainResource") || root == resource_type)
+                .then_some(())
+                .filter(|_| !steps.is_empty() && steps.iter().all(|s| plain(s)))
+                .map(|_| steps)
+        })
+        .collect()
 }
 
 /// Drop what does not change the datatype (`where(…)`, `exists()`, parentheses) and turn casts

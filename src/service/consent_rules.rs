@@ -1,18 +1,23 @@
-//! Filling `consent_rules` for Consents stored before the table existed (an upgrade): at start-up,
-//! when the table is empty but live Consents exist, their current versions are read, and their
-//! rules written, in one transaction. Afterwards every Consent write keeps the table current.
+//! The rules of stored Consents in `consent_rules`. Every Consent write stores its rules with it
+//! ([`Service::seal_version`]); Consents stored before the table existed (an upgrade) get theirs
+//! at start-up: when the table is empty but live Consents exist, they are re-indexed
+//! ([`super::reindex`]) in one transaction, so that an interrupted start leaves the table empty
+//! and the next start does it all again. Afterwards every Consent write keeps the table current.
+
+use serde_json::Value;
 
 use crate::auth::consent::rules::rows_of;
 use crate::error::ApiResult;
-use crate::store::index::{self, IndexRow};
+use crate::store::index::IndexRow;
 use crate::store::versions;
 
 use super::Service;
+use super::reindex::HeldHeads;
 
 impl Service {
     /// Write the rules of every live Consent if none are stored yet; returns how many Consents
-    /// were read.
-    pub async fn fill_missing_consent_rules(&self) -> ApiResult<usize> {
+    /// got theirs.
+    pub async fn fill_missing_consent_rules(&self) -> ApiResult<u64> {
         let mut conn = self.reader().await?;
         let rules: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM consent_rules")
             .fetch_one(&mut *conn)
@@ -20,49 +25,38 @@ impl Service {
         if rules > 0 {
             return Ok(0);
         }
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM resource_heads WHERE resource_type = 'Consent' AND deleted = 0",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
+        let ids = versions::live_ids(&mut conn, "Consent").await?;
+        drop(conn);
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut rows: Vec<(String, Vec<IndexRow>)> = Vec::with_capacity(ids.len());
-        for stored in versions::read_current_many(&mut conn, "Consent", &ids).await? {
-            let opened = self.open_version(stored)?;
-            let Some(body) = opened.resource else {
-                continue;
-            };
-            // A Consent stored before enforcement that it cannot enforce stays stored, and decides
-            // nothing (as it did); the log names it so that someone fixes it.
-            match rows_of(&body, opened.last_updated, &self.config.base_url) {
-                Ok(rules) => rows.push((
-                    opened.id,
-                    rules.into_iter().map(IndexRow::Consent).collect(),
-                )),
-                Err(why) => {
-                    tracing::warn!(id = %opened.id, %why, "a stored Consent cannot be enforced; fix or withdraw it")
-                }
-            }
-        }
-        drop(conn);
-        let count = rows.len();
-        self.write(move |conn| {
-            Box::pin(async move {
-                let borrowed: Vec<(&str, &str, &[IndexRow])> = rows
-                    .iter()
-                    .map(|(id, r)| ("Consent", id.as_str(), r.as_slice()))
-                    .collect();
-                index::insert_rows(conn, &borrowed).await?;
-                Ok(())
-            })
-        })
-        .await?;
+        let batch = self.read_reindex_ids("Consent", &ids).await?;
+        // Wait for a head another server on the same database holds rather than skip it: this
+        // one transaction must cover every Consent.
+        let outcome = self.commit_retrying(&batch, HeldHeads::Wait).await?;
         tracing::info!(
-            consents = count,
+            consents = outcome.counts.reindexed,
             "consent rules written for Consents stored before consent enforcement"
         );
-        Ok(count)
+        Ok(outcome.counts.reindexed)
+    }
+
+    /// The rule rows of a stored Consent whose version was written at `last_updated`; `None`
+    /// (and a warning naming it, so that someone fixes it) when they cannot be computed. A Consent
+    /// stored before enforcement that it cannot enforce stays stored and decides nothing, as it
+    /// did.
+    pub(super) fn stored_consent_rules(
+        &self,
+        id: &str,
+        body: &Value,
+        last_updated: i64,
+    ) -> Option<Vec<IndexRow>> {
+        match rows_of(body, last_updated, &self.config.base_url) {
+            Ok(rules) => Some(rules.into_iter().map(IndexRow::Consent).collect()),
+            Err(why) => {
+                tracing::warn!(%id, %why, "a stored Consent cannot be enforced; fix or withdraw it");
+                None
+            }
+        }
     }
 }

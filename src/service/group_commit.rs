@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audit::chain::SealedEvent;
 use crate::error::{ApiError, ApiResult};
 use crate::store::write::{VersionWrite, write_versions};
-use crate::store::{Backend, Conn};
+use crate::store::{Backend, Conn, begin_write};
 
 /// Jobs committed together at most.
 const MAX_BATCH: usize = 256;
@@ -117,6 +117,7 @@ pub struct GroupCommitter {
 #[derive(Clone)]
 struct Writer {
     pool: AnyPool,
+    backend: Backend,
     /// Audit chains to link AuditEvents into (`audit.chains`).
     chains: u32,
 }
@@ -131,7 +132,11 @@ impl GroupCommitter {
     /// one create spent 3.5–8 ms in its statements on the shared runtime, 0.6–1 ms on its own).
     /// On PostgreSQL its connections' sockets belong to the main runtime, so it stays there.
     pub fn start(pool: AnyPool, backend: Backend, chains: u32) -> std::io::Result<Self> {
-        let writer = Writer { pool, chains };
+        let writer = Writer {
+            pool,
+            backend,
+            chains,
+        };
         let (jobs, receiver) = mpsc::channel(4 * MAX_BATCH);
         match backend {
             Backend::Sqlite => {
@@ -207,7 +212,7 @@ async fn run(writer: Writer, mut receiver: mpsc::Receiver<Request>) {
             commit_creates(&writer, creates).await;
         }
         if !jobs.is_empty() {
-            commit_batch(&writer.pool, jobs).await;
+            commit_batch(&writer, jobs).await;
         }
     }
 }
@@ -225,7 +230,7 @@ async fn commit_creates(writer: &Writer, creates: Vec<(Creates, oneshot::Sender<
     }
     writes.extend(audits.iter().map(|audit| audit.write.clone()));
     let result = async {
-        let mut tx = writer.pool.begin().await?;
+        let mut tx = begin_write(&writer.pool, writer.backend).await?;
         write_versions(&mut tx, &writes).await?;
         crate::audit::chain::link(&mut tx, writer.chains, &audits).await?;
         tx.commit().await?;
@@ -237,14 +242,14 @@ async fn commit_creates(writer: &Writer, creates: Vec<(Creates, oneshot::Sender<
     }
 }
 
-async fn commit_batch(writer: &AnyPool, mut batch: Vec<Box<dyn Job>>) {
+async fn commit_batch(writer: &Writer, mut batch: Vec<Box<dyn Job>>) {
     if batch.len() == 1 {
         if let Some(job) = batch.pop() {
             commit_alone(writer, job).await;
         }
         return;
     }
-    let mut tx = match writer.begin().await {
+    let mut tx = match begin_write(&writer.pool, writer.backend).await {
         Ok(tx) => tx,
         Err(error) => {
             let error = ApiError::from(error);
@@ -294,8 +299,8 @@ async fn commit_batch(writer: &AnyPool, mut batch: Vec<Box<dyn Job>>) {
 }
 
 /// A job with nobody to share the commit with needs no savepoint (whose page copies cost time).
-async fn commit_alone(writer: &AnyPool, job: Box<dyn Job>) {
-    let mut tx = match writer.begin().await {
+async fn commit_alone(writer: &Writer, job: Box<dyn Job>) {
+    let mut tx = match begin_write(&writer.pool, writer.backend).await {
         Ok(tx) => tx,
         Err(error) => return job.fail(ApiError::from(error)),
     };

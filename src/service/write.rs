@@ -8,11 +8,11 @@
 use serde_json::{Map, Value, json};
 
 use super::{Service, VersionedResource};
-use crate::crypto::Aad;
+use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::instant::{format_instant, now_micros};
 use crate::fhir::outcome::{Issue, IssueCode};
-use crate::search::index_rows;
+use crate::search::index_rows::{self, HeadCompartment};
 use crate::store::Conn;
 use crate::store::index::IndexRow;
 use crate::store::versions::{self, Head};
@@ -151,10 +151,7 @@ impl Service {
         }
 
         let keys = self.keys.current();
-        let mut rows = index_rows::rows_for(&self.registry, &keys, resource_type, &body);
-        let compartment = index_rows::patient_compartment(&self.registry, resource_type, id, &rows);
-        let compartment_complete =
-            index_rows::compartment_is_complete(compartment.as_deref(), &rows);
+        let (mut rows, compartment) = self.search_rows(&keys, resource_type, id, &body);
         if resource_type == "Consent" {
             let rules =
                 crate::auth::consent::rules::rows_of(&body, last_updated, &self.config.base_url)
@@ -182,7 +179,6 @@ impl Service {
             key_id: i64::from(keys.active_key_id()),
             ciphertext: Some(sealed),
             compartment,
-            compartment_complete,
             rows,
             is_new: head.is_none(),
         };
@@ -199,6 +195,22 @@ impl Service {
             stored,
             plain,
         })
+    }
+
+    /// The search index rows of `body`, a version as stored (id, `meta` and pseudonym set), and
+    /// the Patient compartment they put it in (with whether it names every Patient referenced). Writes and re-indexing
+    /// ([`Service::reindex`](super::reindex)) both come here, so a re-indexed resource gets the
+    /// rows a write of the same version would give it now.
+    pub fn search_rows(
+        &self,
+        keys: &KeyRing,
+        resource_type: &str,
+        id: &str,
+        body: &Value,
+    ) -> (Vec<IndexRow>, HeadCompartment) {
+        let rows = index_rows::rows_for(&self.registry, keys, resource_type, body);
+        let compartment = HeadCompartment::of(&self.registry, resource_type, id, &rows);
+        (rows, compartment)
     }
 
     /// Write a delete marker after `head` and drop the resource's index rows.
@@ -219,9 +231,7 @@ impl Service {
             method: "DELETE".into(),
             key_id: 0,
             ciphertext: None,
-            compartment: None,
-            // No rows, no patient: complete, as `compartment_is_complete` says of it.
-            compartment_complete: true,
+            compartment: HeadCompartment::of_delete_marker(),
             rows: Vec::new(),
             is_new: false,
         };

@@ -207,23 +207,45 @@ pub async fn delete_rows(
     resource_type: &str,
     id: &str,
 ) -> Result<(), sqlx::Error> {
-    for table in tables_of(resource_type) {
-        sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE resource_type = $1 AND id = $2"
-        )))
-        .bind(resource_type)
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+    delete_rows_of(conn, resource_type, &[id]).await.map(|_| ())
 }
 
-/// Insert the index rows of many resources: one multi-row INSERT per table (per chunk).
+/// Remove every index row of the resources `ids` of `resource_type`; returns how many rows there
+/// were.
+pub async fn delete_rows_of(
+    conn: &mut Conn,
+    resource_type: &str,
+    ids: &[&str],
+) -> Result<u64, sqlx::Error> {
+    let backend = super::Backend::of(conn);
+    let mut deleted = 0;
+    for table in tables_of(resource_type) {
+        for chunk in fixed_chunks(ids) {
+            let listed: Vec<String> = (2..=chunk.len() + 1)
+                .map(|n| backend.placeholder(n))
+                .collect();
+            let sql = format!(
+                "DELETE FROM {table} WHERE resource_type = {} AND id IN ({})",
+                backend.placeholder(1),
+                listed.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(resource_type);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            deleted += query.execute(&mut *conn).await?.rows_affected();
+        }
+    }
+    Ok(deleted)
+}
+
+/// Insert the index rows of many resources: one multi-row INSERT per table (per chunk). Returns
+/// how many rows were stored (a value a resource yields twice is one row).
 pub async fn insert_rows(
     conn: &mut Conn,
     resources: &[(&str, &str, &[IndexRow])],
-) -> Result<(), sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
+    let mut inserted = 0;
     for table in TABLES.into_iter().chain([CONSENT_TABLE]) {
         let of_table: Vec<(&str, &str, &IndexRow)> = resources
             .iter()
@@ -234,18 +256,18 @@ pub async fn insert_rows(
             })
             .collect();
         for chunk in fixed_chunks(&of_table) {
-            insert_chunk(conn, chunk).await?;
+            inserted += insert_chunk(conn, chunk).await?;
         }
     }
-    Ok(())
+    Ok(inserted)
 }
 
 async fn insert_chunk(
     conn: &mut Conn,
     chunk: &[(&str, &str, &IndexRow)],
-) -> Result<(), sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
     let Some((_, _, first)) = chunk.first() else {
-        return Ok(());
+        return Ok(0);
     };
     let backend = super::Backend::of(conn);
     let mut binds = Vec::new();
@@ -270,10 +292,43 @@ async fn insert_chunk(
         key_columns(first.table()).join(", "),
         tuples.join(", ")
     );
-    bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+    Ok(bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
         .execute(&mut *conn)
-        .await?;
-    Ok(())
+        .await?
+        .rows_affected())
+}
+
+/// Give the token rows of `param` on `resource_type` stored without a system (`code` elements
+/// indexed before their implied system was, see [`crate::search::code_systems`]) that system.
+/// `codes` are the only codes such rows can hold, so the statement seeks each `(code, '')` key
+/// instead of scanning the parameter's rows; once done it finds nothing, cheaply.
+pub async fn set_implied_system(
+    conn: &mut Conn,
+    resource_type: &str,
+    param: &str,
+    system: &str,
+    codes: &[String],
+) -> Result<u64, sqlx::Error> {
+    let mut updated = 0;
+    for chunk in codes.chunks(500) {
+        let listed: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 4)).collect();
+        let sql = format!(
+            "UPDATE search_token SET system = $1 WHERE resource_type = $2 AND param = $3 \
+             AND code IN ({}) AND system = ''",
+            listed.join(", ")
+        );
+        let mut binds = vec![
+            Bind::Text(system.to_string()),
+            Bind::Text(resource_type.to_string()),
+            Bind::Text(param.to_string()),
+        ];
+        binds.extend(chunk.iter().cloned().map(Bind::Text));
+        updated += bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    Ok(updated)
 }
 
 #[cfg(test)]

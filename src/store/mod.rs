@@ -5,7 +5,8 @@
 //! in [`dialect`]. The store knows nothing of FHIR rules or keys: it receives sealed bytes and index
 //! rows from the service and hands sealed bytes back.
 //!
-//! - [`versions`]: append-only version rows and the head table (read, vread, write, history).
+//! - [`versions`]: append-only version rows and the head table (read, vread, write, history; the
+//!   pages and head locks of re-indexing).
 //! - [`index`]: replacing the search index rows of a resource.
 //! - [`keys`]: per-key row counts and re-encryption batches for key rotation.
 //! - [`write`]: writing versions with their heads and index rows, one or many per statement.
@@ -163,7 +164,7 @@ impl Store {
 
     /// Start a write transaction. Everything written through it commits or rolls back together.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        self.writer.begin().await
+        begin_write(&self.writer, self.backend).await
     }
 
     /// The pool writes go through (SQLite: its single connection), for the group committer.
@@ -184,6 +185,19 @@ impl Store {
     pub async fn close(&self) {
         self.writer.close().await;
         self.readers.close().await;
+    }
+}
+
+/// Start a write transaction on `pool`. On SQLite it takes the database's write lock at once
+/// (`BEGIN IMMEDIATE`), waiting for the busy timeout while another process (`import`, `keys
+/// rotate`, `reindex`, a second server) holds it. A deferred transaction that reads first cannot
+/// wait later: once another process has committed since its first read, its first write fails
+/// at once with `SQLITE_BUSY`. Our own writers are serialised by the single writer connection
+/// anyway, so taking the lock early costs them nothing.
+pub async fn begin_write(pool: &AnyPool, backend: Backend) -> Result<Tx, sqlx::Error> {
+    match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => pool.begin().await,
     }
 }
 

@@ -5,6 +5,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::Row;
 
 use super::{Backend, Bind, Conn, bind_all};
+use crate::search::index_rows::HeadCompartment;
 use crate::fhir::instant::Micros;
 
 /// One stored version, body still sealed.
@@ -109,6 +110,25 @@ pub async fn read_current_where(
     row.as_ref().map(stored_version).transpose()
 }
 
+/// Where [`of_type_and_ids`] puts the placeholders of the ids.
+const IDS: &str = "{ids}";
+
+/// `sql` about resources `ids` of `resource_type`: the type bound to `$1`, the ids to `$2…`,
+/// whose placeholders replace [`IDS`].
+fn of_type_and_ids<'q, S: AsRef<str>>(
+    sql: &str,
+    resource_type: &'q str,
+    ids: &'q [S],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    let listed: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+    let mut query =
+        sqlx::query(AssertSqlSafe(sql.replace(IDS, &listed.join(", ")))).bind(resource_type);
+    for id in ids {
+        query = query.bind(id.as_ref());
+    }
+    query
+}
+
 /// Current versions of many resources of one type, in no particular order; deleted ones left out.
 pub async fn read_current_many(
     conn: &mut Conn,
@@ -118,23 +138,131 @@ pub async fn read_current_many(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
     let sql = format!(
         "SELECT {VERSION_COLUMNS} FROM resource_heads h JOIN resource_versions v \
          ON v.resource_type = h.resource_type AND v.id = h.id AND v.version = h.version \
-         WHERE h.resource_type = $1 AND h.deleted = 0 AND h.id IN ({})",
-        placeholders.join(", ")
+         WHERE h.resource_type = $1 AND h.deleted = 0 AND h.id IN ({IDS})"
     );
-    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(resource_type);
-    for id in ids {
-        query = query.bind(id);
-    }
-    query
+    of_type_and_ids(&sql, resource_type, ids)
         .fetch_all(&mut *conn)
         .await?
         .iter()
         .map(stored_version)
         .collect()
+}
+
+/// Up to `limit` current versions of live resources of `resource_type` whose ids sort after
+/// `after` (`""`: from the first), by id: a keyset page, so that resources written meanwhile move
+/// no page boundary.
+pub async fn read_current_page(
+    conn: &mut Conn,
+    resource_type: &str,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<StoredVersion>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {VERSION_COLUMNS} FROM resource_heads h JOIN resource_versions v \
+         ON v.resource_type = h.resource_type AND v.id = h.id AND v.version = h.version \
+         WHERE h.resource_type = $1 AND h.deleted = 0 AND h.id > $2 ORDER BY h.id LIMIT $3"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(resource_type)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(stored_version)
+        .collect()
+}
+
+/// The ids of the live resources of `resource_type`.
+pub async fn live_ids(conn: &mut Conn, resource_type: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM resource_heads WHERE resource_type = $1 AND deleted = 0")
+        .bind(resource_type)
+        .fetch_all(&mut *conn)
+        .await
+}
+
+/// How many live resources each type has, by type.
+pub async fn live_counts(conn: &mut Conn) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT resource_type, COUNT(*) FROM resource_heads WHERE deleted = 0 \
+         GROUP BY resource_type ORDER BY resource_type",
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// A head as a maintenance job checks it before writing derived rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedHead {
+    pub id: String,
+    pub version: i64,
+    pub deleted: bool,
+    pub compartment: HeadCompartment,
+}
+
+/// The heads of `ids` (of `resource_type`), kept from changing until the transaction ends, for a
+/// transaction that checks them before it writes rows derived from them. PostgreSQL locks them
+/// (`FOR UPDATE`, by id so that two such transactions lock in the same order); with `skip_held`,
+/// heads another transaction holds are left out instead of waited for. On SQLite the write
+/// transaction holds the database's write lock from its start ([`super::begin_write`]).
+pub async fn lock_heads(
+    conn: &mut Conn,
+    resource_type: &str,
+    ids: &[&str],
+    skip_held: bool,
+) -> Result<Vec<LockedHead>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let backend = Backend::of(conn);
+    let lock = if skip_held {
+        backend.for_update_skip_locked()
+    } else {
+        backend.for_update()
+    };
+    let sql = format!(
+        "SELECT id, version, deleted, compartment, compartment_complete FROM resource_heads \
+         WHERE resource_type = $1 AND id IN ({IDS}) ORDER BY id{lock}"
+    );
+    of_type_and_ids(&sql, resource_type, ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(LockedHead {
+                id: row.try_get(0)?,
+                version: row.try_get(1)?,
+                deleted: row.try_get::<i64, _>(2)? != 0,
+                compartment: HeadCompartment {
+                    patient: row.try_get(3)?,
+                    complete: row.try_get::<i64, _>(4)? != 0,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Set the Patient compartment of a resource's head, and whether it names every Patient.
+pub async fn set_compartment(
+    conn: &mut Conn,
+    resource_type: &str,
+    id: &str,
+    compartment: &HeadCompartment,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE resource_heads SET compartment = $1, compartment_complete = $2 \
+         WHERE resource_type = $3 AND id = $4",
+    )
+    .bind(compartment.patient.as_deref())
+    .bind(i64::from(compartment.complete))
+    .bind(resource_type)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 pub async fn read_version(

@@ -5,6 +5,7 @@
 use sqlx::AssertSqlSafe;
 
 use super::index::{self, IndexRow};
+use crate::search::index_rows::HeadCompartment;
 use super::{Backend, Bind, Conn, bind_all};
 
 /// A version ready to be written: sealed body, index rows, everything decided.
@@ -20,11 +21,9 @@ pub struct VersionWrite {
     /// Key that sealed the body (0 for a delete marker).
     pub key_id: i64,
     pub ciphertext: Option<Vec<u8>>,
-    /// Patient compartment (sharding key).
-    pub compartment: Option<String>,
-    /// `compartment` names every Patient the version references
-    /// ([`crate::search::index_rows::compartment_is_complete`]).
-    pub compartment_complete: bool,
+    /// Patient compartment (sharding key), and whether it names every Patient the version
+    /// references.
+    pub compartment: HeadCompartment,
     /// The complete index rows of this version (none for a delete marker).
     pub rows: Vec<IndexRow>,
     /// No earlier version exists, so there are no old index rows to remove.
@@ -46,7 +45,7 @@ pub async fn write_versions(conn: &mut Conn, writes: &[VersionWrite]) -> Result<
         .iter()
         .map(|w| (w.resource_type.as_str(), w.id.as_str(), w.rows.as_slice()))
         .collect();
-    index::insert_rows(conn, &rows).await
+    index::insert_rows(conn, &rows).await.map(|_| ())
 }
 
 /// `(…), (…)` with placeholders for `rows` tuples of `width` values, bound in order.
@@ -98,8 +97,8 @@ async fn upsert_heads(conn: &mut Conn, writes: &[VersionWrite]) -> Result<(), sq
             Bind::Int(w.version),
             Bind::Int(i64::from(w.deleted)),
             Bind::Int(w.last_updated),
-            w.compartment.clone().map_or(Bind::Null, Bind::Text),
-            Bind::Int(i64::from(w.compartment_complete)),
+            w.compartment.patient.clone().map_or(Bind::Null, Bind::Text),
+            Bind::Int(i64::from(w.compartment.complete)),
         ]);
     }
     let sql = format!(

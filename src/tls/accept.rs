@@ -1,7 +1,8 @@
 //! The step between accepting a TCP connection and serving it: a TLS handshake (when TLS is
-//! on) under a timeout, and the hub lookup of the client certificate. Both accept loops, HTTP
-//! and MLLP, run it inside the connection's own task, so a slow or failed handshake holds up
-//! no other connection.
+//! on) under a timeout, with the configuration in force when it starts (the revocation lists
+//! may have changed since the last one), and the hub lookup of the client certificate. Both
+//! accept loops, HTTP and MLLP, run it inside the connection's own task, so a slow or failed
+//! handshake holds up no other connection.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,7 +17,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::Peer;
+use super::build::Listener;
 use super::hubs::{HubTable, Unmatched, fingerprint};
+use super::revocation::LiveConfigs;
 
 /// How long an HTTPS client has for its handshake. Longer than any real handshake, short
 /// enough that idle sockets do not pile up.
@@ -45,7 +48,9 @@ pub struct Acceptor {
 
 #[derive(Clone)]
 struct TlsStep {
-    acceptor: TlsAcceptor,
+    /// Asked for the configuration at every handshake, so that a new revocation list applies.
+    configs: Arc<LiveConfigs>,
+    listener: Listener,
     hubs: Arc<HubTable>,
     timeout: Duration,
     /// Refuse connections without a known hub (MLLP with a client CA).
@@ -74,14 +79,16 @@ impl Acceptor {
     }
 
     pub(super) fn tls(
-        config: Arc<rustls::ServerConfig>,
+        configs: Arc<LiveConfigs>,
+        listener: Listener,
         hubs: Arc<HubTable>,
         timeout: Duration,
         require_hub: bool,
     ) -> Acceptor {
         Acceptor {
             tls: Some(TlsStep {
-                acceptor: TlsAcceptor::from(config),
+                configs,
+                listener,
                 hubs,
                 timeout,
                 require_hub,
@@ -104,7 +111,8 @@ impl Acceptor {
         let Some(step) = &self.tls else {
             return Ok((Stream::Plain(tcp), Peer::plain(addr)));
         };
-        let mut stream = match tokio::time::timeout(step.timeout, step.acceptor.accept(tcp)).await {
+        let acceptor = TlsAcceptor::from(step.configs.for_handshake(step.listener));
+        let mut stream = match tokio::time::timeout(step.timeout, acceptor.accept(tcp)).await {
             Err(_) => return Err(AcceptError::TimedOut(step.timeout)),
             Ok(Err(e)) => return Err(AcceptError::Handshake(e)),
             Ok(Ok(stream)) => stream,

@@ -7,7 +7,7 @@ use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::load::provider;
+use super::build::provider;
 
 /// A client configuration that trusts the CA certificates in `ca_pem`, speaks `versions`
 /// (usually [`super::PROTOCOL_VERSIONS`]), and presents `identity` (certificate chain PEM,

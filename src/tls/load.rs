@@ -1,32 +1,25 @@
-//! Reading the certificate, key and client-CA files, and building the rustls server
-//! configurations from them. Every error names the setting to fix and the file; none quotes
-//! file content (a key file's lines are secret).
+//! Reading the certificate, key, client-CA and revocation-list files, and building the server
+//! side of TLS from them. Every error names the setting to fix and the file; none quotes file
+//! content (a key file's lines are secret).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::RootCertStore;
-use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
+use super::ServerTls;
+use super::build::Builder;
 use super::hubs::HubTable;
-use super::{PROTOCOL_VERSIONS, ServerTls};
+use super::revocation::LiveConfigs;
 use crate::config::{ConfigError, TlsConfig};
-
-/// ALPN protocols HTTPS offers, preferred first.
-const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
-
-/// The crypto provider of every TLS configuration we build: ring, our crypto crate.
-pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 impl ServerTls {
     /// Reads the files `config` names and builds the server side of TLS; `None` when TLS is
-    /// off. Called once at start-up, so a bad file stops the server before it listens.
+    /// off. Called once at start-up, so a bad file stops the server before it listens. Of the
+    /// files, only the revocation lists are read again later, when they change (see
+    /// `revocation.rs`).
     pub fn load(config: Option<&TlsConfig>) -> Result<Option<ServerTls>, ConfigError> {
         let Some(config) = config else {
             return Ok(None);
@@ -37,105 +30,65 @@ impl ServerTls {
             Some(path) => Some(read_roots(path)?),
             None => None,
         };
-        let mut crls = Vec::new();
-        for path in &config.client_crl_files {
-            crls.extend(read_crls(path)?);
-        }
-        let http_verifier = client_verifier(client_roots.clone(), &crls, false)?;
-        let mllp_verifier = client_verifier(client_roots.clone(), &crls, true)?;
-
-        let mut http = server_config(http_verifier, chain.clone(), key.clone_key(), config)?;
-        http.alpn_protocols = HTTP_ALPN.iter().map(|p| p.to_vec()).collect();
-        let mllp = server_config(mllp_verifier, chain, key, config)?;
+        let builder = Builder::new(chain, key, client_roots, config)?;
+        let configs = LiveConfigs::load(builder, &config.client_crl_files)?;
         Ok(Some(ServerTls {
-            http: Arc::new(http),
-            mllp: Arc::new(mllp),
+            configs: Arc::new(configs),
             hubs: Arc::new(HubTable::new(&config.hubs)),
-            client_auth: client_roots.is_some(),
         }))
     }
 }
 
-fn server_config(
-    verifier: Arc<dyn ClientCertVerifier>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    config: &TlsConfig,
-) -> Result<rustls::ServerConfig, ConfigError> {
-    rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(PROTOCOL_VERSIONS)
-        .map_err(|e| ConfigError::new("tls", format!("the TLS library refused TLS 1.2/1.3: {e}")))?
-        .with_client_cert_verifier(verifier)
-        // Checks that the key belongs to the leaf certificate, too.
-        .with_single_cert(chain, key)
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => ConfigError::new(
-                "tls.key_file",
-                format!(
-                    "{} is not the private key of the certificate in {}",
-                    config.key_file.display(),
-                    config.cert_file.display()
-                ),
-            ),
-            other => ConfigError::new(
-                "tls.cert_file",
-                format!(
-                    "{} with {}: {other}",
-                    config.cert_file.display(),
-                    config.key_file.display()
-                ),
-            ),
-        })
+/// The revocation lists of all `paths`, in order; the first file that cannot be used fails all.
+pub(super) fn read_crl_files(
+    paths: &[PathBuf],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
+    let mut crls = Vec::new();
+    for path in paths {
+        crls.extend(read_crls(path)?);
+    }
+    Ok(crls)
 }
 
-/// No client authentication without roots; otherwise client certificates verified against
-/// `roots`, and `required` or merely allowed. With `crls`, every certificate of a client's
-/// chain below the root must be covered by one of them and not revoked (rustls's defaults:
-/// the whole chain, and an unknown status is a refusal), so a missing list fails closed.
-fn client_verifier(
-    roots: Option<Arc<RootCertStore>>,
-    crls: &[CertificateRevocationListDer<'static>],
-    required: bool,
-) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
-    let Some(roots) = roots else {
-        return Ok(WebPkiClientVerifier::no_client_auth());
-    };
-    let builder = WebPkiClientVerifier::builder_with_provider(roots, provider())
-        .with_crls(crls.iter().cloned());
-    let builder = if required {
-        builder
-    } else {
-        builder.allow_unauthenticated()
-    };
-    builder.build().map_err(|e| match e {
-        rustls::server::VerifierBuilderError::InvalidCrl(why) => ConfigError::new(
-            "tls.client_crl_files",
-            format!("a certificate revocation list cannot be used: {why:?}"),
-        ),
-        other => ConfigError::new(
-            "tls.client_ca_file",
-            format!("cannot verify client certificates with it: {other}"),
-        ),
-    })
-}
+const CRL_SETTING: &str = "tls.client_crl_files";
 
 /// The certificate revocation lists of a file: PEM (`-----BEGIN X509 CRL-----`, one or more),
-/// or one DER-encoded list. Whether they parse and are signed as they should be is checked when
-/// the verifier is built, and when a client certificate is checked against them.
+/// or one DER-encoded list, each of which parses. Whether they are signed as they should be is
+/// checked when a client certificate is checked against them.
 fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
-    let setting = "tls.client_crl_files";
+    let crls = read_crl_encodings(path)?;
+    // Parsed here as rustls parses them, so that the error names the file: rustls's own error
+    // does not, which matters with several files, and when a file is replaced while we run.
+    for (n, crl) in (1..).zip(&crls) {
+        webpki::OwnedCertRevocationList::from_der(crl.as_ref()).map_err(|e| {
+            ConfigError::new(
+                CRL_SETTING,
+                format!(
+                    "{}: certificate revocation list {n} cannot be used: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+    }
+    Ok(crls)
+}
+
+/// The lists of a file in either encoding, not yet parsed.
+fn read_crl_encodings(
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
     match CertificateRevocationListDer::pem_file_iter(path)
         .and_then(|crls| crls.collect::<Result<Vec<_>, _>>())
     {
         Ok(crls) if !crls.is_empty() => Ok(crls),
         Ok(_) | Err(pem::Error::NoItemsFound) => {
             let der = std::fs::read(path).map_err(|e| {
-                ConfigError::new(setting, format!("cannot read {}: {e}", path.display()))
+                ConfigError::new(CRL_SETTING, format!("cannot read {}: {e}", path.display()))
             })?;
             // DER starts with a SEQUENCE; anything else is neither form.
             if der.first() != Some(&0x30) {
                 return Err(ConfigError::new(
-                    setting,
+                    CRL_SETTING,
                     format!(
                         "{} holds no certificate revocation list (PEM X509 CRL or DER)",
                         path.display()
@@ -145,7 +98,7 @@ fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
             Ok(vec![CertificateRevocationListDer::from(der)])
         }
         Err(e) => Err(ConfigError::new(
-            setting,
+            CRL_SETTING,
             pem_problem(path, &e, "certificate revocation lists"),
         )),
     }

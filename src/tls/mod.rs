@@ -4,8 +4,12 @@
 //!
 //! # Layout
 //!
-//! - [`load`]: [`ServerTls::load`] reads the PEM files named in [`TlsConfig`] once at start-up
-//!   and builds one rustls configuration per listener; every error names its setting.
+//! - [`load`]: [`ServerTls::load`] reads the PEM files named in [`TlsConfig`] at start-up;
+//!   every error names its setting.
+//! - `build`: one rustls configuration per listener, from those files and the revocation lists.
+//! - `revocation`: the configurations in force, rebuilt when a file of
+//!   `tls.client_crl_files` changes (checked at most every few seconds, on handshakes), so that
+//!   revoking a hub's certificate needs no restart; a broken file keeps the lists in force.
 //! - [`hubs`]: [`HubTable`] maps a verified client certificate to a configured [`HubIdentity`].
 //! - [`accept`]: [`Acceptor`] turns an accepted TCP connection into a [`Stream`] and a [`Peer`]:
 //!   the handshake under a timeout, then the hub lookup. The HTTP and MLLP accept loops share it.
@@ -25,9 +29,11 @@
 //! - Logs name a client certificate only by its SHA-256 fingerprint.
 
 pub mod accept;
+mod build;
 pub mod client;
 pub mod hubs;
 pub mod load;
+mod revocation;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,21 +51,18 @@ pub use crate::config::{HubConfig, TlsConfig};
 pub static PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-/// The TLS side of the server, loaded once at start-up.
+/// The TLS side of the server, loaded at start-up; the revocation lists follow their files.
 #[derive(Clone)]
 pub struct ServerTls {
-    /// HTTPS: ALPN h2 and http/1.1; a client certificate is optional.
-    http: Arc<rustls::ServerConfig>,
-    /// MLLP: no ALPN; a client certificate is required when a client CA is configured.
-    mllp: Arc<rustls::ServerConfig>,
+    /// The rustls configurations of both listeners, as the revocation lists have them now.
+    configs: Arc<revocation::LiveConfigs>,
     hubs: Arc<HubTable>,
-    client_auth: bool,
 }
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTls")
-            .field("client_auth", &self.client_auth)
+            .field("client_auth", &self.client_auth())
             .field("hubs", &self.hubs.len())
             .finish()
     }
@@ -68,13 +71,14 @@ impl std::fmt::Debug for ServerTls {
 impl ServerTls {
     /// Whether client certificates are asked for (a client CA is configured).
     pub fn client_auth(&self) -> bool {
-        self.client_auth
+        self.configs.client_auth()
     }
 
     /// The accept step of the HTTPS listener.
     pub fn http_acceptor(&self) -> Acceptor {
         Acceptor::tls(
-            Arc::clone(&self.http),
+            Arc::clone(&self.configs),
+            build::Listener::Http,
             Arc::clone(&self.hubs),
             accept::HTTP_HANDSHAKE_TIMEOUT,
             false,
@@ -85,10 +89,11 @@ impl ServerTls {
     /// idle timeout). With a client CA, connections without a known hub are refused.
     pub fn mllp_acceptor(&self, handshake_timeout: std::time::Duration) -> Acceptor {
         Acceptor::tls(
-            Arc::clone(&self.mllp),
+            Arc::clone(&self.configs),
+            build::Listener::Mllp,
             Arc::clone(&self.hubs),
             handshake_timeout,
-            self.client_auth,
+            self.client_auth(),
         )
     }
 }

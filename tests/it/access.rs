@@ -862,7 +862,7 @@ async fn restart(
     server
 }
 
-/// Migration 0009 gives the heads stored before it the flag a write gives them, and the rule
+/// Migration 0011 gives the heads stored before it the flag a write gives them, and the rule
 /// answers alike whether it reads the flag or follows every link (all flags 0).
 async fn the_compartment_flag_is_backfilled(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -907,7 +907,7 @@ async fn the_compartment_flag_is_backfilled(backend: Backend) {
         for statement in [
             // As before the migration: no column, the migration not applied.
             "ALTER TABLE resource_heads DROP COLUMN compartment_complete",
-            "DELETE FROM _sqlx_migrations WHERE version = 9",
+            "DELETE FROM _sqlx_migrations WHERE version = 11",
         ] {
             sqlx::query(statement)
                 .execute(&mut conn)
@@ -1084,6 +1084,11 @@ async fn crm_sees_pseudonyms_only(backend: Backend) {
     for refused in [
         "Patient?family=Zirbenwald".to_string(),
         format!("Patient?identifier={SVNR}|1111010180"),
+        // An identifier's type and value find the person as well as the identifier does.
+        "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|SS|1111010180"
+            .into(),
+        "Observation?subject:Patient.identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|SS|1111010180"
+            .into(),
         "Patient?birthdate=1980-01-01".into(),
         "Patient?phone=%2B43".into(),
         "Patient?address-city=Wien".into(),

@@ -392,15 +392,18 @@ async fn break_the_glass_reidentification_and_ingestion_are_recorded(backend: Ba
         env!("CARGO_MANIFEST_DIR")
     ))
     .expect("fixture");
-    let response = server
-        .client
-        .post(format!("http://{}/hl7v2", server.addr))
-        .header("content-type", "x-application/hl7-v2+er7")
-        .body(message)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let post_hl7 = async |message: &[u8]| {
+        let response = server
+            .client
+            .post(format!("http://{}/hl7v2", server.addr))
+            .header("content-type", "x-application/hl7-v2+er7")
+            .body(message.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    };
+    post_hl7(&message).await;
     let ingested = as_auditor(
         &server,
         "AuditEvent?type=http://dicom.nema.org/resources/ontology/DCM|110107",
@@ -424,6 +427,43 @@ async fn break_the_glass_reidentification_and_ingestion_are_recorded(backend: Ba
             .as_str()
             .is_some_and(|r| r.starts_with("Observation/"))
     }));
+    // Resends are answered from the store, and each answer is recorded once, over HTTP (not
+    // twice: the ingestor records it, the HTTP layer does not) and over MLLP alike.
+    post_hl7(&message).await;
+    let mut mllp = fhirvault::hl7v2::mllp::MllpClient::connect(server.mllp)
+        .await
+        .expect("MLLP connect");
+    let ack = mllp.request(&message).await.expect("MLLP answer");
+    assert!(String::from_utf8_lossy(&ack).contains("MSA|AA|"), "{ack:?}");
+    let ingested = as_auditor(
+        &server,
+        "AuditEvent?type=http://dicom.nema.org/resources/ontology/DCM|110107",
+    )
+    .await;
+    assert_eq!(ingested.len(), 3, "{ingested:#?}");
+    let resends: Vec<&Value> = ingested
+        .iter()
+        .filter(|e| {
+            e["outcomeDesc"]
+                .as_str()
+                .is_some_and(|d| d.contains("resend"))
+        })
+        .collect();
+    assert_eq!(resends.len(), 2, "{ingested:#?}");
+    for resend in resends {
+        assert_eq!(resend["outcome"], "0");
+        let entities = resend["entity"].as_array().unwrap();
+        assert!(entities.iter().any(|e| {
+            e["what"]["reference"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("Provenance/"))
+        }));
+        assert!(
+            entities
+                .iter()
+                .any(|e| e["what"]["identifier"]["value"].is_string())
+        );
+    }
 }
 
 /// The query of a search may hold PHI (`family=…`): it is in the sealed AuditEvent only.

@@ -554,6 +554,56 @@ async fn a_hub_ingests_for_its_own_devices_only(backend: Backend) {
     send(&hub("org-b"), again("HOLTER-0003"))
         .await
         .assert("AE", &[("OBX^1^18", "204")]);
+
+    // So are the patients it creates; a patient its PID names must be in the hub's reach
+    // (managed by its organisation, or the patient of one of its devices), even with a device
+    // of the hub's own: otherwise knowing an identifier would be enough to file results under
+    // another organisation's patient.
+    let created = all(&server, "Patient?identifier=1234010180").await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(
+        created[0]["managingOrganization"]["reference"],
+        "Organization/org-a"
+    );
+    let message = |control_id: &str, pid: &str, device: &str| {
+        holter
+            .replacen("|HOLTER-0001|", &format!("|{control_id}|"), 1)
+            .replacen(
+                "1234010180^^^SVNR^SS~MRN-5521^^^&1.2.40.0.34.99.4613&ISO^MR",
+                pid,
+                1,
+            )
+            .replace("0012345678ABCDEF", device)
+            .into_bytes()
+    };
+    let gruber = "1234010180^^^SVNR^SS";
+    let first = "1111010170^^^SVNR^SS";
+    let refused = send(
+        &hub("org-b"),
+        message("HOLTER-0004", gruber, "00000000000000B1"),
+    )
+    .await;
+    refused.assert("AE", &[("PID^1^3", "204")]);
+    assert!(!refused.text.contains("org-a"), "{}", refused.text);
+    send(
+        &hub("org-b"),
+        message("HOLTER-0005", first, "00000000000000B2"),
+    )
+    .await
+    .assert("AE", &[("PID^1^3", "204")]);
+    assert_eq!(
+        observations().await,
+        1,
+        "nothing filed under the first patient"
+    );
+    // The first patient is managed by no one, but org-a's recorder is assigned to it.
+    send(
+        &hub("org-a"),
+        message("HOLTER-0006", first, "00000000000000A1"),
+    )
+    .await
+    .assert("AA", &[]);
+    assert!(observations().await > 1);
 }
 
 async fn dead_letters(server: &TestServer) -> Vec<fhirvault::store::hl7v2::DeadLetter> {

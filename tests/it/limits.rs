@@ -11,9 +11,10 @@ use crate::common::{Backend, TestServer};
 
 /// Organizations named with this many `a`s, and how many: `name:contains=a…ab` (a needle of
 /// [`NEEDLE`] `a`s and a `b`) is `LIKE '%a…ab%'`, which both databases answer by trying every
-/// position of every name — tens of millions of character comparisons per row, seconds in all.
+/// position of every name — tens of millions of character comparisons per row, about 50 ms per
+/// row and ten seconds or more in all: far longer than stopping takes even on a loaded machine.
 const NAME_LENGTH: usize = 20_000;
-const ORGANIZATIONS: usize = 40;
+const ORGANIZATIONS: usize = 200;
 const NEEDLE: usize = 1_500;
 
 async fn an_expensive_search_is_stopped_and_the_connections_serve_on(backend: Backend) {
@@ -61,9 +62,9 @@ async fn an_expensive_search_is_stopped_and_the_connections_serve_on(backend: Ba
         );
     }
     // Stopped near the limit (one LIKE over a long name finishes first), where running to the
-    // end takes seconds.
+    // end takes ten seconds or more (longer under load, like the stopping).
     assert!(
-        elapsed < Duration::from_secs(3),
+        elapsed < Duration::from_secs(8),
         "stopped only after {elapsed:?}"
     );
 

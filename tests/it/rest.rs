@@ -721,6 +721,26 @@ async fn capability_statement(backend: Backend) {
             "Patient search param {p} in {params:?}"
         );
     }
+    // Each parameter's documentation lists the modifiers it takes (R4 has no element for them):
+    // the same list parsing enforces.
+    let documentation = |resource_type: &str, name: &str| -> String {
+        let resource = resources.iter().find(|r| r["type"] == resource_type);
+        let params = resource.and_then(|r| r["searchParam"].as_array());
+        let param = params.and_then(|ps| ps.iter().find(|p| p["name"] == name));
+        let text = param.and_then(|p| p["documentation"].as_str());
+        text.unwrap_or_else(|| panic!("{resource_type} {name}: documentation"))
+            .to_string()
+    };
+    let identifier = documentation("Patient", "identifier");
+    assert!(
+        identifier.contains("Modifiers: :missing, :text, :of-type."),
+        "{identifier}"
+    );
+    let code = documentation("Observation", "code");
+    assert!(
+        code.contains(":in, :not-in, :below, :above.") && !code.contains(":of-type"),
+        "{code}"
+    );
     let health = server
         .client
         .get(format!("http://{}/health", server.addr))

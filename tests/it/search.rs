@@ -9,9 +9,11 @@ use serde_json::{Value, json};
 fn fixtures() -> Vec<Value> {
     vec![
         json!({"resourceType": "Patient", "id": "anna", "name": [{"family": "Müller", "given": ["Anna", "Maria"]}], "gender": "female",
-               "birthDate": "1980-03-05", "identifier": [{"system": "urn:ssn", "value": "1111"}], "active": true}),
+               "birthDate": "1980-03-05", "identifier": [{"system": "urn:ssn", "value": "1111"},
+                   {"system": "urn:klinik:mrn", "value": "12345", "type": {"coding": [{"system": V2_0203, "code": "MR"}]}}], "active": true}),
         json!({"resourceType": "Patient", "id": "bernd", "name": [{"family": "Mueller", "given": ["Bernd"]}], "gender": "male",
-               "birthDate": "1975", "identifier": [{"system": "urn:ssn", "value": "2222"}, {"system": "urn:other", "value": "1111"}]}),
+               "birthDate": "1975", "identifier": [{"system": "urn:ssn", "value": "2222"},
+                   {"system": "urn:other", "value": "1111", "type": {"coding": [{"system": V2_0203, "code": "MR"}, {"system": V2_0203, "code": "PI"}]}}]}),
         json!({"resourceType": "Patient", "id": "chloe", "name": [{"family": "Zoë-Smith", "given": ["Chloé"]}], "gender": "female",
                "birthDate": "1990-12-31"}),
         json!({"resourceType": "Organization", "id": "klinik", "name": "Klinik Wien Nord", "active": true}),
@@ -45,7 +47,34 @@ fn fixtures() -> Vec<Value> {
         json!({"resourceType": "Observation", "id": "no-subject", "status": "final", "code": {"text": "Notiz"}}),
         json!({"resourceType": "Device", "id": "holter-1", "status": "active", "patient": {"reference": "Patient/anna"},
                "url": "http://devices.example/holter/1"}),
+        report("dr-partial", "partial"),
+        report("dr-prelim", "preliminary"),
+        report("dr-final", "final"),
+        report("dr-corrected", "corrected"),
+        condition("cond-active", "active"),
+        condition("cond-relapse", "relapse"),
+        condition("cond-remission", "remission"),
+        // The code `relapse`, but of another system: no hierarchy of condition-clinical reaches it.
+        json!({"resourceType": "Condition", "id": "cond-other", "subject": {"reference": "Patient/anna"},
+               "clinicalStatus": {"coding": [{"system": "urn:other", "code": "relapse"}]}}),
+        json!({"resourceType": "Medication", "id": "med-drops", "form": {"coding": [{"system": DRUG_FORM, "code": "ORDROP"}]}}),
+        json!({"resourceType": "Medication", "id": "med-tablet", "form": {"coding": [{"system": DRUG_FORM, "code": "TAB"}]}}),
     ]
+}
+
+const V2_0203: &str = "http://terminology.hl7.org/CodeSystem/v2-0203";
+const DRUG_FORM: &str = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm";
+
+/// A DiagnosticReport with `status` (a `code`: stored without a system).
+fn report(id: &str, status: &str) -> Value {
+    json!({"resourceType": "DiagnosticReport", "id": id, "status": status,
+           "code": {"coding": [{"system": "http://loinc.org", "code": "18754-2"}]}})
+}
+
+/// A Condition of anna's whose clinical status is `status` (a CodeableConcept with its system).
+fn condition(id: &str, status: &str) -> Value {
+    json!({"resourceType": "Condition", "id": id, "subject": {"reference": "Patient/anna"},
+           "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": status}]}})
 }
 
 fn obs(id: &str, patient: &str, loinc: &str, value: &str, date: &str, status: &str) -> Value {
@@ -232,6 +261,135 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "Observation?combo-code-value-quantity=8867-4$le72",
         &["hr-anna-1", "hr-bernd"],
+    ),
+    // :of-type: an identifier's type coding and its value together (blind tokens on Patient)
+    (
+        "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|12345",
+        &["anna"],
+    ),
+    (
+        "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|1111",
+        &["bernd"],
+    ),
+    (
+        "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|PI|1111",
+        &["bernd"],
+    ),
+    (
+        "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|12345,http://terminology.hl7.org/CodeSystem/v2-0203|MR|1111",
+        &["anna", "bernd"],
+    ),
+    (
+        "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|PI|12345",
+        &[],
+    ),
+    (
+        "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|2222",
+        &[],
+    ),
+    ("Patient?identifier:of-type=urn:other|MR|1111", &[]),
+    (
+        "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|12345&gender=male",
+        &[],
+    ),
+    // through a chain: the target's blind tokens, keyed by the target type
+    (
+        "Observation?subject:Patient.identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|12345",
+        &["hr-anna-1", "hr-anna-2", "pvc-anna"],
+    ),
+    (
+        "Observation?subject:Patient.identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|1111",
+        &["hr-bernd"],
+    ),
+    // token :below / :above through the spec's code system hierarchies: `code` elements (stored
+    // without a system), codings with one, nesting and the v3 `child` property (ORDROP sits
+    // under DROP by nesting and under ORALSOL < SOL by property)
+    (
+        "DiagnosticReport?status:below=http://hl7.org/fhir/diagnostic-report-status|partial",
+        &["dr-partial", "dr-prelim"],
+    ),
+    (
+        "DiagnosticReport?status:below=http://hl7.org/fhir/diagnostic-report-status|amended",
+        &["dr-corrected"],
+    ),
+    (
+        "DiagnosticReport?status:below=http://hl7.org/fhir/diagnostic-report-status|final",
+        &["dr-final"],
+    ),
+    (
+        "DiagnosticReport?status:above=http://hl7.org/fhir/diagnostic-report-status|preliminary",
+        &["dr-partial", "dr-prelim"],
+    ),
+    (
+        "DiagnosticReport?status:above=http://hl7.org/fhir/diagnostic-report-status|corrected",
+        &["dr-corrected"],
+    ),
+    (
+        "Condition?clinical-status:below=http://terminology.hl7.org/CodeSystem/condition-clinical|active",
+        &["cond-active", "cond-relapse"],
+    ),
+    (
+        "Condition?clinical-status:below=http://terminology.hl7.org/CodeSystem/condition-clinical|inactive",
+        &["cond-remission"],
+    ),
+    (
+        "Condition?clinical-status:above=http://terminology.hl7.org/CodeSystem/condition-clinical|relapse",
+        &["cond-active", "cond-relapse"],
+    ),
+    (
+        "Condition?clinical-status:below=http://terminology.hl7.org/CodeSystem/condition-clinical|relapse,http://terminology.hl7.org/CodeSystem/condition-clinical|inactive",
+        &["cond-relapse", "cond-remission"],
+    ),
+    (
+        "Medication?form:below=http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm|SOL",
+        &["med-drops"],
+    ),
+    (
+        "Medication?form:below=http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm|DROP",
+        &["med-drops"],
+    ),
+    (
+        "Medication?form:below=http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm|ORALSOL",
+        &["med-drops"],
+    ),
+    (
+        "Medication?form:below=http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm|ORTAB",
+        &[],
+    ),
+    (
+        "Medication?form:above=http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm|ORDROP",
+        &["med-drops"],
+    ),
+    (
+        "Medication?form:above=http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm|SOL",
+        &[],
+    ),
+    (
+        "Medication?form:below=http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm|TAB",
+        &["med-tablet"],
+    ),
+    (
+        "Medication?form:above=http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm|ORTAB",
+        &["med-tablet"],
+    ),
+    (
+        "Medication?form:below=http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm|_AdministrableDrugForm",
+        &["med-drops"],
+    ),
+    // in a reverse chain
+    (
+        "Patient?_has:Condition:subject:clinical-status:below=http://terminology.hl7.org/CodeSystem/condition-clinical|inactive",
+        &["anna"],
+    ),
+    (
+        "Patient?_has:Condition:subject:clinical-status:below=http://terminology.hl7.org/CodeSystem/condition-clinical|recurrence",
+        &[],
+    ),
+    // _contained=false is the default; _containedType only matters for contained matches
+    ("Patient?gender=male&_contained=false", &["bernd"]),
+    (
+        "Patient?gender=male&_contained=false&_containedType=contained",
+        &["bernd"],
     ),
     // uri
     ("Device?url=http://devices.example/holter/1", &["holter-1"]),
@@ -653,6 +811,85 @@ async fn search_errors_and_unknown_parameters(backend: Backend) {
         .get("Observation?_include:deep=Observation:subject")
         .await
         .assert_outcome(StatusCode::BAD_REQUEST, "invalid", ":iterate");
+    search_modifier_errors(&server).await;
+}
+
+/// `:of-type`, token `:below`/`:above` and `_contained` refuse what they cannot answer, each
+/// with a 400 that names the parameter and the reason, never degrading to another search.
+async fn search_modifier_errors(server: &TestServer) {
+    // (query, what the diagnostics say)
+    let invalid = [
+        (
+            "Observation?code:of-type=urn:x|MR|1",
+            "Identifiers, and code of Observation",
+        ),
+        (
+            "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR",
+            "all three",
+        ),
+        ("Patient?identifier:of-type=|MR|1", "all three"),
+        ("Patient?identifier:of-type=urn:x||1", "all three"),
+        (
+            "Observation?code:below=http://loinc.org|8867-4",
+            "`code`: subsumption is not available for code system http://loinc.org",
+        ),
+        (
+            "Observation?code:above=http://snomed.info/sct|22298006",
+            "`code`: subsumption is not available for code system http://snomed.info/sct",
+        ),
+        ("Observation?status:below=final", "`status`: a :below"),
+        ("Observation?status:below=a|b|c", "system|code"),
+        ("Observation?status:below=|final", "system|code"),
+        (
+            "Observation?status:below=http://hl7.org/fhir/observation-status|nonsense",
+            "`status`: code system http://hl7.org/fhir/observation-status does not define this code",
+        ),
+        (
+            "Condition?clinical-status:above=http://terminology.hl7.org/CodeSystem/condition-clinical|Active",
+            "does not define this code",
+        ),
+        ("Patient?identifier:below=urn:ssn|1111", "keyed tokens"),
+        ("Patient?identifier:not=1111", "keyed tokens"),
+        ("Patient?birthdate:above=1980", "`:above` is not supported"),
+        ("Patient?_contained=yes", "false, true or both"),
+        ("Patient?_containedType=both", "container or contained"),
+    ];
+    // Asking for contained resources is a fair question this server cannot answer.
+    let not_supported = [
+        ("Patient?_contained=true", "_contained=true"),
+        (
+            "Patient?_contained=both",
+            "contained resources are not indexed",
+        ),
+    ];
+    // Refused whatever the handling: ignoring them under lenient handling would answer another
+    // question than the one asked.
+    let handlings: [&[(&str, &str)]; 3] = [
+        &[],
+        &[("prefer", "handling=lenient")],
+        &[("prefer", "handling=strict")],
+    ];
+    for (refused, code) in [(&invalid[..], "invalid"), (&not_supported, "not-supported")] {
+        for (query, text) in refused {
+            for headers in handlings {
+                let reply = server.request(Method::GET, query, None, headers).await;
+                reply.assert_outcome(StatusCode::BAD_REQUEST, code, text);
+            }
+        }
+    }
+    // The codes of all the values count together against the limit on one query (v3-Race
+    // 1002-5 has 828 codes below it).
+    let races = ["http://terminology.hl7.org/CodeSystem/v3-Race|1002-5"; 7].join(",");
+    server
+        .get(&format!("Observation?code:below={races}"))
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST, "invalid", "more than 5000 codes");
+    // A blind-indexed :of-type value is never echoed back.
+    let reply = server
+        .get("Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|secret-9876|x")
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert!(!reply.text.contains("secret-9876"), "{}", reply.text);
 }
 
 fn link(bundle: &Value, relation: &str) -> Option<String> {
@@ -670,14 +907,15 @@ fn link_with(bundle: &Value, relation: &str) -> Option<String> {
 
 /// Every write replaces the resource's index rows: after an update only the new values match,
 /// after a delete nothing does, and a resurrected resource matches again. Covers every index
-/// table (token, reference, date, number with a non-integral value, string, uri, blind).
+/// table (token, reference, date, number with a non-integral value, string, uri, blind, and the
+/// blind `:of-type` tokens).
 async fn writes_replace_index_rows(backend: Backend) {
     let server = TestServer::start(backend).await;
     let first = obs("o", "anna", "8867-4", "72.25", "2026-03-05", "final");
     let second = obs("o", "bernd", "8894-5", "0.1", "2027-01-01", "preliminary");
     let patient = |family: &str, ssn: &str| {
         json!({"resourceType": "Patient", "id": "p", "name": [{"family": family}],
-                                                  "identifier": [{"system": "urn:ssn", "value": ssn}]})
+               "identifier": [{"system": "urn:ssn", "value": ssn, "type": {"coding": [{"system": V2_0203, "code": "SS"}]}}]})
     };
     let device = |url: &str| json!({"resourceType": "Device", "id": "d", "url": url});
     let organization =
@@ -691,6 +929,7 @@ async fn writes_replace_index_rows(backend: Backend) {
         "Observation?code:text=heart",
         "Patient?family=huber",
         "Patient?identifier=urn:ssn|1111",
+        "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|SS|1111",
         "Device?url=http://a.example/1",
         "Organization?name=alpha",
     ];
@@ -703,6 +942,7 @@ async fn writes_replace_index_rows(backend: Backend) {
         "Observation?code:text=pvc",
         "Patient?family=gruber",
         "Patient?identifier=urn:ssn|2222",
+        "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|SS|2222",
         "Device?url=http://b.example/2",
         "Organization?name=beta",
     ];
@@ -721,7 +961,7 @@ async fn writes_replace_index_rows(backend: Backend) {
             }
         }
     };
-    let matches = |queries: [&'static str; 10]| {
+    let matches = |queries: [&'static str; 11]| {
         let server = &server;
         async move {
             let mut found = Vec::new();
@@ -1862,7 +2102,82 @@ async fn chains_has_and_includes(backend: Backend) {
     );
 }
 
+/// A `code` element's system is the one its required binding implies: `system|code` finds it,
+/// another system does not; and rows stored before they carried it are given it at start-up.
+async fn code_elements_have_their_bound_system(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (patient, _) = server
+        .create(&json!({"resourceType": "Patient", "gender": "female"}))
+        .await;
+    let (report, _) = server
+        .create(
+            &json!({"resourceType": "DiagnosticReport", "status": "final",
+                        "code": {"text": "Holter"}}),
+        )
+        .await;
+    let gender = "http://hl7.org/fhir/administrative-gender";
+    let cases = [
+        (
+            format!("Patient?gender={gender}|female"),
+            vec![patient.clone()],
+        ),
+        ("Patient?gender=female".to_string(), vec![patient.clone()]),
+        (format!("Patient?gender={gender}|male"), vec![]),
+        (
+            "Patient?gender=http://example.org/other|female".to_string(),
+            vec![],
+        ),
+        (
+            "DiagnosticReport?status=http://hl7.org/fhir/diagnostic-report-status|final"
+                .to_string(),
+            vec![report.clone()],
+        ),
+        // The same code in another code system is another concept.
+        (
+            "DiagnosticReport?status=http://hl7.org/fhir/observation-status|final".to_string(),
+            vec![],
+        ),
+        (
+            "DiagnosticReport?status:below=http://hl7.org/fhir/observation-status|final"
+                .to_string(),
+            vec![],
+        ),
+        (
+            "DiagnosticReport?status:below=http://hl7.org/fhir/diagnostic-report-status|final"
+                .to_string(),
+            vec![report.clone()],
+        ),
+    ];
+    let check = async |server: &TestServer| {
+        for (query, expected) in &cases {
+            let reply = server.get(query).await;
+            assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.text);
+            assert_eq!(&crate::common::match_ids(&reply.body), expected, "{query}");
+        }
+    };
+    check(&server).await;
+
+    // As an earlier version stored them: without a system. A restart upgrades them.
+    let (dir, database) = server.stop().await;
+    let store = fhirvault::store::Store::open(&database).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let cleared = sqlx::query(
+        "UPDATE search_token SET system = '' WHERE param IN ('gender', 'status') \
+         AND resource_type IN ('Patient', 'DiagnosticReport')",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap()
+    .rows_affected();
+    tx.commit().await.unwrap();
+    store.close().await;
+    assert_eq!(cleared, 2);
+    let server = TestServer::start_with(backend, dir, database, |_| {}).await;
+    check(&server).await;
+}
+
 both_backends!(
+    code_elements_have_their_bound_system,
     search_table,
     paging_totals_and_summary,
     search_errors_and_unknown_parameters,

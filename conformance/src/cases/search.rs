@@ -69,6 +69,26 @@ pub fn cases() -> Vec<Case> {
         ),
         Case::new("search-026", "_summary=true leaves out non-summary elements and tags the match SUBSETTED", summary),
         Case::new("search-027", "value-quantity in another UCUM unit (1.2 /s) finds 72 /min", ucum),
+        Case::new(
+            "search-028",
+            "Patient?identifier:of-type=v2-0203|MR|<value> matches the type and value together (if supported)",
+            of_type,
+        ),
+        Case::new(
+            "search-029",
+            "Observation?status:below=observation-status|amended finds a corrected Observation, :above=…|corrected too (if supported)",
+            token_below_above,
+        ),
+        Case::new(
+            "search-030",
+            "_contained=false (the default) is accepted and finds the same resources",
+            contained_false,
+        ),
+        Case::new(
+            "search-031",
+            "a code element matches system|code with the system its binding implies (gender=administrative-gender|female), not another",
+            bound_system,
+        ),
     ]
 }
 
@@ -208,10 +228,16 @@ fn paging(ctx: &Ctx) -> Outcome {
 }
 
 fn unknown_parameter_lenient(ctx: &Ctx) -> Outcome {
+    found_along_with(ctx, ("no-such-parameter", "x"))
+}
+
+/// A new Patient is found by its identifier together with `extra`, a parameter that must not
+/// change the answer.
+fn found_along_with(ctx: &Ctx, extra: (&str, &str)) -> Outcome {
     let unique = ctx.unique();
     let created = ctx.create(&fixtures::patient(&unique))?;
     let identifier = identifier_query(&unique);
-    let params = [("identifier", identifier.as_str()), ("no-such-parameter", "x")];
+    let params = [("identifier", identifier.as_str()), extra];
     exactly(&found(ctx, "Patient", &params)?, &created.id, &describe(&params))
 }
 
@@ -464,4 +490,71 @@ fn identifier_or(ctx: &Ctx) -> Outcome {
     let mut ids = found(ctx, "Patient", &[("identifier", &either)])?;
     ids.sort();
     ensure(ids == expected, || format!("identifier={either}: expected {expected:?}, got {ids:?}"))
+}
+
+/// The v2 identifier type code system (`MR` medical record number, `PI` patient internal).
+const IDENTIFIER_TYPE: &str = "http://terminology.hl7.org/CodeSystem/v2-0203";
+
+fn of_type(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    let mut patient = fixtures::patient(&unique);
+    let record = format!("MR-{unique}");
+    patient["identifier"].as_array_mut().into_iter().for_each(|identifiers| {
+        identifiers.push(json!({
+            "system": "urn:fhirvault-conformance:mrn", "value": record,
+            "type": { "coding": [{ "system": IDENTIFIER_TYPE, "code": "MR" }] }
+        }))
+    });
+    let created = ctx.create(&patient)?;
+    let matching = format!("{IDENTIFIER_TYPE}|MR|{record}");
+    let params = [("identifier:of-type", matching.as_str())];
+    let Some(bundle) = optional_search(ctx, "Patient", &params)? else {
+        return unsupported(&params);
+    };
+    exactly(&check::ids_of(&bundle, "Patient"), &created.id, &describe(&params))?;
+    // Another type with the same value, and the type with the value of the untyped identifier.
+    for value in [format!("{IDENTIFIER_TYPE}|PI|{record}"), format!("{IDENTIFIER_TYPE}|MR|{unique}")] {
+        let params = [("identifier:of-type", value.as_str())];
+        excludes(&found(ctx, "Patient", &params)?, &created.id, &describe(&params))?;
+    }
+    Ok(())
+}
+
+fn token_below_above(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    let mut observation = fixtures::observation(&unique, None);
+    observation["status"] = json!("corrected");
+    let created = ctx.create(&observation)?;
+    let identifier = identifier_query(&unique);
+    let status = "http://hl7.org/fhir/observation-status";
+    for (modifier, code, expected) in [
+        ("below", "amended", true),
+        ("below", "final", false),
+        ("above", "corrected", true),
+        ("above", "amended", false),
+    ] {
+        let name = format!("status:{modifier}");
+        let value = format!("{status}|{code}");
+        let params = [("identifier", identifier.as_str()), (name.as_str(), value.as_str())];
+        let Some(bundle) = optional_search(ctx, "Observation", &params)? else {
+            return unsupported(&params);
+        };
+        let ids = check::ids_of(&bundle, "Observation");
+        let what = describe(&params);
+        if expected { exactly(&ids, &created.id, &what)? } else { excludes(&ids, &created.id, &what)? }
+    }
+    Ok(())
+}
+
+fn contained_false(ctx: &Ctx) -> Outcome {
+    found_along_with(ctx, ("_contained", "false"))
+}
+
+fn bound_system(ctx: &Ctx) -> Outcome {
+    found_along_with(ctx, ("gender", "http://hl7.org/fhir/administrative-gender|female"))?;
+    let unique = ctx.unique();
+    let created = ctx.create(&fixtures::patient(&unique))?;
+    let identifier = identifier_query(&unique);
+    let params = [("identifier", identifier.as_str()), ("gender", "http://example.org/other|female")];
+    excludes(&found(ctx, "Patient", &params)?, &created.id, &describe(&params))
 }

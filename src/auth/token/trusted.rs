@@ -5,7 +5,8 @@
 //! provider's JWKS to `auth.jwks_file`; the server notices without a restart:
 //!
 //! - at most every [`RECHECK`], on the next token, the file's modification time and size are
-//!   compared with those of the last read, and a changed file is read again;
+//!   compared with those of the last read, and a changed file is read again
+//!   ([`crate::watch::WatchedFiles`], which the client certificate revocation lists use too);
 //! - a token that names a key id no trusted key has makes the file be read at once, whatever
 //!   its time stamp says, but at most once per [`RECHECK`], so that tokens with made-up key ids
 //!   cost no more than one small file read every few seconds.
@@ -18,39 +19,30 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use super::jwks::{Jwk, JwkSet, JwksError};
+use crate::watch::WatchedFiles;
 
 /// How often the file is looked at, and how often a token with an unknown key id may make the
 /// server read it.
-pub const RECHECK: Duration = Duration::from_secs(2);
+pub use crate::watch::RECHECK;
 
 #[derive(Debug)]
 pub struct TrustedKeys {
     current: RwLock<Arc<JwkSet>>,
     generation: AtomicU64,
-    file: Option<WatchedFile>,
+    file: Option<KeyFile>,
 }
 
 #[derive(Debug)]
-struct WatchedFile {
-    path: PathBuf,
+struct KeyFile {
+    /// The one file, `auth.jwks_file`.
+    watched: WatchedFiles,
     /// Trusted beside the file's keys (the key ring's).
     fixed: JwkSet,
-    state: Mutex<FileState>,
 }
-
-#[derive(Debug)]
-struct FileState {
-    /// Modification time and size of the file when it was last read, good or bad.
-    stamp: Option<Stamp>,
-    checked: Instant,
-    forced: Option<Instant>,
-}
-
-type Stamp = (SystemTime, u64);
 
 impl TrustedKeys {
     /// Keys that never change.
@@ -64,20 +56,14 @@ impl TrustedKeys {
 
     /// The keys of the JWKS file at `path` and `fixed`; the file must be good now (start-up).
     pub fn watching(path: PathBuf, fixed: Vec<Jwk>) -> Result<TrustedKeys, JwksError> {
-        let stamp = stamp_of(&path);
+        let watched = WatchedFiles::new(vec![path.clone()], Instant::now());
         let set = with_fixed(JwkSet::from_file(&path)?, &fixed);
-        let state = FileState {
-            stamp,
-            checked: Instant::now(),
-            forced: None,
-        };
         Ok(TrustedKeys {
             current: RwLock::new(Arc::new(set)),
             generation: AtomicU64::new(0),
-            file: Some(WatchedFile {
-                path,
+            file: Some(KeyFile {
+                watched,
                 fixed: JwkSet::new(fixed),
-                state: Mutex::new(state),
             }),
         })
     }
@@ -99,45 +85,23 @@ impl TrustedKeys {
     /// Cheap when nothing is due; when another thread is looking already, returns at once.
     pub fn refresh_if_due(&self, now: Instant) {
         let Some(file) = &self.file else { return };
-        let Ok(mut state) = file.state.try_lock() else {
-            return;
-        };
-        if now.saturating_duration_since(state.checked) < RECHECK {
-            return;
-        }
-        state.checked = now;
-        let stamp = stamp_of(&file.path);
-        if stamp.is_some() && stamp == state.stamp {
-            return;
-        }
-        self.reload(file, &mut state, stamp);
+        file.watched
+            .read_if_changed(now, |changed| self.reload(file, changed));
     }
 
     /// Read the file now, for a token whose key id no trusted key has, unless that was done
     /// less than [`RECHECK`] ago. True when the keys changed.
     pub fn reload_for_unknown_key(&self, now: Instant) -> bool {
         let Some(file) = &self.file else { return false };
-        let mut state = file
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if state
-            .forced
-            .is_some_and(|forced| now.saturating_duration_since(forced) < RECHECK)
-        {
-            return false;
-        }
-        state.forced = Some(now);
-        state.checked = now;
         let before = self.generation();
-        self.reload(file, &mut state, stamp_of(&file.path));
+        file.watched
+            .read_now(now, |changed| self.reload(file, changed));
         self.generation() != before
     }
 
-    fn reload(&self, file: &WatchedFile, state: &mut FileState, stamp: Option<Stamp>) {
-        let changed = stamp != state.stamp;
-        state.stamp = stamp;
-        match JwkSet::from_file(&file.path) {
+    /// Reads the file; `changed` says whether it changed since the last read.
+    fn reload(&self, file: &KeyFile, changed: bool) {
+        match JwkSet::from_file(&file.watched.paths()[0]) {
             Ok(keys) => {
                 let set = with_fixed(keys, file.fixed.keys());
                 let mut current = self
@@ -167,11 +131,6 @@ fn with_fixed(mut set: JwkSet, fixed: &[Jwk]) -> JwkSet {
         set.push(jwk.clone());
     }
     set
-}
-
-fn stamp_of(path: &std::path::Path) -> Option<Stamp> {
-    let metadata = std::fs::metadata(path).ok()?;
-    Some((metadata.modified().ok()?, metadata.len()))
 }
 
 #[cfg(test)]

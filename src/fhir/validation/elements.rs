@@ -137,6 +137,36 @@ impl ElementRules {
         (self.bound.len(), self.unexpandable.len())
     }
 
+    /// The one code system of the required binding of the `code` element at `steps` below
+    /// `resource_type` (FHIRPath names: `["status"]` for `Observation.status`), or `None` when
+    /// the element is not a `code`, has no enforced required binding, or its value set draws
+    /// on several systems. That system is what a `code` element's value means; the codes are
+    /// the binding's.
+    pub fn required_code_system(
+        &self,
+        resource_type: &str,
+        steps: &[String],
+    ) -> Option<(String, Vec<String>)> {
+        let (last, path) = steps.split_last()?;
+        let mut node = *self.roots.get(resource_type)?;
+        for step in path {
+            match self.nodes[node].props.get(step.as_str())?.ty {
+                Ty::Complex(next, _) => node = next,
+                _ => return None,
+            }
+        }
+        let prop = self.nodes[node].props.get(last.as_str())?;
+        let (Ty::Primitive(Primitive::Code), Some(codes)) = (prop.ty, &prop.binding) else {
+            return None;
+        };
+        let mut systems = codes.systems();
+        let (system, codes) = systems.next()?;
+        systems
+            .next()
+            .is_none()
+            .then(|| (system.to_string(), codes.iter().cloned().collect()))
+    }
+
     fn new_node(&mut self) -> NodeId {
         self.nodes.push(Node::default());
         self.nodes.len() - 1

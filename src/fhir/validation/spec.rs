@@ -44,6 +44,11 @@ pub(super) struct SpecResource {
     /// CodeSystem.concept (nested hierarchies).
     #[serde(default)]
     pub concept: Vec<Concept>,
+    /// CodeSystem.hierarchyMeaning: whether nesting means is-a.
+    pub hierarchy_meaning: Option<String>,
+    /// CodeSystem.property: what the concept properties mean (which link concepts).
+    #[serde(default)]
+    pub property: Vec<PropertyDef>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +111,24 @@ pub(super) struct Concept {
     pub code: String,
     #[serde(default)]
     pub concept: Vec<Concept>,
+    /// CodeSystem.concept.property: only code-valued ones matter (links to other concepts).
+    #[serde(default)]
+    pub property: Vec<ConceptProperty>,
+}
+
+/// `CodeSystem.property`: a concept property's code and its formal meaning.
+#[derive(Deserialize)]
+pub(super) struct PropertyDef {
+    pub code: String,
+    pub uri: Option<String>,
+}
+
+/// `CodeSystem.concept.property`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ConceptProperty {
+    pub code: String,
+    pub value_code: Option<String>,
 }
 
 /// Reads and parses one JSON file of the definitions folder.

@@ -8,7 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::spec::{Compose, Concept, ConceptSet, SpecResource, unversioned};
+use super::hierarchy::Hierarchy;
+use super::spec::{Compose, ConceptSet, SpecResource, unversioned};
 
 /// How many codes a diagnostics text lists before it says "and N more".
 const LISTED_CODES: usize = 20;
@@ -52,8 +53,8 @@ impl ValueSetCodes {
 #[derive(Default)]
 pub(super) struct Terminology {
     value_sets: HashMap<String, Compose>,
-    /// Complete code systems only, flattened to their codes in definition order.
-    code_systems: HashMap<String, Vec<String>>,
+    /// Complete code systems only: their codes in definition order and their hierarchy.
+    code_systems: HashMap<String, Hierarchy>,
     expanded: HashMap<String, Option<Arc<ValueSetCodes>>>,
 }
 
@@ -71,9 +72,11 @@ impl Terminology {
                 }
                 "CodeSystem" if resource.content.as_deref() == Some("complete") => {
                     self.code_systems.entry(url).or_insert_with(|| {
-                        let mut codes = Vec::new();
-                        flatten(&resource.concept, &mut codes);
-                        codes
+                        Hierarchy::build(
+                            &resource.concept,
+                            &resource.property,
+                            resource.hierarchy_meaning.as_deref(),
+                        )
                     });
                 }
                 _ => {}
@@ -122,6 +125,11 @@ impl Terminology {
                     .map(|system| unversioned(system).to_owned())
             })
             .collect()
+    }
+
+    /// The hierarchy of the complete code system `system` (a `|version` suffix is ignored).
+    pub fn hierarchy(&self, system: &str) -> Option<&Hierarchy> {
+        self.code_systems.get(unversioned(system))
     }
 
     fn expand_uncached(
@@ -191,8 +199,8 @@ impl Terminology {
                     .collect(),
             )]),
             (Some(system), true) => {
-                let codes = self.code_systems.get(unversioned(system))?;
-                Some(vec![(unversioned(system).to_owned(), codes.clone())])
+                let codes = self.hierarchy(system)?.codes();
+                Some(vec![(unversioned(system).to_owned(), codes.to_vec())])
             }
             (None, false) => {
                 let mut all = Vec::new();
@@ -231,12 +239,5 @@ impl ValueSetCodes {
             systems,
             listing,
         }
-    }
-}
-
-fn flatten(concepts: &[Concept], into: &mut Vec<String>) {
-    for concept in concepts {
-        into.push(concept.code.clone());
-        flatten(&concept.concept, into);
     }
 }

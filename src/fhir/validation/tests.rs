@@ -17,8 +17,9 @@ const DEFINITIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fhir-resources")
 pub(super) const PROFILES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles");
 
 /// The validator as the server loads it: the R4 definitions and this project's profiles (which
-/// only apply to resources that claim them). Shared with the profile tests: loading takes seconds.
-pub(super) fn validator() -> &'static Validator {
+/// only apply to resources that claim them). Shared with the profile tests and other modules'
+/// tests: loading takes seconds.
+pub(crate) fn validator() -> &'static Validator {
     static VALIDATOR: OnceLock<Validator> = OnceLock::new();
     VALIDATOR.get_or_init(|| {
         Validator::load_with_profiles(Path::new(DEFINITIONS), Some(Path::new(PROFILES)))
@@ -603,6 +604,71 @@ fn hostile_shapes_do_not_panic() {
     let mut resource = patient();
     resource["a/b~c"] = json!(1);
     issue_at(&validator().validate(&resource), "Patient.`a/b~c`");
+}
+
+/// `:below` / `:above` read the hierarchies of the spec's own code systems: nested concepts
+/// (FHIR and v3), the v3 `child` property (a second parent), flat v2 tables; other systems and
+/// unknown codes are errors, never an exact match.
+#[test]
+fn subsumption_from_the_spec_code_systems() {
+    use super::{Subsumption, SubsumptionError};
+    let v = validator();
+    let sorted = |system: &str, code: &str, direction| {
+        let mut codes = v.subsumption(system, code, direction).unwrap();
+        codes.sort();
+        codes
+    };
+    let clinical = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+    assert_eq!(
+        sorted(clinical, "active", Subsumption::Below),
+        ["active", "recurrence", "relapse"]
+    );
+    assert_eq!(
+        sorted(clinical, "relapse", Subsumption::Above),
+        ["active", "relapse"]
+    );
+    let forms = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm";
+    // DROP is nested under _AdministrableDrugForm and a `child` of SOL by property.
+    let below_solution = sorted(forms, "SOL", Subsumption::Below);
+    for code in ["SOL", "ORALSOL", "DROP", "ORDROP", "SYRUP"] {
+        assert!(
+            below_solution.iter().any(|c| c == code),
+            "{code}: {below_solution:?}"
+        );
+    }
+    assert!(!below_solution.iter().any(|c| c == "TAB"));
+    assert!(sorted(forms, "ORALSOL", Subsumption::Below).len() < below_solution.len());
+    let above_drops = sorted(forms, "ORDROP", Subsumption::Above);
+    for ancestor in [
+        "DROP",
+        "ORALSOL",
+        "SOL",
+        "_AdministrableDrugForm",
+        "_Liquid",
+    ] {
+        assert!(
+            above_drops.iter().any(|c| c == ancestor),
+            "{ancestor}: {above_drops:?}"
+        );
+    }
+    let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
+    assert_eq!(sorted(v2, "MR", Subsumption::Below), ["MR"]);
+    assert_eq!(
+        v.subsumption("http://loinc.org", "8867-4", Subsumption::Below),
+        Err(SubsumptionError::UnknownSystem)
+    );
+    assert_eq!(
+        v.subsumption(clinical, "no-such-code", Subsumption::Below),
+        Err(SubsumptionError::UnknownCode)
+    );
+    // Both ends of a polyhierarchy are one code once.
+    let below_forms = v
+        .subsumption(forms, "_AdministrableDrugForm", Subsumption::Below)
+        .unwrap();
+    let mut unique = below_forms.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), below_forms.len());
 }
 
 /// Timings for the report: `cargo test --release -- --ignored --nocapture timings`.

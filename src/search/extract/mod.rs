@@ -74,6 +74,13 @@ pub enum IndexValue {
         version: Option<String>,
         url: String,
     },
+    /// One coding of an Identifier's `type` with the identifier's value, for `:of-type`
+    /// (`[type system]|[type code]|[value]`). Only codings with both a system and a code.
+    IdentifierOfType {
+        system: String,
+        code: String,
+        value: String,
+    },
     /// A logical reference (`Reference.identifier`), for `:identifier` searches.
     ReferenceIdentifier {
         system: Option<String>,
@@ -131,7 +138,8 @@ pub fn extract(registry: &SearchParamRegistry, resource: &Value) -> Vec<IndexEnt
     };
     let mut entries = Vec::new();
     for param in registry.params_for(resource_type) {
-        if param.kind == ParamType::Special {
+        // A union's values are its members' rows (see `crate::search::union_params`).
+        if param.kind == ParamType::Special || registry.is_union(resource_type, &param.code) {
             continue;
         }
         let Some(expression) = param.expression_for(resource_type) else {
@@ -144,6 +152,10 @@ pub fn extract(registry: &SearchParamRegistry, resource: &Value) -> Vec<IndexEnt
                 continue;
             }
         };
+        let values = match registry.implied_systems.get(resource_type, &param.code) {
+            Some(system) => with_system(values, system),
+            None => values,
+        };
         entries.extend(dedupe(values).into_iter().map(|value| IndexEntry {
             param_code: param.code.clone(),
             param_url: param.url.clone(),
@@ -151,6 +163,21 @@ pub fn extract(registry: &SearchParamRegistry, resource: &Value) -> Vec<IndexEnt
         }));
     }
     entries
+}
+
+/// Tokens of `code` elements with the system their binding implies
+/// ([`crate::search::code_systems`]).
+fn with_system(mut values: Vec<IndexValue>, implied: &str) -> Vec<IndexValue> {
+    for value in &mut values {
+        if let IndexValue::Token {
+            system: system @ None,
+            ..
+        } = value
+        {
+            *system = Some(implied.to_string());
+        }
+    }
+    values
 }
 
 /// Drops repeated values, keeping the first of each. Hashes a rendering of the value when there

@@ -12,7 +12,10 @@ pub(super) fn values(shape: Shape, value: &Value) -> Vec<IndexValue> {
         Shape::Primitive => code(value).into_iter().collect(),
         Shape::Coding => coding(value).into_iter().collect(),
         Shape::CodeableConcept => codeable_concept(value),
-        Shape::Identifier => identifier(value).into_iter().collect(),
+        Shape::Identifier => identifier(value)
+            .into_iter()
+            .chain(identifier_types(value))
+            .collect(),
         Shape::ContactPoint => contact_point(value).into_iter().collect(),
         _ => Vec::new(),
     }
@@ -67,7 +70,6 @@ pub fn codeable_concept(concept: &Value) -> Vec<IndexValue> {
 }
 
 /// Identifier: system and value, `type.text` as text. Without a value there is nothing to match.
-/// (`:of-type` would need the type codings as a further kind of entry; not indexed yet.)
 pub fn identifier(identifier: &Value) -> Option<IndexValue> {
     let value = text_field(identifier, "value")?;
     Some(IndexValue::Token {
@@ -75,6 +77,29 @@ pub fn identifier(identifier: &Value) -> Option<IndexValue> {
         code: Some(value),
         text: identifier.get("type").and_then(|t| text_field(t, "text")),
     })
+}
+
+/// Identifier for `:of-type`: each coding of its `type` that has a system and a code, with its
+/// value. `:of-type` names all three, so a coding without a system could never match.
+pub fn identifier_types(identifier: &Value) -> Vec<IndexValue> {
+    let Some(value) = text_field(identifier, "value") else {
+        return Vec::new();
+    };
+    let codings = identifier
+        .get("type")
+        .and_then(|t| t.get("coding"))
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    codings
+        .iter()
+        .filter_map(|coding| {
+            Some(IndexValue::IdentifierOfType {
+                system: text_field(coding, "system")?,
+                code: text_field(coding, "code")?,
+                value: value.clone(),
+            })
+        })
+        .collect()
 }
 
 /// ContactPoint: the value as code. Its `system` (phone, email) is not a code system, and
@@ -193,6 +218,36 @@ mod tests {
         for (value, expected) in rows {
             assert_eq!(identifier(&value), expected, "{value}");
         }
+    }
+
+    #[test]
+    fn identifier_type_rows() {
+        let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
+        let of_type = |code: &str| IndexValue::IdentifierOfType {
+            system: v2.into(),
+            code: code.into(),
+            value: "12345".into(),
+        };
+        let mr = json!({"system": "urn:x", "value": "12345", "type": {"coding": [
+            {"system": v2, "code": "MR"}, {"system": v2, "code": "PI"},
+            {"code": "no-system"}, {"system": v2}, "garbage"], "text": "Record"}});
+        assert_eq!(identifier_types(&mr), vec![of_type("MR"), of_type("PI")]);
+        assert_eq!(
+            identifier_types(&json!({"type": {"coding": [{"system": v2, "code": "MR"}]}})),
+            vec![]
+        );
+        assert_eq!(
+            identifier_types(&json!({"value": "1", "type": {"text": "x"}})),
+            vec![]
+        );
+        assert_eq!(
+            values(Shape::Identifier, &mr),
+            vec![
+                t(Some("urn:x"), Some("12345"), Some("Record")),
+                of_type("MR"),
+                of_type("PI")
+            ]
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod ca;
 pub mod idp;
 pub mod pki;
 pub mod postgres;

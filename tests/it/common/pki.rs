@@ -2,7 +2,7 @@
 //! localhost, client certificates for a configured hub and for a stranger under the same CA,
 //! and one from a CA the server does not trust; and a certificate revocation list of the CA that
 //! revokes a second certificate of the hub. Written as PEM files, as an operator would
-//! configure them.
+//! configure them. The CA stays at hand to sign other revocation lists during a test.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,15 +14,15 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
-    RevokedCertParams, SerialNumber, date_time_ymd,
+    CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, KeyPair, SerialNumber,
 };
-use rustls::SupportedProtocolVersion;
+use rustls::{HandshakeKind, SupportedProtocolVersion};
 use rustls_pki_types::ServerName;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+use super::ca::new_ca;
 
 /// The hub in the server's hub table, and the DNS name its certificate carries.
 pub const HUB_NAME: &str = "hub-vienna-1";
@@ -49,23 +49,13 @@ pub struct TestPki {
     pub revoked_hub: Identity,
     /// Another key pair than the server certificate's (for the key-mismatch start-up error).
     pub other_key_pem: String,
-}
-
-fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
-        .expect("CA certificate")
+    ca: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// The serial number of [`TestPki::revoked_hub`], which the CRL lists.
-const REVOKED_SERIAL: u64 = 0x0b0b_0001;
+pub const REVOKED_SERIAL: u64 = 0x0b0b_0001;
+/// The serial number of [`TestPki::hub`], for lists that revoke it.
+pub const HUB_SERIAL: u64 = 0x0b0b_0002;
 
 fn issue(
     issuer: &CertifiedIssuer<'static, KeyPair>,
@@ -104,7 +94,12 @@ impl TestPki {
             &["localhost", "127.0.0.1"],
             ExtendedKeyUsagePurpose::ServerAuth,
         );
-        let hub = issue(&ca, &[HUB_SUBJECT], ExtendedKeyUsagePurpose::ClientAuth);
+        let hub = issue_numbered(
+            &ca,
+            &[HUB_SUBJECT],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            Some(HUB_SERIAL),
+        );
         let stranger = issue(
             &ca,
             &["stranger.devices.example"],
@@ -122,30 +117,7 @@ impl TestPki {
             ExtendedKeyUsagePurpose::ClientAuth,
             Some(REVOKED_SERIAL),
         );
-        let crl = CertificateRevocationListParams {
-            this_update: date_time_ymd(2024, 1, 1),
-            next_update: date_time_ymd(2099, 1, 1),
-            crl_number: SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: vec![RevokedCertParams {
-                serial_number: SerialNumber::from(REVOKED_SERIAL),
-                revocation_time: date_time_ymd(2024, 1, 1),
-                reason_code: Some(RevocationReason::KeyCompromise),
-                invalidity_date: None,
-            }],
-            key_identifier_method: KeyIdMethod::Sha256,
-        }
-        .signed_by(&ca)
-        .expect("CRL");
-        for (file, content) in [
-            ("ca.pem", ca.pem()),
-            ("server.pem", server.cert_pem),
-            ("server-key.pem", server.key_pem),
-            ("crl.pem", crl.pem().expect("CRL PEM")),
-        ] {
-            std::fs::write(dir.path().join(file), content).expect("write PEM");
-        }
-        TestPki {
+        let pki = TestPki {
             dir,
             ca_pem: ca.pem(),
             hub,
@@ -153,7 +125,28 @@ impl TestPki {
             impostor,
             revoked_hub,
             other_key_pem,
+            ca,
+        };
+        for (file, content) in [
+            ("ca.pem", pki.ca_pem.clone()),
+            ("server.pem", server.cert_pem),
+            ("server-key.pem", server.key_pem),
+            ("crl.pem", pki.crl_pem(1, &[REVOKED_SERIAL])),
+        ] {
+            pki.write(file, content);
         }
+        pki
+    }
+
+    /// Writes `content` to `file` in the test's directory (in place, as `cp` does).
+    pub fn write(&self, file: &str, content: impl AsRef<[u8]>) {
+        std::fs::write(self.path(file), content).expect("write test file");
+    }
+
+    /// A revocation list of the CA, PEM, numbered `number`, that revokes the certificates with
+    /// the serial numbers `serials`.
+    pub fn crl_pem(&self, number: u64, serials: &[u64]) -> String {
+        super::ca::crl_pem(&self.ca, number, serials)
     }
 
     pub fn path(&self, file: &str) -> PathBuf {
@@ -186,8 +179,13 @@ impl TestPki {
 
     /// [`TestPki::mutual_config`] with the CA's revocation list, which revokes `revoked_hub`.
     pub fn revoking_config(&self) -> TlsConfig {
+        self.config_with_crl("crl.pem")
+    }
+
+    /// [`TestPki::mutual_config`] with the revocation list in `file` (see [`TestPki::crl_pem`]).
+    pub fn config_with_crl(&self, file: &str) -> TlsConfig {
         TlsConfig {
-            client_crl_files: vec![self.path("crl.pem")],
+            client_crl_files: vec![self.path(file)],
             ..self.mutual_config()
         }
     }
@@ -205,6 +203,18 @@ impl TestPki {
 
     pub fn mllp_client_config(&self, identity: Option<&Identity>) -> Arc<rustls::ClientConfig> {
         Arc::new(self.client_config(identity, fhirvault::tls::PROTOCOL_VERSIONS))
+    }
+
+    /// An HTTPS client configuration (ALPN h2 and http/1.1); used for several requests, it
+    /// resumes the TLS session of an earlier one where the server lets it.
+    pub fn https_client_config(
+        &self,
+        identity: Option<&Identity>,
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
+        let mut config = self.client_config(identity, versions);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
     }
 
     /// GET `path` over HTTPS from the server at `addr`, with a client speaking `versions` and
@@ -238,62 +248,71 @@ impl TestPki {
         identity: Option<&Identity>,
         versions: &[&'static SupportedProtocolVersion],
     ) -> io::Result<HttpsReply> {
-        let HttpsRequest {
-            method,
-            path,
-            token,
-            body,
-        } = request;
-        let mut config = self.client_config(identity, versions);
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let tcp = TcpStream::connect(addr).await?;
-        let name = ServerName::try_from("localhost").expect("server name");
-        let tls = TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await?;
-        let h2 = tls.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(format!("https://localhost:{}{path}", addr.port()))
-            .header("host", format!("localhost:{}", addr.port()));
-        if let Some(token) = token {
-            builder = builder.header("authorization", format!("Bearer {token}"));
-        }
-        let (content_type, bytes) = body.unwrap_or(("application/fhir+json", Vec::new()));
-        let request = builder
-            .header("content-type", content_type)
-            .body(Full::new(Bytes::from(bytes)))
-            .map_err(io::Error::other)?;
-        let io = TokioIo::new(tls);
-        let response = if h2 {
-            let (mut sender, connection) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .map_err(io::Error::other)?;
-            tokio::spawn(connection);
-            sender.send_request(request).await
-        } else {
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        request_with(&self.https_client_config(identity, versions), addr, request).await
+    }
+}
+
+/// A request over HTTPS on a new connection made with `config` ([`TestPki::https_client_config`]).
+pub async fn request_with(
+    config: &Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    request: HttpsRequest<'_>,
+) -> io::Result<HttpsReply> {
+    let HttpsRequest {
+        method,
+        path,
+        token,
+        body,
+    } = request;
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost").expect("server name");
+    let tls = TlsConnector::from(Arc::clone(config))
+        .connect(name, tcp)
+        .await?;
+    let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(format!("https://localhost:{}{path}", addr.port()))
+        .header("host", format!("localhost:{}", addr.port()));
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    let (content_type, bytes) = body.unwrap_or(("application/fhir+json", Vec::new()));
+    let request = builder
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(bytes)))
+        .map_err(io::Error::other)?;
+    let io = TokioIo::new(tls);
+    let response = if h2 {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                 .await
                 .map_err(io::Error::other)?;
-            tokio::spawn(connection);
-            sender.send_request(request).await
-        }
-        .map_err(io::Error::other)?;
-        let (status, version) = (response.status(), response.version());
-        let body = response
-            .into_body()
-            .collect()
+        tokio::spawn(connection);
+        sender.send_request(request).await
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(io::Error::other)?
-            .to_bytes()
-            .to_vec();
-        Ok(HttpsReply {
-            status,
-            version,
-            body,
-        })
+            .map_err(io::Error::other)?;
+        tokio::spawn(connection);
+        sender.send_request(request).await
     }
+    .map_err(io::Error::other)?;
+    let (status, version) = (response.status(), response.version());
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(io::Error::other)?
+        .to_bytes()
+        .to_vec();
+    Ok(HttpsReply {
+        status,
+        version,
+        body,
+        resumed,
+    })
 }
 
 /// What [`TestPki::request`] sends besides the TLS identity.
@@ -311,6 +330,8 @@ pub struct HttpsReply {
     pub status: hyper::StatusCode,
     pub version: hyper::Version,
     pub body: Vec<u8>,
+    /// Whether the TLS session of an earlier connection was resumed.
+    pub resumed: bool,
 }
 
 impl HttpsReply {
