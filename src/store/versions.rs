@@ -5,8 +5,8 @@ use sqlx::AssertSqlSafe;
 use sqlx::Row;
 
 use super::{Backend, Bind, Conn, bind_all};
-use crate::search::index_rows::HeadCompartment;
 use crate::fhir::instant::Micros;
+use crate::search::index_rows::HeadCompartment;
 
 /// One stored version, body still sealed.
 #[derive(Debug, Clone)]

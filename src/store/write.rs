@@ -5,8 +5,8 @@
 use sqlx::AssertSqlSafe;
 
 use super::index::{self, IndexRow};
-use crate::search::index_rows::HeadCompartment;
 use super::{Backend, Bind, Conn, bind_all};
+use crate::search::index_rows::HeadCompartment;
 
 /// A version ready to be written: sealed body, index rows, everything decided.
 #[derive(Debug, Clone)]

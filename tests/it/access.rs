@@ -934,6 +934,115 @@ async fn the_compartment_flag_is_backfilled(backend: Backend) {
     );
 }
 
+/// References a transaction resolves (`urn:uuid:` full URLs) are stored as the relative
+/// references they become, so the head's flag is computed from those: a resource that names only
+/// the new Patient is answered from its compartment, one that also names another clinic's
+/// Patient is not, and a contained Patient counts for no clinic.
+async fn transaction_references_count_as_resolved(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    let t = tokens(&server);
+    let (a, b) = (t.clinician_a.clone(), clinician_b(&server));
+    let new_patient = "urn:uuid:6c1f1d52-0d0a-4d47-9a8f-3f1d7e0c2a11";
+    let observation_entry = |subject: &str, more: Value| {
+        let mut body = observation("x", "pat-a", "vital-signs", "x");
+        body.as_object_mut().expect("object").remove("id");
+        body["subject"] = json!({"reference": subject});
+        for (key, value) in more.as_object().expect("object") {
+            body[key] = value.clone();
+        }
+        json!({"resource": body, "request": {"method": "POST", "url": "Observation"}})
+    };
+    let mut managed = patient("x", "org-a", PHI_A);
+    managed.as_object_mut().expect("object").remove("id");
+    let performer = |reference: &str| json!({"performer": [{"reference": reference}]});
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": new_patient, "resource": managed,
+         "request": {"method": "POST", "url": "Patient"}},
+        observation_entry(new_patient, json!({})),
+        observation_entry(new_patient, performer("Patient/pat-b")),
+        observation_entry("Patient/pat-b", performer(new_patient)),
+        observation_entry("#p1", json!({
+            "contained": [{"resourceType": "Patient", "id": "p1",
+                "managingOrganization": {"reference": "Organization/org-b"}}],
+            "performer": [{"reference": new_patient}]
+        })),
+    ]});
+    let reply = server.post("", &bundle).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let created: Vec<String> = reply.body["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            let location = e["response"]["location"].as_str().expect("location");
+            location.split('/').nth(1).expect("id").to_string()
+        })
+        .collect();
+    // (id, seen by clinic a, by clinic b, flag)
+    let expected = [
+        (&created[1], true, false, 1),
+        (&created[2], true, true, 0),
+        (&created[3], true, true, 0),
+        (&created[4], true, false, 1),
+    ];
+    let flags = completeness(&server.database).await;
+    for (id, for_a, for_b, flag) in expected {
+        assert_eq!(sees(&server, &a, id).await, for_a, "clinic a, {id}");
+        assert_eq!(sees(&server, &b, id).await, for_b, "clinic b, {id}");
+        let stored = flags
+            .iter()
+            .find(|(ty, i, _)| ty == "Observation" && i == id)
+            .map(|(.., c)| *c);
+        assert_eq!(stored, Some(flag), "{id}");
+    }
+}
+
+/// `fhirvault reindex` recomputes the flag with the rows and the compartment: heads whose flags
+/// went wrong (every one inverted, so a resource naming another server's `pat-a` claims to be
+/// answered from its compartment, `pat-a` here, and clinic a would see it) get the flags a write
+/// gives them, and the clinicians see what they saw before.
+async fn reindex_recomputes_the_compartment_flag(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    put_linked_observations(&server).await;
+    let seen = seen_by_clinicians(&server).await;
+    let base = server.base.clone();
+    let (dir, database) = server.stop().await;
+    let written = completeness(&database).await;
+    {
+        use sqlx::Connection;
+        let mut conn = crate::audit_chain::connect(&database).await;
+        sqlx::query("UPDATE resource_heads SET compartment_complete = 1 - compartment_complete")
+            .execute(&mut conn)
+            .await
+            .expect("flags inverted");
+        conn.close().await.expect("closed");
+    }
+    let server = restart(backend, dir, database, &base).await;
+    let clinic_a = tokens(&server).clinician_a;
+    assert!(
+        sees(&server, &clinic_a, "elsewhere").await,
+        "a wrong flag is what the rule then reads"
+    );
+    let (dir, database) = server.stop().await;
+
+    let (code, stdout, stderr) = crate::audit_chain::fhirvault(dir.path(), &database, &["reindex"]);
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    assert!(
+        crate::reindex::line_of(&stdout, "Observation").contains(" 0 compartments changed"),
+        "only flags changed: {stdout}"
+    );
+    let reindexed = completeness(&database).await;
+    let live: std::collections::BTreeSet<_> = reindexed.iter().collect();
+    for head in &written {
+        // Delete markers are not re-indexed; the fixture has none.
+        assert!(live.contains(head), "{head:?} as written");
+    }
+    let server = restart(backend, dir, database, &base).await;
+    assert_eq!(seen_by_clinicians(&server).await, seen, "after reindex");
+}
+
 /// Versions from before a resource was moved to another patient stay with that patient.
 async fn moved_resources_keep_their_past(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -1719,6 +1828,8 @@ both_backends!(
     clinicians_see_what_a_patient_link_reaches,
     kept_read_plans_follow_the_data,
     the_compartment_flag_is_backfilled,
+    transaction_references_count_as_resolved,
+    reindex_recomputes_the_compartment_flag,
     transactions_are_authorised_entry_by_entry,
     crm_sees_pseudonyms_only,
     nothing_the_crm_can_reach_holds_phi,
