@@ -862,9 +862,17 @@ async fn restart(
     server
 }
 
-/// Migration 0011 gives the heads stored before it the flag a write gives them, and the rule
-/// answers alike whether it reads the flag or follows every link (all flags 0).
-async fn the_compartment_flag_is_backfilled(backend: Backend) {
+/// A stopped server's database holding the fixture and [`linked_observations`], what the
+/// clinicians saw while it ran, and every head's flag as written.
+struct Stored {
+    seen: Vec<Vec<String>>,
+    base: String,
+    dir: tempfile::TempDir,
+    database: fhirvault::config::DatabaseUrl,
+    written: Vec<(String, String, i64)>,
+}
+
+async fn stored_linked_observations(backend: Backend) -> Stored {
     let server = TestServer::start(backend).await;
     fixture(&server).await;
     put_linked_observations(&server).await;
@@ -872,12 +880,47 @@ async fn the_compartment_flag_is_backfilled(backend: Backend) {
     let base = server.base.clone();
     let (dir, database) = server.stop().await;
     let written = completeness(&database).await;
-    let flag = |id: &str| {
-        written
-            .iter()
-            .find(|(t, i, _)| t == "Observation" && i == id)
-            .map(|(.., c)| *c)
-    };
+    Stored {
+        seen,
+        base,
+        dir,
+        database,
+        written,
+    }
+}
+
+/// The flag of `Observation/id` among [`completeness`]'s heads.
+fn observation_flag(heads: &[(String, String, i64)], id: &str) -> Option<i64> {
+    heads
+        .iter()
+        .find(|(ty, i, _)| ty == "Observation" && i == id)
+        .map(|(.., c)| *c)
+}
+
+/// Run `statements` on a stopped server's database.
+async fn execute(database: &fhirvault::config::DatabaseUrl, statements: &[&str]) {
+    use sqlx::Connection;
+    let mut conn = crate::audit_chain::connect(database).await;
+    for &statement in statements {
+        sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+            .execute(&mut conn)
+            .await
+            .expect(statement);
+    }
+    conn.close().await.expect("closed");
+}
+
+/// Migration 0011 gives the heads stored before it the flag a write gives them, and the rule
+/// answers alike whether it reads the flag or follows every link (all flags 0).
+async fn the_compartment_flag_is_backfilled(backend: Backend) {
+    let Stored {
+        seen,
+        base,
+        dir,
+        database,
+        written,
+    } = stored_linked_observations(backend).await;
+    let flag = |id: &str| observation_flag(&written, id);
     for (id, complete) in [
         ("hr-a", 1),
         ("versioned", 1),
@@ -889,33 +932,24 @@ async fn the_compartment_flag_is_backfilled(backend: Backend) {
     ] {
         assert_eq!(flag(id), Some(complete), "{id}");
     }
-    {
-        use sqlx::Connection;
-        let mut conn = crate::audit_chain::connect(&database).await;
-        sqlx::query("UPDATE resource_heads SET compartment_complete = 0")
-            .execute(&mut conn)
-            .await
-            .expect("every head link by link");
-        conn.close().await.expect("closed");
-    }
+    // Every head link by link.
+    execute(
+        &database,
+        &["UPDATE resource_heads SET compartment_complete = 0"],
+    )
+    .await;
     let server = restart(backend, dir, database, &base).await;
     assert_eq!(seen_by_clinicians(&server).await, seen, "link by link");
     let (dir, database) = server.stop().await;
-    {
-        use sqlx::Connection;
-        let mut conn = crate::audit_chain::connect(&database).await;
-        for statement in [
-            // As before the migration: no column, the migration not applied.
+    // As before the migration: no column, the migration not applied.
+    execute(
+        &database,
+        &[
             "ALTER TABLE resource_heads DROP COLUMN compartment_complete",
             "DELETE FROM _sqlx_migrations WHERE version = 11",
-        ] {
-            sqlx::query(statement)
-                .execute(&mut conn)
-                .await
-                .expect(statement);
-        }
-        conn.close().await.expect("closed");
-    }
+        ],
+    )
+    .await;
     let server = restart(backend, dir, database, &base).await;
     let (dir, database) = server.stop().await;
     let migrated = completeness(&database).await;
@@ -990,11 +1024,7 @@ async fn transaction_references_count_as_resolved(backend: Backend) {
     for (id, for_a, for_b, flag) in expected {
         assert_eq!(sees(&server, &a, id).await, for_a, "clinic a, {id}");
         assert_eq!(sees(&server, &b, id).await, for_b, "clinic b, {id}");
-        let stored = flags
-            .iter()
-            .find(|(ty, i, _)| ty == "Observation" && i == id)
-            .map(|(.., c)| *c);
-        assert_eq!(stored, Some(flag), "{id}");
+        assert_eq!(observation_flag(&flags, id), Some(flag), "{id}");
     }
 }
 
@@ -1003,22 +1033,18 @@ async fn transaction_references_count_as_resolved(backend: Backend) {
 /// answered from its compartment, `pat-a` here, and clinic a would see it) get the flags a write
 /// gives them, and the clinicians see what they saw before.
 async fn reindex_recomputes_the_compartment_flag(backend: Backend) {
-    let server = TestServer::start(backend).await;
-    fixture(&server).await;
-    put_linked_observations(&server).await;
-    let seen = seen_by_clinicians(&server).await;
-    let base = server.base.clone();
-    let (dir, database) = server.stop().await;
-    let written = completeness(&database).await;
-    {
-        use sqlx::Connection;
-        let mut conn = crate::audit_chain::connect(&database).await;
-        sqlx::query("UPDATE resource_heads SET compartment_complete = 1 - compartment_complete")
-            .execute(&mut conn)
-            .await
-            .expect("flags inverted");
-        conn.close().await.expect("closed");
-    }
+    let Stored {
+        seen,
+        base,
+        dir,
+        database,
+        written,
+    } = stored_linked_observations(backend).await;
+    execute(
+        &database,
+        &["UPDATE resource_heads SET compartment_complete = 1 - compartment_complete"],
+    )
+    .await;
     let server = restart(backend, dir, database, &base).await;
     let clinic_a = tokens(&server).clinician_a;
     assert!(
