@@ -148,20 +148,33 @@ fn steps(c: &mut Criterion) {
     group.finish();
 }
 
-/// The whole create through the service into SQLite: validation, stamping, pseudonym (Patient),
-/// index rows, sealing, the version/head/index INSERTs and the fsync'd commit.
-fn create(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// A runtime like the server's on these machines: two workers.
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
-    // On the same disk as the checkout here (not tmpfs), so the commit's fsync is real.
+        .expect("runtime")
+}
+
+/// A service on a new SQLite database in a temp dir, which lives as long as the returned guard.
+/// On the same disk as the checkout here (not tmpfs), so a commit's fsync is real.
+fn sqlite_service(
+    runtime: &tokio::runtime::Runtime,
+) -> (tempfile::TempDir, fhirvault::service::Service) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config::for_dir(dir.path(), None);
     let service = runtime
         .block_on(fhirvault::server::open_service(config, Some(keys())))
         .expect("service opens");
+    (dir, service)
+}
+
+/// The whole create through the service into SQLite: validation, stamping, pseudonym (Patient),
+/// index rows, sealing, the version/head/index INSERTs and the fsync'd commit.
+fn create(c: &mut Criterion) {
+    let runtime = two_workers();
+    let (_dir, service) = sqlite_service(&runtime);
 
     let mut group = c.benchmark_group("create_sqlite");
     group
@@ -231,11 +244,7 @@ fn hl7v2(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config::for_dir(dir.path(), None);
-    let service = runtime
-        .block_on(fhirvault::server::open_service(config, Some(keys())))
-        .expect("service opens");
+    let (_dir, service) = sqlite_service(&runtime);
     let codes = CodeTable::load().expect("code tables");
     let text = common::holter_message(1, 1, &codes);
     let context = MapContext {
@@ -359,12 +368,88 @@ fn authorization(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the access rule costs on a read, without HTTP: `Service::read` of one Observation by an
+/// admin (no rule) and by the clinician of the organisation that manages its patient (the rule
+/// and the consent condition in the statement, planned at the first read and reused after it:
+/// `service::read_plans`), against a small SQLite database; and the clinician's statement being
+/// planned (`plan_read_clinician`: parse `_id`, compile the rule into SQL, CPU only), which is
+/// what the reuse saves per read.
+fn authorized_read(c: &mut Criterion) {
+    use fhirvault::auth::{Caller, Permission};
+    use std::sync::Arc;
+    let runtime = two_workers();
+    let (_dir, service) = sqlite_service(&runtime);
+    let server = Caller::server_shared();
+    let mut managed = patient();
+    managed["managingOrganization"] = serde_json::json!({"reference": "Organization/clinic"});
+    let patient_id = runtime
+        .block_on(service.create(&server, "Patient", managed, None))
+        .expect("patient")
+        .stored
+        .id;
+    let observation_id = runtime
+        .block_on(service.create(
+            &server,
+            "Observation",
+            holter_observation(&patient_id),
+            None,
+        ))
+        .expect("observation")
+        .stored
+        .id;
+    let token = common::token(&service, "clinician", "user/*.cruds", Some("clinic"));
+    let claims = fhirvault::auth::token::TokenVerifier::from_config(
+        &service.config.auth,
+        &service.keys.current(),
+    )
+    .expect("verifier")
+    .verify(&token, chrono::Utc::now().timestamp())
+    .expect("valid");
+    let clinician = Arc::new(
+        fhirvault::api::authenticate::caller_from_claims(claims)
+            .expect("caller")
+            .for_request(
+                None,
+                None,
+                &service.purposes,
+                service.config.consent_default,
+            )
+            .expect("caller for the request"),
+    );
+
+    let mut group = c.benchmark_group("authorization");
+    for (name, caller) in [("read_admin", &server), ("read_clinician", &clinician)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                runtime
+                    .block_on(service.read(caller, "Observation", black_box(&observation_id)))
+                    .expect("read")
+            })
+        });
+    }
+    group.bench_function("plan_read_clinician", |b| {
+        b.iter(|| {
+            let pairs = [("_id".to_string(), black_box(observation_id.clone()))];
+            let mut request = service
+                .parse_search("Observation", &pairs, true)
+                .expect("parses");
+            request.visibility = fhirvault::auth::access::visibility(
+                &clinician,
+                &service.registry,
+                Permission::Read,
+            );
+            service.plan_search(&request).expect("plans")
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1500));
-    targets = steps, create, hl7v2, authorization
+    targets = steps, create, hl7v2, authorization, authorized_read
 }
 criterion_main!(benches);

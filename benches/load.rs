@@ -13,7 +13,8 @@
 //! create, in its transaction, and per read, batched through the group committer), and the same
 //! phases against the same service with `Config.audit.enabled = false` on a second listener
 //! (`create-off`, `read-off`, `read-c-off`: same store, same data, same writer). The variants run
-//! in two alternating rounds (on, off, then off, on), and the bench reports on ÷ off.
+//! in alternating rounds (on, off, then off, on, …; FHIRVAULT_BENCH_ROUNDS, default 2), and the
+//! bench reports on ÷ off.
 //!
 //! Each phase stops after FHIRVAULT_BENCH_REQUESTS requests (default 3000) or
 //! FHIRVAULT_BENCH_SECONDS seconds (default 10), whichever comes first. Prints a table and
@@ -47,6 +48,8 @@ struct Settings {
     seconds: u64,
     clients: Vec<usize>,
     database_url: Option<String>,
+    /// Alternating rounds of the phases that are compared (audit on/off, admin/clinician).
+    rounds: usize,
 }
 
 impl Settings {
@@ -77,6 +80,7 @@ impl Settings {
             database_url: std::env::var("FHIRVAULT_BENCH_DATABASE_URL")
                 .ok()
                 .filter(|u| !u.is_empty()),
+            rounds: var("FHIRVAULT_BENCH_ROUNDS", 2usize).max(1),
         }
     }
 }
@@ -312,8 +316,9 @@ async fn main() {
         "fhirvault load benchmark — {backend} — {date} — {cores} cores, server and clients in one process"
     );
     println!(
-        "{} requests per phase, cap {} s; Observation body {} B, sealed {} B",
+        "{} requests per phase in {} alternating rounds, cap {} s; Observation body {} B, sealed {} B",
         settings.requests,
+        settings.rounds,
         settings.seconds,
         observation.len(),
         sealed.len()
@@ -351,7 +356,7 @@ async fn main() {
             &["create", "create-off"],
             clients,
             settings.requests,
-            AUDIT_ROUNDS,
+            settings.rounds,
             cap,
             {
                 let (client, urls, body) = (client.clone(), urls.clone(), observation.clone());
@@ -389,7 +394,7 @@ async fn main() {
             &["read", "read-off", "read-c", "read-c-off"],
             clients,
             settings.requests,
-            AUDIT_ROUNDS,
+            settings.rounds,
             cap,
             {
                 let targets = Arc::new([
@@ -489,6 +494,7 @@ async fn main() {
         "cores": cores,
         "requests_per_phase": settings.requests,
         "seconds_cap": settings.seconds,
+        "alternating_rounds": settings.rounds,
         "observation_bytes": observation.len(),
         "sealed_bytes": sealed.len(),
         "phases": rows,
@@ -509,9 +515,6 @@ async fn main() {
     raw.close().await;
     common::stop_servers(servers).await;
 }
-
-/// Rounds of the audit on/off pairs: on, off, then off, on.
-const AUDIT_ROUNDS: usize = 2;
 
 /// The two phases of an on/off pair.
 fn two(phases: Vec<Phase>) -> [Phase; 2] {

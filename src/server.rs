@@ -142,6 +142,7 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
         verifier: Arc::new(verifier),
         purposes: Arc::new(purposes),
         exports: Arc::default(),
+        read_plans: Arc::default(),
     };
     service
         .fill_missing_consent_rules()

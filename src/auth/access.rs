@@ -33,7 +33,7 @@ pub fn visibility(
     }
     Some(Arc::new(Access {
         caller: caller.clone(),
-        fingerprint: caller.fingerprint(),
+        key: format!("{}|{permission:?}", caller.fingerprint()),
         registry: registry.clone(),
         permission,
     }))
@@ -120,8 +120,9 @@ fn verb(permission: Permission) -> &'static str {
 #[derive(Debug)]
 struct Access {
     caller: Arc<Caller>,
-    /// The caller's [`Caller::fingerprint`], the key of its compiled rules.
-    fingerprint: String,
+    /// The caller's [`Caller::fingerprint`] and the permission: everything the rules depend on,
+    /// so the key of its compiled rules (and of what is planned with them).
+    key: String,
     registry: Arc<SearchParamRegistry>,
     permission: Permission,
 }
@@ -136,7 +137,7 @@ const MAX_COMPILED: usize = 10_000;
 
 impl Visibility for Access {
     fn restriction(&self, resource_type: &str) -> ApiResult<Restriction> {
-        let key = format!("{}|{resource_type}|{:?}", self.fingerprint, self.permission);
+        let key = format!("{}|{resource_type}", self.key);
         if let Some(found) = COMPILED.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(found.clone());
         }
@@ -181,6 +182,10 @@ impl Visibility for Access {
                 .into_iter()
                 .collect()
         })
+    }
+
+    fn reuse_key(&self) -> Option<&str> {
+        Some(&self.key)
     }
 }
 
@@ -237,17 +242,27 @@ impl Access {
             Reach::PatientsOfOrganization => {
                 let Some(org) = org else { return Ok(None) };
                 let organization = format!("Organization/{org}");
-                let mut searches = self.in_compartment_of(
-                    resource_type,
-                    compartment,
-                    "organization",
-                    &organization,
-                );
+                let managed = self.criterion("Patient", "organization", &organization)?;
+                if resource_type == "Patient" {
+                    return Ok(Some(vec![managed]));
+                }
+                let mut alternatives = vec![vec![Criterion::PatientLink {
+                    links: compartment
+                        .iter()
+                        .filter(|p| *p != COMPARTMENT_SELF)
+                        .cloned()
+                        .collect(),
+                    patient: Box::new(managed),
+                }]];
                 if resource_type == "Device" {
                     // Recorders the clinic owns, assigned to a patient or not.
-                    searches.push(("organization".into(), organization));
+                    alternatives.push(vec![self.criterion(
+                        resource_type,
+                        "organization",
+                        &organization,
+                    )?]);
                 }
-                self.any_of(resource_type, &searches)?
+                Criterion::AnyOf(alternatives)
             }
             Reach::OwnCompartment => {
                 let Some(patient) = self.caller.patient.as_deref() else {
@@ -286,25 +301,6 @@ impl Access {
             }
         };
         Ok(Some(vec![rule]))
-    }
-
-    /// The searches for resources in the compartment of a Patient matching `code=value` (and,
-    /// on Patient, for such Patients).
-    fn in_compartment_of(
-        &self,
-        resource_type: &str,
-        compartment: &[String],
-        code: &str,
-        value: &str,
-    ) -> Vec<(String, String)> {
-        if resource_type == "Patient" {
-            return vec![(code.to_string(), value.to_string())];
-        }
-        compartment
-            .iter()
-            .filter(|p| *p != COMPARTMENT_SELF)
-            .map(|p| (format!("{p}:Patient.{code}"), value.to_string()))
-            .collect()
     }
 
     /// Resources in Patient `patient`'s compartment (and that Patient).

@@ -333,6 +333,9 @@ fn check_criterion(
             .iter()
             .flatten()
             .try_for_each(|c| check_criterion(c, resource_type, registry, pseudonym_system)),
+        Criterion::PatientLink { patient, .. } => {
+            check_criterion(patient, "Patient", registry, pseudonym_system)
+        }
         Criterion::Consent(_) => Ok(()),
     }
 }

@@ -314,7 +314,7 @@ impl Ingestor {
         use crate::audit::{Entity, Event, Outcome};
         let patients: std::collections::BTreeSet<&String> = writes
             .iter()
-            .filter_map(|w| w.compartment.as_ref())
+            .filter_map(|w| w.compartment.patient.as_ref())
             .collect();
         let mut entities: Vec<Entity> = vec![Entity::Message {
             control_id: control_id.to_string(),

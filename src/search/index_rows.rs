@@ -174,6 +174,68 @@ pub fn patient_compartment(
     })
 }
 
+/// What a resource's head records of its Patient compartment (`resource_heads.compartment` and
+/// `compartment_complete`), as every writer of a head computes it from the version's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadCompartment {
+    /// [`patient_compartment`].
+    pub patient: Option<String>,
+    /// [`compartment_is_complete`].
+    pub complete: bool,
+}
+
+impl HeadCompartment {
+    pub fn of(
+        registry: &SearchParamRegistry,
+        resource_type: &str,
+        id: &str,
+        rows: &[IndexRow],
+    ) -> Self {
+        let patient = patient_compartment(registry, resource_type, id, rows);
+        let complete = compartment_is_complete(patient.as_deref(), rows);
+        Self { patient, complete }
+    }
+
+    /// A delete marker's: no rows, no patient, so nothing to follow
+    /// ([`compartment_is_complete`] of no rows).
+    pub fn of_delete_marker() -> Self {
+        Self {
+            patient: None,
+            complete: true,
+        }
+    }
+}
+
+/// Whether `compartment` (from [`patient_compartment`]) names every Patient a resource with `rows`
+/// references: each of its reference rows to a Patient, through any parameter (a patient link or
+/// not), is relative and points at `compartment`; vacuously true when it has none. The head row
+/// records this next to the compartment (`resource_heads.compartment_complete`), so that the
+/// clinician's rule ("some patient link points at a Patient of the organisation") can be answered
+/// by checking the compartment's Patient alone (`Criterion::PatientLink` in the planner): the
+/// compartment is the first Patient a patient link points at, so when it is the only Patient
+/// referenced, every link that points at a Patient points at it.
+///
+/// `false` only costs speed (the planner then follows every link, as it always did); a wrong
+/// `true` could answer from the wrong Patient, so every doubt is `false`: a second Patient; a
+/// Patient named by an absolute URL, even one on our own base (the link-by-link check takes
+/// those, this function does not know the base, and they are rare); a reference typed `Patient`
+/// without a literal id (`urn:uuid:…` or `#contained` with `type`). References that are no rows
+/// here (a logical `identifier` only, an unparsable literal) are invisible to the link-by-link
+/// check as well. Migration 0011 computes the same from stored rows.
+pub fn compartment_is_complete(compartment: Option<&str>, rows: &[IndexRow]) -> bool {
+    rows.iter().all(|row| match row {
+        IndexRow::Reference {
+            target_type: Some(t),
+            target_id,
+            url,
+            ..
+        } if t == "Patient" => {
+            compartment.is_some() && target_id.as_deref() == compartment && !url.contains("://")
+        }
+        _ => true,
+    })
+}
+
 /// Owned form of [`BlindTerm`], for building rows.
 enum OwnedTerm {
     Prefix(String),
@@ -523,5 +585,116 @@ mod tests {
                 .iter()
                 .all(|p| p.chars().count() <= MAX_PREFIX_CHARS)
         );
+    }
+
+    /// `(compartment, compartment_is_complete)` of `resource` as a write computes them.
+    fn compartment_of(resource: serde_json::Value) -> (Option<String>, bool) {
+        let registry = crate::search::registry::tests::r4();
+        let keys = KeyRing::from_master_secret([42; 32]);
+        let resource_type = resource["resourceType"].as_str().expect("type").to_string();
+        let id = resource["id"].as_str().unwrap_or("x");
+        let rows = rows_for(registry, &keys, &resource_type, &resource);
+        let HeadCompartment { patient, complete } =
+            HeadCompartment::of(registry, &resource_type, id, &rows);
+        (patient, complete)
+    }
+
+    fn observation(extra: serde_json::Value) -> serde_json::Value {
+        let mut observation = serde_json::json!({
+            "resourceType": "Observation", "id": "o1", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": "Patient/a"}
+        });
+        for (key, value) in extra.as_object().expect("object") {
+            observation[key] = value.clone();
+        }
+        observation
+    }
+
+    /// The compartment names every Patient only when no other Patient is referenced, by any
+    /// parameter, and each reference is relative: otherwise the planner must follow the links.
+    #[test]
+    fn the_compartment_is_complete_only_when_it_names_every_patient() {
+        use serde_json::json;
+        let some_a = Some("a".to_string());
+        // One Patient, through one link or two, plain or versioned; other targets do not count.
+        assert_eq!(
+            compartment_of(observation(json!({}))),
+            (some_a.clone(), true)
+        );
+        assert_eq!(
+            compartment_of(observation(json!({
+                "performer": [{"reference": "Patient/a"}, {"reference": "Practitioner/doc"}],
+                "device": {"reference": "Device/d1"},
+                "hasMember": [{"reference": "Observation/o2"}]
+            }))),
+            (some_a.clone(), true)
+        );
+        assert_eq!(
+            compartment_of(observation(
+                json!({"subject": {"reference": "Patient/a/_history/3"}})
+            )),
+            (some_a.clone(), true)
+        );
+        // A second Patient through a second link (either may be the compartment: the first
+        // link in the registry's order), or through a parameter that is no link.
+        let (compartment, complete) = compartment_of(observation(
+            json!({"performer": [{"reference": "Patient/b"}]}),
+        ));
+        assert!(compartment.is_some() && !complete);
+        assert_eq!(
+            compartment_of(observation(json!({"focus": [{"reference": "Patient/b"}]}))),
+            (some_a.clone(), false)
+        );
+        // Absolute URLs, on another server (the same id there is another person) or on ours.
+        for base in [
+            "https://elsewhere.example/fhir",
+            "http://127.0.0.1:8080/fhir",
+        ] {
+            let subject = json!({"subject": {"reference": format!("{base}/Patient/a")}});
+            assert_eq!(
+                compartment_of(observation(subject)),
+                (some_a.clone(), false)
+            );
+            let performer = json!({"performer": [{"reference": format!("{base}/Patient/a")}]});
+            assert_eq!(
+                compartment_of(observation(performer)),
+                (some_a.clone(), false)
+            );
+        }
+        // A reference typed Patient without a literal id: the link-by-link check decides.
+        for literal in ["urn:uuid:0b1c4f36-1d5b-4a4e-8c3c-123456789abc", "#p1"] {
+            let typed = json!({"performer": [{"reference": literal, "type": "Patient"}]});
+            assert_eq!(compartment_of(observation(typed)), (some_a.clone(), false));
+        }
+        // No Patient at all (a contained one is no stored Patient): nothing to follow, and no
+        // compartment, which no rule matches.
+        let contained = observation(json!({
+            "contained": [{"resourceType": "Patient", "id": "p1"}],
+            "subject": {"reference": "#p1"}
+        }));
+        assert_eq!(compartment_of(contained), (None, true));
+        let logical = observation(json!({
+            "subject": {"type": "Patient", "identifier": {"system": "urn:test", "value": "1"}}
+        }));
+        assert_eq!(compartment_of(logical), (None, true));
+        let unsubjected = json!({"resourceType": "Organization", "id": "org-a", "name": "A"});
+        assert_eq!(compartment_of(unsubjected), (None, true));
+        assert!(compartment_is_complete(None, &[]), "a delete marker");
+        // Links that point at no Patient: no compartment, but a Patient is referenced elsewhere.
+        let general = observation(
+            json!({"subject": {"reference": "Group/g1"}, "focus": [{"reference": "Patient/b"}]}),
+        );
+        assert_eq!(compartment_of(general), (None, false));
+        // Devices (their `patient` counts as a link) and Patients (their own compartment).
+        let device = json!({"resourceType": "Device", "id": "d1", "patient": {"reference": "Patient/a"},
+            "owner": {"reference": "Organization/org-a"}});
+        assert_eq!(compartment_of(device), (some_a.clone(), true));
+        let patient = json!({"resourceType": "Patient", "id": "a",
+            "managingOrganization": {"reference": "Organization/org-a"}});
+        assert_eq!(compartment_of(patient), (some_a.clone(), true));
+        let linked = json!({"resourceType": "Patient", "id": "a",
+            "link": [{"other": {"reference": "Patient/b"}, "type": "seealso"}]});
+        assert_eq!(compartment_of(linked), (some_a, false));
     }
 }

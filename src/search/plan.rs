@@ -40,6 +40,13 @@ pub struct Plan {
     pub sort_keys: Vec<String>,
     /// The ORDER BY keys over `id` and the `k` columns; the last is always `id` ascending.
     pub order: Vec<OrderKey>,
+    /// The indexes in `binds` of the clock (now, µs, for the Consent check): set to the time of
+    /// planning, which a plan run again later must set anew
+    /// ([`crate::service::read_plans`]).
+    pub clock_binds: Vec<usize>,
+    /// The plan means the same at any later time once its clock binds are set anew; false when
+    /// something else in it was computed from the time (the slack of `ap`).
+    pub reusable: bool,
 }
 
 struct Builder<'a> {
@@ -55,6 +62,9 @@ struct Builder<'a> {
     /// What the caller may see, ANDed at every level; taken out while an access rule itself
     /// compiles (a rule's own joins are the rule, not a search the caller makes).
     visibility: Option<&'a dyn Visibility>,
+    /// See [`Plan::clock_binds`] and [`Plan::reusable`].
+    clock_binds: Vec<usize>,
+    reusable: bool,
 }
 
 impl Builder<'_> {
@@ -65,6 +75,12 @@ impl Builder<'_> {
 
     fn text(&mut self, value: impl Into<String>) -> String {
         self.bind(Bind::Text(value.into()))
+    }
+
+    /// The placeholder of the current time (µs), recorded as a clock bind.
+    fn clock(&mut self) -> String {
+        self.clock_binds.push(self.binds.len());
+        self.bind(Bind::Int(now_micros()))
     }
 
     fn alias(&mut self, prefix: &str) -> String {
@@ -138,7 +154,10 @@ fn driver_rank(
 ) -> Option<u8> {
     match criterion {
         Criterion::Chain { .. } => Some(1),
-        Criterion::Has { .. } | Criterion::AnyOf(_) | Criterion::Consent(_) => None,
+        Criterion::Has { .. }
+        | Criterion::AnyOf(_)
+        | Criterion::Consent(_)
+        | Criterion::PatientLink { .. } => None,
         Criterion::Param(filter) => match (filter.code.as_str(), filter.modifier.as_deref()) {
             (_, Some("not" | "missing" | "not-in")) | ("_lastUpdated", _) => None,
             ("_id", _) => Some(0),
@@ -171,6 +190,8 @@ pub fn plan(
         registry,
         aliases: 0,
         visibility,
+        clock_binds: Vec::new(),
+        reusable: true,
     };
     // A system-level search compares each index row with its own resource's type.
     let (scope, mut conditions) = if request.is_system() {
@@ -270,6 +291,8 @@ pub fn plan(
         where_binds,
         sort_keys,
         order,
+        clock_binds: builder.clock_binds,
+        reusable: builder.reusable,
     })
 }
 
@@ -405,7 +428,60 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
             })
         }
         Criterion::Consent(filter) => Ok(consent_condition(b, scope, filter)),
+        Criterion::PatientLink { links, patient } => {
+            patient_link_condition(b, scope, links, patient)
+        }
     }
+}
+
+/// [`Criterion::PatientLink`]: some reference of the resource through one of `links` points at
+/// a live local Patient that matches `patient`, which is what the chains `link:Patient.…` over
+/// `links`, ORed, mean.
+///
+/// Where the head row's `compartment_complete` says that its `compartment` is the only Patient
+/// the resource references, and by relative references only
+/// ([`crate::search::index_rows::compartment_is_complete`], migration 0011), that is the same
+/// as "the compartment's Patient matches": the compartment is the first Patient one of the
+/// resource's patient links points at ([`crate::search::index_rows::patient_compartment`], the
+/// same links as the rule's), so at least one link points at it and none at another Patient. One
+/// lookup of the Patient's head then replaces a subquery on the reference rows per link.
+/// Otherwise (`0`: a second Patient, an absolute URL, …) the links are followed as the chains
+/// did, all of them in one subquery: `local_reference` keeps references to other servers out.
+fn patient_link_condition(
+    b: &mut Builder,
+    scope: &Scope,
+    links: &[String],
+    patient: &Criterion,
+) -> ApiResult<String> {
+    if links.is_empty() {
+        return Ok("1 = 0".into());
+    }
+    let (head, id, ty) = (&scope.head, &scope.id, &scope.type_bind);
+    let c = b.alias("c");
+    let params: Vec<String> = links.iter().map(|l| b.text(l.clone())).collect();
+    let local = local_reference(b, &c);
+    let (target, by_link) = live_target(b, "Patient", &format!("{c}.target_id"), patient, false)?;
+    let follow_links = format!(
+        "EXISTS (SELECT 1 FROM search_reference {c} WHERE {c}.resource_type = {ty} AND {c}.id = {id} \
+         AND {c}.param IN ({}) AND {c}.target_type = {target} AND {local} AND {by_link})",
+        params.join(", ")
+    );
+    // The compartment stands for the links only if they are all of the type's patient links:
+    // it may come from any of them.
+    let every_link = b
+        .registry
+        .patient_links(&scope.resource_type)
+        .iter()
+        .all(|l| l == COMPARTMENT_SELF || links.contains(l));
+    if !every_link {
+        return Ok(follow_links);
+    }
+    let (_, by_compartment) =
+        live_target(b, "Patient", &format!("{head}.compartment"), patient, false)?;
+    Ok(format!(
+        "(({head}.compartment_complete = 1 AND {by_compartment}) \
+         OR ({head}.compartment_complete = 0 AND {follow_links}))"
+    ))
 }
 
 /// The patient's Consents let the caller see the resource (`crate::auth::consent` has the rule):
@@ -420,7 +496,7 @@ fn consent_condition(
     filter: &crate::auth::consent::ConsentFilter,
 ) -> String {
     let head = &scope.head;
-    let now = b.bind(Bind::Int(crate::fhir::instant::now_micros()));
+    let now = b.clock();
     let actors: Vec<String> = filter.actors.iter().map(|a| b.text(a.clone())).collect();
     let purposes: Vec<String> = filter.purposes.iter().map(|p| b.text(p.clone())).collect();
     let (actors, purposes, ty) = (actors.join(", "), purposes.join(", "), &scope.type_bind);
@@ -1160,6 +1236,7 @@ fn date_condition(
         "eb" => format!("{end} <= {s}"),
         _ => {
             // ap: within 10% of the distance from now (R4), at least the value's own range.
+            b.reusable = false;
             let slack = ((now_micros() - qs).abs() / 10).max(0);
             let (s, e) = (
                 b.bind(Bind::Int(qs.saturating_sub(slack))),

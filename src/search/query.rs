@@ -46,6 +46,15 @@ pub enum Criterion {
     /// The patient's Consents let the caller see the resource. Never parsed from a query: access
     /// rules use it ([`crate::auth::consent`]).
     Consent(crate::auth::consent::ConsentFilter),
+    /// Some Patient the resource points at through one of `links` (its patient links) matches
+    /// `patient`: the same as the chains `link:Patient.…` over `links`, ORed. Never parsed from
+    /// a query: the clinician's access rule uses it, because the planner can answer it from the
+    /// head row's compartment where that names every Patient the resource references (and
+    /// `links` are all the type's patient links), instead of following each link.
+    PatientLink {
+        links: Vec<String>,
+        patient: Box<Criterion>,
+    },
 }
 
 /// Which resources of a type the caller may see. A search ANDs this to its own criteria at
@@ -54,6 +63,13 @@ pub enum Criterion {
 /// through a join. Implemented by the access-control layer ([`crate::auth`]).
 pub trait Visibility: std::fmt::Debug + Send + Sync {
     fn restriction(&self, resource_type: &str) -> ApiResult<Restriction>;
+
+    /// A key that two visibilities share only if they give the same restriction for every type
+    /// (and the same [`Visibility::left_after_target`]), so that what is planned under one can be
+    /// used again under the other; `None`: nothing may be reused.
+    fn reuse_key(&self) -> Option<&str> {
+        None
+    }
 
     /// What is left to check of a `source_type` resource that points through `reference` at a
     /// `target_type` resource the caller may see: `None` when its whole rule (the target being

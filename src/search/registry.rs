@@ -746,6 +746,27 @@ pub(crate) mod tests {
         }
     }
 
+    /// The compartment access rules (`Criterion::PatientLink`) and the `compartment` column both
+    /// take every patient link as a way to a Patient; that is the chain `link:Patient.…` only if
+    /// each can point at one.
+    #[test]
+    fn every_patient_link_can_point_at_a_patient() {
+        let reg = r4();
+        for ty in reg.resource_types() {
+            for code in reg.patient_links(ty) {
+                if code == COMPARTMENT_SELF {
+                    continue;
+                }
+                let p = reg.get(ty, &code).unwrap_or_else(|| panic!("{ty}.{code}"));
+                assert_eq!(p.kind, ParamType::Reference, "{ty}.{code}");
+                assert!(
+                    p.targets.is_empty() || p.targets.iter().any(|t| t == "Patient"),
+                    "{ty}.{code} cannot point at a Patient"
+                );
+            }
+        }
+    }
+
     #[test]
     fn malformed_input_is_an_error_not_a_panic() {
         assert!(

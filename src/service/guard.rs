@@ -124,7 +124,8 @@ impl Service {
     }
 
     /// The current version of a resource the caller may read, in one query with its access rule;
-    /// `None` when it does not exist, is deleted, or is out of reach (alike, on purpose).
+    /// `None` when it does not exist, is deleted, or is out of reach (alike, on purpose). The
+    /// query is planned once per caller and type ([`super::read_plans`]).
     pub async fn read_visible(
         &self,
         conn: &mut Conn,
@@ -133,12 +134,16 @@ impl Service {
         id: &str,
     ) -> ApiResult<Option<versions::StoredVersion>> {
         self.require(caller, resource_type, Permission::Read)?;
-        let mut request = self.parse_search(resource_type, &[("_id".into(), escape(id))], true)?;
-        request.visibility = visibility(caller, &self.registry, Permission::Read);
-        let plan = self.plan_search(&request)?;
-        let mut binds = plan.binds;
-        binds.truncate(plan.where_binds);
-        Ok(versions::read_current_where(conn, &plan.where_sql, binds).await?)
+        let visibility = visibility(caller, &self.registry, Permission::Read);
+        let (condition, binds) =
+            self.read_plans
+                .condition(visibility.as_deref(), resource_type, id, || {
+                    let mut request =
+                        self.parse_search(resource_type, &[("_id".into(), escape(id))], true)?;
+                    request.visibility = visibility.clone();
+                    self.plan_search(&request)
+                })?;
+        Ok(versions::read_current_where(conn, &condition, binds).await?)
     }
 
     /// A single-resource read: allowed interaction, and the resource within reach. What the

@@ -23,6 +23,7 @@ pub mod include;
 pub mod keys;
 pub mod patch;
 pub mod read;
+pub mod read_plans;
 pub mod reindex;
 pub mod search;
 pub mod transaction;
@@ -60,6 +61,8 @@ pub struct Service {
     pub purposes: Arc<crate::auth::consent::PurposesOfUse>,
     /// The bulk export jobs running in this process.
     pub exports: Arc<export::Exports>,
+    /// The read statements of restricted callers, planned once per caller and type.
+    pub read_plans: Arc<read_plans::ReadPlans>,
 }
 
 /// A resource version as the client sees it: decrypted, with `meta` set.

@@ -12,7 +12,7 @@ use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::instant::{format_instant, now_micros};
 use crate::fhir::outcome::{Issue, IssueCode};
-use crate::search::index_rows;
+use crate::search::index_rows::{self, HeadCompartment};
 use crate::store::Conn;
 use crate::store::index::IndexRow;
 use crate::store::versions::{self, Head};
@@ -198,7 +198,7 @@ impl Service {
     }
 
     /// The search index rows of `body`, a version as stored (id, `meta` and pseudonym set), and
-    /// the Patient compartment they put it in. Writes and re-indexing
+    /// the Patient compartment they put it in (with whether it names every Patient referenced). Writes and re-indexing
     /// ([`Service::reindex`](super::reindex)) both come here, so a re-indexed resource gets the
     /// rows a write of the same version would give it now.
     pub fn search_rows(
@@ -207,9 +207,9 @@ impl Service {
         resource_type: &str,
         id: &str,
         body: &Value,
-    ) -> (Vec<IndexRow>, Option<String>) {
+    ) -> (Vec<IndexRow>, HeadCompartment) {
         let rows = index_rows::rows_for(&self.registry, keys, resource_type, body);
-        let compartment = index_rows::patient_compartment(&self.registry, resource_type, id, &rows);
+        let compartment = HeadCompartment::of(&self.registry, resource_type, id, &rows);
         (rows, compartment)
     }
 
@@ -231,7 +231,7 @@ impl Service {
             method: "DELETE".into(),
             key_id: 0,
             ciphertext: None,
-            compartment: None,
+            compartment: HeadCompartment::of_delete_marker(),
             rows: Vec::new(),
             is_new: false,
         };

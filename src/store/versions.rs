@@ -6,6 +6,7 @@ use sqlx::Row;
 
 use super::{Backend, Bind, Conn, bind_all};
 use crate::fhir::instant::Micros;
+use crate::search::index_rows::HeadCompartment;
 
 /// One stored version, body still sealed.
 #[derive(Debug, Clone)]
@@ -199,7 +200,7 @@ pub struct LockedHead {
     pub id: String,
     pub version: i64,
     pub deleted: bool,
-    pub compartment: Option<String>,
+    pub compartment: HeadCompartment,
 }
 
 /// The heads of `ids` (of `resource_type`), kept from changing until the transaction ends, for a
@@ -223,7 +224,7 @@ pub async fn lock_heads(
         backend.for_update()
     };
     let sql = format!(
-        "SELECT id, version, deleted, compartment FROM resource_heads \
+        "SELECT id, version, deleted, compartment, compartment_complete FROM resource_heads \
          WHERE resource_type = $1 AND id IN ({IDS}) ORDER BY id{lock}"
     );
     of_type_and_ids(&sql, resource_type, ids)
@@ -235,25 +236,32 @@ pub async fn lock_heads(
                 id: row.try_get(0)?,
                 version: row.try_get(1)?,
                 deleted: row.try_get::<i64, _>(2)? != 0,
-                compartment: row.try_get(3)?,
+                compartment: HeadCompartment {
+                    patient: row.try_get(3)?,
+                    complete: row.try_get::<i64, _>(4)? != 0,
+                },
             })
         })
         .collect()
 }
 
-/// Set the Patient compartment of a resource's head.
+/// Set the Patient compartment of a resource's head, and whether it names every Patient.
 pub async fn set_compartment(
     conn: &mut Conn,
     resource_type: &str,
     id: &str,
-    compartment: Option<&str>,
+    compartment: &HeadCompartment,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE resource_heads SET compartment = $1 WHERE resource_type = $2 AND id = $3")
-        .bind(compartment)
-        .bind(resource_type)
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE resource_heads SET compartment = $1, compartment_complete = $2 \
+         WHERE resource_type = $3 AND id = $4",
+    )
+    .bind(compartment.patient.as_deref())
+    .bind(i64::from(compartment.complete))
+    .bind(resource_type)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use sqlx::AssertSqlSafe;
 
 use super::index::{self, IndexRow};
 use super::{Backend, Bind, Conn, bind_all};
+use crate::search::index_rows::HeadCompartment;
 
 /// A version ready to be written: sealed body, index rows, everything decided.
 #[derive(Debug, Clone)]
@@ -20,8 +21,9 @@ pub struct VersionWrite {
     /// Key that sealed the body (0 for a delete marker).
     pub key_id: i64,
     pub ciphertext: Option<Vec<u8>>,
-    /// Patient compartment (sharding key).
-    pub compartment: Option<String>,
+    /// Patient compartment (sharding key), and whether it names every Patient the version
+    /// references.
+    pub compartment: HeadCompartment,
     /// The complete index rows of this version (none for a delete marker).
     pub rows: Vec<IndexRow>,
     /// No earlier version exists, so there are no old index rows to remove.
@@ -87,7 +89,7 @@ async fn insert_versions(conn: &mut Conn, writes: &[VersionWrite]) -> Result<(),
 }
 
 async fn upsert_heads(conn: &mut Conn, writes: &[VersionWrite]) -> Result<(), sqlx::Error> {
-    let mut binds = Vec::with_capacity(writes.len() * 6);
+    let mut binds = Vec::with_capacity(writes.len() * 7);
     for w in writes {
         binds.extend([
             Bind::Text(w.resource_type.clone()),
@@ -95,14 +97,16 @@ async fn upsert_heads(conn: &mut Conn, writes: &[VersionWrite]) -> Result<(), sq
             Bind::Int(w.version),
             Bind::Int(i64::from(w.deleted)),
             Bind::Int(w.last_updated),
-            w.compartment.clone().map_or(Bind::Null, Bind::Text),
+            w.compartment.patient.clone().map_or(Bind::Null, Bind::Text),
+            Bind::Int(i64::from(w.compartment.complete)),
         ]);
     }
     let sql = format!(
-        "INSERT INTO resource_heads (resource_type, id, version, deleted, last_updated, compartment) VALUES {} \
+        "INSERT INTO resource_heads (resource_type, id, version, deleted, last_updated, compartment, compartment_complete) VALUES {} \
          ON CONFLICT (resource_type, id) DO UPDATE SET version = excluded.version, deleted = excluded.deleted, \
-         last_updated = excluded.last_updated, compartment = excluded.compartment",
-        placeholders(Backend::of(conn), writes.len(), 6)
+         last_updated = excluded.last_updated, compartment = excluded.compartment, \
+         compartment_complete = excluded.compartment_complete",
+        placeholders(Backend::of(conn), writes.len(), 7)
     );
     bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
         .execute(&mut *conn)

@@ -527,6 +527,548 @@ async fn clinician_sees_its_organisation_only(backend: Backend) {
     );
 }
 
+/// Observations that point at the fixture's patients in the ways the clinician's rule must tell
+/// apart, with whether clinic a's and clinic b's clinicians may see each. The rule: some patient
+/// link (`subject`, `performer`) points, on this server, at a patient the clinic manages. It is
+/// answered from the head row's compartment where that names every Patient the resource
+/// references (`compartment_complete`), else link by link; these are the cases where the two
+/// could differ.
+fn linked_observations(server: &TestServer) -> Vec<(&'static str, Value, bool, bool)> {
+    let performer = |reference: &str| json!({"performer": [{"reference": reference}]});
+    let focus = |reference: &str| json!({"focus": [{"reference": reference}]});
+    let own_base = format!("{}/Patient/pat-a", server.base);
+    let elsewhere = "https://elsewhere.example/fhir/Patient/pat-a";
+    let contained = json!({"contained": [{"resourceType": "Patient", "id": "p1",
+        "managingOrganization": {"reference": "Organization/org-a"}}]});
+    // (id, subject, more elements, seen by clinic a, seen by clinic b)
+    let cases = [
+        // A second patient through a second link: each clinic sees it through its own.
+        (
+            "links-ab",
+            "Patient/pat-a",
+            performer("Patient/pat-b"),
+            true,
+            true,
+        ),
+        (
+            "links-ba",
+            "Patient/pat-b",
+            performer("Patient/pat-a"),
+            true,
+            true,
+        ),
+        // A patient named outside the patient links (`focus`) gives no clinic access.
+        (
+            "focus-b",
+            "Patient/pat-a",
+            focus("Patient/pat-b"),
+            true,
+            false,
+        ),
+        (
+            "focus-a",
+            "Patient/pat-b",
+            focus("Patient/pat-a"),
+            false,
+            true,
+        ),
+        // `pat-a` on another server is another person, even as the compartment.
+        ("elsewhere", elsewhere, json!({}), false, false),
+        (
+            "elsewhere-performer",
+            "Patient/pat-b",
+            performer(elsewhere),
+            false,
+            true,
+        ),
+        // Our own base spelled out, and a versioned reference, are pat-a.
+        ("own-base", &own_base, json!({}), true, false),
+        (
+            "own-base-performer",
+            "Patient/pat-b",
+            performer(&own_base),
+            true,
+            true,
+        ),
+        (
+            "versioned",
+            "Patient/pat-a/_history/1",
+            json!({}),
+            true,
+            false,
+        ),
+        // A contained patient is no patient of this server, whatever clinic it names.
+        ("contained", "#p1", contained, false, false),
+    ];
+    cases
+        .into_iter()
+        .map(|(id, subject, extra, clinic_a, clinic_b)| {
+            let mut body = observation(id, "pat-a", "vital-signs", "x");
+            body["subject"] = json!({"reference": subject});
+            for (key, value) in extra.as_object().expect("object") {
+                body[key] = value.clone();
+            }
+            (id, body, clinic_a, clinic_b)
+        })
+        .collect()
+}
+
+/// `PUT path` as admin, which must succeed.
+async fn put_ok(server: &TestServer, path: &str, body: &Value) {
+    let reply = server.put(path, body).await;
+    assert!(reply.status.is_success(), "{path}: {}", reply.text);
+}
+
+/// Store [`linked_observations`] (as admin).
+async fn put_linked_observations(server: &TestServer) -> Vec<(&'static str, Value, bool, bool)> {
+    let cases = linked_observations(server);
+    for (id, body, ..) in &cases {
+        put_ok(server, &format!("Observation/{id}"), body).await;
+    }
+    cases
+}
+
+fn clinician_b(server: &TestServer) -> String {
+    server.token(
+        "clinician",
+        "user/*.cruds",
+        None,
+        Some("Organization/org-b"),
+    )
+}
+
+/// Whether `token` may read `Observation/{id}`: a read, a search by id and the instance history
+/// must agree.
+async fn sees(server: &TestServer, token: &str, id: &str) -> bool {
+    let read = server
+        .request_as(token, Method::GET, &format!("Observation/{id}"), None)
+        .await;
+    assert!(
+        matches!(read.status, StatusCode::OK | StatusCode::NOT_FOUND),
+        "{id}: {}",
+        read.text
+    );
+    let found = ids(server, token, &format!("Observation?_id={id}")).await;
+    let history = server
+        .request_as(
+            token,
+            Method::GET,
+            &format!("Observation/{id}/_history"),
+            None,
+        )
+        .await;
+    let listed = history.status == StatusCode::OK
+        && history.body["entry"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty());
+    assert_eq!(
+        (read.status == StatusCode::OK, listed),
+        (!found.is_empty(), !found.is_empty()),
+        "{id}: read, search and history disagree"
+    );
+    !found.is_empty()
+}
+
+async fn clinicians_see_what_a_patient_link_reaches(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    let t = tokens(&server);
+    let (a, b) = (t.clinician_a.clone(), clinician_b(&server));
+    let cases = put_linked_observations(&server).await;
+    for (id, _, for_a, for_b) in &cases {
+        assert_eq!(sees(&server, &a, id).await, *for_a, "clinic a, {id}");
+        assert_eq!(sees(&server, &b, id).await, *for_b, "clinic b, {id}");
+    }
+    // The same through a type search, a system search and a chain.
+    let expect = |clinic_a: bool, own: &str| {
+        let mut expected: Vec<String> = cases
+            .iter()
+            .filter(|(_, _, for_a, for_b)| if clinic_a { *for_a } else { *for_b })
+            .map(|(id, ..)| id.to_string())
+            .chain([format!("hr-{own}"), format!("lab-{own}")])
+            .collect();
+        expected.sort();
+        expected
+    };
+    assert_eq!(ids(&server, &a, "Observation").await, expect(true, "a"));
+    assert_eq!(ids(&server, &b, "Observation").await, expect(false, "b"));
+    assert_eq!(
+        ids(&server, &b, "?_type=Observation").await,
+        expect(false, "b")
+    );
+    // A chain follows links to the patients the caller may see only, and local ones only.
+    assert_eq!(
+        ids(
+            &server,
+            &a,
+            "Observation?performer:Patient.family=Zirbenwald"
+        )
+        .await,
+        ["links-ba", "own-base-performer"]
+    );
+    assert!(
+        ids(
+            &server,
+            &a,
+            "Observation?performer:Patient.family=Quellenhof"
+        )
+        .await
+        .is_empty()
+    );
+
+    // Every way of writing keeps the head's flag current. Update: a second patient added and
+    // taken away again.
+    let single = observation("single", "pat-a", "vital-signs", "x");
+    put_ok(&server, "Observation/single", &single).await;
+    assert!(!sees(&server, &b, "single").await);
+    let mut shared = single.clone();
+    shared["performer"] = json!([{"reference": "Patient/pat-b"}]);
+    put_ok(&server, "Observation/single", &shared).await;
+    assert!(sees(&server, &b, "single").await);
+    put_ok(&server, "Observation/single", &single).await;
+    assert!(!sees(&server, &b, "single").await);
+    assert!(sees(&server, &a, "single").await);
+    // Patch.
+    let patch =
+        json!([{"op": "add", "path": "/performer", "value": [{"reference": "Patient/pat-b"}]}]);
+    let reply = server
+        .raw(
+            Method::PATCH,
+            "Observation/single",
+            "application/json-patch+json",
+            serde_json::to_vec(&patch).expect("json"),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert!(sees(&server, &b, "single").await);
+    // Delete, and re-create for the other clinic's patient alone.
+    assert!(
+        server
+            .delete("Observation/links-ab")
+            .await
+            .status
+            .is_success()
+    );
+    assert!(!sees(&server, &a, "links-ab").await);
+    assert!(!sees(&server, &b, "links-ab").await);
+    let recreated = observation("links-ab", "pat-b", "vital-signs", "x");
+    put_ok(&server, "Observation/links-ab", &recreated).await;
+    assert!(!sees(&server, &a, "links-ab").await);
+    assert!(sees(&server, &b, "links-ab").await);
+    // A transaction; a plain create (the group committer's path); a clinician's create, checked
+    // against the rule inside its transaction, so against the flag it has just written.
+    let mut in_tx = observation("x", "pat-b", "vital-signs", "x");
+    in_tx.as_object_mut().expect("object").remove("id");
+    in_tx["performer"] = json!([{"reference": "Patient/pat-a"}]);
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": in_tx, "request": {"method": "POST", "url": "Observation"}}]});
+    let reply = server.post("", &bundle).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let location = reply.body["entry"][0]["response"]["location"]
+        .as_str()
+        .expect("location");
+    let tx_id = location.split('/').nth(1).expect("id").to_string();
+    assert!(sees(&server, &a, &tx_id).await && sees(&server, &b, &tx_id).await);
+    let (committed, _) = server.create(&in_tx).await;
+    assert!(sees(&server, &a, &committed).await && sees(&server, &b, &committed).await);
+    let reply = server
+        .request_as(&b, Method::POST, "Observation", Some(&in_tx))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let created = reply.body["id"].as_str().expect("id").to_string();
+    assert!(sees(&server, &a, &created).await && sees(&server, &b, &created).await);
+    in_tx["performer"] = json!([{"reference": "Patient/pat-b"}]);
+    let reply = server
+        .request_as(&b, Method::POST, "Observation", Some(&in_tx))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let only_b = reply.body["id"].as_str().expect("id").to_string();
+    assert!(!sees(&server, &a, &only_b).await && sees(&server, &b, &only_b).await);
+}
+
+/// A clinician's read statement is planned once and kept (`service::read_plans`), but what it
+/// checks is read when it runs: a patient moved to another clinic leaves the first one's reach at
+/// the next read, and a read of another id is about that id.
+async fn kept_read_plans_follow_the_data(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    let t = tokens(&server);
+    let (a, b) = (t.clinician_a.clone(), clinician_b(&server));
+    let read = async |token: &str, path: &str| {
+        server
+            .request_as(token, Method::GET, path, None)
+            .await
+            .status
+    };
+    for _ in 0..2 {
+        assert_eq!(read(&a, "Observation/hr-a").await, StatusCode::OK);
+        assert_eq!(read(&a, "Observation/hr-b").await, StatusCode::NOT_FOUND);
+        assert_eq!(read(&a, "Patient/pat-a").await, StatusCode::OK);
+        assert_eq!(read(&b, "Observation/hr-a").await, StatusCode::NOT_FOUND);
+    }
+    put_ok(&server, "Patient/pat-a", &patient("pat-a", "org-b", PHI_A)).await;
+    assert_eq!(read(&a, "Observation/hr-a").await, StatusCode::NOT_FOUND);
+    assert_eq!(read(&a, "Patient/pat-a").await, StatusCode::NOT_FOUND);
+    assert_eq!(read(&b, "Observation/hr-a").await, StatusCode::OK);
+    assert_eq!(read(&b, "Observation/hr-b").await, StatusCode::OK);
+}
+
+/// What each clinic's clinician sees, by a few queries that all go through the rule.
+async fn seen_by_clinicians(server: &TestServer) -> Vec<Vec<String>> {
+    let t = tokens(server);
+    let mut seen = Vec::new();
+    for token in [t.clinician_a, clinician_b(server)] {
+        for query in [
+            "Observation",
+            "Device",
+            "?_type=Observation,Device,Provenance,Claim,Coverage,Consent",
+            "Patient?_has:Observation:performer:code=8867-4",
+        ] {
+            seen.push(ids(server, &token, query).await);
+        }
+    }
+    seen
+}
+
+/// Every head's `compartment_complete` by (type, id).
+async fn completeness(database: &fhirvault::config::DatabaseUrl) -> Vec<(String, String, i64)> {
+    use sqlx::{Connection, Row};
+    let mut conn = crate::audit_chain::connect(database).await;
+    let rows = sqlx::query(
+        "SELECT resource_type, id, compartment_complete FROM resource_heads ORDER BY resource_type, id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("heads");
+    conn.close().await.expect("closed");
+    rows.iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// The server again on `database`, with the base URL it had (the `own-base` references name it),
+/// although it listens on a new port.
+async fn restart(
+    backend: Backend,
+    dir: tempfile::TempDir,
+    database: fhirvault::config::DatabaseUrl,
+    base: &str,
+) -> TestServer {
+    let mut server = TestServer::start_with(backend, dir, database, |config| {
+        config.base_url = base.to_string();
+    })
+    .await;
+    server.base = format!("http://{}/fhir", server.addr);
+    server
+}
+
+/// A stopped server's database holding the fixture and [`linked_observations`], what the
+/// clinicians saw while it ran, and every head's flag as written.
+struct Stored {
+    seen: Vec<Vec<String>>,
+    base: String,
+    dir: tempfile::TempDir,
+    database: fhirvault::config::DatabaseUrl,
+    written: Vec<(String, String, i64)>,
+}
+
+async fn stored_linked_observations(backend: Backend) -> Stored {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    put_linked_observations(&server).await;
+    let seen = seen_by_clinicians(&server).await;
+    let base = server.base.clone();
+    let (dir, database) = server.stop().await;
+    let written = completeness(&database).await;
+    Stored {
+        seen,
+        base,
+        dir,
+        database,
+        written,
+    }
+}
+
+/// The flag of `Observation/id` among [`completeness`]'s heads.
+fn observation_flag(heads: &[(String, String, i64)], id: &str) -> Option<i64> {
+    heads
+        .iter()
+        .find(|(ty, i, _)| ty == "Observation" && i == id)
+        .map(|(.., c)| *c)
+}
+
+/// Run `statements` on a stopped server's database.
+async fn execute(database: &fhirvault::config::DatabaseUrl, statements: &[&str]) {
+    use sqlx::Connection;
+    let mut conn = crate::audit_chain::connect(database).await;
+    for &statement in statements {
+        sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+            .execute(&mut conn)
+            .await
+            .expect(statement);
+    }
+    conn.close().await.expect("closed");
+}
+
+/// Migration 0011 gives the heads stored before it the flag a write gives them, and the rule
+/// answers alike whether it reads the flag or follows every link (all flags 0).
+async fn the_compartment_flag_is_backfilled(backend: Backend) {
+    let Stored {
+        seen,
+        base,
+        dir,
+        database,
+        written,
+    } = stored_linked_observations(backend).await;
+    let flag = |id: &str| observation_flag(&written, id);
+    for (id, complete) in [
+        ("hr-a", 1),
+        ("versioned", 1),
+        ("links-ab", 0),
+        ("focus-b", 0),
+        ("elsewhere", 0),
+        ("own-base", 0),
+        ("contained", 1),
+    ] {
+        assert_eq!(flag(id), Some(complete), "{id}");
+    }
+    // Every head link by link.
+    execute(
+        &database,
+        &["UPDATE resource_heads SET compartment_complete = 0"],
+    )
+    .await;
+    let server = restart(backend, dir, database, &base).await;
+    assert_eq!(seen_by_clinicians(&server).await, seen, "link by link");
+    let (dir, database) = server.stop().await;
+    // As before the migration: no column, the migration not applied.
+    execute(
+        &database,
+        &[
+            "ALTER TABLE resource_heads DROP COLUMN compartment_complete",
+            "DELETE FROM _sqlx_migrations WHERE version = 11",
+        ],
+    )
+    .await;
+    let server = restart(backend, dir, database, &base).await;
+    let (dir, database) = server.stop().await;
+    let migrated = completeness(&database).await;
+    let before: std::collections::BTreeSet<_> = written.iter().collect();
+    let also_written: Vec<_> = migrated.iter().filter(|h| before.contains(h)).collect();
+    assert_eq!(
+        also_written.len(),
+        written.len(),
+        "the same flags as written"
+    );
+    let server = restart(backend, dir, database, &base).await;
+    assert_eq!(
+        seen_by_clinicians(&server).await,
+        seen,
+        "after the migration"
+    );
+}
+
+/// References a transaction resolves (`urn:uuid:` full URLs) are stored as the relative
+/// references they become, so the head's flag is computed from those: a resource that names only
+/// the new Patient is answered from its compartment, one that also names another clinic's
+/// Patient is not, and a contained Patient counts for no clinic.
+async fn transaction_references_count_as_resolved(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    fixture(&server).await;
+    let t = tokens(&server);
+    let (a, b) = (t.clinician_a.clone(), clinician_b(&server));
+    let new_patient = "urn:uuid:6c1f1d52-0d0a-4d47-9a8f-3f1d7e0c2a11";
+    let observation_entry = |subject: &str, more: Value| {
+        let mut body = observation("x", "pat-a", "vital-signs", "x");
+        body.as_object_mut().expect("object").remove("id");
+        body["subject"] = json!({"reference": subject});
+        for (key, value) in more.as_object().expect("object") {
+            body[key] = value.clone();
+        }
+        json!({"resource": body, "request": {"method": "POST", "url": "Observation"}})
+    };
+    let mut managed = patient("x", "org-a", PHI_A);
+    managed.as_object_mut().expect("object").remove("id");
+    let performer = |reference: &str| json!({"performer": [{"reference": reference}]});
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": new_patient, "resource": managed,
+         "request": {"method": "POST", "url": "Patient"}},
+        observation_entry(new_patient, json!({})),
+        observation_entry(new_patient, performer("Patient/pat-b")),
+        observation_entry("Patient/pat-b", performer(new_patient)),
+        observation_entry("#p1", json!({
+            "contained": [{"resourceType": "Patient", "id": "p1",
+                "managingOrganization": {"reference": "Organization/org-b"}}],
+            "performer": [{"reference": new_patient}]
+        })),
+    ]});
+    let reply = server.post("", &bundle).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let created: Vec<String> = reply.body["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            let location = e["response"]["location"].as_str().expect("location");
+            location.split('/').nth(1).expect("id").to_string()
+        })
+        .collect();
+    // (id, seen by clinic a, by clinic b, flag)
+    let expected = [
+        (&created[1], true, false, 1),
+        (&created[2], true, true, 0),
+        (&created[3], true, true, 0),
+        (&created[4], true, false, 1),
+    ];
+    let flags = completeness(&server.database).await;
+    for (id, for_a, for_b, flag) in expected {
+        assert_eq!(sees(&server, &a, id).await, for_a, "clinic a, {id}");
+        assert_eq!(sees(&server, &b, id).await, for_b, "clinic b, {id}");
+        assert_eq!(observation_flag(&flags, id), Some(flag), "{id}");
+    }
+}
+
+/// `fhirvault reindex` recomputes the flag with the rows and the compartment: heads whose flags
+/// went wrong (every one inverted, so a resource naming another server's `pat-a` claims to be
+/// answered from its compartment, `pat-a` here, and clinic a would see it) get the flags a write
+/// gives them, and the clinicians see what they saw before.
+async fn reindex_recomputes_the_compartment_flag(backend: Backend) {
+    let Stored {
+        seen,
+        base,
+        dir,
+        database,
+        written,
+    } = stored_linked_observations(backend).await;
+    execute(
+        &database,
+        &["UPDATE resource_heads SET compartment_complete = 1 - compartment_complete"],
+    )
+    .await;
+    let server = restart(backend, dir, database, &base).await;
+    let clinic_a = tokens(&server).clinician_a;
+    assert!(
+        sees(&server, &clinic_a, "elsewhere").await,
+        "a wrong flag is what the rule then reads"
+    );
+    let (dir, database) = server.stop().await;
+
+    let (code, stdout, stderr) = crate::audit_chain::fhirvault(dir.path(), &database, &["reindex"]);
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    assert!(
+        crate::reindex::line_of(&stdout, "Observation").contains(" 0 compartments changed"),
+        "only flags changed: {stdout}"
+    );
+    let reindexed = completeness(&database).await;
+    let live: std::collections::BTreeSet<_> = reindexed.iter().collect();
+    for head in &written {
+        // Delete markers are not re-indexed; the fixture has none.
+        assert!(live.contains(head), "{head:?} as written");
+    }
+    let server = restart(backend, dir, database, &base).await;
+    assert_eq!(seen_by_clinicians(&server).await, seen, "after reindex");
+}
+
 /// Versions from before a resource was moved to another patient stay with that patient.
 async fn moved_resources_keep_their_past(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -1309,6 +1851,11 @@ both_backends!(
     moved_resources_keep_their_past,
     tokens_are_required,
     clinician_sees_its_organisation_only,
+    clinicians_see_what_a_patient_link_reaches,
+    kept_read_plans_follow_the_data,
+    the_compartment_flag_is_backfilled,
+    transaction_references_count_as_resolved,
+    reindex_recomputes_the_compartment_flag,
     transactions_are_authorised_entry_by_entry,
     crm_sees_pseudonyms_only,
     nothing_the_crm_can_reach_holds_phi,

@@ -72,7 +72,7 @@ async fn execute(conn: &mut AnyConnection, sql: &str) -> u64 {
 }
 
 /// The line of `stdout` about `resource_type`.
-fn line_of<'a>(stdout: &'a str, resource_type: &str) -> &'a str {
+pub(crate) fn line_of<'a>(stdout: &'a str, resource_type: &str) -> &'a str {
     stdout
         .lines()
         .find(|line| line.starts_with(&format!("{resource_type}: ")))

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{ApiError, ApiResult};
+use crate::search::index_rows::HeadCompartment;
 use crate::store::index::{self, IndexRow};
 use crate::store::versions::{self, StoredVersion};
 use crate::store::{Backend, Conn};
@@ -44,7 +45,7 @@ struct Entry {
     id: String,
     version: i64,
     rows: Vec<IndexRow>,
-    compartment: Option<String>,
+    compartment: HeadCompartment,
 }
 
 impl ReindexBatch {
@@ -229,7 +230,7 @@ async fn write_batch(
     for entry in batch.entries.iter() {
         match heads.get(entry.id.as_str()) {
             Some(head) if head.version == entry.version && !head.deleted => {
-                current.push((entry, head.compartment.as_deref()));
+                current.push((entry, &head.compartment));
             }
             Some(_) => outcome.counts.changed_meanwhile += 1,
             None if held == HeldHeads::Skip => outcome.held.push(entry.id.clone()),
@@ -244,9 +245,13 @@ async fn write_batch(
     outcome.counts.rows_before = index::delete_rows_of(conn, resource_type, &current_ids).await?;
     outcome.counts.rows_after = index::insert_rows(conn, &rows).await?;
     for (entry, stored) in &current {
-        if *stored != entry.compartment.as_deref() {
-            versions::set_compartment(conn, resource_type, &entry.id, entry.compartment.as_deref())
-                .await?;
+        // `complete` is derived from the rows just replaced, so it is set with them: a head whose
+        // flag said "no other Patient" while its new rows name one would answer the clinician's
+        // rule from the wrong Patient.
+        if **stored != entry.compartment {
+            versions::set_compartment(conn, resource_type, &entry.id, &entry.compartment).await?;
+        }
+        if stored.patient != entry.compartment.patient {
             outcome.counts.compartments_changed += 1;
         }
     }
