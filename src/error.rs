@@ -60,6 +60,10 @@ pub enum ApiError {
     MultipleMatches(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A request the server will not run because of its size (a 400 `too-costly`), such as a
+    /// search that would become a statement larger than the database takes.
+    #[error("{0}")]
+    TooCostly(String),
     #[error("{0}")]
     NotImplemented(String),
     /// The store cannot be reached; the client may retry.
@@ -81,7 +85,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) | ApiError::NotSupported(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::NotSupported(_) | ApiError::TooCostly(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MissingToken | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
@@ -119,6 +125,7 @@ impl ApiError {
             ApiError::Conflict(_) | ApiError::PreconditionFailed(_) => IssueCode::Conflict,
             ApiError::MultipleMatches(_) => IssueCode::MultipleMatches,
             ApiError::PayloadTooLarge(_) => IssueCode::TooLong,
+            ApiError::TooCostly(_) => IssueCode::TooCosts,
             ApiError::Unavailable(_) => IssueCode::Transient,
             ApiError::Timeout => IssueCode::Timeout,
             ApiError::Internal => IssueCode::Exception,

@@ -300,7 +300,10 @@ impl Ingestor {
                 })
             })
             .await;
-        result.map_err(failure_of)
+        result.map_err(|error| match error {
+            ApiError::Conflict(_) => Failure::AlreadyStored,
+            error => failure_of(error),
+        })
     }
 
     /// The audit record of a stored message: the message, every resource it created or updated,
@@ -450,17 +453,11 @@ impl Ingestor {
             .reader()
             .await
             .map_err(|_| Failure::Unavailable)?;
-        let visible = match self
+        let visible = self
             .service
             .visible_ids(&mut conn, sender, Permission::Read, "Device", &stored)
             .await
-        {
-            Ok(visible) => visible,
-            Err(ApiError::Unavailable(_) | ApiError::Timeout | ApiError::Internal) => {
-                return Err(Failure::Unavailable);
-            }
-            Err(error) => return Err(Failure::Refused(vec![store_error(&error)])),
-        };
+            .map_err(failure_of)?;
         if stored.iter().all(|id| visible.contains(id)) {
             return Ok(());
         }
@@ -527,8 +524,7 @@ impl Ingestor {
             .reader()
             .await
             .map_err(|_| Failure::Unavailable)?;
-        match self
-            .service
+        self.service
             .conditional_matches(
                 &mut conn,
                 &Caller::server_shared(),
@@ -537,13 +533,7 @@ impl Ingestor {
                 criteria,
             )
             .await
-        {
-            Ok(matches) => Ok(matches),
-            Err(ApiError::Unavailable(_) | ApiError::Timeout | ApiError::Internal) => {
-                Err(Failure::Unavailable)
-            }
-            Err(error) => Err(Failure::Refused(vec![store_error(&error)])),
-        }
+            .map_err(failure_of)
     }
 
     /// The stored resource `criteria` select, or a fresh id for a new one.
@@ -937,10 +927,10 @@ pub(crate) fn check_header(message: &Message) -> Result<(), Hl7Error> {
 
 /// An error of the store or validation as an ERR, without any content of the resources (the
 /// validator's own texts may quote values).
-/// What a failed store of a message means for its sender.
+/// What a failed lookup or store means for the message: the database failing is no ACK (the
+/// sender resends), anything else refuses it.
 fn failure_of(error: ApiError) -> Failure {
     match error {
-        ApiError::Conflict(_) => Failure::AlreadyStored,
         ApiError::Unavailable(_) | ApiError::Timeout | ApiError::Internal => Failure::Unavailable,
         error => Failure::Refused(vec![store_error(&error)]),
     }

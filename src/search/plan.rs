@@ -285,15 +285,68 @@ pub fn plan(
             kind: KeyKind::Text,
         });
     }
-    Ok(Plan {
-        where_sql: conditions.join(" AND "),
+    let plan = Plan {
+        where_sql: all_of(&conditions),
         binds: builder.binds,
         where_binds,
         sort_keys,
         order,
         clock_binds: builder.clock_binds,
         reusable: builder.reusable,
-    })
+    };
+    within_statement_limits(&plan)?;
+    Ok(plan)
+}
+
+/// `alternatives` ORed (`1 = 0` for none), as a balanced tree of parentheses. SQLite parses
+/// `a OR b OR c …` into a tree as deep as the list is long and refuses expressions deeper than
+/// 1,000, which a parameter's 500 values (each a comparison of its own) would exceed; balanced,
+/// the depth grows with the logarithm of the count.
+fn any_of(alternatives: &[String]) -> String {
+    balanced(alternatives, "OR", "1 = 0")
+}
+
+/// `conditions` ANDed (`1 = 1` for none), balanced as [`any_of`]: repeated parameters add up.
+fn all_of(conditions: &[String]) -> String {
+    balanced(conditions, "AND", "1 = 1")
+}
+
+fn balanced(operands: &[String], operator: &str, empty: &str) -> String {
+    match operands {
+        [] => empty.to_string(),
+        [one] => format!("({one})"),
+        _ => {
+            let (left, right) = operands.split_at(operands.len() / 2);
+            format!(
+                "({} {operator} {})",
+                balanced(left, operator, empty),
+                balanced(right, operator, empty)
+            )
+        }
+    }
+}
+
+/// Most values one search statement binds. SQLite takes at most 32,766 per statement and
+/// PostgreSQL 65,535; a query past them would fail in the database. Comma-separated values,
+/// repeated parameters and value-set expansions (each `:in` is limited on its own, by
+/// [`MAX_LISTED_CODES`]) all add up here, so the limit is on the whole.
+const MAX_BINDS: usize = 20_000;
+
+/// Longest SQL text of one search statement's conditions and sort keys. SQLite refuses
+/// statements over 1,000,000 bytes; the page and count statements add a little around these.
+const MAX_SQL_BYTES: usize = 500_000;
+
+/// A 400 `too-costly` for a search too large for one statement, rather than the database's
+/// error (a 500) after planning it.
+fn within_statement_limits(plan: &Plan) -> ApiResult<()> {
+    let sql_bytes = plan.where_sql.len() + plan.sort_keys.iter().map(String::len).sum::<usize>();
+    if plan.binds.len() > MAX_BINDS || sql_bytes > MAX_SQL_BYTES {
+        return Err(ApiError::TooCostly(format!(
+            "this search is too large to run as one query (at most {MAX_BINDS} values in all); \
+             split it into several searches with fewer values or parameters"
+        )));
+    }
+    Ok(())
 }
 
 /// The value a resource is sorted by for parameter `code`: its lowest value ascending, its
@@ -377,7 +430,7 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
                     )
                 });
             }
-            Ok(format!("({})", alternatives.join(" OR ")))
+            Ok(any_of(&alternatives))
         }
         // Driver: the sources that match, then what they point to. Probe: the references to this
         // resource, then whether their source matches.
@@ -415,17 +468,9 @@ fn criterion_condition(b: &mut Builder, scope: &Scope, criterion: &Criterion) ->
                     .map(|c| criterion_condition(b, &probe, c))
                     .collect();
                 let all = all?;
-                alternatives.push(if all.is_empty() {
-                    "1 = 1".to_string()
-                } else {
-                    format!("({})", all.join(" AND "))
-                });
+                alternatives.push(all_of(&all));
             }
-            Ok(if alternatives.is_empty() {
-                "1 = 0".into()
-            } else {
-                format!("({})", alternatives.join(" OR "))
-            })
+            Ok(any_of(&alternatives))
         }
         Criterion::Consent(filter) => Ok(consent_condition(b, scope, filter)),
         Criterion::PatientLink { links, patient } => {
@@ -541,7 +586,7 @@ fn restriction_condition(b: &mut Builder, scope: &Scope) -> ApiResult<Option<Str
         .map(|c| criterion_condition(b, &probe, c))
         .collect();
     b.visibility = Some(visibility);
-    Ok(Some(format!("({})", compiled?.join(" AND "))))
+    Ok(Some(all_of(&compiled?)))
 }
 
 /// A system-level search sees, of each type it spans, what the caller may see of that type.
@@ -574,11 +619,7 @@ fn system_restriction(b: &mut Builder, request: &SearchRequest) -> ApiResult<Opt
             }
         }
     }
-    Ok(Some(if alternatives.is_empty() {
-        "1 = 0".into()
-    } else {
-        format!("({})", alternatives.join(" OR "))
-    }))
+    Ok(Some(any_of(&alternatives)))
 }
 
 /// Membership of `h` in a compartment: one of the compartment's parameters points at its owner,
@@ -605,11 +646,7 @@ fn compartment_condition(b: &mut Builder, scope: &Scope, compartment: &Compartme
             params.join(", ")
         ));
     }
-    if alternatives.is_empty() {
-        "1 = 0".into()
-    } else {
-        format!("({})", alternatives.join(" OR "))
-    }
+    any_of(&alternatives)
 }
 
 /// Reference row `c` points into this server (relative, or absolute on our base), so a chain
@@ -729,7 +766,7 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
                 .iter()
                 .map(|v| last_updated_condition(b, scope, filter, v))
                 .collect::<ApiResult<Vec<_>>>()?;
-            return Ok(format!("({})", alternatives.join(" OR ")));
+            return Ok(any_of(&alternatives));
         }
         _ => {}
     }
@@ -792,16 +829,13 @@ fn filter_condition(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
                 });
             }
             let param = b.text(param);
-            branches.push(format!(
-                "(r.param = {param} AND ({}))",
-                alternatives.join(" OR ")
-            ));
+            branches.push(format!("(r.param = {param} AND {})", any_of(&alternatives)));
         }
     }
     let condition = format!(
-        "r.resource_type = {} AND ({})",
+        "r.resource_type = {} AND {}",
         scope.type_bind,
-        branches.join(" OR ")
+        any_of(&branches)
     );
     Ok(scope.has_row(table, &condition, negate))
 }
@@ -887,9 +921,9 @@ fn composite_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
         ));
     }
     let condition = format!(
-        "r.resource_type = {} AND ({})",
+        "r.resource_type = {} AND {}",
         scope.type_bind,
-        alternatives.join(" OR ")
+        any_of(&alternatives)
     );
     Ok(scope.has_row(table_for(second_kind), &condition, false))
 }
@@ -936,13 +970,9 @@ fn code_list_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
     }
     let param = param_is(b, scope, &filter.code);
     let negate = filter.modifier.as_deref() == Some("not-in");
-    let codes = if alternatives.is_empty() {
-        "1 = 0".to_string()
-    } else {
-        alternatives.join(" OR ")
-    };
+    let codes = any_of(&alternatives);
     let condition = format!(
-        "r.resource_type = {} AND {param} AND ({codes})",
+        "r.resource_type = {} AND {param} AND {codes}",
         scope.type_bind
     );
     Ok(scope.has_row("search_token", &condition, negate))
@@ -1041,15 +1071,15 @@ fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResul
                 stored.push(format!("(r.param = {param} AND r.token = {token})"));
             }
             let condition = format!(
-                "r.resource_type = {} AND ({})",
+                "r.resource_type = {} AND {}",
                 scope.type_bind,
-                stored.join(" OR ")
+                any_of(&stored)
             );
             all.push(scope.has_row("search_blind", &condition, false));
         }
-        alternatives.push(format!("({})", all.join(" AND ")));
+        alternatives.push(all_of(&all));
     }
-    Ok(format!("({})", alternatives.join(" OR ")))
+    Ok(any_of(&alternatives))
 }
 
 /// A filter answered from `search_blind` rows stored under `param`.
@@ -1066,9 +1096,9 @@ fn blind_filter(
         .collect::<ApiResult<Vec<_>>>()?;
     let param = b.text(param.to_string());
     let condition = format!(
-        "r.resource_type = {} AND r.param = {param} AND ({})",
+        "r.resource_type = {} AND r.param = {param} AND {}",
         scope.type_bind,
-        alternatives.join(" OR ")
+        any_of(&alternatives)
     );
     Ok(scope.has_row("search_blind", &condition, false))
 }
