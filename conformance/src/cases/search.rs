@@ -89,6 +89,11 @@ pub fn cases() -> Vec<Case> {
             "a code element matches system|code with the system its binding implies (gender=administrative-gender|female), not another",
             bound_system,
         ),
+        Case::new(
+            "search-032",
+            "a parameter with 500 values (OR) finds the one that matches, by POST _search",
+            many_values,
+        ),
     ]
 }
 
@@ -548,6 +553,19 @@ fn token_below_above(ctx: &Ctx) -> Outcome {
 
 fn contained_false(ctx: &Ctx) -> Outcome {
     found_along_with(ctx, ("_contained", "false"))
+}
+
+fn many_values(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    let created = ctx.create(&fixtures::patient(&unique))?;
+    let identifier = identifier_query(&unique);
+    let mut values: Vec<String> = (1..500).map(|i| format!("{identifier}-{i}")).collect();
+    values.insert(250, identifier);
+    let listed = values.join(",");
+    let form = query(&[("identifier", &listed)]);
+    let response = ctx.post("Patient/_search").body("application/x-www-form-urlencoded", form).send()?;
+    let ids = check::ids_of(&searchset(&response)?, "Patient");
+    exactly(&ids, &created.id, &format!("{}: identifier=<500 values, one of them the Patient's>", response.label))
 }
 
 fn bound_system(ctx: &Ctx) -> Outcome {
