@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -238,7 +237,7 @@ pub async fn serve_listeners(
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let keys = service.keys.clone();
     let watcher = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut tick = tokio::time::interval(crate::watch::RECHECK);
         loop {
             tick.tick().await;
             keys.reload_if_changed();

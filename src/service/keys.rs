@@ -7,75 +7,141 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::Instant;
 
 use crate::crypto::{Aad, CryptoError, KeyRing};
+use crate::watch::WatchedFiles;
 
 #[derive(Clone)]
 pub struct SharedKeys {
-    inner: Arc<RwLock<Loaded>>,
-    /// None for an in-memory ring (tests, benches).
-    path: Option<PathBuf>,
-}
-
-struct Loaded {
-    ring: KeyRing,
-    modified: Option<SystemTime>,
+    ring: Arc<RwLock<KeyRing>>,
+    /// The key file, looked at as the JWKS and revocation lists are ([`WatchedFiles`]); `None`
+    /// for an in-memory ring (tests, benches).
+    file: Option<Arc<WatchedFiles>>,
 }
 
 impl SharedKeys {
+    /// `ring` as read from `path` just now.
     pub fn new(ring: KeyRing, path: Option<PathBuf>) -> Self {
-        let modified = path
-            .as_ref()
-            .and_then(|p| std::fs::metadata(p).ok()?.modified().ok());
         SharedKeys {
-            inner: Arc::new(RwLock::new(Loaded { ring, modified })),
-            path,
+            ring: Arc::new(RwLock::new(ring)),
+            file: path.map(|path| Arc::new(WatchedFiles::new(vec![path], Instant::now()))),
         }
     }
 
     /// The ring as it is now (cheap: the ring is reference-counted inside).
     pub fn current(&self) -> KeyRing {
-        match self.inner.read() {
-            Ok(loaded) => loaded.ring.clone(),
-            Err(poisoned) => poisoned.into_inner().ring.clone(),
+        match self.ring.read() {
+            Ok(ring) => ring.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    /// Reload the key file if it changed since it was read. Returns whether it did.
+    /// Reload the key file if it changed since it was read (looked at most every
+    /// [`RECHECK`](crate::watch::RECHECK)). Returns whether a new ring is in use.
     pub fn reload_if_changed(&self) -> bool {
-        let Some(path) = &self.path else { return false };
-        let modified = std::fs::metadata(path).ok().and_then(|m| m.modified().ok());
-        let current = self.inner.read().map(|l| l.modified).unwrap_or(None);
-        if modified.is_none() || modified == current {
+        let Some(file) = &self.file else { return false };
+        let mut reloaded = false;
+        file.read_if_changed(Instant::now(), |changed| {
+            reloaded = self.reload(file, changed);
+        });
+        reloaded
+    }
+
+    /// Reads the key file; a file that cannot be loaded keeps the ring in use, with an error
+    /// logged once per change of the file (`changed`), not at every look.
+    fn reload(&self, file: &WatchedFiles, changed: bool) -> bool {
+        let Some(path) = file.paths().first() else {
             return false;
-        }
+        };
         match KeyRing::load(path) {
             Ok(ring) => {
                 let active = ring.active_key_id();
-                if let Ok(mut loaded) = self.inner.write() {
-                    *loaded = Loaded { ring, modified };
+                match self.ring.write() {
+                    Ok(mut in_use) => *in_use = ring,
+                    Err(poisoned) => *poisoned.into_inner() = ring,
                 }
-                tracing::info!(
-                    active_key_id = active,
-                    "key file changed; key ring reloaded"
-                );
+                if changed {
+                    tracing::info!(
+                        active_key_id = active,
+                        "key file changed; key ring reloaded"
+                    );
+                }
                 true
             }
             Err(error) => {
-                tracing::error!(%error, "key file changed but could not be loaded; keeping the previous key ring");
+                if changed {
+                    tracing::error!(%error, "key file changed but could not be loaded; keeping the previous key ring");
+                }
                 false
             }
         }
     }
 
-    /// Open a sealed blob, re-reading the key file once if the blob names a key we do not hold yet.
+    /// Open a sealed blob. When the blob names a key we do not hold yet (a rotation in another
+    /// process added it), the key file is read again at once, at most once per
+    /// [`RECHECK`](crate::watch::RECHECK) for such reads, so that blobs naming unknown keys
+    /// cannot make the server read the file for every row.
     pub fn open(&self, aad: &Aad, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         match self.current().open(aad, sealed) {
-            Err(CryptoError::UnknownKeyId(_)) if self.reload_if_changed() => {
-                self.current().open(aad, sealed)
+            Err(CryptoError::UnknownKeyId(id)) => {
+                let mut reloaded = false;
+                if let Some(file) = &self.file {
+                    file.read_now(Instant::now(), |changed| {
+                        reloaded = changed && self.reload(file, changed);
+                    });
+                }
+                if reloaded {
+                    self.current().open(aad, sealed)
+                } else {
+                    Err(CryptoError::UnknownKeyId(id))
+                }
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AAD: Aad<'static> = Aad::Blob {
+        purpose: "test",
+        key: "k",
+    };
+
+    #[test]
+    fn a_blob_under_a_key_added_by_a_rotation_opens_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let (ring, _) = KeyRing::load_or_create(&path).unwrap();
+        let keys = SharedKeys::new(ring, Some(path.clone()));
+
+        // Another process rotates: the file gains a key, and a row is sealed under it.
+        let mut rotating = KeyRing::load(&path).unwrap();
+        rotating.rotate(&path).unwrap();
+        let sealed = rotating.seal(&AAD, b"moved").unwrap();
+        assert_eq!(keys.open(&AAD, &sealed).unwrap(), b"moved");
+        assert_eq!(keys.current().active_key_id(), rotating.active_key_id());
+    }
+
+    #[test]
+    fn a_broken_key_file_keeps_the_ring_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let (ring, _) = KeyRing::load_or_create(&path).unwrap();
+        let sealed = ring.seal(&AAD, b"kept").unwrap();
+        let keys = SharedKeys::new(ring, Some(path.clone()));
+        std::fs::write(&path, "not a key ring").unwrap();
+        let file = keys.file.clone().unwrap();
+        assert!(!keys.reload(&file, true), "a broken file is not loaded");
+        assert_eq!(keys.open(&AAD, &sealed).unwrap(), b"kept");
+        // A blob under a key nobody has stays unknown, and does not replace the ring.
+        let other = KeyRing::from_master_secret([7; 32])
+            .seal(&AAD, b"x")
+            .unwrap();
+        assert!(keys.open(&AAD, &other).is_err());
+        assert_eq!(keys.open(&AAD, &sealed).unwrap(), b"kept");
     }
 }
