@@ -1,13 +1,15 @@
 //! [`WatchedFiles`]: files read at start-up that the server reads again when they change, so
 //! that replacing one needs no restart: the identity provider's JWKS (`auth.jwks_file`, see
-//! [`crate::auth::token::TrustedKeys`]) and the client certificate revocation lists
-//! (`tls.client_crl_files`, see [`crate::tls`]).
+//! [`crate::auth::token::TrustedKeys`]), the client certificate revocation lists
+//! (`tls.client_crl_files`, see [`crate::tls`]) and the key file (see
+//! [`crate::service::keys::SharedKeys`], which `fhirvault keys rotate` changes).
 //!
-//! There is no background task and no file-system notification: the user of the files asks on
-//! its hot path (a token, a handshake), and at most every [`RECHECK`] that costs one `stat` per
-//! file. A file counts as changed when its modification time or size differs from when it was
-//! last read. Stamps are taken *before* a read, so a file written while it is being read shows a
-//! new stamp at the next look and is read again.
+//! There is no file-system notification: the user of the files asks, on its hot path (a token,
+//! a handshake, a row under an unknown key) or from a timer of its own (the key file and the
+//! revocation lists, so that a change applies while nobody asks), and at most every [`RECHECK`]
+//! that costs one `stat` per file. A file counts as changed when its modification time or size
+//! differs from when it was last read. Stamps are taken *before* a read, so a file written while
+//! it is being read shows a new stamp at the next look and is read again.
 //!
 //! What was read, and what to do with a file that cannot be used, is the user's business; this
 //! module only tells it when to read and whether the files changed since the last read, so that
