@@ -44,12 +44,19 @@ enum Command {
         /// Files to import.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The settings `serve` runs with: AuditEvents name its base URL, and Consent rules
+        /// resolve references against it.
+        #[command(flatten)]
+        serve: ServeArgs,
     },
     /// Ingest HL7 v2 message files and batch files (FHS/BHS … BTS/FTS) as MLLP would.
     Ingest {
         /// Files holding one or more messages.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The settings `serve` runs with (its base URL, in the AuditEvents).
+        #[command(flatten)]
+        serve: ServeArgs,
     },
     /// Compute the search index rows of every live resource again (after an upgrade changed
     /// the indexing rules); safe while the server runs.
@@ -91,6 +98,9 @@ enum AuditCommand {
         /// audit.retention_days.
         #[arg(long, value_parser = parse_cutoff)]
         before: Option<i64>,
+        /// The settings `serve` runs with (its base URL, in the AuditEvent of the prune).
+        #[command(flatten)]
+        serve: Box<ServeArgs>,
     },
 }
 
@@ -144,7 +154,12 @@ enum DeadLetterCommand {
         all: bool,
     },
     /// Ingest a dead letter again (after a mapping or configuration fix).
-    Replay { id: String },
+    Replay {
+        id: String,
+        /// The settings `serve` runs with (its base URL, in the AuditEvents).
+        #[command(flatten)]
+        serve: Box<ServeArgs>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -191,17 +206,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => {
             keys(Config::resolve(&cli.store, &ServeArgs::default())?, command).await
         }
-        Command::Import { files } => {
-            import(Config::resolve(&cli.store, &ServeArgs::default())?, files).await
+        Command::Import { files, serve } => {
+            import(Config::resolve(&cli.store, &serve)?, files).await
         }
-        Command::Ingest { files } => {
-            ingest(Config::resolve(&cli.store, &ServeArgs::default())?, files).await
+        Command::Ingest { files, serve } => {
+            ingest(Config::resolve(&cli.store, &serve)?, files).await
         }
         Command::Reindex(args) => {
             reindex(Config::resolve(&cli.store, &args.serve)?, args.types).await
         }
         Command::Hl7(Hl7Command::DeadLetters(command)) => {
-            dead_letters(Config::resolve(&cli.store, &ServeArgs::default())?, command).await
+            let serve = match &command {
+                DeadLetterCommand::Replay { serve, .. } => (**serve).clone(),
+                DeadLetterCommand::List { .. } => ServeArgs::default(),
+            };
+            dead_letters(Config::resolve(&cli.store, &serve)?, command).await
         }
         Command::Token(TokenCommand::Issue(args)) => {
             issue_token(Config::resolve(&cli.store, &args.serve)?, args)
@@ -209,14 +228,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Verify) => {
             verify_audit(Config::resolve(&cli.store, &ServeArgs::default())?).await
         }
-        Command::Audit(AuditCommand::Prune { export, before }) => {
-            prune_audit(
-                Config::resolve(&cli.store, &ServeArgs::default())?,
-                export,
-                before,
-            )
-            .await
-        }
+        Command::Audit(AuditCommand::Prune {
+            export,
+            before,
+            serve,
+        }) => prune_audit(Config::resolve(&cli.store, &serve)?, export, before).await,
     }
 }
 
@@ -559,7 +575,7 @@ async fn dead_letters(config: Config, command: DeadLetterCommand) -> anyhow::Res
                 println!("no dead letters");
             }
         }),
-        DeadLetterCommand::Replay { id } => match ingestor.replay(&id).await {
+        DeadLetterCommand::Replay { id, .. } => match ingestor.replay(&id).await {
             Ok(answer) => match answer.disposition {
                 Disposition::Stored | Disposition::Duplicate => {
                     println!("dead letter {id} is stored now ({:?})", answer.disposition);

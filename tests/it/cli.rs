@@ -133,17 +133,14 @@ fn run(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
 /// An HTTP client that sends an admin token for `server`, issued by `fhirvault token issue` from
 /// the same data directory.
 fn admin_client(dir: &std::path::Path, server: &Running) -> ::reqwest::Client {
-    let (ok, stdout, stderr) = run(
-        dir,
-        &[
-            "token",
-            "issue",
-            "--role",
-            "admin",
-            "--base-url",
-            &server.base,
-        ],
-    );
+    client_as(dir, server, &["--role", "admin"])
+}
+
+/// An HTTP client sending a token issued by the key ring in `dir` with `claims` (`--role` …).
+fn client_as(dir: &std::path::Path, server: &Running, claims: &[&str]) -> ::reqwest::Client {
+    let mut args = vec!["token", "issue", "--base-url", &server.base];
+    args.extend_from_slice(claims);
+    let (ok, stdout, stderr) = run(dir, &args);
     assert!(ok, "token issue: {stderr}");
     let mut headers = ::reqwest::header::HeaderMap::new();
     headers.insert(
@@ -521,4 +518,63 @@ async fn token_issue_prints_a_token_signed_by_the_key_ring() {
     );
     assert!(!ok);
     assert!(stderr.contains("--ttl"), "{stderr}");
+}
+
+/// The commands that write beside a server (`import`, `ingest`) take its settings, so that what
+/// they record names that server: every AuditEvent's source is the server's base URL, also those
+/// of an import and an ingest given `--base-url` (before, they named the default base).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_and_ingest_record_the_servers_base_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    let auditor = client_as(
+        dir.path(),
+        &server,
+        &["--role", "auditor", "--scope", "user/AuditEvent.rs"],
+    );
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Organization", "id": "org-base", "name": "Klinik"}}
+    ]});
+    std::fs::write(dir.path().join("orgs.json"), bundle.to_string()).unwrap();
+    let message = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hl7v2/holter-pcd01.hl7"
+    );
+    for command in [["import", "orgs.json"], ["ingest", message]] {
+        let (ok, stdout, stderr) = run(
+            dir.path(),
+            &[command[0], command[1], "--base-url", &server.base],
+        );
+        assert!(ok, "{command:?}: {stdout} {stderr}");
+    }
+    let events: Value = auditor
+        .get(format!("{}/AuditEvent?_count=100", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sources: std::collections::BTreeSet<String> = events["entry"]
+        .as_array()
+        .unwrap_or_else(|| panic!("entries: {events}"))
+        .iter()
+        .map(|entry| {
+            entry["resource"]["source"]["observer"]["identifier"]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let subtypes: Vec<&str> = events["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| entry["resource"]["type"]["code"].as_str())
+        .collect();
+    assert!(
+        subtypes.contains(&"110107"),
+        "the import and the ingest are recorded: {subtypes:?}"
+    );
+    assert_eq!(sources, [server.base.clone()].into(), "{events}");
 }
