@@ -152,12 +152,16 @@ pub fn rows_for(
 }
 
 /// The patient compartment a resource belongs to (its sharding key): a Patient is its own; other
-/// resources take the first Patient their compartment parameters reference.
+/// resources take the first Patient of this server their compartment parameters reference
+/// (relative, or absolute on `base_url`). A Patient on another server is another person, even
+/// with the same id: it puts the resource in no compartment of ours (its `$everything`, its
+/// Consents).
 pub fn patient_compartment(
     registry: &SearchParamRegistry,
     resource_type: &str,
     id: &str,
     rows: &[IndexRow],
+    base_url: &str,
 ) -> Option<String> {
     if resource_type == "Patient" {
         return Some(id.to_string());
@@ -168,10 +172,25 @@ pub fn patient_compartment(
             param,
             target_type: Some(t),
             target_id: Some(target),
+            url,
             ..
-        } if t == "Patient" && params.iter().any(|p| p == param) => Some(target.clone()),
+        } if t == "Patient"
+            && params.iter().any(|p| p == param)
+            && is_on_this_server(url, base_url) =>
+        {
+            Some(target.clone())
+        }
         _ => None,
     })
+}
+
+/// A reference that is relative, or absolute on `base_url` (`base_url` without a trailing `/`):
+/// what the planner's `local_reference` (src/search/plan.rs) checks in SQL.
+fn is_on_this_server(url: &str, base_url: &str) -> bool {
+    !url.contains("://")
+        || url
+            .strip_prefix(base_url)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// What a resource's head records of its Patient compartment (`resource_heads.compartment` and
@@ -185,13 +204,15 @@ pub struct HeadCompartment {
 }
 
 impl HeadCompartment {
+    /// `base_url`: this server's, against which absolute references are local or not.
     pub fn of(
         registry: &SearchParamRegistry,
         resource_type: &str,
         id: &str,
         rows: &[IndexRow],
+        base_url: &str,
     ) -> Self {
-        let patient = patient_compartment(registry, resource_type, id, rows);
+        let patient = patient_compartment(registry, resource_type, id, rows, base_url);
         let complete = compartment_is_complete(patient.as_deref(), rows);
         Self { patient, complete }
     }
@@ -587,6 +608,9 @@ mod tests {
         );
     }
 
+    /// The base URL the compartment tests' server has.
+    const BASE: &str = "http://127.0.0.1:8080/fhir";
+
     /// `(compartment, compartment_is_complete)` of `resource` as a write computes them.
     fn compartment_of(resource: serde_json::Value) -> (Option<String>, bool) {
         let registry = crate::search::registry::tests::r4();
@@ -595,7 +619,7 @@ mod tests {
         let id = resource["id"].as_str().unwrap_or("x");
         let rows = rows_for(registry, &keys, &resource_type, &resource);
         let HeadCompartment { patient, complete } =
-            HeadCompartment::of(registry, &resource_type, id, &rows);
+            HeadCompartment::of(registry, &resource_type, id, &rows, BASE);
         (patient, complete)
     }
 
@@ -646,15 +670,18 @@ mod tests {
             compartment_of(observation(json!({"focus": [{"reference": "Patient/b"}]}))),
             (some_a.clone(), false)
         );
-        // Absolute URLs, on another server (the same id there is another person) or on ours.
-        for base in [
-            "https://elsewhere.example/fhir",
-            "http://127.0.0.1:8080/fhir",
+        // Absolute URLs, on another server (the same id there is another person: no
+        // compartment of ours) or on ours (the same Patient); either way the links decide.
+        for (base, compartment) in [
+            ("https://elsewhere.example/fhir", None),
+            ("https://elsewhere.example/fhir-2", None),
+            (BASE, some_a.clone()),
         ] {
             let subject = json!({"subject": {"reference": format!("{base}/Patient/a")}});
             assert_eq!(
                 compartment_of(observation(subject)),
-                (some_a.clone(), false)
+                (compartment, false),
+                "{base}"
             );
             let performer = json!({"performer": [{"reference": format!("{base}/Patient/a")}]});
             assert_eq!(
@@ -662,6 +689,9 @@ mod tests {
                 (some_a.clone(), false)
             );
         }
+        // A server whose base merely starts like ours is another server.
+        let longer = json!({"subject": {"reference": format!("{BASE}x/Patient/a")}});
+        assert_eq!(compartment_of(observation(longer)), (None, false));
         // A reference typed Patient without a literal id: the link-by-link check decides.
         for literal in ["urn:uuid:0b1c4f36-1d5b-4a4e-8c3c-123456789abc", "#p1"] {
             let typed = json!({"performer": [{"reference": literal, "type": "Patient"}]});

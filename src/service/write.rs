@@ -209,7 +209,13 @@ impl Service {
         body: &Value,
     ) -> (Vec<IndexRow>, HeadCompartment) {
         let rows = index_rows::rows_for(&self.registry, keys, resource_type, body);
-        let compartment = HeadCompartment::of(&self.registry, resource_type, id, &rows);
+        let compartment = HeadCompartment::of(
+            &self.registry,
+            resource_type,
+            id,
+            &rows,
+            &self.config.base_url,
+        );
         (rows, compartment)
     }
 

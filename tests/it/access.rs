@@ -1029,9 +1029,11 @@ async fn transaction_references_count_as_resolved(backend: Backend) {
 }
 
 /// `fhirvault reindex` recomputes the flag with the rows and the compartment: heads whose flags
-/// went wrong (every one inverted, so a resource naming another server's `pat-a` claims to be
-/// answered from its compartment, `pat-a` here, and clinic a would see it) get the flags a write
-/// gives them, and the clinicians see what they saw before.
+/// went wrong (every one inverted, so `links-ab`, which names `pat-a` and `pat-b`, claims to be
+/// answered from its compartment alone, and one of the clinics no longer sees it) get the flags
+/// a write gives them, and the clinicians see what they saw before. A wrong flag can hide a
+/// resource but not show one: the compartment is a Patient of this server that a patient link
+/// points at, so the resource naming another server's `pat-a` stays out of clinic a's sight.
 async fn reindex_recomputes_the_compartment_flag(backend: Backend) {
     let Stored {
         seen,
@@ -1046,14 +1048,24 @@ async fn reindex_recomputes_the_compartment_flag(backend: Backend) {
     )
     .await;
     let server = restart(backend, dir, database, &base).await;
-    let clinic_a = tokens(&server).clinician_a;
+    let (clinic_a, clinic_b) = (tokens(&server).clinician_a, clinician_b(&server));
     assert!(
-        sees(&server, &clinic_a, "elsewhere").await,
+        !(sees(&server, &clinic_a, "links-ab").await && sees(&server, &clinic_b, "links-ab").await),
         "a wrong flag is what the rule then reads"
+    );
+    assert!(
+        !sees(&server, &clinic_a, "elsewhere").await,
+        "another server's Patient is in no compartment here, whatever the flag says"
     );
     let (dir, database) = server.stop().await;
 
-    let (code, stdout, stderr) = crate::audit_chain::fhirvault(dir.path(), &database, &["reindex"]);
+    let (code, stdout, stderr) = crate::audit_chain::fhirvault(
+        dir.path(),
+        &database,
+        // The server's base: absolute references on it are local (docs: give reindex the
+        // settings serve runs with).
+        &["reindex", "--base-url", &base],
+    );
     assert_eq!(code, 0, "{stdout} {stderr}");
     assert!(
         crate::reindex::line_of(&stdout, "Observation").contains(" 0 compartments changed"),

@@ -607,6 +607,35 @@ async fn everything_honours_roles_and_consent(backend: Backend) {
     .assert_outcome(StatusCode::BAD_REQUEST, "not-supported", "_since");
 }
 
+/// A resource whose subject is a Patient on another server, with the same id as one of ours, is
+/// no resource of our Patient: not in its `$everything`. One naming our Patient by an absolute
+/// URL on our own base is.
+async fn everything_holds_no_other_servers_patient(backend: Backend) {
+    let server = start(backend, ConsentDefault::OptOut).await;
+    for (id, subject) in [
+        (
+            "hr-elsewhere",
+            "https://elsewhere.example/fhir/Patient/pat-a".to_string(),
+        ),
+        ("hr-own-base", format!("{}/Patient/pat-a", server.base)),
+    ] {
+        let observation = json!({"resourceType": "Observation", "id": id, "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": subject}});
+        let reply = server.put(&format!("Observation/{id}"), &observation).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    }
+    let everything = found(&server, &server_admin(&server), "Patient/pat-a/$everything").await;
+    assert!(
+        everything.contains(&"hr-own-base".to_string()),
+        "{everything:?}"
+    );
+    assert!(
+        !everything.contains(&"hr-elsewhere".to_string()),
+        "{everything:?}"
+    );
+}
+
 fn server_admin(server: &TestServer) -> String {
     server.token("admin", "user/*.cruds", None, None)
 }
@@ -714,6 +743,7 @@ async fn signed_documents_are_stored_encrypted(backend: Backend) {
 }
 
 both_backends!(
+    everything_holds_no_other_servers_patient,
     a_denied_patient_is_absent_everywhere,
     withdrawal_takes_effect_on_the_next_request,
     opt_in_shares_only_what_is_permitted,
