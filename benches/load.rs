@@ -33,7 +33,7 @@ const CLINIC: &str = "bench-clinic";
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{run_alternating, run_phase};
 
@@ -222,8 +222,18 @@ async fn main() {
         .await
         .expect("bind");
     let quiet_base = format!("http://{}/fhir", quiet_listener.local_addr().expect("addr"));
+    // And with the read journal, on a third: the `read-j` phase.
+    let journal_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let journal_url = Arc::new(format!(
+        "http://{}/fhir/Observation",
+        journal_listener.local_addr().expect("addr")
+    ));
+    let journal_service = common::with_read_journal(&service);
     let servers = [
         common::spawn_server(quiet_listener, common::without_audit(&service)),
+        common::spawn_server(journal_listener, journal_service.clone()),
         common::spawn_server(listener, service),
     ];
 
@@ -433,6 +443,30 @@ async fn main() {
         ] {
             print(phase);
         }
+        // Reads whose AuditEvents go through the journal: the phase, then what is left to drain
+        // when it ends (timed), so that the rate including the drain is what a server keeps up.
+        let journal_phase = {
+            let (client, url, ids) = (client.clone(), journal_url.clone(), ids.clone());
+            run_phase("read-j", clients, settings.requests, cap, move |i| {
+                let (client, url) = (client.clone(), format!("{url}/{}", ids[i % ids.len()]));
+                async move { read(&client, url).await }
+            })
+            .await
+        };
+        let drain_started = Instant::now();
+        journal_service
+            .flush_read_journal()
+            .await
+            .expect("the journal drains");
+        let drain = drain_started.elapsed();
+        print(&journal_phase);
+        let journal_sustained =
+            journal_phase.ok() as f64 / (journal_phase.elapsed + drain).as_secs_f64();
+        println!(
+            "         then {:.0} ms to drain the journal: {:.1} reads/s including the drain",
+            drain.as_secs_f64() * 1000.0,
+            journal_sustained
+        );
 
         let ratio = create_phase.rate() / raw_phase.rate();
         ratios.push(json!({
@@ -442,6 +476,9 @@ async fn main() {
             "clinician_reads_per_admin_reads_audit_off": common::round(clinician_read_off.rate() / read_off.rate(), 3),
             "creates_audit_on_per_off": common::round(create_phase.rate() / create_off.rate(), 3),
             "reads_audit_on_per_off": common::round(read_phase.rate() / read_off.rate(), 3),
+            "journal_reads_per_off": common::round(journal_phase.rate() / read_off.rate(), 3),
+            "journal_reads_with_drain_per_off": common::round(journal_sustained / read_off.rate(), 3),
+            "journal_drain_ms": common::round(drain.as_secs_f64() * 1000.0, 1),
             "clinician_reads_audit_on_per_off": common::round(clinician_read_phase.rate() / clinician_read_off.rate(), 3),
         }));
         for phase in [
@@ -452,6 +489,7 @@ async fn main() {
             read_off,
             clinician_read_phase,
             clinician_read_off,
+            journal_phase,
         ] {
             rows.push(Value::Object(phase.timing_json("phase")));
         }
@@ -485,6 +523,18 @@ async fn main() {
             r["creates_audit_on_per_off"],
             r["reads_audit_on_per_off"],
             r["clinician_reads_audit_on_per_off"]
+        );
+    }
+    println!(
+        "reads with the read journal (audit.read_records = journal) ÷ reads without the trail, same run: the phase alone, and including the drain after it:"
+    );
+    for r in &ratios {
+        println!(
+            "  {:>2} clients: {} alone, {} with the drain ({} ms)",
+            r["clients"],
+            r["journal_reads_per_off"],
+            r["journal_reads_with_drain_per_off"],
+            r["journal_drain_ms"]
         );
     }
 

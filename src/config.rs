@@ -56,6 +56,14 @@ pub struct AuditArgs {
         global = true
     )]
     pub on_write_failure: Option<String>,
+    /// Where a read's AuditEvents are made durable before it is answered: `database` (default)
+    /// or `journal`.
+    #[arg(
+        long = "audit-read-records",
+        env = "FHIRVAULT_AUDIT_READ_RECORDS",
+        global = true
+    )]
+    pub read_records: Option<String>,
 }
 
 /// Settings only the server needs.
@@ -265,6 +273,7 @@ struct AuditFileConfig {
     chains: Option<u32>,
     retention_days: Option<u32>,
     on_write_failure: Option<String>,
+    read_records: Option<String>,
 }
 
 /// The audit trail (`crate::audit`): how AuditEvents are chained, kept and, when the database
@@ -278,6 +287,7 @@ pub struct AuditConfig {
     /// AuditEvent.
     pub retention_days: u32,
     pub on_write_failure: OnWriteFailure,
+    pub read_records: ReadRecords,
     /// Whether AuditEvents are written at all. Always true in a deployment: no file setting,
     /// flag or variable turns it off. Benchmarks switch it off through the library, to measure
     /// what the trail costs against the same server without it.
@@ -294,6 +304,16 @@ pub enum OnWriteFailure {
     Queue,
 }
 
+/// Where the AuditEvents of a read are made durable before the read is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadRecords {
+    /// Written into the chain in a database commit of their own (shared with concurrent reads).
+    Database,
+    /// Appended to the sealed read journal under the data directory, and written into the chain
+    /// in large batches moments later (`crate::audit::journal`).
+    Journal,
+}
+
 pub const DEFAULT_AUDIT_CHAINS: u32 = 4;
 const MAX_AUDIT_CHAINS: u32 = 1024;
 /// Six years, the retention HIPAA asks of audit documentation (45 CFR 164.316(b)(2)).
@@ -305,6 +325,7 @@ impl Default for AuditConfig {
             chains: DEFAULT_AUDIT_CHAINS,
             retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
             on_write_failure: OnWriteFailure::Fail,
+            read_records: ReadRecords::Database,
             enabled: true,
         }
     }
@@ -344,10 +365,21 @@ impl AuditConfig {
                 ));
             }
         };
+        let read_records = match args.read_records.clone().or(file.read_records).as_deref() {
+            None | Some("database") => ReadRecords::Database,
+            Some("journal") => ReadRecords::Journal,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "audit.read_records",
+                    "must be `database` or `journal`",
+                ));
+            }
+        };
         Ok(AuditConfig {
             chains,
             retention_days,
             on_write_failure,
+            read_records,
             enabled: true,
         })
     }
@@ -1181,8 +1213,9 @@ mod tests {
 
     #[test]
     fn audit_settings_from_toml_and_flags() {
-        let (_dir, store) =
-            with_file("[audit]\nchains = 8\nretention_days = 30\non_write_failure = \"queue\"\n");
+        let (_dir, store) = with_file(
+            "[audit]\nchains = 8\nretention_days = 30\non_write_failure = \"queue\"\nread_records = \"journal\"\n",
+        );
         let audit = Config::resolve(&store, &ServeArgs::default())
             .unwrap()
             .audit;
@@ -1192,6 +1225,7 @@ mod tests {
                 chains: 8,
                 retention_days: 30,
                 on_write_failure: OnWriteFailure::Queue,
+                read_records: ReadRecords::Journal,
                 enabled: true
             }
         );
@@ -1223,6 +1257,7 @@ mod tests {
                 "[audit]\non_write_failure = \"drop\"\n",
                 "audit.on_write_failure",
             ),
+            ("[audit]\nread_records = \"memory\"\n", "audit.read_records"),
         ] {
             let (_dir, store) = with_file(toml);
             assert_eq!(

@@ -142,6 +142,7 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
         purposes: Arc::new(purposes),
         exports: Arc::default(),
         read_plans: Arc::default(),
+        read_journal: Arc::default(),
     };
     service
         .fill_missing_consent_rules()
@@ -196,6 +197,28 @@ pub async fn serve(
     serve_with_mllp(listener, None, service, shutdown).await
 }
 
+/// Start the read journal when configured (once per service: a service served again keeps it).
+fn start_read_journal(service: &Service) -> std::io::Result<()> {
+    let wanted = service.config.audit.enabled
+        && service.config.audit.read_records == crate::config::ReadRecords::Journal;
+    if wanted && service.read_journal().is_none() {
+        let journal = crate::audit::journal::ReadJournal::start(
+            &service.config.data_dir,
+            service.keys.clone(),
+        )
+        .map_err(|error| {
+            std::io::Error::other(format!(
+                "the audit journal under {} (audit.read_records = journal): {error}",
+                service.config.data_dir.display()
+            ))
+        })?;
+        if service.read_journal.set(journal).is_ok() {
+            tracing::info!("the AuditEvents of reads are journaled (audit.read_records = journal)");
+        }
+    }
+    Ok(())
+}
+
 /// Serve plain HTTP, and plain MLLP when `mllp` is given, until `shutdown` completes.
 pub async fn serve_with_mllp(
     listener: TcpListener,
@@ -245,6 +268,9 @@ pub async fn serve_listeners(
     });
     // AuditEvents queued while the database refused them go into the chain once it takes them.
     let spool_drain = crate::audit::spool::spawn_drain(service.clone());
+    // Reads journaled by an earlier run, and by this one, go into the chain.
+    start_read_journal(&service)?;
+    let journal_drain = crate::audit::journal::spawn_drain(service.clone());
     // Expired export jobs are removed.
     let export_sweeper = service.spawn_export_sweeper();
     let exports = service.exports.clone();
@@ -260,7 +286,7 @@ pub async fn serve_listeners(
     let acceptor = tls
         .as_ref()
         .map_or_else(Acceptor::plain, ServerTls::http_acceptor);
-    let result = http::serve(listener, acceptor, app(service, ingestor), shutdown).await;
+    let result = http::serve(listener, acceptor, app(service.clone(), ingestor), shutdown).await;
     if let Some(task) = mllp_task {
         match task.await {
             Ok(Err(error)) => tracing::error!(%error, "the MLLP listener failed"),
@@ -273,6 +299,12 @@ pub async fn serve_listeners(
         revocations.abort();
     }
     spool_drain.abort();
+    journal_drain.abort();
+    // What the journal holds goes into the chain before the store closes (a crash instead
+    // leaves it for the next start).
+    if let Err(error) = service.flush_read_journal().await {
+        tracing::error!(%error, "the audit journal could not be drained at shutdown; it is drained at the next start");
+    }
     export_sweeper.abort();
     exports.abort_all();
     store.close().await;

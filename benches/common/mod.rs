@@ -391,6 +391,19 @@ pub fn without_audit(service: &fhirvault::service::Service) -> fhirvault::servic
     }
 }
 
+/// `service` with the read journal (`audit.read_records = "journal"`): its reads' AuditEvents are
+/// journaled and drained in batches instead of committed one small batch at a time. It shares the
+/// store, the writer and the keys with `service`; the journal is its own (started by `serve`).
+pub fn with_read_journal(service: &fhirvault::service::Service) -> fhirvault::service::Service {
+    let mut config = (*service.config).clone();
+    config.audit.read_records = fhirvault::config::ReadRecords::Journal;
+    fhirvault::service::Service {
+        config: std::sync::Arc::new(config),
+        read_journal: std::sync::Arc::default(),
+        ..service.clone()
+    }
+}
+
 /// Serve `service` over plain HTTP on `listener` in a task of its own, until the returned sender
 /// fires (or is dropped). The server closes the store when it stops: stop every server that
 /// shares it together, at the end.

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use crate::audit::{AuditRecord, Entity, Event, Outcome, RestInteraction};
 use crate::auth::Caller;
+use crate::auth::role::Role;
 use crate::error::{ApiError, ErrorSummary};
 use crate::fhir::instant::now_micros;
 
@@ -63,6 +64,16 @@ pub async fn audit(State(state): State<AppState>, request: Request, next: Next) 
         .unwrap_or_default();
     let path = request.uri().path().to_string();
     let query = request.uri().query().map(str::to_string);
+    // Auditors read the trail: every read acknowledged so far must be in it.
+    if caller.role == Role::Auditor
+        && let Err(error) = state.service.flush_read_journal().await
+    {
+        tracing::error!(%error, "the audit journal could not be written to the database before an auditor's request");
+        return ApiError::Unavailable(
+            "the audit trail cannot be brought up to date right now (retry later)".into(),
+        )
+        .into_response();
+    }
     let response = next.run(request).await;
     let facts = response
         .extensions()

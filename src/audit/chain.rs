@@ -122,7 +122,10 @@ pub fn seal(service: &Service, records: &[AuditRecord]) -> ApiResult<Vec<SealedE
     )
 }
 
-fn seal_events(service: &Service, events: Vec<PendingEvent>) -> ApiResult<Vec<SealedEvent>> {
+pub(super) fn seal_events(
+    service: &Service,
+    events: Vec<PendingEvent>,
+) -> ApiResult<Vec<SealedEvent>> {
     if !service.config.audit.enabled {
         return Ok(Vec::new());
     }
@@ -218,10 +221,12 @@ async fn take_head(conn: &mut Conn, chains: u32) -> ApiResult<ChainHead> {
 }
 
 impl Service {
-    /// Record `records` (the AuditEvents of a read) in a transaction of their own, batched by the
-    /// group committer with other AuditEvents and plain creates, and return once it committed. When they cannot be written the
-    /// error comes back, so the read fails too, unless `audit.on_write_failure = "queue"`: then
-    /// they go to the sealed spool ([`super::spool`]) and are written later.
+    /// Record `records` (the AuditEvents of a read) and return once they are durable: appended to
+    /// the read journal when the server runs one ([`super::journal`]), otherwise in a
+    /// transaction of their own, batched by the group committer with other AuditEvents and plain
+    /// creates. When they cannot be written the error comes back, so the read fails too, unless
+    /// `audit.on_write_failure = "queue"`: then they go to the sealed spool ([`super::spool`])
+    /// and are written later.
     pub async fn audit(&self, records: Vec<AuditRecord>) -> ApiResult<()> {
         if records.is_empty() || !self.config.audit.enabled {
             return Ok(());
@@ -230,6 +235,10 @@ impl Service {
             .iter()
             .map(|record| PendingEvent::new(record, &self.config.base_url))
             .collect();
+        let events = match self.journal_read(events).await {
+            Ok(()) => return Ok(()),
+            Err(events) => events,
+        };
         let spare =
             (self.config.audit.on_write_failure == OnWriteFailure::Queue).then(|| events.clone());
         let this = self.clone();

@@ -8,6 +8,8 @@
 //! - [`chain`]: [`append`] writes AuditEvents through the one write path and links them into a
 //!   hash chain inside the caller's transaction; [`crate::service::Service::audit`] does the same
 //!   in a transaction of its own (for reads), queueing to the spool when configured.
+//! - [`journal`]: the read journal (`audit.read_records = "journal"`): reads' AuditEvents made
+//!   durable by a shared fsync of a sealed file, and drained into the chains in batches.
 //! - [`spool`]: the sealed on-disk queue for AuditEvents the database refused, and its drain.
 //! - [`verify`]: walking the chains and naming the first break of each.
 //! - [`retention`]: exporting and pruning AuditEvents past their retention without breaking a
@@ -18,6 +20,7 @@
 //! [`crate::store::audit`]. docs/audit.md describes the whole design for operators.
 
 pub mod chain;
+pub mod journal;
 pub mod record;
 pub mod retention;
 pub mod spool;

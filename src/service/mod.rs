@@ -63,6 +63,9 @@ pub struct Service {
     pub exports: Arc<export::Exports>,
     /// The read statements of restricted callers, planned once per caller and type.
     pub read_plans: Arc<read_plans::ReadPlans>,
+    /// The journal of read AuditEvents, once `serve` started it (`audit.read_records =
+    /// "journal"`; [`crate::audit::journal`]).
+    pub read_journal: Arc<std::sync::OnceLock<crate::audit::journal::ReadJournal>>,
 }
 
 /// A resource version as the client sees it: decrypted, with `meta` set.

@@ -8,6 +8,7 @@ mod common;
 mod access;
 mod audit;
 mod audit_chain;
+mod audit_journal;
 mod cli;
 mod consent;
 mod crl;

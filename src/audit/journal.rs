@@ -1,0 +1,515 @@
+//! The read journal: with `audit.read_records = "journal"`, the AuditEvents of reads are made
+//! durable by an append to a sealed journal file instead of a database commit, and written into
+//! the chain in large batches a moment later.
+//!
+//! Why: a read's AuditEvent is a resource like any other (sealed, indexed, chained). Written with
+//! the read, every read waits for a database commit, and with few clients in flight each commit
+//! carries only a handful of AuditEvents (see benches/README.md). Appending the sealed record to
+//! a file and fsyncing it is what makes it survive a crash; the journal does that for every read
+//! waiting at the same moment with one `write` and one `fdatasync`, and the indexing and chaining
+//! run off the read's path, a few hundred AuditEvents per transaction.
+//!
+//! Nothing is weaker than with `database`: a read is answered only once its record is durable,
+//! and a read whose record cannot be journaled is written to the database instead (failing as
+//! `audit.on_write_failure` says). The record is only later *searchable*: callers who may see
+//! AuditEvents flush the journal first ([`Service::flush_read_journal`], from the API's audit
+//! layer), so an auditor never misses an acknowledged read.
+//!
+//! Layout: `<data_dir>/audit-journal/<time-ordered UUID>.open` while the journal writes it,
+//! renamed to `.journal` when closed (every [`CLOSE_AFTER`] while reads arrive, at a flush, or
+//! at [`MAX_SEGMENT_BYTES`]). A segment is a sequence of frames, each `len (u32 BE) | sealed`,
+//! where `sealed` is the JSON of one append's AuditEvents (ids chosen, bodies built) sealed with
+//! the key ring and bound to `<segment>/<offset>` (`Aad::Blob`, purpose `audit-journal`): no
+//! plaintext reaches the disk, and a frame edited, moved or removed from the middle does not
+//! open. A frame cut short at the end of a segment is a write that never completed, so never
+//! acknowledged, and is ignored. The drain writes closed segments into the chain, oldest
+//! first, and removes each once its AuditEvents committed; ids already stored (a crash between
+//! the commit and the removal) are not written twice. A segment with a frame that does not open
+//! is renamed `.broken`, reported, and kept for investigation; its frames before that are
+//! written. Segments a stopped server left (`.open` included) are drained as soon as the next
+//! one starts.
+//!
+//! A backlog above [`MAX_BACKLOG_BYTES`] (the database cannot keep up, or refuses writes) sends
+//! reads back to the database path, which makes them wait for commits again instead of letting
+//! the journal grow without bound.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::chain::{PendingEvent, seal_events};
+use crate::crypto::Aad;
+use crate::error::{ApiError, ApiResult};
+use crate::fhir::id::FhirId;
+use crate::service::Service;
+use crate::service::keys::SharedKeys;
+use crate::store::audit as rows;
+
+/// Folder under the data directory.
+pub const JOURNAL_DIR: &str = "audit-journal";
+const PURPOSE: &str = "audit-journal";
+const OPEN: &str = "open";
+const CLOSED: &str = "journal";
+const BROKEN: &str = "broken";
+/// A segment that received reads is closed (and so drained) this long after its first frame.
+pub const CLOSE_AFTER: Duration = Duration::from_millis(100);
+/// A segment is closed once it holds this many bytes.
+const MAX_SEGMENT_BYTES: u64 = 8 << 20;
+/// Journaled bytes not yet in the database above which reads go to the database again.
+const MAX_BACKLOG_BYTES: u64 = 256 << 20;
+/// How long the drain waits after the database refused a batch.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// AuditEvents per drain transaction.
+const DRAIN_BATCH: usize = 500;
+/// Appends written with one `write` and one `fdatasync` at most.
+const MAX_APPENDS: usize = 1024;
+
+/// Drains in this process run one at a time.
+static DRAINING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What the journal's thread is asked to do.
+enum Command {
+    Append(Vec<PendingEvent>, oneshot::Sender<std::io::Result<()>>),
+    /// Close the open segment (if it holds anything), so that a drain takes it.
+    Close(oneshot::Sender<()>),
+}
+
+/// Handle to the journal of a running server.
+#[derive(Clone)]
+pub struct ReadJournal {
+    commands: mpsc::Sender<Command>,
+    state: Arc<State>,
+}
+
+/// What the journal's thread and its handles share.
+struct State {
+    dir: PathBuf,
+    /// Bytes journaled and not yet drained.
+    backlog: AtomicU64,
+    /// The open segment holds frames.
+    unclosed: AtomicBool,
+    /// Woken when a segment is closed.
+    closed: Notify,
+}
+
+impl ReadJournal {
+    /// Start the journal under `data_dir`, on a thread of its own (its work is blocking file
+    /// I/O). Segments left by an earlier run are closed, for the next drain.
+    pub fn start(data_dir: &Path, keys: SharedKeys) -> std::io::Result<ReadJournal> {
+        let dir = data_dir.join(JOURNAL_DIR);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        for left in segments(&dir, OPEN)? {
+            match fs::rename(&left, left.with_extension(CLOSED)) {
+                // Closed meanwhile by the journal of a service that just stopped.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                renamed => renamed?,
+            }
+        }
+        let backlog = segments(&dir, CLOSED)?
+            .iter()
+            .map(|path| fs::metadata(path).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        let state = Arc::new(State {
+            dir,
+            backlog: AtomicU64::new(backlog),
+            unclosed: AtomicBool::new(false),
+            closed: Notify::new(),
+        });
+        let (commands, receiver) = mpsc::channel(4 * MAX_APPENDS);
+        let thread_state = state.clone();
+        std::thread::Builder::new()
+            .name("fhirvault-journal".into())
+            .spawn(move || Writer::new(thread_state, keys).run(receiver))?;
+        Ok(ReadJournal { commands, state })
+    }
+
+    /// Whether the drain is so far behind that reads should wait for the database instead.
+    pub fn overloaded(&self) -> bool {
+        self.state.backlog.load(Ordering::Relaxed) > MAX_BACKLOG_BYTES
+    }
+
+    /// Append `events`; resolves once they are durable.
+    pub(super) async fn append(&self, events: Vec<PendingEvent>) -> std::io::Result<()> {
+        let (reply, done) = oneshot::channel();
+        self.commands
+            .send(Command::Append(events, reply))
+            .await
+            .map_err(|_| std::io::Error::other("the audit journal has stopped"))?;
+        done.await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the audit journal has stopped")))
+    }
+
+    /// Close the open segment if it holds frames; resolves once closed.
+    async fn close_segment(&self) {
+        if !self.state.unclosed.load(Ordering::Acquire) {
+            return;
+        }
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::Close(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+/// The journal's thread: owns the open segment.
+struct Writer {
+    state: Arc<State>,
+    keys: SharedKeys,
+    open: Option<Segment>,
+}
+
+struct Segment {
+    name: String,
+    file: File,
+    bytes: u64,
+    opened: Instant,
+}
+
+impl Writer {
+    fn new(state: Arc<State>, keys: SharedKeys) -> Writer {
+        Writer {
+            state,
+            keys,
+            open: None,
+        }
+    }
+
+    fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
+        while let Some(first) = receiver.blocking_recv() {
+            let mut commands = vec![first];
+            while commands.len() < MAX_APPENDS {
+                match receiver.try_recv() {
+                    Ok(command) => commands.push(command),
+                    Err(_) => break,
+                }
+            }
+            let mut appends = Vec::new();
+            let mut closes = Vec::new();
+            for command in commands {
+                match command {
+                    Command::Append(events, reply) => appends.push((events, reply)),
+                    Command::Close(reply) => closes.push(reply),
+                }
+            }
+            // Appends first: a flush sees every append that was waiting beside it.
+            if !appends.is_empty() {
+                let written = self.write(appends.iter().map(|(events, _)| events));
+                for (_, reply) in appends {
+                    let _ = reply.send(written.as_ref().map(|_| ()).map_err(clone_error));
+                }
+            }
+            let due = self.open.as_ref().is_some_and(|segment| {
+                segment.bytes >= MAX_SEGMENT_BYTES || segment.opened.elapsed() >= CLOSE_AFTER
+            });
+            if !closes.is_empty() || due {
+                self.close();
+            }
+            for reply in closes {
+                let _ = reply.send(());
+            }
+        }
+        self.close();
+    }
+
+    /// Write one frame per append and make them durable. On failure the segment is closed: a
+    /// partial frame at its end is ignored by the drain, and the next append starts a new one.
+    fn write<'e>(
+        &mut self,
+        appends: impl Iterator<Item = &'e Vec<PendingEvent>>,
+    ) -> std::io::Result<()> {
+        let result = self.try_write(appends);
+        if result.is_err() {
+            self.close();
+        }
+        result
+    }
+
+    fn try_write<'e>(
+        &mut self,
+        appends: impl Iterator<Item = &'e Vec<PendingEvent>>,
+    ) -> std::io::Result<()> {
+        if self.open.is_none() {
+            self.open = Some(self.new_segment()?);
+        }
+        let Some(segment) = self.open.as_mut() else {
+            return Err(std::io::Error::other("no open journal segment"));
+        };
+        let mut frames = Vec::new();
+        for events in appends {
+            let plain = serde_json::to_vec(events).map_err(std::io::Error::other)?;
+            let offset = segment.bytes + frames.len() as u64;
+            let sealed = self
+                .keys
+                .current()
+                .seal(&frame_aad_key(&segment.name, offset).as_aad(), &plain)
+                .map_err(std::io::Error::other)?;
+            let length = u32::try_from(sealed.len()).map_err(std::io::Error::other)?;
+            frames.extend_from_slice(&length.to_be_bytes());
+            frames.extend_from_slice(&sealed);
+        }
+        segment.file.write_all(&frames)?;
+        segment.file.sync_data()?;
+        segment.bytes += frames.len() as u64;
+        self.state
+            .backlog
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        self.state.unclosed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn new_segment(&self) -> std::io::Result<Segment> {
+        let name = FhirId::generate().into_string();
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(self.state.dir.join(format!("{name}.{OPEN}")))?;
+        // The new name must survive a crash with the frames that will be acknowledged in it.
+        File::open(&self.state.dir)?.sync_all()?;
+        Ok(Segment {
+            name,
+            file,
+            bytes: 0,
+            opened: Instant::now(),
+        })
+    }
+
+    /// Rename the open segment to `.journal`. The rename need not be durable: after a crash,
+    /// [`ReadJournal::start`] closes whatever is still `.open`.
+    fn close(&mut self) {
+        let Some(segment) = self.open.take() else {
+            return;
+        };
+        let open = self.state.dir.join(format!("{}.{OPEN}", segment.name));
+        drop(segment.file);
+        if let Err(error) = fs::rename(&open, open.with_extension(CLOSED)) {
+            tracing::error!(%error, segment = %segment.name, "cannot close an audit journal segment; it is drained at the next start");
+        }
+        self.state.unclosed.store(false, Ordering::Release);
+        self.state.closed.notify_one();
+    }
+}
+
+fn clone_error(error: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(error.kind(), error.to_string())
+}
+
+/// The AAD key of the frame at `offset` of segment `name`.
+struct FrameKey(String);
+
+fn frame_aad_key(name: &str, offset: u64) -> FrameKey {
+    FrameKey(format!("{name}/{offset}"))
+}
+
+impl FrameKey {
+    fn as_aad(&self) -> Aad<'_> {
+        Aad::Blob {
+            purpose: PURPOSE,
+            key: &self.0,
+        }
+    }
+}
+
+/// The segments in `dir` with `extension`, oldest first.
+fn segments(dir: &Path, extension: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|e| e == extension))
+            .collect(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => return Err(error),
+    };
+    files.sort();
+    Ok(files)
+}
+
+/// What a closed segment holds.
+struct Frames {
+    events: Vec<PendingEvent>,
+    /// Where a frame did not open (the segment is kept as `.broken`).
+    broken_at: Option<u64>,
+}
+
+/// Read the frames of the segment at `path`.
+fn read_segment(keys: &SharedKeys, path: &Path) -> std::io::Result<Frames> {
+    let name = path
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let bytes = fs::read(path)?;
+    let mut events = Vec::new();
+    let mut offset = 0usize;
+    while bytes.len() - offset >= 4 {
+        let mut length = [0; 4];
+        length.copy_from_slice(&bytes[offset..offset + 4]);
+        let end = offset + 4 + u32::from_be_bytes(length) as usize;
+        if end > bytes.len() {
+            break; // cut short: never completed, never acknowledged
+        }
+        let opened = keys
+            .open(
+                &frame_aad_key(&name, offset as u64).as_aad(),
+                &bytes[offset + 4..end],
+            )
+            .ok()
+            .and_then(|plain| serde_json::from_slice::<Vec<PendingEvent>>(&plain).ok());
+        match opened {
+            Some(frame) => events.extend(frame),
+            None => {
+                return Ok(Frames {
+                    events,
+                    broken_at: Some(offset as u64),
+                });
+            }
+        }
+        offset = end;
+    }
+    Ok(Frames {
+        events,
+        broken_at: None,
+    })
+}
+
+impl Service {
+    /// The read journal, when this server runs one.
+    pub fn read_journal(&self) -> Option<&ReadJournal> {
+        self.read_journal.get()
+    }
+
+    /// Make every journaled read record searchable: close the open segment and drain. A no-op
+    /// without a journal.
+    pub async fn flush_read_journal(&self) -> ApiResult<()> {
+        let Some(journal) = self.read_journal() else {
+            return Ok(());
+        };
+        journal.close_segment().await;
+        drain_journal(self).await.map(|_| ())
+    }
+
+    /// Journal the AuditEvents of a read; `Err` when the journal cannot take them (the caller
+    /// then writes them to the database).
+    pub(super) async fn journal_read(
+        &self,
+        events: Vec<PendingEvent>,
+    ) -> Result<(), Vec<PendingEvent>> {
+        let Some(journal) = self.read_journal().filter(|j| !j.overloaded()) else {
+            return Err(events);
+        };
+        match journal.append(events.clone()).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::error!(%error, "cannot append to the audit journal; writing to the database");
+                Err(events)
+            }
+        }
+    }
+}
+
+/// Write every closed segment into the chain and remove it. Returns how many AuditEvents were
+/// written; stops at the first batch the database refuses (the rest stay journaled).
+pub async fn drain_journal(service: &Service) -> ApiResult<usize> {
+    let Some(journal) = service.read_journal() else {
+        return Ok(0);
+    };
+    let _one_at_a_time = DRAINING.lock().await;
+    let io = |error: std::io::Error| {
+        tracing::error!(%error, "cannot read the audit journal");
+        ApiError::Internal
+    };
+    let mut written = 0;
+    for path in segments(&journal.state.dir, CLOSED).map_err(io)? {
+        let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let keys = service.keys.clone();
+        let read_path = path.clone();
+        let frames = tokio::task::spawn_blocking(move || read_segment(&keys, &read_path))
+            .await
+            .map_err(|_| ApiError::Internal)?
+            .map_err(io)?;
+        for chunk in frames.events.chunks(DRAIN_BATCH) {
+            written += write_new(service, chunk.to_vec()).await?;
+        }
+        let finished = match frames.broken_at {
+            None => fs::remove_file(&path),
+            Some(offset) => {
+                tracing::error!(segment = %path.display(), offset, "an audit journal frame does not open; the segment is kept as .broken and its earlier frames were written");
+                fs::rename(&path, path.with_extension(BROKEN))
+            }
+        };
+        if let Err(error) = finished {
+            // Written already: the next drain recognises the ids and only removes the file.
+            tracing::warn!(%error, segment = %path.display(), "a drained audit journal segment could not be removed");
+        }
+        journal.state.backlog.fetch_sub(
+            size.min(journal.state.backlog.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+    }
+    Ok(written)
+}
+
+/// Seal (off the writer) and write the events that are not stored yet.
+async fn write_new(service: &Service, events: Vec<PendingEvent>) -> ApiResult<usize> {
+    let ids: Vec<String> = events.iter().map(|event| event.id.clone()).collect();
+    let stored: std::collections::HashSet<String> = {
+        let mut conn = service.reader().await?;
+        rows::current_versions(&mut conn, &ids)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    };
+    let fresh: Vec<PendingEvent> = events
+        .into_iter()
+        .filter(|event| !stored.contains(&event.id))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(0);
+    }
+    let this = service.clone();
+    let sealed = tokio::task::spawn_blocking(move || seal_events(&this, fresh))
+        .await
+        .map_err(|_| ApiError::Internal)??;
+    let count = sealed.len();
+    service.committer.create(Vec::new(), sealed).await?;
+    Ok(count)
+}
+
+/// Drain closed segments as they close (and the open one every [`CLOSE_AFTER`]), until the
+/// task is aborted.
+pub fn spawn_drain(service: Service) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(journal) = service.read_journal().cloned() else {
+            return;
+        };
+        let mut failing = false;
+        loop {
+            if failing {
+                // Each attempt reads and seals a whole segment again: not ten times a second.
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+            tokio::select! {
+                () = journal.state.closed.notified() => {}
+                () = tokio::time::sleep(CLOSE_AFTER) => journal.close_segment().await,
+            }
+            match drain_journal(&service).await {
+                Ok(_) => failing = false,
+                Err(error) if !failing => {
+                    tracing::warn!(%error, "the audit journal cannot be drained yet; retrying");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    })
+}
