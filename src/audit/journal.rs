@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::chain::{PendingEvent, seal_events};
+use super::spool::files_named;
 use crate::crypto::Aad;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::FhirId;
@@ -107,14 +108,14 @@ impl ReadJournal {
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
-        for left in segments(&dir, OPEN)? {
+        for left in files_named(&dir, OPEN)? {
             match fs::rename(&left, left.with_extension(CLOSED)) {
                 // Closed meanwhile by the journal of a service that just stopped.
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 renamed => renamed?,
             }
         }
-        let backlog = segments(&dir, CLOSED)?
+        let backlog = files_named(&dir, CLOSED)?
             .iter()
             .map(|path| fs::metadata(path).map(|m| m.len()).unwrap_or(0))
             .sum();
@@ -319,20 +320,6 @@ impl FrameKey {
     }
 }
 
-/// The segments in `dir` with `extension`, oldest first.
-fn segments(dir: &Path, extension: &str) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = match fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| path.extension().is_some_and(|e| e == extension))
-            .collect(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(error) => return Err(error),
-    };
-    files.sort();
-    Ok(files)
-}
-
 /// What a closed segment holds.
 struct Frames {
     events: Vec<PendingEvent>,
@@ -428,7 +415,7 @@ pub async fn drain_journal(service: &Service) -> ApiResult<usize> {
         ApiError::Internal
     };
     let mut written = 0;
-    for path in segments(&journal.state.dir, CLOSED).map_err(io)? {
+    for path in files_named(&journal.state.dir, CLOSED).map_err(io)? {
         let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let keys = service.keys.clone();
         let read_path = path.clone();

@@ -84,10 +84,16 @@ fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The spool files, oldest first.
 fn spooled(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    files_named(dir, EXTENSION)
+}
+
+/// The files in `dir` whose extension is `extension`, in name order (time-ordered UUID names:
+/// oldest first); none when `dir` does not exist.
+pub(super) fn files_named(dir: &Path, extension: &str) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = match fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| path.extension().is_some_and(|e| e == EXTENSION))
+            .filter(|path| path.extension().is_some_and(|e| e == extension))
             .collect(),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(error) => return Err(error),
