@@ -9,8 +9,9 @@ use crate::audit::{Event, Outcome};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::{FhirId, is_valid_id};
-use crate::service::Service;
-use crate::store::versions;
+use crate::service::{Service, VersionedResource};
+use crate::store::write::{VersionWrite, write_versions};
+use crate::store::{Backend, versions};
 
 /// Resources per transaction.
 pub const BATCH_SIZE: usize = 500;
@@ -96,27 +97,11 @@ impl Service {
             }
         }
         let stored = valid.len() as u64;
-        let this = self.clone();
-        self.write(move |conn| {
-            Box::pin(async move {
-                let mut imported = Vec::with_capacity(valid.len());
-                for (resource_type, id, resource) in valid {
-                    imported.push(this.import_one(conn, &resource_type, &id, resource).await?);
-                }
-                // One record per batch, in the batch's transaction: what was imported, and whose.
-                let entities = this.audit_entities(&imported, true);
-                let record = this.audit_record(
-                    &Caller::server_shared(),
-                    Event::Ingest,
-                    Outcome::Success,
-                    None,
-                    entities,
-                );
-                crate::audit::append(&this, conn, &[record]).await?;
-                Ok(())
-            })
-        })
-        .await?;
+        match self.import_prepared(valid.clone()).await? {
+            Prepared::Written => {}
+            // Ids repeated within the batch, or a head that moved meanwhile: one by one.
+            Prepared::OneByOne => self.import_one_by_one(valid).await?,
+        }
         Ok((
             ImportSummary {
                 stored,
@@ -127,7 +112,160 @@ impl Service {
     }
 }
 
+/// How [`Service::import_prepared`] ended.
+enum Prepared {
+    Written,
+    /// Nothing was written: the batch must be imported one resource after another.
+    OneByOne,
+}
+
+/// A resource of a batch, checked: its type, id and body.
+type Checked = (String, String, Value);
+
+/// A resource of a batch with what a reader found for it: its head, and the pseudonym its
+/// current version carries (Patients).
+struct Planned {
+    resource_type: String,
+    id: String,
+    body: Value,
+    head: Option<versions::Head>,
+    pseudonym: Option<String>,
+}
+
 impl Service {
+    /// Import `valid` the way the group committer writes plain creates: every version prepared
+    /// (stamped, indexed, sealed) off the writer, on every core, against the heads a reader saw;
+    /// then one transaction that checks those heads are still current and writes every version
+    /// with one multi-row INSERT per table. On a fresh import the writer thus spends its time on
+    /// rows, not on indexing and sealing one resource after another.
+    async fn import_prepared(&self, valid: Vec<Checked>) -> ApiResult<Prepared> {
+        let mut seen = std::collections::HashSet::with_capacity(valid.len());
+        if !valid
+            .iter()
+            .all(|(resource_type, id, _)| seen.insert((resource_type.as_str(), id.as_str())))
+        {
+            return Ok(Prepared::OneByOne);
+        }
+        let mut planned = Vec::with_capacity(valid.len());
+        {
+            let mut conn = self.reader().await?;
+            for (resource_type, id, body) in valid {
+                self.check_writable(&resource_type, &id)?;
+                let head =
+                    versions::head(&mut conn, self.store.backend(), &resource_type, &id, false)
+                        .await?;
+                let pseudonym = match head {
+                    Some(h) if resource_type == "Patient" && !h.deleted => {
+                        self.previous_pseudonym(&mut conn, &id).await?
+                    }
+                    _ => None,
+                };
+                planned.push(Planned {
+                    resource_type,
+                    id,
+                    body,
+                    head,
+                    pseudonym,
+                });
+            }
+        }
+        let heads: Vec<(String, String, Option<versions::Head>)> = planned
+            .iter()
+            .map(|p| (p.resource_type.clone(), p.id.clone(), p.head))
+            .collect();
+        let prepared = self.prepare_in_parallel(planned).await?;
+        let imported: Vec<VersionedResource> =
+            prepared.iter().map(|(_, stored)| stored.clone()).collect();
+        let writes: Vec<VersionWrite> = prepared.into_iter().map(|(write, _)| write).collect();
+        let this = self.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let backend = Backend::of(conn);
+                for (resource_type, id, seen) in &heads {
+                    if versions::head(conn, backend, resource_type, id, true).await? != *seen {
+                        return Ok(Prepared::OneByOne);
+                    }
+                }
+                write_versions(conn, &writes).await?;
+                this.audit_import(conn, &imported).await?;
+                Ok(Prepared::Written)
+            })
+        })
+        .await
+    }
+
+    /// [`Service::prepare_version`] of every planned resource, in chunks on blocking threads (one
+    /// per core); in order.
+    async fn prepare_in_parallel(
+        &self,
+        planned: Vec<Planned>,
+    ) -> ApiResult<Vec<(VersionWrite, VersionedResource)>> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let chunk = planned.len().div_ceil(cores).max(1);
+        let mut planned = planned.into_iter();
+        let mut tasks = Vec::new();
+        loop {
+            let part: Vec<_> = planned.by_ref().take(chunk).collect();
+            if part.is_empty() {
+                break;
+            }
+            let this = self.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                part.into_iter()
+                    .map(|p| {
+                        let method = if p.head.is_some() { "PUT" } else { "POST" };
+                        this.prepare_version(
+                            &p.resource_type,
+                            &p.id,
+                            p.body,
+                            p.head,
+                            method,
+                            p.pseudonym,
+                        )
+                    })
+                    .collect::<ApiResult<Vec<_>>>()
+            }));
+        }
+        let mut prepared = Vec::new();
+        for task in tasks {
+            prepared.extend(task.await.map_err(|_| ApiError::Internal)??);
+        }
+        Ok(prepared)
+    }
+
+    /// The batch one resource after another, each against the head it finds in the transaction.
+    async fn import_one_by_one(&self, valid: Vec<Checked>) -> ApiResult<()> {
+        let this = self.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let mut imported = Vec::with_capacity(valid.len());
+                for (resource_type, id, resource) in valid {
+                    imported.push(this.import_one(conn, &resource_type, &id, resource).await?);
+                }
+                this.audit_import(conn, &imported).await
+            })
+        })
+        .await
+    }
+
+    /// One record per batch, in the batch's transaction: what was imported, and whose.
+    async fn audit_import(
+        &self,
+        conn: &mut crate::store::Conn,
+        imported: &[VersionedResource],
+    ) -> ApiResult<()> {
+        let entities = self.audit_entities(imported, true);
+        let record = self.audit_record(
+            &Caller::server_shared(),
+            Event::Ingest,
+            Outcome::Success,
+            None,
+            entities,
+        );
+        crate::audit::append(self, conn, &[record]).await?;
+        Ok(())
+    }
+
     async fn import_one(
         &self,
         conn: &mut crate::store::Conn,

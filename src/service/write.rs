@@ -264,7 +264,11 @@ impl Service {
     }
 
     /// The pseudonym the current version of Patient `id` carries, if any.
-    async fn previous_pseudonym(&self, conn: &mut Conn, id: &str) -> ApiResult<Option<String>> {
+    pub(crate) async fn previous_pseudonym(
+        &self,
+        conn: &mut Conn,
+        id: &str,
+    ) -> ApiResult<Option<String>> {
         let Some(stored) = versions::read_current(conn, "Patient", id).await? else {
             return Ok(None);
         };

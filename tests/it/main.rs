@@ -16,6 +16,7 @@ mod encryption;
 mod export;
 mod hl7v2;
 mod idp;
+mod import;
 mod limits;
 mod profiles;
 mod reindex;

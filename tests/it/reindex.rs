@@ -206,7 +206,7 @@ async fn reindex_restores_rows_an_earlier_version_did_not_write(backend: Backend
     );
 }
 
-async fn open(dir: &std::path::Path, database: &DatabaseUrl) -> Service {
+pub(crate) async fn open(dir: &std::path::Path, database: &DatabaseUrl) -> Service {
     let config = Config::for_dir(dir, Some(database.clone()));
     fhirvault::server::open_service(config, None)
         .await
