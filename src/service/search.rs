@@ -16,7 +16,7 @@ use crate::fhir::outcome::operation_outcome;
 use crate::search::cursor::{Cursor, Direction, KeyKind, OrderKey, order_sql};
 use crate::search::plan::{Plan, plan};
 use crate::search::query::{Compartment, SYSTEM, SearchRequest, TotalMode};
-use crate::store::{Bind, Conn, bind_all, versions};
+use crate::store::{Backend, Bind, Conn, bind_all, versions, with_values_planned};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -388,7 +388,8 @@ async fn matching_rows(
             .map(|n| format!(", k{n}"))
             .collect::<String>(),
     );
-    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+    let backend = Backend::of(conn);
+    let rows = with_values_planned(bind_all(sqlx::query(AssertSqlSafe(sql)), binds), backend)
         .fetch_all(&mut *conn)
         .await?;
     rows.iter()
@@ -438,7 +439,8 @@ async fn count(conn: &mut Conn, plan: &Plan) -> ApiResult<i64> {
         plan.where_sql
     );
     let binds = plan.binds[..plan.where_binds].to_vec();
-    let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+    let backend = Backend::of(conn);
+    let row = with_values_planned(bind_all(sqlx::query(AssertSqlSafe(sql)), binds), backend)
         .fetch_one(&mut *conn)
         .await?;
     Ok(row.try_get(0)?)

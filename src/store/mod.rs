@@ -112,14 +112,11 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(10))
                     .after_connect(move |conn, _meta| {
                         Box::pin(async move {
-                            // Statements are prepared and cached per connection; after five runs
-                            // PostgreSQL may switch to a generic plan, which cannot see how
-                            // selective a search's values (and a caller's rule) are and was
-                            // measured several times slower on search statements than planning
-                            // each run with its values (benches/README.md, "Consent: what it
-                            // costs").
-                            conn.execute("SET plan_cache_mode = force_custom_plan")
-                                .await?;
+                            // Search statements are planned with their values on every run
+                            // ([`with_values_planned`]); every other statement is prepared once
+                            // per connection and may settle on a generic plan, which spares a
+                            // read by id (with a caller's access rule: 1–4 ms to plan) its
+                            // planning.
                             if limit_ms > 0 {
                                 conn.execute(sqlx::AssertSqlSafe(format!(
                                     "SET statement_timeout = {limit_ms}"
@@ -186,6 +183,19 @@ impl Store {
         self.writer.close().await;
         self.readers.close().await;
     }
+}
+
+/// `query`, a search statement, planned with its bound values on every run. Which index should
+/// drive a search depends on how selective its values are (a rare code or a common one, a
+/// caller's rule), and a PostgreSQL statement that stays prepared switches after five runs to a
+/// generic plan that cannot see them (measured several times slower on search statements:
+/// benches/README.md, "Consent: what it costs"). An unnamed statement is planned with its values
+/// each time. SQLite plans without values anyway, so there the statement stays prepared.
+pub fn with_values_planned<'q>(
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    backend: Backend,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    query.persistent(backend == Backend::Sqlite)
 }
 
 /// Start a write transaction on `pool`. On SQLite it takes the database's write lock at once

@@ -4,7 +4,7 @@
 use sqlx::AssertSqlSafe;
 use sqlx::Row;
 
-use super::{Backend, Bind, Conn, bind_all};
+use super::{Backend, Bind, Conn, bind_all, with_values_planned};
 use crate::fhir::instant::Micros;
 use crate::search::index_rows::HeadCompartment;
 
@@ -355,7 +355,9 @@ pub async fn history(
         "SELECT {VERSION_COLUMNS} FROM resource_versions v {filter} ORDER BY v.seq DESC LIMIT {}",
         query.limit.max(0)
     );
-    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+    // A history is a search over versions: which index drives it depends on its values.
+    let backend = Backend::of(conn);
+    let rows = with_values_planned(bind_all(sqlx::query(AssertSqlSafe(sql)), binds), backend)
         .fetch_all(&mut *conn)
         .await?;
     rows.iter().map(stored_version).collect()
@@ -365,7 +367,8 @@ pub async fn history(
 pub async fn history_count(conn: &mut Conn, query: &HistoryQuery<'_>) -> Result<i64, sqlx::Error> {
     let (filter, binds) = history_filter(query, false);
     let sql = format!("SELECT COUNT(*) FROM resource_versions v {filter}");
-    let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+    let backend = Backend::of(conn);
+    let row = with_values_planned(bind_all(sqlx::query(AssertSqlSafe(sql)), binds), backend)
         .fetch_one(&mut *conn)
         .await?;
     row.try_get(0)
