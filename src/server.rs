@@ -257,6 +257,8 @@ pub async fn serve_listeners(
         .fail_interrupted_exports()
         .await
         .map_err(std::io::Error::other)?;
+    // Before any task is spawned: a journal that cannot start stops the server here.
+    start_read_journal(&service)?;
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let keys = service.keys.clone();
     let watcher = tokio::spawn(async move {
@@ -269,7 +271,6 @@ pub async fn serve_listeners(
     // AuditEvents queued while the database refused them go into the chain once it takes them.
     let spool_drain = crate::audit::spool::spawn_drain(service.clone());
     // Reads journaled by an earlier run, and by this one, go into the chain.
-    start_read_journal(&service)?;
     let journal_drain = crate::audit::journal::spawn_drain(service.clone());
     // Expired export jobs are removed.
     let export_sweeper = service.spawn_export_sweeper();
