@@ -17,6 +17,7 @@
 //! functions of those modules, so one database transaction can span a whole FHIR transaction Bundle.
 
 pub mod audit;
+mod checkpoint;
 pub mod dialect;
 pub mod export;
 pub mod hl7v2;
@@ -57,6 +58,8 @@ pub struct Store {
     readers: AnyPool,
     writer: AnyPool,
     backend: Backend,
+    /// SQLite: copies the WAL back into the database file, off the writer's commits.
+    checkpointer: Option<std::sync::Arc<checkpoint::Checkpointer>>,
 }
 
 static INSTALL_DRIVERS: std::sync::Once = std::sync::Once::new();
@@ -97,13 +100,15 @@ impl Store {
                     .await
                     .map_err(open_error)?;
                 let readers = sqlite_pool_limited(4, limit_ms)
-                    .connect_with(options)
+                    .connect_with(options.clone())
                     .await
                     .map_err(open_error)?;
+                let checkpointer = checkpoint::Checkpointer::start(options);
                 Ok(Store {
                     readers,
                     writer,
                     backend: Backend::Sqlite,
+                    checkpointer: Some(std::sync::Arc::new(checkpointer)),
                 })
             }
             DatabaseUrl::Postgres(connect) => {
@@ -133,6 +138,7 @@ impl Store {
                     readers: pool.clone(),
                     writer: pool,
                     backend: Backend::Postgres,
+                    checkpointer: None,
                 })
             }
         }
@@ -181,6 +187,9 @@ impl Store {
 
     pub async fn close(&self) {
         self.writer.close().await;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.stop().await;
+        }
         self.readers.close().await;
     }
 }
@@ -216,8 +225,9 @@ fn open_error(error: sqlx::Error) -> StoreError {
 }
 
 /// SQLite pools: WAL so readers never block the writer, full fsync on commit (an acknowledged
-/// write survives a power cut), and a busy timeout for other processes (import, keys rotate)
-/// that share the file.
+/// write survives a power cut), a busy timeout for other processes (import, keys rotate)
+/// that share the file, and no checkpoint inside a commit: the [`Store`]'s checkpointer copies
+/// the WAL back ([`checkpoint`]).
 pub fn sqlite_pool(size: u32) -> AnyPoolOptions {
     sqlite_pool_limited(size, 0)
 }
@@ -236,6 +246,9 @@ fn sqlite_pool_limited(size: u32, limit_ms: u64) -> AnyPoolOptions {
                 // Savepoints of a group commit spill to temp files otherwise; 64 MiB page cache.
                 conn.execute("PRAGMA temp_store = MEMORY").await?;
                 conn.execute("PRAGMA cache_size = -65536").await?;
+                for pragma in checkpoint::WRITER_PRAGMAS {
+                    conn.execute(pragma).await?;
+                }
                 let limit = i64::try_from(limit_ms).unwrap_or(i64::MAX);
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "SELECT {}($1)",
