@@ -292,8 +292,8 @@ fn hl7v2(c: &mut Criterion) {
                 | IndexRow::Number { param, .. }
                 | IndexRow::Uri { param, .. } => param,
                 IndexRow::Blind { param, .. } => param,
-                // Only Consents have these.
-                IndexRow::Consent(_) => continue,
+                // Only Consents have these; composite codings are shared entries, not rows.
+                IndexRow::Consent(_) | IndexRow::CompositeCode { .. } => continue,
             };
             *by_param
                 .entry(format!("{}:{}", row.table(), param.replace('\u{1f}', "/")))

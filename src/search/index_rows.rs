@@ -505,9 +505,11 @@ fn canonical_quantity(
 
 /// A composite of a token and one more value (`code-value-quantity`, `combo-code-value-concept`,
 /// …) is stored as a row of the second value's kind under a parameter name that carries the
-/// token ([`composite_param`]): once for the code alone and once with its system, so that both
-/// query forms are a key lookup and the second value uses its own table's comparisons. Other
-/// shapes (three components, a reference first) are not indexed and not offered.
+/// token with its system ([`composite_param`]), so that a query naming `system|code` is a key
+/// lookup and the second value uses its own table's comparisons. A query naming the code alone
+/// finds the systems to look under in the composite codings ([`IndexRow::CompositeCode`], one
+/// shared entry per coding rather than a second copy of every row). Other shapes (three
+/// components, a reference first) are not indexed and not offered.
 fn composite_rows(code: &str, components: Vec<IndexValue>) -> Vec<IndexRow> {
     let [
         IndexValue::Token {
@@ -524,13 +526,13 @@ fn composite_rows(code: &str, components: Vec<IndexValue>) -> Vec<IndexRow> {
         return Vec::new();
     }
     let system = system.as_deref().unwrap_or_default();
-    [
-        composite_param(code, None, first),
-        composite_param(code, Some(system), first),
-    ]
-    .iter()
-    .flat_map(|key| plain_rows(key, second.clone()))
-    .collect()
+    let mut rows = plain_rows(&composite_param(code, Some(system), first), second.clone());
+    rows.push(IndexRow::CompositeCode {
+        param: code.to_string(),
+        code: first.clone(),
+        system: system.to_string(),
+    });
+    rows
 }
 
 /// Second components a composite is indexed for: never free text (which could be PHI).

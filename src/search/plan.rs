@@ -26,6 +26,7 @@ use crate::fhir::id::truncate;
 use crate::fhir::instant::now_micros;
 use crate::fhir::validation::{Subsumption, SubsumptionError, Validator};
 use crate::store::Bind;
+use crate::store::index::COMPOSITE_CODES_TABLE;
 use std::borrow::Cow;
 
 /// The WHERE clause (over `resource_heads h`) and its binds; `$1` is the resource type.
@@ -900,25 +901,43 @@ fn composite_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> Api
                 ));
             }
         };
+        let canonical = is_canonical_ucum(second_kind, second);
+        let finish = |key: String| {
+            if canonical {
+                ucum::canonical_param(&key)
+            } else {
+                key
+            }
+        };
         let registry = b.registry;
-        let keys: Vec<String> = registry
-            .stored_codes(&scope.resource_type, &filter.code)
-            .into_iter()
-            .map(|stored| {
-                let key = composite_param(stored, system.as_deref(), &code);
-                let key = if is_canonical_ucum(second_kind, second) {
-                    ucum::canonical_param(&key)
-                } else {
-                    key
-                };
-                b.text(key)
-            })
-            .collect();
+        let mut keys = Vec::new();
+        for stored in registry.stored_codes(&scope.resource_type, &filter.code) {
+            match &system {
+                Some(system) => {
+                    keys.push(b.text(finish(composite_param(stored, Some(system), &code))))
+                }
+                // The code under every system it was stored with, and the key without a
+                // system that rows stored before migration 0012 also have.
+                None => {
+                    let before = b.text(finish(composite_param(stored, None, &code)));
+                    let prefix = b.text(format!("{stored}\u{1f}"));
+                    let suffix = b.text(finish(format!("\u{1f}{code}")));
+                    let (param, coded) = (b.text(stored), b.text(code.clone()));
+                    keys.push(format!(
+                        "SELECT {before} UNION ALL SELECT {prefix} || c.system || {suffix} \
+                         FROM {COMPOSITE_CODES_TABLE} c WHERE c.resource_type = {} \
+                         AND c.param = {param} AND c.code = {coded}",
+                        scope.type_bind
+                    ));
+                }
+            }
+        }
+        let keys = match system {
+            Some(_) => keys.join(", "),
+            None => keys.join(" UNION ALL "),
+        };
         let condition = value_condition(b, &second_filter, second)?;
-        alternatives.push(format!(
-            "(r.param IN ({}) AND {condition})",
-            keys.join(", ")
-        ));
+        alternatives.push(format!("(r.param IN ({keys}) AND {condition})"));
     }
     let condition = format!(
         "r.resource_type = {} AND {}",

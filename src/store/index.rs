@@ -3,7 +3,7 @@
 //! same instant the new version becomes visible.
 
 // Dynamic SQL here is assembled from fixed fragments and `$n` placeholders only; every value is bound.
-use super::{Bind, Conn, bind_all};
+use super::{Backend, Bind, Conn, bind_all};
 use sqlx::AssertSqlSafe;
 
 /// One index row. Values are already in their stored form: PHI parameters arrive as
@@ -49,6 +49,13 @@ pub enum IndexRow {
     },
     /// A rule of a privacy Consent (only Consents have these).
     Consent(crate::auth::consent::rules::ConsentRow),
+    /// A coding that composite rows of `param` were stored under ([`COMPOSITE_CODES_TABLE`]):
+    /// an entry of a table shared by every resource, not a row this resource owns.
+    CompositeCode {
+        param: String,
+        code: String,
+        system: String,
+    },
 }
 
 /// The search index tables, in the order rows are deleted and inserted.
@@ -64,6 +71,11 @@ pub const TABLES: [&str; 7] = [
 
 /// The rules of privacy Consents ([`crate::auth::consent`]): index rows of Consents only.
 pub const CONSENT_TABLE: &str = "consent_rules";
+
+/// The codings composite rows are stored under, for searches that name a code without its
+/// system (migration 0012). Not in [`TABLES`]: its entries belong to no resource, so they are
+/// never deleted with one.
+pub const COMPOSITE_CODES_TABLE: &str = "composite_codes";
 
 /// The tables that may hold rows of a resource of `resource_type`.
 fn tables_of(resource_type: &str) -> impl Iterator<Item = &'static str> {
@@ -84,6 +96,7 @@ impl IndexRow {
             IndexRow::Uri { .. } => "search_uri",
             IndexRow::Blind { .. } => "search_blind",
             IndexRow::Consent(_) => CONSENT_TABLE,
+            IndexRow::CompositeCode { .. } => COMPOSITE_CODES_TABLE,
         }
     }
 
@@ -138,6 +151,11 @@ impl IndexRow {
             }
             IndexRow::Uri { param, value } => vec![text(param), text(value)],
             IndexRow::Blind { param, token } => vec![text(param), text(token)],
+            IndexRow::CompositeCode {
+                param,
+                code,
+                system,
+            } => vec![text(param), text(code), text(system)],
             IndexRow::Consent(rule) => vec![
                 text(&rule.patient),
                 Bind::Int(rule.recorded),
@@ -184,6 +202,7 @@ fn key_columns(table: &str) -> &'static [&'static str] {
         "search_date" => &["param", "start_us", "end_us"],
         "search_number" => &["param", "low", "high", "system", "code"],
         "search_uri" => &["param", "value"],
+        COMPOSITE_CODES_TABLE => &["param", "code", "system"],
         CONSENT_TABLE => &[
             "patient_id",
             "recorded",
@@ -217,7 +236,7 @@ pub async fn delete_rows_of(
     resource_type: &str,
     ids: &[&str],
 ) -> Result<u64, sqlx::Error> {
-    let backend = super::Backend::of(conn);
+    let backend = Backend::of(conn);
     let mut deleted = 0;
     for table in tables_of(resource_type) {
         for chunk in fixed_chunks(ids) {
@@ -240,7 +259,8 @@ pub async fn delete_rows_of(
 }
 
 /// Insert the index rows of many resources: one multi-row INSERT per table (per chunk). Returns
-/// how many rows were stored (a value a resource yields twice is one row).
+/// how many rows were stored (a value a resource yields twice is one row), not counting the
+/// composite codings, which are shared entries ([`COMPOSITE_CODES_TABLE`]) most of which exist.
 pub async fn insert_rows(
     conn: &mut Conn,
     resources: &[(&str, &str, &[IndexRow])],
@@ -259,6 +279,28 @@ pub async fn insert_rows(
             inserted += insert_chunk(conn, chunk).await?;
         }
     }
+    // Resources of one batch mostly share their codings: each goes in once. In key order, so
+    // that two PostgreSQL transactions adding the same new codings cannot wait for each other
+    // crosswise (a deadlock).
+    let codings: std::collections::BTreeMap<(&str, &str, &str, &str), &IndexRow> = resources
+        .iter()
+        .flat_map(|(t, _, rows)| rows.iter().map(move |row| (*t, row)))
+        .filter_map(|(t, row)| match row {
+            IndexRow::CompositeCode {
+                param,
+                code,
+                system,
+            } => Some(((t, param.as_str(), code.as_str(), system.as_str()), row)),
+            _ => None,
+        })
+        .collect();
+    let codings: Vec<(&str, &str, &IndexRow)> = codings
+        .into_iter()
+        .map(|((t, ..), row)| (t, "", row))
+        .collect();
+    for chunk in fixed_chunks(&codings) {
+        insert_chunk(conn, chunk).await?;
+    }
     Ok(inserted)
 }
 
@@ -269,7 +311,10 @@ async fn insert_chunk(
     let Some((_, _, first)) = chunk.first() else {
         return Ok(0);
     };
-    let backend = super::Backend::of(conn);
+    let backend = Backend::of(conn);
+    let table = first.table();
+    // Every table's rows name the resource that owns them, but the shared composite codings.
+    let owned = table != COMPOSITE_CODES_TABLE;
     let mut binds = Vec::new();
     let mut tuples = Vec::with_capacity(chunk.len());
     for (resource_type, id, row) in chunk {
@@ -277,7 +322,7 @@ async fn insert_chunk(
         for bind in [Bind::Text(resource_type.to_string())]
             .into_iter()
             .chain(row.binds())
-            .chain([Bind::Text(id.to_string())])
+            .chain(owned.then(|| Bind::Text(id.to_string())))
         {
             binds.push(bind);
             placeholders.push(backend.placeholder(binds.len()));
@@ -285,11 +330,18 @@ async fn insert_chunk(
         tuples.push(format!("({})", placeholders.join(", ")));
     }
     // Rows are keys: a value a resource yields twice (two codings alike, two blind terms whose
-    // truncated tokens coincide) is one row.
+    // truncated tokens coincide) is one row. SQLite's `OR IGNORE` rather than `ON CONFLICT DO
+    // NOTHING`: with it no row of the statement can abort it (NOT NULL included, and no value is
+    // ever NULL), so SQLite opens no statement journal, which would copy every page the
+    // statement touches inside a transaction.
+    let (insert, on_conflict) = match backend {
+        Backend::Sqlite => ("INSERT OR IGNORE", ""),
+        Backend::Postgres => ("INSERT", " ON CONFLICT DO NOTHING"),
+    };
     let sql = format!(
-        "INSERT INTO {} (resource_type, {}, id) VALUES {} ON CONFLICT DO NOTHING",
-        first.table(),
-        key_columns(first.table()).join(", "),
+        "{insert} INTO {table} (resource_type, {}{}) VALUES {}{on_conflict}",
+        key_columns(table).join(", "),
+        if owned { ", id" } else { "" },
         tuples.join(", ")
     );
     Ok(bind_all(sqlx::query(AssertSqlSafe(sql)), binds)

@@ -17,6 +17,7 @@ both_backends!(
     reindex_restores_rows_an_earlier_version_did_not_write,
     a_write_during_a_batch_keeps_its_own_rows,
     reindex_while_the_server_writes,
+    composite_rows_stored_without_their_codings_still_match,
 );
 
 const MR: &str = "http://terminology.hl7.org/CodeSystem/v2-0203|MR";
@@ -203,6 +204,77 @@ async fn reindex_restores_rows_an_earlier_version_did_not_write(backend: Backend
         everything.text.contains(&observation),
         "{}",
         everything.text
+    );
+}
+
+/// Composite rows stored before migration 0012 have a key without the coding's system as well,
+/// and no entry in `composite_codes`: a search by code alone still finds them, and a re-index
+/// replaces them with the rows and entry of today.
+async fn composite_rows_stored_without_their_codings_still_match(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (observation, _) = server
+        .create(&json!({
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+        }))
+        .await;
+    let by_code = "Observation?code-value-quantity=8867-4$gt70";
+    let by_coding = "Observation?code-value-quantity=http://loinc.org|8867-4$gt70";
+    assert_eq!(server.search_ids(by_code).await, [observation.as_str()]);
+    let (dir, database) = server.stop().await;
+
+    // As an earlier version stored it: a second row without the system, no coding entry.
+    let with_system = "code-value-quantity\u{1f}http://loinc.org\u{1f}8867-4";
+    let without_system = "code-value-quantity\u{1f}8867-4";
+    let mut conn = connect(&database).await;
+    assert_eq!(execute(&mut conn, "DELETE FROM composite_codes").await, 1);
+    let copied = sqlx::query(
+        "INSERT INTO search_number (resource_type, param, low, high, system, code, id) \
+         SELECT resource_type, $1, low, high, system, code, id FROM search_number WHERE param = $2",
+    )
+    .bind(without_system)
+    .bind(with_system)
+    .execute(&mut conn)
+    .await
+    .expect("legacy row")
+    .rows_affected();
+    assert_eq!(copied, 1);
+    conn.close().await.expect("closed");
+
+    let server = TestServer::start_with(backend, dir, database.clone(), |_| {}).await;
+    assert_eq!(server.search_ids(by_code).await, [observation.as_str()]);
+    assert_eq!(server.search_ids(by_coding).await, [observation.as_str()]);
+    let (dir, database) = server.stop().await;
+
+    let (code, stdout, stderr) =
+        fhirvault(dir.path(), &database, &["reindex", "--type", "Observation"]);
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    let mut conn = connect(&database).await;
+    let legacy: i64 = sqlx::query("SELECT COUNT(*) FROM search_number WHERE param = $1")
+        .bind(without_system)
+        .fetch_one(&mut conn)
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(legacy, 0, "the row without a system is gone");
+    let codings: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM composite_codes WHERE param = 'code-value-quantity' AND code = '8867-4' AND system = 'http://loinc.org'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("count")
+    .get(0);
+    assert_eq!(codings, 1);
+    conn.close().await.expect("closed");
+
+    let server = TestServer::start_with(backend, dir, database, |_| {}).await;
+    assert_eq!(server.search_ids(by_code).await, [observation.as_str()]);
+    assert!(
+        server
+            .search_ids("Observation?code-value-quantity=8867-4$lt70")
+            .await
+            .is_empty()
     );
 }
 
