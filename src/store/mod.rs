@@ -58,7 +58,7 @@ pub struct Store {
     readers: AnyPool,
     writer: AnyPool,
     backend: Backend,
-    /// SQLite: copies the WAL back into the database file, off the writer's commits.
+    /// SQLite: copies the WAL back into the database file, mostly off the writer's commits.
     checkpointer: Option<std::sync::Arc<checkpoint::Checkpointer>>,
 }
 
@@ -226,8 +226,8 @@ fn open_error(error: sqlx::Error) -> StoreError {
 
 /// SQLite pools: WAL so readers never block the writer, full fsync on commit (an acknowledged
 /// write survives a power cut), a busy timeout for other processes (import, keys rotate)
-/// that share the file, and no checkpoint inside a commit: the [`Store`]'s checkpointer copies
-/// the WAL back ([`checkpoint`]).
+/// that share the file, and a checkpoint inside a commit only past 64 MiB of log: the
+/// [`Store`]'s checkpointer copies the WAL back in between ([`checkpoint`]).
 pub fn sqlite_pool(size: u32) -> AnyPoolOptions {
     sqlite_pool_limited(size, 0)
 }
