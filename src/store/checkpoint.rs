@@ -30,9 +30,9 @@ use tokio::task::JoinHandle;
 /// How often the log is copied back.
 const EVERY: Duration = Duration::from_millis(2000);
 
-/// Set on every connection that writes: a checkpoint in its commit only once the log holds
-/// 16,384 pages (64 MiB of 4 KiB pages), and a WAL file cut back to that size whenever the log
-/// starts over.
+/// Set on every connection of a SQLite pool (only the writer's commits write, so only it ever
+/// checkpoints): a checkpoint in a commit only once the log holds 16,384 pages (64 MiB of 4 KiB
+/// pages), and a WAL file cut back to that size whenever the log starts over.
 pub(super) const WRITER_PRAGMAS: [&str; 2] = [
     "PRAGMA wal_autocheckpoint = 16384",
     "PRAGMA journal_size_limit = 67108864",
