@@ -173,12 +173,13 @@ impl Service {
             .iter()
             .map(|p| (p.resource_type.clone(), p.id.clone(), p.head))
             .collect();
+        let open = self.clock.open();
         let prepared = self.prepare_in_parallel(planned).await?;
         let imported: Vec<VersionedResource> =
             prepared.iter().map(|(_, stored)| stored.clone()).collect();
         let writes: Vec<VersionWrite> = prepared.into_iter().map(|(write, _)| write).collect();
         let this = self.clone();
-        self.write(move |conn| {
+        self.write_opened(open, move |conn| {
             Box::pin(async move {
                 let backend = Backend::of(conn);
                 for (resource_type, id, seen) in &heads {

@@ -138,6 +138,7 @@ pub async fn open_service(config: Config, keys: Option<KeyRing>) -> anyhow::Resu
         validator,
         registry,
         committer,
+        clock: crate::service::write_clock::WriteClock::new(),
         verifier: Arc::new(verifier),
         purposes: Arc::new(purposes),
         exports: Arc::default(),

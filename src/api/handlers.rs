@@ -422,7 +422,13 @@ async fn history(
     };
     Ok(facts.attach(respond::json(
         StatusCode::OK,
-        &bundle::history(base, &page.entries, page.total, &links),
+        &bundle::history(
+            base,
+            page.complete_before,
+            &page.entries,
+            page.total,
+            &links,
+        ),
     )))
 }
 

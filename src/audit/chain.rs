@@ -243,8 +243,9 @@ impl Service {
             (self.config.audit.on_write_failure == OnWriteFailure::Queue).then(|| events.clone());
         let this = self.clone();
         // Batched with other audit records and plain creates: one multi-row insert per table.
+        let open = self.clock.open();
         let written = match seal_events(&this, events) {
-            Ok(sealed) => self.committer.create(Vec::new(), sealed).await,
+            Ok(sealed) => self.committer.create(open, Vec::new(), sealed).await,
             Err(error) => Err(error),
         };
         match (written, spare) {

@@ -464,11 +464,12 @@ async fn write_new(service: &Service, events: Vec<PendingEvent>) -> ApiResult<us
         return Ok(0);
     }
     let this = service.clone();
+    let open = service.clock.open();
     let sealed = tokio::task::spawn_blocking(move || seal_events(&this, fresh))
         .await
         .map_err(|_| ApiError::Internal)??;
     let count = sealed.len();
-    service.committer.create(Vec::new(), sealed).await?;
+    service.committer.create(open, Vec::new(), sealed).await?;
     Ok(count)
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::instant::{format_instant, now_micros};
+use super::instant::{Micros, format_instant, now_micros};
 use crate::error::ApiError;
 use crate::service::{VersionedResource, WriteOutcome};
 
@@ -112,13 +112,20 @@ fn links_json(links: &[Link]) -> Value {
     )
 }
 
-fn new_bundle(kind: &str, total: Option<i64>, links: &[Link]) -> Map<String, Value> {
+/// A Bundle's envelope. `last_updated` is its `meta.lastUpdated`: for a search or history, the
+/// instant up to which it is complete (see [`crate::service::write_clock`]).
+fn new_bundle(
+    kind: &str,
+    last_updated: Micros,
+    total: Option<i64>,
+    links: &[Link],
+) -> Map<String, Value> {
     let mut bundle = Map::new();
     bundle.insert("resourceType".into(), json!("Bundle"));
     bundle.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
     bundle.insert(
         "meta".into(),
-        json!({"lastUpdated": format_instant(now_micros())}),
+        json!({"lastUpdated": format_instant(last_updated)}),
     );
     bundle.insert("type".into(), json!(kind));
     if let Some(total) = total {
@@ -134,13 +141,14 @@ fn new_bundle(kind: &str, total: Option<i64>, links: &[Link]) -> Map<String, Val
 /// for parameters that were ignored.
 pub fn searchset(
     base_url: &str,
+    complete_before: Micros,
     matches: &[VersionedResource],
     included: &[VersionedResource],
     total: Option<i64>,
     links: &[Link],
     outcome: Option<Value>,
 ) -> Value {
-    let mut bundle = new_bundle("searchset", total, links);
+    let mut bundle = new_bundle("searchset", complete_before, total, links);
     let entry = |resource: &VersionedResource, mode: &str| {
         Some(json!({
             "fullUrl": format!("{base_url}/{}/{}", resource.resource_type, resource.id),
@@ -162,11 +170,12 @@ pub fn searchset(
 /// A history Bundle: each version with its request method and response status.
 pub fn history(
     base_url: &str,
+    complete_before: Micros,
     versions: &[VersionedResource],
     total: Option<i64>,
     links: &[Link],
 ) -> Value {
-    let mut bundle = new_bundle("history", total, links);
+    let mut bundle = new_bundle("history", complete_before, total, links);
     let entries: Vec<Value> = versions
         .iter()
         .map(|v| {
@@ -199,7 +208,7 @@ pub fn history(
 
 /// A batch-response or transaction-response Bundle.
 pub fn response_bundle(kind: &str, entries: &[EntryResponse]) -> Value {
-    let mut bundle = new_bundle(kind, None, &[]);
+    let mut bundle = new_bundle(kind, now_micros(), None, &[]);
     bundle.insert(
         "entry".into(),
         Value::Array(entries.iter().map(EntryResponse::to_json).collect()),

@@ -256,6 +256,7 @@ impl Ingestor {
     ) -> Result<Option<usize>, Failure> {
         let matches = self.match_groups(mapped, delivered_by).await?;
         let planned = plan(mapped, &matches, sender);
+        let open = self.service.clock.open();
         let mut writes = Vec::with_capacity(planned.len());
         for resource in planned {
             self.service
@@ -286,7 +287,7 @@ impl Ingestor {
         let sealed = crate::audit::chain::seal(&self.service, &[record]).map_err(failure_of)?;
         let result = self
             .service
-            .write(move |conn| {
+            .write_opened(open, move |conn| {
                 Box::pin(async move {
                     for found in &confirmations {
                         if !still_holds(&service, conn, found).await? {

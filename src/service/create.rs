@@ -28,6 +28,7 @@ impl Service {
         if if_none_exist.is_none() && caller.is_unrestricted() {
             // A plain create reads nothing: prepare it here, off the writer, and let the group
             // committer insert it with everything else that is waiting.
+            let open = self.clock.open();
             let (write, stored) =
                 self.prepare_version(resource_type, id.as_str(), body, None, "POST", None)?;
             let entities = self.audit_entities([&stored], true);
@@ -39,7 +40,7 @@ impl Service {
                 entities,
             );
             let audits = crate::audit::chain::seal(self, &[record])?;
-            self.committer.create(vec![write], audits).await?;
+            self.committer.create(open, vec![write], audits).await?;
             return Ok(WriteOutcome {
                 stored,
                 created: true,

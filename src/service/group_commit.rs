@@ -20,6 +20,7 @@ use futures::future::BoxFuture;
 use sqlx::{Acquire, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
+use super::write_clock::OpenWrite;
 use crate::audit::chain::SealedEvent;
 use crate::error::{ApiError, ApiResult};
 use crate::store::write::VersionWrite;
@@ -53,6 +54,8 @@ trait Job: Send {
 struct TypedJob<F, T> {
     work: F,
     reply: oneshot::Sender<ApiResult<T>>,
+    /// Closed once the job is answered: after its commit or rollback.
+    open: OpenWrite,
 }
 
 impl<F, T> Job for TypedJob<F, T>
@@ -61,7 +64,7 @@ where
     T: Send + 'static,
 {
     fn run<'c>(self: Box<Self>, conn: &'c mut Conn) -> BoxFuture<'c, (Ended, Completer)> {
-        let TypedJob { work, reply } = *self;
+        let TypedJob { work, reply, open } = *self;
         Box::pin(async move {
             let result = match AssertUnwindSafe(work(conn)).catch_unwind().await {
                 Ok(result) => result,
@@ -83,6 +86,7 @@ where
                     (Ok(_), Some(error)) | (Err(error), _) => Err(error),
                 };
                 let _ = reply.send(answer);
+                drop(open);
             });
             (ended, completer)
         })
@@ -105,6 +109,8 @@ enum Request {
 struct Creates {
     writes: Vec<VersionWrite>,
     audits: Vec<SealedEvent>,
+    /// The write they were stamped in, closed after the commit.
+    open: OpenWrite,
 }
 
 /// Handle to the committer task.
@@ -155,29 +161,39 @@ impl GroupCommitter {
     }
 
     /// Run `work` in a transaction shared with other concurrent writes; resolve once committed.
-    pub async fn write<T, F>(&self, work: F) -> ApiResult<T>
+    /// `open` stays open until then.
+    pub async fn write<T, F>(&self, open: OpenWrite, work: F) -> ApiResult<T>
     where
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, ApiResult<T>> + Send + 'static,
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(TypedJob { work, reply });
+        let job: Box<dyn Job> = Box::new(TypedJob { work, reply, open });
         if self.jobs.send(Request::Job(job)).await.is_err() {
             return Err(shutting_down());
         }
         answer.await.unwrap_or_else(|_| Err(ApiError::Internal))
     }
 
-    /// Insert first versions of new resources and link AuditEvents; resolve once committed.
+    /// Insert first versions of new resources, stamped under `open`, and link AuditEvents;
+    /// resolve once committed.
     pub async fn create(
         &self,
+        open: OpenWrite,
         writes: Vec<VersionWrite>,
         audits: Vec<SealedEvent>,
     ) -> ApiResult<()> {
         let (reply, answer) = oneshot::channel();
         if self
             .jobs
-            .send(Request::Create(Creates { writes, audits }, reply))
+            .send(Request::Create(
+                Creates {
+                    writes,
+                    audits,
+                    open,
+                },
+                reply,
+            ))
             .await
             .is_err()
         {
@@ -223,9 +239,11 @@ async fn commit_creates(writer: &Writer, creates: Vec<(Creates, oneshot::Sender<
     let mut writes = Vec::new();
     let mut audits = Vec::new();
     let mut replies = Vec::with_capacity(creates.len());
+    let mut opens = Vec::with_capacity(creates.len());
     for (created, reply) in creates {
         writes.extend(created.writes);
         audits.extend(created.audits);
+        opens.push(created.open);
         replies.push(reply);
     }
     let result = async {
@@ -238,6 +256,7 @@ async fn commit_creates(writer: &Writer, creates: Vec<(Creates, oneshot::Sender<
     for reply in replies {
         let _ = reply.send(result.clone());
     }
+    drop(opens);
 }
 
 async fn commit_batch(writer: &Writer, mut batch: Vec<Box<dyn Job>>) {

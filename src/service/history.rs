@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::fhir::instant::Micros;
 use crate::search::extract::parse_date_range;
 use crate::store::versions::{self, HistoryQuery};
 
@@ -20,6 +21,9 @@ pub struct HistoryPage {
     pub next_page: Option<i64>,
     /// The parameters the client gave, for the links.
     pub used: Vec<(String, String)>,
+    /// Every version stamped before this instant was committed before the history was read:
+    /// the Bundle's `meta.lastUpdated`, the `_since` of the next poll ([`super::write_clock`]).
+    pub complete_before: Micros,
 }
 
 impl Service {
@@ -66,6 +70,7 @@ impl Service {
             }
             used.push((name.clone(), value.clone()));
         }
+        let complete_before = self.clock.complete_before();
         let mut conn = self.reader().await?;
         let visible;
         if let (Some(t), Some(i)) = (resource_type, id) {
@@ -105,6 +110,7 @@ impl Service {
             total,
             next_page,
             used,
+            complete_before,
         })
     }
 }

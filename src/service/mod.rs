@@ -30,6 +30,7 @@ pub mod transaction;
 pub mod update;
 pub mod validate;
 pub mod write;
+pub mod write_clock;
 
 use std::sync::Arc;
 
@@ -43,6 +44,7 @@ use crate::search::registry::SearchParamRegistry;
 use crate::store::versions::StoredVersion;
 use crate::store::{Conn, Store};
 use futures::future::BoxFuture;
+use write_clock::OpenWrite;
 
 /// Everything an interaction needs; cheap to clone (shared state behind `Arc`s).
 #[derive(Clone)]
@@ -55,6 +57,9 @@ pub struct Service {
     /// Batches concurrent writes into one commit: every write on SQLite (one writer), plain
     /// creates on both backends (one multi-row INSERT per table for a whole batch).
     pub committer: group_commit::GroupCommitter,
+    /// Stamps `meta.lastUpdated` and knows the instant before which every stamped version is
+    /// committed.
+    pub clock: Arc<write_clock::WriteClock>,
     /// Checks bearer tokens (the HTTP layer turns them into callers).
     pub verifier: Arc<crate::auth::token::TokenVerifier>,
     /// The v3 PurposeOfUse codes and their hierarchy, for consent and audit.
@@ -145,27 +150,46 @@ impl Service {
     /// Run `work` as one atomic write: all of it commits, or none of it. On SQLite it shares a
     /// group commit with concurrent writes; on PostgreSQL, whose connections write in parallel, it
     /// runs in a transaction of its own.
-    /// Either way the call returns only after the commit (or the rollback) is done.
+    /// Either way the call returns only after the commit (or the rollback) is done, and the
+    /// write runs to its end even if the caller stops waiting (a client hanging up).
     pub async fn write<T, F>(&self, work: F) -> ApiResult<T>
     where
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, ApiResult<T>> + Send + 'static,
         T: Send + 'static,
     {
+        self.write_opened(self.clock.open(), work).await
+    }
+
+    /// [`Service::write`] for work that stamped versions before it (prepared off the writer)
+    /// under `open`, which stays open until the commit is done.
+    pub async fn write_opened<T, F>(&self, open: OpenWrite, work: F) -> ApiResult<T>
+    where
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, ApiResult<T>> + Send + 'static,
+        T: Send + 'static,
+    {
         if self.store.backend() == crate::store::Backend::Sqlite {
-            return self.committer.write(work).await;
+            return self.committer.write(open, work).await;
         }
-        let mut tx = self.store.begin().await?;
-        match work(&mut tx).await {
-            Ok(value) => {
-                tx.commit().await?;
-                Ok(value)
-            }
-            Err(error) => {
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::warn!(error = %rollback, "rollback failed");
+        let store = self.store.clone();
+        let write = tokio::spawn(async move {
+            let _open = open;
+            let mut tx = store.begin().await?;
+            match work(&mut tx).await {
+                Ok(value) => {
+                    tx.commit().await?;
+                    Ok(value)
                 }
-                Err(error)
+                Err(error) => {
+                    if let Err(rollback) = tx.rollback().await {
+                        tracing::warn!(error = %rollback, "rollback failed");
+                    }
+                    Err(error)
+                }
             }
-        }
+        });
+        write.await.unwrap_or_else(|_| {
+            tracing::error!("a write task panicked; its transaction was rolled back");
+            Err(ApiError::Internal)
+        })
     }
 }

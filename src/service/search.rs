@@ -12,6 +12,7 @@ use crate::crypto::Aad;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::bundle::{self, Link};
 use crate::fhir::id::truncate;
+use crate::fhir::instant::Micros;
 use crate::fhir::outcome::operation_outcome;
 use crate::search::cursor::{Cursor, Direction, KeyKind, OrderKey, order_sql};
 use crate::search::plan::{Plan, plan};
@@ -36,6 +37,9 @@ pub struct SearchPage {
     /// The order-key values of the page's first and last match, for the page links.
     pub first_row: Option<Vec<Value>>,
     pub last_row: Option<Vec<Value>>,
+    /// Every version stamped before this instant was committed before the search read: the
+    /// Bundle's `meta.lastUpdated`, safe to poll on from ([`super::write_clock`]).
+    pub complete_before: Micros,
 }
 
 impl Service {
@@ -131,6 +135,7 @@ impl Service {
     ) -> ApiResult<SearchPage> {
         self.open_cursor(&mut request)?;
         let plan = self.plan_search(&request)?;
+        let complete_before = self.clock.complete_before();
         if request.summary_count {
             let total = Some(count(conn, &plan).await?);
             return Ok(SearchPage {
@@ -142,6 +147,7 @@ impl Service {
                 has_previous: false,
                 first_row: None,
                 last_row: None,
+                complete_before,
             });
         }
         let direction = request
@@ -221,6 +227,7 @@ impl Service {
             has_previous,
             first_row,
             last_row,
+            complete_before,
         })
     }
 }
@@ -326,6 +333,7 @@ impl Service {
         let outcome = (!request.warnings.is_empty()).then(|| operation_outcome(&request.warnings));
         bundle::searchset(
             base,
+            page.complete_before,
             &page.matches,
             &page.included,
             page.total,

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::{Service, VersionedResource};
 use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiError, ApiResult};
-use crate::fhir::instant::{format_instant, now_micros};
+use crate::fhir::instant::format_instant;
 use crate::fhir::outcome::{Issue, IssueCode};
 use crate::search::index_rows::{self, HeadCompartment};
 use crate::store::Conn;
@@ -135,7 +135,7 @@ impl Service {
         method: &str,
         previous_pseudonym: Option<String>,
     ) -> ApiResult<PreparedVersion> {
-        let (version, last_updated) = next_version(head);
+        let (version, last_updated) = self.next_version(head);
         if let Some(reference) = unresolved_conditional_reference(&body) {
             return Err(ApiError::bad_request(format!(
                 "{reference}: conditional references (Type?criteria) are resolved only inside a transaction Bundle"
@@ -227,7 +227,7 @@ impl Service {
         id: &str,
         head: Head,
     ) -> ApiResult<VersionedResource> {
-        let (version, last_updated) = next_version(Some(head));
+        let (version, last_updated) = self.next_version(Some(head));
         let write = VersionWrite {
             resource_type: resource_type.to_string(),
             id: id.to_string(),
@@ -250,6 +250,17 @@ impl Service {
             resource: None,
             method: "DELETE".into(),
         })
+    }
+
+    /// The version number and lastUpdated of the version after `head`. lastUpdated stays strictly
+    /// increasing per resource even if the clock steps back. Only inside an open write
+    /// ([`super::write_clock`]).
+    fn next_version(&self, head: Option<Head>) -> (i64, i64) {
+        let version = head.map_or(1, |h| h.version + 1);
+        let last_updated = self
+            .clock
+            .stamp(head.map_or(i64::MIN, |h| h.last_updated + 1));
+        (version, last_updated)
     }
 
     /// The profiles folder's StructureDefinitions and ValueSets are served read-only: a stored
@@ -315,14 +326,6 @@ impl Service {
             }));
         }
     }
-}
-
-/// The version number and lastUpdated of the version after `head`. lastUpdated stays strictly
-/// increasing per resource even if the clock steps back.
-fn next_version(head: Option<Head>) -> (i64, i64) {
-    let version = head.map_or(1, |h| h.version + 1);
-    let last_updated = now_micros().max(head.map_or(i64::MIN, |h| h.last_updated + 1));
-    (version, last_updated)
 }
 
 /// The pseudonym identifier value of a Patient, if it has one.

@@ -1105,6 +1105,86 @@ async fn history_at_a_point_in_time(backend: Backend) {
     assert_eq!(at.body["entry"][0]["resource"]["meta"]["versionId"], "3");
 }
 
+/// A poll that takes `_since` from the previous answer's `meta.lastUpdated` must not miss a
+/// version that was stamped before that answer but committed after it (a slow commit).
+async fn polling_from_a_bundles_last_updated_misses_no_slow_commit(backend: Backend) {
+    use sqlx::{AssertSqlSafe, Connection};
+    let (dir, database) = crate::common::fresh_store(backend).await;
+    // Read AuditEvents go to the journal: the reads below must not wait for the held lock.
+    let server = TestServer::start_with(backend, dir, database, |config| {
+        config.audit.read_records = fhirvault::config::ReadRecords::Journal;
+    })
+    .await;
+    let (first, _) = server.create(&patient()).await;
+    // Another connection holds the write lock: the next create is stamped, then waits to commit.
+    let mut holder = crate::audit_chain::connect(&server.database).await;
+    let hold: &[&str] = match backend {
+        Backend::Sqlite => &["BEGIN IMMEDIATE"],
+        Backend::Postgres => &[
+            "BEGIN",
+            "LOCK TABLE resource_versions IN SHARE ROW EXCLUSIVE MODE",
+        ],
+    };
+    for sql in hold {
+        sqlx::query(AssertSqlSafe(*sql))
+            .execute(&mut holder)
+            .await
+            .expect("hold the write lock");
+    }
+    let slow = {
+        let (client, url, body) = (server.client.clone(), server.url("Patient"), patient());
+        tokio::spawn(async move { client.post(url).json(&body).send().await })
+    };
+    // Give the create time to be stamped (if it is not yet, the poll below proves less).
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let history = server.get("_history").await;
+    assert_eq!(history.status, StatusCode::OK, "{}", history.text);
+    assert_eq!(history.body["entry"][0]["resource"]["id"], first.as_str());
+    let history_mark = history.body["meta"]["lastUpdated"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let search = server.get("Patient").await;
+    assert_eq!(search.body["total"], 1, "{}", search.text);
+    let search_mark = search.body["meta"]["lastUpdated"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release the write lock");
+    holder.close().await.expect("close");
+    let created = slow.await.expect("task").expect("create answered");
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let created: Value = created.json().await.expect("JSON");
+    let id = created["id"].as_str().unwrap();
+    // The next polls, from the marks, see the slow version.
+    let next = server
+        .get(&format!("_history?_since={}", urlencode(&history_mark)))
+        .await;
+    let polled: Vec<&str> = next.body["entry"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|e| e["resource"]["id"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(polled.contains(&id), "{history_mark}: {}", next.text);
+    let searched = server
+        .search_ids(&format!(
+            "Patient?_lastUpdated=ge{}",
+            urlencode(&search_mark)
+        ))
+        .await;
+    assert!(
+        searched.iter().any(|s| s == id),
+        "{search_mark}: {searched:?}"
+    );
+}
+
 both_backends!(
     create_read_vread,
     server_sets_meta_and_ignores_client_versions,
@@ -1126,4 +1206,5 @@ both_backends!(
     concurrent_writes_keep_every_version,
     hostile_bodies_are_refused_cleanly,
     history_at_a_point_in_time,
+    polling_from_a_bundles_last_updated_misses_no_slow_commit,
 );

@@ -54,7 +54,9 @@ impl Service {
             },
             request_url.as_bytes(),
         )?;
-        let (job, transaction_time) = (id.to_string(), now_micros());
+        // Every version stamped before it is committed, so a next export `_since` it misses
+        // nothing that commits later ([`crate::service::write_clock`]).
+        let (job, transaction_time) = (id.to_string(), self.clock.complete_before());
         self.write(move |conn| {
             Box::pin(async move {
                 Ok(rows::insert_job(conn, &job, &owner, &request, transaction_time).await?)
