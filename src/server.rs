@@ -199,13 +199,21 @@ pub async fn serve(
 }
 
 /// Start the read journal when configured (once per service: a service served again keeps it).
-fn start_read_journal(service: &Service) -> std::io::Result<()> {
+async fn start_read_journal(service: &Service) -> std::io::Result<()> {
     let wanted = service.config.audit.enabled
         && service.config.audit.read_records == crate::config::ReadRecords::Journal;
     if wanted && service.read_journal().is_none() {
+        let drained = crate::audit::journal::last_drained(service)
+            .await
+            .map_err(|error| {
+                std::io::Error::other(format!(
+                    "reading where the audit journal drain got to: {error}"
+                ))
+            })?;
         let journal = crate::audit::journal::ReadJournal::start(
             &service.config.data_dir,
             service.keys.clone(),
+            drained,
         )
         .map_err(|error| {
             std::io::Error::other(format!(
@@ -259,7 +267,7 @@ pub async fn serve_listeners(
         .await
         .map_err(std::io::Error::other)?;
     // Before any task is spawned: a journal that cannot start stops the server here.
-    start_read_journal(&service)?;
+    start_read_journal(&service).await?;
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let keys = service.keys.clone();
     let watcher = tokio::spawn(async move {

@@ -29,6 +29,15 @@
 //! written. Segments a stopped server left (`.open` included) are drained as soon as the next
 //! one starts.
 //!
+//! Segments are chained: the first frame of each ([`Header`]) names the segment written before
+//! it and how many bytes of whole frames that one held when it was closed. The drain records in
+//! the database the last segment it wrote and the bytes it read from it
+//! (`audit_journal_state`), so a segment that does not continue from there shows that segments
+//! were deleted, or the last one cut short, before they were drained: the drain logs it and
+//! writes an AuditEvent saying so (outcome serious failure, [`Event::JournalLoss`]) into the
+//! chain. What this cannot see: the newest segments deleted after a crash and before the next
+//! start (nothing later names them).
+//!
 //! A backlog above [`MAX_BACKLOG_BYTES`] (the database cannot keep up, or refuses writes) sends
 //! reads back to the database path, which makes them wait for commits again instead of letting
 //! the journal grow without bound.
@@ -43,8 +52,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::chain::{PendingEvent, seal_events};
+use serde::{Deserialize, Serialize};
+
+use super::chain::{PendingEvent, append, seal_events};
 use super::spool::files_named;
+use super::{AuditRecord, Event, Outcome};
+use crate::auth::Caller;
 use crate::crypto::Aad;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::FhirId;
@@ -101,8 +114,14 @@ struct State {
 
 impl ReadJournal {
     /// Start the journal under `data_dir`, on a thread of its own (its work is blocking file
-    /// I/O). Segments left by an earlier run are closed, for the next drain.
-    pub fn start(data_dir: &Path, keys: SharedKeys) -> std::io::Result<ReadJournal> {
+    /// I/O). Segments left by an earlier run are closed, for the next drain. `drained` is the
+    /// last segment the drain wrote ([`last_drained`]); the first new segment continues from it,
+    /// or from a newer segment still in the folder.
+    pub fn start(
+        data_dir: &Path,
+        keys: SharedKeys,
+        drained: Option<(String, u64)>,
+    ) -> std::io::Result<ReadJournal> {
         let dir = data_dir.join(JOURNAL_DIR);
         fs::DirBuilder::new()
             .recursive(true)
@@ -119,6 +138,7 @@ impl ReadJournal {
             .iter()
             .map(|path| fs::metadata(path).map(|m| m.len()).unwrap_or(0))
             .sum();
+        let last = newest_segment(&dir, drained)?;
         let state = Arc::new(State {
             dir,
             backlog: AtomicU64::new(backlog),
@@ -129,7 +149,7 @@ impl ReadJournal {
         let thread_state = state.clone();
         std::thread::Builder::new()
             .name("fhirvault-journal".into())
-            .spawn(move || Writer::new(thread_state, keys).run(receiver))?;
+            .spawn(move || Writer::new(thread_state, keys, last).run(receiver))?;
         Ok(ReadJournal { commands, state })
     }
 
@@ -149,8 +169,9 @@ impl ReadJournal {
             .unwrap_or_else(|_| Err(std::io::Error::other("the audit journal has stopped")))
     }
 
-    /// Close the open segment if it holds frames; resolves once closed.
-    async fn close_segment(&self) {
+    /// Close the open segment if it holds frames (so that a drain takes it); resolves once
+    /// closed.
+    pub async fn close_segment(&self) {
         if !self.state.unclosed.load(Ordering::Acquire) {
             return;
         }
@@ -166,6 +187,16 @@ struct Writer {
     state: Arc<State>,
     keys: SharedKeys,
     open: Option<Segment>,
+    /// What the next segment's first frame says: the segment before it.
+    last: Header,
+}
+
+/// The first frame of every segment: the segment written before it, and how many bytes of whole
+/// frames that one held when it was closed (empty and 0 when the journal knows of none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Header {
+    previous: String,
+    previous_bytes: u64,
 }
 
 struct Segment {
@@ -176,11 +207,12 @@ struct Segment {
 }
 
 impl Writer {
-    fn new(state: Arc<State>, keys: SharedKeys) -> Writer {
+    fn new(state: Arc<State>, keys: SharedKeys, last: Header) -> Writer {
         Writer {
             state,
             keys,
             open: None,
+            last,
         }
     }
 
@@ -244,18 +276,29 @@ impl Writer {
         let Some(segment) = self.open.as_mut() else {
             return Err(std::io::Error::other("no open journal segment"));
         };
+        let keys = self.keys.current();
         let mut frames = Vec::new();
-        for events in appends {
-            let plain = serde_json::to_vec(events).map_err(std::io::Error::other)?;
+        let push = |frames: &mut Vec<u8>, plain: &[u8]| -> std::io::Result<()> {
             let offset = segment.bytes + frames.len() as u64;
-            let sealed = self
-                .keys
-                .current()
-                .seal(&frame_aad_key(&segment.name, offset).as_aad(), &plain)
+            let sealed = keys
+                .seal(&frame_aad_key(&segment.name, offset).as_aad(), plain)
                 .map_err(std::io::Error::other)?;
             let length = u32::try_from(sealed.len()).map_err(std::io::Error::other)?;
             frames.extend_from_slice(&length.to_be_bytes());
             frames.extend_from_slice(&sealed);
+            Ok(())
+        };
+        if segment.bytes == 0 {
+            push(
+                &mut frames,
+                &serde_json::to_vec(&self.last).map_err(std::io::Error::other)?,
+            )?;
+        }
+        for events in appends {
+            push(
+                &mut frames,
+                &serde_json::to_vec(events).map_err(std::io::Error::other)?,
+            )?;
         }
         segment.file.write_all(&frames)?;
         segment.file.sync_data()?;
@@ -292,6 +335,10 @@ impl Writer {
         };
         let open = self.state.dir.join(format!("{}.{OPEN}", segment.name));
         drop(segment.file);
+        self.last = Header {
+            previous: segment.name.clone(),
+            previous_bytes: segment.bytes,
+        };
         if let Err(error) = fs::rename(&open, open.with_extension(CLOSED)) {
             tracing::error!(%error, segment = %segment.name, "cannot close an audit journal segment; it is drained at the next start");
         }
@@ -322,50 +369,118 @@ impl FrameKey {
 
 /// What a closed segment holds.
 struct Frames {
+    /// Its first frame; `None` for a segment written before segments were chained.
+    header: Option<Header>,
     events: Vec<PendingEvent>,
     /// Where a frame did not open (the segment is kept as `.broken`).
     broken_at: Option<u64>,
+    /// Bytes of whole frames, opened or not ([`whole_frames`]).
+    whole_bytes: u64,
+}
+
+/// The bytes of `segment` up to the end of its last whole frame: a frame cut short at the end is
+/// a write that never completed, so never acknowledged.
+fn whole_frames(segment: &[u8]) -> u64 {
+    let mut offset = 0usize;
+    while segment.len() - offset >= 4 {
+        let mut length = [0; 4];
+        length.copy_from_slice(&segment[offset..offset + 4]);
+        let end = offset + 4 + u32::from_be_bytes(length) as usize;
+        if end > segment.len() {
+            break;
+        }
+        offset = end;
+    }
+    offset as u64
+}
+
+fn segment_name(path: &Path) -> String {
+    path.file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Read the frames of the segment at `path`.
 fn read_segment(keys: &SharedKeys, path: &Path) -> std::io::Result<Frames> {
-    let name = path
-        .file_stem()
-        .and_then(|stem| stem.to_str())
-        .unwrap_or_default()
-        .to_string();
+    let name = segment_name(path);
     let bytes = fs::read(path)?;
-    let mut events = Vec::new();
+    let whole_bytes = whole_frames(&bytes);
+    let mut frames = Frames {
+        header: None,
+        events: Vec::new(),
+        broken_at: None,
+        whole_bytes,
+    };
     let mut offset = 0usize;
-    while bytes.len() - offset >= 4 {
+    while (offset as u64) < whole_bytes {
         let mut length = [0; 4];
         length.copy_from_slice(&bytes[offset..offset + 4]);
         let end = offset + 4 + u32::from_be_bytes(length) as usize;
-        if end > bytes.len() {
-            break; // cut short: never completed, never acknowledged
-        }
-        let opened = keys
-            .open(
-                &frame_aad_key(&name, offset as u64).as_aad(),
-                &bytes[offset + 4..end],
-            )
-            .ok()
-            .and_then(|plain| serde_json::from_slice::<Vec<PendingEvent>>(&plain).ok());
-        match opened {
-            Some(frame) => events.extend(frame),
-            None => {
-                return Ok(Frames {
-                    events,
-                    broken_at: Some(offset as u64),
-                });
-            }
+        let Ok(plain) = keys.open(
+            &frame_aad_key(&name, offset as u64).as_aad(),
+            &bytes[offset + 4..end],
+        ) else {
+            frames.broken_at = Some(offset as u64);
+            break;
+        };
+        if let Ok(events) = serde_json::from_slice::<Vec<PendingEvent>>(&plain) {
+            frames.events.extend(events);
+        } else if let (0, Ok(header)) = (offset, serde_json::from_slice::<Header>(&plain)) {
+            frames.header = Some(header);
+        } else {
+            frames.broken_at = Some(offset as u64);
+            break;
         }
         offset = end;
     }
-    Ok(Frames {
-        events,
-        broken_at: None,
+    Ok(frames)
+}
+
+/// What the first new segment continues from: the newest segment in `dir` (of any state), or
+/// the last one drained if that is newer (names are time-ordered).
+fn newest_segment(dir: &Path, drained: Option<(String, u64)>) -> std::io::Result<Header> {
+    let mut newest = drained.map(|(previous, previous_bytes)| Header {
+        previous,
+        previous_bytes,
+    });
+    for state in [OPEN, CLOSED, BROKEN] {
+        for path in files_named(dir, state)? {
+            let name = segment_name(&path);
+            if newest.as_ref().is_none_or(|n| name > n.previous) {
+                newest = Some(Header {
+                    previous: name,
+                    previous_bytes: whole_frames(&fs::read(&path)?),
+                });
+            }
+        }
+    }
+    Ok(newest.unwrap_or_default())
+}
+
+/// Why `header`, the first frame of segment `name`, does not continue from `drained`, the last
+/// segment the drain wrote (name and bytes read): the reads journaled in between are lost.
+fn discontinuity(drained: &(String, u64), header: &Header, name: &str) -> Option<String> {
+    let (last, read) = drained;
+    if header.previous != *last {
+        return Some(format!(
+            "audit journal segment {name} does not follow {last}, the last segment drained: the segments written between them were deleted before they were drained, and the reads they recorded are not in the audit trail"
+        ));
+    }
+    (header.previous_bytes > *read).then(|| {
+        format!(
+            "audit journal segment {last} was cut short before it was drained: {} bytes were written, {read} were read; the reads recorded in the rest are not in the audit trail",
+            header.previous_bytes
+        )
     })
+}
+
+/// The last segment the drain wrote, and the bytes it read from it (for [`ReadJournal::start`]).
+pub async fn last_drained(service: &Service) -> ApiResult<Option<(String, u64)>> {
+    let mut conn = service.reader().await?;
+    Ok(rows::journal_state(&mut conn)
+        .await?
+        .map(|(name, bytes)| (name, u64::try_from(bytes).unwrap_or(0))))
 }
 
 impl Service {
@@ -415,6 +530,7 @@ pub async fn drain_journal(service: &Service) -> ApiResult<usize> {
         ApiError::Internal
     };
     let mut written = 0;
+    let mut drained = last_drained(service).await?;
     for path in files_named(&journal.state.dir, CLOSED).map_err(io)? {
         let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let keys = service.keys.clone();
@@ -425,6 +541,20 @@ pub async fn drain_journal(service: &Service) -> ApiResult<usize> {
             .map_err(io)?;
         for chunk in frames.events.chunks(DRAIN_BATCH) {
             written += write_new(service, chunk.to_vec()).await?;
+        }
+        // A segment at or before the last one drained is one whose removal a crash interrupted:
+        // its ids are recognised above, and it says nothing new about the chain of segments.
+        let name = segment_name(&path);
+        if drained.as_ref().is_none_or(|(last, _)| name > *last) {
+            let loss = match (&drained, &frames.header) {
+                (Some(drained), Some(header)) => discontinuity(drained, header, &name),
+                // The first segment drained, or one written before segments were chained.
+                _ => None,
+            };
+            // Recorded before the file goes: a segment removed but not recorded would look
+            // deleted to the next one.
+            record_drained(service, &name, frames.whole_bytes, loss).await?;
+            drained = Some((name, frames.whole_bytes));
         }
         let finished = match frames.broken_at {
             None => fs::remove_file(&path),
@@ -443,6 +573,43 @@ pub async fn drain_journal(service: &Service) -> ApiResult<usize> {
         );
     }
     Ok(written)
+}
+
+/// Record segment `name` as drained (`bytes` read), and with it an AuditEvent for `loss`, the
+/// reason reads were lost before it, in one transaction.
+async fn record_drained(
+    service: &Service,
+    name: &str,
+    bytes: u64,
+    loss: Option<String>,
+) -> ApiResult<()> {
+    let record = loss.map(|why| {
+        tracing::error!(segment = name, "{why}");
+        AuditRecord {
+            recorded: crate::fhir::instant::now_micros(),
+            event: Event::JournalLoss,
+            outcome: Outcome::SeriousFailure,
+            outcome_desc: Some(why),
+            caller: Some(Caller::server_shared()),
+            address: None,
+            purpose: vec!["RECORDMGT".into()],
+            break_glass: false,
+            entities: Vec::new(),
+        }
+    });
+    let (this, name) = (service.clone(), name.to_string());
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    service
+        .write(move |conn| {
+            Box::pin(async move {
+                rows::set_journal_state(conn, &name, bytes).await?;
+                if let Some(record) = record {
+                    append(&this, conn, &[record]).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
 }
 
 /// Seal (off the writer) and write the events that are not stored yet.

@@ -78,6 +78,9 @@ pub enum Event {
     Reidentify,
     /// AuditEvents past their retention exported and removed.
     Prune,
+    /// Read records found lost before they reached the chains: a read journal segment deleted
+    /// or cut short ([`crate::audit::journal`]).
+    JournalLoss,
     /// A request whose credentials were refused (no token, an invalid one, or one that grants
     /// nothing): someone tried to get in.
     Login,
@@ -294,6 +297,11 @@ impl Event {
                 coding(DCM, "110101", "Audit Log Used"),
                 ("destroy", "Destroy/Delete Record Lifecycle Event"),
                 "D",
+            ),
+            Event::JournalLoss => (
+                coding(DCM, "110101", "Audit Log Used"),
+                ("verify", "Verify Record Lifecycle Event"),
+                "E",
             ),
             // DICOM's User Authentication event; its subtypes are DICOM's, not lifecycle events.
             Event::Login => {
@@ -541,6 +549,7 @@ mod tests {
             Event::Export,
             Event::Reidentify,
             Event::Prune,
+            Event::JournalLoss,
             Event::Login,
         ]);
         for event in events {

@@ -303,3 +303,25 @@ pub async fn purge(conn: &mut Conn, ids: &[String]) -> Result<(), sqlx::Error> {
     }
     Ok(())
 }
+
+/// The read journal segment the drain wrote last, and the bytes of whole frames it read from it.
+pub async fn journal_state(conn: &mut Conn) -> Result<Option<(String, i64)>, sqlx::Error> {
+    let row = sqlx::query("SELECT last_segment, last_bytes FROM audit_journal_state WHERE id = 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .transpose()
+}
+
+/// Record that the drain wrote segment `name` (`bytes` of whole frames).
+pub async fn set_journal_state(conn: &mut Conn, name: &str, bytes: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_journal_state (id, last_segment, last_bytes) VALUES (1, $1, $2) \
+         ON CONFLICT (id) DO UPDATE SET last_segment = excluded.last_segment, last_bytes = excluded.last_bytes",
+    )
+    .bind(name)
+    .bind(bytes)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

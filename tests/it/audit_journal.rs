@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fhirvault::audit::journal::{JOURNAL_DIR, ReadJournal};
+use fhirvault::audit::journal::{JOURNAL_DIR, ReadJournal, drain_journal};
 use fhirvault::audit::{AuditRecord, Entity, Event, Outcome, RestInteraction};
 use fhirvault::auth::Caller;
 use fhirvault::config::{Config, ReadRecords};
@@ -24,6 +24,7 @@ use crate::common::{Backend, TestServer, fresh_store};
 both_backends!(
     journaled_reads_are_in_the_trail_when_an_auditor_looks,
     a_journal_left_behind_is_drained_once_at_the_next_start,
+    segments_deleted_or_cut_short_before_the_drain_are_reported,
 );
 
 /// Put into query entities; must never appear in plain text on disk.
@@ -124,7 +125,7 @@ async fn a_journal_left_behind_is_drained_once_at_the_next_start(backend: Backen
     // database, and the reads they belong to are not refused.
     let folder = dir.path().join(JOURNAL_DIR);
     std::fs::create_dir_all(&folder).expect("folder");
-    let journal = ReadJournal::start(dir.path(), service.keys.clone()).expect("journal");
+    let journal = ReadJournal::start(dir.path(), service.keys.clone(), None).expect("journal");
     assert!(service.read_journal.set(journal).is_ok());
     std::fs::remove_dir(&folder).expect("remove folder");
     std::fs::write(&folder, b"not a folder").expect("block the folder");
@@ -193,6 +194,68 @@ async fn a_journal_left_behind_is_drained_once_at_the_next_start(backend: Backen
     assert!(!closed.exists());
     assert!(segment.with_extension("broken").exists());
 
+    let (dir, database) = server.stop().await;
+    let (code, stdout, stderr) = fhirvault(dir.path(), &database, &["audit", "verify"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
+
+/// Journal `count` records into a segment of their own and close it (not drained).
+async fn closed_segment(service: &Service, count: usize) -> PathBuf {
+    let before = segments(service.config.data_dir.as_path());
+    service.audit(records(count)).await.expect("journaled");
+    service
+        .read_journal()
+        .expect("journal")
+        .close_segment()
+        .await;
+    let new: Vec<PathBuf> = segments(service.config.data_dir.as_path())
+        .into_iter()
+        .filter(|s| !before.contains(s))
+        .collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    new[0].clone()
+}
+
+/// Segments name the segment before them and its length: one deleted, or one cut short by whole
+/// frames (which would otherwise pass for a segment that simply ended there), before the drain
+/// took it is reported in the trail itself, and the records that are there are still written.
+async fn segments_deleted_or_cut_short_before_the_drain_are_reported(backend: Backend) {
+    let (dir, database) = fresh_store(backend).await;
+    let config = Config::for_dir(dir.path(), Some(database.clone()));
+    let service = fhirvault::server::open_service(config, None)
+        .await
+        .expect("service opens");
+    let journal = ReadJournal::start(dir.path(), service.keys.clone(), None).expect("journal");
+    assert!(service.read_journal.set(journal).is_ok());
+    let before = stored_audit_events(&service).await;
+
+    // One segment drained: the drain knows where it got to.
+    closed_segment(&service, 1).await;
+    drain_journal(&service).await.expect("drain");
+    assert_eq!(stored_audit_events(&service).await, before + 1);
+
+    // Three more, closed and not drained: the first deleted, the second cut after its first
+    // frame (the one that names the segment before it), the third left alone.
+    let deleted = closed_segment(&service, 2).await;
+    let cut = closed_segment(&service, 1).await;
+    closed_segment(&service, 1).await;
+    std::fs::remove_file(&deleted).expect("delete a segment");
+    let whole = std::fs::read(&cut).expect("segment");
+    let first_frame = 4 + u32::from_be_bytes(whole[..4].try_into().unwrap()) as usize;
+    std::fs::write(&cut, &whole[..first_frame]).expect("cut whole frames off");
+
+    drain_journal(&service).await.expect("drain");
+    // The third segment's record is written, and one AuditEvent for each loss.
+    assert_eq!(stored_audit_events(&service).await, before + 1 + 1 + 2);
+    service.store.close().await;
+    drop(service);
+
+    let server = TestServer::start_with(backend, dir, database, journaled).await;
+    assert_eq!(
+        auditor_count(&server, "outcome=8&subtype=verify").await,
+        2,
+        "one for the deleted segment, one for the cut"
+    );
     let (dir, database) = server.stop().await;
     let (code, stdout, stderr) = fhirvault(dir.path(), &database, &["audit", "verify"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
