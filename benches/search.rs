@@ -437,6 +437,12 @@ async fn load(service: &Service, sizes: Sizes, concurrency: usize) -> Value {
             "per_second": round(count as f64 / seconds, 0),
         }));
     }
+    // As `fhirvault import` does when it is done.
+    service
+        .store
+        .refresh_statistics()
+        .await
+        .expect("statistics refreshed");
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "loaded {} resources in {seconds:.1} s ({:.0}/s)",

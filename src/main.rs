@@ -480,6 +480,13 @@ async fn import(config: Config, files: Vec<PathBuf>) -> anyhow::Result<()> {
         "imported {} resources, rejected {}",
         total.stored, total.rejected
     );
+    if total.stored > 0 {
+        service
+            .store
+            .refresh_statistics()
+            .await
+            .context("updating the database's statistics after the import")?;
+    }
     service.store.close().await;
     if total.rejected > 0 {
         anyhow::bail!("{} resources were rejected", total.rejected);
@@ -534,7 +541,14 @@ async fn reindex(config: Config, types: Vec<String>) -> anyhow::Result<()> {
         );
     }
     let service = fhirvault::server::open_service(config, None).await?;
-    let result = reindex_with_progress(&service, &types).await;
+    let mut result = reindex_with_progress(&service, &types).await;
+    if result.is_ok()
+        && let Err(error) = service.store.refresh_statistics().await
+    {
+        result = Err(anyhow::anyhow!(
+            "updating the database's statistics after the re-index: {error}"
+        ));
+    }
     service.store.close().await;
     for line in result?.lines() {
         println!("{line}");

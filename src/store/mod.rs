@@ -175,6 +175,19 @@ impl Store {
         self.writer.clone()
     }
 
+    /// After a bulk write (`import`, `reindex`): on PostgreSQL, `ANALYZE` the database, so that
+    /// the planner's statistics describe what was just loaded. Search statements are planned with
+    /// their values, from these statistics; autovacuum catches up only after a delay, and in
+    /// between PostgreSQL chose plans that took seconds (benches/README.md, "search on
+    /// PostgreSQL at 100k"). SQLite: nothing; our SQLite statements are written for its planner
+    /// without statistics (`ANALYZE` there would change plans that were measured without it).
+    pub async fn refresh_statistics(&self) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            self.writer.acquire().await?.execute("ANALYZE").await?;
+        }
+        Ok(())
+    }
+
     /// Liveness of the database, for `/health`.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         self.readers

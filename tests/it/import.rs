@@ -116,4 +116,24 @@ async fn import_creates_updates_and_repeats_in_order(backend: Backend) {
     assert_eq!(history.body["total"], 4);
     assert_eq!(server.search_ids("Patient?family=Eiche").await, ["imp-b"]);
     assert!(server.search_ids("Patient?family=Linde").await.is_empty());
+
+    // As `fhirvault import` ends: PostgreSQL's statistics describe what was loaded.
+    importer
+        .store
+        .refresh_statistics()
+        .await
+        .expect("statistics");
+    if backend == Backend::Postgres {
+        use sqlx::Row;
+        let mut conn = importer.reader().await.expect("reader");
+        let analysed: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM pg_stat_user_tables WHERE relname IN \
+             ('resource_heads', 'resource_versions', 'search_token') AND last_analyze IS NOT NULL",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .expect("statistics of the tables")
+        .get(0);
+        assert_eq!(analysed, 3);
+    }
 }
