@@ -208,6 +208,9 @@ async fn main() {
     config.auth = fhirvault::config::AuthConfig::for_base_url(&config.base_url);
     // One caller sends everything here: no per-caller limit.
     config.rate_limit_per_second = 0;
+    // The `read` phases measure reads whose AuditEvents commit to the database; `read-j` the
+    // read journal (the default), on a service of its own (`common::with_read_journal`).
+    config.audit.read_records = fhirvault::config::ReadRecords::Database;
     let base = config.base_url.clone();
     let service = fhirvault::server::open_service(config, Some(keys.clone()))
         .await

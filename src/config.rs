@@ -56,8 +56,8 @@ pub struct AuditArgs {
         global = true
     )]
     pub on_write_failure: Option<String>,
-    /// Where a read's AuditEvents are made durable before it is answered: `database` (default)
-    /// or `journal`.
+    /// Where a read's AuditEvents are made durable before it is answered: `journal` (default)
+    /// or `database`.
     #[arg(
         long = "audit-read-records",
         env = "FHIRVAULT_AUDIT_READ_RECORDS",
@@ -309,8 +309,9 @@ pub enum OnWriteFailure {
 pub enum ReadRecords {
     /// Written into the chain in a database commit of their own (shared with concurrent reads).
     Database,
-    /// Appended to the sealed read journal under the data directory, and written into the chain
-    /// in large batches moments later (`crate::audit::journal`).
+    /// The default: appended to the sealed read journal under the data directory, and written
+    /// into the chain in large batches moments later (`crate::audit::journal`). As durable as
+    /// a commit (fsynced before the read is answered), and 2–4× the audited reads/s.
     Journal,
 }
 
@@ -325,7 +326,7 @@ impl Default for AuditConfig {
             chains: DEFAULT_AUDIT_CHAINS,
             retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
             on_write_failure: OnWriteFailure::Fail,
-            read_records: ReadRecords::Database,
+            read_records: ReadRecords::Journal,
             enabled: true,
         }
     }
@@ -366,8 +367,8 @@ impl AuditConfig {
             }
         };
         let read_records = match args.read_records.clone().or(file.read_records).as_deref() {
-            None | Some("database") => ReadRecords::Database,
-            Some("journal") => ReadRecords::Journal,
+            Some("database") => ReadRecords::Database,
+            None | Some("journal") => ReadRecords::Journal,
             Some(_) => {
                 return Err(ConfigError::new(
                     "audit.read_records",
@@ -1214,7 +1215,7 @@ mod tests {
     #[test]
     fn audit_settings_from_toml_and_flags() {
         let (_dir, store) = with_file(
-            "[audit]\nchains = 8\nretention_days = 30\non_write_failure = \"queue\"\nread_records = \"journal\"\n",
+            "[audit]\nchains = 8\nretention_days = 30\non_write_failure = \"queue\"\nread_records = \"database\"\n",
         );
         let audit = Config::resolve(&store, &ServeArgs::default())
             .unwrap()
@@ -1225,7 +1226,7 @@ mod tests {
                 chains: 8,
                 retention_days: 30,
                 on_write_failure: OnWriteFailure::Queue,
-                read_records: ReadRecords::Journal,
+                read_records: ReadRecords::Database,
                 enabled: true
             }
         );

@@ -294,11 +294,20 @@ async fn import_ndjson_and_bundle_then_rotate_keys_while_serving() {
         .await
         .unwrap();
     assert_eq!(read.status(), 200);
-    let (ok, stdout, _) = run(dir.path(), &["keys", "status"]);
-    assert!(ok);
     // 1201 resources, an AuditEvent per import batch (500 + 500 + 201 lines, 1 Bundle) and one
-    // for the read above.
+    // for the read above. The read's is in the read journal first and in the database moments
+    // later (a drain every 100 ms): wait for it.
     let sealed = 1201 + 4 + 1;
+    let mut stdout = String::new();
+    for _ in 0..50 {
+        let (ok, out, _) = run(dir.path(), &["keys", "status"]);
+        assert!(ok);
+        stdout = out;
+        if stdout.contains(&format!("key 1 (active): {sealed} rows")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         stdout.contains(&format!("key 1 (active): {sealed} rows")),
         "{stdout}"
