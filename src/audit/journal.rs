@@ -57,7 +57,6 @@ use serde::{Deserialize, Serialize};
 use super::chain::{PendingEvent, append, seal_events};
 use super::spool::files_named;
 use super::{AuditRecord, Event, Outcome};
-use crate::auth::Caller;
 use crate::crypto::Aad;
 use crate::error::{ApiError, ApiResult};
 use crate::fhir::id::FhirId;
@@ -585,17 +584,7 @@ async fn record_drained(
 ) -> ApiResult<()> {
     let record = loss.map(|why| {
         tracing::error!(segment = name, "{why}");
-        AuditRecord {
-            recorded: crate::fhir::instant::now_micros(),
-            event: Event::JournalLoss,
-            outcome: Outcome::SeriousFailure,
-            outcome_desc: Some(why),
-            caller: Some(Caller::server_shared()),
-            address: None,
-            purpose: vec!["RECORDMGT".into()],
-            break_glass: false,
-            entities: Vec::new(),
-        }
+        AuditRecord::record_management(Event::JournalLoss, Outcome::SeriousFailure, why)
     });
     let (this, name) = (service.clone(), name.to_string());
     let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);

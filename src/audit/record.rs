@@ -321,6 +321,22 @@ impl Event {
 }
 
 impl AuditRecord {
+    /// An event of the audit trail's own upkeep (pruning, a loss found in the read journal):
+    /// done by this server, now, for record management (`RECORDMGT`), about no resource.
+    pub fn record_management(event: Event, outcome: Outcome, description: String) -> AuditRecord {
+        AuditRecord {
+            recorded: crate::fhir::instant::now_micros(),
+            event,
+            outcome,
+            outcome_desc: Some(description),
+            caller: Some(Caller::server_shared()),
+            address: None,
+            purpose: vec!["RECORDMGT".into()],
+            break_glass: false,
+            entities: Vec::new(),
+        }
+    }
+
     /// The AuditEvent resource (without `id` and `meta.versionId`/`lastUpdated`, which the write
     /// path sets). `base_url` identifies this server.
     pub fn to_audit_event(&self, base_url: &str) -> Value {

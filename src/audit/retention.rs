@@ -23,10 +23,9 @@ use ring::digest;
 use super::chain::append;
 use super::record::{AuditRecord, Event, Outcome};
 use super::verify::Walk;
-use crate::auth::Caller;
 use crate::config::AuditConfig;
 use crate::error::ApiError;
-use crate::fhir::instant::{Micros, format_instant, now_micros};
+use crate::fhir::instant::{Micros, format_instant};
 use crate::service::Service;
 use crate::store::audit as rows;
 
@@ -134,20 +133,14 @@ pub async fn prune(
     };
     let export_sha256 = file.finish()?;
     let pruned = ids.len();
-    let record = AuditRecord {
-        recorded: now_micros(),
-        event: Event::Prune,
-        outcome: Outcome::Success,
-        outcome_desc: Some(format!(
+    let record = AuditRecord::record_management(
+        Event::Prune,
+        Outcome::Success,
+        format!(
             "pruned {pruned} AuditEvents recorded before {}; export SHA-256 {export_sha256}",
             format_instant(cutoff)
-        )),
-        caller: Some(Caller::server_shared()),
-        address: None,
-        purpose: vec!["RECORDMGT".into()],
-        break_glass: false,
-        entities: Vec::new(),
-    };
+        ),
+    );
     let (this, plan) = (service.clone(), chains.clone());
     let event_id = service
         .write(move |conn| {
