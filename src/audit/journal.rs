@@ -377,20 +377,26 @@ struct Frames {
     whole_bytes: u64,
 }
 
-/// The bytes of `segment` up to the end of its last whole frame: a frame cut short at the end is
-/// a write that never completed, so never acknowledged.
-fn whole_frames(segment: &[u8]) -> u64 {
+/// The whole frames of `segment`: each one's offset, sealed bytes and end. A frame cut short at
+/// the end is a write that never completed, so never acknowledged: it is not one of them.
+fn frames_of(segment: &[u8]) -> impl Iterator<Item = (usize, &[u8], usize)> {
     let mut offset = 0usize;
-    while segment.len() - offset >= 4 {
-        let mut length = [0; 4];
-        length.copy_from_slice(&segment[offset..offset + 4]);
-        let end = offset + 4 + u32::from_be_bytes(length) as usize;
-        if end > segment.len() {
-            break;
-        }
+    std::iter::from_fn(move || {
+        let length = segment.get(offset..offset + 4)?;
+        let length = u32::from_be_bytes(length.try_into().ok()?) as usize;
+        let end = offset + 4 + length;
+        let sealed = segment.get(offset + 4..end)?;
+        let frame = (offset, sealed, end);
         offset = end;
-    }
-    offset as u64
+        Some(frame)
+    })
+}
+
+/// The bytes of `segment` up to the end of its last whole frame.
+fn whole_frames(segment: &[u8]) -> u64 {
+    frames_of(segment)
+        .last()
+        .map_or(0, |(_, _, end)| end as u64)
 }
 
 fn segment_name(path: &Path) -> String {
@@ -404,34 +410,31 @@ fn segment_name(path: &Path) -> String {
 fn read_segment(keys: &SharedKeys, path: &Path) -> std::io::Result<Frames> {
     let name = segment_name(path);
     let bytes = fs::read(path)?;
-    let whole_bytes = whole_frames(&bytes);
     let mut frames = Frames {
         header: None,
         events: Vec::new(),
         broken_at: None,
-        whole_bytes,
+        whole_bytes: whole_frames(&bytes),
     };
-    let mut offset = 0usize;
-    while (offset as u64) < whole_bytes {
-        let mut length = [0; 4];
-        length.copy_from_slice(&bytes[offset..offset + 4]);
-        let end = offset + 4 + u32::from_be_bytes(length) as usize;
-        let Ok(plain) = keys.open(
-            &frame_aad_key(&name, offset as u64).as_aad(),
-            &bytes[offset + 4..end],
-        ) else {
-            frames.broken_at = Some(offset as u64);
-            break;
-        };
-        if let Ok(events) = serde_json::from_slice::<Vec<PendingEvent>>(&plain) {
-            frames.events.extend(events);
-        } else if let (0, Ok(header)) = (offset, serde_json::from_slice::<Header>(&plain)) {
-            frames.header = Some(header);
-        } else {
-            frames.broken_at = Some(offset as u64);
-            break;
+    for (offset, sealed, _) in frames_of(&bytes) {
+        let plain = keys
+            .open(&frame_aad_key(&name, offset as u64).as_aad(), sealed)
+            .ok();
+        let events = plain
+            .as_deref()
+            .and_then(|p| serde_json::from_slice::<Vec<PendingEvent>>(p).ok());
+        let header = plain
+            .as_deref()
+            .filter(|_| offset == 0)
+            .and_then(|p| serde_json::from_slice::<Header>(p).ok());
+        match (events, header) {
+            (Some(events), _) => frames.events.extend(events),
+            (None, Some(header)) => frames.header = Some(header),
+            (None, None) => {
+                frames.broken_at = Some(offset as u64);
+                break;
+            }
         }
-        offset = end;
     }
     Ok(frames)
 }
