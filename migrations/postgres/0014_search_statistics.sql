@@ -40,7 +40,9 @@ ALTER TABLE search_reference
 ALTER STATISTICS search_reference_stats SET STATISTICS 100;
 
 -- Fill them now: autovacuum would analyse a table of an upgraded database only after enough of
--- it changed. ANALYZE reads a sample of each table, so this takes seconds even on a large store.
+-- it changed. ANALYZE reads a sample of each table, but on a large store that takes longer than
+-- the server's statement time limit, which applies to the connection this migration runs on.
+SET LOCAL statement_timeout = 0;
 ANALYZE resource_heads;
 ANALYZE search_token;
 ANALYZE search_string;
