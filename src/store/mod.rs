@@ -122,6 +122,13 @@ impl Store {
                             // per connection and may settle on a generic plan, which spares a
                             // read by id (with a caller's access rule: 1–4 ms to plan) its
                             // planning.
+                            //
+                            // No JIT compilation: our statements are index probes, and the
+                            // estimated cost of a large COUNT (a `_has` over every Patient)
+                            // passes `jit_above_cost`, so PostgreSQL spent about 100 ms
+                            // compiling before a 500 ms probe walk that it did not speed up
+                            // (benches/README.md, "Search on PostgreSQL at 1M").
+                            conn.execute("SET jit = off").await?;
                             if limit_ms > 0 {
                                 conn.execute(sqlx::AssertSqlSafe(format!(
                                     "SET statement_timeout = {limit_ms}"
