@@ -282,7 +282,7 @@ struct Outcome {
 type Phase = common::Phase<Outcome>;
 
 /// The per-search figures of a phase: average matches and included resources per page, the
-/// average total, and how many pages matched nothing.
+/// average total, how many pages matched nothing and how many came without a total.
 fn outcome_json(phase: &Phase) -> Value {
     let ok = phase.ok().max(1) as f64;
     let matches: usize = phase.results.iter().map(|o| o.matches).sum();
@@ -300,6 +300,11 @@ fn outcome_json(phase: &Phase) -> Value {
     row.insert(
         "empty_pages".into(),
         json!(phase.results.iter().filter(|o| o.matches == 0).count()),
+    );
+    // Pages whose total the server did not count in `store.count_timeout_ms` (and left out).
+    row.insert(
+        "pages_without_total".into(),
+        json!(phase.results.iter().filter(|o| o.total.is_none()).count()),
     );
     Value::Object(row)
 }
@@ -1158,6 +1163,13 @@ async fn main() {
                 let empty = row["empty_pages"].as_u64().unwrap_or(0);
                 if empty > 0 {
                     println!("         {empty} of {} pages had no match", phase.ok());
+                }
+                let uncounted = row["pages_without_total"].as_u64().unwrap_or(0);
+                if uncounted > 0 {
+                    println!(
+                        "         {uncounted} of {} pages came without Bundle.total (count past store.count_timeout_ms)",
+                        phase.ok()
+                    );
                 }
                 row["shape"] = json!(query.shape);
                 row["caller"] = json!(variant.caller);

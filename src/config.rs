@@ -151,6 +151,7 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct StoreFileConfig {
     statement_timeout_ms: Option<u64>,
+    count_timeout_ms: Option<u64>,
 }
 
 /// How the server uses its database.
@@ -161,6 +162,12 @@ pub struct StoreConfig {
     /// PostgreSQL: `statement_timeout` on every pooled connection; SQLite: queries (SELECT) are
     /// interrupted from SQLite's progress handler ([`crate::store::sqlite_limit`]).
     pub statement_timeout: Option<Duration>,
+    /// The longest the server counts the matches of a search for `Bundle.total` when the client
+    /// did not ask for an accurate total (`_total` absent or `estimate`); past it the page is
+    /// answered without a total, with a warning (`None`: counted up to `statement_timeout`).
+    /// A count probes every match (a `_has` every Patient), so it can take far longer than the
+    /// page it comes with, or end in a 503 where the page alone would have been answered.
+    pub count_timeout: Option<Duration>,
 }
 
 /// A few seconds: far above any search of an indexed, paged query, low enough that a runaway
@@ -168,11 +175,15 @@ pub struct StoreConfig {
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// More than an hour is no limit at all for an interactive server.
 const MAX_STATEMENT_TIMEOUT_MS: u64 = 3_600_000;
+/// A second: a page of an indexed search takes milliseconds, so a total that takes longer would
+/// be most of the request's time, for a figure that a client paging through rarely needs.
+pub const DEFAULT_COUNT_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+            count_timeout: Some(DEFAULT_COUNT_TIMEOUT),
         }
     }
 }
@@ -228,7 +239,33 @@ impl StoreConfig {
             }
             Some(ms) => Some(Duration::from_millis(ms)),
         };
-        Ok(StoreConfig { statement_timeout })
+        let count_timeout = match file.count_timeout_ms {
+            None => Some(DEFAULT_COUNT_TIMEOUT),
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+        };
+        // A count limit at or past the statement limit would never be reached: the statement
+        // limit would stop the count first, failing the request instead of leaving out its total.
+        let count_timeout = match (count_timeout, statement_timeout) {
+            (Some(count), Some(statement)) if count >= statement => {
+                if file.count_timeout_ms.is_some() {
+                    return Err(ConfigError::new(
+                        "store.count_timeout_ms",
+                        format!(
+                            "must be less than store.statement_timeout_ms ({} ms); 0 counts up to that limit",
+                            statement.as_millis()
+                        ),
+                    ));
+                }
+                // The default, under a statement limit set below it: counts run to that limit.
+                None
+            }
+            (count, _) => count,
+        };
+        Ok(StoreConfig {
+            statement_timeout,
+            count_timeout,
+        })
     }
 }
 
@@ -1303,6 +1340,41 @@ mod tests {
                 .unwrap_err()
                 .setting,
             "store.statement_timeout_ms"
+        );
+    }
+
+    #[test]
+    fn count_timeout_from_toml() {
+        let store_of = |toml: &str| {
+            let (_dir, args) = with_file(toml);
+            Config::resolve(&args, &ServeArgs::default()).map(|c| c.store)
+        };
+        let limits = |store: StoreConfig| (store.statement_timeout, store.count_timeout);
+        let ms = |ms| Some(Duration::from_millis(ms));
+        assert_eq!(limits(store_of("").unwrap()), (ms(5000), ms(1000)));
+        assert_eq!(
+            limits(store_of("[store]\ncount_timeout_ms = 200\n").unwrap()),
+            (ms(5000), ms(200))
+        );
+        assert_eq!(
+            limits(store_of("[store]\ncount_timeout_ms = 0\n").unwrap()),
+            (ms(5000), None),
+            "0: counted up to the statement limit"
+        );
+        assert_eq!(
+            limits(store_of("[store]\nstatement_timeout_ms = 800\n").unwrap()),
+            (ms(800), None),
+            "the default count limit gives way to a shorter statement limit"
+        );
+        assert_eq!(
+            limits(store_of("[store]\nstatement_timeout_ms = 0\n").unwrap()),
+            (None, ms(1000))
+        );
+        assert_eq!(
+            store_of("[store]\nstatement_timeout_ms = 800\ncount_timeout_ms = 800\n")
+                .unwrap_err()
+                .setting,
+            "store.count_timeout_ms"
         );
     }
 

@@ -252,7 +252,7 @@ impl From<sqlx::Error> for ApiError {
                 tracing::error!(error = %error, "database unavailable");
                 ApiError::Unavailable("the database is temporarily unavailable; retry later".into())
             }
-            sqlx::Error::Database(db) if is_statement_timeout(db.as_ref()) => {
+            _ if crate::store::is_statement_timeout(&error) => {
                 // The statement is not logged: search SQL carries blind tokens and ids.
                 tracing::warn!(
                     "a database statement ran past store.statement_timeout_ms and was stopped"
@@ -271,17 +271,6 @@ impl From<sqlx::Error> for ApiError {
                 ApiError::Internal
             }
         }
-    }
-}
-
-/// Did the database stop a statement for running too long? PostgreSQL: SQLSTATE 57014
-/// (`query_canceled`, which only `statement_timeout` causes here); SQLite: `SQLITE_INTERRUPT`
-/// (9), which only the statement time limit raises ([`crate::store::sqlite_limit`]).
-fn is_statement_timeout(error: &dyn sqlx::error::DatabaseError) -> bool {
-    match error.code().as_deref() {
-        Some("57014") => true,
-        Some("9") => error.message().contains("interrupt"),
-        _ => false,
     }
 }
 

@@ -128,10 +128,16 @@ pub const SYSTEM: &str = "Resource";
 /// cap keeps a single request from asking the database for an unbounded join.
 pub const MAX_CHAIN_DEPTH: usize = 4;
 
+/// `_total`: what `Bundle.total` of a searchset holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TotalMode {
+    /// Not counted (a first page that holds every match still tells its size).
     None,
+    /// `estimate`, and a search without `_total`: counted if the count takes no longer than
+    /// `store.count_timeout_ms`, otherwise left out with a warning. This server does not guess:
+    /// a total it gives is exact.
     Estimate,
+    /// Always counted, within the statement time limit of a request (503 past it).
     Accurate,
 }
 
@@ -237,7 +243,7 @@ impl SearchRequest {
             cursor: None,
             cursor_token: None,
             sort: Vec::new(),
-            total: TotalMode::Accurate,
+            total: TotalMode::Estimate,
             summary_count: false,
             subset: None,
             used: Vec::new(),

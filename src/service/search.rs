@@ -3,6 +3,7 @@
 // Dynamic SQL here is assembled from fixed fragments and `$n` placeholders only; every value is bound.
 use sqlx::AssertSqlSafe;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::Row;
@@ -13,11 +14,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::fhir::bundle::{self, Link};
 use crate::fhir::id::truncate;
 use crate::fhir::instant::Micros;
-use crate::fhir::outcome::operation_outcome;
+use crate::fhir::outcome::{Issue, IssueCode, Severity, operation_outcome};
 use crate::search::cursor::{Cursor, Direction, KeyKind, OrderKey, order_sql};
 use crate::search::plan::{Plan, plan};
 use crate::search::query::{Compartment, SYSTEM, SearchRequest, TotalMode};
-use crate::store::{Backend, Bind, Conn, bind_all, versions, with_values_planned};
+use crate::store::{Backend, Bind, Conn, bind_all, short_limit, versions, with_values_planned};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -169,7 +170,17 @@ impl Service {
         let total = match request.total {
             TotalMode::None => None,
             TotalMode::Accurate | TotalMode::Estimate if whole => Some(rows.len() as i64),
-            TotalMode::Accurate | TotalMode::Estimate => Some(count(conn, &plan).await?),
+            TotalMode::Accurate => Some(count(conn, &plan).await?),
+            TotalMode::Estimate => match self.config.store.count_timeout {
+                None => Some(count(conn, &plan).await?),
+                Some(limit) => {
+                    let total = count_within(conn, &plan, limit).await?;
+                    if total.is_none() {
+                        request.warnings.push(total_left_out(limit));
+                    }
+                    total
+                }
+            },
         };
         rows.truncate(request.count);
         let (has_next, has_previous) = match direction {
@@ -441,15 +452,49 @@ fn key_value(row: &sqlx::any::AnyRow, key: &OrderKey) -> Result<Value, sqlx::Err
     })
 }
 
+/// The number of matches of `plan` (`Bundle.total`), under the statement time limit.
 async fn count(conn: &mut Conn, plan: &Plan) -> ApiResult<i64> {
-    let sql = format!(
+    let backend = Backend::of(conn);
+    let row = with_values_planned(
+        bind_all(
+            sqlx::query(AssertSqlSafe(count_sql(plan))),
+            count_binds(plan),
+        ),
+        backend,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// [`count`], or `None` when counting takes longer than `limit` (`store.count_timeout_ms`).
+async fn count_within(conn: &mut Conn, plan: &Plan, limit: Duration) -> ApiResult<Option<i64>> {
+    let row =
+        short_limit::fetch_one_within(conn, limit, &count_sql(plan), count_binds(plan)).await?;
+    Ok(row.map(|row| row.try_get(0)).transpose()?)
+}
+
+fn count_sql(plan: &Plan) -> String {
+    format!(
         "SELECT COUNT(*) FROM resource_heads h WHERE {}",
         plan.where_sql
-    );
-    let binds = plan.binds[..plan.where_binds].to_vec();
-    let backend = Backend::of(conn);
-    let row = with_values_planned(bind_all(sqlx::query(AssertSqlSafe(sql)), binds), backend)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(row.try_get(0)?)
+    )
+}
+
+fn count_binds(plan: &Plan) -> Vec<Bind> {
+    plan.binds[..plan.where_binds].to_vec()
+}
+
+/// The warning of a page whose total was not counted: the client knows why `Bundle.total` is
+/// missing and how to get it.
+fn total_left_out(limit: Duration) -> Issue {
+    Issue {
+        severity: Severity::Warning,
+        code: IssueCode::TooCosts,
+        diagnostics: format!(
+            "Bundle.total is left out: counting every match took longer than this server spends on a total it was not asked for ({} ms); _total=accurate counts them, within the time limit of a request",
+            limit.as_millis()
+        ),
+        expression: None,
+    }
 }

@@ -12,6 +12,8 @@
 //! - [`write`]: writing versions with their heads and index rows, one or many per statement.
 //! - [`audit`]: the audit hash chains and their heads, and removing pruned AuditEvents.
 //! - [`export`]: bulk export jobs, their files and the files' sealed chunks.
+//! - [`short_limit`]: one read under a shorter time limit than the connection's (a count the
+//!   server may give up on).
 //!
 //! Callers get a connection or a transaction from [`Store`] and pass `&mut AnyConnection` to the
 //! functions of those modules, so one database transaction can span a whole FHIR transaction Bundle.
@@ -23,6 +25,7 @@ pub mod export;
 pub mod hl7v2;
 pub mod index;
 pub mod keys;
+pub mod short_limit;
 pub mod sqlite_limit;
 pub mod versions;
 pub mod write;
@@ -231,6 +234,20 @@ pub fn with_values_planned<'q>(
     backend: Backend,
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
     query.persistent(backend == Backend::Sqlite)
+}
+
+/// Did the database stop a statement for running too long? PostgreSQL: SQLSTATE 57014
+/// (`query_canceled`, which only `statement_timeout` causes here); SQLite: `SQLITE_INTERRUPT`
+/// (9), which only the statement time limit raises ([`sqlite_limit`]).
+pub fn is_statement_timeout(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(error) = error else {
+        return false;
+    };
+    match error.code().as_deref() {
+        Some("57014") => true,
+        Some("9") => error.message().contains("interrupt"),
+        _ => false,
+    }
 }
 
 /// Start a write transaction on `pool`. On SQLite it takes the database's write lock at once

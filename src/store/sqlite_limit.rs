@@ -14,6 +14,12 @@
 //!   sets the connection's limit. Until it is called the limit is 0, off: connections opened by
 //!   anything else in the process (tools, tests) are not limited.
 //!
+//! One query can ask for a shorter limit than its connection's by starting with a comment,
+//! [`with_query_limit`] (`/*fhirvault_limit_ms=1000*/ SELECT …`), which the trace hook reads when
+//! the query starts. The limit travels in the query's text rather than in the connection's state,
+//! so nothing has to be set back afterwards: a request dropped halfway (its client went away)
+//! cannot leave a connection of the pool with the shorter limit.
+//!
 //! Only queries are timed: statements that SQLite reports read-only and that begin with
 //! `SELECT`, `WITH` or `VALUES`. Interrupting a write inside a transaction makes SQLite roll
 //! back the whole transaction behind the driver's back, and a `COMMIT` interrupted after its
@@ -43,10 +49,35 @@ const INSTRUCTIONS_PER_CHECK: c_int = 100;
 /// The reference point of the start times below (0 means "no query running").
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
+/// The comment that starts a query with a limit of its own; the milliseconds and `*/` follow.
+const QUERY_LIMIT_MARK: &str = "/*fhirvault_limit_ms=";
+
+/// `sql` (a query) stopped after `limit_ms` milliseconds, or at its connection's limit if that is
+/// shorter.
+pub fn with_query_limit(sql: &str, limit_ms: u64) -> String {
+    format!("{QUERY_LIMIT_MARK}{}*/ {sql}", limit_ms.max(1))
+}
+
+/// The limit a query's text asks for ([`with_query_limit`]), and the text after that comment.
+fn query_limit(sql: &[u8]) -> (Option<u64>, &[u8]) {
+    let Some(rest) = sql.strip_prefix(QUERY_LIMIT_MARK.as_bytes()) else {
+        return (None, sql);
+    };
+    let Some(end) = rest.windows(2).position(|w| w == b"*/") else {
+        return (None, sql);
+    };
+    let limit = std::str::from_utf8(&rest[..end])
+        .ok()
+        .and_then(|digits| digits.parse().ok());
+    (limit, &rest[end + 2..])
+}
+
 /// One connection's limit and the start of its running query.
 #[derive(Default)]
 struct Watch {
     limit_ms: AtomicU64,
+    /// The running query's own limit ([`with_query_limit`]; 0: none).
+    query_limit_ms: AtomicU64,
     /// Microseconds since [`EPOCH`] (plus one, so that 0 stays "none") when the running query
     /// started.
     started: AtomicU64,
@@ -60,7 +91,14 @@ impl Watch {
     }
 
     fn expired(&self) -> bool {
-        let limit = self.limit_ms.load(Ordering::Relaxed);
+        let limit = match (
+            self.limit_ms.load(Ordering::Relaxed),
+            self.query_limit_ms.load(Ordering::Relaxed),
+        ) {
+            (0, query) => query,
+            (connection, 0) => connection,
+            (connection, query) => connection.min(query),
+        };
         let started = self.started.load(Ordering::Relaxed);
         limit > 0
             && started > 0
@@ -165,7 +203,11 @@ unsafe extern "C" fn trace(
             if sql.starts_with(b"--") {
                 return 0; // a trigger inside the running statement
             }
+            let (own_limit, sql) = query_limit(sql);
             let timed = is_query(sql) && ffi::sqlite3_stmt_readonly(statement.cast()) != 0;
+            watch
+                .query_limit_ms
+                .store(own_limit.filter(|_| timed).unwrap_or(0), Ordering::Relaxed);
             watch
                 .started
                 .store(if timed { Watch::now() } else { 0 }, Ordering::Relaxed);
@@ -288,5 +330,54 @@ mod tests {
         assert!(watch.expired());
         watch.started.store(0, Ordering::Relaxed);
         assert!(!watch.expired(), "nothing running");
+    }
+
+    #[test]
+    fn a_query_limit_is_read_from_the_query_and_only_shortens() {
+        let sql = with_query_limit("SELECT count(*) FROM t", 250);
+        let (limit, rest) = query_limit(sql.as_bytes());
+        assert_eq!((limit, rest), (Some(250), &b" SELECT count(*) FROM t"[..]));
+        assert!(is_query(rest));
+        assert_eq!(query_limit(b"SELECT 1"), (None, &b"SELECT 1"[..]));
+        assert_eq!(
+            query_limit(b"/*fhirvault_limit_ms=12"),
+            (None, &b"/*fhirvault_limit_ms=12"[..])
+        );
+
+        let watch = Watch::default();
+        watch.started.store(1, Ordering::Relaxed);
+        watch.limit_ms.store(60_000, Ordering::Relaxed);
+        assert!(!watch.expired());
+        watch.query_limit_ms.store(1, Ordering::Relaxed);
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        assert!(watch.expired(), "the query's shorter limit applies");
+        watch.limit_ms.store(0, Ordering::Relaxed);
+        assert!(watch.expired(), "also on a connection without a limit");
+    }
+
+    #[tokio::test]
+    async fn a_query_with_its_own_limit_is_stopped_there_and_the_next_one_is_not() {
+        use sqlx::Connection;
+        install().unwrap();
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let limited = with_query_limit(ENDLESS, 50);
+        let Err(sqlx::Error::Database(error)) = sqlx::query(sqlx::AssertSqlSafe(limited))
+            .fetch_one(&mut conn)
+            .await
+        else {
+            panic!("not stopped")
+        };
+        assert_eq!(error.message(), "interrupted");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // The connection has no limit of its own: the next query (longer than 50 ms) runs to its end.
+        let small = ENDLESS.replace("1000000000", "2000000");
+        sqlx::query(sqlx::AssertSqlSafe(small))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     }
 }
