@@ -29,6 +29,9 @@
 //!    page is full, in the shape of `service/search.rs`), prints the database's plan for the page
 //!    query (the clinician's) and times both statements on their own.
 //!
+//! 5. FHIRVAULT_BENCH_COUNT_TIMEOUT_MS sets the server's `store.count_timeout_ms` (0: every total
+//!    counted up to the statement limit); pages that came without a total are reported.
+//!
 //! Prints a table and writes the same figures as JSON to `$CARGO_TARGET_DIR/bench-search.json`
 //! (or target/bench-search.json). Backend: SQLite (temp dir, or FHIRVAULT_BENCH_DATA_DIR), or
 //! PostgreSQL with FHIRVAULT_BENCH_DATABASE_URL=postgres://… (an empty database, or one this bench
@@ -76,6 +79,9 @@ struct Settings {
     /// Each measurement is split into this many rounds, the variants taking turns in alternating
     /// order (A B C, C B A, …), so that the machine's drift falls on all of them alike.
     rounds: usize,
+    /// `store.count_timeout_ms` of the server (unset: the default; 0: totals counted up to the
+    /// statement limit, as before that setting existed).
+    count_timeout_ms: Option<u64>,
 }
 
 impl Settings {
@@ -109,6 +115,11 @@ impl Settings {
             data_dir: list("FHIRVAULT_BENCH_DATA_DIR").map(PathBuf::from),
             import_concurrency: var("FHIRVAULT_BENCH_IMPORT_CONCURRENCY", 2usize).max(1),
             explain: var("FHIRVAULT_BENCH_EXPLAIN", 1u8) != 0,
+            count_timeout_ms: list("FHIRVAULT_BENCH_COUNT_TIMEOUT_MS").map(|v| {
+                v.trim()
+                    .parse()
+                    .expect("FHIRVAULT_BENCH_COUNT_TIMEOUT_MS: milliseconds")
+            }),
             only: list("FHIRVAULT_BENCH_ONLY")
                 .map(|v| v.split(',').map(|s| s.trim().to_string()).collect()),
             callers: list("FHIRVAULT_BENCH_CALLERS")
@@ -795,6 +806,9 @@ async fn main() {
     config.auth = fhirvault::config::AuthConfig::for_base_url(&config.base_url);
     // One caller sends everything here: no per-caller limit.
     config.rate_limit_per_second = 0;
+    if let Some(ms) = settings.count_timeout_ms {
+        config.store.count_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+    }
     let base = config.base_url.clone();
     let service = fhirvault::server::open_service(config, Some(keys.clone()))
         .await
