@@ -67,6 +67,27 @@ pub struct Cursor {
     /// Fingerprint of the caller the page link was made for (restricted callers only): a link
     /// replayed by someone else is refused rather than paging through the first caller's view.
     pub owner: Option<String>,
+    /// The total of the page the link was made on, for the pages after it: counted once per
+    /// search rather than once per page (`_total=accurate` counts on every page regardless).
+    pub total: Option<PageTotal>,
+}
+
+/// `Bundle.total` as a page found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageTotal {
+    Counted(i64),
+    /// Counting took longer than `store.count_timeout_ms`; the page had no total.
+    LeftOut,
+}
+
+impl PageTotal {
+    /// The number for `Bundle.total`, if there is one.
+    pub fn counted(self) -> Option<i64> {
+        match self {
+            PageTotal::Counted(total) => Some(total),
+            PageTotal::LeftOut => None,
+        }
+    }
 }
 
 impl Cursor {
@@ -79,6 +100,11 @@ impl Cursor {
         let mut cursor = json!({"d": direction, "v": self.values});
         if let Some(owner) = &self.owner {
             cursor["o"] = json!(owner);
+        }
+        match self.total {
+            Some(PageTotal::Counted(total)) => cursor["t"] = json!(total),
+            Some(PageTotal::LeftOut) => cursor["t"] = json!("-"),
+            None => {}
         }
         URL_SAFE_NO_PAD.encode(cursor.to_string())
     }
@@ -97,10 +123,16 @@ impl Cursor {
         };
         let values = value["v"].as_array().cloned().ok_or_else(invalid)?;
         let owner = value["o"].as_str().map(str::to_string);
+        let total = match &value["t"] {
+            Value::Null => None,
+            Value::String(text) if text == "-" => Some(PageTotal::LeftOut),
+            total => Some(PageTotal::Counted(total.as_i64().ok_or_else(invalid)?)),
+        };
         Ok(Cursor {
             direction,
             values,
             owner,
+            total,
         })
     }
 
@@ -190,8 +222,24 @@ mod tests {
             direction: Direction::Before,
             values: vec![json!(12), Value::Null, json!("abc")],
             owner: None,
+            total: None,
         };
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        for total in [
+            PageTotal::Counted(0),
+            PageTotal::Counted(1234),
+            PageTotal::LeftOut,
+        ] {
+            let cursor = Cursor {
+                total: Some(total),
+                owner: Some("caller".into()),
+                ..cursor.clone()
+            };
+            assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        }
+        assert!(
+            Cursor::decode(&URL_SAFE_NO_PAD.encode("{\"d\":\"a\",\"v\":[],\"t\":\"x\"}")).is_err()
+        );
         assert!(Cursor::decode("not base64 !").is_err());
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("{\"d\":\"x\",\"v\":[]}")).is_err());
     }

@@ -15,7 +15,7 @@ use crate::fhir::bundle::{self, Link};
 use crate::fhir::id::truncate;
 use crate::fhir::instant::Micros;
 use crate::fhir::outcome::{Issue, IssueCode, Severity, operation_outcome};
-use crate::search::cursor::{Cursor, Direction, KeyKind, OrderKey, order_sql};
+use crate::search::cursor::{Cursor, Direction, KeyKind, OrderKey, PageTotal, order_sql};
 use crate::search::plan::{Plan, plan};
 use crate::search::query::{Compartment, SYSTEM, SearchRequest, TotalMode};
 use crate::store::{Backend, Bind, Conn, bind_all, short_limit, versions, with_values_planned};
@@ -31,7 +31,8 @@ pub struct SearchPage {
     pub matches: Vec<VersionedResource>,
     /// `_include` / `_revinclude` results (`search.mode = include`).
     pub included: Vec<VersionedResource>,
-    pub total: Option<i64>,
+    /// `None`: not asked for (`_total=none`).
+    pub total: Option<PageTotal>,
     /// Whether pages exist after / before this one.
     pub has_next: bool,
     pub has_previous: bool,
@@ -138,7 +139,7 @@ impl Service {
         let plan = self.plan_search(&request)?;
         let complete_before = self.clock.complete_before();
         if request.summary_count {
-            let total = Some(count(conn, &plan).await?);
+            let total = Some(PageTotal::Counted(count(conn, &plan).await?));
             return Ok(SearchPage {
                 request,
                 matches: Vec::new(),
@@ -167,19 +168,28 @@ impl Service {
         // A first page that holds every match is its own count: no second query.
         let whole =
             request.cursor.is_none() && request.offset == 0 && request.count > 0 && !more_beyond;
+        let carried = request.cursor.as_ref().and_then(|cursor| cursor.total);
         let total = match request.total {
             TotalMode::None => None,
-            TotalMode::Accurate | TotalMode::Estimate if whole => Some(rows.len() as i64),
-            TotalMode::Accurate => Some(count(conn, &plan).await?),
-            TotalMode::Estimate => match self.config.store.count_timeout {
-                None => Some(count(conn, &plan).await?),
-                Some(limit) => {
-                    let total = count_within(conn, &plan, limit).await?;
-                    if total.is_none() {
-                        request.warnings.push(total_left_out(limit));
-                    }
-                    total
+            TotalMode::Accurate | TotalMode::Estimate if whole => {
+                Some(PageTotal::Counted(rows.len() as i64))
+            }
+            TotalMode::Accurate => Some(PageTotal::Counted(count(conn, &plan).await?)),
+            TotalMode::Estimate => match (carried, self.config.store.count_timeout) {
+                // The first page's total, from its page link: once per search, not per page.
+                (Some(total @ PageTotal::Counted(_)), _) => Some(total),
+                (Some(PageTotal::LeftOut), Some(limit)) => {
+                    request.warnings.push(total_left_out(limit));
+                    Some(PageTotal::LeftOut)
                 }
+                (_, None) => Some(PageTotal::Counted(count(conn, &plan).await?)),
+                (None, Some(limit)) => match count_within(conn, &plan, limit).await? {
+                    Some(total) => Some(PageTotal::Counted(total)),
+                    None => {
+                        request.warnings.push(total_left_out(limit));
+                        Some(PageTotal::LeftOut)
+                    }
+                },
             },
         };
         rows.truncate(request.count);
@@ -305,6 +315,9 @@ impl Service {
                 direction,
                 values,
                 owner: request.owner.clone(),
+                // Only a total the client left to the server travels on; an accurate one is
+                // counted again on every page.
+                total: page.total.filter(|_| request.total == TotalMode::Estimate),
             };
             self.seal_cursor(&request.resource_type, &cursor)
                 .ok()
@@ -347,7 +360,7 @@ impl Service {
             page.complete_before,
             &page.matches,
             &page.included,
-            page.total,
+            page.total.and_then(PageTotal::counted),
             &links,
             outcome,
         )

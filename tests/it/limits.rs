@@ -164,6 +164,21 @@ async fn a_total_too_costly_to_count_is_left_out_unless_asked_for(backend: Backe
         );
     }
 
+    // The page after it does not try again: its link says the total was left out.
+    let first = server.get(&search).await;
+    let next = first.body["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|link| link["relation"] == "next")
+        .and_then(|link| link["url"].as_str())
+        .unwrap()
+        .to_string();
+    let second = server.get(&next).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text);
+    assert_eq!(second.body.get("total"), None, "{}", second.text);
+    assert!(total_warning(&second.body).is_some(), "{}", second.text);
+
     // Asked for: counted, to the statement limit.
     let accurate = server.get(&format!("{search}&_total=accurate")).await;
     assert_eq!(accurate.body["total"], COSTLY_MATCHES, "{}", accurate.text);

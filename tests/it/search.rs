@@ -552,6 +552,62 @@ async fn paging_totals_and_summary(backend: Backend) {
     );
 }
 
+/// A search's total is counted once, on the page without a cursor, and its page links carry it
+/// to the later pages (sealed, like the rest of the cursor); `_total=accurate` counts on every
+/// page. A write between pages therefore shows in an accurate total and not in the carried one.
+async fn page_links_carry_the_total_unless_it_must_be_accurate(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let create = |i: usize| json!({"resourceType": "Organization", "id": format!("paged-{i}"), "name": "paged"});
+    for i in 0..5 {
+        server
+            .put(&format!("Organization/paged-{i}"), &create(i))
+            .await;
+    }
+    let first = server
+        .get("Organization?name=paged&_sort=_id&_count=2")
+        .await;
+    let accurate = server
+        .get("Organization?name=paged&_sort=_id&_count=2&_total=accurate")
+        .await;
+    assert_eq!(
+        (&first.body["total"], &accurate.body["total"]),
+        (&json!(5), &json!(5))
+    );
+    server.put("Organization/paged-5", &create(5)).await;
+
+    let second = server.get(&link(&first.body, "next").expect("next")).await;
+    assert_eq!(second.body["total"], 5, "carried: {}", second.text);
+    assert_eq!(
+        crate::common::match_ids(&second.body),
+        ["paged-2", "paged-3"]
+    );
+    let back = server
+        .get(&link(&second.body, "previous").expect("previous"))
+        .await;
+    assert_eq!(back.body["total"], 5, "carried back: {}", back.text);
+    let last = server.get(&link(&second.body, "last").expect("last")).await;
+    assert_eq!(
+        last.body["total"], 5,
+        "carried to the last page: {}",
+        last.text
+    );
+    // The first link has no cursor: a new count.
+    let again = server
+        .get(&link(&second.body, "first").expect("first"))
+        .await;
+    assert_eq!(again.body["total"], 6);
+
+    let second_accurate = server
+        .get(&link(&accurate.body, "next").expect("next"))
+        .await;
+    assert_eq!(second_accurate.body["total"], 6, "{}", second_accurate.text);
+    let none = server
+        .get("Organization?name=paged&_sort=_id&_count=2&_total=none")
+        .await;
+    let second_none = server.get(&link(&none.body, "next").expect("next")).await;
+    assert_eq!(second_none.body.get("total"), None, "{}", second_none.text);
+}
+
 /// Page links are keyset cursors: writes between pages neither repeat nor skip the resources that
 /// stayed, and previous/last links work from any page, with any sort.
 async fn paging_is_stable_under_writes(backend: Backend) {
@@ -2238,6 +2294,7 @@ both_backends!(
     code_elements_have_their_bound_system,
     search_table,
     paging_totals_and_summary,
+    page_links_carry_the_total_unless_it_must_be_accurate,
     search_errors_and_unknown_parameters,
     paging_is_stable_under_writes,
     writes_replace_index_rows,

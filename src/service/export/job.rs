@@ -163,6 +163,7 @@ impl Service {
                             direction: Direction::After,
                             values,
                             owner: request.owner.clone(),
+                            total: None,
                         })
                     }
                     _ => break,
