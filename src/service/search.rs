@@ -186,6 +186,12 @@ impl Service {
                 (None, Some(limit)) => match count_within(conn, &plan, limit).await? {
                     Some(total) => Some(PageTotal::Counted(total)),
                     None => {
+                        // The operator sees how often totals are dropped (the query is not
+                        // logged: it carries blind tokens and ids).
+                        tracing::info!(
+                            resource_type = %request.resource_type,
+                            "Bundle.total left out: the count ran past store.count_timeout_ms"
+                        );
                         request.warnings.push(total_left_out(limit));
                         Some(PageTotal::LeftOut)
                     }
