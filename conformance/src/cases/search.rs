@@ -94,6 +94,11 @@ pub fn cases() -> Vec<Case> {
             "a parameter with 500 values (OR) finds the one that matches, by POST _search",
             many_values,
         ),
+        Case::new(
+            "search-033",
+            "_total=accurate: the next page's total also counts a match created after the first page",
+            accurate_total_per_page,
+        ),
     ]
 }
 
@@ -229,6 +234,29 @@ fn paging(ctx: &Ctx) -> Outcome {
     ensure(ids == expected, || format!("the two pages: expected {expected:?}, got {ids:?}"))?;
     ensure(check::link(&page2, "next").is_none(), || {
         format!("{}: expected no next link on the last page", second.label)
+    })
+}
+
+/// R4 search.html#total: with `_total=accurate` the server "must ensure that the total number of
+/// matches is accurate", so a page read after a write counts that write.
+fn accurate_total_per_page(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    for _ in 0..2 {
+        ctx.create(&fixtures::patient(&unique))?;
+    }
+    let identifier = identifier_query(&unique);
+    let params = [("identifier", identifier.as_str()), ("_count", "1"), ("_total", "accurate")];
+    let first = ctx.get(&format!("Patient?{}", query(&params))).send()?;
+    let page1 = searchset(&first)?;
+    ensure(check::total(&page1) == Some(2), || {
+        format!("{}: expected total 2, got {:?}", first.label, check::total(&page1))
+    })?;
+    let next = check::link(&page1, "next").ok_or_else(|| format!("{}: expected a next link, got none", first.label))?;
+    ctx.create(&fixtures::patient(&unique))?;
+    let second = ctx.get(next).send()?;
+    let page2 = searchset(&second)?;
+    ensure(check::total(&page2) == Some(3), || {
+        format!("{}: expected total 3 after a third match was created, got {:?}", second.label, check::total(&page2))
     })
 }
 
