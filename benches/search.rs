@@ -31,6 +31,9 @@
 //!
 //! 5. FHIRVAULT_BENCH_COUNT_TIMEOUT_MS sets the server's `store.count_timeout_ms` (0: every total
 //!    counted up to the statement limit); pages that came without a total are reported.
+//! 6. With FHIRVAULT_BENCH_PAGES=N, each caller pages through the `_has` search: the N pages after
+//!    the first, whose links carry the first page's total, against the same with
+//!    `_total=accurate`, counted on every page; alternating rounds, ratio in the same run.
 //!
 //! Prints a table and writes the same figures as JSON to `$CARGO_TARGET_DIR/bench-search.json`
 //! (or target/bench-search.json). Backend: SQLite (temp dir, or FHIRVAULT_BENCH_DATA_DIR), or
@@ -82,6 +85,8 @@ struct Settings {
     /// `store.count_timeout_ms` of the server (unset: the default; 0: totals counted up to the
     /// statement limit, as before that setting existed).
     count_timeout_ms: Option<u64>,
+    /// Pages followed after the first in the paging measurement (0: not run).
+    pages: usize,
 }
 
 impl Settings {
@@ -115,6 +120,7 @@ impl Settings {
             data_dir: list("FHIRVAULT_BENCH_DATA_DIR").map(PathBuf::from),
             import_concurrency: var("FHIRVAULT_BENCH_IMPORT_CONCURRENCY", 2usize).max(1),
             explain: var("FHIRVAULT_BENCH_EXPLAIN", 1u8) != 0,
+            pages: var("FHIRVAULT_BENCH_PAGES", 0usize),
             count_timeout_ms: list("FHIRVAULT_BENCH_COUNT_TIMEOUT_MS").map(|v| {
                 v.trim()
                     .parse()
@@ -620,6 +626,108 @@ async fn explain(
         // service/search.rs runs the COUNT for Bundle.total only when the first page is full.
         "server_runs_count": page_rows > request.count,
     })
+}
+
+/// The query paged through by the paging measurement: the `_has` search, whose COUNT is the
+/// most costly of the query types.
+fn paging_query(base: &str) -> String {
+    let pairs = pairs(&[
+        (
+            "_has:Observation:subject:code",
+            format!("{}|{}", search_data::LOINC, search_data::HEART_RATE),
+        ),
+        ("_count", "50".into()),
+    ]);
+    url_of(base, "Patient", &pairs)
+}
+
+/// One page: how long it took, its total and its next link.
+async fn page(client: &reqwest::Client, url: &str) -> (Duration, Option<i64>, Option<String>) {
+    let started = Instant::now();
+    let bundle: Value = client
+        .get(url)
+        .send()
+        .await
+        .expect("page")
+        .json()
+        .await
+        .expect("page json");
+    let elapsed = started.elapsed();
+    let next = bundle["link"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|link| link["relation"] == "next")
+        .and_then(|link| link["url"].as_str())
+        .map(str::to_string);
+    (elapsed, bundle["total"].as_i64(), next)
+}
+
+/// Paging through [`paging_query`] as `caller`: the `pages` pages after the first, whose links
+/// carry the first page's total (`carried`), against the same with `_total=accurate`, which
+/// counts on every page (`accurate`, what each page cost before totals were carried). The first
+/// pages are not timed. `rounds` rounds, the order alternating.
+async fn paging(
+    client: &reqwest::Client,
+    base: &str,
+    caller: &str,
+    pages: usize,
+    rounds: usize,
+) -> Value {
+    let mut latencies: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let modes = ["carried", "accurate"];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for mode in order {
+            let mut url = paging_query(base);
+            if modes[mode] == "accurate" {
+                url.push_str("&_total=accurate");
+            }
+            let (_, _, mut next) = page(client, &url).await;
+            for _ in 0..pages {
+                let Some(url) = next.take() else { break };
+                let (elapsed, total, following) = page(client, &url).await;
+                assert!(total.is_some(), "a later page without a total");
+                latencies[mode].push(elapsed);
+                next = following;
+            }
+        }
+    }
+    // Sorted latencies make a phase, for its percentiles.
+    let phase = |mut latencies: Vec<Duration>| {
+        latencies.sort();
+        common::Phase::<()> {
+            name: "paging",
+            clients: 1,
+            errors: 0,
+            first_error: None,
+            elapsed: latencies.iter().sum(),
+            latencies,
+            results: Vec::new(),
+        }
+    };
+    let [carried, accurate] = latencies.map(phase);
+    let row = json!({
+        "caller": caller,
+        "pages": carried.ok(),
+        "carried_p50_ms": round(carried.percentile_ms(50.0), 2),
+        "carried_p95_ms": round(carried.percentile_ms(95.0), 2),
+        "accurate_p50_ms": round(accurate.percentile_ms(50.0), 2),
+        "accurate_p95_ms": round(accurate.percentile_ms(95.0), 2),
+        "p50_ratio_carried_to_accurate": round(carried.percentile_ms(50.0) / accurate.percentile_ms(50.0), 3),
+    });
+    println!(
+        "  {caller:<9}  {:>4} later pages  carried p50/p95 {:>8.2} / {:>8.2} ms  accurate p50/p95 {:>8.2} / {:>8.2} ms  ratio {:.3}",
+        row["pages"],
+        row["carried_p50_ms"].as_f64().unwrap_or(f64::NAN),
+        row["carried_p95_ms"].as_f64().unwrap_or(f64::NAN),
+        row["accurate_p50_ms"].as_f64().unwrap_or(f64::NAN),
+        row["accurate_p95_ms"].as_f64().unwrap_or(f64::NAN),
+        row["p50_ratio_carried_to_accurate"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+    );
+    row
 }
 
 /// What tells the rows of a run apart.
@@ -1193,6 +1301,32 @@ async fn main() {
         }
     }
 
+    let mut paged = Vec::new();
+    if settings.pages > 0 {
+        println!(
+            "\npaging through Patient?_has:Observation:subject:code=…&_count=50, {} pages after the first, {} alternating rounds, server of audit {}:",
+            settings.pages,
+            settings.rounds,
+            bases.last().map_or("on", |(audit, _)| *audit)
+        );
+        let base = bases
+            .last()
+            .map(|(_, base)| base.clone())
+            .expect("a server");
+        for caller in &settings.callers {
+            paged.push(
+                paging(
+                    &client_for(caller),
+                    &base,
+                    caller,
+                    settings.pages,
+                    settings.rounds,
+                )
+                .await,
+            );
+        }
+    }
+
     let authorization = compare(&rows, "caller", "clinician", "admin");
     let consent = compare(&rows, "caller", "clinician", "etreat");
     let audit = compare(&rows, "audit", "on", "off");
@@ -1236,6 +1370,7 @@ async fn main() {
         "authorization_overhead": authorization,
         "consent_overhead": consent,
         "audit_overhead": audit,
+        "paging": paged,
     });
     let out = common::target_dir().join("bench-search.json");
     if let Some(parent) = out.parent() {
