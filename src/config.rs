@@ -242,6 +242,14 @@ impl StoreConfig {
         let count_timeout = match file.count_timeout_ms {
             None => Some(DEFAULT_COUNT_TIMEOUT),
             Some(0) => None,
+            Some(ms) if ms > MAX_STATEMENT_TIMEOUT_MS => {
+                return Err(ConfigError::new(
+                    "store.count_timeout_ms",
+                    format!(
+                        "must be at most {MAX_STATEMENT_TIMEOUT_MS} (one hour); 0 counts up to the statement limit"
+                    ),
+                ));
+            }
             Some(ms) => Some(Duration::from_millis(ms)),
         };
         // A count limit at or past the statement limit would never be reached: the statement
@@ -1375,6 +1383,13 @@ mod tests {
                 .unwrap_err()
                 .setting,
             "store.count_timeout_ms"
+        );
+        assert_eq!(
+            store_of("[store]\nstatement_timeout_ms = 0\ncount_timeout_ms = 99999999999\n")
+                .unwrap_err()
+                .setting,
+            "store.count_timeout_ms",
+            "PostgreSQL takes no limit that long"
         );
     }
 
