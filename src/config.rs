@@ -224,34 +224,39 @@ impl Default for ExportConfig {
     }
 }
 
+/// A time limit in milliseconds from the file: `default` when absent, `None` (no limit of its
+/// own) at 0, at most an hour (PostgreSQL takes no `statement_timeout` past 2^31 ms).
+fn time_limit(
+    ms: Option<u64>,
+    default: Duration,
+    setting: &'static str,
+    zero_means: &str,
+) -> Result<Option<Duration>, ConfigError> {
+    match ms {
+        None => Ok(Some(default)),
+        Some(0) => Ok(None),
+        Some(ms) if ms > MAX_STATEMENT_TIMEOUT_MS => Err(ConfigError::new(
+            setting,
+            format!("must be at most {MAX_STATEMENT_TIMEOUT_MS} (one hour); {zero_means}"),
+        )),
+        Some(ms) => Ok(Some(Duration::from_millis(ms))),
+    }
+}
+
 impl StoreConfig {
     fn resolve(file: StoreFileConfig) -> Result<StoreConfig, ConfigError> {
-        let statement_timeout = match file.statement_timeout_ms {
-            None => Some(DEFAULT_STATEMENT_TIMEOUT),
-            Some(0) => None,
-            Some(ms) if ms > MAX_STATEMENT_TIMEOUT_MS => {
-                return Err(ConfigError::new(
-                    "store.statement_timeout_ms",
-                    format!(
-                        "must be at most {MAX_STATEMENT_TIMEOUT_MS} (one hour); 0 turns the limit off"
-                    ),
-                ));
-            }
-            Some(ms) => Some(Duration::from_millis(ms)),
-        };
-        let count_timeout = match file.count_timeout_ms {
-            None => Some(DEFAULT_COUNT_TIMEOUT),
-            Some(0) => None,
-            Some(ms) if ms > MAX_STATEMENT_TIMEOUT_MS => {
-                return Err(ConfigError::new(
-                    "store.count_timeout_ms",
-                    format!(
-                        "must be at most {MAX_STATEMENT_TIMEOUT_MS} (one hour); 0 counts up to the statement limit"
-                    ),
-                ));
-            }
-            Some(ms) => Some(Duration::from_millis(ms)),
-        };
+        let statement_timeout = time_limit(
+            file.statement_timeout_ms,
+            DEFAULT_STATEMENT_TIMEOUT,
+            "store.statement_timeout_ms",
+            "0 turns the limit off",
+        )?;
+        let count_timeout = time_limit(
+            file.count_timeout_ms,
+            DEFAULT_COUNT_TIMEOUT,
+            "store.count_timeout_ms",
+            "0 counts up to the statement limit",
+        )?;
         // A count limit at or past the statement limit would never be reached: the statement
         // limit would stop the count first, failing the request instead of leaving out its total.
         let count_timeout = match (count_timeout, statement_timeout) {
