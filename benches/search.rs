@@ -674,13 +674,13 @@ async fn paging(
     pages: usize,
     rounds: usize,
 ) -> Value {
+    // [carried, accurate]
     let mut latencies: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
-    let modes = ["carried", "accurate"];
     for round in 0..rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for mode in order {
             let mut url = paging_query(base);
-            if modes[mode] == "accurate" {
+            if mode == 1 {
                 url.push_str("&_total=accurate");
             }
             let (_, _, mut next) = page(client, &url).await;
