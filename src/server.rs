@@ -22,6 +22,7 @@ use crate::fhir::capability::capability_statement;
 use crate::fhir::validation::Validator;
 use crate::hl7v2::ingest::Ingestor;
 use crate::search::code_systems::ImpliedSystems;
+use crate::search::known_displays::KnownDisplays;
 use crate::search::registry::SearchParamRegistry;
 use crate::search::sensitivity::ParamDatatypes;
 use crate::service::Service;
@@ -63,6 +64,10 @@ pub fn load_definitions(dir: &Path) -> anyhow::Result<Definitions> {
         validator.resource_types(),
         |resource_type, steps| validator.required_code_system(resource_type, steps),
     );
+    let codes = crate::hl7v2::codes::CodeTable::shared()
+        .map_err(|e| anyhow::anyhow!("the Holter code tables: {e}"))?;
+    registry.known_displays =
+        KnownDisplays::from_codings(crate::hl7v2::map::displayed_codings(codes));
     let loaded = (Arc::new(validator), Arc::new(registry));
     cache.insert(dir.to_path_buf(), loaded.clone());
     Ok(loaded)

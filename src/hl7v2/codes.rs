@@ -86,6 +86,8 @@ pub enum Category {
 }
 
 impl Category {
+    pub const ALL: [Category; 2] = [Category::VitalSigns, Category::Procedure];
+
     /// The code in [`OBSERVATION_CATEGORY_SYSTEM`].
     pub fn code(self) -> &'static str {
         match self {
@@ -186,6 +188,23 @@ impl Measure {
             display: self.display.clone(),
         });
         out
+    }
+}
+
+impl CodeTable {
+    /// Every coding [`Measure::codings`] can put in an `Observation.code`, whatever the analysed
+    /// period, with its display.
+    pub fn displayed_codings(&self) -> Vec<Coding> {
+        self.measures
+            .iter()
+            .flat_map(|measure| {
+                let every_period = measure
+                    .loinc_period_hours
+                    .map(f64::from)
+                    .map(|hours| measure.codings(Some(hours)));
+                every_period.unwrap_or_else(|| measure.codings(None))
+            })
+            .collect()
     }
 }
 

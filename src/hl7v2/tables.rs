@@ -316,6 +316,11 @@ const INTERPRETATIONS: [(&str, &str); 46] = [
     ("WR", "Weakly reactive"),
 ];
 
+/// Every (code, display) that [`interpretation`] can answer.
+pub fn interpretation_codings() -> &'static [(&'static str, &'static str)] {
+    &INTERPRETATIONS
+}
+
 /// One OBX-8 value (the field repeats: call once per repetition) to (code, display) in
 /// [`INTERPRETATION_SYSTEM`]. The code is the same as in table 0078.
 ///

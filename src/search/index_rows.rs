@@ -2,10 +2,12 @@
 //! blind tokens for what [`super::phi`] protects. The query side builds its tokens with the
 //! same [`BlindTerm`], so what is written and what is looked up cannot disagree.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{Datelike, TimeZone, Utc};
 use serde_json::Value;
 
-use super::extract::{IndexValue, extract, normalize_string};
+use super::extract::{IndexEntry, IndexValue, extract, normalize_string};
 use super::phi::{
     BLIND_TOKEN_BITS, MAX_PREFIX_CHARS, SEGMENT_SEPARATORS, displays_indexed, is_protected,
     is_segmented, is_unindexed, of_type_param, reference_identifier_param, text_param,
@@ -78,7 +80,9 @@ pub fn rows_for(
         });
     };
     let mut plain = Vec::new();
-    for entry in extract(registry, resource) {
+    let entries = extract(registry, resource);
+    let known_words = known_display_words(registry, resource_type, &entries);
+    for entry in entries {
         let code = entry.param_code;
         if is_unindexed(&code) {
             continue;
@@ -126,15 +130,26 @@ pub fn rows_for(
                 code: token_code,
                 text,
             } => {
+                let known_display = has_known_display(
+                    registry,
+                    system.as_deref(),
+                    token_code.as_deref(),
+                    text.as_deref(),
+                );
                 if let Some(text) = text.as_ref().filter(|_| displays_indexed(resource_type)) {
-                    for term in text_terms(text) {
-                        blind(&text_param(&code), &term);
+                    let known = known_words.get(code.as_str());
+                    let normalized = normalize_string(text);
+                    for word in text_words(&normalized) {
+                        if !known.is_some_and(|known| known.contains(word)) {
+                            blind(&text_param(&code), &OwnedTerm::Word(word.to_string()));
+                        }
                     }
                 }
                 plain.push(IndexRow::Token {
                     param: code,
                     system,
                     code: token_code,
+                    known_display,
                 });
             }
             value => plain.extend(plain_rows(&code, value)),
@@ -144,11 +159,96 @@ pub fn rows_for(
     // part); store it once. Rows per resource are few, so a linear check is cheapest.
     let mut unique: Vec<IndexRow> = Vec::with_capacity(rows.len() + plain.len());
     for row in rows.into_iter().chain(plain) {
-        if !unique.contains(&row) {
-            unique.push(row);
+        match unique.iter_mut().find(|kept| same_row(kept, &row)) {
+            // A coding written twice, once with its known display: the row says it has it.
+            Some(IndexRow::Token { known_display, .. }) => {
+                if let IndexRow::Token {
+                    known_display: true,
+                    ..
+                } = row
+                {
+                    *known_display = true;
+                }
+            }
+            Some(_) => {}
+            None => unique.push(row),
         }
     }
     unique
+}
+
+/// Whether two rows are the same stored row (token rows that differ only in `known_display` are).
+fn same_row(a: &IndexRow, b: &IndexRow) -> bool {
+    match (a, b) {
+        (
+            IndexRow::Token {
+                param,
+                system,
+                code,
+                ..
+            },
+            IndexRow::Token {
+                param: p,
+                system: s,
+                code: c,
+                ..
+            },
+        ) => param == p && system == s && code == c,
+        _ => a == b,
+    }
+}
+
+/// Whether `system|code` is catalogued and `display` has exactly the words of its known display.
+fn has_known_display(
+    registry: &SearchParamRegistry,
+    system: Option<&str>,
+    code: Option<&str>,
+    display: Option<&str>,
+) -> bool {
+    let (Some(system), Some(code), Some(display)) = (system, code, display) else {
+        return false;
+    };
+    let known: Vec<&str> = registry.known_displays.words_of(system, code).collect();
+    // Both sorted and without repeats: `words_of` from a set, `text_words` by construction.
+    !known.is_empty() && text_words(&normalize_string(display)) == known
+}
+
+/// Per plain token parameter, the words of the known displays of the resource's codings under it
+/// that carry exactly that display ([`crate::search::known_displays`]): `:text` finds those words
+/// through the codings' token rows, so they need no blind rows of their own.
+fn known_display_words<'r>(
+    registry: &'r SearchParamRegistry,
+    resource_type: &str,
+    entries: &[IndexEntry],
+) -> HashMap<&'r str, HashSet<&'r str>> {
+    let mut words: HashMap<&str, HashSet<&str>> = HashMap::new();
+    if registry.known_displays.is_empty() {
+        return words;
+    }
+    for entry in entries {
+        let IndexValue::Token {
+            system: Some(system),
+            code: Some(code),
+            text,
+        } = &entry.value
+        else {
+            continue;
+        };
+        if !has_known_display(registry, Some(system), Some(code), text.as_deref()) {
+            continue;
+        }
+        let Some(param) = registry.get(resource_type, &entry.param_code) else {
+            continue;
+        };
+        if is_protected(registry, resource_type, &param.code, param.kind) {
+            continue;
+        }
+        words
+            .entry(param.code.as_str())
+            .or_default()
+            .extend(registry.known_displays.words_of(system, code));
+    }
+    words
 }
 
 /// The patient compartment a resource belongs to (its sharding key): a Patient is its own; other
@@ -428,6 +528,7 @@ fn plain_rows(code: &str, value: IndexValue) -> Vec<IndexRow> {
             param,
             system,
             code,
+            known_display: false,
         }],
         // Always protected; handled by `rows_for`.
         IndexValue::ReferenceIdentifier { .. } | IndexValue::IdentifierOfType { .. } => Vec::new(),
@@ -559,6 +660,7 @@ pub fn composite_param(param: &str, system: Option<&str>, code: &str) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn only_safe_reference_forms_are_stored() {
@@ -728,5 +830,86 @@ mod tests {
         let linked = json!({"resourceType": "Patient", "id": "a",
             "link": [{"other": {"reference": "Patient/b"}, "type": "seealso"}]});
         assert_eq!(compartment_of(linked), (some_a, false));
+    }
+
+    #[test]
+    fn words_of_known_displays_are_found_through_token_rows_not_stored_again() {
+        let mut registry = crate::search::registry::tests::r4().clone();
+        registry.known_displays = crate::search::known_displays::KnownDisplays::from_codings([
+            ("http://loinc.org", "8867-4", "Heart rate"),
+            (
+                "http://terminology.hl7.org/CodeSystem/observation-category",
+                "vital-signs",
+                "Vital Signs",
+            ),
+        ]);
+        let keys = KeyRing::from_master_secret([42; 32]);
+        let rows_of = |code: Value| {
+            let observation = json!({"resourceType": "Observation", "id": "o1", "status": "final",
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                          "code": "vital-signs", "display": "Vital Signs"}]}],
+                "code": code});
+            rows_for(&registry, &keys, "Observation", &observation)
+        };
+        let word_rows = |rows: &[IndexRow], param: &str| -> Vec<String> {
+            let words = [
+                "heart", "rate", "at", "rest", "hr", "pulse", "vital", "signs",
+            ];
+            words
+                .into_iter()
+                .filter(|w| {
+                    let token = BlindTerm::Word(w).token(&keys, "Observation", param);
+                    rows.iter().any(|r| matches!(r, IndexRow::Blind { param: p, token: t } if p == param && *t == token))
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        let flag_of = |rows: &[IndexRow], code: &str| {
+            rows.iter().find_map(|r| match r {
+                IndexRow::Token {
+                    code: Some(c),
+                    known_display,
+                    ..
+                } if c == code => Some(*known_display),
+                _ => None,
+            })
+        };
+
+        // The known display, and a text that repeats two of its words: only the others are rows.
+        let rows = rows_of(json!({"coding": [
+                {"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"},
+                {"system": "http://snomed.info/sct", "code": "364075005", "display": "Pulse"}],
+            "text": "Heart rate at rest"}));
+        assert_eq!(flag_of(&rows, "8867-4"), Some(true));
+        assert_eq!(flag_of(&rows, "364075005"), Some(false));
+        assert_eq!(flag_of(&rows, "vital-signs"), Some(true));
+        assert_eq!(word_rows(&rows, "code:text"), ["at", "rest", "pulse"]);
+        assert!(word_rows(&rows, "category:text").is_empty());
+
+        // Another display, or none, for a known code: its words are the resource's own.
+        let rows = rows_of(
+            json!({"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "HR"}]}),
+        );
+        assert_eq!(flag_of(&rows, "8867-4"), Some(false));
+        assert_eq!(word_rows(&rows, "code:text"), ["hr"]);
+        let rows = rows_of(
+            json!({"coding": [{"system": "http://loinc.org", "code": "8867-4"}],
+            "text": "Pulse rate at rest"}),
+        );
+        assert_eq!(flag_of(&rows, "8867-4"), Some(false));
+        assert_eq!(
+            word_rows(&rows, "code:text"),
+            ["rate", "at", "rest", "pulse"]
+        );
+
+        // The same coding twice, with and without its display: one row, flagged.
+        let rows = rows_of(json!({"coding": [
+            {"system": "http://loinc.org", "code": "8867-4"},
+            {"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]}));
+        let tokens = rows
+            .iter()
+            .filter(|r| matches!(r, IndexRow::Token { code: Some(c), .. } if c == "8867-4"))
+            .count();
+        assert_eq!((tokens, flag_of(&rows, "8867-4")), (1, Some(true)));
     }
 }

@@ -9,7 +9,8 @@
 //!   [`sensitivity`] derives the datatypes behind that decision from the spec's schema.
 //! - [`code_systems`]: the code system a `code` element's required binding implies, stored
 //!   with its tokens so that `system|code` finds it.
-//! - [`index_rows`]: extracted values to stored rows (plain or blind).
+//! - [`index_rows`]: extracted values to stored rows (plain or blind); [`known_displays`]: the
+//!   displays of the server's own code tables, whose words `:text` finds without rows of their own.
 //! - [`query`]: parsing a query string (parameters, chains, `_has`, includes, result controls);
 //!   [`plan`]: turning it into SQL over the index tables.
 //! - [`cursor`]: keyset page cursors and the ORDER BY they continue.
@@ -19,6 +20,7 @@ pub mod cursor;
 pub mod extract;
 pub mod fhirpath;
 pub mod index_rows;
+pub mod known_displays;
 pub mod phi;
 pub mod plan;
 pub mod query;

@@ -1065,14 +1065,22 @@ fn last_updated_condition(
     date_condition(b, filter, value, &column, &format!("({column} + 1)"))
 }
 
-/// `:text` on a token: every word of one of the values must be a word of a display text.
+/// `:text` on a token: every word of one of the values must be a word of a display text: a
+/// blind word row, or a token row of a coding that carries its known display (see
+/// [`crate::search::known_displays`]).
 /// (Parsing refuses it on types whose display texts are not indexed.)
 fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResult<String> {
     let registry = b.registry;
-    let param_names: Vec<String> = registry
-        .stored_codes(&scope.resource_type, &filter.code)
-        .into_iter()
-        .map(text_param)
+    let stored_codes = registry.stored_codes(&scope.resource_type, &filter.code);
+    let param_names: Vec<String> = stored_codes.iter().map(|c| text_param(c)).collect();
+    let plain_codes: Vec<&str> = stored_codes
+        .iter()
+        .copied()
+        .filter(|code| {
+            registry
+                .get(&scope.resource_type, code)
+                .is_some_and(|p| !is_protected(registry, &scope.resource_type, code, p.kind))
+        })
         .collect();
     let mut alternatives = Vec::new();
     for value in &filter.values {
@@ -1094,11 +1102,46 @@ fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResul
                 scope.type_bind,
                 any_of(&stored)
             );
-            all.push(scope.has_row("search_blind", &condition, false));
+            let mut found_by = vec![scope.has_row("search_blind", &condition, false)];
+            if let Some(codes) = known_codes_with_word(b, scope, &plain_codes, word) {
+                found_by.push(codes);
+            }
+            all.push(any_of(&found_by));
         }
         alternatives.push(all_of(&all));
     }
     Ok(any_of(&alternatives))
+}
+
+/// The resource has a token row, under one of the plain parameters `params`, of a coding that
+/// carries its known display and that display has `word`; `None` when no known display has it.
+fn known_codes_with_word(
+    b: &mut Builder,
+    scope: &Scope,
+    params: &[&str],
+    word: &str,
+) -> Option<String> {
+    let registry = b.registry;
+    let by_system = registry.known_displays.codes_with_word(word);
+    if by_system.is_empty() || params.is_empty() {
+        return None;
+    }
+    let params: Vec<String> = params.iter().map(|p| b.text(p.to_string())).collect();
+    let codes: Vec<String> = by_system
+        .into_iter()
+        .map(|(system, codes)| {
+            let system = b.text(system.to_string());
+            let codes: Vec<String> = codes.into_iter().map(|c| b.text(c.to_string())).collect();
+            format!("(r.system = {system} AND r.code IN ({}))", codes.join(", "))
+        })
+        .collect();
+    let condition = format!(
+        "r.resource_type = {} AND r.param IN ({}) AND {} AND r.known_display = 1",
+        scope.type_bind,
+        params.join(", "),
+        any_of(&codes)
+    );
+    Some(scope.has_row("search_token", &condition, false))
 }
 
 /// A filter answered from `search_blind` rows stored under `param`.

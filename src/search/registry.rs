@@ -187,6 +187,9 @@ pub struct SearchParamRegistry {
     /// The code systems that token parameters over `code` elements imply (filled at start-up
     /// from the definitions' bindings, see [`crate::search::code_systems`]).
     pub implied_systems: crate::search::code_systems::ImpliedSystems,
+    /// Codings whose displays the server knows from its own code tables (filled at start-up,
+    /// see [`crate::search::known_displays`]): `:text` finds their words by the codes.
+    pub known_displays: crate::search::known_displays::KnownDisplays,
     /// Parameters answered from the rows of others ([`crate::search::union_params`]).
     unions: Unions,
 }

@@ -14,6 +14,9 @@ pub enum IndexRow {
         param: String,
         system: Option<String>,
         code: Option<String>,
+        /// The coding's display is the one the server's code tables know for it, so `:text` finds
+        /// the words of that display through this row ([`crate::search::known_displays`]).
+        known_display: bool,
     },
     String {
         param: String,
@@ -110,7 +113,13 @@ impl IndexRow {
                 param,
                 system,
                 code,
-            } => vec![text(param), opt(system), opt(code)],
+                known_display,
+            } => vec![
+                text(param),
+                opt(system),
+                opt(code),
+                Bind::Int(i64::from(*known_display)),
+            ],
             IndexRow::String {
                 param,
                 normalized,
@@ -196,7 +205,7 @@ pub fn fixed_chunks<T>(items: &[T]) -> Vec<&[T]> {
 /// [`IndexRow::binds`] gives them.
 fn key_columns(table: &str) -> &'static [&'static str] {
     match table {
-        "search_token" => &["param", "system", "code"],
+        "search_token" => &["param", "system", "code", "known_display"],
         "search_string" => &["param", "normalized", "exact"],
         "search_reference" => &["param", "target_type", "target_id", "target_version", "url"],
         "search_date" => &["param", "start_us", "end_us"],

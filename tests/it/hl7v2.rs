@@ -1037,7 +1037,87 @@ async fn acknowledged_messages_survive_a_kill(backend: Backend) {
     );
 }
 
+/// The displays an ingested Holter Observation carries come from the server's code tables:
+/// `:text` finds their words through the codings' token rows, and no word row is stored for
+/// them. A client's own display of the same code still gets its word rows.
+async fn text_search_finds_known_displays_without_word_rows(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    mllp_request(&server, &fixture("holter-pcd01.hl7"))
+        .await
+        .assert("AA", &[]);
+    let codes = |query: &'static str| {
+        let server = &server;
+        async move {
+            let mut found: Vec<String> = all(server, query)
+                .await
+                .iter()
+                .map(|o| {
+                    let codings = o["code"]["coding"].as_array().unwrap();
+                    codings.last().unwrap()["code"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            found.sort();
+            found
+        }
+    };
+    // The three heart-rate statistics, by the words of their LOINC and Holter displays.
+    assert_eq!(
+        codes("Observation?code:text=heart rate 24 hour").await,
+        ["hr-max", "hr-mean", "hr-min"]
+    );
+    // "Root mean square" of the RMSSD display, but it is a procedure, not a vital sign.
+    assert_eq!(
+        codes("Observation?code:text=mean heart").await,
+        ["hr-mean", "hrv-rmssd"]
+    );
+    assert_eq!(
+        codes("Observation?code:text=mean heart&category:text=vital signs").await,
+        ["hr-mean"]
+    );
+    assert_eq!(
+        codes("Observation?code:text=heart pvc").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        all(&server, "DiagnosticReport?code:text=holter study")
+            .await
+            .len(),
+        1
+    );
+
+    // A client's Observation with its own display of a known code.
+    server
+        .create(&json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Puls"}]}}))
+        .await;
+    assert_eq!(all(&server, "Observation?code:text=puls").await.len(), 1);
+    // The three statistics and the two heart-rate-variability measures; not the client's.
+    assert_eq!(
+        all(&server, "Observation?code:text=heart rate").await.len(),
+        5
+    );
+
+    // The rows: no word row of `code:text` or `category:text` for the ingested Observations,
+    // one for the client's word.
+    use sqlx::{Connection, Row};
+    let mut conn = crate::audit_chain::connect(&server.database).await;
+    let rows = sqlx::query(
+        "SELECT param, COUNT(*) FROM search_blind WHERE resource_type = 'Observation' \
+         AND param IN ('code:text', 'category:text') GROUP BY param",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("word rows");
+    let counted: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(counted, [("code:text".to_string(), 1)]);
+    conn.close().await.expect("closed");
+}
+
 both_backends!(
+    text_search_finds_known_displays_without_word_rows,
     acknowledged_messages_survive_a_kill,
     holter_message_over_mllp,
     lab_message_over_http,

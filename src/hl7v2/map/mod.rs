@@ -23,8 +23,9 @@ mod values;
 use serde_json::Value;
 
 use super::ack::Hl7Error;
-use super::codes::CodeTable;
+use super::codes::{Category, CodeTable, OBSERVATION_CATEGORY_SYSTEM};
 use super::er7::{Message, Segment};
+use super::tables;
 use crate::config::Hl7Config;
 pub use device::DeviceDraft;
 pub use patient::PatientDraft;
@@ -36,6 +37,31 @@ pub const PROFILE_BASE: &str = "https://fhirvault.example/StructureDefinition";
 pub struct MapContext<'a> {
     pub codes: &'a CodeTable,
     pub config: &'a Hl7Config,
+}
+
+/// Every (system, code, display) the mapping writes with a fixed display: the measures' codings,
+/// the Observation categories, interpretations, and the Holter study and its section. The search
+/// index knows these displays ([`crate::search::known_displays`]).
+pub fn displayed_codings(codes: &CodeTable) -> Vec<(String, String, String)> {
+    let owned = |(system, code, display): (&str, &str, &str)| {
+        (system.to_string(), code.to_string(), display.to_string())
+    };
+    let measures = codes
+        .displayed_codings()
+        .into_iter()
+        .map(|c| (c.system.to_string(), c.code, c.display));
+    let categories = Category::ALL
+        .into_iter()
+        .map(|c| owned((OBSERVATION_CATEGORY_SYSTEM, c.code(), c.display())));
+    let interpretations = tables::interpretation_codings()
+        .iter()
+        .map(|&(code, display)| owned((tables::INTERPRETATION_SYSTEM, code, display)));
+    let reports = report::displayed_codings().into_iter().map(owned);
+    measures
+        .chain(categories)
+        .chain(interpretations)
+        .chain(reports)
+        .collect()
 }
 
 /// A whole message, mapped.

@@ -310,9 +310,13 @@ fn observation(
         }
         match tables::interpretation(flag) {
             Ok((code, display)) => interpretations.push(json!({"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": code, "display": display
+                "system": tables::INTERPRETATION_SYSTEM, "code": code, "display": display
             }]})),
-            Err(_) => errors.push(Hl7Error::new(103, at.component(8, index, 1), "OBX-8 is not an abnormal flag of HL7 table 0078")),
+            Err(_) => errors.push(Hl7Error::new(
+                103,
+                at.component(8, index, 1),
+                "OBX-8 is not an abnormal flag of HL7 table 0078",
+            )),
         }
     }
     if !interpretations.is_empty() {

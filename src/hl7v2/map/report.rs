@@ -13,6 +13,17 @@ use crate::hl7v2::tables;
 /// The LOINC code of a Holter study, used when OBR-4 is empty.
 pub const HOLTER_STUDY_LOINC: &str = "18754-2";
 const HOLTER_STUDY_DISPLAY: &str = "Ambulatory cardiac rhythm monitor (Holter) study";
+/// HL7 table 0074 (diagnostic service section), and its code for a Holter study's section.
+const SECTION_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v2-0074";
+const ELECTROCARDIAC: (&str, &str) = ("EC", "Electrocardiac (e.g., EKG,  EEC, Holter)");
+
+/// The (system, code, display) of the codings this module writes with a display.
+pub(super) fn displayed_codings() -> [(&'static str, &'static str, &'static str); 2] {
+    [
+        (LOINC_SYSTEM, HOLTER_STUDY_LOINC, HOLTER_STUDY_DISPLAY),
+        (SECTION_SYSTEM, ELECTROCARDIAC.0, ELECTROCARDIAC.1),
+    ]
+}
 
 /// What an OBR says, checked.
 #[derive(Debug, Clone)]
@@ -91,11 +102,11 @@ impl ObrFields {
 
         let section = obr.text(24);
         let category = if section.is_empty() && is_holter_study {
-            json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "EC", "display": "Electrocardiac (e.g., EKG,  EEC, Holter)"}]}])
+            json!([{"coding": [{"system": SECTION_SYSTEM, "code": ELECTROCARDIAC.0, "display": ELECTROCARDIAC.1}]}])
         } else if section.is_empty() {
             json!([])
         } else {
-            json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": section}]}])
+            json!([{"coding": [{"system": SECTION_SYSTEM, "code": section}]}])
         };
 
         let mut identifiers = Vec::new();
