@@ -66,8 +66,16 @@ pub fn load_definitions(dir: &Path) -> anyhow::Result<Definitions> {
     );
     let codes = crate::hl7v2::codes::CodeTable::shared()
         .map_err(|e| anyhow::anyhow!("the Holter code tables: {e}"))?;
-    registry.known_displays =
-        KnownDisplays::from_codings(crate::hl7v2::map::displayed_codings(codes));
+    // The displays the server writes itself: HL7 v2 mapping and AuditEvents.
+    let audit = crate::audit::record::displayed_codings()
+        .into_iter()
+        .map(|(system, code, display)| (system.into(), code.into(), display.into()));
+    registry.known_displays = KnownDisplays::from_codings(
+        crate::hl7v2::map::displayed_codings(codes)
+            .into_iter()
+            .chain(audit)
+            .collect::<Vec<(String, String, String)>>(),
+    );
     let loaded = (Arc::new(validator), Arc::new(registry));
     cache.insert(dir.to_path_buf(), loaded.clone());
     Ok(loaded)

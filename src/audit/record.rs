@@ -44,6 +44,84 @@ const OBJECT_ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
 /// Identifier system of a URL (this server's base URL identifies it).
 const URI_SYSTEM: &str = "urn:ietf:rfc:3986";
 
+/// A coding this module writes with a fixed display: (system, code, display).
+type Fixed = (&'static str, &'static str, &'static str);
+
+const REST_OPERATION: Fixed = (AUDIT_EVENT_TYPE, "rest", "RESTful Operation");
+const IMPORT: Fixed = (DCM, "110107", "Import");
+const EXPORT: Fixed = (DCM, "110106", "Export");
+const PATIENT_RECORD: Fixed = (DCM, "110110", "Patient Record");
+const AUDIT_LOG_USED: Fixed = (DCM, "110101", "Audit Log Used");
+const USER_AUTHENTICATION: Fixed = (DCM, "110114", "User Authentication");
+const LOGIN: Fixed = (DCM, "110122", "Login");
+const RECEIVE: Fixed = (
+    LIFECYCLE,
+    "receive",
+    "Receive/Retain Record Lifecycle Event",
+);
+const DISCLOSE: Fixed = (LIFECYCLE, "disclose", "Disclose Record Lifecycle Event");
+const REIDENTIFY: Fixed = (
+    LIFECYCLE,
+    "reidentify",
+    "Re-identify Record Lifecycle Event",
+);
+const DESTROY: Fixed = (
+    LIFECYCLE,
+    "destroy",
+    "Destroy/Delete Record Lifecycle Event",
+);
+const VERIFY: Fixed = (LIFECYCLE, "verify", "Verify Record Lifecycle Event");
+const DESTINATION: Fixed = (DCM, "110152", "Destination Role ID");
+const APPLICATION: Fixed = (DCM, "110150", "Application");
+const INFORMATION_RECIPIENT: Fixed = (PARTICIPATION_TYPE, "IRCP", "information recipient");
+const DATA_COLLECTOR: Fixed = (SECURITY_ROLE_TYPE, "datacollector", "data collector");
+const APPLICATION_SERVER: Fixed = (SOURCE_TYPE, "4", "Application Server");
+const SYSTEM_OBJECT: Fixed = (ENTITY_TYPE, "2", "System Object");
+const PERSON: Fixed = (ENTITY_TYPE, "1", "Person");
+const PATIENT_ROLE: Fixed = (OBJECT_ROLE, "1", "Patient");
+const REPORT: Fixed = (OBJECT_ROLE, "3", "Report");
+const DOMAIN_RESOURCE: Fixed = (OBJECT_ROLE, "4", "Domain Resource");
+const JOB: Fixed = (OBJECT_ROLE, "20", "Job");
+const QUERY: Fixed = (OBJECT_ROLE, "24", "Query");
+const BREAK_THE_GLASS: Fixed = (ACT_REASON, "BTG", "break the glass");
+
+/// Every (system, code, display) an AuditEvent of this server can carry: its codings come from
+/// these fixed tables only, so the search index knows their displays
+/// ([`crate::search::known_displays`]) and `:text` finds their words without word rows.
+pub fn displayed_codings() -> Vec<Fixed> {
+    let fixed = [
+        REST_OPERATION,
+        IMPORT,
+        EXPORT,
+        PATIENT_RECORD,
+        AUDIT_LOG_USED,
+        USER_AUTHENTICATION,
+        LOGIN,
+        RECEIVE,
+        DISCLOSE,
+        REIDENTIFY,
+        DESTROY,
+        VERIFY,
+        DESTINATION,
+        APPLICATION,
+        INFORMATION_RECIPIENT,
+        DATA_COLLECTOR,
+        APPLICATION_SERVER,
+        SYSTEM_OBJECT,
+        PERSON,
+        PATIENT_ROLE,
+        REPORT,
+        DOMAIN_RESOURCE,
+        JOB,
+        QUERY,
+        BREAK_THE_GLASS,
+    ];
+    let interactions = RestInteraction::ALL
+        .into_iter()
+        .map(|i| (RESTFUL_INTERACTION, i.code(), i.code()));
+    fixed.into_iter().chain(interactions).collect()
+}
+
 /// One audited event: who did what to which data, when, from where, why, and how it ended.
 #[derive(Debug, Clone)]
 pub struct AuditRecord {
@@ -220,21 +298,21 @@ impl Entity {
         match self {
             Entity::Resource { reference } => json!({
                 "what": {"reference": reference},
-                "type": coding(ENTITY_TYPE, "2", "System Object"),
-                "role": coding(OBJECT_ROLE, "4", "Domain Resource"),
+                "type": coding(SYSTEM_OBJECT),
+                "role": coding(DOMAIN_RESOURCE),
             }),
             Entity::Patient { id } => json!({
                 "what": {"reference": format!("Patient/{id}")},
-                "type": coding(ENTITY_TYPE, "1", "Person"),
-                "role": coding(OBJECT_ROLE, "1", "Patient"),
+                "type": coding(PERSON),
+                "role": coding(PATIENT_ROLE),
             }),
             Entity::Query {
                 query,
                 resource_type,
             } => {
                 let mut entity = json!({
-                    "type": coding(ENTITY_TYPE, "2", "System Object"),
-                    "role": coding(OBJECT_ROLE, "24", "Query"),
+                    "type": coding(SYSTEM_OBJECT),
+                    "role": coding(QUERY),
                     "query": BASE64.encode(query.as_bytes()),
                 });
                 if let Some(resource_type) = resource_type {
@@ -251,8 +329,8 @@ impl Entity {
                 count,
             } => json!({
                 "what": {"identifier": {"system": URI_SYSTEM, "value": printable(url)}},
-                "type": coding(ENTITY_TYPE, "2", "System Object"),
-                "role": coding(OBJECT_ROLE, "3", "Report"),
+                "type": coding(SYSTEM_OBJECT),
+                "role": coding(REPORT),
                 "detail": [
                     {"type": "resource-type", "valueString": printable(resource_type)},
                     {"type": "count", "valueString": count.to_string()},
@@ -267,56 +345,24 @@ impl Event {
     fn codes(self) -> (Value, Value, &'static str) {
         let (kind, subtype, action) = match self {
             Event::Rest(interaction) => {
-                let kind = coding(AUDIT_EVENT_TYPE, "rest", "RESTful Operation");
+                let code = interaction.code();
                 return (
-                    kind,
-                    json!([coding(
-                        RESTFUL_INTERACTION,
-                        interaction.code(),
-                        interaction.code()
-                    )]),
+                    coding(REST_OPERATION),
+                    json!([coding((RESTFUL_INTERACTION, code, code))]),
                     interaction.action(),
                 );
             }
-            Event::Ingest => (
-                coding(DCM, "110107", "Import"),
-                ("receive", "Receive/Retain Record Lifecycle Event"),
-                "C",
-            ),
-            Event::Export => (
-                coding(DCM, "110106", "Export"),
-                ("disclose", "Disclose Record Lifecycle Event"),
-                "R",
-            ),
-            Event::Reidentify => (
-                coding(DCM, "110110", "Patient Record"),
-                ("reidentify", "Re-identify Record Lifecycle Event"),
-                "R",
-            ),
-            Event::Prune => (
-                coding(DCM, "110101", "Audit Log Used"),
-                ("destroy", "Destroy/Delete Record Lifecycle Event"),
-                "D",
-            ),
-            Event::JournalLoss => (
-                coding(DCM, "110101", "Audit Log Used"),
-                ("verify", "Verify Record Lifecycle Event"),
-                "E",
-            ),
+            Event::Ingest => (IMPORT, RECEIVE, "C"),
+            Event::Export => (EXPORT, DISCLOSE, "R"),
+            Event::Reidentify => (PATIENT_RECORD, REIDENTIFY, "R"),
+            Event::Prune => (AUDIT_LOG_USED, DESTROY, "D"),
+            Event::JournalLoss => (AUDIT_LOG_USED, VERIFY, "E"),
             // DICOM's User Authentication event; its subtypes are DICOM's, not lifecycle events.
             Event::Login => {
-                return (
-                    coding(DCM, "110114", "User Authentication"),
-                    json!([coding(DCM, "110122", "Login")]),
-                    "E",
-                );
+                return (coding(USER_AUTHENTICATION), json!([coding(LOGIN)]), "E");
             }
         };
-        (
-            kind,
-            json!([coding(LIFECYCLE, subtype.0, subtype.1)]),
-            action,
-        )
+        (coding(kind), json!([coding(subtype)]), action)
     }
 }
 
@@ -353,7 +399,10 @@ impl AuditRecord {
         let mut event = Map::new();
         event.insert("resourceType".into(), json!("AuditEvent"));
         if self.break_glass {
-            event.insert("meta".into(), json!({"security": [{"system": ACT_REASON, "code": "BTG", "display": "break the glass"}]}));
+            event.insert(
+                "meta".into(),
+                json!({"security": [coding(BREAK_THE_GLASS)]}),
+            );
         }
         event.insert("type".into(), kind);
         event.insert("subtype".into(), subtype);
@@ -376,7 +425,7 @@ impl AuditRecord {
         );
         event.insert(
             "source".into(),
-            json!({"observer": server_reference(base_url), "type": [coding(SOURCE_TYPE, "4", "Application Server")]}),
+            json!({"observer": server_reference(base_url), "type": [coding(APPLICATION_SERVER)]}),
         );
         if !self.entities.is_empty() {
             event.insert(
@@ -390,7 +439,7 @@ impl AuditRecord {
     /// The caller (requestor), its organisation, and this server as the receiving side.
     fn agents(&self, base_url: &str, purpose_of_use: &[Value]) -> Vec<Value> {
         let destination = json!({
-            "type": {"coding": [coding(DCM, "110152", "Destination Role ID")]},
+            "type": {"coding": [coding(DESTINATION)]},
             "who": server_reference(base_url),
             "requestor": false,
         });
@@ -404,18 +453,15 @@ impl AuditRecord {
         };
         let is_server = *caller == *Caller::server_shared();
         let mut user = Map::new();
-        let recipient = || coding(PARTICIPATION_TYPE, "IRCP", "information recipient");
+        let recipient = || coding(INFORMATION_RECIPIENT);
         let (kind, who) = if is_server {
-            (
-                coding(DCM, "110150", "Application"),
-                server_reference(base_url),
-            )
+            (coding(APPLICATION), server_reference(base_url))
         } else {
             let identifier =
                 json!({"system": printable(&caller.issuer), "value": printable(&caller.subject)});
             match (caller.role, caller.patient.as_deref()) {
                 (Role::DeviceHub, _) => (
-                    coding(SECURITY_ROLE_TYPE, "datacollector", "data collector"),
+                    coding(DATA_COLLECTOR),
                     json!({"type": "Device", "identifier": identifier}),
                 ),
                 // A patient reading their own record is findable with `AuditEvent?patient=`.
@@ -465,12 +511,12 @@ impl AuditRecord {
 fn job(id: &str) -> Value {
     json!({
         "what": {"identifier": {"value": printable(id)}},
-        "type": coding(ENTITY_TYPE, "2", "System Object"),
-        "role": coding(OBJECT_ROLE, "20", "Job"),
+        "type": coding(SYSTEM_OBJECT),
+        "role": coding(JOB),
     })
 }
 
-fn coding(system: &str, code: &str, display: &str) -> Value {
+fn coding((system, code, display): Fixed) -> Value {
     json!({"system": system, "code": code, "display": display})
 }
 
@@ -586,6 +632,72 @@ mod tests {
             at("AuditEvent.action") && at("AuditEvent.agent"),
             "{issues:#?}"
         );
+    }
+
+    /// Every coding object in `value` that has a display, as (system, code, display).
+    fn displayed(value: &Value, out: &mut Vec<(String, String, String)>) {
+        match value {
+            Value::Object(map) => {
+                let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_string);
+                if let (Some(system), Some(code), Some(display)) =
+                    (text("system"), text("code"), text("display"))
+                {
+                    out.push((system, code, display));
+                }
+                map.values().for_each(|v| displayed(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| displayed(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_displayed_coding_is_in_the_fixed_tables() {
+        let with_role = |role: Role, patient: Option<&str>| {
+            let mut caller = (*clinician()).clone();
+            caller.role = role;
+            caller.patient = patient.map(str::to_string);
+            Some(Arc::new(caller))
+        };
+        let callers = [
+            Some(clinician()),
+            with_role(Role::DeviceHub, None),
+            with_role(Role::Patient, Some("Patient/p-1")),
+            Some(Caller::server_shared()),
+            None,
+        ];
+        let events = RestInteraction::ALL.into_iter().map(Event::Rest).chain([
+            Event::Ingest,
+            Event::Export,
+            Event::Reidentify,
+            Event::Prune,
+            Event::JournalLoss,
+            Event::Login,
+        ]);
+        let known = displayed_codings();
+        let mut seen = Vec::new();
+        for event in events {
+            for caller in &callers {
+                let mut record = record(event, clinician(), every_entity());
+                record.caller = caller.clone();
+                record.break_glass = true;
+                displayed(&record.to_audit_event(BASE), &mut seen);
+            }
+        }
+        for (system, code, display) in &seen {
+            assert!(
+                known.contains(&(system.as_str(), code.as_str(), display.as_str())),
+                "{system}|{code} \"{display}\" is written but not in displayed_codings()"
+            );
+        }
+        // And every listed one is written by some event.
+        for (system, code, display) in known {
+            assert!(
+                seen.iter()
+                    .any(|s| (s.0.as_str(), s.1.as_str(), s.2.as_str()) == (system, code, display)),
+                "{system}|{code} is listed but never written"
+            );
+        }
     }
 
     #[test]

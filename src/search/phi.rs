@@ -92,8 +92,9 @@ pub const BLIND_MODIFIERS: &[&str] = &["missing", "exact", "text", "of-type"];
 
 /// Types whose codings only the server writes, from fixed code tables (AuditEvents cannot be
 /// written through the API): their display texts say nothing their codes do not, and an
-/// AuditEvent is written for every read, so the words of those displays are not indexed (`:text`
-/// on these types is a 400 that says to search by code).
+/// AuditEvent is written for every read, so no word rows are stored for them. `:text` on these
+/// types finds the words of those fixed displays through the codings' token rows
+/// ([`crate::search::known_displays`]; `audit::record::displayed_codings` lists them).
 pub const FIXED_DISPLAYS: &[&str] = &["AuditEvent"];
 
 pub fn displays_indexed(resource_type: &str) -> bool {

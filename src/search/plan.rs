@@ -11,8 +11,8 @@ use super::cursor::{KeyKind, OrderKey};
 use super::extract::{decimal_range, normalize_string, parse_date_range};
 use super::index_rows::{BlindTerm, composite_param};
 use super::phi::{
-    MAX_PREFIX_CHARS, SEGMENT_SEPARATORS, is_protected, is_segmented, of_type_param,
-    reference_identifier_param, text_param,
+    MAX_PREFIX_CHARS, SEGMENT_SEPARATORS, displays_indexed, is_protected, is_segmented,
+    of_type_param, reference_identifier_param, text_param,
 };
 use super::query::{
     Compartment, Criterion, ParamFilter, Restriction, SearchRequest, Visibility,
@@ -1102,10 +1102,15 @@ fn text_filter(b: &mut Builder, scope: &Scope, filter: &ParamFilter) -> ApiResul
                 scope.type_bind,
                 any_of(&stored)
             );
-            let mut found_by = vec![scope.has_row("search_blind", &condition, false)];
+            // Types with fixed displays store no word rows (see `phi::FIXED_DISPLAYS`).
+            let mut found_by = Vec::new();
+            if displays_indexed(&scope.resource_type) {
+                found_by.push(scope.has_row("search_blind", &condition, false));
+            }
             if let Some(codes) = known_codes_with_word(b, scope, &plain_codes, word) {
                 found_by.push(codes);
             }
+            // Neither (a word no known display has, on a type without word rows): `1 = 0`.
             all.push(any_of(&found_by));
         }
         alternatives.push(all_of(&all));

@@ -688,10 +688,10 @@ fn kind_modifiers(kind: ParamType) -> &'static [&'static str] {
 }
 
 /// The modifiers that work on parameter `param` of `resource_type`: its type's, except
-/// `:of-type` where its values are not Identifiers, `:text` where display texts are not indexed
-/// ([`phi::displays_indexed`]), those blind tokens cannot answer on a protected parameter
-/// ([`phi::BLIND_MODIFIERS`]), and on `_id` (`:not` only) and `_lastUpdated` (none), which live
-/// on the head row. Parsing enforces exactly this list and the CapabilityStatement publishes it.
+/// `:of-type` where its values are not Identifiers, `:text` on protected parameters of types
+/// whose display texts are not indexed ([`phi::displays_indexed`]), those blind tokens cannot
+/// answer on a protected parameter ([`phi::BLIND_MODIFIERS`]), and on `_id` (`:not` only) and
+/// `_lastUpdated` (none), which live on the head row. Parsing enforces exactly this list and the CapabilityStatement publishes it.
 pub fn supported_modifiers(
     registry: &SearchParamRegistry,
     resource_type: &str,
@@ -709,7 +709,9 @@ pub fn supported_modifiers(
         .copied()
         .filter(|modifier| match *modifier {
             "of-type" => registry.datatypes.reaches_identifier(resource_type, code),
-            "text" => phi::displays_indexed(resource_type),
+            // Without word rows (fixed displays), `:text` finds the known displays of codings
+            // through their token rows, which protected parameters do not have.
+            "text" => phi::displays_indexed(resource_type) || !protected,
             _ => true,
         })
         .filter(|modifier| !protected || phi::BLIND_MODIFIERS.contains(modifier))
@@ -750,7 +752,7 @@ fn check_modifier(
         )
     } else if modifier == "text" && !phi::displays_indexed(resource_type) {
         format!(
-            "the codings of {resource_type} come from fixed code tables and their display texts are not indexed; search by code"
+            "the display texts of {resource_type} are not indexed: :text finds only the displays of the server's own code tables, and this parameter's values are stored as keyed tokens; search by code"
         )
     } else {
         format!(
@@ -847,8 +849,8 @@ mod tests {
         assert_eq!(of("Observation", "subject"), ["missing", "identifier"]);
         assert_eq!(of("Device", "url"), ["missing", "below", "above"]);
         assert_eq!(of("Observation", "date"), ["missing"]);
-        // AuditEvent displays are not indexed, so no :text.
-        assert!(!of("AuditEvent", "type").contains(&"text"));
+        // AuditEvent displays have no word rows: :text finds the fixed displays by their codes.
+        assert!(of("AuditEvent", "type").contains(&"text"));
         assert_eq!(of("Patient", "_id"), ["not"]);
         assert!(of("Patient", "_lastUpdated").is_empty());
     }

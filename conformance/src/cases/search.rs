@@ -99,6 +99,11 @@ pub fn cases() -> Vec<Case> {
             "_total=accurate: the next page's total also counts a match created after the first page",
             accurate_total_per_page,
         ),
+        Case::new(
+            "search-034",
+            ":text matches the words of a coding's display and of the concept's text, each Observation by its own",
+            text_of_displays,
+        ),
     ]
 }
 
@@ -258,6 +263,32 @@ fn accurate_total_per_page(ctx: &Ctx) -> Outcome {
     ensure(check::total(&page2) == Some(3), || {
         format!("{}: expected total 3 after a third match was created, got {:?}", second.label, check::total(&page2))
     })
+}
+
+fn text_of_displays(ctx: &Ctx) -> Outcome {
+    let unique = ctx.unique();
+    let mut standard = fixtures::observation(&unique, None);
+    standard["code"]["text"] = json!("Resting pulse");
+    let standard = ctx.create(&standard)?;
+    // The same LOINC code with a display of its own: its words are its own.
+    let mut own = fixtures::observation(&unique, None);
+    own["code"]["coding"][0]["display"] = json!("Puls");
+    let own = ctx.create(&own)?;
+    let identifier = identifier_query(&unique);
+    let with = |text: &'static str| [("identifier", identifier.clone()), ("code:text", text.to_string())];
+    let search = |text: &'static str| -> Result<(Vec<String>, String), String> {
+        let params = with(text);
+        let params: Vec<(&str, &str)> = params.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        Ok((found(ctx, "Observation", &params)?, describe(&params)))
+    };
+    let (ids, what) = search("heart rate")?;
+    exactly(&ids, &standard.id, &what)?;
+    let (ids, what) = search("RESTING heart")?;
+    exactly(&ids, &standard.id, &what)?;
+    let (ids, what) = search("puls")?;
+    exactly(&ids, &own.id, &what)?;
+    let (ids, what) = search("heart puls")?;
+    ensure(ids.is_empty(), || format!("{what}: expected no match, got {ids:?}"))
 }
 
 fn unknown_parameter_lenient(ctx: &Ctx) -> Outcome {
