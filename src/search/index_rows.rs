@@ -155,6 +155,23 @@ pub fn rows_for(
             value => plain.extend(plain_rows(&code, value)),
         }
     }
+    // A concept's `text` alone is a token row without system and code: it says only that the
+    // parameter has a value (`:missing=false`), which its codings' rows already say.
+    let coded: HashSet<String> = plain
+        .iter()
+        .filter_map(|row| match row {
+            IndexRow::Token {
+                param,
+                system,
+                code,
+                ..
+            } if system.is_some() || code.is_some() => Some(param.clone()),
+            _ => None,
+        })
+        .collect();
+    plain.retain(|row| {
+        !matches!(row, IndexRow::Token { param, system: None, code: None, .. } if coded.contains(param))
+    });
     // The same value can be reached twice (a coding listed twice, `name` and `given` of one
     // part); store it once. Rows per resource are few, so a linear check is cheapest.
     let mut unique: Vec<IndexRow> = Vec::with_capacity(rows.len() + plain.len());
@@ -911,5 +928,29 @@ mod tests {
             .filter(|r| matches!(r, IndexRow::Token { code: Some(c), .. } if c == "8867-4"))
             .count();
         assert_eq!((tokens, flag_of(&rows, "8867-4")), (1, Some(true)));
+    }
+
+    #[test]
+    fn a_concepts_text_alone_is_a_row_only_without_codings() {
+        let registry = crate::search::registry::tests::r4();
+        let keys = KeyRing::from_master_secret([42; 32]);
+        let empty_code_rows = |code: Value| {
+            let observation =
+                json!({"resourceType": "Observation", "id": "o1", "status": "final", "code": code});
+            rows_for(registry, &keys, "Observation", &observation)
+                .into_iter()
+                .filter(|r| {
+                    matches!(r, IndexRow::Token { param, system: None, code: None, .. } if param == "code")
+                })
+                .count()
+        };
+        let coded =
+            json!({"coding": [{"system": "http://loinc.org", "code": "8867-4"}], "text": "Puls"});
+        assert_eq!(empty_code_rows(coded), 0);
+        assert_eq!(
+            empty_code_rows(json!({"text": "Puls"})),
+            1,
+            "code:missing=false"
+        );
     }
 }
