@@ -223,10 +223,18 @@ async fn start_read_journal(service: &Service) -> std::io::Result<()> {
                     "reading where the audit journal drain got to: {error}"
                 ))
             })?;
+        crate::audit::journal::report_missing_newest(service, drained.as_ref())
+            .await
+            .map_err(|error| {
+                std::io::Error::other(format!(
+                    "checking the audit journal's newest segment: {error}"
+                ))
+            })?;
         let journal = crate::audit::journal::ReadJournal::start(
             &service.config.data_dir,
             service.keys.clone(),
             drained,
+            crate::audit::journal::Registrar::spawn(service),
         )
         .map_err(|error| {
             std::io::Error::other(format!(

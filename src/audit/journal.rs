@@ -35,8 +35,11 @@
 //! (`audit_journal_state`), so a segment that does not continue from there shows that segments
 //! were deleted, or the last one cut short, before they were drained: the drain logs it and
 //! writes an AuditEvent saying so (outcome serious failure, [`Event::JournalLoss`]) into the
-//! chain. What this cannot see: the newest segments deleted after a crash and before the next
-//! start (nothing later names them).
+//! chain. The newest segment, which no later segment names, is covered by the database: the
+//! next segment is prepared while the current one takes reads (its empty file `.next` created,
+//! then its name recorded by the [`Registrar`] in `audit_journal_opened`), so every segment that
+//! may hold acknowledged reads is named there, and a start that finds such a segment neither on
+//! disk nor drained reports it the same way ([`report_missing_newest`]).
 //!
 //! A backlog above [`MAX_BACKLOG_BYTES`] (the database cannot keep up, or refuses writes) sends
 //! reads back to the database path, which makes them wait for commits again instead of letting
@@ -68,6 +71,8 @@ use crate::store::audit as rows;
 pub const JOURNAL_DIR: &str = "audit-journal";
 const PURPOSE: &str = "audit-journal";
 const OPEN: &str = "open";
+/// A prepared segment (empty, recorded in the database) that the journal opens next.
+const NEXT: &str = "next";
 const CLOSED: &str = "journal";
 const BROKEN: &str = "broken";
 /// A segment that received reads is closed (and so drained) this long after its first frame.
@@ -93,6 +98,103 @@ enum Command {
     Close(oneshot::Sender<()>),
 }
 
+/// A request to the [`Registrar`]: create the empty file of `next` (if any), then record
+/// (`opened`, `next`) in the database.
+struct Registration {
+    opened: String,
+    next: Option<String>,
+    reply: oneshot::Sender<std::io::Result<()>>,
+}
+
+/// Records in the database which segments may hold acknowledged reads: the newest the journal
+/// opened, and the one it prepared to open next. A task of the service does the writes for the
+/// journal's thread. The next segment is prepared (its empty file created and recorded) while
+/// the current one takes reads, so that opening it needs no database commit on the reads' path.
+#[derive(Clone)]
+pub struct Registrar {
+    requests: mpsc::Sender<Registration>,
+}
+
+impl Registrar {
+    /// Start the task that records segments for the journal of `service`.
+    pub fn spawn(service: &Service) -> Registrar {
+        let (requests, mut received) = mpsc::channel::<Registration>(4);
+        let folder = service.config.data_dir.join(JOURNAL_DIR);
+        let service = service.clone();
+        tokio::spawn(async move {
+            while let Some(Registration {
+                opened,
+                next,
+                reply,
+            }) = received.recv().await
+            {
+                let _ = reply.send(record(&service, &folder, opened, next).await);
+            }
+        });
+        Registrar { requests }
+    }
+
+    fn send(
+        &self,
+        opened: &str,
+        next: Option<&str>,
+    ) -> std::io::Result<oneshot::Receiver<std::io::Result<()>>> {
+        let (reply, done) = oneshot::channel();
+        self.requests
+            .blocking_send(Registration {
+                opened: opened.to_string(),
+                next: next.map(str::to_string),
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        Ok(done)
+    }
+}
+
+fn stopped() -> std::io::Error {
+    std::io::Error::other("the audit journal's registrar has stopped")
+}
+
+/// Create `next`'s empty file (durably: its name is fsynced with the folder) and record
+/// (`opened`, `next`) in the database.
+async fn record(
+    service: &Service,
+    dir: &Path,
+    opened: String,
+    next: Option<String>,
+) -> std::io::Result<()> {
+    if let Some(next) = next.clone() {
+        let path = dir.join(format!("{next}.{NEXT}"));
+        let folder = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            File::open(&folder)?.sync_all()
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+    }
+    service
+        .write(move |conn| {
+            Box::pin(async move {
+                rows::set_journal_opened(conn, &opened, next.as_deref().unwrap_or_default())
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|error| std::io::Error::other(error.to_string()))
+}
+
+/// A segment prepared to be opened next: its empty file exists once `ready` says so.
+struct Prepared {
+    name: String,
+    ready: oneshot::Receiver<std::io::Result<()>>,
+}
+
 /// Handle to the journal of a running server.
 #[derive(Clone)]
 pub struct ReadJournal {
@@ -115,18 +217,23 @@ impl ReadJournal {
     /// Start the journal under `data_dir`, on a thread of its own (its work is blocking file
     /// I/O). Segments left by an earlier run are closed, for the next drain. `drained` is the
     /// last segment the drain wrote ([`last_drained`]); the first new segment continues from it,
-    /// or from a newer segment still in the folder.
+    /// or from a newer segment still in the folder. `registrar` records each new segment in the
+    /// database before a read in it is acknowledged.
     pub fn start(
         data_dir: &Path,
         keys: SharedKeys,
         drained: Option<(String, u64)>,
+        registrar: Registrar,
     ) -> std::io::Result<ReadJournal> {
         let dir = data_dir.join(JOURNAL_DIR);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
-        for left in files_named(&dir, OPEN)? {
+        // What a stopped journal left open or prepared is closed, for the drain (a prepared
+        // segment is empty, or holds frames when its rename to `.open` did not survive a crash).
+        let left_open = files_named(&dir, OPEN)?.into_iter();
+        for left in left_open.chain(files_named(&dir, NEXT)?) {
             match fs::rename(&left, left.with_extension(CLOSED)) {
                 // Closed meanwhile by the journal of a service that just stopped.
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -148,7 +255,7 @@ impl ReadJournal {
         let thread_state = state.clone();
         std::thread::Builder::new()
             .name("fhirvault-journal".into())
-            .spawn(move || Writer::new(thread_state, keys, last).run(receiver))?;
+            .spawn(move || Writer::new(thread_state, keys, registrar, last).run(receiver))?;
         Ok(ReadJournal { commands, state })
     }
 
@@ -185,7 +292,9 @@ impl ReadJournal {
 struct Writer {
     state: Arc<State>,
     keys: SharedKeys,
+    registrar: Registrar,
     open: Option<Segment>,
+    prepared: Option<Prepared>,
     /// What the next segment's first frame says: the segment before it.
     last: Header,
 }
@@ -206,11 +315,13 @@ struct Segment {
 }
 
 impl Writer {
-    fn new(state: Arc<State>, keys: SharedKeys, last: Header) -> Writer {
+    fn new(state: Arc<State>, keys: SharedKeys, registrar: Registrar, last: Header) -> Writer {
         Writer {
             state,
             keys,
+            registrar,
             open: None,
+            prepared: None,
             last,
         }
     }
@@ -277,55 +388,83 @@ impl Writer {
         };
         let keys = self.keys.current();
         let mut frames = Vec::new();
-        let push = |frames: &mut Vec<u8>, plain: &[u8]| -> std::io::Result<()> {
-            let offset = segment.bytes + frames.len() as u64;
-            let sealed = keys
-                .seal(&frame_aad_key(&segment.name, offset).as_aad(), plain)
-                .map_err(std::io::Error::other)?;
-            let length = u32::try_from(sealed.len()).map_err(std::io::Error::other)?;
-            frames.extend_from_slice(&length.to_be_bytes());
-            frames.extend_from_slice(&sealed);
-            Ok(())
-        };
-        if segment.bytes == 0 {
-            push(
-                &mut frames,
-                &serde_json::to_vec(&self.last).map_err(std::io::Error::other)?,
-            )?;
-        }
         for events in appends {
-            push(
-                &mut frames,
-                &serde_json::to_vec(events).map_err(std::io::Error::other)?,
-            )?;
+            let plain = serde_json::to_vec(events).map_err(std::io::Error::other)?;
+            push_frame(&mut frames, &keys, &segment.name, segment.bytes, &plain)?;
         }
-        segment.file.write_all(&frames)?;
-        segment.file.sync_data()?;
-        segment.bytes += frames.len() as u64;
-        self.state
-            .backlog
-            .fetch_add(frames.len() as u64, Ordering::Relaxed);
-        self.state.unclosed.store(true, Ordering::Release);
-        Ok(())
+        segment.write_durably(&frames, &self.state)
     }
 
-    fn new_segment(&self) -> std::io::Result<Segment> {
-        let name = FhirId::generate().into_string();
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(self.state.dir.join(format!("{name}.{OPEN}")))?;
-        // The new name must survive a crash with the frames that will be acknowledged in it.
-        File::open(&self.state.dir)?.sync_all()?;
-        Ok(Segment {
-            name,
+    /// A new segment, durable with its first frame (the segment before it), and one the database
+    /// names as possibly holding reads before any read in it is acknowledged: the segment
+    /// prepared while the last one took reads, or (the first after a start, or when preparing
+    /// failed) one created and recorded now. Then the segment after it is prepared.
+    fn new_segment(&mut self) -> std::io::Result<Segment> {
+        let prepared = self.prepared.take().and_then(|prepared| {
+            match prepared.ready.blocking_recv() {
+                Ok(Ok(())) => Some(prepared.name),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "could not prepare the next audit journal segment; opening one now");
+                    None
+                }
+                Err(_) => None,
+            }
+        });
+        let (name, segment) = match prepared {
+            Some(name) => {
+                let next = self.state.dir.join(format!("{name}.{NEXT}"));
+                let path = next.with_extension(OPEN);
+                fs::rename(&next, &path)?;
+                let file = OpenOptions::new().write(true).open(&path)?;
+                let segment = self.start_segment(&name, file, &path)?;
+                (name, segment)
+            }
+            None => {
+                let name = FhirId::generate().into_string();
+                let path = self.state.dir.join(format!("{name}.{OPEN}"));
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                let segment = self.start_segment(&name, file, &path)?;
+                // The name must survive a crash with the frames that will be acknowledged in it.
+                File::open(&self.state.dir)?.sync_all()?;
+                // A failed registration may still have committed: the file stays (header only)
+                // and is drained, so it is never missing.
+                self.registrar
+                    .send(&name, None)?
+                    .blocking_recv()
+                    .map_err(|_| stopped())??;
+                (name, segment)
+            }
+        };
+        let next = FhirId::generate().into_string();
+        match self.registrar.send(&name, Some(&next)) {
+            Ok(ready) => self.prepared = Some(Prepared { name: next, ready }),
+            Err(error) => tracing::warn!(%error, "cannot prepare the next audit journal segment"),
+        }
+        Ok(segment)
+    }
+
+    /// Write the first frame of segment `name` (the segment before it) and make it durable. On
+    /// failure the file stays, closed at the next start: it may be named in the database.
+    fn start_segment(&self, name: &str, file: File, path: &Path) -> std::io::Result<Segment> {
+        let mut segment = Segment {
+            name: name.to_string(),
             file,
             bytes: 0,
             opened: Instant::now(),
-        })
+        };
+        let mut header = Vec::new();
+        let plain = serde_json::to_vec(&self.last).map_err(std::io::Error::other)?;
+        push_frame(&mut header, &self.keys.current(), name, 0, &plain)?;
+        segment.write_durably(&header, &self.state).map_err(|error| {
+            tracing::error!(%error, segment = %path.display(), "cannot start an audit journal segment");
+            error
+        })?;
+        Ok(segment)
     }
-
     /// Rename the open segment to `.journal`. The rename need not be durable: after a crash,
     /// [`ReadJournal::start`] closes whatever is still `.open`.
     fn close(&mut self) {
@@ -344,6 +483,39 @@ impl Writer {
         self.state.unclosed.store(false, Ordering::Release);
         self.state.closed.notify_one();
     }
+}
+
+impl Segment {
+    /// Append `frames` and make them durable.
+    fn write_durably(&mut self, frames: &[u8], state: &State) -> std::io::Result<()> {
+        self.file.write_all(frames)?;
+        self.file.sync_data()?;
+        self.bytes += frames.len() as u64;
+        state
+            .backlog
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        state.unclosed.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Append to `frames` the frame of `plain`, sealed for its place in segment `name`: its offset
+/// is `written` (the segment's bytes so far) plus the frames before it in `frames`.
+fn push_frame(
+    frames: &mut Vec<u8>,
+    keys: &crate::crypto::KeyRing,
+    name: &str,
+    written: u64,
+    plain: &[u8],
+) -> std::io::Result<()> {
+    let offset = written + frames.len() as u64;
+    let sealed = keys
+        .seal(&frame_aad_key(name, offset).as_aad(), plain)
+        .map_err(std::io::Error::other)?;
+    let length = u32::try_from(sealed.len()).map_err(std::io::Error::other)?;
+    frames.extend_from_slice(&length.to_be_bytes());
+    frames.extend_from_slice(&sealed);
+    Ok(())
 }
 
 fn clone_error(error: &std::io::Error) -> std::io::Error {
@@ -577,6 +749,57 @@ pub async fn drain_journal(service: &Service) -> ApiResult<usize> {
     Ok(written)
 }
 
+/// At start, before the journal opens a segment: the segments the database names as possibly
+/// holding reads (the newest opened and the one prepared next) must still be in the folder, or
+/// drained. One that is neither was deleted with the reads it recorded after the server stopped,
+/// and no later segment names it: reported like the losses the drain finds (a log line and an
+/// AuditEvent), and forgotten in the same transaction, so that it is reported once.
+pub async fn report_missing_newest(
+    service: &Service,
+    drained: Option<&(String, u64)>,
+) -> ApiResult<()> {
+    let named = {
+        let mut conn = service.reader().await?;
+        rows::journal_opened(&mut conn).await?
+    };
+    let dir = service.config.data_dir.join(JOURNAL_DIR);
+    let missing: Vec<String> = named
+        .into_iter()
+        .filter(|name| {
+            let on_disk = [NEXT, OPEN, CLOSED, BROKEN]
+                .iter()
+                .any(|state| dir.join(format!("{name}.{state}")).exists());
+            !on_disk && drained.is_none_or(|(last, _)| name > last)
+        })
+        .collect();
+    let Some(first) = missing.first() else {
+        return Ok(());
+    };
+    let record = loss_record(
+        first,
+        format!(
+            "audit journal segment {}, which the journal had opened (or prepared to open next), is neither in the journal folder nor drained: it was deleted after the server stopped, and any reads it recorded are not in the audit trail",
+            missing.join(" and ")
+        ),
+    );
+    let this = service.clone();
+    service
+        .write(move |conn| {
+            Box::pin(async move {
+                rows::set_journal_opened(conn, "", "").await?;
+                append(&this, conn, &[record]).await?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+/// The AuditEvent (logged as an error too) saying that reads were lost at segment `name`.
+fn loss_record(name: &str, why: String) -> AuditRecord {
+    tracing::error!(segment = name, "{why}");
+    AuditRecord::record_management(Event::JournalLoss, Outcome::SeriousFailure, why)
+}
+
 /// Record segment `name` as drained (`bytes` read), and with it an AuditEvent for `loss`, the
 /// reason reads were lost before it, in one transaction.
 async fn record_drained(
@@ -585,10 +808,7 @@ async fn record_drained(
     bytes: u64,
     loss: Option<String>,
 ) -> ApiResult<()> {
-    let record = loss.map(|why| {
-        tracing::error!(segment = name, "{why}");
-        AuditRecord::record_management(Event::JournalLoss, Outcome::SeriousFailure, why)
-    });
+    let record = loss.map(|why| loss_record(name, why));
     let (this, name) = (service.clone(), name.to_string());
     let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
     service

@@ -325,3 +325,34 @@ pub async fn set_journal_state(conn: &mut Conn, name: &str, bytes: i64) -> Resul
     .await?;
     Ok(())
 }
+
+/// The read journal segments that may hold acknowledged reads: the newest the journal opened
+/// and the one it prepared next (none before the first, or once their loss was reported).
+pub async fn journal_opened(conn: &mut Conn) -> Result<Vec<String>, sqlx::Error> {
+    let row = sqlx::query("SELECT segment, next FROM audit_journal_opened WHERE id = 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        return Ok(Vec::new());
+    };
+    let names: [String; 2] = [row.try_get(0)?, row.try_get(1)?];
+    Ok(names.into_iter().filter(|name| !name.is_empty()).collect())
+}
+
+/// Record `segment` as the newest the read journal opened and `next` ('' for none) as the one
+/// it prepared; both '' to forget them.
+pub async fn set_journal_opened(
+    conn: &mut Conn,
+    segment: &str,
+    next: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_journal_opened (id, segment, next) VALUES (1, $1, $2) \
+         ON CONFLICT (id) DO UPDATE SET segment = excluded.segment, next = excluded.next",
+    )
+    .bind(segment)
+    .bind(next)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fhirvault::audit::journal::{JOURNAL_DIR, ReadJournal, drain_journal};
+use fhirvault::audit::journal::{JOURNAL_DIR, ReadJournal, Registrar, drain_journal};
 use fhirvault::audit::{AuditRecord, Entity, Event, Outcome, RestInteraction};
 use fhirvault::auth::Caller;
 use fhirvault::config::{Config, ReadRecords};
@@ -25,6 +25,7 @@ both_backends!(
     journaled_reads_are_in_the_trail_when_an_auditor_looks,
     a_journal_left_behind_is_drained_once_at_the_next_start,
     segments_deleted_or_cut_short_before_the_drain_are_reported,
+    the_newest_segment_deleted_after_a_crash_is_reported_once,
 );
 
 /// Put into query entities; must never appear in plain text on disk.
@@ -96,10 +97,12 @@ fn records(n: usize) -> Vec<AuditRecord> {
         .collect()
 }
 
+/// The segments in the journal folder, without the empty one prepared to be opened next.
 fn segments(data_dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir.join(JOURNAL_DIR))
         .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
+    files.retain(|path| path.extension().is_none_or(|e| e != "next"));
     files.sort();
     files
 }
@@ -125,7 +128,13 @@ async fn a_journal_left_behind_is_drained_once_at_the_next_start(backend: Backen
     // database, and the reads they belong to are not refused.
     let folder = dir.path().join(JOURNAL_DIR);
     std::fs::create_dir_all(&folder).expect("folder");
-    let journal = ReadJournal::start(dir.path(), service.keys.clone(), None).expect("journal");
+    let journal = ReadJournal::start(
+        dir.path(),
+        service.keys.clone(),
+        None,
+        Registrar::spawn(&service),
+    )
+    .expect("journal");
     assert!(service.read_journal.set(journal).is_ok());
     std::fs::remove_dir(&folder).expect("remove folder");
     std::fs::write(&folder, b"not a folder").expect("block the folder");
@@ -168,6 +177,11 @@ async fn a_journal_left_behind_is_drained_once_at_the_next_start(backend: Backen
         7,
         "2 written at once, 5 drained"
     );
+    assert_eq!(
+        auditor_count(&server, "outcome=8&subtype=verify").await,
+        0,
+        "the newest segment the journal opened was there: no loss"
+    );
     let of_segment = |dir: &Path| {
         segments(dir)
             .into_iter()
@@ -199,6 +213,27 @@ async fn a_journal_left_behind_is_drained_once_at_the_next_start(backend: Backen
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
 
+/// A service on a fresh store with a read journal of its own, not served: the tests stop it
+/// the way a crash would.
+async fn journaled_service(
+    backend: Backend,
+) -> (tempfile::TempDir, fhirvault::config::DatabaseUrl, Service) {
+    let (dir, database) = fresh_store(backend).await;
+    let config = Config::for_dir(dir.path(), Some(database.clone()));
+    let service = fhirvault::server::open_service(config, None)
+        .await
+        .expect("service opens");
+    let journal = ReadJournal::start(
+        dir.path(),
+        service.keys.clone(),
+        None,
+        Registrar::spawn(&service),
+    )
+    .expect("journal");
+    assert!(service.read_journal.set(journal).is_ok());
+    (dir, database, service)
+}
+
 /// Journal `count` records into a segment of their own and close it (not drained).
 async fn closed_segment(service: &Service, count: usize) -> PathBuf {
     let before = segments(service.config.data_dir.as_path());
@@ -220,13 +255,7 @@ async fn closed_segment(service: &Service, count: usize) -> PathBuf {
 /// frames (which would otherwise pass for a segment that simply ended there), before the drain
 /// took it is reported in the trail itself, and the records that are there are still written.
 async fn segments_deleted_or_cut_short_before_the_drain_are_reported(backend: Backend) {
-    let (dir, database) = fresh_store(backend).await;
-    let config = Config::for_dir(dir.path(), Some(database.clone()));
-    let service = fhirvault::server::open_service(config, None)
-        .await
-        .expect("service opens");
-    let journal = ReadJournal::start(dir.path(), service.keys.clone(), None).expect("journal");
-    assert!(service.read_journal.set(journal).is_ok());
+    let (dir, database, service) = journaled_service(backend).await;
     let before = stored_audit_events(&service).await;
 
     // One segment drained: the drain knows where it got to.
@@ -255,6 +284,37 @@ async fn segments_deleted_or_cut_short_before_the_drain_are_reported(backend: Ba
         auditor_count(&server, "outcome=8&subtype=verify").await,
         2,
         "one for the deleted segment, one for the cut"
+    );
+    let (dir, database) = server.stop().await;
+    let (code, stdout, stderr) = fhirvault(dir.path(), &database, &["audit", "verify"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
+
+/// The newest segment, which no later segment names, deleted after a crash and before the next
+/// start: the database recorded it as opened before any read in it was acknowledged, so the
+/// start reports it, once.
+async fn the_newest_segment_deleted_after_a_crash_is_reported_once(backend: Backend) {
+    let (dir, database, service) = journaled_service(backend).await;
+    closed_segment(&service, 1).await;
+    drain_journal(&service).await.expect("drain");
+
+    // Acknowledged in the open segment; then the server dies, and the segment is deleted.
+    service.audit(records(2)).await.expect("journaled");
+    service.store.close().await;
+    drop(service);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let left = segments(dir.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    std::fs::remove_file(&left[0]).expect("delete the newest segment");
+
+    let server = TestServer::start_with(backend, dir, database, journaled).await;
+    assert_eq!(auditor_count(&server, "outcome=8&subtype=verify").await, 1);
+    let (dir, database) = server.stop().await;
+    let server = TestServer::start_with(backend, dir, database, journaled).await;
+    assert_eq!(
+        auditor_count(&server, "outcome=8&subtype=verify").await,
+        1,
+        "reported once"
     );
     let (dir, database) = server.stop().await;
     let (code, stdout, stderr) = fhirvault(dir.path(), &database, &["audit", "verify"]);
