@@ -189,10 +189,12 @@ async fn record(
         .map_err(|error| std::io::Error::other(error.to_string()))
 }
 
-/// A segment prepared to be opened next: its empty file exists once `ready` says so.
-struct Prepared {
-    name: String,
-    ready: oneshot::Receiver<std::io::Result<()>>,
+/// The segment prepared to be opened next.
+enum Prepared {
+    /// Its file and record are being made.
+    Pending(String, oneshot::Receiver<std::io::Result<()>>),
+    /// Its empty file exists and the database names it.
+    Ready(String),
 }
 
 /// Handle to the journal of a running server.
@@ -327,6 +329,8 @@ impl Writer {
     }
 
     fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
+        let newest = self.last.previous.clone();
+        self.prepare(&newest);
         while let Some(first) = receiver.blocking_recv() {
             let mut commands = vec![first];
             while commands.len() < MAX_APPENDS {
@@ -350,9 +354,12 @@ impl Writer {
                     let _ = reply.send(written.as_ref().map(|_| ()).map_err(clone_error));
                 }
             }
+            // Closed when due only once the next segment is ready, so that opening it makes no
+            // read wait for the database (which may be slow or locked: the journal's reads go
+            // on meanwhile, into this segment, which the database already names).
             let due = self.open.as_ref().is_some_and(|segment| {
                 segment.bytes >= MAX_SEGMENT_BYTES || segment.opened.elapsed() >= CLOSE_AFTER
-            });
+            }) && self.next_ready();
             if !closes.is_empty() || due {
                 self.close();
             }
@@ -397,19 +404,21 @@ impl Writer {
 
     /// A new segment, durable with its first frame (the segment before it), and one the database
     /// names as possibly holding reads before any read in it is acknowledged: the segment
-    /// prepared while the last one took reads, or (the first after a start, or when preparing
-    /// failed) one created and recorded now. Then the segment after it is prepared.
+    /// prepared while the last one took reads, or (when preparing failed) one created and
+    /// recorded now. Then the segment after it is prepared.
     fn new_segment(&mut self) -> std::io::Result<Segment> {
-        let prepared = self.prepared.take().and_then(|prepared| {
-            match prepared.ready.blocking_recv() {
-                Ok(Ok(())) => Some(prepared.name),
+        let prepared = match self.prepared.take() {
+            Some(Prepared::Ready(name)) => Some(name),
+            Some(Prepared::Pending(name, ready)) => match ready.blocking_recv() {
+                Ok(Ok(())) => Some(name),
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "could not prepare the next audit journal segment; opening one now");
                     None
                 }
                 Err(_) => None,
-            }
-        });
+            },
+            None => None,
+        };
         let (name, segment) = match prepared {
             Some(name) => {
                 let next = self.state.dir.join(format!("{name}.{NEXT}"));
@@ -439,12 +448,46 @@ impl Writer {
                 (name, segment)
             }
         };
+        self.prepare(&name);
+        Ok(segment)
+    }
+
+    /// Start preparing the segment to open after `opened` (the newest opened, or the newest in
+    /// the folder at start), without waiting for it.
+    fn prepare(&mut self, opened: &str) {
         let next = FhirId::generate().into_string();
-        match self.registrar.send(&name, Some(&next)) {
-            Ok(ready) => self.prepared = Some(Prepared { name: next, ready }),
+        match self.registrar.send(opened, Some(&next)) {
+            Ok(ready) => self.prepared = Some(Prepared::Pending(next, ready)),
             Err(error) => tracing::warn!(%error, "cannot prepare the next audit journal segment"),
         }
-        Ok(segment)
+    }
+
+    /// Whether the next segment is prepared; a preparation that failed is started again.
+    fn next_ready(&mut self) -> bool {
+        let Some(Prepared::Pending(name, ready)) = &mut self.prepared else {
+            return matches!(self.prepared, Some(Prepared::Ready(_)));
+        };
+        match ready.try_recv() {
+            Ok(Ok(())) => {
+                self.prepared = Some(Prepared::Ready(std::mem::take(name)));
+                true
+            }
+            Err(oneshot::error::TryRecvError::Empty) => false,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not prepare the next audit journal segment; trying again");
+                let opened = self
+                    .open
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
+                self.prepare(&opened);
+                false
+            }
+            Err(oneshot::error::TryRecvError::Closed) => {
+                self.prepared = None;
+                true
+            }
+        }
     }
 
     /// Write the first frame of segment `name` (the segment before it) and make it durable. On
