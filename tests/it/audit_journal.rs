@@ -208,9 +208,7 @@ async fn a_journal_left_behind_is_drained_once_at_the_next_start(backend: Backen
     assert!(!closed.exists());
     assert!(segment.with_extension("broken").exists());
 
-    let (dir, database) = server.stop().await;
-    let (code, stdout, stderr) = fhirvault(dir.path(), &database, &["audit", "verify"]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    chains_verify(server).await;
 }
 
 /// A service on a fresh store with a read journal of its own, not served: the tests stop it
@@ -285,9 +283,7 @@ async fn segments_deleted_or_cut_short_before_the_drain_are_reported(backend: Ba
         2,
         "one for the deleted segment, one for the cut"
     );
-    let (dir, database) = server.stop().await;
-    let (code, stdout, stderr) = fhirvault(dir.path(), &database, &["audit", "verify"]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    chains_verify(server).await;
 }
 
 /// The newest segment, which no later segment names, deleted after a crash and before the next
@@ -316,6 +312,11 @@ async fn the_newest_segment_deleted_after_a_crash_is_reported_once(backend: Back
         1,
         "reported once"
     );
+    chains_verify(server).await;
+}
+
+/// Stop `server` and check that `fhirvault audit verify` finds every chain intact.
+async fn chains_verify(server: TestServer) {
     let (dir, database) = server.stop().await;
     let (code, stdout, stderr) = fhirvault(dir.path(), &database, &["audit", "verify"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
