@@ -160,9 +160,7 @@ async fn a_journal_left_behind_is_drained_once_at_the_next_start(backend: Backen
         0o600
     );
     // The server stops without draining (as a crash would leave it), in the middle of a write.
-    service.store.close().await;
-    drop(service);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop_as_a_crash_would(service).await;
     let stem = segment.file_stem().expect("stem").to_owned();
     let left = segments(dir.path());
     assert_eq!(left.len(), 1, "{left:?}");
@@ -178,7 +176,7 @@ async fn a_journal_left_behind_is_drained_once_at_the_next_start(backend: Backen
         "2 written at once, 5 drained"
     );
     assert_eq!(
-        auditor_count(&server, "outcome=8&subtype=verify").await,
+        losses(&server).await,
         0,
         "the newest segment the journal opened was there: no loss"
     );
@@ -274,12 +272,11 @@ async fn segments_deleted_or_cut_short_before_the_drain_are_reported(backend: Ba
     drain_journal(&service).await.expect("drain");
     // The third segment's record is written, and one AuditEvent for each loss.
     assert_eq!(stored_audit_events(&service).await, before + 1 + 1 + 2);
-    service.store.close().await;
-    drop(service);
+    stop_as_a_crash_would(service).await;
 
     let server = TestServer::start_with(backend, dir, database, journaled).await;
     assert_eq!(
-        auditor_count(&server, "outcome=8&subtype=verify").await,
+        losses(&server).await,
         2,
         "one for the deleted segment, one for the cut"
     );
@@ -296,22 +293,16 @@ async fn the_newest_segment_deleted_after_a_crash_is_reported_once(backend: Back
 
     // Acknowledged in the open segment; then the server dies, and the segment is deleted.
     service.audit(records(2)).await.expect("journaled");
-    service.store.close().await;
-    drop(service);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop_as_a_crash_would(service).await;
     let left = segments(dir.path());
     assert_eq!(left.len(), 1, "{left:?}");
     std::fs::remove_file(&left[0]).expect("delete the newest segment");
 
     let server = TestServer::start_with(backend, dir, database, journaled).await;
-    assert_eq!(auditor_count(&server, "outcome=8&subtype=verify").await, 1);
+    assert_eq!(losses(&server).await, 1);
     let (dir, database) = server.stop().await;
     let server = TestServer::start_with(backend, dir, database, journaled).await;
-    assert_eq!(
-        auditor_count(&server, "outcome=8&subtype=verify").await,
-        1,
-        "reported once"
-    );
+    assert_eq!(losses(&server).await, 1, "reported once");
     chains_verify(server).await;
 }
 
@@ -320,4 +311,17 @@ async fn chains_verify(server: TestServer) {
     let (dir, database) = server.stop().await;
     let (code, stdout, stderr) = fhirvault(dir.path(), &database, &["audit", "verify"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
+}
+
+/// Stop `service` without draining its journal, as a crash leaves it, and give its journal's
+/// thread a moment to finish.
+async fn stop_as_a_crash_would(service: Service) {
+    service.store.close().await;
+    drop(service);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// The AuditEvents that report reads lost from the journal.
+async fn losses(server: &TestServer) -> u64 {
+    auditor_count(server, "outcome=8&subtype=verify").await
 }
